@@ -1,0 +1,1 @@
+"""The FaceSwap Cam daemon: capture, coordination, processing and output (layers 1-3)."""

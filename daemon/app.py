@@ -1,0 +1,347 @@
+"""Layer 2: RealtimeFaceSwapApp wires capture → feeder → processor → publisher → sinks.
+
+Threads and who owns them (all owned by the app, started in ``start`` and stopped in ``close``
+in reverse order):
+- capture (WebcamCapture): device → ring of the newest 30 frames, overwriting the oldest.
+- feeder: wakes on the ring's condition and hands every k-th frame to the processor's bounded
+  input queue (the processor drops the oldest when full).
+- processor (AsyncFaceSwapProcessor): batches → engine → bounded buffer of swapped frames.
+- publisher: an absolute clock at the output fps; each tick picks the frame to show and hands
+  it to every sink's worker, never waiting for the engine or a sink.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from faceswap_cam.daemon.capture import CaptureState, WebcamCapture
+from faceswap_cam.daemon.config import Settings
+from faceswap_cam.daemon.frames import Frame
+from faceswap_cam.daemon.overlay import card, draw_stats, with_banner
+from faceswap_cam.daemon.processor import AsyncFaceSwapProcessor
+from faceswap_cam.daemon.selection import OutputSelector, Showing
+from faceswap_cam.daemon.sinks import Sink, SinkContext, SinkError, SinkWorker, Tick, create_sink
+from faceswap_cam.daemon.sources import create_source
+from faceswap_cam.daemon.stats import RateMeter, Samples, rounded
+from faceswap_cam.models.engine import SwapEngine, create_engine, resolve_engine_name
+
+logger = logging.getLogger(__name__)
+
+#: How long the publisher waits for the first camera frame before showing a card instead.
+FIRST_FRAME_WAIT_S = 5.0
+
+
+class StartError(RuntimeError):
+    """The daemon cannot start; nothing was left running. The message says why and the fix."""
+
+
+def engine_options(settings: Settings) -> dict[str, Any]:
+    return {"delay_ms": settings.engine_delay_ms}
+
+
+class RealtimeFaceSwapApp:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine_factory: Callable[[], SwapEngine] | None = None,
+        sinks: list[Sink] | None = None,
+    ) -> None:
+        """Build everything from ``settings``; ``engine_factory`` and ``sinks`` let callers
+        (tests, benchmarks) supply their own instead of the registry's."""
+        self.settings = settings
+        self._stop = threading.Event()
+        self.done = threading.Event()
+        self._stack = contextlib.ExitStack()
+        self._started = False
+        self._closed = False
+        self._lock = threading.Lock()
+
+        try:
+            self.source = create_source(settings.source, size=settings.size, fps=settings.fps)
+        except Exception as exc:
+            raise StartError(str(exc)) from exc
+        if engine_factory is None:
+            try:
+                self.engine_name = resolve_engine_name(settings.engine)
+            except Exception as exc:
+                raise StartError(str(exc)) from exc
+            options = engine_options(settings)
+            name = self.engine_name
+
+            def engine_factory() -> SwapEngine:
+                return create_engine(name, **options)
+        else:
+            self.engine_name = settings.engine
+        self.capture = WebcamCapture(self.source)
+        self.processor = AsyncFaceSwapProcessor(
+            engine_factory, fps=settings.fps, engine_name=self.engine_name,
+            timeout_s=settings.engine_timeout_s)
+        self.selector = OutputSelector(fallback=settings.fallback, playout=settings.playout,
+                                       fps=settings.fps, grace_s=settings.stale_after_ms / 1000)
+        self._sink_context = SinkContext(options=settings.model_dump(mode="json"),
+                                         stats=self.live_stats)
+        self._explicit_sinks = sinks
+        self.sinks: list[Sink] = []
+        self.workers: list[SinkWorker] = []
+        self.swap_enabled = settings.swap
+
+        # Publisher measurements (owned by the publisher thread; read by stats()).
+        self.publish_rate = RateMeter(window=60)
+        self.latency_ms = Samples()
+        self.jitter_ms = Samples()
+        self.ticks = 0
+        self.ticks_missed = 0
+        self.shown = dict.fromkeys((s.value for s in Showing), 0)
+        self._last_showing = "-"
+        self._last_latency: float | None = None
+        self._feeder_gaps = 0
+        self._started_ns = 0
+        self._duration_ticks: int | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the source and sinks, start the threads. On failure everything already
+        started is closed again and :class:`StartError` says why."""
+        if self._started:
+            raise RuntimeError("already started")
+        self._started = True
+        try:
+            self._start()
+        except BaseException as exc:
+            self._stack.close()
+            if isinstance(exc, StartError):
+                raise
+            if isinstance(exc, Exception):
+                raise StartError(str(exc)) from exc
+            raise
+
+    def _start(self) -> None:
+        stack = self._stack
+        logger.info("source %s at %s@%g", self.source.description, self.settings.size_text,
+                    self.settings.fps)
+        self.capture.open()
+        stack.callback(self.capture.close)
+        for sink, optional in self._build_sinks():
+            try:
+                sink.open(self.settings.size, self.settings.fps)
+            except SinkError as exc:
+                if not optional:
+                    raise
+                logger.warning("%s\nGoing on without it.", exc)
+                continue
+            worker = SinkWorker(sink, self._draw_overlay)
+            stack.callback(worker.close)
+            self.sinks.append(sink)
+            self.workers.append(worker)
+            worker.start()
+            logger.info("output %s", sink.description)
+        if not self.workers:
+            raise StartError("no output could be opened")
+        self.processor.start()
+        stack.callback(self.processor.close)
+        self.capture.start()
+        feeder = threading.Thread(target=self._feed, name="feeder", daemon=True)
+        feeder.start()
+        stack.callback(self._join, feeder)
+        publisher = threading.Thread(target=self._publish, name="publisher", daemon=True)
+        publisher.start()
+        stack.callback(self._join, publisher)
+        stack.callback(self._stop.set)  # first thing on close: stop the clocks
+        self._started_ns = time.monotonic_ns()
+
+    def _build_sinks(self) -> list[tuple[Sink, bool]]:
+        """The sinks to open, each with whether the run may go on without it."""
+        if self._explicit_sinks is not None:
+            return [(sink, False) for sink in self._explicit_sinks]
+        if self.settings.sinks == ["auto"]:
+            # Defaults must work on a machine with no virtual-camera driver: the preview
+            # page is always there, the virtual camera when its device exists.
+            return [(create_sink("virtualcam", self._sink_context), True),
+                    (create_sink("preview", self._sink_context), False)]
+        return [(create_sink(spec, self._sink_context), False) for spec in self.settings.sinks]
+
+    @staticmethod
+    def _join(thread: threading.Thread) -> None:
+        thread.join(timeout=5.0)
+        if thread.is_alive():
+            logger.warning("thread %s did not stop within 5 s", thread.name)
+
+    def stop(self) -> None:
+        """Ask every thread to stop; ``close()`` does the orderly teardown."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Stop publishing, flush and close the outputs, stop the threads, release the camera
+        (the reverse of start). Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        self._stack.close()
+        self.done.set()
+
+    def __enter__(self) -> RealtimeFaceSwapApp:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, duration: float | None = None) -> dict[str, Any]:
+        """Start, publish until ``duration`` seconds of output (or ``stop()``), close, and
+        return the run statistics."""
+        self._duration_ticks = None if duration is None else round(duration * self.settings.fps)
+        with self:
+            self._stop.wait()
+        return self.stats()
+
+    # --- feeder --------------------------------------------------------------------------
+
+    def _feed(self) -> None:
+        last = -1
+        ring = self.capture.ring
+        while not self._stop.is_set():
+            for frame in ring.wait_newer(last, timeout=0.5):
+                if last >= 0 and frame.index != last + 1:
+                    self._feeder_gaps += frame.index - last - 1
+                last = frame.index
+                if self.swap_enabled and self.processor.wants(frame.index):
+                    self.processor.submit(frame)
+
+    # --- publisher -----------------------------------------------------------------------
+
+    def _publish(self) -> None:
+        fps = self.settings.fps
+        period_ns = int(1e9 / fps)
+        # Start the clock on the first camera frame, so a recording starts with real frames;
+        # a camera that never delivers gets the "waiting" card after a few seconds instead.
+        self.capture.ring.wait_newer(-1, timeout=FIRST_FRAME_WAIT_S)
+        start_ns = time.monotonic_ns()
+        n = 0
+        while not self._stop.is_set():
+            target = start_ns + n * period_ns
+            delay = (target - time.monotonic_ns()) / 1e9
+            if delay > 0 and self._stop.wait(delay):
+                break
+            now = time.monotonic_ns()
+            repeat = 1
+            if now - target >= period_ns:
+                # Late by whole ticks: skip them (never burst) and say so.
+                missed = (now - target) // period_ns
+                self.ticks_missed += missed
+                repeat += missed
+                n += missed
+                target += missed * period_ns
+            self.jitter_ms.add(abs(now - target) / 1e6)
+            self._tick(n, now, repeat)
+            n += 1
+            if self._duration_ticks is not None and n >= self._duration_ticks:
+                self._stop.set()
+
+    def _tick(self, number: int, now_ns: int, repeat: int) -> None:
+        live = self.capture.ring.latest()
+        choice = self.selector.choose(
+            now_ns, live, self.processor.swapped_frames(),
+            batch_period_s=self.processor.expected_batch_period_s,
+            swap_enabled=self.swap_enabled)
+        pixels = self._pixels_for(choice.showing, choice.frame)
+        if self.capture.state is CaptureState.LOST:
+            pixels = with_banner(pixels, "camera lost - reconnecting")
+        latency = None if choice.frame is None else (now_ns - choice.frame.captured_ns) / 1e6
+        if latency is not None:
+            self.latency_ms.add(latency)
+        self._last_latency = latency
+        self._last_showing = choice.showing.value
+        self.shown[choice.showing.value] += repeat
+        self.ticks += repeat
+        self.publish_rate.tick(now_ns)
+        tick = Tick(number=number, kind=choice.showing.value, published_ns=now_ns,
+                    latency_ms=latency, repeat=repeat)
+        for worker in self.workers:
+            worker.offer(pixels, tick)
+
+    def _pixels_for(self, showing: Showing, frame: Frame | None) -> np.ndarray:
+        if frame is not None:
+            return frame.pixels
+        if self.capture.frames_captured == 0:
+            return card(self.settings.size, "FaceSwap Cam", "waiting for the camera...")
+        title = "Face swap starting..." if self.swap_enabled else "FaceSwap Cam"
+        return card(self.settings.size, title, "the camera image is hidden until it is ready")
+
+    def _draw_overlay(self, pixels: np.ndarray, tick: Tick) -> np.ndarray:
+        return draw_stats(pixels, self.live_stats())
+
+    # --- statistics ----------------------------------------------------------------------
+
+    def live_stats(self) -> dict[str, Any]:
+        """The small, cheap snapshot that the preview and overlay show many times a second."""
+        return {
+            "capture_fps": round(self.capture.rate.rate(), 2),
+            "capture_state": self.capture.state.value,
+            "process_fps": round(self.processor.rate.rate(), 2),
+            "publish_fps": round(self.publish_rate.rate(), 2),
+            "latency_ms": rounded(self._last_latency, 1),
+            "showing": self._last_showing,
+            "engine": self.engine_name,
+            "engine_state": self.processor.state.value,
+            "engine_error": self.processor.last_error,
+            "cadence": self.processor.cadence,
+            "playout": self.settings.playout.value,
+            "playout_delay_ms": round(self.selector.playout_delay_ms, 1),
+            "fallback": self.settings.fallback.value,
+            "swap": self.swap_enabled,
+            "frames_published": self.ticks,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """The run statistics printed as one JSON line when the daemon exits."""
+        processor = self.processor.stats()
+        sink_drops = sum(worker.dropped for worker in self.workers)
+        return {
+            "frames_captured": self.capture.frames_captured,
+            "frames_published": self.ticks,
+            "frames_swapped": self.shown[Showing.SWAPPED.value],
+            "frames_passthrough": self.shown[Showing.PASSTHROUGH.value],
+            "frames_held": self.shown[Showing.HELD.value],
+            "frames_placeholder": self.shown[Showing.PLACEHOLDER.value],
+            "frames_dropped": processor["dropped_input"] + processor["skipped"] + sink_drops,
+            "dropped_input_queue": processor["dropped_input"],
+            "skipped_by_processor": processor["skipped"],
+            "dropped_by_sinks": sink_drops,
+            "latency_p50_ms": rounded(self.latency_ms.percentile(50)),
+            "latency_p99_ms": rounded(self.latency_ms.percentile(99)),
+            "jitter_p50_ms": rounded(self.jitter_ms.percentile(50), 3),
+            "jitter_p99_ms": rounded(self.jitter_ms.percentile(99), 3),
+            "ticks_missed": self.ticks_missed,
+            "capture_fps": round(self.capture.rate.rate(), 2),
+            "camera_reconnects": self.capture.reconnects,
+            "camera_losses": self.capture.read_errors,
+            "camera_state": self.capture.state.value,
+            "engine": self.engine_name,
+            "engine_state": processor["engine_state"],
+            "engine_error": processor["engine_error"],
+            "engine_failures": processor["engine_failures"],
+            "engine_timeouts": processor["engine_timeouts"],
+            "engine_restarts": processor["engine_restarts"],
+            "engine_resets": processor["engine_resets"],
+            "engine_batches": processor["batches"],
+            "engine_frames": processor["frames_swapped"],
+            "cadence": processor["cadence"],
+            "max_input_depth": processor["max_input_depth"],
+            "playout": self.settings.playout.value,
+            "playout_delay_ms": round(self.selector.playout_delay_ms, 1),
+            "fallback": self.settings.fallback.value,
+            "sinks": {worker.sink.description: {"sent": worker.sent, "dropped": worker.dropped,
+                                                "error": worker.error}
+                      for worker in self.workers},
+        }

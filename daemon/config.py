@@ -1,0 +1,230 @@
+"""The daemon's configuration: one pydantic model, layered file < environment < command line.
+
+Every value says where it came from, so an invalid one fails at start naming the field, the
+value, its origin and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+APP_NAME = "faceswap-cam"
+ENV_PREFIX = "FACESWAP_CAM_"
+VIRTUAL_CAMERA_LABEL = "FaceSwap Cam"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every bad field."""
+
+
+class Fallback(StrEnum):
+    PASSTHROUGH = "passthrough"  # the live camera while no swapped frame is due
+    HOLD = "hold"  # repeat the last swapped frame
+    PLACEHOLDER = "placeholder"  # a card: never show the real face while swap is on
+
+
+class Playout(StrEnum):
+    LIVE = "live"  # show swapped frames as soon as they arrive
+    SMOOTH = "smooth"  # play them at capture cadence behind an adaptive delay
+
+
+class VirtualCameraFormat(StrEnum):
+    I420 = "i420"  # pyvirtualcam's default device format
+    YUYV = "yuyv"  # for apps that reject I420
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+
+
+class Settings(BaseModel):
+    """Everything ``faceswap-cam run`` can be told. Field names are the TOML keys; the
+    environment variable is ``FACESWAP_CAM_<FIELD>`` and the flag ``--<field-with-dashes>``."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    source: str = Field("auto", description="auto | webcam:N | webcam:auto | file:PATH | demo")
+    sinks: list[str] = Field(
+        default_factory=lambda: ["auto"],
+        description="auto (virtual camera if present, plus preview) | virtualcam | preview "
+        "| file:PATH | null; several allowed",
+    )
+    engine: str = Field("auto", description="auto | passthrough | debug | registered engines")
+    engine_delay_ms: float = Field(0.0, ge=0, le=600_000, description="debug engine delay")
+    engine_timeout_s: float = Field(60.0, gt=0, le=3600,
+                                    description="an engine call longer than this is hung")
+    fps: float = Field(30.0, gt=0, le=120)
+    size: tuple[int, int] = Field((1280, 720), description="output WIDTHxHEIGHT, even numbers")
+    duration: float | None = Field(None, gt=0, description="stop after SECONDS (default: run)")
+    fallback: Fallback = Fallback.PASSTHROUGH
+    playout: Playout = Playout.LIVE
+    swap: bool = True
+    stale_after_ms: float = Field(
+        500.0, ge=0, le=60_000,
+        description="a swapped frame this late past its slot gives way to the fallback")
+    overlay_output: bool = Field(False, description="burn the stats overlay into the camera")
+    preview_host: str = "127.0.0.1"
+    preview_port: int = Field(8765, ge=0, le=65535, description="0 picks a free port")
+    preview_fps: float = Field(15.0, gt=0, le=60)
+    virtualcam_label: str = VIRTUAL_CAMERA_LABEL
+    virtualcam_device: str | None = Field(None, description="/dev/videoN or a camera name")
+    virtualcam_backend: str | None = Field(None, description="pyvirtualcam backend name")
+    virtualcam_format: VirtualCameraFormat = VirtualCameraFormat.I420
+    log_level: str = Field("INFO", description="DEBUG | INFO | WARNING | ERROR")
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _parse_size(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = _SIZE.match(value)
+            if not match:
+                raise ValueError("must be WIDTHxHEIGHT, e.g. 1280x720")
+            return int(match[1]), int(match[2])
+        return value
+
+    @field_validator("size")
+    @classmethod
+    def _check_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        width, height = value
+        if not (16 <= width <= 7680 and 16 <= height <= 4320):
+            raise ValueError("width must be 16..7680 and height 16..4320")
+        if width % 2 or height % 2:
+            raise ValueError("width and height must be even (the camera formats need it)")
+        return value
+
+    @field_validator("sinks", mode="before")
+    @classmethod
+    def _split_sinks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("sinks")
+    @classmethod
+    def _check_sinks(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one sink is needed")
+        return value
+
+    @field_validator("preview_host")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        if value not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("the preview is served on loopback only: 127.0.0.1, localhost or ::1")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return upper
+
+    @property
+    def size_text(self) -> str:
+        return f"{self.size[0]}x{self.size[1]}"
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    values = {}
+    for name in Settings.model_fields:
+        key = ENV_PREFIX + name.upper()
+        if key in environ:
+            values[name] = environ[key]
+    return values
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    # Either top-level keys or a [daemon] table.
+    table = data.get("daemon", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [daemon] must be a table")
+    return dict(table)
+
+
+def load_settings(
+    cli: Mapping[str, Any] | None = None,
+    *,
+    config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge the TOML file, ``FACESWAP_CAM_*`` variables and CLI values (each overriding the
+    last) and validate once. ``config_path`` given explicitly must exist."""
+    environ = os.environ if environ is None else environ
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if config_path is not None:
+        if not config_path.is_file():
+            raise ConfigError(f"config file not found: {config_path}")
+        layers.append((str(config_path), _from_file(config_path)))
+    else:
+        default = default_config_path()
+        if default.is_file():
+            layers.append((str(default), _from_file(default)))
+    layers.append(("environment", _from_environment(environ)))
+    layers.append(("command line", {k: v for k, v in (cli or {}).items() if v is not None}))
+
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for where, values in layers:
+        for key, value in values.items():
+            merged[key] = value
+            origin[key] = (f"{ENV_PREFIX}{key.upper()}" if where == "environment"
+                           else f"--{key.replace('_', '-')}" if where == "command line"
+                           else where)
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, merged, origin)) from None
+
+
+def _describe(exc: ValidationError, merged: Mapping[str, Any], origin: Mapping[str, str]) -> str:
+    lines = ["invalid configuration:"]
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        where = origin.get(field, "default")
+        if error["type"] == "extra_forbidden":
+            known = ", ".join(Settings.model_fields)
+            lines.append(f"  {field} (from {where}): unknown setting; known settings: {known}")
+            continue
+        value = merged.get(field, error.get("input"))
+        message = error["msg"].removeprefix("Value error, ")
+        allowed = _allowed(field)
+        lines.append(f"  {field} = {value!r} (from {where}): {message}"
+                     + (f" [allowed: {allowed}]" if allowed else ""))
+    return "\n".join(lines)
+
+
+def _allowed(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    if info is None:
+        return ""
+    annotation = info.annotation
+    if isinstance(annotation, type) and issubclass(annotation, StrEnum):
+        return " | ".join(member.value for member in annotation)
+    bounds = []
+    for meta in info.metadata:
+        for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            bound = getattr(meta, attr, None)
+            if bound is not None:
+                bounds.append(f"{symbol} {bound}")
+    return ", ".join(bounds) or (info.description or "")

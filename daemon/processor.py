@@ -1,0 +1,483 @@
+"""Layer 3: the processing thread that batches frames for the engine and survives its failures."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from faceswap_cam.daemon.frames import Frame
+from faceswap_cam.daemon.stats import RateMeter, Samples
+from faceswap_cam.models.engine import SwapEngine
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class EngineState(enum.Enum):
+    LOADING = "loading"
+    RUNNING = "running"
+    FAILED = "failed"
+    HUNG = "hung"
+    STOPPED = "stopped"
+
+
+class EngineTimeout(RuntimeError):
+    pass
+
+
+class _Stopped(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SwappedFrame:
+    """An engine output stamped with its source frame's index and capture time."""
+
+    frame: Frame
+    arrived_ns: int
+    cadence: int  # k: the engine saw every k-th camera frame when this was made
+
+
+class _EngineWorker:
+    """A daemon thread that runs the engine's calls, so a hung call can be abandoned.
+
+    Python cannot kill a thread: on a timeout the worker is left behind (it exits when the
+    call returns) and a new engine gets a new worker. A daemon thread never blocks exit.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._cond = threading.Condition()
+        self._job: Callable[[], Any] | None = None
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._done = True
+        self._retired = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._job is None and not self._retired:
+                    self._cond.wait()
+                if self._job is None:
+                    return
+                job = self._job
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = job()
+            except BaseException as exc:  # handed to the caller, who decides
+                error = exc
+            with self._cond:
+                self._job = None
+                self._result, self._error, self._done = result, error, True
+                self._cond.notify_all()
+
+    def call(self, job: Callable[[], T], timeout: float | None, stop: threading.Event) -> T:
+        with self._cond:
+            if not self._done:
+                raise RuntimeError("engine worker is busy")
+            self._job, self._done, self._error = job, False, None
+            self._cond.notify_all()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self._done:
+                if stop.is_set():
+                    raise _Stopped
+                remaining = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+                if remaining <= 0:
+                    raise EngineTimeout(f"engine call exceeded {timeout:.1f} s")
+                self._cond.wait(remaining)
+            if self._error is not None:
+                raise self._error
+            result: T = self._result
+            return result
+
+    def retire(self) -> None:
+        with self._cond:
+            self._retired = True
+            self._cond.notify_all()
+
+
+class AsyncFaceSwapProcessor:
+    """Owns the input queue, the engine and its thread, and the buffer of swapped frames.
+
+    Queues and their drop policies:
+    - input (``input_capacity``, default 60): the feeder appends every k-th camera frame; when
+      full the oldest is dropped (``dropped_input``).
+    - output (``output_capacity``, default 60): swapped frames for the publisher; when full
+      the oldest goes (it is stale by then).
+    Batches: ``first_batch`` contiguous frames after any gap, then ``next_batch`` frames that
+    continue the last one. When more than a batch is waiting the engine has fallen behind:
+    the older frames are skipped whole (``skipped``) and the engine is reset, so latency never
+    builds up. The cadence k is chosen from the engine's measured speed.
+    """
+
+    def __init__(
+        self,
+        engine_factory: Callable[[], SwapEngine],
+        *,
+        fps: float,
+        engine_name: str = "engine",
+        timeout_s: float = 60.0,
+        load_timeout_s: float | None = None,
+        input_capacity: int = 60,
+        output_capacity: int = 60,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        cadence_margin: float = 1.15,
+        max_cadence: int = 30,
+    ) -> None:
+        self._engine_factory = engine_factory
+        self.engine_name = engine_name
+        self.fps = fps
+        self.timeout_s = timeout_s
+        self.load_timeout_s = load_timeout_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.cadence_margin = cadence_margin
+        self.max_cadence = max_cadence
+
+        self._input: deque[Frame] = deque(maxlen=input_capacity)
+        self._input_cond = threading.Condition()
+        self._output: deque[SwappedFrame] = deque(maxlen=output_capacity)
+        self._output_lock = threading.Lock()
+
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._engine: SwapEngine | None = None
+        self._worker: _EngineWorker | None = None
+        self._state_lock = threading.Lock()
+        self._state = EngineState.LOADING
+        self.last_error = ""
+        self._cadence = 1
+        self._per_frame_s: float | None = None
+        self._continue_from: int | None = None  # index of the last frame of the last batch
+        self._needs_reset = False
+        self._reference: np.ndarray | None = None
+        self._reference_dirty = False
+        self._closed = False
+
+        self.rate = RateMeter(window=60)
+        self.batch_latency_ms = Samples(1000)
+        self.dropped_input = 0
+        self.skipped = 0
+        self.batches = 0
+        self.frames_swapped = 0
+        self.engine_failures = 0
+        self.engine_timeouts = 0
+        self.engine_restarts = 0
+        self.resets = 0
+        self.max_input_depth = 0
+
+    # --- feeder side ---------------------------------------------------------------------
+
+    @property
+    def cadence(self) -> int:
+        return self._cadence
+
+    def wants(self, frame_index: int) -> bool:
+        """Whether the feeder should hand this camera frame to the engine (every k-th)."""
+        return frame_index % self._cadence == 0
+
+    def submit(self, frame: Frame) -> None:
+        with self._input_cond:
+            if len(self._input) == self._input.maxlen:
+                self.dropped_input += 1
+            self._input.append(frame)
+            self.max_input_depth = max(self.max_input_depth, len(self._input))
+            self._input_cond.notify_all()
+
+    def input_depth(self) -> int:
+        with self._input_cond:
+            return len(self._input)
+
+    # --- publisher side ------------------------------------------------------------------
+
+    def swapped_frames(self) -> list[SwappedFrame]:
+        with self._output_lock:
+            return list(self._output)
+
+    def output_depth(self) -> int:
+        with self._output_lock:
+            return len(self._output)
+
+    @property
+    def state(self) -> EngineState:
+        with self._state_lock:
+            return self._state
+
+    def _set_state(self, state: EngineState, error: str = "") -> None:
+        with self._state_lock:
+            self._state = state
+            if error:
+                self.last_error = error
+
+    def set_reference(self, image: np.ndarray) -> None:
+        """Use a new reference from the next batch on (applied in the processing thread)."""
+        with self._input_cond:
+            self._reference = image
+            self._reference_dirty = True
+
+    @property
+    def expected_batch_period_s(self) -> float:
+        engine = self._engine
+        frames = engine.next_batch if engine is not None else 1
+        return frames * self._cadence / self.fps
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("processor already started")
+        self._thread = threading.Thread(target=self._run, name="processor", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the thread and close the engine; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        with self._input_cond:
+            self._input_cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+        self._drop_engine(graceful=True)
+        self._set_state(EngineState.STOPPED)
+
+    def __enter__(self) -> AsyncFaceSwapProcessor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the processing thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = self.backoff_initial_s
+        started_once = False
+        while not self._stop.is_set():
+            try:
+                if self._engine is None:
+                    if started_once:
+                        self.engine_restarts += 1
+                    started_once = True
+                    self._load_engine()
+                batch = self._take_batch()
+                if batch is None:
+                    break
+                self._process(batch)
+                backoff = self.backoff_initial_s
+            except _Stopped:
+                break
+            except EngineTimeout as exc:
+                self.engine_timeouts += 1
+                self._fail(EngineState.HUNG, f"{self.engine_name} hung: {exc}", graceful=False)
+            except Exception as exc:
+                self.engine_failures += 1
+                self._fail(EngineState.FAILED, f"{self.engine_name} failed: {exc!r}",
+                           graceful=True)
+            else:
+                continue
+            logger.warning("restarting engine %s in %.1f s", self.engine_name, backoff)
+            if self._stop.wait(backoff):
+                break
+            backoff = min(backoff * 2, self.backoff_max_s)
+
+    def _fail(self, state: EngineState, message: str, *, graceful: bool) -> None:
+        logger.error("%s; the camera keeps publishing meanwhile", message, exc_info=graceful)
+        self._set_state(state, message)
+        self._drop_engine(graceful=graceful)
+
+    def _drop_engine(self, *, graceful: bool) -> None:
+        engine, worker = self._engine, self._worker
+        self._engine, self._worker = None, None
+        self._continue_from = None
+        if engine is None:
+            return
+        if graceful:
+            try:
+                engine.close()
+            except Exception:
+                logger.exception("closing engine %s failed", self.engine_name)
+        else:
+            # The worker may be stuck inside the engine; close from a bystander thread so a
+            # close that blocks too cannot stall the processor.
+            threading.Thread(target=engine.close, name="engine-close", daemon=True).start()
+        if worker is not None:
+            worker.retire()
+
+    def _load_engine(self) -> None:
+        self._set_state(EngineState.LOADING)
+        worker = _EngineWorker(f"engine-{self.engine_name}")
+        self._worker = worker
+        try:
+            engine = worker.call(self._engine_factory, self.load_timeout_s, self._stop)
+        except BaseException:
+            worker.retire()
+            self._worker = None
+            raise
+        self._engine = engine
+        self._continue_from = None
+        self._needs_reset = False
+        with self._input_cond:
+            self._reference_dirty = self._reference is not None
+        self._set_state(EngineState.RUNNING)
+        logger.info("engine %s ready (first batch %d, then %d)", self.engine_name,
+                    engine.first_batch, engine.next_batch)
+
+    def _take_batch(self) -> list[Frame] | None:
+        engine = self._engine
+        assert engine is not None
+        k = self._cadence
+        with self._input_cond:
+            while not self._stop.is_set():
+                batch = self._select(list(self._input), engine, k)
+                if batch:
+                    last = batch[-1].index
+                    while self._input and self._input[0].index <= last:
+                        self._input.popleft()
+                    return batch
+                self._input_cond.wait()
+        return None
+
+    def _select(self, frames: Sequence[Frame], engine: SwapEngine, k: int) -> list[Frame]:
+        """The batch to run now, or [] to wait. Drops (counts) frames that can never be used."""
+        if not frames:
+            return []
+        if self._continue_from is not None:
+            need = engine.next_batch
+            expected = self._continue_from + k
+            # Continue the segment only if the engine is keeping up: a full second batch
+            # already waiting means latency would grow, so skip ahead instead.
+            if frames[0].index == expected and len(frames) < 2 * need:
+                run = self._contiguous_prefix(frames, k)
+                if len(run) >= need:
+                    return list(run[:need])
+                if len(run) == len(frames):
+                    return []  # still arriving
+            self._reset_continuity("gap in the stream" if frames[0].index != expected
+                                   else "engine fell behind")
+        need = engine.first_batch
+        run = self._contiguous_suffix(frames, k)
+        if len(run) < need:
+            stale = len(frames) - len(run)
+            if stale:
+                self.skipped += stale
+                for _ in range(stale):
+                    self._input.popleft()
+            return []
+        batch = list(run[-need:])
+        self.skipped += len(frames) - need
+        return batch
+
+    @staticmethod
+    def _contiguous_prefix(frames: Sequence[Frame], k: int) -> Sequence[Frame]:
+        end = 1
+        while end < len(frames) and frames[end].index - frames[end - 1].index == k:
+            end += 1
+        return frames[:end]
+
+    @staticmethod
+    def _contiguous_suffix(frames: Sequence[Frame], k: int) -> Sequence[Frame]:
+        start = len(frames) - 1
+        while start > 0 and frames[start].index - frames[start - 1].index == k:
+            start -= 1
+        return frames[start:]
+
+    def _reset_continuity(self, why: str) -> None:
+        if self._continue_from is None:
+            return
+        logger.debug("engine state reset: %s", why)
+        self._continue_from = None
+        self.resets += 1
+        self._needs_reset = True  # done on the engine's own thread before the next batch
+
+    def _process(self, batch: list[Frame]) -> None:
+        engine, worker = self._engine, self._worker
+        assert engine is not None and worker is not None
+        with self._input_cond:
+            reference = self._reference if self._reference_dirty else None
+            self._reference_dirty = False
+        if reference is not None:
+            worker.call(lambda: engine.set_reference(reference), self.timeout_s, self._stop)
+            self._reset_continuity("reference changed")
+        if self._needs_reset:
+            self._needs_reset = False
+            worker.call(engine.reset, self.timeout_s, self._stop)
+        started = time.monotonic()
+        pixels = [frame.pixels for frame in batch]
+        outputs = worker.call(lambda: engine.process(pixels), self.timeout_s, self._stop)
+        elapsed = time.monotonic() - started
+        self._check_outputs(batch, outputs)
+        arrived_ns = time.monotonic_ns()
+        with self._output_lock:
+            for source, out in zip(batch, outputs, strict=True):
+                self._output.append(SwappedFrame(source.with_pixels(out), arrived_ns,
+                                                 self._cadence))
+        for _ in batch:
+            self.rate.tick(arrived_ns)
+        self.batches += 1
+        self.frames_swapped += len(batch)
+        self.batch_latency_ms.add((arrived_ns - batch[0].captured_ns) / 1e6)
+        self._continue_from = batch[-1].index
+        self._adapt_cadence(elapsed / len(batch))
+
+    @staticmethod
+    def _check_outputs(batch: Sequence[Frame], outputs: Sequence[np.ndarray]) -> None:
+        if len(outputs) != len(batch):
+            raise RuntimeError(f"engine returned {len(outputs)} frames for {len(batch)}")
+        for source, out in zip(batch, outputs, strict=True):
+            if not isinstance(out, np.ndarray) or out.dtype != np.uint8 \
+                    or out.shape != source.pixels.shape:
+                got = getattr(out, "shape", type(out).__name__)
+                raise RuntimeError(f"engine returned {got} for a {source.pixels.shape} uint8 frame")
+
+    def _adapt_cadence(self, per_frame_s: float) -> None:
+        previous = self._per_frame_s
+        smoothed = per_frame_s if previous is None else 0.7 * previous + 0.3 * per_frame_s
+        self._per_frame_s = smoothed
+        # Speed up at once when too slow; slow down only when clearly fast enough, so k
+        # does not flap (every change resets the engine's temporal state).
+        needed = max(1, min(self.max_cadence,
+                            math.ceil(self.fps * per_frame_s * self.cadence_margin)))
+        relaxed = max(1, min(self.max_cadence,
+                             math.ceil(self.fps * smoothed * self.cadence_margin * 1.25)))
+        k = self._cadence
+        new_k = needed if needed > k else (relaxed if relaxed < k else k)
+        if new_k != k:
+            logger.info("engine cadence %d -> %d (%.1f ms per frame)", k, new_k,
+                        per_frame_s * 1000)
+            self._cadence = new_k
+            self._reset_continuity("cadence changed")
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine_name,
+            "engine_state": self.state.value,
+            "engine_error": self.last_error,
+            "cadence": self._cadence,
+            "process_fps": round(self.rate.rate(), 2),
+            "batches": self.batches,
+            "frames_swapped": self.frames_swapped,
+            "dropped_input": self.dropped_input,
+            "skipped": self.skipped,
+            "engine_failures": self.engine_failures,
+            "engine_timeouts": self.engine_timeouts,
+            "engine_restarts": self.engine_restarts,
+            "engine_resets": self.resets,
+            "input_depth": self.input_depth(),
+            "max_input_depth": self.max_input_depth,
+            "output_depth": self.output_depth(),
+        }

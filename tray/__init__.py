@@ -1,0 +1,1 @@
+"""The system-tray client of the daemon's control API (a separate process)."""
