@@ -151,7 +151,7 @@ class AsyncFaceSwapProcessor:
         self._input: deque[Frame] = deque(maxlen=input_capacity)
         self._input_cond = threading.Condition()
         self._output: deque[SwappedFrame] = deque(maxlen=output_capacity)
-        self._output_lock = threading.Lock()
+        self._output_lock = threading.Condition()
 
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -207,6 +207,11 @@ class AsyncFaceSwapProcessor:
     def swapped_frames(self) -> list[SwappedFrame]:
         with self._output_lock:
             return list(self._output)
+
+    def wait_swapped(self, total: int, timeout: float) -> bool:
+        """Wait until ``total`` frames have been swapped since start; False on timeout."""
+        with self._output_lock:
+            return self._output_lock.wait_for(lambda: self.frames_swapped >= total, timeout)
 
     def output_depth(self) -> int:
         with self._output_lock:
@@ -426,10 +431,11 @@ class AsyncFaceSwapProcessor:
             for source, out in zip(batch, outputs, strict=True):
                 self._output.append(SwappedFrame(source.with_pixels(out), arrived_ns,
                                                  self._cadence))
+            self.frames_swapped += len(batch)
+            self._output_lock.notify_all()
         for _ in batch:
             self.rate.tick(arrived_ns)
         self.batches += 1
-        self.frames_swapped += len(batch)
         self.batch_latency_ms.add((arrived_ns - batch[0].captured_ns) / 1e6)
         self._continue_from = batch[-1].index
         self._adapt_cadence(elapsed / len(batch))

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.media import write_clip
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 320x240, 15 fps, 20 s clip of numbered frames (longer than any test run: no loop)."""
+    return write_clip(tmp_path_factory.mktemp("media") / "numbered.mp4", frames=300, fps=15)
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """An environment for running the CLI: no user config, no FACESWAP_CAM_* leaking in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACESWAP_CAM_")}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    env["HOME"] = str(tmp_path / "home")
+    return env
+
+
+def faceswap_cam_exe() -> str:
+    return str(Path(sys.executable).with_name("faceswap-cam"))
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks() -> Iterator[None]:
+    """Every test must stop the threads it started (daemon's orderly stop)."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()
+              and not t.name.startswith(("engine-", "engine-close"))]
+    for thread in leaked:
+        thread.join(timeout=2.0)
+    still = [t.name for t in leaked if t.is_alive()]
+    assert not still, f"threads left running: {still}"
