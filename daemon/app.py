@@ -16,6 +16,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: How long the publisher waits for the first camera frame before showing a card instead.
 FIRST_FRAME_WAIT_S = 5.0
+#: Where ticks sit after camera frames, as a fraction of a period: margin for capture jitter.
+PHASE_TARGET = 0.25
 
 
 class StartError(RuntimeError):
@@ -58,6 +61,7 @@ class RealtimeFaceSwapApp:
         (tests, benchmarks) supply their own instead of the registry's."""
         self.settings = settings
         self._stop = threading.Event()
+        self._control = threading.Condition()
         self.done = threading.Event()
         self._stack = contextlib.ExitStack()
         self._started = False
@@ -92,6 +96,9 @@ class RealtimeFaceSwapApp:
         self.sinks: list[Sink] = []
         self.workers: list[SinkWorker] = []
         self.swap_enabled = settings.swap
+        # The passthrough engine would hand every frame through two more threads to return it
+        # unchanged: skip the hop and show the camera directly (same pixels, less latency/CPU).
+        self._identity_engine = self.engine_name == "passthrough"
 
         # Publisher measurements (owned by the publisher thread; read by stats()).
         self.publish_rate = RateMeter(window=60)
@@ -155,7 +162,7 @@ class RealtimeFaceSwapApp:
         publisher = threading.Thread(target=self._publish, name="publisher", daemon=True)
         publisher.start()
         stack.callback(self._join, publisher)
-        stack.callback(self._stop.set)  # first thing on close: stop the clocks
+        stack.callback(self.stop)  # first thing on close: stop the clocks
         self._started_ns = time.monotonic_ns()
 
     def _build_sinks(self) -> list[tuple[Sink, bool]]:
@@ -178,6 +185,8 @@ class RealtimeFaceSwapApp:
     def stop(self) -> None:
         """Ask every thread to stop; ``close()`` does the orderly teardown."""
         self._stop.set()
+        with self._control:
+            self._control.notify_all()
 
     def close(self) -> None:
         """Stop publishing, flush and close the outputs, stop the threads, release the camera
@@ -186,7 +195,7 @@ class RealtimeFaceSwapApp:
             if self._closed:
                 return
             self._closed = True
-        self._stop.set()
+        self.stop()
         self._stack.close()
         self.done.set()
 
@@ -207,16 +216,33 @@ class RealtimeFaceSwapApp:
 
     # --- feeder --------------------------------------------------------------------------
 
+    def set_swap(self, enabled: bool) -> None:
+        """Switch swapping on or off while running; applies at the next tick."""
+        with self._control:
+            self.swap_enabled = enabled
+            self._control.notify_all()
+
     def _feed(self) -> None:
         last = -1
         ring = self.capture.ring
         while not self._stop.is_set():
+            if not self._swapping:
+                # Nothing to feed: sleep until swapping starts instead of waking per frame.
+                with self._control:
+                    self._control.wait_for(lambda: self._swapping or self._stop.is_set())
+                latest = ring.latest()
+                last = latest.index if latest is not None else last
+                continue
             for frame in ring.wait_newer(last, timeout=0.5):
                 if last >= 0 and frame.index != last + 1:
                     self._feeder_gaps += frame.index - last - 1
                 last = frame.index
-                if self.swap_enabled and self.processor.wants(frame.index):
+                if self._swapping and self.processor.wants(frame.index):
                     self.processor.submit(frame)
+
+    @property
+    def _swapping(self) -> bool:
+        return self.swap_enabled and not self._identity_engine
 
     # --- publisher -----------------------------------------------------------------------
 
@@ -225,8 +251,12 @@ class RealtimeFaceSwapApp:
         period_ns = int(1e9 / fps)
         # Start the clock on the first camera frame, so a recording starts with real frames;
         # a camera that never delivers gets the "waiting" card after a few seconds instead.
-        self.capture.ring.wait_newer(-1, timeout=FIRST_FRAME_WAIT_S)
-        start_ns = time.monotonic_ns()
+        # The first frame is often late (device warm-up), so the phase comes from the second.
+        first = self.capture.ring.wait_newer(-1, timeout=FIRST_FRAME_WAIT_S)
+        if first:
+            self.capture.ring.wait_newer(first[-1].index, timeout=2 * period_ns / 1e9)
+        start_ns = time.monotonic_ns() + int(PHASE_TARGET * period_ns)
+        ages: deque[int] = deque(maxlen=max(2, round(fps)))
         n = 0
         while not self._stop.is_set():
             target = start_ns + n * period_ns
@@ -243,17 +273,40 @@ class RealtimeFaceSwapApp:
                 n += missed
                 target += missed * period_ns
             self.jitter_ms.add(abs(now - target) / 1e6)
-            self._tick(n, now, repeat)
+            live = self._tick(n, now, repeat)
+            start_ns += self._phase_correction(ages, live, now, period_ns)
             n += 1
             if self._duration_ticks is not None and n >= self._duration_ticks:
-                self._stop.set()
+                self.stop()
 
-    def _tick(self, number: int, now_ns: int, repeat: int) -> None:
+    def _phase_correction(self, ages: deque[int], live: Frame | None, now_ns: int,
+                          period_ns: int) -> int:
+        """Nudge the clock so ticks fall just after camera frames arrive.
+
+        A camera runs on its own crystal, so a fixed clock slowly slides against it and the
+        frame shown ages anywhere from 0 to a whole period. Tracking the youngest recent age
+        towards PHASE_TARGET of a period keeps the added latency small. Steps are tiny (a few
+        µs per tick), so jitter stays far below the 2 ms budget and the mean rate is the
+        camera's; with no live camera the clock runs free.
+        """
+        if live is None or self.capture.state is not CaptureState.LIVE:
+            ages.clear()
+            return 0
+        ages.append(now_ns - live.captured_ns)
+        if len(ages) < (ages.maxlen or 0):
+            return 0
+        error = min(ages) - int(PHASE_TARGET * period_ns)
+        if abs(error) > 2 * period_ns:  # a stalled or much slower camera: nothing to lock to
+            return 0
+        limit = period_ns // 100
+        return -max(-limit, min(limit, error // 8))
+
+    def _tick(self, number: int, now_ns: int, repeat: int) -> Frame | None:
         live = self.capture.ring.latest()
         choice = self.selector.choose(
             now_ns, live, self.processor.swapped_frames(),
             batch_period_s=self.processor.expected_batch_period_s,
-            swap_enabled=self.swap_enabled)
+            swap_enabled=self._swapping)
         pixels = self._pixels_for(choice.showing, choice.frame)
         if self.capture.state is CaptureState.LOST:
             pixels = with_banner(pixels, "camera lost - reconnecting")
@@ -269,6 +322,7 @@ class RealtimeFaceSwapApp:
                     latency_ms=latency, repeat=repeat)
         for worker in self.workers:
             worker.offer(pixels, tick)
+        return live
 
     def _pixels_for(self, showing: Showing, frame: Frame | None) -> np.ndarray:
         if frame is not None:

@@ -48,6 +48,9 @@ class Sink(ABC):
     slots: int = 1
     #: Draw the stats overlay on frames for this sink.
     overlay: bool = False
+    #: Sent from the publisher's own thread, with no worker: only for a ``send`` that can
+    #: never block or take time (``null``), so a thread hop would be pure overhead.
+    inline: bool = False
 
     @property
     @abstractmethod
@@ -65,6 +68,8 @@ class Sink(ABC):
 
 class NullSink(Sink):
     """Discards frames (benchmarks, and running with only the preview)."""
+
+    inline = True
 
     def __init__(self) -> None:
         self.frames = 0
@@ -156,9 +161,13 @@ class SinkWorker:
                                         daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        if not self.sink.inline:
+            self._thread.start()
 
     def offer(self, pixels: np.ndarray, tick: Tick) -> None:
+        if self.sink.inline:
+            self._send(pixels, tick)
+            return
         with self._cond:
             if self.error or self._stopping:
                 return
@@ -175,18 +184,24 @@ class SinkWorker:
                 if not self._pending:
                     return  # stopping, and everything offered has been sent
                 pixels, tick = self._pending.popleft()
-            try:
-                if self.sink.overlay:
-                    pixels = self._draw_overlay(pixels, tick)
-                self.sink.send(pixels, tick)
-                self.sent += 1
-            except Exception as exc:
-                logger.exception("output %s failed; the other outputs go on",
-                                 self.sink.description)
-                with self._cond:
-                    self.error = f"{type(exc).__name__}: {exc}"
-                    self._pending.clear()
+            if not self._send(pixels, tick):
                 return
+
+    def _send(self, pixels: np.ndarray, tick: Tick) -> bool:
+        if self.error:
+            return False
+        try:
+            if self.sink.overlay:
+                pixels = self._draw_overlay(pixels, tick)
+            self.sink.send(pixels, tick)
+            self.sent += 1
+        except Exception as exc:
+            logger.exception("output %s failed; the other outputs go on", self.sink.description)
+            with self._cond:
+                self.error = f"{type(exc).__name__}: {exc}"
+                self._pending.clear()
+            return False
+        return True
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what is pending (bounded by ``timeout``), then close the sink; idempotent."""

@@ -1,0 +1,123 @@
+"""Passthrough path benchmark: our daemon against the simplest read -> send loop.
+
+Both run in this process, one after the other, on the same source and sink (demo scene at
+1280x720@30 -> null by default). Prints the figures and the ours/simple ratios, then one JSON
+line. Targets (DESIGN.md): no missed tick, p99 jitter <= 2 ms, added latency <= 1 frame,
+CPU ratio <= 1.3, RSS flat after warm-up.
+
+    .venv/bin/python benchmarks/passthrough.py [--seconds 60] [--size 1280x720] [--fps 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import psutil
+
+from faceswap_cam.daemon.app import RealtimeFaceSwapApp
+from faceswap_cam.daemon.config import load_settings
+from faceswap_cam.daemon.sinks import NullSink, Tick
+from faceswap_cam.daemon.sources import create_source
+
+
+def sample_rss(stop: threading.Event, samples: list[tuple[float, int]]) -> None:
+    process = psutil.Process()
+    start = time.monotonic()
+    while not stop.wait(1.0):
+        samples.append((time.monotonic() - start, process.memory_info().rss))
+
+
+def measure(run: Any) -> dict[str, Any]:
+    stop = threading.Event()
+    rss: list[tuple[float, int]] = []
+    sampler = threading.Thread(target=sample_rss, args=(stop, rss), daemon=True)
+    sampler.start()
+    wall0, cpu0 = time.monotonic(), time.process_time()
+    result: dict[str, Any] = run()
+    wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
+    stop.set()
+    sampler.join()
+    warm = [r for t, r in rss if t >= min(10.0, wall / 3)]
+    frames = result["frames_published"]
+    result.update({
+        "wall_s": round(wall, 2),
+        "cpu_percent": round(100 * cpu / wall, 1),
+        "cpu_ms_per_frame": round(1000 * cpu / max(1, frames), 3),
+        "rss_peak_mb": round(max(r for _, r in rss) / 2**20, 1) if rss else None,
+        "rss_growth_after_warmup_mb": round((warm[-1] - warm[0]) / 2**20, 1) if warm else None,
+    })
+    return result
+
+
+def run_daemon(seconds: float, size: str, fps: float) -> dict[str, Any]:
+    settings = load_settings({"source": "demo", "sinks": ["null"], "engine": "passthrough",
+                              "size": size, "fps": fps, "log_level": "WARNING"}, environ={})
+    return RealtimeFaceSwapApp(settings).run(seconds)
+
+
+def run_simple_loop(seconds: float, size: str, fps: float) -> dict[str, Any]:
+    """The baseline: read a frame (the source paces itself), send it, repeat."""
+    width, height = (int(v) for v in size.split("x"))
+    source = create_source("demo", size=(width, height), fps=fps)
+    sink = NullSink()
+    source.open()
+    period_ns = int(1e9 / fps)
+    jitter, latency = [], []
+    start = time.monotonic_ns()
+    n = 0
+    try:
+        while n < round(seconds * fps):
+            pixels = source.read()
+            read_ns = time.monotonic_ns()
+            sink.send(pixels, Tick(n, "passthrough", read_ns, 0.0))
+            sent_ns = time.monotonic_ns()
+            jitter.append(abs(read_ns - (start + n * period_ns)) / 1e6)
+            latency.append((sent_ns - read_ns) / 1e6)
+            n += 1
+    finally:
+        source.close()
+    return {
+        "frames_published": n,
+        "ticks_missed": int(sum(1 for j in jitter if j >= period_ns / 1e6)),
+        "jitter_p50_ms": round(float(np.percentile(jitter, 50)), 3),
+        "jitter_p99_ms": round(float(np.percentile(jitter, 99)), 3),
+        "latency_p50_ms": round(float(np.percentile(latency, 50)), 3),
+        "latency_p99_ms": round(float(np.percentile(latency, 99)), 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--size", default="1280x720")
+    parser.add_argument("--fps", type=float, default=30.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    ours = measure(lambda: run_daemon(args.seconds, args.size, args.fps))
+    simple = measure(lambda: run_simple_loop(args.seconds, args.size, args.fps))
+    frame_ms = 1000 / args.fps
+    print(f"passthrough {args.size}@{args.fps:g}, demo -> null, {args.seconds:g} s each")
+    print(f"{'':28}{'daemon':>12}{'simple loop':>14}")
+    for key in ("frames_published", "ticks_missed", "jitter_p50_ms", "jitter_p99_ms",
+                "latency_p50_ms", "latency_p99_ms", "cpu_percent", "cpu_ms_per_frame",
+                "rss_peak_mb", "rss_growth_after_warmup_mb"):
+        print(f"{key:28}{ours.get(key)!s:>12}{simple.get(key)!s:>14}")
+    ratios = {
+        "cpu_ratio": round(ours["cpu_ms_per_frame"] / simple["cpu_ms_per_frame"], 3),
+        "added_latency_p99_frames": round(
+            (ours["latency_p99_ms"] - simple["latency_p99_ms"]) / frame_ms, 3),
+    }
+    print(f"cpu ratio (daemon/simple): {ratios['cpu_ratio']}  "
+          f"added latency p99: {ratios['added_latency_p99_frames']} frames")
+    print(json.dumps({"daemon": ours, "simple": simple, **ratios}, default=str))
+
+
+if __name__ == "__main__":
+    main()
