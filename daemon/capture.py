@@ -81,10 +81,16 @@ class WebcamCapture:
         self.last_error = ""
         self.rate = RateMeter(window=30)
         self.frames_captured = 0
+        #: Frames the device should have delivered but did not (gaps over 1.5 periods).
+        self.frames_missed = 0
         self.read_errors = 0
         self.freezes = 0
         self.reconnects = 0
         self._closed = False
+
+    @property
+    def requested_fps(self) -> float:
+        return self.source.fps
 
     @property
     def state(self) -> CaptureState:
@@ -148,9 +154,15 @@ class WebcamCapture:
     def _read_until_lost(self) -> None:
         same_since: float | None = None
         previous: np.ndarray | None = None
+        last_ns: int | None = None
         while not self._stop.is_set():
             pixels = self.source.read()
             captured_ns = time.monotonic_ns()
+            if last_ns is not None:
+                periods = (captured_ns - last_ns) * self.source.fps / 1e9
+                if periods > 1.5:
+                    self.frames_missed += round(periods) - 1
+            last_ns = captured_ns
             if self.source.detects_freeze:
                 # A strided sample is enough: real sensors never repeat it exactly.
                 sample = pixels[::16, ::16]

@@ -130,8 +130,9 @@ class DemoSource(FrameSource):
         for dx in (-radius // 3, radius // 3):
             cv2.circle(frame, (cx + dx, cy - radius // 5), eye, (40, 40, 40), -1, cv2.LINE_AA)
         scale = max(0.4, height / 720)
-        cv2.putText(frame, f"FaceSwap Cam demo  #{self._count}", (int(20 * scale), int(50 * scale)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 1.2 * scale, (255, 255, 255), 2, cv2.LINE_AA)
+        origin = (int(20 * scale), height - int(24 * scale))  # the stats overlay is at the top
+        cv2.putText(frame, f"FaceSwap Cam demo  #{self._count}", origin, cv2.FONT_HERSHEY_SIMPLEX,
+                    1.2 * scale, (255, 255, 255), 2, cv2.LINE_AA)
         return frame
 
     def close(self) -> None:

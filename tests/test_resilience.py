@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from faceswap_cam.daemon.app import RealtimeFaceSwapApp
 from faceswap_cam.daemon.capture import CaptureState, WebcamCapture
-from faceswap_cam.daemon.config import Fallback, Settings
+from faceswap_cam.daemon.config import Fallback, Playout, Settings
 from faceswap_cam.daemon.sinks import NullSink, Sink, Tick
 from faceswap_cam.daemon.sources import register_source
 from faceswap_cam.models.engine import SwapEngine
@@ -172,3 +173,40 @@ def test_fallback_modes_never_show_the_live_face(fallback: str, expected: set[st
     for kind, _, inverted in sink.ticks:
         if kind in ("swapped", "held"):
             assert inverted
+
+
+def test_smooth_playout_plays_swapped_frames_in_capture_order() -> None:
+    from faceswap_cam.models.simple_engines import DebugEngine
+
+    register_source("numbered-test", lambda arg, size, fps: NumberedSource())
+    settings = Settings(source="numbered-test", sinks=["null"], fps=30, size=(320, 240),
+                        playout=Playout.SMOOTH)
+    sink = RecordingSink()
+    app = RealtimeFaceSwapApp(settings, engine_factory=lambda: DebugEngine(delay_ms=120),
+                              sinks=[sink])
+    stats = app.run(3.0)
+    swapped = [index for kind, index, inverted in sink.ticks if kind == "swapped"]
+    assert len(swapped) > 30
+    assert swapped == sorted(swapped)
+    # Fluid motion once the cadence settled: consecutive swapped frames step by the cadence,
+    # where live playout would jump a whole batch at a time.
+    settled = swapped[len(swapped) // 2:]
+    steps = [b - a for a, b in itertools.pairwise(settled) if b != a]
+    assert steps and max(steps) <= 2 * stats["cadence"], (steps, stats["cadence"])
+    assert isinstance(stats["playout_delay_ms"], float) and stats["playout_delay_ms"] > 120
+
+
+def test_capture_counts_frames_the_device_missed() -> None:
+    class Stuttering(NumberedSource):
+        def read(self) -> np.ndarray:
+            if self.count == 5:
+                self._pacer.wait()  # the device skips two frame slots once
+                self._pacer.wait()
+            return super().read()
+
+    source = Stuttering(fps=60)
+    with WebcamCapture(source) as capture:
+        capture.open()
+        capture.start()
+        capture.ring.wait_newer(9, timeout=5)
+    assert capture.frames_missed == 2
