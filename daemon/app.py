@@ -18,8 +18,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from faceswap_cam.daemon.capture import CaptureState, WebcamCapture
@@ -45,8 +47,26 @@ class StartError(RuntimeError):
     """The daemon cannot start; nothing was left running. The message says why and the fix."""
 
 
+def read_reference(path: Path) -> np.ndarray:
+    """The reference image as BGR pixels, or a StartError that says what is wrong with it."""
+    if not path.is_file():
+        raise StartError(f"reference image not found: {path}")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise StartError(f"reference {path} cannot be decoded as an image (use PNG or JPEG)")
+    return image
+
+
+#: Settings each engine factory receives (an engine ignores what it does not use).
+ENGINE_SETTINGS = ("wan_model", "mode", "steps", "segment_frames", "carry", "seed", "prompt",
+                   "device", "dtype", "vae_fp32", "offload", "vae_tiling", "attention_backend",
+                   "compile", "loras", "shift", "gen_size", "reference")
+
+
 def engine_options(settings: Settings) -> dict[str, Any]:
-    return {"delay_ms": settings.engine_delay_ms}
+    options = settings.model_dump(mode="json", include=set(ENGINE_SETTINGS))
+    options["delay_ms"] = settings.engine_delay_ms
+    return options
 
 
 class RealtimeFaceSwapApp:
@@ -73,11 +93,11 @@ class RealtimeFaceSwapApp:
         except Exception as exc:
             raise StartError(str(exc)) from exc
         if engine_factory is None:
+            options = engine_options(settings)
             try:
-                self.engine_name = resolve_engine_name(settings.engine)
+                self.engine_name = resolve_engine_name(settings.engine, options)
             except Exception as exc:
                 raise StartError(str(exc)) from exc
-            options = engine_options(settings)
             name = self.engine_name
 
             def engine_factory() -> SwapEngine:
@@ -88,6 +108,8 @@ class RealtimeFaceSwapApp:
         self.processor = AsyncFaceSwapProcessor(
             engine_factory, fps=settings.fps, engine_name=self.engine_name,
             timeout_s=settings.engine_timeout_s)
+        if settings.reference is not None:
+            self.processor.set_reference(read_reference(settings.reference))
         self.selector = OutputSelector(fallback=settings.fallback, playout=settings.playout,
                                        fps=settings.fps, grace_s=settings.stale_after_ms / 1000)
         self._sink_context = SinkContext(options=settings.model_dump(mode="json"),
@@ -380,7 +402,6 @@ class RealtimeFaceSwapApp:
             "capture_fps": round(self.capture.rate.rate(), 2),
             "capture_requested_fps": self.capture.requested_fps,
             "capture_missed": self.capture.frames_missed,
-            "capture_overwritten": self.capture.ring.overwritten,
             "camera_reconnects": self.capture.reconnects,
             "camera_losses": self.capture.read_errors,
             "camera_state": self.capture.state.value,

@@ -1,4 +1,5 @@
-"""The ``faceswap-cam`` command: ``run`` the daemon, list ``devices``."""
+"""The ``faceswap-cam`` command: ``run`` the daemon, ``render`` a clip, manage ``models``,
+list ``devices``."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ from typing import Any
 from faceswap_cam.daemon.config import (
     ConfigError,
     Fallback,
+    Offload,
     Playout,
+    Settings,
     VirtualCameraFormat,
+    WanMode,
     default_config_path,
     load_settings,
 )
+from faceswap_cam.models.weights import add_models_parser, run_models
 
 logger = logging.getLogger("faceswap_cam")
 
@@ -56,6 +61,52 @@ def _add_run_parser(subparsers: Any) -> None:
     run.add_argument("--overlay-output", action="store_true", default=None,
                      help="also draw the stats overlay on the virtual camera output")
     run.add_argument("--log-level", help="DEBUG | INFO | WARNING | ERROR")
+    run.add_argument("--reference", type=Path, help="image of the character to become")
+    _add_engine_flags(run)
+
+
+def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    """Wan-Animate flags shared by ``run`` and ``render``."""
+    group = parser.add_argument_group("Wan-Animate engine")
+    group.add_argument("--wan-model", help="diffusers folder or repo id (downloaded with "
+                       "`faceswap-cam models download`)")
+    group.add_argument("--mode", choices=[m.value for m in WanMode],
+                       help="replace: keep your room, replace the person; animate: the "
+                       "character in its own scene")
+    group.add_argument("--steps", type=int, help="denoising steps per segment (default 20)")
+    group.add_argument("--segment-frames", type=int, help="segment length L = 4n+1 (default 9)")
+    group.add_argument("--carry", type=int, choices=(1, 5),
+                       help="frames carried from one segment to the next (default 1)")
+    group.add_argument("--seed", type=int)
+    group.add_argument("--prompt")
+    group.add_argument("--device", help="auto | cuda | cuda:N | mps | cpu")
+    group.add_argument("--dtype", help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32")
+    group.add_argument("--vae-fp32", action="store_true", default=None,
+                       help="run the VAE in fp32")
+    group.add_argument("--offload", choices=[o.value for o in Offload],
+                       help="CPU offload to save GPU memory")
+    group.add_argument("--vae-tiling", action="store_true", default=None)
+    group.add_argument("--attention-backend", help="diffusers attention backend, e.g. flash")
+    group.add_argument("--compile", action="store_true", default=None,
+                       help="torch.compile the transformer blocks")
+    group.add_argument("--lora", dest="loras", action="append", metavar="PATH[:SCALE]",
+                       help="LoRA file (repeat for several), e.g. relighting or step distillation")
+    group.add_argument("--shift", type=float, help="scheduler flow shift (distillation LoRAs)")
+    group.add_argument("--gen-size", help="generation WIDTHxHEIGHT, multiples of 16")
+
+
+def _add_render_parser(subparsers: Any) -> None:
+    render = subparsers.add_parser(
+        "render", help="render a preprocessed clip offline with the same streaming engine",
+        description="Run every frame of a clip preprocessed the Wan-Animate way (src_ref.png, "
+        "src_pose.mp4, src_face.mp4, plus src_bg.mp4 and src_mask.mp4 in replace mode) "
+        "through the streaming engine.")
+    render.add_argument("--preprocessed", type=Path, required=True, metavar="DIR")
+    render.add_argument("--output", type=Path, required=True, metavar="PATH",
+                        help="a video file, or a folder (no extension) of lossless PNG frames")
+    render.add_argument("--config", type=Path)
+    render.add_argument("--log-level")
+    _add_engine_flags(render)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="faceswap-cam", description="FaceSwap Cam: a live face-swap virtual camera.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run_parser(subparsers)
+    _add_render_parser(subparsers)
+    add_models_parser(subparsers)
     subparsers.add_parser("devices", help="list cameras and virtual-camera devices")
     return parser
 
@@ -75,10 +128,8 @@ def _configure_logging(level: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     from faceswap_cam.daemon.app import RealtimeFaceSwapApp, StartError
 
-    cli = {key: value for key, value in vars(args).items()
-           if key not in ("command", "config") and value is not None}
     try:
-        settings = load_settings(cli, config_path=args.config)
+        settings = load_settings(_cli_values(args), config_path=args.config)
     except ConfigError as exc:
         print(f"faceswap-cam: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -104,6 +155,47 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cli_values(args: argparse.Namespace, *skip: str) -> dict[str, Any]:
+    return {key: value for key, value in vars(args).items()
+            if key not in ("command", "config", *skip) and value is not None}
+
+
+def _render(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(_cli_values(args, "preprocessed", "output"),
+                                 config_path=args.config)
+    except ConfigError as exc:
+        print(f"faceswap-cam: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _configure_logging(settings.log_level)
+    from faceswap_cam.models.render import PreprocessedError, load_preprocessed, write_frames
+
+    try:
+        clip = load_preprocessed(args.preprocessed, settings.mode.value)
+    except PreprocessedError as exc:
+        print(f"faceswap-cam: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        frames = _render_frames(settings, clip)
+        written = write_frames(frames, args.output, clip.fps)
+    except (PreprocessedError, RuntimeError, ValueError) as exc:
+        print(f"faceswap-cam: render failed: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(json.dumps({"frames": written, "output": str(args.output), "fps": clip.fps,
+                      "size": list(clip.size)}), flush=True)
+    return EXIT_OK
+
+
+def _render_frames(settings: Settings, clip: Any) -> list[Any]:
+    from faceswap_cam.models.render import render_clip
+    from faceswap_cam.models.wan_engine import create_stream
+
+    width, height = clip.size
+    stream = create_stream(settings.model_dump(mode="json"), width=width, height=height)
+    frames: list[Any] = render_clip(stream, clip)
+    return frames
+
+
 def _devices() -> int:
     from faceswap_cam.daemon.sources import list_v4l2_devices
 
@@ -122,6 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run(args)
+    if args.command == "render":
+        return _render(args)
+    if args.command == "models":
+        return run_models(args)
     if args.command == "devices":
         return _devices()
     parser.print_help()

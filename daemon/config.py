@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 APP_NAME = "faceswap-cam"
 ENV_PREFIX = "FACESWAP_CAM_"
@@ -35,6 +42,17 @@ class Fallback(StrEnum):
 class Playout(StrEnum):
     LIVE = "live"  # show swapped frames as soon as they arrive
     SMOOTH = "smooth"  # play them at capture cadence behind an adaptive delay
+
+
+class WanMode(StrEnum):
+    REPLACE = "replace"  # keep the user's room, replace the person
+    ANIMATE = "animate"  # the reference character, animated, in its own scene
+
+
+class Offload(StrEnum):
+    NONE = "none"
+    MODEL = "model"  # whole models move to the GPU when used
+    SEQUENTIAL = "sequential"  # layer by layer: least memory, slowest
 
 
 class VirtualCameraFormat(StrEnum):
@@ -80,7 +98,29 @@ class Settings(BaseModel):
     virtualcam_format: VirtualCameraFormat = VirtualCameraFormat.I420
     log_level: str = Field("INFO", description="DEBUG | INFO | WARNING | ERROR")
 
-    @field_validator("size", mode="before")
+    # The reference face and the Wan-Animate engine (shared by `run` and `render`).
+    reference: Path | None = Field(None, description="image of the character to become")
+    wan_model: str = Field("Wan-AI/Wan2.2-Animate-14B-Diffusers",
+                           description="diffusers folder or downloaded repo id")
+    mode: WanMode = WanMode.REPLACE
+    steps: int = Field(20, ge=1, le=100, description="denoising steps per segment")
+    segment_frames: int = Field(9, ge=5, le=161, description="segment length L = 4n+1")
+    carry: int = Field(1, description="frames carried between segments: 1 or 5")
+    seed: int = Field(0, ge=0)
+    prompt: str = "a person talking to the camera"
+    device: str = Field("auto", description="auto | cuda | cuda:N | mps | cpu")
+    dtype: str = Field("auto", description="auto | bf16 | fp16 | fp32")
+    vae_fp32: bool = False
+    offload: Offload = Offload.NONE
+    vae_tiling: bool = False
+    attention_backend: str | None = None
+    compile: bool = False
+    loras: list[str] = Field(default_factory=list, description="LoRA files, PATH[:SCALE]")
+    shift: float | None = Field(None, gt=0, description="scheduler flow shift")
+    gen_size: tuple[int, int] | None = Field(
+        None, description="generation WIDTHxHEIGHT, multiples of 16 (default: 480p)")
+
+    @field_validator("size", "gen_size", mode="before")
     @classmethod
     def _parse_size(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -98,6 +138,34 @@ class Settings(BaseModel):
             raise ValueError("width must be 16..7680 and height 16..4320")
         if width % 2 or height % 2:
             raise ValueError("width and height must be even (the camera formats need it)")
+        return value
+
+    @field_validator("gen_size")
+    @classmethod
+    def _check_gen_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and (value[0] % 16 or value[1] % 16 or min(value) < 16):
+            raise ValueError("width and height must be multiples of 16")
+        return value
+
+    @field_validator("carry")
+    @classmethod
+    def _check_carry(cls, value: int) -> int:
+        if value not in (1, 5):
+            raise ValueError("must be 1 or 5 (what Wan-Animate was trained with)")
+        return value
+
+    @field_validator("segment_frames")
+    @classmethod
+    def _check_segment(cls, value: int) -> int:
+        if (value - 1) % 4:
+            raise ValueError("must be 4n+1 (5, 9, 13, ..., 77)")
+        return value
+
+    @field_validator("loras", mode="before")
+    @classmethod
+    def _split_loras(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("sinks", mode="before")
@@ -128,6 +196,13 @@ class Settings(BaseModel):
         if upper not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return upper
+
+    @model_validator(mode="after")
+    def _segment_fits_carry(self) -> Settings:
+        if self.segment_frames - self.carry < self.carry:
+            raise ValueError(f"segment_frames {self.segment_frames} is too short to carry "
+                             f"{self.carry} frames (use 13 or more with carry 5)")
+        return self
 
     @property
     def size_text(self) -> str:

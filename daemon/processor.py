@@ -103,6 +103,16 @@ class _EngineWorker:
             result: T = self._result
             return result
 
+    @property
+    def idle(self) -> bool:
+        with self._cond:
+            return self._done
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait for a call in progress to return; False if it is still running."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._done, timeout)
+
     def retire(self) -> None:
         with self._cond:
             self._retired = True
@@ -258,6 +268,7 @@ class AsyncFaceSwapProcessor:
             self._input_cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=10.0)
+        self._finish_call_in_progress()
         self._drop_engine(graceful=True)
         self._set_state(EngineState.STOPPED)
 
@@ -299,6 +310,19 @@ class AsyncFaceSwapProcessor:
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, self.backoff_max_s)
+
+    def _finish_call_in_progress(self) -> None:
+        """Let an engine call that is still running end before the engine is closed: closing
+        (or exiting the process) under a running torch call can abort the whole process."""
+        worker, engine = self._worker, self._engine
+        if worker is None or worker.idle:
+            return
+        interrupt = getattr(engine, "interrupt", None)
+        if callable(interrupt):
+            interrupt()
+        if not worker.wait_idle(self.timeout_s):
+            logger.warning("engine %s did not finish its call within %.0f s of stopping",
+                           self.engine_name, self.timeout_s)
 
     def _fail(self, state: EngineState, message: str, *, graceful: bool) -> None:
         logger.error("%s; the camera keeps publishing meanwhile", message, exc_info=graceful)

@@ -40,6 +40,11 @@ class SwapEngine(Protocol):
         """Release everything the engine holds; idempotent."""
 
 
+# Engines may also define ``interrupt()``: make a ``process`` call in progress (on another
+# thread) return or raise soon, like diffusers' interrupt flag. The processor calls it when
+# stopping, so shutdown does not wait out a whole denoising run.
+
+
 EngineFactory = Callable[..., SwapEngine]
 
 
@@ -47,8 +52,9 @@ EngineFactory = Callable[..., SwapEngine]
 class EngineEntry:
     name: str
     factory: EngineFactory
-    #: Returns None when the engine can run here, else why not and how to fix it.
-    unavailable_reason: Callable[[], str | None] = field(default=lambda: None)
+    #: Given the engine options, None when the engine can run here, else why not and the fix.
+    unavailable_reason: Callable[[dict[str, Any]], str | None] = field(
+        default=lambda options: None)
     description: str = ""
 
 
@@ -61,35 +67,38 @@ def register_engine(
     name: str,
     factory: EngineFactory,
     *,
-    unavailable_reason: Callable[[], str | None] | None = None,
+    unavailable_reason: Callable[[dict[str, Any]], str | None] | None = None,
     description: str = "",
 ) -> None:
     """Register (or replace) an engine; ``factory(**options)`` builds one."""
-    _ENGINES[name] = EngineEntry(name, factory, unavailable_reason or (lambda: None), description)
+    _ENGINES[name] = EngineEntry(name, factory, unavailable_reason or (lambda options: None),
+                                 description)
 
 
 def available_engines() -> list[str]:
     return sorted(_ENGINES)
 
 
-def resolve_engine_name(name: str) -> str:
+def resolve_engine_name(name: str, options: dict[str, Any] | None = None) -> str:
     """Map ``auto`` to a concrete engine and check that the named engine exists and can run."""
+    options = options or {}
     if name == "auto":
         for candidate in AUTO_PREFERENCE:
             entry = _ENGINES.get(candidate)
             if entry is None:
                 continue
-            reason = entry.unavailable_reason()
+            reason = entry.unavailable_reason(options)
             if reason is None:
                 return candidate
-            logger.warning("engine %s is not available: %s", candidate, reason)
+            logger.warning("engine %s is not available, running in passthrough: %s",
+                           candidate, reason)
         raise EngineError("no engine is available")
     entry = _ENGINES.get(name)
     if entry is None:
         raise EngineError(
             f"unknown engine {name!r}; available: {', '.join(['auto', *available_engines()])}"
         )
-    reason = entry.unavailable_reason()
+    reason = entry.unavailable_reason(options)
     if reason is not None:
         raise EngineError(f"engine {name} is not available: {reason}")
     return name
@@ -107,3 +116,32 @@ def create_engine(name: str, **options: Any) -> SwapEngine:
 from faceswap_cam.models import simple_engines as _simple_engines  # noqa: E402
 
 _simple_engines.register()
+
+
+def _wan_animate(**options: Any) -> SwapEngine:
+    from faceswap_cam.models import wan_engine
+
+    return wan_engine.create(**options)
+
+
+def _wan_unavailable(options: dict[str, Any]) -> str | None:
+    import importlib.util
+    from pathlib import Path
+
+    from faceswap_cam.models import weights
+
+    missing = [m for m in ("torch", "diffusers", "transformers")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        return (f"{', '.join(missing)} not installed: install the model extra "
+                "(pip install 'faceswap-cam[models]')")
+    model = str(options.get("wan_model") or "Wan-AI/Wan2.2-Animate-14B-Diffusers")
+    if not Path(model).expanduser().is_dir() and not weights.is_present("wan-animate"):
+        return "its weights are not downloaded: faceswap-cam models download --only wan-animate"
+    if not options.get("reference"):
+        return "no reference face is set: pass --reference IMAGE"
+    return None
+
+
+register_engine("wan-animate", _wan_animate, unavailable_reason=_wan_unavailable,
+                description="Wan2.2-Animate-14B (diffusers)")

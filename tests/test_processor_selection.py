@@ -211,3 +211,34 @@ def test_smooth_plays_frames_at_capture_cadence_behind_a_delay() -> None:
     assert swapped_shown == sorted(swapped_shown)
     assert set(swapped_shown) == {0, 1, 2, 3}
     assert shown[-1] is None
+
+
+def test_close_interrupts_and_waits_for_the_call_in_progress() -> None:
+    class Interruptible(RecordingEngine):
+        def __init__(self) -> None:
+            super().__init__(first_batch=1, next_batch=1)
+            self.started = threading.Event()
+            self.stop = threading.Event()
+            self.finished = False
+            self.closed_while_running = False
+
+        def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+            self.started.set()
+            self.stop.wait(10)
+            self.finished = True
+            return list(frames)
+
+        def interrupt(self) -> None:
+            self.stop.set()
+
+        def close(self) -> None:
+            self.closed_while_running = not self.finished
+
+    engine = Interruptible()
+    processor = AsyncFaceSwapProcessor(lambda: engine, fps=30)
+    processor.start()
+    processor.submit(frame(0))
+    assert engine.started.wait(5)
+    processor.close()
+    assert engine.finished
+    assert not engine.closed_while_running

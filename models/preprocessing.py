@@ -1,0 +1,73 @@
+"""The seam between raw camera frames and what Wan-Animate is conditioned on.
+
+Wan-Animate does not take camera frames: it takes a skeleton (pose) video, face crops, and in
+replace mode a background video and a person mask. A :class:`Preprocessor` makes those from a
+batch of BGR frames. The real one (person detector, whole-body pose, SAM2 masks) is its own
+piece of work; :class:`StandInPreprocessor` fills the seam with cheap image operations so the
+engine and the daemon can run end to end, and tests can drive them, without those models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class PreprocessedBatch:
+    """Per-frame conditioning, RGB uint8: ``pose`` and ``background`` at the generation size,
+    ``face`` square at the model's face size, ``mask`` single-channel (255 = person)."""
+
+    pose: list[np.ndarray]
+    face: list[np.ndarray]
+    background: list[np.ndarray] | None = None
+    mask: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.pose)
+
+
+class Preprocessor(Protocol):
+    def process(self, frames: Sequence[np.ndarray], *, size: tuple[int, int], face_size: int,
+                with_background: bool) -> PreprocessedBatch:
+        """Conditioning for BGR ``frames`` at generation ``size`` (W, H)."""
+
+    def reset(self) -> None:
+        """Forget temporal state (smoothing, tracking) when the stream restarts."""
+
+
+class StandInPreprocessor:
+    """Not a person model: edges for the pose, the centre square for the face, a central
+    ellipse as the person mask. Deterministic per frame, so streaming and offline runs of
+    the same frames see the same conditioning."""
+
+    def process(self, frames: Sequence[np.ndarray], *, size: tuple[int, int], face_size: int,
+                with_background: bool) -> PreprocessedBatch:
+        width, height = size
+        pose, face, background, mask = [], [], [], []
+        ellipse = np.zeros((height, width), np.uint8)
+        axes = (max(1, width // 4), max(1, height * 2 // 5))
+        cv2.ellipse(ellipse, (width // 2, height // 2), axes, 0, 0, 360, 255, -1)
+        for frame in frames:
+            rgb = cv2.cvtColor(cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA),
+                               cv2.COLOR_BGR2RGB)
+            edges = cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 60, 120)
+            pose.append(cv2.cvtColor(edges, cv2.COLOR_GRAY2RGB))
+            h, w = frame.shape[:2]
+            side = min(h, w) // 2
+            y, x = (h - side) // 2, (w - side) // 2
+            crop = frame[y:y + side, x:x + side]
+            face.append(cv2.cvtColor(cv2.resize(crop, (face_size, face_size)), cv2.COLOR_BGR2RGB))
+            if with_background:
+                background.append(rgb * (1 - ellipse[..., None] // 255))
+                mask.append(ellipse.copy())
+        if not with_background:
+            return PreprocessedBatch(pose, face)
+        return PreprocessedBatch(pose, face, background, mask)
+
+    def reset(self) -> None:
+        pass

@@ -1,0 +1,192 @@
+"""The ``wan-animate`` swap engine: preprocessing -> streaming Wan-Animate -> camera frames.
+
+Imported only by the engine factory (it pulls in torch and diffusers).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+import PIL.Image
+import torch
+
+from faceswap_cam.models.engine import EngineError
+from faceswap_cam.models.preprocessing import Preprocessor, StandInPreprocessor
+from faceswap_cam.models.wan_loading import (
+    DEFAULT_REPO,
+    LoadOptions,
+    WeightsError,
+    load_pipeline,
+    parse_lora,
+)
+from faceswap_cam.models.wan_streaming import SegmentInputs, StreamingWanAnimate
+
+logger = logging.getLogger(__name__)
+
+MEMORY_ADVICE = ("reduce memory with --offload model (or sequential), --vae-tiling, fewer "
+                 "--segment-frames, a smaller --gen-size, or --dtype bf16")
+
+
+def generation_size(frame_size: tuple[int, int], short_side: int = 480) -> tuple[int, int]:
+    """(W, H) for generation: the camera's aspect with the short side near ``short_side``,
+    both multiples of 16 as the model needs (1280x720 -> 848x480)."""
+    width, height = frame_size
+    scale = short_side / min(width, height)
+    return (max(16, 16 * round(width * scale / 16)), max(16, 16 * round(height * scale / 16)))
+
+
+def to_pil(frames: Sequence[np.ndarray], mode: str = "RGB") -> list[PIL.Image.Image]:
+    return [PIL.Image.fromarray(np.ascontiguousarray(f), mode=mode) for f in frames]
+
+
+class WanAnimateEngine:
+    """:class:`~faceswap_cam.models.engine.SwapEngine` over :class:`StreamingWanAnimate`.
+
+    ``first_batch`` is the segment length L, ``next_batch`` L - P. Swapped frames come back at
+    the camera's size and in BGR, like every frame inside the daemon.
+    """
+
+    def __init__(
+        self,
+        *,
+        wan_model: str,
+        mode: str = "replace",
+        steps: int = 20,
+        segment_frames: int = 9,
+        carry: int = 1,
+        seed: int = 0,
+        prompt: str = "",
+        guidance_scale: float = 1.0,
+        gen_size: tuple[int, int] | None = None,
+        load: LoadOptions | None = None,
+        preprocessor: Preprocessor | None = None,
+        pipeline: Any = None,
+    ) -> None:
+        try:
+            pipe = pipeline if pipeline is not None else load_pipeline(wan_model,
+                                                                       load or LoadOptions())
+        except WeightsError as exc:
+            raise EngineError(str(exc)) from exc
+        except torch.OutOfMemoryError as exc:
+            raise EngineError(f"out of GPU memory while loading Wan-Animate: {MEMORY_ADVICE}") \
+                from exc
+        self._options: dict[str, Any] = {
+            "mode": mode, "steps": steps, "segment_frames": segment_frames, "carry": carry,
+            "seed": seed, "prompt": prompt, "guidance_scale": guidance_scale}
+        self.pipe = pipe
+        self.preprocessor: Preprocessor = preprocessor or StandInPreprocessor()
+        self.mode = mode
+        self.first_batch = segment_frames
+        self.next_batch = segment_frames - carry
+        self._stream: StreamingWanAnimate | None = None
+        self._reference: PIL.Image.Image | None = None
+        if gen_size is not None:
+            self._stream = self._make_stream(gen_size)
+
+    def _make_stream(self, size: tuple[int, int]) -> StreamingWanAnimate:
+        width, height = size
+        try:
+            stream = StreamingWanAnimate(self.pipe, height=height, width=width, **self._options)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from exc
+        if self._reference is not None:
+            stream.set_reference(self._reference)
+        return stream
+
+    def set_reference(self, image: np.ndarray) -> None:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise EngineError(f"reference must be an HxWx3 uint8 BGR image, got {image.shape}")
+        self._reference = PIL.Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        if self._stream is not None:
+            self._stream.set_reference(self._reference)
+
+    def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if not frames:
+            return []
+        if self._reference is None:
+            raise EngineError("no reference face is set: start with --reference IMAGE")
+        frame_h, frame_w = frames[0].shape[:2]
+        if self._stream is None:
+            self._stream = self._make_stream(generation_size((frame_w, frame_h)))
+        stream = self._stream
+        if len(frames) == self.first_batch and stream.expects != len(frames):
+            stream.reset()  # the processor started a new segment chain
+        face_size = int(self.pipe.transformer.config.motion_encoder_size)
+        batch = self.preprocessor.process(frames, size=(stream.width, stream.height),
+                                          face_size=face_size,
+                                          with_background=self.mode == "replace")
+        inputs = SegmentInputs(
+            pose=to_pil(batch.pose), face=to_pil(batch.face),
+            background=None if batch.background is None else to_pil(batch.background),
+            mask=None if batch.mask is None else to_pil(batch.mask, "L"))
+        try:
+            video = stream.generate(inputs)
+        except torch.OutOfMemoryError as exc:
+            stream.reset()
+            raise EngineError(f"out of GPU memory: {MEMORY_ADVICE}") from exc
+        except ValueError as exc:
+            raise EngineError(str(exc)) from exc
+        out = []
+        for pixels in uint8_frames(video):
+            bgr = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+            if bgr.shape[:2] != (frame_h, frame_w):
+                bgr = cv2.resize(bgr, (frame_w, frame_h), interpolation=cv2.INTER_LINEAR)
+            out.append(bgr)
+        return out
+
+    def reset(self) -> None:
+        if self._stream is not None:
+            self._stream.reset()
+        self.preprocessor.reset()
+
+    def interrupt(self) -> None:
+        if self._stream is not None:
+            self._stream.interrupt()
+
+    def close(self) -> None:
+        self._stream = None
+        self.pipe = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def load_options(options: dict[str, Any]) -> LoadOptions:
+    return LoadOptions(
+        device=options.get("device", "auto"), dtype=options.get("dtype", "auto"),
+        vae_fp32=options.get("vae_fp32", False), offload=options.get("offload", "none"),
+        vae_tiling=options.get("vae_tiling", False),
+        attention_backend=options.get("attention_backend"),
+        compile=options.get("compile", False),
+        loras=[parse_lora(spec) for spec in options.get("loras", [])],
+        shift=options.get("shift"))
+
+
+def _stream_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {"mode": options.get("mode", "replace"), "steps": options.get("steps", 20),
+            "segment_frames": options.get("segment_frames", 9),
+            "carry": options.get("carry", 1), "seed": options.get("seed", 0),
+            "prompt": options.get("prompt", "")}
+
+
+def create(**options: Any) -> WanAnimateEngine:
+    """Engine factory: daemon settings -> engine (see ``engine_options`` in the daemon)."""
+    gen_size = options.get("gen_size")
+    return WanAnimateEngine(
+        wan_model=options.get("wan_model", DEFAULT_REPO), load=load_options(options),
+        gen_size=None if gen_size is None else (int(gen_size[0]), int(gen_size[1])),
+        **_stream_options(options))
+
+
+def create_stream(options: dict[str, Any], *, width: int, height: int) -> StreamingWanAnimate:
+    """A bare streaming generator at ``width`` x ``height`` (offline rendering)."""
+    pipe = load_pipeline(options.get("wan_model", DEFAULT_REPO), load_options(options))
+    return StreamingWanAnimate(pipe, height=height, width=width, **_stream_options(options))
+
+
+def uint8_frames(video: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] -> uint8, rounded the way the diffusers exporters do."""
+    return np.asarray((np.clip(video, 0, 1) * 255).round(), dtype=np.uint8)

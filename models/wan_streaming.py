@@ -1,0 +1,308 @@
+"""Wan-Animate generation as a stream of segments, equal to the offline pipeline.
+
+``WanAnimatePipeline.__call__`` renders a whole clip in segments of L = 4n+1 frames, each later
+segment conditioned on the last P output frames of the one before. :class:`StreamingWanAnimate`
+runs exactly those per-segment steps, one call per segment, and keeps what a segment hands to
+the next between calls: the previous output frames, the preprocessed conditioning inputs of the
+P overlapping frames, and the random generator. Feeding a clip L frames first and L-P frames
+per later call therefore gives the frames the pipeline gives for the whole clip with the same
+seed, segment length, steps and inputs.
+
+The expensive per-reference work (prompt embeds, CLIP image embeds, reference VAE latents) is
+done once in :meth:`set_reference` / at construction, never per segment.
+
+This module imports torch and diffusers at the top: import it only where the model stack is
+wanted (the engine factory imports it lazily).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+
+logger = logging.getLogger(__name__)
+
+MODES = ("replace", "animate")
+CARRY_CHOICES = (1, 5)
+
+
+def check_segment(segment_frames: int, carry: int) -> None:
+    if carry not in CARRY_CHOICES:
+        raise ValueError(f"carried frames must be 1 or 5, got {carry}")
+    if segment_frames < 5 or (segment_frames - 1) % 4:
+        raise ValueError(f"segment length must be 4n+1 and at least 5, got {segment_frames}")
+    # The pipeline takes the P conditioning frames from the previous segment's *new* frames.
+    if segment_frames - carry < carry:
+        raise ValueError(f"segment length {segment_frames} is too short to carry {carry} frames: "
+                         f"use at least {4 * ((2 * carry - 1 + 3) // 4) + 1}")
+
+
+@dataclass
+class SegmentInputs:
+    """One segment's conditioning frames, as PIL images the pipeline's processors take."""
+
+    pose: list[PIL.Image.Image]
+    face: list[PIL.Image.Image]
+    background: list[PIL.Image.Image] | None = None
+    mask: list[PIL.Image.Image] | None = None  # "L" images, white = person (generated)
+
+    def __len__(self) -> int:
+        return len(self.pose)
+
+
+@dataclass
+class _Conditioning:
+    """Preprocessed tensors of one segment's inputs, (B, C, T, H, W)."""
+
+    pose: torch.Tensor
+    face: torch.Tensor
+    background: torch.Tensor | None
+    mask: torch.Tensor | None
+
+    def tail(self, frames: int) -> _Conditioning:
+        def cut(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[:, :, -frames:]
+
+        pose, face = cut(self.pose), cut(self.face)
+        assert pose is not None and face is not None
+        return _Conditioning(pose, face, cut(self.background), cut(self.mask))
+
+    def join(self, new: _Conditioning) -> _Conditioning:
+        def cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+            return None if a is None or b is None else torch.cat([a, b], dim=2)
+
+        pose, face = cat(self.pose, new.pose), cat(self.face, new.face)
+        assert pose is not None and face is not None
+        return _Conditioning(pose, face, cat(self.background, new.background),
+                             cat(self.mask, new.mask))
+
+
+class GenerationInterrupted(RuntimeError):
+    """``interrupt()`` stopped a segment midway; the stream must be reset."""
+
+
+class StreamingWanAnimate:
+    """Segment-by-segment Wan-Animate generation over a loaded ``WanAnimatePipeline``."""
+
+    def __init__(
+        self,
+        pipe: Any,  # diffusers.WanAnimatePipeline (untyped)
+        *,
+        height: int,
+        width: int,
+        mode: str = "replace",
+        segment_frames: int = 9,
+        carry: int = 1,
+        steps: int = 20,
+        guidance_scale: float = 1.0,
+        seed: int = 0,
+        prompt: str = "",
+        negative_prompt: str = "",
+        max_sequence_length: int = 512,
+        release_text_encoder: bool = True,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        check_segment(segment_frames, carry)
+        if height % 16 or width % 16:
+            raise ValueError(f"generation size must be divisible by 16, got {width}x{height}")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.pipe: Any = pipe
+        self.height, self.width = height, width
+        self.mode = mode
+        self.segment_frames = segment_frames
+        self.carry = carry
+        self.steps = steps
+        self.guidance_scale = guidance_scale
+        self.seed = seed
+        self.device = pipe._execution_device
+        self.transformer_dtype = pipe.transformer.dtype
+        # State the pipeline's own __call__ would set and its helpers read.
+        pipe._guidance_scale = guidance_scale
+        pipe._interrupt = False
+        self.prompt_embeds, self.negative_prompt_embeds = self._encode_prompt(
+            prompt, negative_prompt, max_sequence_length)
+        if release_text_encoder:
+            self._release_text_encoder()
+        self._image_embeds: torch.Tensor | None = None
+        self._reference_latents: torch.Tensor | None = None
+        self.generator = torch.Generator(device=self.device)
+        self.reset()
+
+    @property
+    def first_batch(self) -> int:
+        return self.segment_frames
+
+    @property
+    def next_batch(self) -> int:
+        return self.segment_frames - self.carry
+
+    @property
+    def has_reference(self) -> bool:
+        return self._reference_latents is not None
+
+    # --- encode once -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _encode_prompt(self, prompt: str, negative_prompt: str, max_sequence_length: int
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        positive, negative = self.pipe.encode_prompt(
+            prompt=prompt, negative_prompt=negative_prompt,
+            do_classifier_free_guidance=self.guidance_scale > 1.0,
+            max_sequence_length=max_sequence_length, device=self.device)
+        positive = positive.to(self.transformer_dtype)
+        return positive, None if negative is None else negative.to(self.transformer_dtype)
+
+    def _release_text_encoder(self) -> None:
+        """The prompt is fixed: the text encoder (UMT5-XXL, ~11 GB) leaves the accelerator."""
+        encoder = self.pipe.text_encoder
+        if encoder is not None and self.device.type != "cpu" and not hasattr(encoder, "_hf_hook"):
+            encoder.to("cpu")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            logger.info("text encoder moved off %s after encoding the prompt", self.device)
+
+    @torch.no_grad()
+    def set_reference(self, image: PIL.Image.Image) -> None:
+        """Encode the reference character once (CLIP embeds + VAE latents) and restart the
+        stream, which takes effect with the next segment."""
+        pipe = self.pipe
+        pixels = pipe.vae_image_processor.preprocess(
+            image, height=self.height, width=self.width, resize_mode="fill",
+        ).to(self.device, dtype=torch.float32)
+        self._image_embeds = pipe.encode_image(image, self.device).to(self.transformer_dtype)
+        self._reference_latents = pipe.prepare_reference_image_latents(
+            pixels, 1, generator=self.generator, device=self.device)
+        self.reset()
+
+    # --- temporal state --------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget the previous segment: the next call starts a new stream (L frames)."""
+        self.generator.manual_seed(self.seed)
+        self.pipe._interrupt = False
+        self._previous_output: torch.Tensor | None = None
+        self._carried: _Conditioning | None = None
+
+    @property
+    def expects(self) -> int:
+        """How many new frames the next call takes."""
+        return self.first_batch if self._previous_output is None else self.next_batch
+
+    # --- one segment -----------------------------------------------------------------------
+
+    def _preprocess(self, inputs: SegmentInputs) -> _Conditioning:
+        pipe, device = self.pipe, self.device
+        processor = pipe.video_processor
+        face_size = pipe.transformer.config.motion_encoder_size
+        pose = processor.preprocess_video(inputs.pose, height=self.height, width=self.width)
+        face = processor.preprocess_video(inputs.face, height=face_size, width=face_size)
+        background = mask = None
+        if self.mode == "replace":
+            if inputs.background is None or inputs.mask is None:
+                raise ValueError("replace mode needs background and mask frames")
+            background = processor.preprocess_video(
+                inputs.background, height=self.height, width=self.width).to(device, torch.float32)
+            mask = pipe.video_processor_for_mask.preprocess_video(
+                inputs.mask, height=self.height, width=self.width).to(device, torch.float32)
+        return _Conditioning(pose.to(device, torch.float32), face.to(device, torch.float32),
+                             background, mask)
+
+    def _check(self, inputs: SegmentInputs) -> None:
+        expected = self.expects
+        counts = {"pose": len(inputs.pose), "face": len(inputs.face)}
+        if self.mode == "replace":
+            counts["background"] = len(inputs.background or [])
+            counts["mask"] = len(inputs.mask or [])
+        wrong = {k: v for k, v in counts.items() if v != expected}
+        if wrong:
+            raise ValueError(f"this segment takes {expected} new frames of each input, got "
+                             + ", ".join(f"{k}: {v}" for k, v in wrong.items()))
+
+    @torch.no_grad()
+    def generate(self, inputs: SegmentInputs) -> np.ndarray:
+        """Generate the next segment's new frames: ``(T, H, W, 3)`` float RGB in [0, 1]."""
+        if self._reference_latents is None or self._image_embeds is None:
+            raise RuntimeError("no reference image set")
+        self._check(inputs)
+        pipe = self.pipe
+        new = self._preprocess(inputs)
+        first = self._previous_output is None
+        segment = new if first or self._carried is None else self._carried.join(new)
+        self._carried = segment.tail(self.carry)
+
+        latents = pipe.prepare_latents(
+            1, num_channels_latents=pipe.vae.config.z_dim, height=self.height, width=self.width,
+            num_frames=self.segment_frames, dtype=torch.float32, device=self.device,
+            generator=self.generator)
+        pose_latents = pipe.prepare_pose_latents(
+            segment.pose, 1, generator=self.generator, device=self.device,
+        ).to(dtype=self.transformer_dtype)
+        previous = None if first else self._previous_output[:, :, -self.carry:].clone()  # type: ignore[index]
+        condition_latents = pipe.prepare_prev_segment_cond_latents(
+            previous, background_video=segment.background, mask_video=segment.mask,
+            batch_size=1, segment_frame_length=self.segment_frames, start_frame=0 if first else 1,
+            height=self.height, width=self.width, prev_segment_cond_frames=self.carry,
+            task=self.mode, generator=self.generator, device=self.device)
+        reference_latents = torch.cat([self._reference_latents, condition_latents], dim=2)
+        latents = self._denoise(latents, reference_latents, pose_latents,
+                                segment.face.to(self.transformer_dtype))
+        frames = self._decode(latents)
+        if not first:
+            frames = frames[:, :, self.carry:]
+        self._previous_output = frames
+        video = pipe.video_processor.postprocess_video(frames, output_type="np")
+        return np.asarray(video[0])
+
+    def _denoise(self, latents: torch.Tensor, reference_latents: torch.Tensor,
+                 pose_latents: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        pipe = self.pipe
+        scheduler = pipe.scheduler
+        # A fresh schedule per segment, as the pipeline resets it between segments.
+        scheduler.set_timesteps(self.steps, device=self.device)
+        for t in scheduler.timesteps:
+            if pipe.interrupt:
+                raise GenerationInterrupted("segment interrupted")
+            model_input = torch.cat([latents, reference_latents], dim=1).to(self.transformer_dtype)
+            timestep = t.expand(latents.shape[0])
+            with pipe.transformer.cache_context("cond"):
+                noise = pipe.transformer(
+                    hidden_states=model_input, timestep=timestep,
+                    encoder_hidden_states=self.prompt_embeds,
+                    encoder_hidden_states_image=self._image_embeds,
+                    pose_hidden_states=pose_latents, face_pixel_values=face,
+                    return_dict=False)[0]
+            if self.guidance_scale > 1.0:
+                with pipe.transformer.cache_context("uncond"):
+                    uncond = pipe.transformer(
+                        hidden_states=model_input, timestep=timestep,
+                        encoder_hidden_states=self.negative_prompt_embeds,
+                        encoder_hidden_states_image=self._image_embeds,
+                        pose_hidden_states=pose_latents, face_pixel_values=face * 0 - 1,
+                        return_dict=False)[0]
+                noise = uncond + self.guidance_scale * (noise - uncond)
+            latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+        return latents
+
+    def interrupt(self) -> None:
+        """Stop the segment being generated (from another thread) at its next step."""
+        self.pipe._interrupt = True
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.pipe.vae
+        latents = latents.to(vae.dtype)
+        shape = (1, vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device, latents.dtype)
+        # The same arithmetic as the pipeline (divide by 1/std), so results match bit for bit.
+        recip_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(
+            latents.device, latents.dtype)
+        latents = latents / recip_std + mean
+        # The first latent frame is the reference image's: not part of the video.
+        decoded: Any = vae.decode(latents[:, :, 1:], return_dict=False)[0]
+        return torch.as_tensor(decoded)
