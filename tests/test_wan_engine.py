@@ -276,3 +276,31 @@ def test_heavy_modules_stay_out_of_the_cli_import() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_device_options_reach_diffusers(tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    """Offload and compile need a GPU to run for real; here we check that each option calls
+    the diffusers feature it stands for, and that the attention backend is really set."""
+    import diffusers
+
+    calls: list[tuple[str, Any]] = []
+    pipeline_class = diffusers.WanAnimatePipeline
+    monkeypatch.setattr(pipeline_class, "enable_model_cpu_offload",
+                        lambda self, device=None: calls.append(("model", device)))
+    monkeypatch.setattr(pipeline_class, "enable_sequential_cpu_offload",
+                        lambda self, device=None: calls.append(("sequential", device)))
+    load_pipeline(str(tiny_model), LoadOptions(device="cpu", offload="model"))
+    load_pipeline(str(tiny_model), LoadOptions(device="cpu", offload="sequential"))
+    assert calls == [("model", "cpu"), ("sequential", "cpu")]
+
+    transformer_class = diffusers.WanAnimateTransformer3DModel
+    monkeypatch.setattr(transformer_class, "compile_repeated_blocks",
+                        lambda self, **kw: calls.append(("compile", kw)))
+    pipe = load_pipeline(str(tiny_model), LoadOptions(device="cpu", compile=True,
+                                                      attention_backend="_native_math"))
+    assert calls[-1] == ("compile", {"fullgraph": True})
+    processor = pipe.transformer.blocks[0].attn1.processor
+    assert processor._attention_backend.value == "_native_math"
+    with pytest.raises(ValueError, match="offload must be"):
+        load_pipeline(str(tiny_model), LoadOptions(device="cpu", offload="disk"))
