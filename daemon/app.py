@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from faceswap_cam.daemon.capture import CaptureState, WebcamCapture
@@ -34,6 +33,7 @@ from faceswap_cam.daemon.sinks import Sink, SinkContext, SinkError, SinkWorker, 
 from faceswap_cam.daemon.sources import create_source
 from faceswap_cam.daemon.stats import RateMeter, Samples, rounded
 from faceswap_cam.models.engine import SwapEngine, create_engine, resolve_engine_name
+from faceswap_cam.models.reference import ReferenceError, decode_reference
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +49,10 @@ class StartError(RuntimeError):
 
 def read_reference(path: Path) -> np.ndarray:
     """The reference image as BGR pixels, or a StartError that says what is wrong with it."""
-    if not path.is_file():
-        raise StartError(f"reference image not found: {path}")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise StartError(f"reference {path} cannot be decoded as an image (use PNG or JPEG)")
-    return image
+    try:
+        return decode_reference(path)
+    except ReferenceError as exc:
+        raise StartError(str(exc)) from exc
 
 
 #: Settings each engine factory receives (an engine ignores what it does not use).

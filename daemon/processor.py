@@ -175,6 +175,8 @@ class AsyncFaceSwapProcessor:
         self._continue_from: int | None = None  # index of the last frame of the last batch
         self._needs_reset = False
         self._reference: np.ndarray | None = None
+        self._accepted_reference: np.ndarray | None = None
+        self.reference_error = ""
         self._reference_dirty = False
         self._closed = False
 
@@ -184,6 +186,7 @@ class AsyncFaceSwapProcessor:
         self.skipped = 0
         self.batches = 0
         self.frames_swapped = 0
+        self.frames_untouched = 0  # returned unchanged by the engine (nobody in view)
         self.engine_failures = 0
         self.engine_timeouts = 0
         self.engine_restarts = 0
@@ -218,10 +221,15 @@ class AsyncFaceSwapProcessor:
         with self._output_lock:
             return list(self._output)
 
-    def wait_swapped(self, total: int, timeout: float) -> bool:
-        """Wait until ``total`` frames have been swapped since start; False on timeout."""
+    def wait_swapped(self, total: int, timeout: float, *, untouched_too: bool = False) -> bool:
+        """Wait until ``total`` frames have been swapped since start (counting frames the
+        engine returned untouched too, if asked); False on timeout."""
+        def done() -> bool:
+            count = self.frames_swapped + (self.frames_untouched if untouched_too else 0)
+            return count >= total
+
         with self._output_lock:
-            return self._output_lock.wait_for(lambda: self.frames_swapped >= total, timeout)
+            return self._output_lock.wait_for(done, timeout)
 
     def output_depth(self) -> int:
         with self._output_lock:
@@ -440,8 +448,7 @@ class AsyncFaceSwapProcessor:
             reference = self._reference if self._reference_dirty else None
             self._reference_dirty = False
         if reference is not None:
-            worker.call(lambda: engine.set_reference(reference), self.timeout_s, self._stop)
-            self._reset_continuity("reference changed")
+            self._apply_reference(engine, worker, reference)
         if self._needs_reset:
             self._needs_reset = False
             worker.call(engine.reset, self.timeout_s, self._stop)
@@ -451,18 +458,46 @@ class AsyncFaceSwapProcessor:
         elapsed = time.monotonic() - started
         self._check_outputs(batch, outputs)
         arrived_ns = time.monotonic_ns()
+        untouched = sum(out is source.pixels for source, out in zip(batch, outputs, strict=True))
+        if untouched:
+            # Nothing to swap (nobody in view): those frames go out as passthrough, and the
+            # next batch starts a new segment chain.
+            self.frames_untouched += untouched
+            self._continue_from = batch[-1].index
+            self._reset_continuity("engine swapped nothing")
         with self._output_lock:
             for source, out in zip(batch, outputs, strict=True):
-                self._output.append(SwappedFrame(source.with_pixels(out), arrived_ns,
-                                                 self._cadence))
-            self.frames_swapped += len(batch)
+                if out is not source.pixels:
+                    self._output.append(SwappedFrame(source.with_pixels(out), arrived_ns,
+                                                     self._cadence))
+            self.frames_swapped += len(batch) - untouched
             self._output_lock.notify_all()
         for _ in batch:
             self.rate.tick(arrived_ns)
         self.batches += 1
         self.batch_latency_ms.add((arrived_ns - batch[0].captured_ns) / 1e6)
-        self._continue_from = batch[-1].index
+        if not untouched:
+            self._continue_from = batch[-1].index
         self._adapt_cadence(elapsed / len(batch))
+
+    def _apply_reference(self, engine: SwapEngine, worker: _EngineWorker,
+                         reference: np.ndarray) -> None:
+        """Hand a new reference to the engine; one it refuses is reported and the reference
+        in use stays (a bad image must not stop the swap or restart the engine)."""
+        try:
+            worker.call(lambda: engine.set_reference(reference), self.timeout_s, self._stop)
+        except (EngineTimeout, _Stopped):
+            raise
+        except Exception as exc:
+            self.reference_error = str(exc)
+            logger.error("reference refused, keeping the previous one: %s", exc)
+            with self._input_cond:
+                if self._reference is reference:
+                    self._reference = self._accepted_reference
+            return
+        self._accepted_reference = reference
+        self.reference_error = ""
+        self._reset_continuity("reference changed")
 
     @staticmethod
     def _check_outputs(batch: Sequence[Frame], outputs: Sequence[np.ndarray]) -> None:
@@ -497,10 +532,12 @@ class AsyncFaceSwapProcessor:
             "engine": self.engine_name,
             "engine_state": self.state.value,
             "engine_error": self.last_error,
+            "reference_error": self.reference_error,
             "cadence": self._cadence,
             "process_fps": round(self.rate.rate(), 2),
             "batches": self.batches,
             "frames_swapped": self.frames_swapped,
+            "frames_untouched": self.frames_untouched,
             "dropped_input": self.dropped_input,
             "skipped": self.skipped,
             "engine_failures": self.engine_failures,

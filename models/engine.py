@@ -31,7 +31,11 @@ class SwapEngine(Protocol):
         """Validate and encode a reference image (BGR) once; applies from the next batch."""
 
     def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Swap a batch; returns the same number of frames, in order, same size, BGR uint8."""
+        """Swap a batch; returns the same number of frames, in order, same size, BGR uint8.
+
+        An engine that has nothing to swap (nobody in view) returns the input frame objects
+        themselves: the processor then shows them as passthrough and restarts the segment
+        chain (the engine resets its own temporal state)."""
 
     def reset(self) -> None:
         """Forget temporal state (continuity broke: gap, reference change, restart)."""

@@ -16,6 +16,7 @@ import torch
 
 from faceswap_cam.models.engine import EngineError
 from faceswap_cam.models.preprocessing import Preprocessor, StandInPreprocessor
+from faceswap_cam.models.reference import ReferenceError, check_reference
 from faceswap_cam.models.wan_loading import (
     DEFAULT_REPO,
     LoadOptions,
@@ -98,8 +99,10 @@ class WanAnimateEngine:
         return stream
 
     def set_reference(self, image: np.ndarray) -> None:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise EngineError(f"reference must be an HxWx3 uint8 BGR image, got {image.shape}")
+        try:
+            check_reference(image)
+        except ReferenceError as exc:
+            raise EngineError(str(exc)) from exc
         self._reference = PIL.Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
         if self._stream is not None:
             self._stream.set_reference(self._reference)

@@ -242,3 +242,46 @@ def test_close_interrupts_and_waits_for_the_call_in_progress() -> None:
     processor.close()
     assert engine.finished
     assert not engine.closed_while_running
+
+
+def test_a_refused_reference_keeps_the_previous_one() -> None:
+    class Picky(RecordingEngine):
+        def set_reference(self, image: np.ndarray) -> None:
+            if image.shape[0] < 16:
+                raise ValueError("reference is too small (8x8): use an image of at least 16 px")
+            super().set_reference(image)
+
+    engine = Picky(first_batch=1, next_batch=1)
+    with start(engine) as processor:
+        processor.set_reference(np.zeros((32, 32, 3), np.uint8))
+        processor.submit(frame(0))
+        assert engine.done.acquire(timeout=5)
+        processor.set_reference(np.zeros((8, 8, 3), np.uint8))
+        processor.submit(frame(1))
+        assert engine.done.acquire(timeout=5)
+        error = processor.reference_error
+        state = processor.state
+    assert "too small" in error
+    assert state is EngineState.RUNNING  # no restart for a bad image
+    assert processor.engine_failures == 0
+    assert engine.references == 1
+
+
+def test_untouched_frames_are_passthrough_and_restart_the_chain() -> None:
+    class NobodyThere(RecordingEngine):
+        def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+            self.batches.append([int(f[0, 0, 0]) for f in frames])
+            self.done.release()
+            return list(frames)  # nothing to swap: the inputs themselves
+
+    engine = NobodyThere(first_batch=2, next_batch=1)
+    with start(engine) as processor:
+        for i in (0, 1):
+            processor.submit(frame(i))
+        assert engine.done.acquire(timeout=5)
+        for i in (2, 3):
+            processor.submit(frame(i))
+        assert processor.wait_swapped(4, timeout=5, untouched_too=True)
+        untouched, swapped = processor.frames_untouched, processor.swapped_frames()
+    assert engine.batches == [[0, 1], [2, 3]]  # a first batch again, not a continuation
+    assert untouched == 4 and swapped == []

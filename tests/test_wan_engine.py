@@ -200,7 +200,7 @@ def test_engine_adapts_camera_frames(tiny_model: Path) -> None:
     frames = [np.full((60, 80, 3), (0, 0, 200), np.uint8) for _ in range(5)]
     with pytest.raises(EngineError, match="no reference face"):
         engine.process(frames)
-    engine.set_reference(np.full((64, 48, 3), 90, np.uint8))
+    engine.set_reference(np.full((80, 64, 3), 90, np.uint8))
     out = engine.process(frames)
     assert len(out) == 5 and out[0].shape == (60, 80, 3) and out[0].dtype == np.uint8
     assert len(engine.process(frames[:4])) == 4  # a continuing batch: L - P frames
@@ -225,7 +225,7 @@ def test_daemon_swaps_with_wan_animate(tiny_model: Path, tmp_path: Path, clip: P
     from faceswap_cam.daemon.sinks import NullSink, Tick
 
     reference = tmp_path / "ref.png"
-    cv2.imwrite(str(reference), np.full((64, 48, 3), 128, np.uint8))
+    cv2.imwrite(str(reference), np.full((80, 64, 3), 128, np.uint8))
     settings = load_settings({
         "source": f"file:{clip}", "engine": "wan-animate", "wan_model": str(tiny_model),
         "reference": str(reference), "gen_size": f"{WIDTH}x{HEIGHT}", "size": "320x240",

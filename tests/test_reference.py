@@ -1,0 +1,73 @@
+"""Reference images are checked before any model sees them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from faceswap_cam.models.reference import (
+    MAX_PIXELS,
+    ReferenceError,
+    check_reference,
+    decode_reference,
+)
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared_data = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(),
+    reason="shared test data not present (CI has it; a user's clone does not)")
+
+
+def png(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", image)
+    assert ok
+    return data.tobytes()
+
+
+@needs_shared_data
+def test_real_portrait_decodes() -> None:
+    image = decode_reference(SHARED_DATA / "reference-portrait.jpg")
+    assert image.shape == (2204, 970, 3)  # the tall-image case is accepted
+
+
+def test_bad_references_say_why(tmp_path: Path) -> None:
+    with pytest.raises(ReferenceError, match="not found"):
+        decode_reference(tmp_path / "missing.png")
+    (tmp_path / "text.png").write_text("hello")
+    with pytest.raises(ReferenceError, match="cannot be decoded"):
+        decode_reference(tmp_path / "text.png")
+    with pytest.raises(ReferenceError, match="cannot be decoded"):
+        decode_reference(b"")
+    with pytest.raises(ReferenceError, match=r"too small \(40x30\)"):
+        decode_reference(png(np.zeros((30, 40, 3), np.uint8)))
+    with pytest.raises(ReferenceError, match="too large"):
+        check_reference(np.zeros((100, 9000, 3), np.uint8))
+    with pytest.raises(ReferenceError, match="colour image"):
+        check_reference(np.zeros((100, 100), np.uint8))
+
+
+def test_huge_image_is_refused_before_decoding() -> None:
+    side = int((MAX_PIXELS * 1.3) ** 0.5) // 8 * 8
+    # A flat PNG compresses to almost nothing: the classic decompression bomb.
+    data = png(np.zeros((side, side), np.uint8))
+    assert len(data) < 2_000_000
+    with pytest.raises(ReferenceError, match="too large"):
+        decode_reference(data)
+
+
+def test_daemon_refuses_a_bad_reference_at_start(tmp_path: Path, cli_env: dict[str, str]
+                                                 ) -> None:
+    import subprocess
+
+    from tests.conftest import faceswap_cam_exe
+
+    bad = tmp_path / "tiny.png"
+    bad.write_bytes(png(np.zeros((10, 10, 3), np.uint8)))
+    result = subprocess.run([faceswap_cam_exe(), "run", "--source", "demo", "--sink", "null",
+                             "--reference", str(bad), "--duration", "1"], env=cli_env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "too small (10x10)" in result.stderr
