@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from faceswap_cam.daemon.capture import CaptureState, WebcamCapture
-from faceswap_cam.daemon.config import Settings
+from faceswap_cam.daemon.config import Fallback, Playout, Settings
 from faceswap_cam.daemon.frames import Frame
 from faceswap_cam.daemon.overlay import card, draw_stats, with_banner
 from faceswap_cam.daemon.processor import AsyncFaceSwapProcessor
-from faceswap_cam.daemon.selection import OutputSelector, Showing
+from faceswap_cam.daemon.selection import Choice, OutputSelector, Showing
 from faceswap_cam.daemon.sinks import Sink, SinkContext, SinkError, SinkWorker, Tick, create_sink
 from faceswap_cam.daemon.sources import create_source
 from faceswap_cam.daemon.stats import RateMeter, Samples, rounded
@@ -41,6 +41,14 @@ logger = logging.getLogger(__name__)
 FIRST_FRAME_WAIT_S = 5.0
 #: Where ticks sit after camera frames, as a fraction of a period: margin for capture jitter.
 PHASE_TARGET = 0.25
+
+
+def _parse(kind: type[Playout] | type[Fallback], value: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise ValueError(f"{value!r} is not one of: {allowed}") from None
 
 
 class StartError(RuntimeError):
@@ -116,6 +124,7 @@ class RealtimeFaceSwapApp:
         self.sinks: list[Sink] = []
         self.workers: list[SinkWorker] = []
         self.swap_enabled = settings.swap
+        self.paused = False
         # The passthrough engine would hand every frame through two more threads to return it
         # unchanged: skip the hop and show the camera directly (same pixels, less latency/CPU).
         self._identity_engine = self.engine_name == "passthrough"
@@ -236,11 +245,29 @@ class RealtimeFaceSwapApp:
 
     # --- feeder --------------------------------------------------------------------------
 
+    # --- control (the control API and tray call these from their own threads) -----------
+
     def set_swap(self, enabled: bool) -> None:
         """Switch swapping on or off while running; applies at the next tick."""
         with self._control:
             self.swap_enabled = enabled
             self._control.notify_all()
+
+    def set_paused(self, paused: bool) -> None:
+        """Privacy: publish a still card instead of the camera until resumed."""
+        with self._control:
+            self.paused = paused
+            self._control.notify_all()
+        logger.info("output %s", "paused" if paused else "resumed")
+
+    def set_playout(self, mode: str) -> None:
+        self.selector.playout = _parse(Playout, mode)
+
+    def set_fallback(self, mode: str) -> None:
+        self.selector.fallback = _parse(Fallback, mode)
+
+    def shutdown(self) -> None:
+        self.stop()
 
     def _feed(self) -> None:
         last = -1
@@ -262,7 +289,7 @@ class RealtimeFaceSwapApp:
 
     @property
     def _swapping(self) -> bool:
-        return self.swap_enabled and not self._identity_engine
+        return self.swap_enabled and not self._identity_engine and not self.paused
 
     # --- publisher -----------------------------------------------------------------------
 
@@ -328,7 +355,10 @@ class RealtimeFaceSwapApp:
             batch_period_s=self.processor.expected_batch_period_s,
             swap_enabled=self._swapping)
         pixels = self._pixels_for(choice.showing, choice.frame)
-        if self.capture.state is CaptureState.LOST:
+        if self.paused:
+            choice = Choice(Showing.PAUSED, None)
+            pixels = card(self.settings.size, "Paused", "the camera is hidden")
+        elif self.capture.state is CaptureState.LOST:
             pixels = with_banner(pixels, "camera lost - reconnecting")
         latency = None if choice.frame is None else (now_ns - choice.frame.captured_ns) / 1e6
         if latency is not None:
@@ -388,6 +418,7 @@ class RealtimeFaceSwapApp:
             "frames_passthrough": self.shown[Showing.PASSTHROUGH.value],
             "frames_held": self.shown[Showing.HELD.value],
             "frames_placeholder": self.shown[Showing.PLACEHOLDER.value],
+            "frames_paused": self.shown[Showing.PAUSED.value],
             "frames_dropped": processor["dropped_input"] + processor["skipped"] + sink_drops,
             "dropped_input_queue": processor["dropped_input"],
             "skipped_by_processor": processor["skipped"],

@@ -17,6 +17,7 @@ class Showing(enum.Enum):
     PASSTHROUGH = "passthrough"
     HELD = "held"
     PLACEHOLDER = "placeholder"
+    PAUSED = "paused"  # chosen by the app, never by the selector: a privacy card
 
 
 @dataclass(frozen=True, slots=True)

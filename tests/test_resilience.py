@@ -210,3 +210,48 @@ def test_capture_counts_frames_the_device_missed() -> None:
         capture.start()
         capture.ring.wait_newer(9, timeout=5)
     assert capture.frames_missed == 2
+
+
+class CountingSink(RecordingSink):
+    """A RecordingSink whose test can wait for the n-th tick."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cond = threading.Condition()
+
+    def send(self, pixels: np.ndarray, tick: Tick) -> None:
+        with self.cond:
+            super().send(pixels, tick)
+            self.cond.notify_all()
+
+    def wait_for(self, count: int) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.ticks) >= count, timeout=10)
+
+
+def test_pause_resume_and_live_mode_changes() -> None:
+    from faceswap_cam.models.simple_engines import DebugEngine
+
+    register_source("numbered-test", lambda arg, size, fps: NumberedSource())
+    settings = Settings(source="numbered-test", sinks=["null"], fps=30, size=(320, 240))
+    sink = CountingSink()
+    app = RealtimeFaceSwapApp(settings, engine_factory=DebugEngine, sinks=[sink])
+    with app:
+        assert sink.wait_for(10)
+        app.set_paused(True)
+        paused_from = len(sink.ticks)
+        assert sink.wait_for(paused_from + 10)
+        app.set_paused(False)
+        resumed_from = len(sink.ticks)
+        assert sink.wait_for(resumed_from + 15)
+        app.set_playout("smooth")
+        app.set_fallback("placeholder")
+        with pytest.raises(ValueError, match="'fast' is not one of: live, smooth"):
+            app.set_playout("fast")
+        assert app.selector.playout is Playout.SMOOTH
+        assert app.selector.fallback is Fallback.PLACEHOLDER
+    kinds = [kind for kind, _, _ in sink.ticks]
+    # Every tick after the pause took effect is the privacy card, until resumed.
+    assert set(kinds[paused_from + 1:resumed_from]) == {"paused"}
+    assert "swapped" in kinds[resumed_from + 1:]
+    assert app.stats()["frames_paused"] >= 9
