@@ -28,6 +28,7 @@ from faceswap_cam.daemon.config import Fallback, Playout, Settings
 from faceswap_cam.daemon.frames import Frame
 from faceswap_cam.daemon.overlay import card, draw_stats, with_banner
 from faceswap_cam.daemon.processor import AsyncFaceSwapProcessor
+from faceswap_cam.daemon.references import ReferenceLibrary, default_references_dir
 from faceswap_cam.daemon.selection import Choice, OutputSelector, Showing
 from faceswap_cam.daemon.sinks import Sink, SinkContext, SinkError, SinkWorker, Tick, create_sink
 from faceswap_cam.daemon.sources import create_source
@@ -82,6 +83,7 @@ class RealtimeFaceSwapApp:
         *,
         engine_factory: Callable[[], SwapEngine] | None = None,
         sinks: list[Sink] | None = None,
+        references: ReferenceLibrary | None = None,
     ) -> None:
         """Build everything from ``settings``; ``engine_factory`` and ``sinks`` let callers
         (tests, benchmarks) supply their own instead of the registry's."""
@@ -114,8 +116,15 @@ class RealtimeFaceSwapApp:
         self.processor = AsyncFaceSwapProcessor(
             engine_factory, fps=settings.fps, engine_name=self.engine_name,
             timeout_s=settings.engine_timeout_s)
+        self.references = references if references is not None else ReferenceLibrary(
+            default_references_dir())
+        self.reference_name: str | None = None
         if settings.reference is not None:
+            # A reference on the command line wins over the library's selection for this run.
             self.processor.set_reference(read_reference(settings.reference))
+            self.reference_name = settings.reference.name
+        else:
+            self._use_selected_reference()
         self.selector = OutputSelector(fallback=settings.fallback, playout=settings.playout,
                                        fps=settings.fps, grace_s=settings.stale_after_ms / 1000)
         self._sink_context = SinkContext(options=settings.model_dump(mode="json"),
@@ -268,6 +277,67 @@ class RealtimeFaceSwapApp:
 
     def shutdown(self) -> None:
         self.stop()
+
+    def status(self) -> dict[str, Any]:
+        """Everything a user looks at: the tray's status line and `faceswap-cam status`."""
+        preview = next((getattr(s, "url", None) for s in self.sinks
+                        if getattr(s, "url", None)), None)
+        if self._closed or self._stop.is_set():
+            state = "stopping"
+        elif self.processor.state.value in ("failed", "hung"):
+            state = "error"
+        elif not self._started_ns:
+            state = "starting"
+        else:
+            state = "paused" if self.paused else "running"
+        return {
+            **self.live_stats(),
+            "state": state,
+            "paused": self.paused,
+            "reference": self.reference_name,
+            "reference_error": self.processor.reference_error,
+            "camera_error": self.capture.last_error if self.capture.state.value == "lost"
+            else "",
+            "devices": {"source": self.source.description,
+                        "outputs": [s.description for s in self.sinks]},
+            "preview_url": preview,
+        }
+
+    def _use_selected_reference(self) -> None:
+        name = self.references.selected()
+        if name is None:
+            return
+        try:
+            image = self.references.get(name)
+        except (KeyError, OSError) as exc:
+            logger.warning("selected reference %s cannot be read: %s", name, exc)
+            return
+        self.processor.set_reference(image)
+        self.reference_name = name
+
+    def list_references(self) -> list[dict[str, Any]]:
+        return [{"name": info.name, "selected": info.name == self.reference_name,
+                 "width": info.width, "height": info.height,
+                 "added": info.added.isoformat()} for info in self.references.list()]
+
+    def add_reference(self, name: str | None, data: bytes) -> dict[str, Any]:
+        info = self.references.add(data, name)
+        return {"name": info.name, "width": info.width, "height": info.height,
+                "added": info.added.isoformat(), "selected": False}
+
+    def select_reference(self, name: str) -> None:
+        """Use a library reference from the next batch on, and remember it across restarts."""
+        image = self.references.get(name)  # KeyError for an unknown name
+        self.references.select(name)
+        self.processor.set_reference(image)
+        self.reference_name = name
+
+    def remove_reference(self, name: str) -> None:
+        self.references.remove(name)
+        if name == self.reference_name:
+            # The engine keeps the image it has until another is chosen: the camera must not
+            # suddenly show the real face because a file was deleted.
+            logger.info("removed the reference in use; it stays active until another is chosen")
 
     def _feed(self) -> None:
         last = -1

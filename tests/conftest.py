@@ -25,6 +25,8 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     """An environment for running the CLI: no user config, no FACESWAP_CAM_* leaking in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACESWAP_CAM_")}
     env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    env["XDG_RUNTIME_DIR"] = str(tmp_path / "runtime")
     env["HOME"] = str(tmp_path / "home")
     return env
 
@@ -44,3 +46,13 @@ def no_thread_leaks() -> Iterator[None]:
         thread.join(timeout=2.0)
     still = [t.name for t in leaked if t.is_alive()]
     assert not still, f"threads left running: {still}"
+
+
+@pytest.fixture(autouse=True)
+def isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the real user's references, models or control file."""
+    base = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("FACESWAP_CAM_REFERENCES_DIR", str(base / "references"))
+    monkeypatch.setenv("FACESWAP_CAM_MODELS_DIR", str(base / "models"))
+    monkeypatch.setenv("FACESWAP_CAM_CONTROL_FILE", str(base / "control.json"))
