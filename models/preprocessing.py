@@ -26,6 +26,8 @@ class PreprocessedBatch:
     face: list[np.ndarray]
     background: list[np.ndarray] | None = None
     mask: list[np.ndarray] | None = None
+    #: False when the batch has nobody to swap: the engine passes the frames through.
+    present: bool = True
 
     def __len__(self) -> int:
         return len(self.pose)

@@ -1,0 +1,772 @@
+"""Wan2.2-Animate-14B streaming engine on a GPU: step time, DiT TFLOP/s, VAE time, swapped fps.
+
+Runs the product's per-batch path, ``StreamingWanAnimate.generate`` (pose and conditioning VAE
+encodes, the denoising loop, the VAE decode, frame pre/post-processing), at each generation
+size, batch size (new frames per batch, L = new + P) and step count, and prints:
+
+* seconds per denoising step (DiT forward + scheduler step; CUDA events, after a warm-up),
+* DiT TFLOP/s and its share of the GPU's dense bf16 peak (H100/H200 989, A100 312 TFLOP/s, or
+  ``--peak-tflops``). FLOPs of one transformer forward are counted with
+  ``torch.utils.flop_counter.FlopCounterMode``; when the counter cannot see the attention
+  kernels (a non-native ``--attention-backend``) the analytic count of the DiT's matmuls and
+  attention is used instead. The output says which,
+* VAE encode + decode time per batch, the rest of the batch (frame pre/post-processing,
+  latent preparation), the batch latency (measured end to end; it equals steps x step time +
+  VAE + the rest), swapped fps (new frames / batch latency), peak GPU memory per configuration.
+
+The model: ``--model PATH`` loads a local diffusers checkpoint with the product's
+``load_pipeline``. Without it the real-size architecture is built with random weights in bf16
+directly on the GPU: ``WanAnimateTransformer3DModel`` with the Wan2.2-Animate-14B config (the
+class defaults, 40 layers, 40 heads x 128, ffn 13824, text_dim 4096, image_dim 1280, plus the
+checkpoint's ``added_kv_proj_dim=5120`` image cross-attention, which the class default leaves
+out) and the default ``AutoencoderKLWan`` (the Wan 2.1 VAE that Animate uses). There is no text
+encoder or CLIP then: random prompt embeds (1, 512, 4096) and image embeds (1, 257, 1280) stand
+in for them; they are per-reference work, outside the per-batch path anyway.
+
+That DiT has 17.27 B parameters (34.5 GB in bf16: it fits an 80 GB GPU with the VAE and
+activations). One forward is about 194 / 313 / 539 / 934 TFLOP at 832x480 L=9 / 832x480 L=17
+/ 1280x720 L=9 / 1280x720 L=17 (analytic); the defaults should take about 5 minutes on an H100
+(an estimate at half the bf16 peak: this script has not yet run on a GPU).
+
+Targets (DESIGN.md, performance budget): on a GPU the DiT should run near the hardware's FLOP
+limit (the %peak column) and take most of the batch time (the DiT% column: VAE and
+pre/post-processing are overhead to shrink); swapped fps sets the engine's cadence (a 30 fps
+camera is fed every k = 30 / fps-th frame). Figures are printed, never asserted.
+
+    .venv/bin/python benchmarks/gpu_engine.py [--model PATH] [--sizes 832x480,1280x720]
+        [--batches 8,16] [--carry 1] [--steps 4,20] [--iters 2] [--attention-backend NAME]
+        [--compile] [--peak-tflops N] [--mode replace]
+    .venv/bin/python benchmarks/gpu_engine.py --tiny     # CPU, tiny models: checks the script
+
+Without CUDA it exits with code 2 unless ``--tiny`` is given, which runs the same code on CPU
+with the tiny random models of ``tests.wan_tiny`` (under a minute). The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+
+from faceswap_cam.models.wan_loading import LoadOptions, load_pipeline
+from faceswap_cam.models.wan_streaming import (
+    SegmentInputs,
+    StreamingWanAnimate,
+    check_segment,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Wan2.2-Animate-14B's transformer config where it differs from the class defaults: the
+# checkpoint has the I2V image cross-attention (add_k_proj/add_v_proj from the 5120-wide
+# projected CLIP tokens); everything else is the class default.
+ANIMATE_14B_OVERRIDES: dict[str, Any] = {"added_kv_proj_dim": 5120}
+TEXT_TOKENS = 512  # UMT5 max_sequence_length the pipeline pads to
+IMAGE_TOKENS = 257  # CLIP ViT-H/14 at 224 px: 16 x 16 patches + class token
+
+# Dense bf16 tensor-core peak, TFLOP/s, by device name (first match wins).
+PEAK_BF16_TFLOPS = (
+    ("H200", 989.4), ("GH200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", 835.0),
+    ("H100", 989.4), ("H800", 989.4), ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0),
+)
+TINY_SIZES = "32x32,64x64"
+
+
+# --- timing --------------------------------------------------------------------------------
+
+_cuda_event: Any = torch.cuda.Event  # untyped constructor
+
+
+class Clock:
+    """Durations of labelled spans: CUDA events on a GPU, ``perf_counter`` on the CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self._pending: list[tuple[str, Any, Any]] = []
+        self._done: dict[str, list[float]] = defaultdict(list)
+
+    def start(self) -> Any:
+        if self.cuda:
+            event = _cuda_event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def stop(self, label: str, token: Any) -> None:
+        if self.cuda:
+            event = _cuda_event(enable_timing=True)
+            event.record()
+            self._pending.append((label, token, event))
+        else:
+            self._done[label].append(time.perf_counter() - token)
+
+    def take(self) -> dict[str, list[float]]:
+        """Every span since the last take, in seconds (waits for the GPU)."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            for label, begin, end in self._pending:
+                self._done[label].append(begin.elapsed_time(end) / 1000)
+            self._pending.clear()
+        taken = dict(self._done)
+        self._done = defaultdict(list)
+        return taken
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def wrap_method(obj: Any, name: str, label: str, clock: Clock) -> Callable[[], None]:
+    """Time every call of ``obj.name`` (an instance attribute shadows the class's method)."""
+    original = getattr(obj, name)
+    had_own = name in vars(obj)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        token = clock.start()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            clock.stop(label, token)
+
+    setattr(obj, name, timed)
+
+    def undo() -> None:
+        if had_own:
+            setattr(obj, name, original)
+        else:
+            delattr(obj, name)
+
+    return undo
+
+
+def hook_module(module: Any, label: str, clock: Clock) -> Callable[[], None]:
+    tokens: list[Any] = []
+
+    def before(_module: Any, _args: Any) -> None:
+        tokens.append(clock.start())
+
+    def after(_module: Any, _args: Any, _output: Any) -> None:
+        clock.stop(label, tokens.pop())
+
+    handles = [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+
+    def undo() -> None:
+        for handle in handles:
+            handle.remove()
+
+    return undo
+
+
+@contextmanager
+def instrumented(stream: StreamingWanAnimate, clock: Clock) -> Iterator[None]:
+    pipe = stream.pipe
+    undo = [
+        hook_module(pipe.transformer, "dit", clock),
+        wrap_method(stream, "_denoise", "denoise", clock),
+        wrap_method(stream, "_decode", "vae_decode", clock),
+        wrap_method(pipe, "prepare_pose_latents", "vae_encode_pose", clock),
+        wrap_method(pipe, "prepare_prev_segment_cond_latents", "vae_encode_cond", clock),
+    ]
+    try:
+        yield
+    finally:
+        for step in reversed(undo):
+            step()
+
+
+# --- the model -----------------------------------------------------------------------------
+
+def _diffusers() -> Any:
+    return importlib.import_module("diffusers")
+
+
+@contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def keep_fp32_parts(model: Any) -> None:
+    """Parameters ``from_pretrained`` would keep in fp32 (norms, modulation, time embedder)."""
+    names = set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    for name, param in model.named_parameters():
+        if names.intersection(name.split(".")):
+            param.data = param.data.float()
+
+
+def flow_scheduler() -> Any:
+    """Wan's flow-matching UniPC (the scheduler the checkpoints ship; its cost is negligible)."""
+    return _diffusers().UniPCMultistepScheduler(
+        num_train_timesteps=1000, prediction_type="flow_prediction", use_flow_sigmas=True,
+        flow_shift=5.0, solver_order=2, solver_type="bh2", predict_x0=True,
+        lower_order_final=True, final_sigmas_type="zero", timestep_spacing="linspace")
+
+
+def assemble(transformer: Any, vae: Any, scheduler: Any) -> Any:
+    """A WanAnimatePipeline without text encoder and CLIP: the per-batch path needs neither."""
+    pipe = _diffusers().WanAnimatePipeline(
+        tokenizer=None, text_encoder=None, image_processor=None, image_encoder=None,
+        vae=vae, scheduler=scheduler, transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_random_14b(device: torch.device) -> Any:
+    """Real-size transformer and VAE, random weights, built in bf16 on ``device`` (the
+    default initialisers run there: seconds, not the minutes 17B fp32 parameters take on CPU)."""
+    diffusers = _diffusers()
+    torch.manual_seed(0)
+    with torch.device(device), default_dtype(torch.bfloat16):
+        transformer = diffusers.WanAnimateTransformer3DModel(**ANIMATE_14B_OVERRIDES)
+        vae = diffusers.AutoencoderKLWan()
+    keep_fp32_parts(transformer)
+    return assemble(transformer.eval().requires_grad_(False), vae.eval().requires_grad_(False),
+                    flow_scheduler())
+
+
+def build_tiny(device: torch.device) -> Any:
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    wan_tiny: Any = importlib.import_module("tests.wan_tiny")
+    parts = wan_tiny.build_tiny_components()
+    return assemble(parts["transformer"].to(device).eval().requires_grad_(False),
+                    parts["vae"].to(device).eval().requires_grad_(False), parts["scheduler"])
+
+
+class PresetPromptStream(StreamingWanAnimate):
+    """The streaming engine with its prompt embeds handed in (encoded once for every size, or
+    random); everything per batch is the engine's own."""
+
+    def __init__(self, pipe: Any, *, prompt_embeds: torch.Tensor,
+                 negative_prompt_embeds: torch.Tensor | None, **options: Any) -> None:
+        self._preset_prompt = (prompt_embeds, negative_prompt_embeds)
+        super().__init__(pipe, **options)
+
+    def _encode_prompt(self, prompt: str, negative_prompt: str, max_sequence_length: int
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self._preset_prompt
+
+
+class RandomReferenceStream(PresetPromptStream):
+    """... and random CLIP image embeds: a random-weight model has no CLIP. The reference's
+    VAE latents are the engine's own."""
+
+    def __init__(self, pipe: Any, *, image_embeds: torch.Tensor, **options: Any) -> None:
+        self._preset_image = image_embeds
+        super().__init__(pipe, **options)
+
+    @torch.no_grad()
+    def set_reference(self, image: PIL.Image.Image) -> None:
+        pipe = self.pipe
+        pixels = pipe.vae_image_processor.preprocess(
+            image, height=self.height, width=self.width, resize_mode="fill",
+        ).to(self.device, dtype=torch.float32)
+        self._image_embeds = self._preset_image
+        self._reference_latents = pipe.prepare_reference_image_latents(
+            pixels, 1, generator=self.generator, device=self.device)
+        self.reset()
+
+
+@dataclass
+class Conditioning:
+    """What the per-reference encoders give, computed once for every configuration."""
+
+    prompt: torch.Tensor
+    negative: torch.Tensor | None
+    image: torch.Tensor | None  # None: the checkpoint's CLIP encodes the reference
+    prompt_s: float
+
+
+def conditioning(pipe: Any, args: argparse.Namespace, device: torch.device) -> Conditioning:
+    dtype = pipe.transformer.dtype
+    cfg = args.guidance_scale > 1.0
+    start = time.perf_counter()
+    if pipe.text_encoder is not None:
+        with torch.no_grad():
+            positive, negative = pipe.encode_prompt(
+                prompt=args.prompt, negative_prompt="", do_classifier_free_guidance=cfg,
+                max_sequence_length=args.text_tokens, device=device)
+        synchronize(device)
+        took = time.perf_counter() - start
+        if device.type == "cuda":
+            # As the engine does: the prompt is fixed, UMT5-XXL leaves the GPU.
+            pipe.text_encoder.to("cpu")
+            torch.cuda.empty_cache()
+        return Conditioning(positive.to(dtype), None if negative is None else negative.to(dtype),
+                            None, took)
+    config = pipe.transformer.config
+    generator = torch.Generator(device).manual_seed(0)
+
+    def rand(*size: int) -> torch.Tensor:
+        return torch.randn(size, generator=generator, device=device).to(dtype)
+
+    text = (1, args.text_tokens, int(config.text_dim))
+    return Conditioning(rand(*text), rand(*text) if cfg else None,
+                        rand(1, args.image_tokens, int(config.image_dim)), 0.0)
+
+
+# --- FLOPs ---------------------------------------------------------------------------------
+
+@dataclass
+class Shape:
+    width: int
+    height: int
+    new_frames: int
+    segment: int  # L
+
+    @property
+    def label(self) -> str:
+        return f"{self.width}x{self.height} L={self.segment}"
+
+
+def dit_inputs(pipe: Any, shape: Shape, text_tokens: int, image_tokens: int) -> dict[str, Any]:
+    """Random inputs of one transformer forward at ``shape`` (as the engine builds them)."""
+    config = pipe.transformer.config
+    device, dtype = pipe._execution_device, pipe.transformer.dtype
+    frames = (shape.segment - 1) // pipe.vae_scale_factor_temporal + 1
+    h = shape.height // pipe.vae_scale_factor_spatial
+    w = shape.width // pipe.vae_scale_factor_spatial
+    lat, face = int(config.latent_channels), int(config.motion_encoder_size)
+
+    def rand(*size: int) -> torch.Tensor:
+        return torch.randn(size, device=device).to(dtype)
+
+    return {
+        "hidden_states": rand(1, int(config.in_channels), frames + 1, h, w),
+        "timestep": torch.full((1,), 500.0, device=device),
+        "encoder_hidden_states": rand(1, text_tokens, int(config.text_dim)),
+        "encoder_hidden_states_image": rand(1, image_tokens, int(config.image_dim)),
+        "pose_hidden_states": rand(1, lat, frames, h, w),
+        "face_pixel_values": rand(1, 3, shape.segment, face, face),
+        "return_dict": False,
+    }
+
+
+def counted_flops(pipe: Any, shape: Shape, text_tokens: int, image_tokens: int) -> int:
+    """FLOPs of one transformer forward, counted by ``FlopCounterMode``. On the CPU attention
+    runs through the math backend so that its matmuls are counted too."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    inputs = dit_inputs(pipe, shape, text_tokens, image_tokens)
+    math_attention = (sdpa_kernel([SDPBackend.MATH])
+                      if pipe._execution_device.type == "cpu" else nullcontext())
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), math_attention, counter:
+        pipe.transformer(**inputs)
+    return int(counter.get_total_flops())
+
+
+def analytic_flops(config: Any, shape: Shape, text_tokens: int, image_tokens: int, *,
+                   scale_t: int = 4, scale_s: int = 8) -> int:
+    """FLOPs (2 per multiply-add) of one transformer forward: the blocks' projections,
+    attention and FFN, the face adapters, patch/pose embeddings, output projection and the
+    text/image/time embedders. Leaves out the motion encoder's convolutions on the face crops,
+    norms, RoPE and elementwise work."""
+    pt, ph, pw = config.patch_size
+    d = int(config.num_attention_heads) * int(config.attention_head_dim)
+    ffn, layers = int(config.ffn_dim), int(config.num_layers)
+    frames = (shape.segment - 1) // scale_t + 1 + 1  # + the reference latent frame
+    per_frame = (shape.height // scale_s // ph) * (shape.width // scale_s // pw)
+    n = frames // pt * per_frame
+    lt, li = text_tokens, image_tokens
+    added = config.added_kv_proj_dim
+
+    self_attn = 8 * n * d * d + 4 * n * n * d
+    if added:
+        cross = 4 * n * d * d + 4 * lt * d * d + 4 * li * int(added) * d + 4 * n * (lt + li) * d
+    else:  # image tokens join the text context
+        cross = 4 * n * d * d + 4 * (lt + li) * d * d + 4 * n * (lt + li) * d
+    block = self_attn + cross + 4 * n * d * ffn
+
+    adapters = layers // int(config.inject_face_latents_blocks)
+    motion_frames = math.ceil(shape.segment / 4) + 1  # face encoder: 2 stride-2 convs + pad
+    motion_tokens = motion_frames * (int(config.face_encoder_num_heads) + 1)
+    per_motion_frame = motion_tokens // motion_frames  # each frame's queries see its tokens
+    adapter = 4 * n * d * d + 4 * motion_tokens * d * d + 4 * n * per_motion_frame * d
+
+    patch = pt * ph * pw
+    embed = (2 * n * int(config.in_channels) * patch * d
+             + 2 * (n - per_frame) * int(config.latent_channels) * patch * d
+             + 2 * n * d * int(config.out_channels) * patch
+             + 2 * lt * (int(config.text_dim) * d + d * d)
+             + 2 * li * (int(config.image_dim) ** 2 + int(config.image_dim) * d)
+             + 2 * (int(config.freq_dim) * d + d * d + 6 * d * d))
+    return int(layers * block + adapters * adapter + embed)
+
+
+# --- inputs --------------------------------------------------------------------------------
+
+def segment_inputs(count: int, shape: Shape, face_size: int, seed: int) -> SegmentInputs:
+    rng = np.random.default_rng(seed)
+    scene = rng.integers(0, 255, (shape.height, shape.width, 3), dtype=np.uint8)
+    face = rng.integers(0, 255, (face_size, face_size, 3), dtype=np.uint8)
+    person = np.zeros((shape.height, shape.width), np.uint8)
+    person[shape.height // 4: 3 * shape.height // 4, shape.width // 3: 2 * shape.width // 3] = 255
+    frames = [PIL.Image.fromarray(np.roll(scene, i, axis=1)) for i in range(count)]
+    return SegmentInputs(
+        pose=frames, face=[PIL.Image.fromarray(np.roll(face, i, axis=0)) for i in range(count)],
+        background=[PIL.Image.fromarray(np.asarray(f) * (person[..., None] == 0))
+                    for f in frames],
+        mask=[PIL.Image.fromarray(person, mode="L")] * count)
+
+
+def without_background(inputs: SegmentInputs) -> SegmentInputs:
+    return SegmentInputs(pose=inputs.pose, face=inputs.face)
+
+
+# --- measuring -----------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    size: str
+    segment: int
+    new_frames: int
+    steps: int
+    step_s: float
+    dit_s: float
+    dit_tflops: float
+    peak_share: float | None
+    dit_batch_share: float
+    vae_s: float
+    vae_encode_s: float
+    vae_decode_s: float
+    other_s: float
+    batch_s: float
+    fps: float
+    peak_mem_gib: float | None
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def timed_generate(stream: StreamingWanAnimate, inputs: SegmentInputs, device: torch.device
+                   ) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    stream.generate(inputs)  # ends with a copy to host memory: the GPU has finished
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def measure_shape(pipe: Any, shape: Shape, args: argparse.Namespace, device: torch.device, *,
+                  cond: Conditioning, flops: int, peak: float | None
+                  ) -> tuple[list[Row], dict[str, float]]:
+    options: dict[str, Any] = {
+        "height": shape.height, "width": shape.width, "mode": args.mode,
+        "segment_frames": shape.segment, "carry": args.carry, "steps": min(args.steps),
+        "guidance_scale": args.guidance_scale, "seed": 0}
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    once: dict[str, float] = {}
+    prompt: dict[str, Any] = {"prompt_embeds": cond.prompt,
+                              "negative_prompt_embeds": cond.negative}
+    if cond.image is None:
+        stream: StreamingWanAnimate = PresetPromptStream(pipe, **prompt, **options)
+    else:
+        stream = RandomReferenceStream(pipe, image_embeds=cond.image, **prompt, **options)
+    reference = PIL.Image.fromarray(
+        np.random.default_rng(7).integers(0, 255, (shape.height, shape.width, 3), np.uint8))
+    start = time.perf_counter()
+    stream.set_reference(reference)
+    synchronize(device)
+    once["reference_s"] = time.perf_counter() - start
+
+    face_size = int(pipe.transformer.config.motion_encoder_size)
+    first = segment_inputs(shape.segment, shape, face_size, seed=1)
+    following = segment_inputs(shape.new_frames, shape, face_size, seed=2)
+    if args.mode == "animate":
+        first, following = without_background(first), without_background(following)
+
+    # Warm-up: the first segment and one that carries frames (compiles, allocator, kernels).
+    start = time.perf_counter()
+    stream.generate(first)
+    stream.generate(following)
+    synchronize(device)
+    once["warmup_s"] = time.perf_counter() - start
+
+    clock = Clock(device)
+    rows = []
+    with instrumented(stream, clock):
+        for steps in args.steps:
+            stream.steps = steps
+            clock.take()
+            batches = [timed_generate(stream, following, device) for _ in range(args.iters)]
+            spans = clock.take()
+            # Spans that run once per batch: their median over the timed batches.
+            denoise, pose, cond_encode, decode = (
+                median(spans.get(label, []))
+                for label in ("denoise", "vae_encode_pose", "vae_encode_cond", "vae_decode"))
+            encode = pose + cond_encode
+            batch = median(batches)
+            dit = median(spans.get("dit", []))  # one forward
+            dit_total = sum(spans.get("dit", [])) / args.iters  # all of a batch's forwards
+            step = denoise / steps
+            tflops = flops / dit / 1e12 if dit else 0.0
+            vae = encode + decode
+            other = batch - denoise - vae
+            rows.append(Row(
+                size=f"{shape.width}x{shape.height}", segment=shape.segment,
+                new_frames=shape.new_frames, steps=steps, step_s=step, dit_s=dit,
+                dit_tflops=tflops, peak_share=tflops / peak if peak else None,
+                dit_batch_share=dit_total / batch, vae_s=vae,
+                vae_encode_s=encode, vae_decode_s=decode, other_s=other, batch_s=batch,
+                fps=shape.new_frames / batch, peak_mem_gib=None))
+    if device.type == "cuda":
+        peak_mem = torch.cuda.max_memory_allocated(device) / 2**30
+        for row in rows:
+            row.peak_mem_gib = peak_mem
+    del stream
+    return rows, once
+
+
+# --- CLI -----------------------------------------------------------------------------------
+
+def int_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def size_list(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for item in text.split(","):
+        width, _, height = item.strip().lower().partition("x")
+        sizes.append((int(width), int(height)))
+    return sizes
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Wan2.2-Animate-14B streaming engine GPU benchmark (see the module doc)")
+    parser.add_argument("--model", default=None,
+                        help="local diffusers checkpoint folder (default: random weights)")
+    parser.add_argument("--sizes", type=size_list, default=None,
+                        help=f"generation sizes WxH (default 832x480,1280x720; --tiny "
+                             f"{TINY_SIZES})")
+    parser.add_argument("--batches", type=int_list, default=[8, 16],
+                        help="new frames per batch, L = new + carry (default 8,16)")
+    parser.add_argument("--carry", type=int, default=1, help="carried frames P (1 or 5)")
+    parser.add_argument("--steps", type=int_list, default=[4, 20], help="denoising steps")
+    parser.add_argument("--iters", type=int, default=2, help="timed batches per step count")
+    parser.add_argument("--mode", choices=("replace", "animate"), default="replace")
+    parser.add_argument("--guidance-scale", type=float, default=1.0,
+                        help="> 1 runs the DiT twice per step (CFG)")
+    parser.add_argument("--attention-backend", default=None,
+                        help="diffusers attention backend (e.g. flash, _flash_3, sage, native)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the repeated transformer blocks")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="dense bf16 peak of this GPU (detected for H100/H200/A100)")
+    parser.add_argument("--text-tokens", type=int, default=TEXT_TOKENS,
+                        help="prompt length (the pipeline pads to max_sequence_length=512)")
+    parser.add_argument("--prompt", default="", help="prompt, with --model's text encoder")
+    parser.add_argument("--image-tokens", type=int, default=IMAGE_TOKENS,
+                        help="CLIP tokens of the random image embeds")
+    parser.add_argument("--tiny", action="store_true",
+                        help="CPU, tiny random models from tests.wan_tiny: checks the script")
+    args = parser.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = size_list(TINY_SIZES if args.tiny else "832x480,1280x720")
+    for width, height in args.sizes:
+        if width % 16 or height % 16:
+            parser.error(f"sizes must be multiples of 16, got {width}x{height}")
+    try:
+        for new in args.batches:
+            check_segment(new + args.carry, args.carry)  # L = new + P must be 4n+1
+    except ValueError as exc:
+        parser.error(f"{new} new frames + {args.carry} carried: {exc}")
+    if args.iters < 1 or not args.steps or min(args.steps) < 1:
+        parser.error("--iters and --steps must be >= 1")
+    return args
+
+
+def detect_peak(device: torch.device, override: float | None) -> tuple[str, float | None]:
+    if device.type != "cuda":
+        return "cpu", override
+    name = torch.cuda.get_device_name(device)
+    if override is not None:
+        return name, override
+    for key, peak in PEAK_BF16_TFLOPS:
+        if key in name:
+            return name, peak
+    return name, None
+
+
+def quiet() -> None:
+    for name in ("diffusers.utils.logging", "transformers.utils.logging"):
+        module: Any = importlib.import_module(name)
+        module.set_verbosity_error()
+        module.disable_progress_bar()
+
+
+def load(args: argparse.Namespace, device: torch.device) -> Any:
+    if args.model:
+        # Attention backend and compile are applied below, the same way for every model.
+        return load_pipeline(args.model, LoadOptions(device=str(device)))
+    return build_tiny(device) if args.tiny else build_random_14b(device)
+
+
+def flop_text(flops: float) -> str:
+    return f"{flops / 1e12:9.2f} TFLOP" if flops >= 1e11 else f"{flops / 1e9:9.4f} GFLOP"
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.tiny and not torch.cuda.is_available():
+        print("gpu_engine.py needs a CUDA GPU and torch sees none. "
+              "Run with --tiny to check the script on the CPU with tiny models.",
+              file=sys.stderr)
+        return 2
+    quiet()
+    device = torch.device("cpu" if args.tiny else "cuda")
+    gpu, peak = detect_peak(device, args.peak_tflops)
+
+    start = time.perf_counter()
+    pipe = load(args, device)
+    synchronize(device)
+    build_s = time.perf_counter() - start
+    cond = conditioning(pipe, args, device)
+    transformer = pipe.transformer
+    params = sum(p.numel() for p in transformer.parameters())
+    weights_gib = (torch.cuda.memory_allocated(device) / 2**30
+                   if device.type == "cuda" else None)
+    if args.attention_backend:
+        transformer.set_attention_backend(args.attention_backend)
+
+    shapes = [Shape(w, h, new, new + args.carry)
+              for w, h in args.sizes for new in args.batches]
+    # FLOPs before compiling: the counter sees the eager kernels.
+    flops: dict[str, dict[str, int]] = {}
+    skipped: dict[str, str] = {}
+    for shape in list(shapes):
+        try:
+            counted = counted_flops(pipe, shape, args.text_tokens, args.image_tokens)
+        except torch.OutOfMemoryError:
+            skipped[shape.label] = "out of GPU memory in one transformer forward"
+            shapes.remove(shape)
+            torch.cuda.empty_cache()
+            continue
+        analytic = analytic_flops(transformer.config, shape, args.text_tokens,
+                                  args.image_tokens, scale_t=pipe.vae_scale_factor_temporal,
+                                  scale_s=pipe.vae_scale_factor_spatial)
+        flops[shape.label] = {"counted": counted, "analytic": analytic}
+    if args.compile:
+        transformer.compile_repeated_blocks(fullgraph=True)
+
+    rows: list[Row] = []
+    once: dict[str, dict[str, float]] = {}
+    sources: dict[str, str] = {}
+    for shape in shapes:
+        f = flops[shape.label]
+        # The counter misses attention run by kernels it has no formula for (flash-attn,
+        # sage...): then the analytic count is the better figure.
+        use_counted = f["counted"] >= 0.9 * f["analytic"]
+        sources[shape.label] = "FlopCounterMode" if use_counted else "analytic"
+        try:
+            shape_rows, shape_once = measure_shape(
+                pipe, shape, args, device, cond=cond,
+                flops=f["counted"] if use_counted else f["analytic"], peak=peak)
+        except torch.OutOfMemoryError:
+            skipped[shape.label] = "out of GPU memory while generating"
+            torch.cuda.empty_cache()
+            continue
+        rows += shape_rows
+        once[shape.label] = shape_once
+        for row in shape_rows:
+            print(f"  measured {row.size} L={row.segment} steps={row.steps}: "
+                  f"{row.batch_s:.3f} s/batch", flush=True)
+
+    title = f"checkpoint {args.model}" if args.model else "random weights"
+    if args.tiny:
+        title = ("TINY " + ("checkpoint" if args.model else "random models")
+                 + " on CPU (a check of the script: the figures mean nothing)")
+    print()
+    print(f"Wan2.2-Animate streaming engine, {title}")
+    print(f"  device {gpu}, torch {torch.__version__}, dtype {transformer.dtype}, "
+          f"DiT {params:,} parameters, built/loaded in {build_s:.1f} s"
+          + (f", weights {weights_gib:.1f} GiB" if weights_gib is not None else ""))
+    print(f"  mode {args.mode}, carry P={args.carry}, guidance {args.guidance_scale}, "
+          f"attention {args.attention_backend or 'default'}, compile {args.compile}, "
+          f"bf16 peak {fmt(peak, '.0f')} TFLOP/s, {args.iters} timed batches per row")
+    print()
+    header = (f"  {'size':>9} {'L':>3} {'new':>3} {'steps':>5} {'s/step':>8} {'DiT s':>8} "
+              f"{'TFLOP/s':>8} {'%peak':>6} {'DiT%':>5} {'VAE s':>7} {'other s':>7} {'batch s':>8} "
+              f"{'fps':>6} {'mem GiB':>7}")
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+    for row in rows:
+        print(f"  {row.size:>9} {row.segment:>3} {row.new_frames:>3} {row.steps:>5} "
+              f"{row.step_s:>8.4f} {row.dit_s:>8.4f} {row.dit_tflops:>8.2f} "
+              f"{fmt(None if row.peak_share is None else 100 * row.peak_share, '.1f'):>6} "
+              f"{100 * row.dit_batch_share:>5.1f} "
+              f"{row.vae_s:>7.3f} {row.other_s:>7.3f} {row.batch_s:>8.3f} {row.fps:>6.2f} "
+              f"{fmt(row.peak_mem_gib, '.1f'):>7}")
+    print()
+    print("  s/step: denoising step (DiT forward + scheduler); DiT s: one transformer forward;")
+    print("  %peak: DiT TFLOP/s over the dense bf16 peak; DiT%: DiT share of the batch time;")
+    print("  VAE s: pose + conditioning encodes + decode per batch; other s: frame pre/post-")
+    print("  processing and latent preparation; batch s (measured) = steps x s/step + VAE + other;")
+    print("  fps = new frames / batch s.")
+    print("  FLOPs per DiT forward:")
+    for label, f in flops.items():
+        print(f"    {label:<18} counted {flop_text(f['counted'])}, analytic "
+              f"{flop_text(f['analytic'])} -> using {sources[label]}")
+    for label, why in skipped.items():
+        print(f"  skipped {label}: {why}")
+    print(f"  once per stream (not in batch s): prompt encode {cond.prompt_s:.3f} s"
+          + (" (random embeds)" if cond.image is not None else "") + "; reference encode "
+          + ", ".join(f"{label} {v['reference_s']:.3f} s" for label, v in once.items()))
+
+    print(json.dumps({
+        "benchmark": "gpu_engine",
+        "device": gpu,
+        "tiny": args.tiny,
+        "model": args.model or ("tiny random" if args.tiny else "random Wan2.2-Animate-14B"),
+        "torch": torch.__version__,
+        "dtype": str(transformer.dtype),
+        "dit_params": params,
+        "weights_gib": weights_gib,
+        "build_s": round(build_s, 2),
+        "mode": args.mode,
+        "carry": args.carry,
+        "guidance_scale": args.guidance_scale,
+        "attention_backend": args.attention_backend,
+        "compile": args.compile,
+        "peak_tflops": peak,
+        "iters": args.iters,
+        "flops_per_forward": flops,
+        "flops_source": sources,
+        "prompt_encode_s": cond.prompt_s,
+        "once_per_shape": once,
+        "rows": [asdict(row) for row in rows],
+        "skipped": skipped,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

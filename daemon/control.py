@@ -1,0 +1,884 @@
+"""The daemon's local control API: an HTTP+JSON server on loopback, and the client the tray and
+the CLI use to talk to it.
+
+Who may drive the daemon: only a process of the same user. The server binds loopback only and
+every request must carry ``Authorization: Bearer <token>``, a random token that exists only in
+memory and in a 0600 *control file* (``{"url", "token", "pid"}``) in the user's runtime (or
+config) directory. A web page is locked out three times over: it cannot read the token, a
+rebound DNS name shows up in ``Host`` (refused), and a cross-site request carries ``Origin`` or
+``Sec-Fetch-Site`` (refused). No CORS headers are ever sent, so browsers never hand a page the
+answer either.
+
+Routes (all answer JSON; errors are ``{"error": "..."}``)::
+
+    GET    /status                      the daemon's status document
+    GET    /references                  the reference library
+    POST   /references?name=NAME        raw image bytes (Content-Type image/*) -> 201, the entry
+    POST   /references/{name}/select    -> the library
+    DELETE /references/{name}           -> the library
+    POST   /swap      {"enabled": bool} -> status
+    POST   /pause     {"paused": bool}  -> status
+    POST   /playout   {"mode": str}     -> status
+    POST   /fallback  {"mode": str}     -> status
+    POST   /shutdown                    -> 202
+    GET    /openapi.json                the schema (behind the token like everything else)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import hmac
+import json
+import logging
+import math
+import mimetypes
+import os
+import secrets
+import socket
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
+from collections.abc import Callable, Generator, Mapping
+from http.client import HTTPException as HTTPClientError
+from pathlib import Path, PurePath
+from typing import Any, NoReturn, Protocol, TypeVar
+
+import numpy as np
+import platformdirs
+import uvicorn
+from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from faceswap_cam.daemon.config import APP_NAME, Fallback, Playout
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CONTROL_FILE_ENV",
+    "MAX_IMAGE_BYTES",
+    "MAX_JSON_BYTES",
+    "ControlClient",
+    "ControlError",
+    "ControlServer",
+    "DaemonControl",
+    "DaemonNotRunning",
+    "create_api",
+    "default_token_file",
+]
+
+#: Overrides where the control file lives (tests, several daemons side by side).
+CONTROL_FILE_ENV = "FACESWAP_CAM_CONTROL_FILE"
+CONTROL_FILE_NAME = "control.json"
+#: Largest reference image accepted; bigger uploads are refused before they are read.
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+#: Largest body of every other request (they are all tiny JSON objects).
+MAX_JSON_BYTES = 64 * 1024
+
+NOT_RUNNING_MESSAGE = "FaceSwap Cam is not running: start it with `faceswap-cam run`"
+
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+# Bounded so that close() cannot hang on a client that never finishes its request.
+_GRACEFUL_SHUTDOWN_S = 2
+_START_TIMEOUT_S = 10.0
+_JOIN_TIMEOUT_S = 5.0
+
+
+# --- what the daemon implements ---------------------------------------------------------------
+
+
+class DaemonControl(Protocol):
+    """What the control API asks of the daemon.
+
+    Methods are called from the server's worker threads, possibly several at once, so an
+    implementation must be thread-safe. Each must return promptly; ``shutdown`` in particular
+    only *asks* the daemon to stop (closing the :class:`ControlServer` from inside a request
+    would wait for that very request to finish).
+    """
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-able snapshot: at least ``state``, ``swap`` (bool), ``reference`` (selected
+        name or None), ``fallback``, ``playout``, ``paused``, fps/latency figures, the engine's
+        state and last error, the devices in use, and ``preview_url``."""
+        ...
+
+    def set_swap(self, enabled: bool) -> None: ...
+
+    def set_playout(self, mode: str) -> None:
+        """Raises ValueError naming the allowed modes when ``mode`` is not one."""
+        ...
+
+    def set_fallback(self, mode: str) -> None:
+        """Raises ValueError naming the allowed modes when ``mode`` is not one."""
+        ...
+
+    def set_paused(self, paused: bool) -> None: ...
+
+    def list_references(self) -> list[dict[str, Any]]:
+        """One entry per stored reference: ``name``, ``selected``, ``width``, ``height``,
+        ``added``."""
+        ...
+
+    def add_reference(self, name: str | None, data: bytes) -> dict[str, Any]:
+        """Store an encoded image (named after ``name``, or a generated name) and return its
+        entry. Raises ValueError saying what is wrong with a bad image or name; the library is
+        then unchanged."""
+        ...
+
+    def select_reference(self, name: str) -> None:
+        """Swap to this reference from the next batch on. KeyError if there is none."""
+        ...
+
+    def remove_reference(self, name: str) -> None:
+        """KeyError if there is none."""
+        ...
+
+    def shutdown(self) -> None:
+        """Ask the daemon to stop (non-blocking)."""
+        ...
+
+
+# --- the API ----------------------------------------------------------------------------------
+
+
+class SwapBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Strict: lax bools would turn "no" or 0 into a decision the user did not express.
+    enabled: StrictBool
+
+
+class PauseBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    paused: StrictBool
+
+
+class PlayoutBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # A plain string: the daemon owns the list of modes and says which are allowed.
+    mode: str = Field(description=" | ".join(m.value for m in Playout))
+
+
+class FallbackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: str = Field(description=" | ".join(m.value for m in Fallback))
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised from inside a body read. An HTTPException, so FastAPI passes it through its own
+    body parsing untouched and the exception handler renders it as a 413."""
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+class _Guard:
+    """ASGI middleware run before any route: who may call, and how much they may send.
+
+    Refusals answer before the app sees the request, so nothing in the daemon can change on one.
+    """
+
+    def __init__(self, app: ASGIApp, *, token: str, port_getter: Callable[[], int],
+                 max_image_bytes: int, max_json_bytes: int) -> None:
+        self.app = app
+        self._token = token.encode()
+        self._port_getter = port_getter
+        self._max_image_bytes = max_image_bytes
+        self._max_json_bytes = max_json_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                await refusal(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        limit = self._limit(scope)
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                await _error(400, "invalid Content-Length")(scope, receive, send)
+                return
+            if int(declared) > limit:
+                await _error(413, _too_large(limit))(scope, receive, send)
+                return
+
+        # A chunked body declares no length: count it as it arrives instead.
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge(413, _too_large(limit))
+            return message
+
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _BodyTooLarge as exc:
+            # Only reached when the read happened outside the routes' exception handling.
+            if started:
+                raise
+            await _error(413, str(exc.detail))(scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> JSONResponse | None:
+        port = self._port_getter()
+        host = (_header(scope, b"host") or "").strip().lower()
+        if host not in {f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")}:
+            # A DNS-rebinding page reaches us under its own host name.
+            return _error(403, "forbidden host: use 127.0.0.1 or localhost with the daemon's port")
+        origin = _header(scope, b"origin")
+        allowed_origins = {f"http://{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")}
+        if origin is not None and origin.strip().lower() not in allowed_origins:
+            return _error(403, "cross-origin requests are not allowed")
+        # Browsers send this even where they omit Origin; other clients never do.
+        fetch_site = _header(scope, b"sec-fetch-site")
+        if fetch_site is not None and fetch_site.strip().lower() not in ("same-origin", "none"):
+            return _error(403, "cross-site requests are not allowed")
+        authorization = _header(scope, b"authorization") or ""
+        scheme, _, presented = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                presented.strip().encode("latin-1"), self._token):
+            return _error(401, "missing or wrong token: send `Authorization: Bearer <token>` "
+                               "with the token from the daemon's control file",
+                          {"WWW-Authenticate": "Bearer"})
+        return None
+
+    def _limit(self, scope: Scope) -> int:
+        if scope.get("method") == "POST" and scope.get("path", "").rstrip("/") == "/references":
+            return self._max_image_bytes
+        return self._max_json_bytes
+
+
+def _too_large(limit: int) -> str:
+    return f"request body too large: the limit is {_size_text(limit)}"
+
+
+def _size_text(count: int) -> str:
+    if count >= 1024 * 1024:
+        return f"{count / (1024 * 1024):g} MiB"
+    if count >= 1024:
+        return f"{count / 1024:g} KiB"
+    return f"{count} bytes"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain JSON: Starlette refuses NaN and infinities, which live fps and latency
+    figures can be, so they become null; numpy scalars, enums and paths become what they say."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, enum.Enum):
+        return _plain(value.value)
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(item) for item in value]
+    return str(value)
+
+
+def _json(content: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(_plain(content), status_code=status)
+
+
+_T = TypeVar("_T")
+
+
+def _calling(what: str, function: Callable[..., _T], *args: Any,
+             value_error: int | None = None, key_error: int | None = None) -> _T:
+    """Call the daemon, turning the errors it documents into HTTP errors; anything else is a
+    daemon bug, logged with its traceback and answered 500."""
+    try:
+        return function(*args)
+    except ValueError as exc:
+        if value_error is None:
+            _fail(what, exc)
+        raise HTTPException(value_error, str(exc)) from exc
+    except KeyError as exc:
+        if key_error is None:
+            _fail(what, exc)
+        message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
+        raise HTTPException(key_error, message or f"unknown reference {args[0]!r}") from exc
+    except HTTPException:
+        raise
+    except Exception as exc:
+        _fail(what, exc)
+
+
+def _fail(what: str, exc: BaseException) -> NoReturn:
+    logger.exception("control: %s failed", what)
+    raise HTTPException(500, f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return _error(exc.status_code, str(exc.detail), exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            reason = (error.get("ctx") or {}).get("error", "not JSON")
+            position = error.get("loc", ("body", "?"))[-1]
+            return _error(400, f"malformed JSON body: {reason} at position {position}")
+    problems = []
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ()) if part != "body"]
+        field = ".".join(location) or "body"
+        problems.append(f"{field}: {error.get('msg', 'invalid')}")
+    return _error(422, "invalid request: " + "; ".join(problems))
+
+
+def create_api(
+    control: DaemonControl,
+    *,
+    token: str,
+    port_getter: Callable[[], int],
+    max_image_bytes: int = MAX_IMAGE_BYTES,
+    max_json_bytes: int = MAX_JSON_BYTES,
+) -> FastAPI:
+    """The control API for ``control``. ``port_getter`` gives the port the server listens on
+    (known only once it is bound), which requests must name in ``Host`` and ``Origin``."""
+    if not token:
+        raise ValueError("the control API needs a token")
+    app = FastAPI(
+        title="FaceSwap Cam control",
+        description="Every request needs `Authorization: Bearer <token>`, with the token from "
+                    "the daemon's control file.",
+        # A browser could not send the token anyway; the schema stays at /openapi.json.
+        docs_url=None, redoc_url=None,
+    )
+    app.add_middleware(_Guard, token=token, port_getter=port_getter,
+                       max_image_bytes=max_image_bytes, max_json_bytes=max_json_bytes)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+    # Plain `def` routes run in the server's worker threads, so a slow daemon call never
+    # blocks the event loop (and with it every other client).
+
+    @app.get("/status")
+    def get_status() -> JSONResponse:
+        return _json(_calling("status", control.status))
+
+    @app.get("/references")
+    def get_references() -> JSONResponse:
+        return _json(_calling("listing references", control.list_references))
+
+    @app.post("/references", status_code=201)
+    async def post_reference(
+        request: Request,
+        name: str | None = Query(None, description="the name to store it under"),
+    ) -> JSONResponse:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if not (content_type.startswith("image/") or content_type == "application/octet-stream"):
+            raise HTTPException(415, "send the image file itself as the body, with Content-Type "
+                                     "image/* (e.g. image/png)")
+        # The guard caps what this may read.
+        data = await request.body()
+        if not data:
+            raise HTTPException(400, "the request body is empty: send the image file's bytes")
+        entry = await run_in_threadpool(_calling, "adding a reference", control.add_reference,
+                                        name or None, data, value_error=422)
+        return _json(entry, 201)
+
+    @app.post("/references/{name}/select")
+    def select_reference(name: str) -> JSONResponse:
+        _calling("selecting a reference", control.select_reference, name, key_error=404)
+        return _json(_calling("listing references", control.list_references))
+
+    @app.delete("/references/{name}")
+    def delete_reference(name: str) -> JSONResponse:
+        _calling("removing a reference", control.remove_reference, name, key_error=404)
+        return _json(_calling("listing references", control.list_references))
+
+    @app.post("/swap")
+    def post_swap(body: SwapBody) -> JSONResponse:
+        _calling("switching swap", control.set_swap, body.enabled)
+        return _json(_calling("status", control.status))
+
+    @app.post("/pause")
+    def post_pause(body: PauseBody) -> JSONResponse:
+        _calling("pausing", control.set_paused, body.paused)
+        return _json(_calling("status", control.status))
+
+    @app.post("/playout")
+    def post_playout(body: PlayoutBody) -> JSONResponse:
+        _calling("setting playout", control.set_playout, body.mode, value_error=422)
+        return _json(_calling("status", control.status))
+
+    @app.post("/fallback")
+    def post_fallback(body: FallbackBody) -> JSONResponse:
+        _calling("setting fallback", control.set_fallback, body.mode, value_error=422)
+        return _json(_calling("status", control.status))
+
+    @app.post("/shutdown", status_code=202)
+    def post_shutdown() -> JSONResponse:
+        _calling("shutdown", control.shutdown)
+        return _json({"stopping": True}, 202)
+
+    return app
+
+
+# --- the control file -------------------------------------------------------------------------
+
+
+def default_token_file() -> Path:
+    """Where the daemon writes its control file: ``$FACESWAP_CAM_CONTROL_FILE``, else
+    ``control.json`` in the user's runtime dir (private, and gone at logout like the daemon),
+    else in the user's config dir."""
+    return _token_file_candidates()[0]
+
+
+def _token_file_candidates() -> list[Path]:
+    """Where clients look, in order. Both places: a tray started in the desktop session (with a
+    runtime dir) must find a daemon started over ssh (without one), and the other way round."""
+    override = os.environ.get(CONTROL_FILE_ENV)
+    if override:
+        return [Path(override).expanduser()]
+    config = Path(platformdirs.user_config_dir(APP_NAME)) / CONTROL_FILE_NAME
+    runtime = _runtime_dir()
+    return [config] if runtime is None else [runtime / CONTROL_FILE_NAME, config]
+
+
+def _runtime_dir() -> Path | None:
+    xdg = None
+    if sys.platform not in ("win32", "darwin"):
+        # Without XDG_RUNTIME_DIR platformdirs guesses (/run/user/UID, a folder in /tmp), and a
+        # guess can change between the daemon's start and a client's look: use config instead.
+        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        if not xdg:
+            return None
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns when it distrusts XDG_RUNTIME_DIR; the check below decides.
+            warnings.simplefilter("ignore")
+            runtime = Path(platformdirs.user_runtime_dir(APP_NAME))
+    except OSError:
+        return None
+    if xdg is not None and not runtime.is_relative_to(xdg):
+        return None  # platformdirs refused $XDG_RUNTIME_DIR and fell back to a guess
+    return runtime if _private_enough(runtime) else None
+
+
+def _private_enough(path: Path) -> bool:
+    """Whether ``path`` (or, not yet made, its parent) is a directory this user owns, so that
+    nobody else could have made it to read the token."""
+    existing = path if path.exists() else path.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        return False
+    getuid = getattr(os, "getuid", None)
+    return getuid is None or existing.stat().st_uid == getuid()
+
+
+def _write_private(path: Path, document: Mapping[str, Any]) -> None:
+    """Write ``document`` as JSON readable by this user only, atomically: a client never sees a
+    half-written file, and the token is never, even briefly, in a file others can read."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if hasattr(os, "fchmod"):
+                os.fchmod(handle.fileno(), 0o600)  # exactly 0600, whatever the umask
+            handle.write(json.dumps(document).encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _read_control_file(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DaemonNotRunning(f"no control file at {path}") from None
+    except (OSError, ValueError) as exc:
+        raise DaemonNotRunning(f"cannot read control file {path}: {exc}") from exc
+    if not (isinstance(document, dict) and isinstance(document.get("url"), str)
+            and isinstance(document.get("token"), str)):
+        raise DaemonNotRunning(f"{path} is not a FaceSwap Cam control file")
+    return document
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+class _ThreadServer(uvicorn.Server):
+    """uvicorn that signals when it is accepting and never touches signal handlers: the daemon
+    owns Ctrl-C, and the control API must not swallow it."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+    def install_signal_handlers(self) -> None:
+        """uvicorn before 0.29 installs handlers through this instead."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.ready.set()
+
+
+class ControlServer:
+    """The control API served by uvicorn in a background thread on a loopback port.
+
+    ``start()`` returns once the port accepts connections and the control file is written;
+    ``close()`` stops the server and removes the control file if it is still this server's.
+    """
+
+    def __init__(
+        self,
+        control: DaemonControl,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token_file: Path | None = None,
+        max_image_bytes: int = MAX_IMAGE_BYTES,
+        max_json_bytes: int = MAX_JSON_BYTES,
+    ) -> None:
+        if host not in _LOOPBACK_NAMES:
+            raise ValueError(f"the control API is served on loopback only "
+                             f"({', '.join(_LOOPBACK_NAMES)}), not {host!r}")
+        self._control = control
+        # "localhost" may resolve to either family; bind (and advertise) one address exactly.
+        self._host = "127.0.0.1" if host == "localhost" else host
+        self._requested_port = port
+        self.token_file = token_file if token_file is not None else default_token_file()
+        self._max_image_bytes = max_image_bytes
+        self._max_json_bytes = max_json_bytes
+        self._token = secrets.token_urlsafe(32)
+        self._port: int | None = None
+        self._server: _ThreadServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._wrote_file = False
+
+    @property
+    def token(self) -> str:
+        return self._token
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the control server is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> None:
+        with self._lock:
+            if self._closed or self._server is not None:
+                raise RuntimeError("the control server can only be started once")
+            # Binding here rather than in uvicorn: a busy port fails in the caller with an
+            # OSError (uvicorn would sys.exit its thread), and port 0 is resolved at once.
+            sock = self._bind()
+            self._port = sock.getsockname()[1]
+            app = create_api(self._control, token=self._token, port_getter=lambda: self.port,
+                             max_image_bytes=self._max_image_bytes,
+                             max_json_bytes=self._max_json_bytes)
+            config = uvicorn.Config(
+                app, log_config=None, log_level="warning", access_log=False, lifespan="off",
+                http="h11", loop="asyncio", server_header=False, limit_concurrency=32,
+                timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S)
+            server = _ThreadServer(config)
+            thread = threading.Thread(target=self._serve, args=(server, sock),
+                                      name="control-api", daemon=True)
+            self._server, self._thread = server, thread
+        thread.start()
+        if not server.ready.wait(_START_TIMEOUT_S) or not server.started:
+            self.close()
+            sock.close()
+            raise RuntimeError(f"the control API did not start on {self.url}")
+        try:
+            _write_private(self.token_file,
+                           {"url": self.url, "token": self._token, "pid": os.getpid()})
+        except OSError as exc:
+            self.close()
+            raise RuntimeError(f"cannot write the control file {self.token_file}: {exc}") from exc
+        self._wrote_file = True
+        logger.info("control API at %s (control file %s)", self.url, self.token_file)
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if sys.platform != "win32":
+                # Lets a restarted daemon take its fixed port back while old connections
+                # linger in TIME_WAIT. (On Windows this option would let others steal the port.)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self._host, self._requested_port))
+            sock.listen(64)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    @staticmethod
+    def _serve(server: _ThreadServer, sock: socket.socket) -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException:
+            # SystemExit included: uvicorn exits on startup failures, which would otherwise
+            # end this thread without a word.
+            logger.exception("control API stopped with an error")
+        finally:
+            server.ready.set()  # never leave start() waiting on a server that died
+            sock.close()
+
+    def close(self) -> None:
+        """Stop serving and remove the control file if it is still ours. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            server, thread = self._server, self._thread
+        if server is not None:
+            server.should_exit = True
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(_JOIN_TIMEOUT_S)
+            if thread.is_alive() and server is not None:
+                server.force_exit = True
+                thread.join(_JOIN_TIMEOUT_S)
+            if thread.is_alive():
+                logger.warning("control API thread did not stop within %.0f s",
+                               2 * _JOIN_TIMEOUT_S)
+        if self._wrote_file:
+            self._remove_token_file()
+        if server is not None:
+            logger.info("control API at %s closed", self.url)
+
+    def _remove_token_file(self) -> None:
+        # A daemon started after us may have replaced the file: that one is not ours to remove.
+        # (Read-then-unlink leaves a tiny window; both daemons would be racing for one port
+        # or one file anyway.)
+        try:
+            document = json.loads(self.token_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if isinstance(document, dict) and document.get("token") == self._token:
+            with contextlib.suppress(FileNotFoundError):
+                self.token_file.unlink()
+
+    def __enter__(self) -> ControlServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- the client -------------------------------------------------------------------------------
+
+
+class DaemonNotRunning(RuntimeError):
+    """No daemon answers: no control file, or nothing listening where it says."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(NOT_RUNNING_MESSAGE)
+        #: The detail (which file, which address), for logs and ``--verbose`` output.
+        self.reason = reason
+
+
+class ControlError(RuntimeError):
+    """The daemon refused or failed a request. ``status`` is the HTTP status, or None when no
+    answer came (timeout, dropped connection)."""
+
+    def __init__(self, status: int | None, message: str) -> None:
+        super().__init__(message if status is None else f"{message} (HTTP {status})")
+        self.status = status
+        self.message = message
+
+
+class ControlClient:
+    """The daemon's control API over HTTP, with the standard library only (the tray and the
+    CLI stay light). Every method raises :class:`DaemonNotRunning` or :class:`ControlError`."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 10.0,
+                 source: Path | None = None) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or parts.hostname not in _LOOPBACK_NAMES:
+            # The token must never travel off this machine, whatever a control file says.
+            raise ValueError(f"not a loopback control URL: {url!r}")
+        self.url = url.rstrip("/")
+        self._token = token
+        self.timeout = timeout
+        self._source = source
+        # An empty ProxyHandler: the user's HTTP(S)_PROXY must not see loopback requests (or
+        # the token in them).
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    @classmethod
+    def from_token_file(cls, path: Path | None = None, *, timeout: float = 10.0) -> ControlClient:
+        """A client for the daemon that wrote ``path`` (default: the first control file found
+        where daemons write them, see :func:`default_token_file`)."""
+        if path is None:
+            candidates = _token_file_candidates()
+            path = next((p for p in candidates if p.exists()), candidates[0])
+        document = _read_control_file(path)
+        try:
+            return cls(document["url"], document["token"], timeout=timeout, source=path)
+        except ValueError as exc:
+            raise DaemonNotRunning(f"{path}: {exc}") from exc
+
+    # Routes, one method each.
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", "/status")
+        return result
+
+    def references(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", "/references")
+        return result
+
+    def add_reference(self, path: Path | str, name: str | None = None) -> dict[str, Any]:
+        """Upload an image file; OSError if it cannot be read."""
+        path = Path(path)
+        size = path.stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            # Refused here: the server would cut the upload off mid-way, which reads as a
+            # dropped connection rather than as this message.
+            raise ControlError(413, f"{path} is {_size_text(size)}; the limit is "
+                                    f"{_size_text(MAX_IMAGE_BYTES)}")
+        data = path.read_bytes()
+        content_type = mimetypes.guess_type(path.name)[0]
+        if not content_type or not content_type.startswith("image/"):
+            content_type = "application/octet-stream"
+        query = f"?{urllib.parse.urlencode({'name': name})}" if name else ""
+        result: dict[str, Any] = self._request("POST", f"/references{query}", body=data,
+                                               content_type=content_type)
+        return result
+
+    def select_reference(self, name: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request(
+            "POST", f"/references/{urllib.parse.quote(name, safe='')}/select")
+        return result
+
+    def remove_reference(self, name: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request(
+            "DELETE", f"/references/{urllib.parse.quote(name, safe='')}")
+        return result
+
+    def set_swap(self, enabled: bool) -> dict[str, Any]:
+        return self._post_json("/swap", {"enabled": enabled})
+
+    def set_paused(self, paused: bool) -> dict[str, Any]:
+        return self._post_json("/pause", {"paused": paused})
+
+    def set_playout(self, mode: str) -> dict[str, Any]:
+        return self._post_json("/playout", {"mode": mode})
+
+    def set_fallback(self, mode: str) -> dict[str, Any]:
+        return self._post_json("/fallback", {"mode": mode})
+
+    def shutdown(self) -> None:
+        self._request("POST", "/shutdown")
+
+    # Plumbing.
+
+    def _post_json(self, path: str, document: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", path, body=json.dumps(document).encode(),
+                                               content_type="application/json")
+        return result
+
+    def _request(self, method: str, path: str, *, body: bytes | None = None,
+                 content_type: str | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        request = urllib.request.Request(self.url + path, data=body, headers=headers,
+                                         method=method)
+        where = f"{method} {self.url}{path}"
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as exc:
+            raise self._refused(exc) from None
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, ConnectionRefusedError):
+                raise DaemonNotRunning(f"nothing listens at {self.url}") from None
+            raise ControlError(None, f"{where}: {exc.reason}") from exc
+        except ConnectionRefusedError:
+            raise DaemonNotRunning(f"nothing listens at {self.url}") from None
+        except TimeoutError as exc:
+            raise ControlError(None, f"{where}: no answer within {self.timeout:g} s") from exc
+        except (OSError, HTTPClientError) as exc:
+            raise ControlError(None, f"{where}: {type(exc).__name__}: {exc}") from exc
+        if not payload:
+            return None
+        try:
+            return json.loads(payload)
+        except ValueError as exc:
+            raise ControlError(None, f"{where}: the answer is not JSON") from exc
+
+    def _refused(self, exc: urllib.error.HTTPError) -> ControlError:
+        try:
+            raw = exc.read()
+        except OSError:
+            raw = b""
+        message = ""
+        try:
+            document = json.loads(raw)
+            if isinstance(document, dict) and isinstance(document.get("error"), str):
+                message = document["error"]
+        except ValueError:
+            message = raw.decode("utf-8", "replace").strip()
+        message = message or str(exc.reason)
+        if exc.code == 401:
+            # The usual cause: a control file left behind, and another process on its port.
+            where = f" in {self._source}" if self._source else ""
+            message = f"the daemon refused the token{where} (is the file stale?): {message}"
+        return ControlError(exc.code, message)
