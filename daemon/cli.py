@@ -17,6 +17,7 @@ from faceswap_cam.daemon.config import (
     Fallback,
     Offload,
     Playout,
+    Preprocessing,
     Settings,
     VirtualCameraFormat,
     WanMode,
@@ -93,6 +94,14 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
                        help="LoRA file (repeat for several), e.g. relighting or step distillation")
     group.add_argument("--shift", type=float, help="scheduler flow shift (distillation LoRAs)")
     group.add_argument("--gen-size", help="generation WIDTHxHEIGHT, multiples of 16")
+    group.add_argument("--detector-model", help="person detector: folder or repo id")
+    group.add_argument("--pose-model", help="whole-body pose model: folder or repo id")
+    group.add_argument("--sam2-model", help="SAM2 video model (replace mode): folder or repo id")
+    group.add_argument("--preprocessor", choices=[p.value for p in Preprocessing],
+                       help="wan: Wan-Animate's preprocessing models (default); stand-in: "
+                       "image operations only, to check the pipeline without them")
+    group.add_argument("--colour-match", action="store_true", default=None,
+                       help="match the swapped person's colours to the room")
 
 
 def _add_render_parser(subparsers: Any) -> None:
@@ -101,7 +110,12 @@ def _add_render_parser(subparsers: Any) -> None:
         description="Run every frame of a clip preprocessed the Wan-Animate way (src_ref.png, "
         "src_pose.mp4, src_face.mp4, plus src_bg.mp4 and src_mask.mp4 in replace mode) "
         "through the streaming engine.")
-    render.add_argument("--preprocessed", type=Path, required=True, metavar="DIR")
+    source = render.add_mutually_exclusive_group(required=True)
+    source.add_argument("--preprocessed", type=Path, metavar="DIR",
+                        help="a folder from Wan-Animate's own preprocessing")
+    source.add_argument("--input", type=Path, metavar="VIDEO",
+                        help="a raw clip: preprocessed live, like the camera (needs --reference)")
+    render.add_argument("--reference", type=Path, help="image of the character to become")
     render.add_argument("--output", type=Path, required=True, metavar="PATH",
                         help="a video file, or a folder (no extension) of lossless PNG frames")
     render.add_argument("--config", type=Path)
@@ -162,12 +176,14 @@ def _cli_values(args: argparse.Namespace, *skip: str) -> dict[str, Any]:
 
 def _render(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(_cli_values(args, "preprocessed", "output"),
+        settings = load_settings(_cli_values(args, "preprocessed", "output", "input"),
                                  config_path=args.config)
     except ConfigError as exc:
         print(f"faceswap-cam: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     _configure_logging(settings.log_level)
+    if args.input is not None:
+        return _render_input(args, settings)
     from faceswap_cam.models.render import PreprocessedError, load_preprocessed, write_frames
 
     try:
@@ -183,6 +199,37 @@ def _render(args: argparse.Namespace) -> int:
         return EXIT_RUNTIME
     print(json.dumps({"frames": written, "output": str(args.output), "fps": clip.fps,
                       "size": list(clip.size)}), flush=True)
+    return EXIT_OK
+
+
+def _render_input(args: argparse.Namespace, settings: Settings) -> int:
+    from faceswap_cam.models.engine import EngineError
+    from faceswap_cam.models.reference import ReferenceError, decode_reference
+    from faceswap_cam.models.render import PreprocessedError, read_clip, render_raw, write_frames
+
+    if settings.reference is None:
+        print("faceswap-cam: render --input needs --reference IMAGE", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        reference = decode_reference(settings.reference)
+        frames, fps = read_clip(args.input)
+    except (ReferenceError, PreprocessedError) as exc:
+        print(f"faceswap-cam: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    from faceswap_cam.daemon.app import engine_options
+    from faceswap_cam.models.wan_engine import create
+
+    try:
+        engine = create(**engine_options(settings))
+        engine.set_reference(reference)
+        rendered = render_raw(engine, frames)
+        written = write_frames([f[..., ::-1] for f in rendered], args.output, fps)
+    except (EngineError, PreprocessedError, RuntimeError, ValueError) as exc:
+        print(f"faceswap-cam: render failed: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    height, width = frames[0].shape[:2]
+    print(json.dumps({"frames": written, "output": str(args.output), "fps": fps,
+                      "size": [width, height]}), flush=True)
     return EXIT_OK
 
 

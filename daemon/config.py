@@ -55,6 +55,11 @@ class Offload(StrEnum):
     SEQUENTIAL = "sequential"  # layer by layer: least memory, slowest
 
 
+class Preprocessing(StrEnum):
+    WAN = "wan"  # person detector, whole-body pose, face crops, SAM2 masks
+    STAND_IN = "stand-in"  # image operations only: checks the pipeline without those models
+
+
 class VirtualCameraFormat(StrEnum):
     I420 = "i420"  # pyvirtualcam's default device format
     YUYV = "yuyv"  # for apps that reject I420
@@ -119,6 +124,14 @@ class Settings(BaseModel):
     shift: float | None = Field(None, gt=0, description="scheduler flow shift")
     gen_size: tuple[int, int] | None = Field(
         None, description="generation WIDTHxHEIGHT, multiples of 16 (default: 480p)")
+    # Wan-Animate's preprocessing models (repo ids are downloaded by `models download`).
+    detector_model: str = Field("PekingU/rtdetr_v2_r18vd", description="person detector")
+    pose_model: str = Field("JunkyByte/easy_ViTPose", description="whole-body pose model")
+    sam2_model: str = Field("facebook/sam2.1-hiera-tiny", description="SAM2 video model")
+    preprocessor: Preprocessing = Preprocessing.WAN
+    colour_match: bool = Field(False, description="match the swapped person's colours to the "
+                               "room")
+    feather_px: int = Field(8, ge=0, le=64, description="soft edge of the composited person")
 
     @field_validator("size", "gen_size", mode="before")
     @classmethod

@@ -139,9 +139,17 @@ def _wan_unavailable(options: dict[str, Any]) -> str | None:
     if missing:
         return (f"{', '.join(missing)} not installed: install the model extra "
                 "(pip install 'faceswap-cam[models]')")
-    model = str(options.get("wan_model") or "Wan-AI/Wan2.2-Animate-14B-Diffusers")
-    if not Path(model).expanduser().is_dir() and not weights.is_present("wan-animate"):
-        return "its weights are not downloaded: faceswap-cam models download --only wan-animate"
+    needed = [("wan-animate", options.get("wan_model"))]
+    if options.get("preprocessor", "wan") != "stand-in":
+        needed += [("detector", options.get("detector_model")),
+                   ("pose", options.get("pose_model"))]
+        if options.get("mode", "replace") == "replace":
+            needed.append(("sam2", options.get("sam2_model")))
+    for name, value in needed:
+        local = value is not None and Path(str(value)).expanduser().exists()
+        if not local and not weights.is_present(name):
+            return (f"the {name} weights are not downloaded: "
+                    f"faceswap-cam models download --only {name}")
     if not options.get("reference"):
         return "no reference face is set: pass --reference IMAGE"
     return None

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -178,3 +178,61 @@ def render_clip(stream: StreamingWanAnimate, clip: PreprocessedClip) -> list[np.
         logger.info("segment %d/%d done", count, len(calls))
         start += new
     return frames[: len(clip)]
+
+
+def read_clip(path: Path) -> tuple[list[np.ndarray], float]:
+    """Every frame of a video file, BGR like camera frames, and its frame rate."""
+    if not path.is_file():
+        raise PreprocessedError(f"video not found: {path}")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise PreprocessedError(f"{path} cannot be decoded as a video")
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    if not frames:
+        raise PreprocessedError(f"{path} has no frames")
+    return frames, fps
+
+
+def render_raw(engine: Any, frames: list[np.ndarray]) -> list[np.ndarray]:
+    """Every frame of a raw clip through the whole engine (preprocessing, generation,
+    compositing), in the batches the live processor would give it, none skipped.
+
+    The last batch is filled up the way the pipeline pads a clip, and the fill is dropped.
+    """
+    out: list[np.ndarray] = []
+    start, first = 0, True
+    while start < len(frames):
+        want = engine.first_batch if first else engine.next_batch
+        chunk = frames[start:start + want]
+        real = len(chunk)
+        if real < want:
+            order = segment_pad_order(len(frames), start + want)
+            chunk = [frames[i] for i in order[start:start + want]]
+        result = engine.process(chunk)
+        # Frames handed back untouched mean nobody was there: the next batch starts a new
+        # segment chain, as in the live processor.
+        first = any(r is c for r, c in zip(result, chunk, strict=True))
+        out.extend(result[:real])
+        start += want
+    return out
+
+
+def segment_pad_order(count: int, target: int) -> list[int]:
+    """Frame indices 0..count-1 reflected back and forth up to ``target`` (the pipeline's
+    padding: 0, 1, .., n-1, n-2, .., 0, 1, ..)."""
+    if count == 1:
+        return [0] * target
+    order, index, step = [], 0, 1
+    while len(order) < target:
+        order.append(index)
+        index += step
+        if index in (0, count - 1):
+            step = -step
+    return order

@@ -14,6 +14,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from faceswap_cam.models.compositing import composite, match_colour
 from faceswap_cam.models.engine import EngineError
 from faceswap_cam.models.preprocessing import Preprocessor, StandInPreprocessor
 from faceswap_cam.models.reference import ReferenceError, check_reference
@@ -66,6 +67,8 @@ class WanAnimateEngine:
         load: LoadOptions | None = None,
         preprocessor: Preprocessor | None = None,
         pipeline: Any = None,
+        colour_match: bool = False,
+        feather_px: int = 8,
     ) -> None:
         try:
             pipe = pipeline if pipeline is not None else load_pipeline(wan_model,
@@ -80,6 +83,8 @@ class WanAnimateEngine:
             "seed": seed, "prompt": prompt, "guidance_scale": guidance_scale}
         self.pipe = pipe
         self.preprocessor: Preprocessor = preprocessor or StandInPreprocessor()
+        self.colour_match = colour_match
+        self.feather_px = feather_px
         self.mode = mode
         self.first_batch = segment_frames
         self.next_batch = segment_frames - carry
@@ -122,6 +127,11 @@ class WanAnimateEngine:
         batch = self.preprocessor.process(frames, size=(stream.width, stream.height),
                                           face_size=face_size,
                                           with_background=self.mode == "replace")
+        if not batch.present:
+            # Nobody to swap: never invent a person. The frames go out as they came, and the
+            # next batch with someone in view starts a new segment chain.
+            stream.reset()
+            return list(frames)
         inputs = SegmentInputs(
             pose=to_pil(batch.pose), face=to_pil(batch.face),
             background=None if batch.background is None else to_pil(batch.background),
@@ -134,8 +144,16 @@ class WanAnimateEngine:
         except ValueError as exc:
             raise EngineError(str(exc)) from exc
         out = []
-        for pixels in uint8_frames(video):
+        masks = batch.mask if self.mode == "replace" else None
+        for i, pixels in enumerate(uint8_frames(video)):
             bgr = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+            if masks is not None:
+                # Only the person is replaced: the room stays the camera's own pixels.
+                if self.colour_match:
+                    bgr = match_colour(bgr, cv2.resize(frames[i], (bgr.shape[1], bgr.shape[0])),
+                                       masks[i])
+                out.append(composite(frames[i], bgr, masks[i], feather_px=self.feather_px))
+                continue
             if bgr.shape[:2] != (frame_h, frame_w):
                 bgr = cv2.resize(bgr, (frame_w, frame_h), interpolation=cv2.INTER_LINEAR)
             out.append(bgr)
@@ -175,12 +193,31 @@ def _stream_options(options: dict[str, Any]) -> dict[str, Any]:
             "prompt": options.get("prompt", "")}
 
 
+def create_preprocessor(options: dict[str, Any]) -> Preprocessor:
+    if options.get("preprocessor", "wan") == "stand-in":
+        return StandInPreprocessor()
+    from faceswap_cam.models.wan_preprocessor import WanPreprocessor
+
+    try:
+        return WanPreprocessor.load(
+            detector_model=options.get("detector_model", "PekingU/rtdetr_v2_r18vd"),
+            pose_model=options.get("pose_model", "JunkyByte/easy_ViTPose"),
+            sam2_model=(options.get("sam2_model", "facebook/sam2.1-hiera-tiny")
+                        if options.get("mode", "replace") == "replace" else None),
+            device=options.get("device", "auto"))
+    except (WeightsError, OSError, ValueError, RuntimeError) as exc:
+        raise EngineError(f"preprocessing models cannot be loaded: {exc}") from exc
+
+
 def create(**options: Any) -> WanAnimateEngine:
     """Engine factory: daemon settings -> engine (see ``engine_options`` in the daemon)."""
     gen_size = options.get("gen_size")
     return WanAnimateEngine(
         wan_model=options.get("wan_model", DEFAULT_REPO), load=load_options(options),
         gen_size=None if gen_size is None else (int(gen_size[0]), int(gen_size[1])),
+        preprocessor=create_preprocessor(options),
+        colour_match=bool(options.get("colour_match", False)),
+        feather_px=int(options.get("feather_px", 8)),
         **_stream_options(options))
 
 

@@ -48,19 +48,22 @@ def parse_lora(spec: str) -> tuple[str, float]:
     return spec, 1.0
 
 
-def resolve_model_path(model: str) -> Path:
-    """A local folder for ``model`` (a path, or a repo id downloaded by ``models download``)."""
+def resolve_model_path(model: str | Path, name: str = "wan-animate") -> Path:
+    """A local folder for ``model``: a path, or the repo id of registered model ``name``
+    downloaded by ``faceswap-cam models download`` (nothing is fetched here)."""
     path = Path(model).expanduser()
     if path.exists():
         return path
     from faceswap_cam.models import weights
 
-    if model == DEFAULT_REPO:
-        local = weights.models_dir() / "wan-animate"
+    spec = weights.get_model(name)
+    if str(model) == spec.repo_id:
+        local = weights.model_dir(name)
         if local.exists():
             return local
-    raise WeightsError(f"Wan-Animate weights not found: {model!r} is neither a folder nor a "
-                       f"downloaded model. Get them with: {FIX}")
+    raise WeightsError(f"{spec.description or name} not found: {str(model)!r} is neither a "
+                       f"folder nor a downloaded model. Get it with: "
+                       f"{weights.fix_command(name)}")
 
 
 def check_folder(path: Path) -> list[str]:

@@ -33,7 +33,9 @@ logger = logging.getLogger(__name__)
 class WanPreprocessor:
     """Detector + pose + face crops (+ SAM2 masks) behind the engine's Preprocessor seam."""
 
-    def __init__(self, detector: Any, pose: Any, masker: Any | None) -> None:
+    def __init__(self, detector: Any, pose: Any, masker: Any | None, *,
+                 keypoint_threshold: float = 0.3) -> None:
+        self.keypoint_threshold = keypoint_threshold
         self.detector = detector
         self.pose = pose
         self.masker = masker
@@ -44,15 +46,19 @@ class WanPreprocessor:
 
     @classmethod
     def load(cls, *, detector_model: str | Path, pose_model: str | Path,
-             sam2_model: str | Path | None, device: str = "auto") -> WanPreprocessor:
-        """Load the three models from local folders (``faceswap-cam models download``)."""
-        from faceswap_cam.models.wan_loading import pick_device
+             sam2_model: str | Path | None, device: str = "auto",
+             keypoint_threshold: float = 0.3) -> WanPreprocessor:
+        """Load the three models from local folders or downloaded repo ids."""
+        from faceswap_cam.models.wan_loading import pick_device, resolve_model_path
 
         resolved = pick_device(device)
-        detector = PersonDetector(str(detector_model), device=resolved)
-        pose = WholeBodyPoseEstimator(pose_model, device=resolved)
-        masker = None if sam2_model is None else PersonMasker(sam2_model, device=resolved)
-        return cls(detector, pose, masker)
+        detector = PersonDetector(str(resolve_model_path(detector_model, "detector")),
+                                  device=resolved)
+        pose = WholeBodyPoseEstimator(pose_folder(resolve_model_path(pose_model, "pose")),
+                                      device=resolved)
+        masker = None if sam2_model is None else PersonMasker(
+            resolve_model_path(sam2_model, "sam2"), device=resolved)
+        return cls(detector, pose, masker, keypoint_threshold=keypoint_threshold)
 
     def reset(self) -> None:
         self._person.reset()
@@ -91,7 +97,8 @@ class WanPreprocessor:
                 # Crop from the full-resolution camera frame: the face gets every pixel.
                 sx, sy = frame.shape[1] / width, frame.shape[0] / height
                 full = points.scaled(sx, sy)
-                box = face_box(full.xy, full.scores, (frame.shape[1], frame.shape[0]))
+                box = face_box(full.xy, full.scores, (frame.shape[1], frame.shape[0]),
+                               score_threshold=self.keypoint_threshold)
                 steady = self._face.update(box)
                 if steady is not None:
                     rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
@@ -110,7 +117,8 @@ class WanPreprocessor:
                 raise RuntimeError("replace mode needs the SAM2 model (--sam2-model)")
             start = clock()
             prompts = [None if p is None else prompt_from_keypoints(
-                p.xy, p.scores, frame_size=size) for p in keypoints]
+                p.xy, p.scores, threshold=self.keypoint_threshold, frame_size=size)
+                for p in keypoints]
             masks = [wan_mask(m) for m in self.masker.masks(small, prompts)]
             batch.mask = masks
             batch.background = [background(frame, mask) for frame, mask in zip(small, masks,
@@ -124,6 +132,24 @@ class WanPreprocessor:
         self.timings = timings
         self.reset()
         return PreprocessedBatch(pose=[], face=[], present=False)
+
+
+def pose_folder(path: Path) -> Path:
+    """A transformers folder for the pose model: ``path`` itself, or, for the downloaded
+    original ViTPose checkpoint, the folder it is converted into once (offline)."""
+    if (path / "config.json").is_file():
+        return path
+    checkpoints = sorted(path.rglob("*.pth")) if path.is_dir() else (
+        [path] if path.suffix == ".pth" else [])
+    if not checkpoints:
+        return path  # let the estimator say what is wrong with it
+    converted = (path if path.is_dir() else path.parent) / "transformers"
+    if not (converted / "config.json").is_file():
+        from faceswap_cam.models.pose import convert_mmpose_checkpoint
+
+        logger.info("converting %s for transformers (once)", checkpoints[0])
+        convert_mmpose_checkpoint(checkpoints[0], converted)
+    return converted
 
 
 def _xyxy(box: Box | None) -> tuple[float, float, float, float] | None:

@@ -60,7 +60,8 @@ class ModelSpec:
     ``allow_patterns`` use huggingface_hub's matching (``fnmatch``, ``*`` also crosses ``/``,
     a trailing ``/`` means the whole folder). ``layout`` tells ``verify`` what a usable folder
     looks like when no manifest exists: ``diffusers`` (model_index.json and its component
-    folders) or ``transformers`` (config.json and weights at the top).
+    folders), ``transformers`` (config.json and weights at the top) or ``files`` (just the
+    files the patterns name, e.g. an original checkpoint converted at first load).
     """
 
     name: str
@@ -71,7 +72,7 @@ class ModelSpec:
     layout: str = "diffusers"
 
 
-_LAYOUTS = ("diffusers", "transformers")
+_LAYOUTS = ("diffusers", "transformers", "files")
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
@@ -138,6 +139,32 @@ WAN_ANIMATE = register_model(ModelSpec(
         configs_only=("scheduler", "image_processor"),
     ),
     description="Wan2.2-Animate-14B (diffusers layout): the generative swap model",
+))
+
+# The preprocessing models (person, whole-body pose, person masks), as Wan-Animate's own
+# preprocessing uses them. Repo ids are the defaults in person.py, pose.py, segmentation.py.
+DETECTOR = register_model(ModelSpec(
+    name="detector",
+    repo_id="PekingU/rtdetr_v2_r18vd",
+    allow_patterns=("*.json", "*.safetensors"),
+    description="RT-DETRv2 person detector (transformers)",
+    layout="transformers",
+))
+POSE = register_model(ModelSpec(
+    name="pose",
+    repo_id="JunkyByte/easy_ViTPose",
+    # No transformers-format checkpoint has the 133 whole-body keypoints: the original
+    # ViTPose-H whole-body file is converted once, locally, the first time it is loaded.
+    allow_patterns=("torch/wholebody/vitpose-h-wholebody.pth",),
+    description="ViTPose-H whole-body 133-keypoint pose (converted to transformers at first use)",
+    layout="files",
+))
+SAM2 = register_model(ModelSpec(
+    name="sam2",
+    repo_id="facebook/sam2.1-hiera-tiny",
+    allow_patterns=("*.json", "*.safetensors"),
+    description="SAM2.1 tiny video segmenter (transformers), for replace mode's person mask",
+    layout="transformers",
 ))
 
 
@@ -421,6 +448,10 @@ def _check_structure(report: VerifyReport, layout: str) -> None:
     """The manifest-less check: is this folder shaped like something from_pretrained loads?"""
     if layout == "transformers":
         _check_weights_folder(report, "")
+        return
+    if layout == "files":
+        if not any(p.is_file() for p in report.path.rglob("*") if _HUB_STATE_DIR not in p.parts):
+            report.add(ProblemKind.MISSING, "", "no files on disk")
         return
     index_path = report.path / "model_index.json"
     try:

@@ -229,7 +229,8 @@ def test_daemon_swaps_with_wan_animate(tiny_model: Path, tmp_path: Path, clip: P
     settings = load_settings({
         "source": f"file:{clip}", "engine": "wan-animate", "wan_model": str(tiny_model),
         "reference": str(reference), "gen_size": f"{WIDTH}x{HEIGHT}", "size": "320x240",
-        "fps": 15, "steps": 1, "segment_frames": 5, "device": "cpu", "sinks": ["null"]},
+        "fps": 15, "steps": 1, "segment_frames": 5, "device": "cpu", "sinks": ["null"],
+        "preprocessor": "stand-in"},
         environ={})
     shown = threading.Event()
 
@@ -304,3 +305,35 @@ def test_device_options_reach_diffusers(tiny_model: Path, monkeypatch: pytest.Mo
     assert processor._attention_backend.value == "_native_math"
     with pytest.raises(ValueError, match="offload must be"):
         load_pipeline(str(tiny_model), LoadOptions(device="cpu", offload="disk"))
+
+
+def test_render_input_runs_every_frame_through_the_engine(tiny_model: Path, tmp_path: Path
+                                                          ) -> None:
+    clip = tmp_path / "raw.mp4"
+    write_video(clip, [np.full((48, 64, 3), (i * 20) % 255, np.uint8) for i in range(11)])
+    reference = tmp_path / "ref.png"
+    cv2.imwrite(str(reference), np.full((96, 80, 3), 100, np.uint8))
+    out = tmp_path / "out"
+    result = run_cli("render", "--input", str(clip), "--reference", str(reference),
+                     "--output", str(out), "--wan-model", str(tiny_model),
+                     "--preprocessor", "stand-in", "--gen-size", f"{WIDTH}x{HEIGHT}",
+                     *ENGINE_FLAGS)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary == {"frames": 11, "output": str(out), "fps": 16.0, "size": [64, 48]}
+    frames = sorted(out.glob("*.png"))
+    assert len(frames) == 11
+    first = cv2.imread(str(frames[0]), cv2.IMREAD_COLOR)
+    assert first is not None and first.shape == (48, 64, 3)
+    missing_reference = run_cli("render", "--input", str(clip), "--output", str(out))
+    assert missing_reference.returncode == 2
+    assert "needs --reference" in missing_reference.stderr
+
+
+def test_pad_order_matches_the_pipeline(tiny_model: Path) -> None:
+    from faceswap_cam.models.render import segment_pad_order
+
+    pipe = load_pipeline(str(tiny_model), LoadOptions(device="cpu"))
+    for count, target in ((5, 10), (3, 9), (11, 13)):
+        assert segment_pad_order(count, target) == pipe.pad_video_frames(list(range(count)),
+                                                                         target)

@@ -1,0 +1,97 @@
+"""The wan-animate engine with Wan-Animate's preprocessing, on tiny random models, in the
+daemon from a raw camera-like source: person -> pose -> face -> SAM2 -> generate -> composite."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the model extra (torch) is not installed")
+
+from faceswap_cam.daemon.app import RealtimeFaceSwapApp  # noqa: E402
+from faceswap_cam.daemon.config import load_settings  # noqa: E402
+from faceswap_cam.daemon.sinks import NullSink, Tick  # noqa: E402
+from faceswap_cam.models.person import PersonDetector  # noqa: E402
+from faceswap_cam.models.pose import WholeBodyPoseEstimator  # noqa: E402
+from faceswap_cam.models.segmentation import PersonMasker  # noqa: E402
+from faceswap_cam.models.wan_engine import WanAnimateEngine  # noqa: E402
+from faceswap_cam.models.wan_loading import LoadOptions, load_pipeline  # noqa: E402
+from faceswap_cam.models.wan_preprocessor import WanPreprocessor  # noqa: E402
+from tests.test_person_face import save_tiny_rtdetr  # noqa: E402
+from tests.test_pose import _save_tiny as save_tiny_vitpose  # noqa: E402
+from tests.test_segmentation_compositing import _save_tiny_sam2  # noqa: E402
+from tests.wan_tiny import HEIGHT, WIDTH, save_tiny_wan_animate  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("tiny-models")
+    return {
+        "wan": save_tiny_wan_animate(base / "wan"),
+        "detector": save_tiny_rtdetr(base / "detector", {0: "person", 1: "chair"}, v2=True),
+        "pose": save_tiny_vitpose(base / "pose", 133),
+        "sam2": _save_tiny_sam2(base / "sam2", object_score=5.0),
+    }
+
+
+def make_engine(tiny: dict[str, Path], *, person_threshold: float) -> WanAnimateEngine:
+    # Random weights give arbitrary scores: thresholds pin "someone is there" (0) or
+    # "nobody is there" (above any score), so both paths are deterministic.
+    preprocessor = WanPreprocessor(
+        PersonDetector(str(tiny["detector"]), device="cpu", threshold=person_threshold),
+        WholeBodyPoseEstimator(tiny["pose"], device="cpu"),
+        PersonMasker(tiny["sam2"], device="cpu"),
+        keypoint_threshold=0.0)
+    pipe = load_pipeline(str(tiny["wan"]), LoadOptions(device="cpu"))
+    return WanAnimateEngine(wan_model=str(tiny["wan"]), pipeline=pipe, steps=1, segment_frames=5,
+                            carry=1, gen_size=(WIDTH, HEIGHT), preprocessor=preprocessor)
+
+
+def run_daemon(clip: Path, tmp_path: Path, engine: WanAnimateEngine, *, wait_swapped: bool
+               ) -> dict[str, Any]:
+    reference = tmp_path / "ref.png"
+    cv2.imwrite(str(reference), np.full((96, 80, 3), 128, np.uint8))
+    settings = load_settings({"source": f"file:{clip}", "engine": "wan-animate",
+                              "reference": str(reference), "size": "320x240", "fps": 15,
+                              "sinks": ["null"]}, environ={})
+    shown = threading.Event()
+
+    class WatchingSink(NullSink):
+        def send(self, pixels: np.ndarray, tick: Tick) -> None:
+            if tick.kind == ("swapped" if wait_swapped else "passthrough"):
+                shown.set()
+
+    app = RealtimeFaceSwapApp(settings, engine_factory=lambda: engine, sinks=[WatchingSink()])
+    with app:
+        assert app.processor.wait_swapped(9, timeout=120, untouched_too=True), \
+            app.processor.last_error
+        assert shown.wait(timeout=30)
+    stats: dict[str, Any] = app.stats()
+    stats["untouched"] = app.processor.frames_untouched
+    return stats
+
+
+def test_daemon_swaps_through_the_whole_preprocessing(tiny: dict[str, Path], clip: Path,
+                                                       tmp_path: Path) -> None:
+    engine = make_engine(tiny, person_threshold=0.0)
+    stats = run_daemon(clip, tmp_path, engine, wait_swapped=True)
+    assert stats["engine_failures"] == 0, stats["engine_error"]
+    assert stats["frames_swapped"] > 0
+    assert stats["untouched"] == 0
+    timings = engine.preprocessor.timings  # type: ignore[attr-defined]
+    assert {"detector", "pose", "face", "skeleton", "sam2"} <= set(timings)
+
+
+def test_nobody_there_passes_frames_through_and_resets(tiny: dict[str, Path], clip: Path,
+                                                       tmp_path: Path) -> None:
+    engine = make_engine(tiny, person_threshold=1.01)  # no score reaches it: an empty room
+    stats = run_daemon(clip, tmp_path, engine, wait_swapped=False)
+    assert stats["engine_failures"] == 0, stats["engine_error"]
+    assert stats["frames_swapped"] == 0  # no hallucinated person
+    assert stats["untouched"] >= 9
+    assert stats["engine_resets"] >= 1
