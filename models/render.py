@@ -229,7 +229,8 @@ def segment_pad_order(count: int, target: int) -> list[int]:
     padding: 0, 1, .., n-1, n-2, .., 0, 1, ..)."""
     if count == 1:
         return [0] * target
-    order, index, step = [], 0, 1
+    order: list[int] = []
+    index, step = 0, 1
     while len(order) < target:
         order.append(index)
         index += step
