@@ -131,6 +131,7 @@ class RealtimeFaceSwapApp:
         self._sink_context = SinkContext(options=settings.model_dump(mode="json"),
                                          stats=self.live_stats)
         self._explicit_sinks = sinks
+        self.control_server: Any = None
         self.sinks: list[Sink] = []
         self.workers: list[SinkWorker] = []
         self.swap_enabled = settings.swap
@@ -194,6 +195,14 @@ class RealtimeFaceSwapApp:
             raise StartError("no output could be opened")
         self.processor.start()
         stack.callback(self.processor.close)
+        if self.settings.control_api:
+            from faceswap_cam.daemon.control import ControlServer, default_token_file
+
+            self.control_server = ControlServer(self, port=self.settings.control_port,
+                                                token_file=default_token_file())
+            self.control_server.start()
+            stack.callback(self.control_server.close)
+            logger.info("control API at %s", self.control_server.url)
         self.capture.start()
         feeder = threading.Thread(target=self._feed, name="feeder", daemon=True)
         feeder.start()
@@ -302,6 +311,7 @@ class RealtimeFaceSwapApp:
             "devices": {"source": self.source.description,
                         "outputs": [s.description for s in self.sinks]},
             "preview_url": preview,
+            "api_url": None if self.control_server is None else self.control_server.url,
         }
 
     def _use_selected_reference(self) -> None:
@@ -471,9 +481,9 @@ class RealtimeFaceSwapApp:
             "engine_state": self.processor.state.value,
             "engine_error": self.processor.last_error,
             "cadence": self.processor.cadence,
-            "playout": self.settings.playout.value,
+            "playout": self.selector.playout.value,
             "playout_delay_ms": round(self.selector.playout_delay_ms, 1),
-            "fallback": self.settings.fallback.value,
+            "fallback": self.selector.fallback.value,
             "swap": self.swap_enabled,
             "frames_published": self.ticks,
         }
@@ -516,9 +526,9 @@ class RealtimeFaceSwapApp:
             "engine_frames": processor["frames_swapped"],
             "cadence": processor["cadence"],
             "max_input_depth": processor["max_input_depth"],
-            "playout": self.settings.playout.value,
+            "playout": self.selector.playout.value,
             "playout_delay_ms": round(self.selector.playout_delay_ms, 1),
-            "fallback": self.settings.fallback.value,
+            "fallback": self.selector.fallback.value,
             "sinks": {worker.sink.description: {"sent": worker.sent, "dropped": worker.dropped,
                                                 "error": worker.error}
                       for worker in self.workers},

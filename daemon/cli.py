@@ -31,6 +31,7 @@ logger = logging.getLogger("faceswap_cam")
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
+EXIT_NOT_RUNNING = 3
 
 
 def _add_run_parser(subparsers: Any) -> None:
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(subparsers)
     _add_render_parser(subparsers)
     add_models_parser(subparsers)
+    _add_client_parsers(subparsers)
     subparsers.add_parser("devices", help="list cameras and virtual-camera devices")
     return parser
 
@@ -148,6 +150,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"faceswap-cam: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     _configure_logging(settings.log_level)
+    if settings.control_api:
+        running = _running_daemon()
+        if running is not None:
+            print(f"faceswap-cam: FaceSwap Cam is already running ({running}); stop it with "
+                  "`faceswap-cam stop` first", file=sys.stderr)
+            return EXIT_CONFIG
     try:
         app = RealtimeFaceSwapApp(settings)
     except StartError as exc:
@@ -166,6 +174,117 @@ def _run(args: argparse.Namespace) -> int:
         print(f"faceswap-cam: cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     print(json.dumps(stats, sort_keys=True), flush=True)
+    return EXIT_OK
+
+
+def _running_daemon() -> str | None:
+    """The control URL of a daemon that answers, or None."""
+    from faceswap_cam.daemon.control import ControlClient, ControlError, DaemonNotRunning
+
+    try:
+        client = ControlClient.from_token_file(timeout=2.0)
+        client.status()
+    except (DaemonNotRunning, ControlError):
+        return None
+    return client.url
+
+
+def _add_client_parsers(subparsers: Any) -> None:
+    status = subparsers.add_parser("status", help="what the running daemon is doing")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    references = subparsers.add_parser("references", help="the reference-face library")
+    actions = references.add_subparsers(dest="action", metavar="ACTION")
+    actions.add_parser("list", help="list reference faces (default)")
+    add = actions.add_parser("add", help="add an image to the library")
+    add.add_argument("path", type=Path)
+    add.add_argument("--name", help="name in the library (default: from the file name)")
+    use = actions.add_parser("use", help="swap to this reference from the next batch on")
+    use.add_argument("name")
+    remove = actions.add_parser("remove", help="delete a reference from the library")
+    remove.add_argument("name")
+    swap = subparsers.add_parser("swap", help="turn face swapping on or off")
+    swap.add_argument("state", choices=("on", "off"))
+    subparsers.add_parser("pause", help="privacy: show a still card instead of the camera")
+    subparsers.add_parser("resume", help="show the camera again after pause")
+    subparsers.add_parser("stop", help="stop the running daemon")
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    from faceswap_cam.daemon.control import ControlClient, ControlError, DaemonNotRunning
+
+    try:
+        client = ControlClient.from_token_file()
+        if args.command == "status":
+            return _print_status(client.status(), as_json=args.json)
+        if args.command == "references":
+            return _references(client, args)
+        if args.command == "swap":
+            client.set_swap(args.state == "on")
+            print(f"swap {args.state}")
+        elif args.command in ("pause", "resume"):
+            client.set_paused(args.command == "pause")
+            print("paused: the camera shows a still card" if args.command == "pause"
+                  else "resumed")
+        elif args.command == "stop":
+            client.shutdown()
+            print("FaceSwap Cam is stopping")
+    except DaemonNotRunning as exc:
+        print(f"faceswap-cam: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except ControlError as exc:
+        print(f"faceswap-cam: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    return EXIT_OK
+
+
+def _references(client: Any, args: argparse.Namespace) -> int:
+    action = args.action or "list"
+    if action == "add":
+        try:
+            info = client.add_reference(args.path, name=args.name)
+        except OSError as exc:
+            print(f"faceswap-cam: cannot read {args.path}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"added {info['name']} ({info['width']}x{info['height']}); use it with "
+              f"`faceswap-cam references use {info['name']}`")
+        return EXIT_OK
+    if action == "use":
+        client.select_reference(args.name)
+        print(f"swapping to {args.name} from the next batch")
+        return EXIT_OK
+    if action == "remove":
+        client.remove_reference(args.name)
+        print(f"removed {args.name}")
+        return EXIT_OK
+    entries = client.references()
+    if not entries:
+        print("no reference faces yet: faceswap-cam references add IMAGE")
+    for entry in entries:
+        mark = "*" if entry.get("selected") else " "
+        print(f"{mark} {entry['name']}\t{entry['width']}x{entry['height']}")
+    return EXIT_OK
+
+
+def _print_status(status: dict[str, Any], *, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(status, sort_keys=True))
+        return EXIT_OK
+    lines = [
+        f"state      {status.get('state')}" + (" (paused)" if status.get("paused") else ""),
+        f"swap       {'on' if status.get('swap') else 'off'}, showing {status.get('showing')}",
+        f"reference  {status.get('reference') or 'none'}",
+        f"engine     {status.get('engine')}: {status.get('engine_state')}",
+        f"playout    {status.get('playout')}, fallback {status.get('fallback')}",
+        f"fps        capture {status.get('capture_fps')}, process {status.get('process_fps')}, "
+        f"publish {status.get('publish_fps')}; latency {status.get('latency_ms')} ms",
+        f"preview    {status.get('preview_url') or '-'}",
+        f"control    {status.get('api_url')}",
+    ]
+    for key in ("engine_error", "camera_error", "reference_error"):
+        if status.get(key):
+            lines.append(f"{key.replace('_', ' '):10} {status[key]}")
+    print("\n".join(lines))
     return EXIT_OK
 
 
@@ -265,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _render(args)
     if args.command == "models":
         return run_models(args)
+    if args.command in ("status", "references", "swap", "pause", "resume", "stop"):
+        return _client_command(args)
     if args.command == "devices":
         return _devices()
     parser.print_help()

@@ -102,6 +102,8 @@ class Settings(BaseModel):
     virtualcam_backend: str | None = Field(None, description="pyvirtualcam backend name")
     virtualcam_format: VirtualCameraFormat = VirtualCameraFormat.I420
     log_level: str = Field("INFO", description="DEBUG | INFO | WARNING | ERROR")
+    control_api: bool = Field(True, description="serve the local control API (tray, CLI)")
+    control_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
 
     # The reference face and the Wan-Animate engine (shared by `run` and `render`).
     reference: Path | None = Field(None, description="image of the character to become")

@@ -797,6 +797,8 @@ class ControlClient:
         content_type = mimetypes.guess_type(path.name)[0]
         if not content_type or not content_type.startswith("image/"):
             content_type = "application/octet-stream"
+        # The library names an entry after the file when no name is given, as the user expects.
+        name = name or path.stem
         query = f"?{urllib.parse.urlencode({'name': name})}" if name else ""
         result: dict[str, Any] = self._request("POST", f"/references{query}", body=data,
                                                content_type=content_type)

@@ -246,13 +246,13 @@ def test_references(client: ControlClient, daemon: FakeDaemon, png: Path) -> Non
     entry = client.add_reference(png, name="bob")
     assert entry["name"] == "bob" and entry["width"] == 64
     unnamed = client.add_reference(str(png))
-    assert unnamed["name"] == "reference-3"
+    assert unnamed["name"] == png.stem  # named after the file when no name is given
     library = client.select_reference("bob")
     assert {r["name"]: r["selected"] for r in library} == {
-        "alice": False, "bob": True, "reference-3": False}
+        "alice": False, "bob": True, png.stem: False}
     assert daemon.selected == "bob"
     library = client.remove_reference("alice")
-    assert [r["name"] for r in library] == ["bob", "reference-3"]
+    assert [r["name"] for r in library] == sorted(["bob", png.stem])
     assert client.status()["reference"] == "bob"
 
 
