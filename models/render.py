@@ -49,7 +49,10 @@ class PreprocessedClip:
         return len(self.pose)
 
 
-def _read_video(path: Path, *, grey: bool = False) -> tuple[list[np.ndarray], float]:
+def _read_video(path: Path, *, colour: int | None = cv2.COLOR_BGR2RGB
+                ) -> tuple[list[np.ndarray], float]:
+    """Every frame (converted with ``colour``, or left BGR when None) and the file's fps
+    (0 when it does not say)."""
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise PreprocessedError(f"{path} cannot be decoded as a video")
@@ -59,8 +62,7 @@ def _read_video(path: Path, *, grey: bool = False) -> tuple[list[np.ndarray], fl
         ok, frame = capture.read()
         if not ok:
             break
-        code = cv2.COLOR_BGR2GRAY if grey else cv2.COLOR_BGR2RGB
-        frames.append(cv2.cvtColor(frame, code))
+        frames.append(frame if colour is None else cv2.cvtColor(frame, colour))
     capture.release()
     if not frames:
         raise PreprocessedError(f"{path} has no frames")
@@ -87,7 +89,7 @@ def load_preprocessed(folder: Path, mode: str) -> PreprocessedClip:
     background = mask = None
     if mode == "replace":
         background, _ = _read_video(folder / "src_bg.mp4")
-        mask, _ = _read_video(folder / "src_mask.mp4", grey=True)
+        mask, _ = _read_video(folder / "src_mask.mp4", colour=cv2.COLOR_BGR2GRAY)
     counts = {"src_pose.mp4": len(pose), "src_face.mp4": len(face)}
     sizes = {"src_pose.mp4": pose[0].shape[:2]}
     if background is not None and mask is not None:
@@ -184,20 +186,8 @@ def read_clip(path: Path) -> tuple[list[np.ndarray], float]:
     """Every frame of a video file, BGR like camera frames, and its frame rate."""
     if not path.is_file():
         raise PreprocessedError(f"video not found: {path}")
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise PreprocessedError(f"{path} cannot be decoded as a video")
-    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    if not frames:
-        raise PreprocessedError(f"{path} has no frames")
-    return frames, fps
+    frames, fps = _read_video(path, colour=None)
+    return frames, fps or 30.0
 
 
 def render_raw(engine: Any, frames: list[np.ndarray]) -> list[np.ndarray]:

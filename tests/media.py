@@ -66,14 +66,7 @@ def write_clip(path: Path, frames: int, fps: float = 15, size: tuple[int, int] =
 
 
 def read_video(path: Path) -> tuple[list[np.ndarray], float]:
-    capture = cv2.VideoCapture(str(path))
-    assert capture.isOpened(), f"{path} does not open"
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames, fps
+    """All frames (BGR) and the fps of a recording, read as the product reads clips."""
+    from faceswap_cam.models.render import read_clip
+
+    return read_clip(path)
