@@ -207,6 +207,9 @@ def _add_client_parsers(subparsers: Any) -> None:
     subparsers.add_parser("pause", help="privacy: show a still card instead of the camera")
     subparsers.add_parser("resume", help="show the camera again after pause")
     subparsers.add_parser("stop", help="stop the running daemon")
+    tray = subparsers.add_parser("tray", help="the system-tray icon (a separate process)")
+    tray.add_argument("--control-file", help="the daemon's control file (default: found)")
+    tray.add_argument("--interval", help="seconds between status polls")
 
 
 def _client_command(args: argparse.Namespace) -> int:
@@ -386,6 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_models(args)
     if args.command in ("status", "references", "swap", "pause", "resume", "stop"):
         return _client_command(args)
+    if args.command == "tray":
+        from faceswap_cam.tray.app import main as tray_main
+
+        forwarded = [arg for key in ("control_file", "interval") if getattr(args, key)
+                     for arg in (f"--{key.replace('_', '-')}", getattr(args, key))]
+        return tray_main(forwarded)
     if args.command == "devices":
         return _devices()
     parser.print_help()
