@@ -308,6 +308,12 @@ class RealtimeFaceSwapApp:
             "reference_error": self.processor.reference_error,
             "camera_error": self.capture.last_error if self.capture.state.value == "lost"
             else "",
+            "camera_fix": "check the camera is plugged in and not used by another app; "
+                          "the daemon reconnects by itself"
+            if self.capture.state.value == "lost" else "",
+            "engine_fix": "see the error above; the camera shows the fallback while the engine "
+                          "restarts (faceswap-cam doctor checks the set-up)"
+            if self.processor.state.value in ("failed", "hung") else "",
             "devices": {"source": self.source.description,
                         "outputs": [s.description for s in self.sinks]},
             "preview_url": preview,
