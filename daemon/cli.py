@@ -24,6 +24,7 @@ from faceswap_cam.daemon.config import (
     default_config_path,
     load_settings,
 )
+from faceswap_cam.daemon.doctor import add_doctor_parser, run_doctor
 from faceswap_cam.daemon.service import add_service_parser, run_service
 from faceswap_cam.models.weights import add_models_parser, run_models
 
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_parser(subparsers)
     _add_client_parsers(subparsers)
     add_service_parser(subparsers)
+    add_doctor_parser(subparsers)
     subparsers.add_parser("devices", help="list cameras and virtual-camera devices")
     return parser
 
@@ -393,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _client_command(args)
     if args.command == "service":
         return run_service(args)
+    if args.command == "doctor":
+        return run_doctor(args)
     if args.command == "tray":
         from faceswap_cam.tray.app import main as tray_main
 
