@@ -1,0 +1,660 @@
+"""Wan-Animate preprocessing per stage, and its share of a batch's latency.
+
+The live path of one batch of camera frames (``WanAnimateEngine.process``) is: preprocessing
+(:class:`~faceswap_cam.models.wan_preprocessor.WanPreprocessor`: resize to the generation size,
+RT-DETR person box, ViTPose whole-body keypoints, face crops, Wan's skeleton drawing, SAM2 person
+mask + Wan's dilated/boxed mask + background), then the streaming engine's ``generate``, then
+compositing (:func:`~faceswap_cam.models.compositing.composite`: the generated frame blended
+into the full-resolution camera frame through the mask). This script times each of these for
+batches of N new frames (the segment is L = N + P frames, P carried) of a camera-like clip and
+prints milliseconds per frame and per batch by stage, and the share of preprocessing in the
+batch latency, preprocessing / (preprocessing + generate).
+
+The clip: ``shared/data/person-720p.jpg`` beside the repo (a photo of a person), slowly
+shifted and zoomed frame by frame at the camera size (default 1280x720); where that file is
+absent, a drawn room with a person-like figure, moved the same way. Frames are consecutive
+across batches, so the box smoothers and SAM2's streaming memory carry over as they do live.
+
+Sections:
+
+* ``cpu-tiny`` (always): the tiny random-weight models of the tests (``save_tiny_rtdetr``,
+  ViTPose ``_save_tiny``, ``_save_tiny_sam2``, ``tests.wan_tiny``), loaded by the product's
+  loaders, on the CPU. Preprocessing runs at the product's generation size (848x480 for a
+  720p camera) because resizing, skeleton drawing and mask work scale with it; the tiny Wan
+  model cannot generate at that size in a CPU budget, so it generates at its test geometry
+  (32x32, the pipeline resizes the conditioning to it) and its frames are scaled to the
+  generation size, untimed, before compositing, so compositing costs what it costs live.
+* ``gpu-real`` (with ``--gpu``, or whenever torch sees CUDA; ``--no-gpu`` skips it): REAL-SIZE
+  models with random weights, in half precision on the GPU: RT-DETRv2-r18vd (``RTDetrV2Config``
+  defaults with the r18vd backbone/encoder settings of the PekingU checkpoint, 80 classes,
+  640x640 input), ViTPose-H whole-body (hidden 1280, 32 layers, 16 heads, 256x192 input, 133
+  keypoints, classic deconvolution decoder) and SAM2.1 hiera-tiny (``Sam2VideoConfig``
+  defaults, 1024 px input), face crops at Wan's 512 px. They are written to a temporary folder
+  and loaded by the product's loaders, like the tiny ones. ``generate`` is still the tiny Wan
+  model (on the GPU): the 14B model's batch time comes from ``benchmarks/gpu_engine.py``; pass
+  it with ``--wan-batch-s`` to get the share of preprocessing against it.
+
+Random weights decide nothing here, so the thresholds are pinned as the end-to-end test pins
+them, and the heads that decide "is there a person" are set to say yes: the detector's class
+heads score "person" on every query (threshold 0), keypoint scores count from -inf (every
+keypoint is seen), SAM2's object score head says "the person is there"; so every batch takes the
+"someone is there" path (a batch that does not is reported and ends the run with code 1).
+
+After warm-up (the first segment of L frames, then ``--warmup`` batches), every repeat times
+one batch; the median over repeats is printed for each row (so rows need not add up exactly:
+totals are medians of per-batch totals). Figures are printed, never asserted.
+
+    .venv/bin/python benchmarks/preprocess.py [--frames 8] [--carry 1] [--repeats 5]
+        [--warmup 1] [--steps 4] [--camera 1280x720] [--gen-size 848x480] [--threads N]
+        [--gpu | --no-gpu] [--dtype bf16] [--wan-batch-s S] [--real-on-cpu]
+
+``--gpu`` without CUDA exits with code 2. ``--real-on-cpu`` runs the real-size section on the
+CPU instead (slow: a check of the script on a machine without a GPU; use ``--frames 4
+--repeats 1 --warmup 0``, about 2.5 minutes on 2 cores). Defaults take about 15 s on a 2-core
+CPU; the GPU section adds building the real-size models (this script has not yet run on a GPU).
+The last line printed is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import PIL.Image
+import torch
+
+from faceswap_cam.models.compositing import composite
+from faceswap_cam.models.face import WAN_FACE_SIZE
+from faceswap_cam.models.person import PersonDetector
+from faceswap_cam.models.pose import WholeBodyPoseEstimator
+from faceswap_cam.models.segmentation import PersonMasker
+from faceswap_cam.models.wan_engine import generation_size, to_pil, uint8_frames
+from faceswap_cam.models.wan_loading import LoadOptions, load_pipeline
+from faceswap_cam.models.wan_preprocessor import WanPreprocessor
+from faceswap_cam.models.wan_streaming import SegmentInputs, StreamingWanAnimate, check_segment
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # the tiny model builders live in tests/
+
+SHARED_DATA = REPO.parent / "shared" / "data"
+CAMERA_IMAGE = SHARED_DATA / "person-720p.jpg"
+REFERENCE_IMAGE = SHARED_DATA / "reference-portrait.jpg"
+PROMPT = "a person talking to the camera"
+FEATHER_PX = 8  # WanAnimateEngine's default
+
+# Rows of the table, in order. The first six are WanPreprocessor.timings' keys.
+STAGES = ("resize", "detector", "pose", "face", "skeleton", "sam2")
+ROWS = (*STAGES, "rest of process()", "preprocessing", "generate", "compositing", "batch")
+LABELS = {
+    "resize": "resize + RGB",
+    "detector": "detector (RT-DETR)",
+    "pose": "pose (ViTPose)",
+    "face": "face crops",
+    "skeleton": "skeleton drawing",
+    "sam2": "SAM2 mask + bg",
+    "rest of process()": "rest of process()",
+    "preprocessing": "= preprocessing",
+    "generate": "generate (tiny Wan)",
+    "compositing": "compositing",
+    "batch": "= batch latency",
+}
+
+# Keypoint scores of random heatmaps can be negative: -inf keeps every keypoint, so the face
+# box and SAM2's prompt always exist. Detector scores are sigmoids, so 0 keeps every box.
+PERSON_THRESHOLD = 0.0
+KEYPOINT_THRESHOLD = -math.inf
+OBJECT_SCORE = 10.0  # SAM2's "object is there" logit, pinned
+
+# RT-DETRv2-r18vd where it differs from RTDetrV2Config's defaults (R50-vd): transformers'
+# conversion script for PekingU/rtdetr_v2_r18vd sets exactly these.
+RTDETR_R18_BACKBONE: dict[str, Any] = {
+    "hidden_sizes": [64, 128, 256, 512], "depths": [2, 2, 2, 2], "layer_type": "basic",
+    "out_features": ["stage2", "stage3", "stage4"]}
+RTDETR_R18: dict[str, Any] = {
+    "encoder_in_channels": [128, 256, 512], "hidden_expansion": 0.5, "decoder_layers": 3}
+COCO_CLASSES = 80
+# ViTPose-H whole-body (Wan-Animate's pose model, vitpose_h_wholebody).
+VITPOSE_H: dict[str, Any] = {
+    "image_size": [256, 192], "patch_size": [16, 16], "hidden_size": 1280,
+    "num_hidden_layers": 32, "num_attention_heads": 16, "mlp_ratio": 4, "qkv_bias": True,
+    "layer_norm_eps": 1e-6, "out_indices": [32]}
+VITPOSE_KEYPOINTS = 133
+
+
+def _untyped(module: str) -> Any:
+    """transformers' constructors are not annotated: hold the module as Any."""
+    return importlib.import_module(module)
+
+
+# --- the camera clip ---------------------------------------------------------------------------
+
+def drawn_scene(size: tuple[int, int], seed: int = 3) -> np.ndarray:
+    """A room with a person-like figure (head, neck, shoulders, torso), BGR, when the photo
+    is not there. Textured a little, so resizing and codecs have something to chew on."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    wall = np.array([150, 170, 185], np.float32) * (0.75 + 0.25 * ramp)
+    scene = np.broadcast_to(wall, (height, width, 3)).copy()
+    scene += rng.normal(0, 4, scene.shape).astype(np.float32)
+    frame: np.ndarray = np.clip(scene, 0, 255).astype(np.uint8)
+    s = height / 720
+    cv2.rectangle(frame, (int(60 * s), int(80 * s)), (int(360 * s), int(380 * s)),
+                  (210, 190, 160), -1)  # window
+    cv2.rectangle(frame, (int(920 * s), int(420 * s)), (width, height), (60, 80, 110), -1)
+    cx = width // 2
+    cv2.ellipse(frame, (cx, int(720 * s)), (int(300 * s), int(260 * s)), 0, 180, 360,
+                (70, 60, 140), -1)  # shoulders and torso
+    cv2.rectangle(frame, (cx - int(45 * s), int(330 * s)), (cx + int(45 * s), int(470 * s)),
+                  (120, 150, 200), -1)  # neck
+    cv2.ellipse(frame, (cx, int(250 * s)), (int(105 * s), int(135 * s)), 0, 0, 360,
+                (125, 160, 215), -1)  # face
+    cv2.ellipse(frame, (cx, int(160 * s)), (int(115 * s), int(70 * s)), 0, 180, 360,
+                (40, 45, 60), -1)  # hair
+    for dx in (-40, 40):
+        cv2.circle(frame, (cx + int(dx * s), int(235 * s)), max(2, int(10 * s)), (40, 40, 40), -1)
+    cv2.ellipse(frame, (cx, int(320 * s)), (int(35 * s), int(12 * s)), 0, 0, 180, (60, 60, 150),
+                -1)
+    return frame
+
+
+class CameraClip:
+    """Frame i of a camera-like clip at ``size`` (W, H), BGR uint8: one still image (the
+    photo, else :func:`drawn_scene`) slowly panned and zoomed, as a person sways in front
+    of a webcam; the border is mirrored so no black edge appears."""
+
+    def __init__(self, size: tuple[int, int], image: Path | None = CAMERA_IMAGE) -> None:
+        self.size = size
+        base = cv2.imread(str(image)) if image is not None and image.is_file() else None
+        self.source = str(image) if base is not None else "drawn scene (photo not found)"
+        if base is None:
+            base = drawn_scene(size)
+        elif (base.shape[1], base.shape[0]) != size:
+            base = cv2.resize(base, size, interpolation=cv2.INTER_AREA)
+        self.base = base
+
+    def frame(self, index: int) -> np.ndarray:
+        width, height = self.size
+        zoom = 1.04 + 0.04 * math.sin(2 * math.pi * index / 48)
+        dx = 0.02 * width * math.sin(2 * math.pi * index / 64)
+        dy = 0.012 * height * math.sin(2 * math.pi * index / 40 + 1.0)
+        cx, cy = width / 2, height / 2
+        matrix = np.array([[zoom, 0.0, (1 - zoom) * cx + dx],
+                           [0.0, zoom, (1 - zoom) * cy + dy]], np.float64)
+        return np.asarray(cv2.warpAffine(self.base, matrix, self.size, flags=cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_REFLECT_101))
+
+    def frames(self, start: int, count: int) -> list[np.ndarray]:
+        return [self.frame(i) for i in range(start, start + count)]
+
+
+def reference_image() -> PIL.Image.Image:
+    if REFERENCE_IMAGE.is_file():
+        return PIL.Image.open(REFERENCE_IMAGE).convert("RGB")
+    rng = np.random.default_rng(7)
+    return PIL.Image.fromarray(rng.integers(0, 255, (96, 80, 3), dtype=np.uint8))
+
+
+# --- models ------------------------------------------------------------------------------------
+
+@dataclass
+class Setup:
+    """One section's models: the preprocessor, the streaming generator and what they are."""
+
+    name: str
+    title: str
+    device: str
+    dtype: str
+    preprocessor: WanPreprocessor
+    stream: StreamingWanAnimate
+    face_size: int
+    build_s: float
+    parameters: dict[str, int] = field(default_factory=dict)
+
+
+def count_parameters(model: Any) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def _pin_person_class(model: Any) -> None:
+    """Every RT-DETR query says "person" (class 0) with a score near 1. Random class heads
+    spread the scores over 80 classes, and post-processing keeps only the top 300 of
+    queries x classes, so a random detector finds no person in many frames."""
+    heads = [module for name, module in model.named_modules()
+             if name.endswith("enc_score_head") or ".class_embed." in f".{name}"]
+    with torch.no_grad():
+        for head in heads:
+            if isinstance(head, torch.nn.Linear):
+                head.weight[0].zero_()
+                head.bias[0] = OBJECT_SCORE
+
+
+def _pin_sam2_object_score(model: Any) -> None:
+    """SAM2 says "the person is there" on every frame (as the tests' tiny SAM2 does)."""
+    head = model.mask_decoder.pred_obj_score_head.proj_out
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(OBJECT_SCORE)
+
+
+def save_real_models(folder: Path, device: str, dtype: torch.dtype) -> dict[str, Path]:
+    """Real-size random-weight detector, pose and SAM2 folders in transformers format, built
+    directly on ``device`` (fast initialisation) and saved in ``dtype``."""
+    transformers = _untyped("transformers")
+    rt_detr = _untyped("transformers.models.rt_detr")
+    sam2_image = _untyped("transformers.models.sam2.image_processing_sam2")
+    sam2_video = _untyped("transformers.models.sam2_video.video_processing_sam2_video")
+    paths = {name: folder / name for name in ("detector", "pose", "sam2")}
+
+    id2label = {0: "person", **{i: f"coco_{i}" for i in range(1, COCO_CLASSES)}}
+    config = transformers.RTDetrV2Config(
+        backbone_config=rt_detr.RTDetrResNetConfig(**RTDETR_R18_BACKBONE), **RTDETR_R18,
+        id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = transformers.RTDetrV2ForObjectDetection(config)
+    model.to(dtype).save_pretrained(paths["detector"])
+    transformers.RTDetrImageProcessor().save_pretrained(paths["detector"])  # 640x640
+    del model
+
+    backbone = transformers.VitPoseBackboneConfig(**VITPOSE_H)
+    config = transformers.VitPoseConfig(backbone_config=backbone, num_labels=VITPOSE_KEYPOINTS,
+                                        use_simple_decoder=False)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = transformers.VitPoseForPoseEstimation(config)
+    model.to(dtype).save_pretrained(paths["pose"])
+    transformers.VitPoseImageProcessor(size={"height": 256, "width": 192}).save_pretrained(
+        paths["pose"])
+    del model
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = transformers.Sam2VideoModel(transformers.Sam2VideoConfig())
+    _pin_sam2_object_score(model)
+    model.to(dtype).save_pretrained(paths["sam2"])
+    transformers.Sam2VideoProcessor(
+        image_processor=sam2_image.Sam2ImageProcessor(),
+        video_processor=sam2_video.Sam2VideoVideoProcessor()).save_pretrained(paths["sam2"])
+    del model
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return paths
+
+
+def save_tiny_models(folder: Path) -> dict[str, Path]:
+    from tests.test_person_face import save_tiny_rtdetr
+    from tests.test_pose import _save_tiny as save_tiny_vitpose
+    from tests.test_segmentation_compositing import _save_tiny_sam2
+    from tests.wan_tiny import save_tiny_wan_animate
+
+    return {
+        "detector": save_tiny_rtdetr(folder / "detector", {0: "person", 1: "chair"}, v2=True),
+        "pose": save_tiny_vitpose(folder / "pose", VITPOSE_KEYPOINTS),
+        "sam2": _save_tiny_sam2(folder / "sam2", object_score=OBJECT_SCORE),
+        "wan": save_tiny_wan_animate(folder / "wan"),
+    }
+
+
+def load_preprocessor(paths: dict[str, Path], device: str, dtype: str) -> WanPreprocessor:
+    """The three models through the product's own loaders, thresholds pinned."""
+    detector = PersonDetector(str(paths["detector"]), device=device, dtype=dtype,
+                              threshold=PERSON_THRESHOLD)
+    _pin_person_class(detector.model)
+    return WanPreprocessor(
+        detector,
+        WholeBodyPoseEstimator(paths["pose"], device=device, dtype=dtype),
+        PersonMasker(paths["sam2"], device=device, dtype=dtype),
+        keypoint_threshold=KEYPOINT_THRESHOLD)
+
+
+def tiny_stream(wan: Path, device: str, args: argparse.Namespace) -> StreamingWanAnimate:
+    from tests.wan_tiny import HEIGHT, PROMPT_MAX_LEN, WIDTH
+
+    pipe = load_pipeline(str(wan), LoadOptions(device=device))
+    stream = StreamingWanAnimate(
+        pipe, height=HEIGHT, width=WIDTH, mode="replace", segment_frames=args.segment,
+        carry=args.carry, steps=args.steps, seed=0, prompt=PROMPT,
+        max_sequence_length=PROMPT_MAX_LEN)
+    stream.set_reference(reference_image())
+    return stream
+
+
+def model_parameters(preprocessor: WanPreprocessor, stream: StreamingWanAnimate
+                     ) -> dict[str, int]:
+    return {
+        "detector": count_parameters(preprocessor.detector.model),
+        "pose": count_parameters(preprocessor.pose.model),
+        "sam2": count_parameters(preprocessor.masker._model),  # type: ignore[union-attr]
+        "wan_transformer": count_parameters(stream.pipe.transformer),
+    }
+
+
+def build_tiny(folder: Path, args: argparse.Namespace) -> Setup:
+    start = time.perf_counter()
+    paths = save_tiny_models(folder)
+    preprocessor = load_preprocessor(paths, "cpu", "fp32")
+    stream = tiny_stream(paths["wan"], "cpu", args)
+    return Setup("cpu-tiny", "tiny random models (tests' builders) on the CPU, fp32", "cpu",
+                 "fp32", preprocessor, stream, face_size=int(
+                     stream.pipe.transformer.config.motion_encoder_size),
+                 build_s=time.perf_counter() - start,
+                 parameters=model_parameters(preprocessor, stream))
+
+
+def build_real(folder: Path, args: argparse.Namespace, device: str) -> Setup:
+    dtype_name = "fp32" if device == "cpu" else args.dtype
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
+    start = time.perf_counter()
+    paths = save_real_models(folder / "real", device, dtype)
+    from tests.wan_tiny import save_tiny_wan_animate
+
+    wan = save_tiny_wan_animate(folder / "wan-for-real")
+    preprocessor = load_preprocessor(paths, device, dtype_name)
+    stream = tiny_stream(wan, device, args)
+    synchronize(device)
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else "the CPU"
+    return Setup("gpu-real" if device != "cpu" else "cpu-real",
+                 f"REAL-SIZE random-weight models on {where}, {dtype_name}", device, dtype_name,
+                 preprocessor, stream, face_size=WAN_FACE_SIZE,
+                 build_s=time.perf_counter() - start,
+                 parameters=model_parameters(preprocessor, stream))
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+@dataclass
+class Batch:
+    """Seconds of one batch by row, and what the batch looked like."""
+
+    seconds: dict[str, float]
+    frames: int
+    present: bool
+    mask_cover: float  # mean share of the generation-size frame inside Wan's mask
+    stopped_after: str = ""  # the last stage run, when the batch took the "nobody" path
+
+
+def run_batch(setup: Setup, frames: list[np.ndarray], args: argparse.Namespace) -> Batch:
+    """One batch the way WanAnimateEngine.process runs it, each part timed."""
+    clock = time.perf_counter
+    stream = setup.stream
+    gen_w, gen_h = (int(v) for v in args.gen_size)
+    start = clock()
+    batch = setup.preprocessor.process(frames, size=(gen_w, gen_h), face_size=setup.face_size,
+                                       with_background=True)
+    pre_s = clock() - start
+    stages = dict(setup.preprocessor.timings)
+    seconds = {stage: stages.get(stage, 0.0) for stage in STAGES}
+    seconds["rest of process()"] = max(0.0, pre_s - sum(stages.values()))
+    seconds["preprocessing"] = pre_s
+    if not batch.present or batch.mask is None or batch.background is None:
+        return Batch(seconds, len(frames), False, 0.0, stopped_after=list(stages)[-1])
+
+    start = clock()
+    inputs = SegmentInputs(pose=to_pil(batch.pose), face=to_pil(batch.face),
+                           background=to_pil(batch.background), mask=to_pil(batch.mask, "L"))
+    video = stream.generate(inputs)
+    synchronize(setup.device)
+    seconds["generate"] = clock() - start
+
+    # The tiny generator's frames, scaled to the generation size the real model would give
+    # (untimed: an artefact of the tiny model), then composited as the engine does.
+    generated = [cv2.resize(cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), (gen_w, gen_h),
+                            interpolation=cv2.INTER_LINEAR) for pixels in uint8_frames(video)]
+    start = clock()
+    for frame, bgr, mask in zip(frames, generated, batch.mask, strict=True):
+        composite(frame, bgr, mask, feather_px=FEATHER_PX)
+    seconds["compositing"] = clock() - start
+    seconds["batch"] = pre_s + seconds["generate"] + seconds["compositing"]
+    cover = float(np.mean([np.count_nonzero(m) / m.size for m in batch.mask]))
+    return Batch(seconds, len(frames), True, cover)
+
+
+@dataclass
+class Result:
+    setup: Setup
+    batches: list[Batch]
+    warmup_s: float
+
+    def median_s(self, row: str) -> float:
+        values = [b.seconds[row] for b in self.batches if row in b.seconds]
+        return statistics.median(values) if values else float("nan")
+
+    def per_frame_ms(self, row: str) -> float:
+        return 1000 * self.median_s(row) / self.batches[0].frames
+
+    @property
+    def share(self) -> float:
+        """preprocessing / (preprocessing + generate), median over batches."""
+        return statistics.median(
+            b.seconds["preprocessing"] / (b.seconds["preprocessing"] + b.seconds["generate"])
+            for b in self.batches)
+
+
+def measure(setup: Setup, clip: CameraClip, args: argparse.Namespace) -> Result:
+    """Warm-up (first segment of L frames, then ``--warmup`` batches), then ``--repeats``
+    timed batches of N new frames, consecutive in the clip."""
+    setup.preprocessor.reset()
+    setup.stream.reset()
+    start = time.perf_counter()
+    run_batch(setup, clip.frames(0, args.segment), args)
+    index = args.segment
+    for _ in range(args.warmup):
+        run_batch(setup, clip.frames(index, args.frames), args)
+        index += args.frames
+    warmup_s = time.perf_counter() - start
+    batches = []
+    for _ in range(args.repeats):
+        batches.append(run_batch(setup, clip.frames(index, args.frames), args))
+        index += args.frames
+        if not batches[-1].present:
+            break
+    return Result(setup, batches, warmup_s)
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def print_table(result: Result, args: argparse.Namespace) -> None:
+    setup = result.setup
+    frames = args.frames
+    batch_ms = 1000 * result.median_s("batch")
+    params = ", ".join(f"{name} {count / 1e6:.1f}M" for name, count in setup.parameters.items())
+    print()
+    print(f"[{setup.name}] {setup.title}")
+    print(f"  parameters: {params}; built + loaded in {setup.build_s:.1f} s, "
+          f"warm-up {result.warmup_s:.1f} s")
+    print(f"  {len(result.batches)} timed batches of {frames} new frames (L={args.segment}, "
+          f"P={args.carry}), generate: tiny Wan {setup.stream.width}x{setup.stream.height}, "
+          f"{args.steps} steps; Wan mask covers {100 * cover(result):.0f} % of the frame")
+    header = f"  {'stage':<22}{'ms/frame':>10}{'ms/batch':>10}{'% batch':>9}"
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+    for row in ROWS:
+        if row in ("preprocessing", "generate", "batch"):
+            print("  " + "-" * (len(header) - 2))
+        ms = 1000 * result.median_s(row)
+        print(f"  {LABELS[row]:<22}{ms / frames:>10.2f}{ms:>10.1f}"
+              f"{100 * ms / batch_ms if batch_ms else float('nan'):>9.1f}")
+    print(f"  preprocessing share of preprocessing + generate: {100 * result.share:.1f} %")
+    if args.wan_batch_s is not None and setup.device != "cpu":
+        pre_s = result.median_s("preprocessing")
+        print(f"  against the 14B model's {args.wan_batch_s:.3f} s/batch (--wan-batch-s): "
+              f"{100 * pre_s / (pre_s + args.wan_batch_s):.1f} %")
+
+
+def cover(result: Result) -> float:
+    return statistics.median(b.mask_cover for b in result.batches)
+
+
+def result_json(result: Result, args: argparse.Namespace) -> dict[str, Any]:
+    setup = result.setup
+    out: dict[str, Any] = {
+        "device": setup.device if setup.device == "cpu" else torch.cuda.get_device_name(),
+        "dtype": setup.dtype,
+        "parameters": setup.parameters,
+        "build_s": round(setup.build_s, 2),
+        "warmup_s": round(result.warmup_s, 2),
+        "batches": len(result.batches),
+        "tiny_wan_size": f"{setup.stream.width}x{setup.stream.height}",
+        "face_size": setup.face_size,
+        "mask_cover": round(cover(result), 3),
+        "ms_per_frame": {row: round(result.per_frame_ms(row), 3) for row in ROWS},
+        "ms_per_batch": {row: round(1000 * result.median_s(row), 2) for row in ROWS},
+        "preprocessing_share": round(result.share, 4),
+    }
+    if args.wan_batch_s is not None and setup.device != "cpu":
+        pre_s = result.median_s("preprocessing")
+        out["preprocessing_share_vs_14b"] = round(pre_s / (pre_s + args.wan_batch_s), 4)
+    return out
+
+
+# --- main --------------------------------------------------------------------------------------
+
+def parse_size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    return int(width), int(height)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--frames", type=int, default=8,
+                        help="new frames per batch N; the segment is L = N + carry (4n+1)")
+    parser.add_argument("--carry", type=int, default=1, help="carried frames P (1 or 5)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed batches (median)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed batches after the first segment")
+    parser.add_argument("--steps", type=int, default=4, help="denoising steps of the tiny Wan")
+    parser.add_argument("--camera", type=parse_size, default=(1280, 720),
+                        help="camera frame WxH (default 1280x720)")
+    parser.add_argument("--gen-size", type=parse_size, default=None,
+                        help="generation size WxH that preprocessing makes (default: the "
+                             "product's for the camera, 848x480 for 720p)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's)")
+    gpu = parser.add_mutually_exclusive_group()
+    gpu.add_argument("--gpu", action="store_true",
+                     help="also time real-size models on the GPU (default when CUDA is there)")
+    gpu.add_argument("--no-gpu", action="store_true", help="skip the real-size GPU section")
+    gpu.add_argument("--real-on-cpu", action="store_true",
+                     help="run the real-size section on the CPU (slow; checks the script)")
+    parser.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16",
+                        help="half precision of the real-size models on the GPU")
+    parser.add_argument("--wan-batch-s", type=float, default=None,
+                        help="the 14B model's seconds per batch (benchmarks/gpu_engine.py) to "
+                             "compare the GPU preprocessing with")
+    args = parser.parse_args(argv)
+    args.segment = args.frames + args.carry
+    try:
+        check_segment(args.segment, args.carry)
+    except ValueError as exc:
+        parser.error(f"{args.frames} new + {args.carry} carried frames: {exc}")
+    if args.repeats < 1 or args.warmup < 0 or args.steps < 1:
+        parser.error("--repeats and --steps must be >= 1, --warmup >= 0")
+    if args.gen_size is None:
+        args.gen_size = generation_size(args.camera)
+    if args.gen_size[0] % 16 or args.gen_size[1] % 16:
+        parser.error(f"--gen-size must be multiples of 16, got {args.gen_size}")
+    return args
+
+
+def quiet() -> None:
+    """No progress bars, no per-call warnings in the figures."""
+    logging.basicConfig(level=logging.ERROR)
+    for name in ("diffusers.utils.logging", "transformers.utils.logging"):
+        module = _untyped(name)
+        module.set_verbosity_error()
+        module.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cuda = torch.cuda.is_available()
+    if args.gpu and not cuda:
+        print("preprocess.py --gpu needs a CUDA GPU and torch sees none (torch "
+              f"{torch.__version__}). Run without --gpu for the CPU figures, or with "
+              "--real-on-cpu to check the real-size section on the CPU.", file=sys.stderr)
+        return 2
+    quiet()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    real_device = "cpu" if args.real_on_cpu else ("cuda" if cuda and not args.no_gpu else None)
+    clip = CameraClip(args.camera)
+    load_before = os.getloadavg()[0]
+    print("Wan-Animate preprocessing by stage, and its share of a batch's latency")
+    print(f"  torch {torch.__version__}, CPU threads {torch.get_num_threads()} of "
+          f"{os.cpu_count()}; camera {args.camera[0]}x{args.camera[1]} from {clip.source}; "
+          f"preprocessing at {args.gen_size[0]}x{args.gen_size[1]}; batch of {args.frames} "
+          f"new frames; {args.repeats} timed batches after warm-up (medians)")
+
+    results: list[Result] = []
+    sections: list[Callable[[Path], Setup]] = [lambda folder: build_tiny(folder, args)]
+    if real_device is not None:
+        device = real_device
+        sections.append(lambda folder: build_real(folder, args, device))
+    for build in sections:
+        with tempfile.TemporaryDirectory(prefix="preprocess-bench-") as folder:
+            setup = build(Path(folder))
+        result = measure(setup, clip, args)
+        absent = [b for b in result.batches if not b.present]
+        if absent:
+            print(f"[{setup.name}] a batch took the 'nobody there' path after the "
+                  f"{absent[0].stopped_after} stage: the figures would not be those of the "
+                  "preprocessing; the thresholds are not pinned as expected", file=sys.stderr)
+            return 1
+        print_table(result, args)
+        results.append(result)
+        del setup
+        if real_device is not None and real_device != "cpu":
+            torch.cuda.empty_cache()
+    load_after = os.getloadavg()[0]
+    print()
+    print(f"  load average {load_before:.2f} before, {load_after:.2f} after, on "
+          f"{os.cpu_count()} CPUs"
+          + (" (other work competed for the CPU: expect noise)"
+             if max(load_before, load_after) > 0.5 + (os.cpu_count() or 1) else ""))
+    if real_device is None and not args.no_gpu:
+        print("  (no CUDA: the real-size GPU section was skipped; --gpu on a GPU machine runs it)")
+
+    print(json.dumps({
+        "benchmark": "preprocess",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "camera": f"{args.camera[0]}x{args.camera[1]}",
+        "camera_source": clip.source,
+        "gen_size": f"{args.gen_size[0]}x{args.gen_size[1]}",
+        "new_frames_per_batch": args.frames,
+        "segment_frames": args.segment,
+        "carry": args.carry,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "wan_batch_s": args.wan_batch_s,
+        "sections": {r.setup.name: result_json(r, args) for r in results},
+        "load_average": [round(load_before, 2), round(load_after, 2)],
+        "cpus": os.cpu_count(),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
