@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +64,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # the tiny model builder lives in tests/
 
+from benchmarks._timing import (  # noqa: E402
+    hook_module,
+    quiet,
+    undone_on_exit,
+    wrap_method,
+)
 from tests.wan_tiny import (  # noqa: E402
     FACE_SIZE,
     HEIGHT,
@@ -93,6 +99,12 @@ class Profile:
         self.seconds[part] += seconds
         self.calls[part] += 1
 
+    def start(self) -> float:
+        return time.perf_counter()
+
+    def stop(self, part: str, token: float) -> None:
+        self.add(part, time.perf_counter() - token)
+
     def take(self) -> dict[str, float]:
         taken = dict(self.seconds)
         self.seconds.clear()
@@ -100,65 +112,19 @@ class Profile:
         return taken
 
 
-def _wrap_method(obj: Any, name: str, part: str, profile: Profile) -> Callable[[], None]:
-    """Time every call of ``obj.name`` (an instance attribute shadows the class's method)."""
-    original = getattr(obj, name)
-    had_own = name in vars(obj)
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            profile.add(part, time.perf_counter() - start)
-
-    setattr(obj, name, timed)
-
-    def undo() -> None:
-        if had_own:
-            setattr(obj, name, original)
-        else:
-            delattr(obj, name)
-
-    return undo
-
-
-def _hook_module(module: Any, part: str, profile: Profile) -> Callable[[], None]:
-    """Time every forward of ``module`` with a pre- and a post-forward hook."""
-    starts: list[float] = []
-
-    def before(_module: Any, _args: Any) -> None:
-        starts.append(time.perf_counter())
-
-    def after(_module: Any, _args: Any, _output: Any) -> None:
-        profile.add(part, time.perf_counter() - starts.pop())
-
-    handles = [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
-
-    def undo() -> None:
-        for handle in handles:
-            handle.remove()
-
-    return undo
-
-
 @contextmanager
 def instrumented(pipe: Any, profile: Profile) -> Iterator[None]:
     """Attribute time to the pipeline's parts; both engines call the same pipeline methods."""
-    undo = [
-        _hook_module(pipe.transformer, "transformer", profile),
-        _hook_module(pipe.text_encoder, "text encoder", profile),
-        _hook_module(pipe.image_encoder, "CLIP image", profile),
-        _wrap_method(pipe, "prepare_reference_image_latents", "reference VAE encode", profile),
-        _wrap_method(pipe, "prepare_pose_latents", "pose VAE encode", profile),
-        _wrap_method(pipe, "prepare_prev_segment_cond_latents", "cond VAE encode", profile),
-        _wrap_method(pipe.vae, "decode", "VAE decode", profile),
-    ]
-    try:
+    with undone_on_exit([
+        hook_module(pipe.transformer, "transformer", profile),
+        hook_module(pipe.text_encoder, "text encoder", profile),
+        hook_module(pipe.image_encoder, "CLIP image", profile),
+        wrap_method(pipe, "prepare_reference_image_latents", "reference VAE encode", profile),
+        wrap_method(pipe, "prepare_pose_latents", "pose VAE encode", profile),
+        wrap_method(pipe, "prepare_prev_segment_cond_latents", "cond VAE encode", profile),
+        wrap_method(pipe.vae, "decode", "VAE decode", profile),
+    ]):
         yield
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 # --- inputs --------------------------------------------------------------------------------
@@ -289,24 +255,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def quiet() -> None:
-    """No progress bars or per-call warnings ("Reshaping ... video") in the figures."""
-    import importlib
-
-    logging.basicConfig(level=logging.WARNING)
-    for name in ("diffusers.utils.logging", "transformers.utils.logging"):
-        module: Any = importlib.import_module(name)
-        module.set_verbosity_error()
-        module.disable_progress_bar()
-
-
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    quiet()
+    quiet(logging.WARNING)  # no per-call warnings ("Reshaping ... video")
     width, height = args.size
     torch.manual_seed(args.seed)
 

@@ -52,7 +52,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,6 +70,15 @@ from faceswap_cam.models.wan_streaming import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # the shared timing helpers and tests.wan_tiny
+
+from benchmarks._timing import (  # noqa: E402
+    hook_module,
+    quiet,
+    undone_on_exit,
+    wrap_method,
+)
 
 # Wan2.2-Animate-14B's transformer config where it differs from the class defaults: the
 # checkpoint has the I2V image cross-attention (add_k_proj/add_v_proj from the 5120-wide
@@ -131,62 +140,17 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def wrap_method(obj: Any, name: str, label: str, clock: Clock) -> Callable[[], None]:
-    """Time every call of ``obj.name`` (an instance attribute shadows the class's method)."""
-    original = getattr(obj, name)
-    had_own = name in vars(obj)
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        token = clock.start()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            clock.stop(label, token)
-
-    setattr(obj, name, timed)
-
-    def undo() -> None:
-        if had_own:
-            setattr(obj, name, original)
-        else:
-            delattr(obj, name)
-
-    return undo
-
-
-def hook_module(module: Any, label: str, clock: Clock) -> Callable[[], None]:
-    tokens: list[Any] = []
-
-    def before(_module: Any, _args: Any) -> None:
-        tokens.append(clock.start())
-
-    def after(_module: Any, _args: Any, _output: Any) -> None:
-        clock.stop(label, tokens.pop())
-
-    handles = [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
-
-    def undo() -> None:
-        for handle in handles:
-            handle.remove()
-
-    return undo
-
-
 @contextmanager
 def instrumented(stream: StreamingWanAnimate, clock: Clock) -> Iterator[None]:
     pipe = stream.pipe
-    undo = [
+    with undone_on_exit([
         hook_module(pipe.transformer, "dit", clock),
         wrap_method(stream, "_denoise", "denoise", clock),
         wrap_method(stream, "_decode", "vae_decode", clock),
         wrap_method(pipe, "prepare_pose_latents", "vae_encode_pose", clock),
         wrap_method(pipe, "prepare_prev_segment_cond_latents", "vae_encode_cond", clock),
-    ]
-    try:
+    ]):
         yield
-    finally:
-        for step in reversed(undo):
-            step()
 
 
 # --- the model -----------------------------------------------------------------------------
@@ -244,8 +208,6 @@ def build_random_14b(device: torch.device) -> Any:
 
 
 def build_tiny(device: torch.device) -> Any:
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     wan_tiny: Any = importlib.import_module("tests.wan_tiny")
     parts = wan_tiny.build_tiny_components()
     return assemble(parts["transformer"].to(device).eval().requires_grad_(False),
@@ -610,13 +572,6 @@ def detect_peak(device: torch.device, override: float | None) -> tuple[str, floa
         if key in name:
             return name, peak
     return name, None
-
-
-def quiet() -> None:
-    for name in ("diffusers.utils.logging", "transformers.utils.logging"):
-        module: Any = importlib.import_module(name)
-        module.set_verbosity_error()
-        module.disable_progress_bar()
 
 
 def load(args: argparse.Namespace, device: torch.device) -> Any:

@@ -91,6 +91,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # the tiny model builders live in tests/
 
+from benchmarks._timing import quiet  # noqa: E402
+
 SHARED_DATA = REPO.parent / "shared" / "data"
 CAMERA_IMAGE = SHARED_DATA / "person-720p.jpg"
 REFERENCE_IMAGE = SHARED_DATA / "reference-portrait.jpg"
@@ -577,15 +579,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def quiet() -> None:
-    """No progress bars, no per-call warnings in the figures."""
-    logging.basicConfig(level=logging.ERROR)
-    for name in ("diffusers.utils.logging", "transformers.utils.logging"):
-        module = _untyped(name)
-        module.set_verbosity_error()
-        module.disable_progress_bar()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cuda = torch.cuda.is_available()
@@ -594,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{torch.__version__}). Run without --gpu for the CPU figures, or with "
               "--real-on-cpu to check the real-size section on the CPU.", file=sys.stderr)
         return 2
-    quiet()
+    quiet(logging.ERROR)
     if args.threads:
         torch.set_num_threads(args.threads)
     real_device = "cpu" if args.real_on_cpu else ("cuda" if cuda and not args.no_gpu else None)

@@ -571,6 +571,33 @@ def _tail(path: Path, lines: int) -> list[str]:
     return data.decode("utf-8", errors="replace").splitlines()[-lines:]
 
 
+def _log_tails(paths: Sequence[Path], lines: int) -> list[str]:
+    """Each log file's last ``lines`` lines under a ``== path`` header, or that it has none."""
+    parts = []
+    for path in paths:
+        try:
+            tail = _tail(path, lines)
+        except FileNotFoundError:
+            parts.append(f"== {path}: no log yet")
+            continue
+        parts.append(f"== {path} (last {len(tail)} lines)")
+        parts.extend(tail)
+    return parts
+
+
+def _manager_line(runner: Runner, argv: Sequence[str], title: str, *, absent: str,
+                  present: str, facts_from: tuple[str, ...], separator: str) -> str:
+    """One status line for a job the service manager is asked about with ``argv``: ``title:
+    absent (why)`` when it does not know it, else ``title: present`` with the lines of its
+    answer that start with one of ``facts_from``."""
+    result = runner(argv)
+    if not result.ok:
+        return f"{title}: {absent} ({result.reason()})"
+    facts = [line.strip() for line in result.stdout.splitlines()
+             if line.strip().startswith(facts_from)]
+    return f"{title}: {present}" + (f" ({separator.join(facts)})" if facts else "")
+
+
 # ---------------------------------------------------------------------------------- context
 
 
@@ -869,31 +896,17 @@ class _MacOS:
         return []
 
     def manager_status(self) -> list[str]:
-        lines = []
-        for label in (DAEMON_LABEL, TRAY_LABEL):
-            result = self.ctx.runner(["launchctl", "print", f"{self.domain}/{label}"])
-            if not result.ok:
-                lines.append(f"{label}: not loaded ({result.reason()})")
-                continue
-            facts = [line.strip() for line in result.stdout.splitlines()
-                     if line.strip().startswith(("state =", "pid =", "last exit code ="))]
-            lines.append(f"{label}: loaded" + (f" ({', '.join(facts)})" if facts else ""))
-        return lines
+        return [_manager_line(self.ctx.runner, ["launchctl", "print", f"{self.domain}/{label}"],
+                              label, absent="not loaded", present="loaded",
+                              facts_from=("state =", "pid =", "last exit code ="),
+                              separator=", ")
+                for label in (DAEMON_LABEL, TRAY_LABEL)]
 
     def notes(self) -> list[str]:
         return self._camera_notes()
 
     def logs(self, lines: int) -> str:
-        parts = []
-        for path in self.log_files():
-            try:
-                tail = _tail(path, lines)
-            except FileNotFoundError:
-                parts.append(f"== {path}: no log yet")
-                continue
-            parts.append(f"== {path} (last {len(tail)} lines)")
-            parts.extend(tail)
-        return "\n".join(parts)
+        return "\n".join(_log_tails(self.log_files(), lines))
 
 
 # ---------------------------------------------------------------------------------- Windows
@@ -992,15 +1005,12 @@ class _Windows:
         return []
 
     def manager_status(self) -> list[str]:
-        lines = []
-        for name in (DAEMON_TASK, TRAY_TASK):
-            result = self.ctx.runner(["schtasks", "/Query", "/TN", name, "/V", "/FO", "LIST"])
-            if not result.ok:
-                lines.append(f"task {name}: not registered ({result.reason()})")
-                continue
-            facts = [line.strip() for line in result.stdout.splitlines()
-                     if line.strip().startswith(("Status:", "Last Result:", "Last Run Time:"))]
-            lines.append(f"task {name}: registered" + (f" ({'; '.join(facts)})" if facts else ""))
+        lines = [_manager_line(self.ctx.runner,
+                               ["schtasks", "/Query", "/TN", name, "/V", "/FO", "LIST"],
+                               f"task {name}", absent="not registered", present="registered",
+                               facts_from=("Status:", "Last Result:", "Last Run Time:"),
+                               separator="; ")
+                 for name in (DAEMON_TASK, TRAY_TASK)]
         if self.startup.exists():
             lines.append(f"Startup-folder fallback: {self.startup}")
         return lines
@@ -1015,15 +1025,8 @@ class _Windows:
             f'Task Scheduler history: open taskschd.msc, select "{DAEMON_TASK}", History tab '
             "(enable All Tasks History in the Actions pane if it is empty); last result: "
             f'schtasks /Query /TN "{DAEMON_TASK}" /V /FO LIST',
+            *_log_tails(self.log_files(), lines),
         ]
-        for path in self.log_files():
-            try:
-                tail = _tail(path, lines)
-            except FileNotFoundError:
-                parts.append(f"== {path}: no log yet")
-                continue
-            parts.append(f"== {path} (last {len(tail)} lines)")
-            parts.extend(tail)
         return "\n".join(parts)
 
 

@@ -79,6 +79,18 @@ function Write-Ok([string]$Message) { Write-Host "ok: $Message" }
 function Write-Note([string]$Message) { Write-Host "note: $Message" }
 function Write-Change { $script:Changes++ }
 
+# The closing line of an install or an uninstall: a dry run, nothing to do, or what was done.
+function Write-Summary([string]$Unchanged, [string]$Changed) {
+    Write-Host ''
+    if ($DryRun) {
+        Write-Host 'Dry run finished: nothing was changed.'
+    } elseif ($script:Changes -eq 0) {
+        Write-Host $Unchanged
+    } else {
+        Write-Host $Changed
+    }
+}
+
 function Format-Command([string]$Exe, [string[]]$Arguments) {
     $parts = @($Exe) + @($Arguments) | ForEach-Object {
         if ($_ -match '[\s"]' -or $_ -eq '') { '"' + ($_ -replace '"', '\"') + '"' } else { $_ }
@@ -338,14 +350,8 @@ function Invoke-Install {
     Install-Command
     Show-VirtualCameraNotes
     Install-Service
-    Write-Host ''
-    if ($DryRun) {
-        Write-Host 'Dry run finished: nothing was changed.'
-    } elseif ($script:Changes -eq 0) {
-        Write-Host 'Nothing to change: FaceSwap Cam is installed and up to date.'
-    } else {
-        Write-Host "Done ($($script:Changes) change(s))."
-    }
+    Write-Summary 'Nothing to change: FaceSwap Cam is installed and up to date.' `
+        "Done ($($script:Changes) change(s))."
     Write-Host 'Next steps:'
     Write-Host '  faceswap-cam doctor            check the camera, the virtual camera and the GPU'
     if ($NoModels) {
@@ -398,14 +404,8 @@ function Invoke-Uninstall {
             if (Test-Path -LiteralPath $dir) { Write-Note "keeping $dir (-Purge deletes it)" }
         }
     }
-    Write-Host ''
-    if ($DryRun) {
-        Write-Host 'Dry run finished: nothing was changed.'
-    } elseif ($script:Changes -eq 0) {
-        Write-Host 'Nothing to remove: FaceSwap Cam is not installed here.'
-    } else {
-        Write-Host 'FaceSwap Cam is uninstalled.'
-    }
+    Write-Summary 'Nothing to remove: FaceSwap Cam is not installed here.' `
+        'FaceSwap Cam is uninstalled.'
     if (-not $Purge) {
         Write-Host 'Reference faces and models are kept; -Uninstall -Purge deletes them.'
     }

@@ -4,7 +4,6 @@ file's lifecycle and the client's "not running" answers."""
 
 from __future__ import annotations
 
-import copy
 import http.client
 import json
 import os
@@ -27,33 +26,18 @@ from faceswap_cam.daemon.control import (
     DaemonNotRunning,
     default_token_file,
 )
+from tests.fake_daemon import (
+    FALLBACKS,
+    PLAYOUTS,
+    PNG_MAGIC,
+    InMemoryDaemon,
+    threads_stop_but_workers,
+    write_png,
+)
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-PLAYOUTS = ("live", "smooth")
-FALLBACKS = ("passthrough", "hold", "placeholder")
 
-
-class FakeDaemon:
-    """A DaemonControl in memory. Images are "valid" when they start with the PNG signature."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.swap = True
-        self.paused = False
-        self.playout = "live"
-        self.fallback = "passthrough"
-        self.library: dict[str, dict[str, Any]] = {
-            "alice": {"name": "alice", "width": 512, "height": 640, "added": "2024-01-01T00:00"},
-        }
-        self.selected: str | None = "alice"
-        self.stopping = threading.Event()
-        self.calls: list[str] = []
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return copy.deepcopy({k: v for k, v in vars(self).items()
-                                  if k in ("swap", "paused", "playout", "fallback", "library",
-                                           "selected")})
+class FakeDaemon(InMemoryDaemon):
+    """The in-memory daemon, answering status in the control API's shape."""
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -71,76 +55,12 @@ class FakeDaemon:
                 "preview_url": "http://127.0.0.1:8765",
             }
 
-    def set_swap(self, enabled: bool) -> None:
-        with self._lock:
-            self.calls.append("set_swap")
-            self.swap = enabled
-
-    def set_playout(self, mode: str) -> None:
-        if mode not in PLAYOUTS:
-            raise ValueError(f"unknown playout {mode!r}: allowed {', '.join(PLAYOUTS)}")
-        with self._lock:
-            self.playout = mode
-
-    def set_fallback(self, mode: str) -> None:
-        if mode not in FALLBACKS:
-            raise ValueError(f"unknown fallback {mode!r}: allowed {', '.join(FALLBACKS)}")
-        with self._lock:
-            self.fallback = mode
-
-    def set_paused(self, paused: bool) -> None:
-        with self._lock:
-            self.paused = paused
-
-    def list_references(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(entry, selected=name == self.selected)
-                    for name, entry in sorted(self.library.items())]
-
-    def add_reference(self, name: str | None, data: bytes) -> dict[str, Any]:
-        if not data.startswith(PNG_MAGIC):
-            raise ValueError("not a PNG or JPEG image")
-        with self._lock:
-            name = name or f"reference-{len(self.library) + 1}"
-            if name in self.library:
-                raise ValueError(f"a reference named {name!r} exists already")
-            entry = {"name": name, "width": 64, "height": 64, "added": "2024-02-02T00:00"}
-            self.library[name] = entry
-            return dict(entry, selected=False)
-
-    def select_reference(self, name: str) -> None:
-        with self._lock:
-            if name not in self.library:
-                raise KeyError(f"no reference named {name!r}")
-            self.selected = name
-
-    def remove_reference(self, name: str) -> None:
-        with self._lock:
-            if name not in self.library:
-                raise KeyError(f"no reference named {name!r}")
-            del self.library[name]
-            if self.selected == name:
-                self.selected = None
-
-    def shutdown(self) -> None:
-        self.stopping.set()
-
-
-#: anyio's pooled threads, which run the API's blocking routes.
-WORKER_THREAD = "AnyIO worker thread"
-
 
 @pytest.fixture(autouse=True)
 def no_thread_leaks() -> Iterator[None]:
     """conftest's check, less the shared server's pooled worker threads, which outlive a test
     by design; ``shared`` checks that they end when that server closes."""
-    before = set(threading.enumerate())
-    yield
-    leaked = [t for t in threading.enumerate()
-              if t not in before and t.is_alive() and t.name != WORKER_THREAD]
-    for thread in leaked:
-        thread.join(timeout=2.0)
-    assert not [t.name for t in leaked if t.is_alive()]
+    yield from threads_stop_but_workers()
 
 
 # One server for the module (starting and stopping one costs ~0.1 s); each test gets a fresh
@@ -213,9 +133,7 @@ def raw(server: ControlServer, method: str, path: str, *, headers: dict[str, str
 
 @pytest.fixture
 def png(tmp_path: Path) -> Path:
-    path = tmp_path / "face.png"
-    path.write_bytes(PNG_MAGIC + b"\0" * 100)
-    return path
+    return write_png(tmp_path / "face.png", 100)
 
 
 # --- every operation through the client -------------------------------------------------------

@@ -28,8 +28,8 @@ from faceswap_cam.models.person import (
     largest_person,
     person_label_ids,
 )
+from tests.shared_data import SHARED_DATA, needs_shared_data
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SQRT13 = math.sqrt(1.3)  # 1.140175425...
 
 
@@ -59,13 +59,6 @@ def rgb(path: Path) -> np.ndarray:
     image = cv2.imread(str(path))
     assert image is not None, path
     return np.ascontiguousarray(image[:, :, ::-1])
-
-
-@pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip("shared test data not present (CI has it; a user's clone does not)")
-    return SHARED_DATA
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,8 +367,9 @@ def test_cropper_steadies_holds_and_resets() -> None:
 FACE_720P = ((580.0, 750.0), (125.0, 285.0))
 
 
-def test_face_crop_of_the_720p_photo(shared_data: Path) -> None:
-    frame = rgb(shared_data / "person-720p.jpg")
+@needs_shared_data
+def test_face_crop_of_the_720p_photo() -> None:
+    frame = rgb(SHARED_DATA / "person-720p.jpg")
     assert frame.shape == (720, 1280, 3)
     points, scores = wholebody(*FACE_720P)
     box = face_box(points, scores, (1280, 720))
@@ -394,9 +388,9 @@ def test_face_crop_of_the_720p_photo(shared_data: Path) -> None:
     assert bar.max() < 10  # the black side bar really is black
 
 
-def test_face_crop_stays_still_under_landmark_jitter_and_follows_a_pan(
-        shared_data: Path) -> None:
-    frame = rgb(shared_data / "person-720p.jpg")
+@needs_shared_data
+def test_face_crop_stays_still_under_landmark_jitter_and_follows_a_pan() -> None:
+    frame = rgb(SHARED_DATA / "person-720p.jpg")
     rng = np.random.default_rng(1)
     cropper = FaceCropper(size=128)
     points, scores = wholebody(*FACE_720P)
@@ -428,8 +422,9 @@ def test_face_crop_stays_still_under_landmark_jitter_and_follows_a_pan(
     assert off(crop) < off(unfollowed) / 2
 
 
-def test_tall_reference_portrait(shared_data: Path) -> None:
-    frame = rgb(shared_data / "reference-portrait.jpg")
+@needs_shared_data
+def test_tall_reference_portrait() -> None:
+    frame = rgb(SHARED_DATA / "reference-portrait.jpg")
     assert frame.shape == (2204, 970, 3)
     # The face's landmarks would span about x 430..700, y 290..560.
     points, scores = wholebody((430, 700), (290, 560))

@@ -31,11 +31,7 @@ from faceswap_cam.models.pose import (
     stick_widths,
     wan_body,
 )
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_shared_data = pytest.mark.skipif(
-    not SHARED_DATA.is_dir(), reason="shared test data not present (CI has it; a user's clone "
-    "does not)")
+from tests.shared_data import SHARED_DATA, needs_shared_data
 
 INPUT_H, INPUT_W = 64, 48  # tiny model's crop; heatmaps are a quarter: 16 x 12
 BLACK = (0, 0, 0)

@@ -14,11 +14,7 @@ from faceswap_cam.models.reference import (
     check_reference,
     decode_reference,
 )
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_shared_data = pytest.mark.skipif(
-    not SHARED_DATA.is_dir(),
-    reason="shared test data not present (CI has it; a user's clone does not)")
+from tests.shared_data import SHARED_DATA, needs_shared_data
 
 
 def png(image: np.ndarray) -> bytes:

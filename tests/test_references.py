@@ -21,11 +21,7 @@ from faceswap_cam.daemon.references import (
     default_references_dir,
     sanitize_name,
 )
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_shared_data = pytest.mark.skipif(
-    not SHARED_DATA.is_dir(),
-    reason="shared test data not present (CI has it; a user's clone does not)")
+from tests.shared_data import SHARED_DATA, needs_shared_data
 
 
 def encode(image: np.ndarray, ext: str = ".png") -> bytes:

@@ -25,8 +25,8 @@ from faceswap_cam.models.segmentation import (
     prompt_from_keypoints,
     wan_mask,
 )
+from tests.shared_data import SHARED_DATA, needs_shared_data
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SAM2_SIZE = 64
 FRAME_H, FRAME_W = 48, 80
 
@@ -420,8 +420,7 @@ def test_match_colour_removes_a_cast_measured_on_the_room() -> None:
     np.testing.assert_array_equal(match_colour(cast, reference, tiny), cast)  # nothing to measure
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(),
-                    reason="shared test data not present (CI has it; a user's clone does not)")
+@needs_shared_data
 def test_composite_into_the_real_720p_photo() -> None:
     photo = cv2.imread(str(SHARED_DATA / "person-720p.jpg"), cv2.IMREAD_COLOR)
     assert photo is not None

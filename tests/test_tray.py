@@ -27,6 +27,7 @@ from faceswap_cam.daemon.control import (
     ControlServer,
     DaemonNotRunning,
 )
+from tests.fake_daemon import PNG_MAGIC, InMemoryDaemon, threads_stop_but_workers, write_png
 
 os.environ["PYSTRAY_BACKEND"] = "dummy"
 pystray = pytest.importorskip("pystray", reason="the tray extra is not installed")
@@ -42,27 +43,19 @@ from faceswap_cam.tray.app import (  # noqa: E402
     icon_image,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PREVIEW_URL = "http://127.0.0.1:8765/"
 STOP_ITEM = "Stop FaceSwap Cam and quit"
+REPO = Path(__file__).resolve().parent.parent
 
 
 # --- an in-memory daemon and a client for it --------------------------------------------------
 
 
-class FakeDaemon:
-    """A DaemonControl in memory, answering status like the real daemon. Images are "valid"
-    when they start with the PNG signature."""
+class FakeDaemon(InMemoryDaemon):
+    """The in-memory daemon, answering status like the real daemon."""
 
     def __init__(self, reference: str = "alice") -> None:
-        self._lock = threading.Lock()
-        self.swap = True
-        self.paused = False
-        self.library: dict[str, dict[str, Any]] = {
-            reference: {"name": reference, "width": 512, "height": 640,
-                        "added": "2024-01-01T00:00:00"}}
-        self.selected: str | None = reference
+        super().__init__(reference)
         self.state = "running"
         self.engine_state = "running"
         self.engine_error = ""
@@ -71,7 +64,6 @@ class FakeDaemon:
         self.showing = "swapped"
         self.publish_fps: float | None = 30.0
         self.preview_url: str | None = PREVIEW_URL
-        self.shutdowns = 0
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -80,8 +72,8 @@ class FakeDaemon:
                 "process_fps": 30.0, "publish_fps": self.publish_fps, "latency_ms": 80.0,
                 "showing": "paused" if self.paused else self.showing,
                 "engine": "debug", "engine_state": self.engine_state,
-                "engine_error": self.engine_error, "cadence": 1, "playout": "live",
-                "playout_delay_ms": 0.0, "fallback": "passthrough", "swap": self.swap,
+                "engine_error": self.engine_error, "cadence": 1, "playout": self.playout,
+                "playout_delay_ms": 0.0, "fallback": self.fallback, "swap": self.swap,
                 "frames_published": 100,
                 "state": "paused" if self.paused and self.state == "running" else self.state,
                 "paused": self.paused, "reference": self.selected, "reference_error": "",
@@ -89,47 +81,6 @@ class FakeDaemon:
                 "devices": {"source": "demo", "outputs": ["null"]},
                 "preview_url": self.preview_url,
             }
-
-    def set_swap(self, enabled: bool) -> None:
-        with self._lock:
-            self.swap = enabled
-
-    def set_paused(self, paused: bool) -> None:
-        with self._lock:
-            self.paused = paused
-
-    def set_playout(self, mode: str) -> None:
-        raise ValueError("not used by the tray")
-
-    def set_fallback(self, mode: str) -> None:
-        raise ValueError("not used by the tray")
-
-    def list_references(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(entry, selected=name == self.selected)
-                    for name, entry in sorted(self.library.items())]
-
-    def add_reference(self, name: str | None, data: bytes) -> dict[str, Any]:
-        if not data.startswith(PNG_MAGIC):
-            raise ValueError("not a PNG or JPEG image")
-        with self._lock:
-            name = name or f"reference-{len(self.library) + 1}"
-            entry = {"name": name, "width": 64, "height": 64, "added": "2024-02-02T00:00:00"}
-            self.library[name] = entry
-            return dict(entry, selected=False)
-
-    def select_reference(self, name: str) -> None:
-        with self._lock:
-            if name not in self.library:
-                raise KeyError(f"no reference named {name!r}")
-            self.selected = name
-
-    def remove_reference(self, name: str) -> None:
-        with self._lock:
-            del self.library[name]
-
-    def shutdown(self) -> None:
-        self.shutdowns += 1
 
 
 class FakeClient:
@@ -306,9 +257,7 @@ def tray(client: FakeClient) -> Tray:
 
 @pytest.fixture
 def png(tmp_path: Path) -> Path:
-    path = tmp_path / "bob.png"
-    path.write_bytes(PNG_MAGIC + b"\0" * 64)
-    return path
+    return write_png(tmp_path / "bob.png", 64)
 
 
 # --- the menu ---------------------------------------------------------------------------------
@@ -722,20 +671,11 @@ def test_poller_thread_follows_the_daemon(client: FakeClient, daemon: FakeDaemon
 
 # --- over real HTTP ---------------------------------------------------------------------------
 
-#: anyio's pooled threads, which run the control API's blocking routes and outlive a request.
-WORKER_THREAD = "AnyIO worker thread"
-
 
 @pytest.fixture(autouse=True)
 def no_thread_leaks() -> Iterator[None]:
     """conftest's check, less the control server's pooled worker threads."""
-    before = set(threading.enumerate())
-    yield
-    leaked = [t for t in threading.enumerate()
-              if t not in before and t.is_alive() and t.name != WORKER_THREAD]
-    for thread in leaked:
-        thread.join(timeout=2.0)
-    assert not [t.name for t in leaked if t.is_alive()]
+    yield from threads_stop_but_workers()
 
 
 def test_against_a_real_control_server(tmp_path: Path, png: Path) -> None:
