@@ -166,6 +166,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"faceswap-cam: cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
+    if app.engine_name == "passthrough" and settings.engine == "auto" and not _nvidia_gpu_seen():
+        logger.warning("no NVIDIA GPU found: face swapping needs a CUDA GPU, so the camera runs "
+                       "in passthrough (`faceswap-cam doctor` checks the whole set-up)")
+
     def on_signal(signum: int, _frame: object) -> None:
         logger.info("%s received: stopping", signal.Signals(signum).name)
         app.stop()
@@ -179,6 +183,13 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     print(json.dumps(stats, sort_keys=True), flush=True)
     return EXIT_OK
+
+
+def _nvidia_gpu_seen() -> bool:
+    """A cheap hint (no torch import at start): an NVIDIA driver's device node or tool."""
+    import shutil
+
+    return Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi") is not None
 
 
 def _running_daemon() -> str | None:
