@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 import threading
 import time
 from collections import deque
@@ -42,6 +43,18 @@ logger = logging.getLogger(__name__)
 FIRST_FRAME_WAIT_S = 5.0
 #: Where ticks sit after camera frames, as a fraction of a period: margin for capture jitter.
 PHASE_TARGET = 0.25
+
+
+def _open_library() -> ReferenceLibrary:
+    """The user's reference library; one that cannot be opened is reported, never fatal."""
+    folder = default_references_dir()
+    try:
+        return ReferenceLibrary(folder)
+    except OSError as exc:
+        fallback = Path(tempfile.mkdtemp(prefix="faceswap-cam-references-"))
+        logger.warning("reference library %s cannot be opened (%s); using %s for this run",
+                       folder, exc, fallback)
+        return ReferenceLibrary(fallback)
 
 
 def _parse(kind: type[Playout] | type[Fallback], value: str) -> Any:
@@ -91,7 +104,6 @@ class RealtimeFaceSwapApp:
         self.settings = settings
         self._stop = threading.Event()
         self._control = threading.Condition()
-        self.done = threading.Event()
         self._stack = contextlib.ExitStack()
         self._started = False
         self._closed = False
@@ -117,8 +129,7 @@ class RealtimeFaceSwapApp:
         self.processor = AsyncFaceSwapProcessor(
             engine_factory, fps=settings.fps, engine_name=self.engine_name,
             timeout_s=settings.engine_timeout_s)
-        self.references = references if references is not None else ReferenceLibrary(
-            default_references_dir())
+        self.references = references if references is not None else _open_library()
         self.reference_name: str | None = None
         if settings.reference is not None:
             # A reference on the command line wins over the library's selection for this run.
@@ -146,10 +157,11 @@ class RealtimeFaceSwapApp:
         self.jitter_ms = Samples()
         self.ticks = 0
         self.ticks_missed = 0
+        self.tick_errors = 0
+        self._banner: tuple[np.ndarray | None, np.ndarray] = (None, np.empty(0, np.uint8))
         self.shown = dict.fromkeys((s.value for s in Showing), 0)
         self._last_showing = "-"
         self._last_latency: float | None = None
-        self._feeder_gaps = 0
         self._started_ns = 0
         self._duration_ticks: int | None = None
 
@@ -245,7 +257,6 @@ class RealtimeFaceSwapApp:
             self._closed = True
         self.stop()
         self._stack.close()
-        self.done.set()
 
     def __enter__(self) -> RealtimeFaceSwapApp:
         self.start()
@@ -321,7 +332,12 @@ class RealtimeFaceSwapApp:
         }
 
     def _use_selected_reference(self) -> None:
-        name = self.references.selected()
+        try:
+            name = self.references.selected()
+        except OSError as exc:
+            logger.warning("reference library unreadable (%s): starting without a reference",
+                           exc)
+            return
         if name is None:
             return
         try:
@@ -368,8 +384,6 @@ class RealtimeFaceSwapApp:
                 last = latest.index if latest is not None else last
                 continue
             for frame in ring.wait_newer(last, timeout=0.5):
-                if last >= 0 and frame.index != last + 1:
-                    self._feeder_gaps += frame.index - last - 1
                 last = frame.index
                 if self._swapping and self.processor.wants(frame.index):
                     self.processor.submit(frame)
@@ -386,7 +400,10 @@ class RealtimeFaceSwapApp:
         # Start the clock on the first camera frame, so a recording starts with real frames;
         # a camera that never delivers gets the "waiting" card after a few seconds instead.
         # The first frame is often late (device warm-up), so the phase comes from the second.
-        first = self.capture.ring.wait_newer(-1, timeout=FIRST_FRAME_WAIT_S)
+        first: list[Frame] = []
+        deadline = time.monotonic() + FIRST_FRAME_WAIT_S
+        while not first and not self._stop.is_set() and time.monotonic() < deadline:
+            first = self.capture.ring.wait_newer(-1, timeout=0.1)  # short: stop stays prompt
         if first:
             self.capture.ring.wait_newer(first[-1].index, timeout=2 * period_ns / 1e9)
         start_ns = time.monotonic_ns() + int(PHASE_TARGET * period_ns)
@@ -407,8 +424,14 @@ class RealtimeFaceSwapApp:
                 n += missed
                 target += missed * period_ns
             self.jitter_ms.add(abs(now - target) / 1e6)
-            live = self._tick(n, now, repeat)
-            start_ns += self._phase_correction(ages, live, now, period_ns)
+            try:
+                live = self._tick(n, now, repeat)
+                start_ns += self._phase_correction(ages, live, now, period_ns)
+            except Exception:
+                # A bug in one tick must not freeze the camera: log it (rarely) and go on.
+                self.tick_errors += 1
+                if self.tick_errors in (1, 10) or self.tick_errors % 1000 == 0:
+                    logger.exception("publishing tick %d failed (%d so far)", n, self.tick_errors)
             n += 1
             if self._duration_ticks is not None and n >= self._duration_ticks:
                 self.stop()
@@ -446,7 +469,10 @@ class RealtimeFaceSwapApp:
             choice = Choice(Showing.PAUSED, None)
             pixels = card(self.settings.size, "Paused", "the camera is hidden")
         elif self.capture.state is CaptureState.LOST:
-            pixels = with_banner(pixels, "camera lost - reconnecting")
+            # The same frame for as long as the camera is away: draw its banner once.
+            if self._banner[0] is not pixels:
+                self._banner = (pixels, with_banner(pixels, "camera lost - reconnecting"))
+            pixels = self._banner[1]
         latency = None if choice.frame is None else (now_ns - choice.frame.captured_ns) / 1e6
         if latency is not None:
             self.latency_ms.add(latency)
@@ -515,6 +541,7 @@ class RealtimeFaceSwapApp:
             "jitter_p50_ms": rounded(self.jitter_ms.percentile(50), 3),
             "jitter_p99_ms": rounded(self.jitter_ms.percentile(99), 3),
             "ticks_missed": self.ticks_missed,
+            "tick_errors": self.tick_errors,
             "capture_fps": round(self.capture.rate.rate(), 2),
             "capture_requested_fps": self.capture.requested_fps,
             "capture_missed": self.capture.frames_missed,

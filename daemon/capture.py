@@ -187,10 +187,11 @@ class WebcamCapture:
             return
         self._closed = True
         self._stop.set()
-        self.source.close()  # wakes a read blocked in pacing
+        self.source.wake()  # a read waiting for its slot returns; the device stays open
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             if self._thread.is_alive():
+                # Releasing is the only way to unblock a driver stuck in read.
                 logger.warning("capture thread did not stop within 5 s (driver blocked in read)")
         self.source.close()
         self.ring.close()

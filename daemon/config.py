@@ -176,16 +176,9 @@ class Settings(BaseModel):
             raise ValueError("must be 4n+1 (5, 9, 13, ..., 77)")
         return value
 
-    @field_validator("loras", mode="before")
+    @field_validator("loras", "sinks", mode="before")
     @classmethod
-    def _split_loras(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("sinks", mode="before")
-    @classmethod
-    def _split_sinks(cls, value: Any) -> Any:
+    def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value

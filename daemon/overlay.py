@@ -70,7 +70,7 @@ def card(size: tuple[int, int], title: str, subtitle: str = "") -> np.ndarray:
 
 def with_banner(pixels: np.ndarray, text: str) -> np.ndarray:
     """A copy of ``pixels``, darkened, with a centred banner (e.g. "camera lost")."""
-    out = (pixels * 0.5).astype(np.uint8)
+    out = cv2.convertScaleAbs(pixels, alpha=0.5)
     height, width = out.shape[:2]
     scale = _scale(height) * 2.0
     thickness = max(1, int(2 * scale))

@@ -174,6 +174,7 @@ class AsyncFaceSwapProcessor:
         self._per_frame_s: float | None = None
         self._continue_from: int | None = None  # index of the last frame of the last batch
         self._needs_reset = False
+        self._abandoned: _EngineWorker | None = None
         self._reference: np.ndarray | None = None
         self._accepted_reference: np.ndarray | None = None
         self.reference_error = ""
@@ -349,14 +350,22 @@ class AsyncFaceSwapProcessor:
             except Exception:
                 logger.exception("closing engine %s failed", self.engine_name)
         else:
-            # The worker may be stuck inside the engine; close from a bystander thread so a
-            # close that blocks too cannot stall the processor.
+            # The worker may be stuck inside the engine: ask it to let go, and close from a
+            # bystander thread so a close that blocks too cannot stall the processor. The
+            # next load waits for that worker first (two copies of a model rarely fit).
+            interrupt = getattr(engine, "interrupt", None)
+            if callable(interrupt):
+                interrupt()
+            self._abandoned = worker
             threading.Thread(target=engine.close, name="engine-close", daemon=True).start()
         if worker is not None:
             worker.retire()
 
     def _load_engine(self) -> None:
         self._set_state(EngineState.LOADING)
+        abandoned, self._abandoned = self._abandoned, None
+        if abandoned is not None and not abandoned.wait_idle(self.timeout_s):
+            logger.warning("the hung engine call has not returned; loading a new engine anyway")
         worker = _EngineWorker(f"engine-{self.engine_name}")
         self._worker = worker
         try:
@@ -449,6 +458,12 @@ class AsyncFaceSwapProcessor:
             self._reference_dirty = False
         if reference is not None:
             self._apply_reference(engine, worker, reference)
+            if self._continue_from is None and len(batch) != engine.first_batch:
+                # The batch was picked to continue the old chain, which the new reference
+                # ended: skip it (a new chain starts with the next frames) rather than hand
+                # the engine a batch of the wrong length.
+                self.skipped += len(batch)
+                return
         if self._needs_reset:
             self._needs_reset = False
             worker.call(engine.reset, self.timeout_s, self._stop)

@@ -214,8 +214,10 @@ class SinkWorker:
         if self._thread.is_alive():
             self._thread.join(timeout)
             if self._thread.is_alive():
-                logger.warning("output %s did not finish within %.0f s",
+                # Closing a device while its thread still writes to it can crash native code.
+                logger.warning("output %s did not finish within %.0f s; left open",
                                self.sink.description, timeout)
+                return
         try:
             self.sink.close()
         except Exception:

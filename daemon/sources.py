@@ -58,6 +58,11 @@ class FrameSource(ABC):
     def close(self) -> None:
         """Release the device; idempotent, and wakes a ``read`` blocked in pacing."""
 
+    def wake(self) -> None:  # noqa: B027 (a no-op is right for sources that do not pace)
+        """Make a ``read`` waiting for its next slot return now (shutdown), without releasing
+        the device under it: OpenCV captures must not be released while another thread
+        reads them."""
+
 
 class Pacer:
     """Waits for an absolute schedule (``start + n/fps``); ``cancel()`` wakes it for shutdown."""
@@ -138,6 +143,9 @@ class DemoSource(FrameSource):
     def close(self) -> None:
         self._pacer.cancel()
 
+    def wake(self) -> None:
+        self._pacer.cancel()
+
 
 class FileSource(FrameSource):
     """A video file played at its own frame rate, looping, like a camera that never ends."""
@@ -183,6 +191,11 @@ class FileSource(FrameSource):
             if not ok:
                 raise SourceError(f"{self.description} yields no frames")
         return frame
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._pacer is not None:
+                self._pacer.cancel()
 
     def close(self) -> None:
         with self._lock:

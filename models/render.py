@@ -163,10 +163,15 @@ def render_clip(stream: StreamingWanAnimate, clip: PreprocessedClip) -> list[np.
         raise PreprocessedError(f"the engine generates {stream.width}x{stream.height} but the "
                                 f"clip is {clip.size[0]}x{clip.size[1]}")
     padded, calls = segment_plan(len(clip), stream.segment_frames, stream.carry)
-    pad = stream.pipe.pad_video_frames  # the pipeline's own padding, for identical segments
-    pose, face = pad(clip.pose, padded), pad(clip.face, padded)
-    background = None if clip.background is None else pad(clip.background, padded)
-    mask = None if clip.mask is None else pad(clip.mask, padded)
+    # The pipeline's padding order (a test holds them equal), also for one-frame clips.
+    order = segment_pad_order(len(clip), padded)
+
+    def pad(frames: list[np.ndarray]) -> list[np.ndarray]:
+        return [frames[i] for i in order]
+
+    pose, face = pad(clip.pose), pad(clip.face)
+    background = None if clip.background is None else pad(clip.background)
+    mask = None if clip.mask is None else pad(clip.mask)
     stream.set_reference(PIL.Image.fromarray(clip.reference))
     frames: list[np.ndarray] = []
     start = 0

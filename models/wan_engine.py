@@ -5,8 +5,9 @@ Imported only by the engine factory (it pulls in torch and diffusers).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import cv2
@@ -31,6 +32,17 @@ logger = logging.getLogger(__name__)
 
 MEMORY_ADVICE = ("reduce memory with --offload model (or sequential), --vae-tiling, fewer "
                  "--segment-frames, a smaller --gen-size, or --dtype bf16")
+
+
+@contextlib.contextmanager
+def engine_errors() -> Iterator[None]:
+    """Out of GPU memory and bad segment input become EngineError with the fix."""
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        raise EngineError(f"out of GPU memory: {MEMORY_ADVICE}") from exc
+    except ValueError as exc:
+        raise EngineError(str(exc)) from exc
 
 
 def generation_size(frame_size: tuple[int, int], short_side: int = 480) -> tuple[int, int]:
@@ -95,12 +107,10 @@ class WanAnimateEngine:
 
     def _make_stream(self, size: tuple[int, int]) -> StreamingWanAnimate:
         width, height = size
-        try:
+        with engine_errors():
             stream = StreamingWanAnimate(self.pipe, height=height, width=width, **self._options)
-        except ValueError as exc:
-            raise EngineError(str(exc)) from exc
-        if self._reference is not None:
-            stream.set_reference(self._reference)
+            if self._reference is not None:
+                stream.set_reference(self._reference)
         return stream
 
     def set_reference(self, image: np.ndarray) -> None:
@@ -108,9 +118,12 @@ class WanAnimateEngine:
             check_reference(image)
         except ReferenceError as exc:
             raise EngineError(str(exc)) from exc
-        self._reference = PIL.Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        reference = PIL.Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
         if self._stream is not None:
-            self._stream.set_reference(self._reference)
+            with engine_errors():
+                self._stream.set_reference(reference)
+        # Kept only once encoded: a refused image must not come back with a later stream.
+        self._reference = reference
 
     def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         if not frames:
@@ -122,7 +135,7 @@ class WanAnimateEngine:
             self._stream = self._make_stream(generation_size((frame_w, frame_h)))
         stream = self._stream
         if len(frames) == self.first_batch and stream.expects != len(frames):
-            stream.reset()  # the processor started a new segment chain
+            self.reset()  # the processor started a new segment chain
         face_size = int(self.pipe.transformer.config.motion_encoder_size)
         batch = self.preprocessor.process(frames, size=(stream.width, stream.height),
                                           face_size=face_size,
@@ -130,19 +143,18 @@ class WanAnimateEngine:
         if not batch.present:
             # Nobody to swap: never invent a person. The frames go out as they came, and the
             # next batch with someone in view starts a new segment chain.
-            stream.reset()
+            self.reset()
             return list(frames)
         inputs = SegmentInputs(
             pose=to_pil(batch.pose), face=to_pil(batch.face),
             background=None if batch.background is None else to_pil(batch.background),
             mask=None if batch.mask is None else to_pil(batch.mask, "L"))
         try:
-            video = stream.generate(inputs)
-        except torch.OutOfMemoryError as exc:
-            stream.reset()
-            raise EngineError(f"out of GPU memory: {MEMORY_ADVICE}") from exc
-        except ValueError as exc:
-            raise EngineError(str(exc)) from exc
+            with engine_errors():
+                video = stream.generate(inputs)
+        except EngineError:
+            self.reset()  # a segment that failed half-way cannot be continued
+            raise
         out = []
         masks = batch.mask if self.mode == "replace" else None
         for i, pixels in enumerate(uint8_frames(video)):
@@ -150,8 +162,7 @@ class WanAnimateEngine:
             if masks is not None:
                 # Only the person is replaced: the room stays the camera's own pixels.
                 if self.colour_match:
-                    bgr = match_colour(bgr, cv2.resize(frames[i], (bgr.shape[1], bgr.shape[0])),
-                                       masks[i])
+                    bgr = match_colour(bgr, frames[i], masks[i])
                 out.append(composite(frames[i], bgr, masks[i], feather_px=self.feather_px))
                 continue
             if bgr.shape[:2] != (frame_h, frame_w):
@@ -169,8 +180,16 @@ class WanAnimateEngine:
             self._stream.interrupt()
 
     def close(self) -> None:
+        """Drop every reference to the models, so a restarted engine does not find the GPU
+        still holding this one (the stream and the preprocessor hold models too)."""
+        import gc
+
+        if self._stream is not None:
+            self._stream.pipe = None
         self._stream = None
         self.pipe = None
+        self.preprocessor = StandInPreprocessor()
+        gc.collect()  # a failed call's traceback forms a cycle that still holds the models
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -190,7 +209,8 @@ def _stream_options(options: dict[str, Any]) -> dict[str, Any]:
     return {"mode": options.get("mode", "replace"), "steps": options.get("steps", 20),
             "segment_frames": options.get("segment_frames", 9),
             "carry": options.get("carry", 1), "seed": options.get("seed", 0),
-            "prompt": options.get("prompt", "")}
+            "prompt": options.get("prompt", ""),
+            "guidance_scale": options.get("guidance_scale", 1.0)}
 
 
 def create_preprocessor(options: dict[str, Any]) -> Preprocessor:

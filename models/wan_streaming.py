@@ -72,6 +72,11 @@ class _Conditioning:
         assert pose is not None and face is not None
         return _Conditioning(pose, face, cut(self.background), cut(self.mask))
 
+    def cloned(self) -> _Conditioning:
+        return _Conditioning(self.pose.clone(), self.face.clone(),
+                             None if self.background is None else self.background.clone(),
+                             None if self.mask is None else self.mask.clone())
+
     def join(self, new: _Conditioning) -> _Conditioning:
         def cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
             return None if a is None or b is None else torch.cat([a, b], dim=2)
@@ -143,10 +148,6 @@ class StreamingWanAnimate:
     def next_batch(self) -> int:
         return self.segment_frames - self.carry
 
-    @property
-    def has_reference(self) -> bool:
-        return self._reference_latents is not None
-
     # --- encode once -----------------------------------------------------------------------
 
     @torch.no_grad()
@@ -176,9 +177,11 @@ class StreamingWanAnimate:
         pixels = pipe.vae_image_processor.preprocess(
             image, height=self.height, width=self.width, resize_mode="fill",
         ).to(self.device, dtype=torch.float32)
-        self._image_embeds = pipe.encode_image(image, self.device).to(self.transformer_dtype)
-        self._reference_latents = pipe.prepare_reference_image_latents(
+        embeds = pipe.encode_image(image, self.device).to(self.transformer_dtype)
+        latents = pipe.prepare_reference_image_latents(
             pixels, 1, generator=self.generator, device=self.device)
+        # Both or neither: a failed encode must leave the previous reference whole.
+        self._image_embeds, self._reference_latents = embeds, latents
         self.reset()
 
     # --- temporal state --------------------------------------------------------------------
@@ -235,7 +238,6 @@ class StreamingWanAnimate:
         new = self._preprocess(inputs)
         first = self._previous_output is None
         segment = new if first or self._carried is None else self._carried.join(new)
-        self._carried = segment.tail(self.carry)
 
         latents = pipe.prepare_latents(
             1, num_channels_latents=pipe.vae.config.z_dim, height=self.height, width=self.width,
@@ -244,7 +246,7 @@ class StreamingWanAnimate:
         pose_latents = pipe.prepare_pose_latents(
             segment.pose, 1, generator=self.generator, device=self.device,
         ).to(dtype=self.transformer_dtype)
-        previous = None if first else self._previous_output[:, :, -self.carry:].clone()  # type: ignore[index]
+        previous = None if first else self._previous_output
         condition_latents = pipe.prepare_prev_segment_cond_latents(
             previous, background_video=segment.background, mask_video=segment.mask,
             batch_size=1, segment_frame_length=self.segment_frames, start_frame=0 if first else 1,
@@ -256,7 +258,10 @@ class StreamingWanAnimate:
         frames = self._decode(latents)
         if not first:
             frames = frames[:, :, self.carry:]
-        self._previous_output = frames
+        # Only a finished segment moves the stream on. Clones, so the carried frames do not
+        # pin whole segment tensors in (GPU) memory between calls.
+        self._carried = segment.tail(self.carry).cloned()
+        self._previous_output = frames[:, :, -self.carry:].clone()
         video = pipe.video_processor.postprocess_video(frames, output_type="np")
         return np.asarray(video[0])
 

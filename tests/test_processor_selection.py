@@ -285,3 +285,19 @@ def test_untouched_frames_are_passthrough_and_restart_the_chain() -> None:
         untouched, swapped = processor.frames_untouched, processor.swapped_frames()
     assert engine.batches == [[0, 1], [2, 3]]  # a first batch again, not a continuation
     assert untouched == 4 and swapped == []
+
+
+def test_a_new_reference_never_gets_a_continuation_batch() -> None:
+    engine = RecordingEngine(first_batch=3, next_batch=2)
+    with start(engine) as processor:
+        for i in range(3):
+            processor.submit(frame(i))
+        assert engine.done.acquire(timeout=5)
+        processor.set_reference(np.zeros((32, 32, 3), np.uint8))
+        for i in range(3, 8):
+            processor.submit(frame(i))
+        assert engine.done.acquire(timeout=5)
+    # After the change the engine starts a new chain with a full first batch.
+    assert engine.batches[0] == [0, 1, 2]
+    assert len(engine.batches[1]) == 3
+    assert engine.resets == 1 and processor.engine_failures == 0

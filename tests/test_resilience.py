@@ -255,3 +255,24 @@ def test_pause_resume_and_live_mode_changes() -> None:
     assert set(kinds[paused_from + 1:resumed_from]) == {"paused"}
     assert "swapped" in kinds[resumed_from + 1:]
     assert app.stats()["frames_paused"] >= 9
+
+
+def test_a_failing_tick_does_not_stop_the_camera() -> None:
+    register_source("numbered-test", lambda arg, size, fps: NumberedSource())
+    settings = Settings(source="numbered-test", sinks=["null"], fps=30, size=(320, 240),
+                        engine="passthrough")
+    sink = CountingSink()
+    app = RealtimeFaceSwapApp(settings, sinks=[sink])
+    original = app.selector.choose
+    calls = {"n": 0}
+
+    def flaky(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("bug in one tick")
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    app.selector.choose = flaky  # type: ignore[method-assign,assignment]
+    stats = app.run(1.0)
+    assert stats["tick_errors"] == 1
+    assert len(sink.ticks) == 29  # every other tick still went out

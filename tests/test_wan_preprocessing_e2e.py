@@ -79,11 +79,12 @@ def run_daemon(clip: Path, tmp_path: Path, engine: WanAnimateEngine, *, wait_swa
 def test_daemon_swaps_through_the_whole_preprocessing(tiny: dict[str, Path], clip: Path,
                                                        tmp_path: Path) -> None:
     engine = make_engine(tiny, person_threshold=0.0)
+    preprocessor = engine.preprocessor  # closing the engine lets go of it
     stats = run_daemon(clip, tmp_path, engine, wait_swapped=True)
     assert stats["engine_failures"] == 0, stats["engine_error"]
     assert stats["frames_swapped"] > 0
     assert stats["untouched"] == 0
-    timings = engine.preprocessor.timings  # type: ignore[attr-defined]
+    timings = preprocessor.timings  # type: ignore[attr-defined]
     assert {"detector", "pose", "face", "skeleton", "sam2"} <= set(timings)
 
 
