@@ -49,12 +49,43 @@ def _open_library() -> ReferenceLibrary:
     """The user's reference library; one that cannot be opened is reported, never fatal."""
     folder = default_references_dir()
     try:
-        return ReferenceLibrary(folder)
+        return ReferenceLibrary(folder, person_check=detector_person_check())
     except OSError as exc:
         fallback = Path(tempfile.mkdtemp(prefix="faceswap-cam-references-"))
         logger.warning("reference library %s cannot be opened (%s); using %s for this run",
                        folder, exc, fallback)
         return ReferenceLibrary(fallback)
+
+
+def detector_person_check() -> Callable[[np.ndarray], str | None] | None:
+    """"Exactly one person" for new references, with the engine's detector when the model
+    stack and its weights are here (loaded on the first add, on the CPU); else no check."""
+    import importlib.util
+
+    from faceswap_cam.models import weights
+
+    if importlib.util.find_spec("torch") is None or not weights.is_present("detector"):
+        return None
+    lock = threading.Lock()
+    detector: Any = None
+
+    def check(image_bgr: np.ndarray) -> str | None:
+        nonlocal detector
+        import cv2
+
+        with lock:
+            if detector is None:
+                from faceswap_cam.models.person import PersonDetector
+
+                detector = PersonDetector(str(weights.model_dir("detector")), device="cpu")
+            people = detector.count_people(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
+        if people == 1:
+            return None
+        if people == 0:
+            return "no person found in the image: use a photo that shows the character"
+        return f"{people} people found: use a photo with exactly one person"
+
+    return check
 
 
 def _parse(kind: type[Playout] | type[Fallback], value: str) -> Any:

@@ -186,6 +186,27 @@ class PersonDetector:
 
     def detect(self, frames_rgb: Sequence[np.ndarray]) -> list[Box | None]:
         """The largest person box (frame pixels) of each RGB frame, None where none."""
+        return [largest_person(scores, labels, boxes, self.person_ids,
+                               threshold=self.threshold, frame_size=size)
+                for size, (scores, labels, boxes) in self._detections(frames_rgb)]
+
+    def count_people(self, frame_rgb: np.ndarray, *, min_area: float = 0.02) -> int:
+        """People in one image, ignoring boxes under ``min_area`` of it (a face on a poster in
+        the background should not make a portrait "two people")."""
+        ((width, height), (scores, labels, boxes)), = self._detections([frame_rgb])
+        wanted = set(self.person_ids)
+        count = 0
+        for score, label, xyxy in zip(scores.tolist(), labels.tolist(), boxes.tolist(),
+                                      strict=True):
+            box = Box(*(float(v) for v in xyxy)).clip((width, height))
+            if (int(label) in wanted and score >= self.threshold
+                    and box.area >= min_area * width * height):
+                count += 1
+        return count
+
+    def _detections(self, frames_rgb: Sequence[np.ndarray]
+                    ) -> list[tuple[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+        """Per frame: ((width, height), (scores, labels, xyxy boxes)), one batched forward."""
         if not frames_rgb:
             return []
         torch = self._torch
@@ -198,13 +219,10 @@ class PersonDetector:
             results = self.processor.post_process_object_detection(
                 outputs, threshold=self.threshold, target_sizes=sizes,
                 use_focal_loss=self._use_focal_loss)
-        found: list[Box | None] = []
-        for (h, w), result in zip(sizes, results, strict=True):
-            found.append(largest_person(
-                result["scores"].float().cpu().numpy(), result["labels"].cpu().numpy(),
-                result["boxes"].float().cpu().numpy(), self.person_ids,
-                threshold=self.threshold, frame_size=(w, h)))
-        return found
+        return [((w, h), (result["scores"].float().cpu().numpy(),
+                          result["labels"].cpu().numpy(),
+                          result["boxes"].float().cpu().numpy()))
+                for (h, w), result in zip(sizes, results, strict=True)]
 
 
 class BoxSmoother:

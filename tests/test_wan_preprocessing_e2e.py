@@ -96,3 +96,46 @@ def test_nobody_there_passes_frames_through_and_resets(tiny: dict[str, Path], cl
     assert stats["frames_swapped"] == 0  # no hallucinated person
     assert stats["untouched"] >= 9
     assert stats["engine_resets"] >= 1
+
+
+def test_new_references_need_exactly_one_person(tiny: dict[str, Path], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the detector's weights present, the library refuses images without exactly one
+    person (the tiny detector's thresholds pin 'many' and 'none')."""
+    import shutil
+
+    from faceswap_cam.daemon.app import detector_person_check
+    from faceswap_cam.daemon.references import ReferenceLibrary, ReferenceRejected
+    from faceswap_cam.models import person, weights
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny["detector"], models / "detector")
+    monkeypatch.setenv(weights.MODELS_DIR_ENV, str(models))
+    image = cv2.imencode(".png", np.full((160, 120, 3), 120, np.uint8))[1].tobytes()
+    class NobodyAbove(person.PersonDetector):  # the real tiny detector, nothing passes
+        def __init__(self, model: str, **kwargs: Any) -> None:
+            super().__init__(model, **{**kwargs, "threshold": 1.01})
+
+    class Counted(NobodyAbove):  # the model runs; the count is pinned
+        people = 3
+
+        def count_people(self, frame_rgb: np.ndarray, *, min_area: float = 0.02) -> int:
+            super().count_people(frame_rgb, min_area=min_area)
+            return self.people
+
+    for detector, people, reason in ((NobodyAbove, None, "no person found in the image"),
+                                     (Counted, 3, "3 people found: use a photo with exactly"),
+                                     (Counted, 1, None)):
+        if people is not None:
+            Counted.people = people
+        monkeypatch.setattr(person, "PersonDetector", detector)
+        check = detector_person_check()
+        assert check is not None
+        library = ReferenceLibrary(tmp_path / f"refs-{detector.__name__}-{people}",
+                                   person_check=check)
+        if reason is None:
+            assert library.add(image, name="someone").name == "someone"
+            continue
+        with pytest.raises(ReferenceRejected, match=reason):
+            library.add(image, name="someone")
+        assert library.list() == []
