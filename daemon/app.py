@@ -578,6 +578,7 @@ class RealtimeFaceSwapApp:
             "capture_missed": self.capture.frames_missed,
             "camera_reconnects": self.capture.reconnects,
             "camera_losses": self.capture.read_errors,
+            "camera_freezes": self.capture.freezes,
             "camera_state": self.capture.state.value,
             "engine": self.engine_name,
             "engine_state": processor["engine_state"],

@@ -29,6 +29,16 @@ ENV_PREFIX = "FACESWAP_CAM_"
 VIRTUAL_CAMERA_LABEL = "FaceSwap Cam"
 
 
+#: The only hosts the preview and control servers bind to or answer for.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def loopback_host_headers(port: int) -> set[str]:
+    """The ``Host`` headers that name a loopback server on ``port`` (a DNS-rebinding page
+    would send its own host name instead)."""
+    return {f"[{h}]:{port}" if ":" in h else f"{h}:{port}" for h in LOOPBACK_HOSTS}
+
+
 class ConfigError(ValueError):
     """The configuration is invalid; the message lists every bad field."""
 
@@ -193,7 +203,7 @@ class Settings(BaseModel):
     @field_validator("preview_host")
     @classmethod
     def _loopback_only(cls, value: str) -> str:
-        if value not in ("127.0.0.1", "localhost", "::1"):
+        if value not in LOOPBACK_HOSTS:
             raise ValueError("the preview is served on loopback only: 127.0.0.1, localhost or ::1")
         return value
 

@@ -27,11 +27,9 @@ Routes (all answer JSON; errors are ``{"error": "..."}``)::
 from __future__ import annotations
 
 import contextlib
-import enum
 import hmac
 import json
 import logging
-import math
 import mimetypes
 import os
 import secrets
@@ -44,10 +42,9 @@ import urllib.request
 import warnings
 from collections.abc import Callable, Generator, Mapping
 from http.client import HTTPException as HTTPClientError
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any, NoReturn, Protocol, TypeVar
 
-import numpy as np
 import platformdirs
 import uvicorn
 from fastapi import FastAPI, Query, Request
@@ -58,7 +55,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from faceswap_cam.daemon.config import APP_NAME, Fallback, Playout
+from faceswap_cam.daemon.config import (
+    APP_NAME,
+    LOOPBACK_HOSTS,
+    Fallback,
+    Playout,
+    loopback_host_headers,
+)
+from faceswap_cam.daemon.stats import jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +89,7 @@ MAX_JSON_BYTES = 64 * 1024
 
 NOT_RUNNING_MESSAGE = "FaceSwap Cam is not running: start it with `faceswap-cam run`"
 
-_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+_LOOPBACK_NAMES = LOOPBACK_HOSTS
 # Bounded so that close() cannot hang on a client that never finishes its request.
 _GRACEFUL_SHUTDOWN_S = 2
 _START_TIMEOUT_S = 10.0
@@ -257,11 +261,12 @@ class _Guard:
     def _refusal(self, scope: Scope) -> JSONResponse | None:
         port = self._port_getter()
         host = (_header(scope, b"host") or "").strip().lower()
-        if host not in {f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")}:
+        allowed_hosts = loopback_host_headers(port)
+        if host not in allowed_hosts:
             # A DNS-rebinding page reaches us under its own host name.
             return _error(403, "forbidden host: use 127.0.0.1 or localhost with the daemon's port")
         origin = _header(scope, b"origin")
-        allowed_origins = {f"http://{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")}
+        allowed_origins = {f"http://{name}" for name in allowed_hosts}
         if origin is not None and origin.strip().lower() not in allowed_origins:
             return _error(403, "cross-origin requests are not allowed")
         # Browsers send this even where they omit Origin; other clients never do.
@@ -295,28 +300,8 @@ def _size_text(count: int) -> str:
     return f"{count} bytes"
 
 
-def _plain(value: Any) -> Any:
-    """``value`` as plain JSON: Starlette refuses NaN and infinities, which live fps and latency
-    figures can be, so they become null; numpy scalars, enums and paths become what they say."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.generic):
-        return _plain(value.item())
-    if isinstance(value, enum.Enum):
-        return _plain(value.value)
-    if isinstance(value, PurePath):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_plain(item) for item in value]
-    return str(value)
-
-
 def _json(content: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(_plain(content), status_code=status)
+    return JSONResponse(jsonable(content), status_code=status)
 
 
 _T = TypeVar("_T")

@@ -14,7 +14,6 @@ import errno
 import functools
 import json
 import logging
-import math
 import socket
 import socketserver
 import sys
@@ -29,11 +28,13 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
+from faceswap_cam.daemon.config import LOOPBACK_HOSTS, loopback_host_headers
 from faceswap_cam.daemon.sinks import Sink, SinkContext, SinkError, StatsProvider, Tick
+from faceswap_cam.daemon.stats import jsonable
 
 logger = logging.getLogger(__name__)
 
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_LOOPBACK_HOSTS = LOOPBACK_HOSTS
 _JPEG_QUALITY = 80
 _BOUNDARY = "faceswapcamframe"
 # A stream client that got no new frame for this long is sent the latest one again: a paused
@@ -133,22 +134,6 @@ refresh();
 
 _PAGE_CSP = ("default-src 'none'; img-src 'self'; connect-src 'self'; "
              "script-src 'unsafe-inline'; style-src 'unsafe-inline'")
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` made safe for JSON.parse: NaN and infinities (which the standard library would
-    write as bare words) become null, numpy scalars plain numbers, unknown objects text."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(item) for item in value]
-    return str(value)
 
 
 def _encode_jpeg(pixels: np.ndarray) -> bytes:
@@ -486,7 +471,7 @@ class PreviewSink(Sink):
                 "frames_encoded": self.frames_encoded,
                 "last_tick": self._last_tick,
             }
-        result: dict[str, Any] = _jsonable(stats)
+        result: dict[str, Any] = jsonable(stats)
         return result
 
     def host_allowed(self, host_header: str | None) -> bool:
@@ -494,8 +479,7 @@ class PreviewSink(Sink):
         guard: a rebound name would carry the attacker's host name here)."""
         if not host_header:
             return False
-        allowed = {f"{name}:{self._port}" for name in ("127.0.0.1", "localhost", "[::1]")}
-        return host_header.strip().lower() in allowed
+        return host_header.strip().lower() in loopback_host_headers(self._port)
 
     def close(self) -> None:
         with self._cond:

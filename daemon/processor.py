@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from faceswap_cam.daemon.frames import Frame
-from faceswap_cam.daemon.stats import RateMeter, Samples
+from faceswap_cam.daemon.stats import RateMeter
 from faceswap_cam.models.engine import SwapEngine
 
 logger = logging.getLogger(__name__)
@@ -182,7 +182,6 @@ class AsyncFaceSwapProcessor:
         self._closed = False
 
         self.rate = RateMeter(window=60)
-        self.batch_latency_ms = Samples(1000)
         self.dropped_input = 0
         self.skipped = 0
         self.batches = 0
@@ -490,7 +489,6 @@ class AsyncFaceSwapProcessor:
         for _ in batch:
             self.rate.tick(arrived_ns)
         self.batches += 1
-        self.batch_latency_ms.add((arrived_ns - batch[0].captured_ns) / 1e6)
         if not untouched:
             self._continue_from = batch[-1].index
         self._adapt_cadence(elapsed / len(batch))

@@ -54,10 +54,6 @@ class OutputSelector:
     def playout_delay_ms(self) -> float:
         return self.playout_delay_ns / 1e6
 
-    def reset(self) -> None:
-        """Forget what was shown (swap switched off, engine restarted)."""
-        self._shown = None
-
     def choose(self, now_ns: int, live: Frame | None, swapped: Sequence[SwappedFrame],
                *, batch_period_s: float, swap_enabled: bool = True) -> Choice:
         if not swap_enabled:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import enum
+import math
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -60,3 +64,22 @@ class Samples:
 
 def rounded(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON for browsers and Starlette: NaN and infinities (live fps and
+    latency figures can be either) become null, numpy scalars numbers, enums their values,
+    paths and unknown objects text."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value)
+    if isinstance(value, Mapping):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(item) for item in value]
+    return str(value)
