@@ -3,7 +3,7 @@
 The product feeds the model a batch of frames at a time. Without the streaming engine it would
 call ``WanAnimatePipeline.__call__`` once per batch, and every call re-encodes the prompt (text
 encoder), the reference image (CLIP embeds + VAE latents) and starts a fresh segment chain.
-:class:`~faceswap_cam.models.wan_streaming.StreamingWanAnimate` encodes those once and carries
+:class:`~faceswap_cam.models.wan.streaming.StreamingWanAnimate` encodes those once and carries
 the last P output frames from one segment into the next.
 
 Both run here, in one process, on the same frames, with the same tiny random-weight model
@@ -53,8 +53,8 @@ import numpy as np
 import PIL.Image
 import torch
 
-from faceswap_cam.models.wan_loading import LoadOptions, load_pipeline
-from faceswap_cam.models.wan_streaming import (
+from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline
+from faceswap_cam.models.wan.streaming import (
     SegmentInputs,
     StreamingWanAnimate,
     check_segment,

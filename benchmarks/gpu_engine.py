@@ -62,8 +62,8 @@ import numpy as np
 import PIL.Image
 import torch
 
-from faceswap_cam.models.wan_loading import LoadOptions, load_pipeline
-from faceswap_cam.models.wan_streaming import (
+from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline
+from faceswap_cam.models.wan.streaming import (
     SegmentInputs,
     StreamingWanAnimate,
     check_segment,

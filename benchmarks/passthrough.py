@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import psutil
 
-from faceswap_cam.daemon.app import RealtimeFaceSwapApp
+from faceswap_cam.daemon.capture.sources import create_source
 from faceswap_cam.daemon.config import load_settings
-from faceswap_cam.daemon.sinks import NullSink, Tick
-from faceswap_cam.daemon.sources import create_source
+from faceswap_cam.daemon.outputs.sinks import NullSink, Tick
+from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp
 
 
 def sample(stop: threading.Event, samples: list[tuple[float, int, float]]) -> None:

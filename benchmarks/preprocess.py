@@ -1,10 +1,10 @@
 """Wan-Animate preprocessing per stage, and its share of a batch's latency.
 
 The live path of one batch of camera frames (``WanAnimateEngine.process``) is: preprocessing
-(:class:`~faceswap_cam.models.wan_preprocessor.WanPreprocessor`: resize to the generation size,
+(:class:`~faceswap_cam.models.preprocessing.wan.WanPreprocessor`: resize to the generation size,
 RT-DETR person box, ViTPose whole-body keypoints, face crops, Wan's skeleton drawing, SAM2 person
 mask + Wan's dilated/boxed mask + background), then the streaming engine's ``generate``, then
-compositing (:func:`~faceswap_cam.models.compositing.composite`: the generated frame blended
+compositing (:func:`~faceswap_cam.models.wan.compositing.composite`: the generated frame blended
 into the full-resolution camera frame through the mask). This script times each of these for
 batches of N new frames (the segment is L = N + P frames, P carried) of a camera-like clip and
 prints milliseconds per frame and per batch by stage, and the share of preprocessing in the
@@ -77,15 +77,15 @@ import numpy as np
 import PIL.Image
 import torch
 
-from faceswap_cam.models.compositing import composite
-from faceswap_cam.models.face import WAN_FACE_SIZE
-from faceswap_cam.models.person import PersonDetector
-from faceswap_cam.models.pose import WholeBodyPoseEstimator
-from faceswap_cam.models.segmentation import PersonMasker
-from faceswap_cam.models.wan_engine import generation_size, to_pil, uint8_frames
-from faceswap_cam.models.wan_loading import LoadOptions, load_pipeline
-from faceswap_cam.models.wan_preprocessor import WanPreprocessor
-from faceswap_cam.models.wan_streaming import SegmentInputs, StreamingWanAnimate, check_segment
+from faceswap_cam.models.preprocessing.face import WAN_FACE_SIZE
+from faceswap_cam.models.preprocessing.person import PersonDetector
+from faceswap_cam.models.preprocessing.pose import WholeBodyPoseEstimator
+from faceswap_cam.models.preprocessing.segmentation import PersonMasker
+from faceswap_cam.models.preprocessing.wan import WanPreprocessor
+from faceswap_cam.models.wan.compositing import composite
+from faceswap_cam.models.wan.engine import generation_size, to_pil, uint8_frames
+from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline
+from faceswap_cam.models.wan.streaming import SegmentInputs, StreamingWanAnimate, check_segment
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -300,9 +300,9 @@ def save_real_models(folder: Path, device: str, dtype: torch.dtype) -> dict[str,
 
 
 def save_tiny_models(folder: Path) -> dict[str, Path]:
-    from tests.test_person_face import save_tiny_rtdetr
-    from tests.test_pose import _save_tiny as save_tiny_vitpose
-    from tests.test_segmentation_compositing import _save_tiny_sam2
+    from tests.models.test_person_face import save_tiny_rtdetr
+    from tests.models.test_pose import _save_tiny as save_tiny_vitpose
+    from tests.models.test_segmentation_compositing import _save_tiny_sam2
     from tests.wan_tiny import save_tiny_wan_animate
 
     return {

@@ -24,9 +24,9 @@ from faceswap_cam.daemon.config import (
     default_config_path,
     load_settings,
 )
-from faceswap_cam.daemon.doctor import add_doctor_parser, run_doctor
-from faceswap_cam.daemon.service import add_service_parser, run_service
-from faceswap_cam.models.weights import add_models_parser, run_models
+from faceswap_cam.daemon.ops.doctor import add_doctor_parser, run_doctor
+from faceswap_cam.daemon.ops.service import add_service_parser, run_service
+from faceswap_cam.models.weights.registry import add_models_parser, run_models
 
 logger = logging.getLogger("faceswap_cam")
 
@@ -146,7 +146,7 @@ def _configure_logging(level: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from faceswap_cam.daemon.app import RealtimeFaceSwapApp, StartError
+    from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp, StartError
 
     try:
         settings = load_settings(_cli_values(args), config_path=args.config)
@@ -194,7 +194,7 @@ def _nvidia_gpu_seen() -> bool:
 
 def _running_daemon() -> str | None:
     """The control URL of a daemon that answers, or None."""
-    from faceswap_cam.daemon.control import ControlClient, ControlError, DaemonNotRunning
+    from faceswap_cam.daemon.control.server import ControlClient, ControlError, DaemonNotRunning
 
     try:
         client = ControlClient.from_token_file(timeout=2.0)
@@ -228,7 +228,7 @@ def _add_client_parsers(subparsers: Any) -> None:
 
 
 def _client_command(args: argparse.Namespace) -> int:
-    from faceswap_cam.daemon.control import ControlClient, ControlError, DaemonNotRunning
+    from faceswap_cam.daemon.control.server import ControlClient, ControlError, DaemonNotRunning
 
     try:
         client = ControlClient.from_token_file()
@@ -353,8 +353,8 @@ def _render_input(args: argparse.Namespace, settings: Settings) -> int:
     except (ReferenceError, PreprocessedError) as exc:
         print(f"faceswap-cam: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from faceswap_cam.daemon.app import engine_options
-    from faceswap_cam.models.wan_engine import create
+    from faceswap_cam.daemon.pipeline.app import engine_options
+    from faceswap_cam.models.wan.engine import create
 
     try:
         engine = create(**engine_options(settings))
@@ -372,7 +372,7 @@ def _render_input(args: argparse.Namespace, settings: Settings) -> int:
 
 def _render_frames(settings: Settings, clip: Any) -> list[Any]:
     from faceswap_cam.models.render import render_clip
-    from faceswap_cam.models.wan_engine import create_stream
+    from faceswap_cam.models.wan.engine import create_stream
 
     width, height = clip.size
     stream = create_stream(settings.model_dump(mode="json"), width=width, height=height)
@@ -381,7 +381,7 @@ def _render_frames(settings: Settings, clip: Any) -> list[Any]:
 
 
 def _devices() -> int:
-    from faceswap_cam.daemon.sources import list_v4l2_devices
+    from faceswap_cam.daemon.capture.sources import list_v4l2_devices
 
     devices = list_v4l2_devices()
     if not devices:

@@ -123,7 +123,7 @@ _simple_engines.register()
 
 
 def _wan_animate(**options: Any) -> SwapEngine:
-    from faceswap_cam.models import wan_engine
+    from faceswap_cam.models.wan import engine as wan_engine
 
     return wan_engine.create(**options)
 
@@ -132,7 +132,7 @@ def _wan_unavailable(options: dict[str, Any]) -> str | None:
     import importlib.util
     from pathlib import Path
 
-    from faceswap_cam.models import weights
+    from faceswap_cam.models.weights import registry as weights
 
     missing = [m for m in ("torch", "diffusers", "transformers")
                if importlib.util.find_spec(m) is None]

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from faceswap_cam.models.wan_streaming import StreamingWanAnimate
+    from faceswap_cam.models.wan.streaming import StreamingWanAnimate
 
 logger = logging.getLogger(__name__)
 
@@ -156,8 +156,8 @@ def render_clip(stream: StreamingWanAnimate, clip: PreprocessedClip) -> list[np.
     """
     import PIL.Image
 
-    from faceswap_cam.models.wan_engine import to_pil, uint8_frames
-    from faceswap_cam.models.wan_streaming import SegmentInputs
+    from faceswap_cam.models.wan.engine import to_pil, uint8_frames
+    from faceswap_cam.models.wan.streaming import SegmentInputs
 
     if clip.size != (stream.width, stream.height):
         raise PreprocessedError(f"the engine generates {stream.width}x{stream.height} but the "

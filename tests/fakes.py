@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from faceswap_cam.daemon.sources import FrameSource, Pacer, SourceError
+from faceswap_cam.daemon.capture.sources import FrameSource, Pacer, SourceError
 from faceswap_cam.models.simple_engines import DebugEngine
 from tests.media import make_frame
 

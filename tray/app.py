@@ -32,7 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from faceswap_cam.daemon.control import ControlClient, ControlError, DaemonNotRunning
+from faceswap_cam.daemon.control.server import ControlClient, ControlError, DaemonNotRunning
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -1,0 +1,284 @@
+"""Outputs: the sink contract, the per-sink worker thread, ``null`` and ``file`` sinks, registry.
+
+The publisher never calls a sink directly. Each sink has a :class:`SinkWorker` with its own
+thread and a small bounded slot queue: the publisher drops its frame there and moves on, and a
+slow sink loses its oldest pending frame (counted) instead of delaying the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+StatsProvider = Callable[[], dict[str, Any]]
+
+
+class SinkError(RuntimeError):
+    """A sink cannot be opened or written; the message says how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """What the publisher showed at one clock tick, handed to every sink with the pixels."""
+
+    number: int
+    kind: str  # "swapped" | "passthrough" | "held" | "placeholder"
+    published_ns: int
+    latency_ms: float | None
+    repeat: int = 1  # >1 when the clock missed ticks: a recording writes the frame again
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Sink(ABC):
+    """One output. ``open`` runs in the starting thread (so failures stop the start);
+    ``send`` runs only in the sink's worker thread; ``close`` is idempotent."""
+
+    #: How many frames may wait for this sink; 1 = always the newest (live outputs).
+    slots: int = 1
+    #: Draw the stats overlay on frames for this sink.
+    overlay: bool = False
+    #: Sent from the publisher's own thread, with no worker: only for a ``send`` that can
+    #: never block or take time (``null``), so a thread hop would be pure overhead.
+    inline: bool = False
+
+    @property
+    @abstractmethod
+    def description(self) -> str: ...
+
+    @abstractmethod
+    def open(self, size: tuple[int, int], fps: float) -> None: ...
+
+    @abstractmethod
+    def send(self, pixels: np.ndarray, tick: Tick) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class NullSink(Sink):
+    """Discards frames (benchmarks, and running with only the preview)."""
+
+    inline = True
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    @property
+    def description(self) -> str:
+        return "null"
+
+    def open(self, size: tuple[int, int], fps: float) -> None:
+        pass
+
+    def send(self, pixels: np.ndarray, tick: Tick) -> None:
+        self.frames += tick.repeat
+
+    def close(self) -> None:
+        pass
+
+
+_FILE_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+
+
+class FileSink(Sink):
+    """Records the output to a video file at the output's fixed frame rate.
+
+    A recording wants every frame, so it queues more than one and writes a frame again for
+    each tick the clock missed, keeping the file's timeline equal to wall time.
+    """
+
+    slots = 60
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in _FILE_FOURCC:
+            raise SinkError(f"cannot record to {path!r}: use one of "
+                            f"{', '.join(sorted(_FILE_FOURCC))}")
+        self._fourcc = _FILE_FOURCC[suffix]
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+        self.frames = 0
+
+    @property
+    def description(self) -> str:
+        return f"file:{self.path}"
+
+    def open(self, size: tuple[int, int], fps: float) -> None:
+        if not self.path.parent.is_dir():
+            raise SinkError(f"cannot record to {self.path}: folder {self.path.parent} "
+                            "does not exist")
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*self._fourcc), fps,
+                                 size)
+        if not writer.isOpened():
+            raise SinkError(f"cannot record to {self.path} with codec {self._fourcc}")
+        self._writer, self._size = writer, size
+
+    def send(self, pixels: np.ndarray, tick: Tick) -> None:
+        if self._writer is None:
+            return
+        for _ in range(tick.repeat):
+            self._writer.write(pixels)
+            self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            # release() writes the index: without it the file does not play.
+            self._writer.release()
+            self._writer = None
+            logger.info("recorded %d frames to %s", self.frames, self.path)
+
+
+class SinkWorker:
+    """The thread and bounded queue in front of one sink.
+
+    Drop policy: when ``sink.slots`` frames are already waiting, the oldest is dropped and
+    counted. A sink that raises is closed and marked failed; the other outputs go on.
+    """
+
+    def __init__(self, sink: Sink, draw_overlay: Callable[[np.ndarray, Tick], np.ndarray]
+                 ) -> None:
+        self.sink = sink
+        self._draw_overlay = draw_overlay
+        self._pending: deque[tuple[np.ndarray, Tick]] = deque(maxlen=max(1, sink.slots))
+        self._cond = threading.Condition()
+        self._stopping = False
+        self.dropped = 0
+        self.sent = 0
+        self.error = ""
+        self._thread = threading.Thread(target=self._run, name=f"sink-{sink.description}",
+                                        daemon=True)
+
+    def start(self) -> None:
+        if not self.sink.inline:
+            self._thread.start()
+
+    def offer(self, pixels: np.ndarray, tick: Tick) -> None:
+        if self.sink.inline:
+            self._send(pixels, tick)
+            return
+        with self._cond:
+            if self.error or self._stopping:
+                return
+            if len(self._pending) == self._pending.maxlen:
+                self.dropped += 1
+            self._pending.append((pixels, tick))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if not self._pending:
+                    return  # stopping, and everything offered has been sent
+                pixels, tick = self._pending.popleft()
+            if not self._send(pixels, tick):
+                return
+
+    def _send(self, pixels: np.ndarray, tick: Tick) -> bool:
+        if self.error:
+            return False
+        try:
+            if self.sink.overlay:
+                pixels = self._draw_overlay(pixels, tick)
+            self.sink.send(pixels, tick)
+            self.sent += 1
+        except Exception as exc:
+            logger.exception("output %s failed; the other outputs go on", self.sink.description)
+            with self._cond:
+                self.error = f"{type(exc).__name__}: {exc}"
+                self._pending.clear()
+            return False
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is pending (bounded by ``timeout``), then close the sink; idempotent."""
+        with self._cond:
+            already = self._stopping
+            self._stopping = True
+            self._cond.notify()
+        if already:
+            return
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                # Closing a device while its thread still writes to it can crash native code.
+                logger.warning("output %s did not finish within %.0f s; left open",
+                               self.sink.description, timeout)
+                return
+        try:
+            self.sink.close()
+        except Exception:
+            logger.exception("closing output %s failed", self.sink.description)
+
+
+# --- registry --------------------------------------------------------------------------------
+
+SinkFactory = Callable[[str, "SinkContext"], Sink]
+
+
+@dataclass
+class SinkContext:
+    """What a sink factory may need from the configuration."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    stats: StatsProvider = dict
+
+
+_SINKS: dict[str, SinkFactory] = {}
+
+
+def register_sink(scheme: str, factory: SinkFactory) -> None:
+    """Make ``scheme[:ARG]`` create sinks with ``factory(arg, context)``."""
+    _SINKS[scheme] = factory
+
+
+def sink_schemes() -> Iterator[str]:
+    return iter(sorted(_SINKS))
+
+
+def create_sink(spec: str, context: SinkContext) -> Sink:
+    scheme, _, arg = spec.partition(":")
+    factory = _SINKS.get(scheme)
+    if factory is None:
+        raise SinkError(f"unknown sink {spec!r}; use one of: "
+                        + ", ".join("file:PATH" if s == "file" else s for s in sink_schemes()))
+    return factory(arg, context)
+
+
+def _file(arg: str, context: SinkContext) -> Sink:
+    if not arg:
+        raise SinkError("file sink needs a path: --sink file:PATH.mp4")
+    return FileSink(arg)
+
+
+register_sink("null", lambda arg, context: NullSink())
+register_sink("file", _file)
+
+
+def _virtualcam(arg: str, context: SinkContext) -> Sink:
+    from faceswap_cam.daemon.outputs.virtualcam import VirtualCameraSink
+
+    return VirtualCameraSink.from_context(arg, context)
+
+
+def _preview(arg: str, context: SinkContext) -> Sink:
+    from faceswap_cam.daemon.outputs.preview import PreviewSink
+
+    return PreviewSink.from_context(arg, context)
+
+
+register_sink("virtualcam", _virtualcam)
+register_sink("preview", _preview)

@@ -1,0 +1,160 @@
+"""Wan-Animate's preprocessing, live, one batch at a time.
+
+Per frame, following Wan-Animate's own recipe: the largest person (RT-DETR), whole-body
+133-keypoint pose (ViTPose) drawn as the skeleton video it was trained on, a face crop from the
+face keypoints, and in replace mode a SAM2 person mask (streaming session, memory carried
+across batches), dilated and boxed, with background = frame x (1 - mask). Boxes and face crops
+are smoothed over time so the conditioning does not jitter.
+
+When any frame of a batch has no person or no face (empty room, user walks away), the batch
+is reported as empty: the engine passes it through and every temporal state restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from faceswap_cam.models.preprocessing.base import PreprocessedBatch
+from faceswap_cam.models.preprocessing.face import FaceCropper, face_box
+from faceswap_cam.models.preprocessing.person import Box, BoxSmoother, PersonDetector
+from faceswap_cam.models.preprocessing.pose import Keypoints, WholeBodyPoseEstimator, draw_skeleton
+from faceswap_cam.models.preprocessing.segmentation import (
+    PersonMasker,
+    prompt_from_keypoints,
+    wan_mask,
+)
+from faceswap_cam.models.wan.compositing import background
+
+logger = logging.getLogger(__name__)
+
+
+class WanPreprocessor:
+    """Detector + pose + face crops (+ SAM2 masks) behind the engine's Preprocessor seam."""
+
+    def __init__(self, detector: Any, pose: Any, masker: Any | None, *,
+                 keypoint_threshold: float = 0.3) -> None:
+        self.keypoint_threshold = keypoint_threshold
+        self.detector = detector
+        self.pose = pose
+        self.masker = masker
+        self._person = BoxSmoother()
+        self._face = FaceCropper()
+        #: Stage timings of the last batch in seconds (benchmarks and the stats overlay).
+        self.timings: dict[str, float] = {}
+
+    @classmethod
+    def load(cls, *, detector_model: str | Path, pose_model: str | Path,
+             sam2_model: str | Path | None, device: str = "auto",
+             keypoint_threshold: float = 0.3) -> WanPreprocessor:
+        """Load the three models from local folders or downloaded repo ids."""
+        from faceswap_cam.models.wan.loading import pick_device, resolve_model_path
+
+        resolved = pick_device(device)
+        detector = PersonDetector(str(resolve_model_path(detector_model, "detector")),
+                                  device=resolved)
+        pose = WholeBodyPoseEstimator(pose_folder(resolve_model_path(pose_model, "pose")),
+                                      device=resolved)
+        masker = None if sam2_model is None else PersonMasker(
+            resolve_model_path(sam2_model, "sam2"), device=resolved)
+        return cls(detector, pose, masker, keypoint_threshold=keypoint_threshold)
+
+    def reset(self) -> None:
+        self._person.reset()
+        self._face.reset()
+        if self.masker is not None:
+            self.masker.reset()
+
+    def process(self, frames: Sequence[np.ndarray], *, size: tuple[int, int], face_size: int,
+                with_background: bool) -> PreprocessedBatch:
+        import time
+
+        width, height = size
+        clock = time.perf_counter
+        timings: dict[str, float] = {}
+        start = clock()
+        small = [cv2.cvtColor(cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA),
+                              cv2.COLOR_BGR2RGB) for f in frames]
+        timings["resize"] = clock() - start
+
+        start = clock()
+        boxes = [self._person.update(box) for box in self.detector.detect(small)]
+        timings["detector"] = clock() - start
+        if any(box is None for box in boxes):
+            return self._nobody("no person in view", timings)
+
+        start = clock()
+        keypoints: list[Keypoints | None] = self.pose.estimate(
+            small, [_xyxy(box) for box in boxes])
+        timings["pose"] = clock() - start
+
+        start = clock()
+        faces = []
+        for frame, points in zip(frames, keypoints, strict=True):
+            crop = None
+            if points is not None:
+                # Crop from the full-resolution camera frame: the face gets every pixel.
+                sx, sy = frame.shape[1] / width, frame.shape[0] / height
+                full = points.scaled(sx, sy)
+                box = face_box(full.xy, full.scores, (frame.shape[1], frame.shape[0]),
+                               score_threshold=self.keypoint_threshold)
+                steady = self._face.update(box)
+                if steady is not None:
+                    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                    crop = self._face.crop(rgb, steady, face_size)
+            faces.append(crop)
+        timings["face"] = clock() - start
+        if any(face is None for face in faces):
+            return self._nobody("no face in view", timings)
+
+        start = clock()
+        pose = [draw_skeleton(points, size) for points in keypoints]
+        timings["skeleton"] = clock() - start
+        batch = PreprocessedBatch(pose=pose, face=[f for f in faces if f is not None])
+        if with_background:
+            if self.masker is None:
+                raise RuntimeError("replace mode needs the SAM2 model (--sam2-model)")
+            start = clock()
+            prompts = [None if p is None else prompt_from_keypoints(
+                p.xy, p.scores, threshold=self.keypoint_threshold, frame_size=size)
+                for p in keypoints]
+            masks = [wan_mask(m) for m in self.masker.masks(small, prompts)]
+            batch.mask = masks
+            batch.background = [background(frame, mask) for frame, mask in zip(small, masks,
+                                                                                strict=True)]
+            timings["sam2"] = clock() - start
+        self.timings = timings
+        return batch
+
+    def _nobody(self, why: str, timings: dict[str, float]) -> PreprocessedBatch:
+        logger.debug("batch passes through: %s", why)
+        self.timings = timings
+        self.reset()
+        return PreprocessedBatch(pose=[], face=[], present=False)
+
+
+def pose_folder(path: Path) -> Path:
+    """A transformers folder for the pose model: ``path`` itself, or, for the downloaded
+    original ViTPose checkpoint, the folder it is converted into once (offline)."""
+    if (path / "config.json").is_file():
+        return path
+    checkpoints = sorted(path.rglob("*.pth")) if path.is_dir() else (
+        [path] if path.suffix == ".pth" else [])
+    if not checkpoints:
+        return path  # let the estimator say what is wrong with it
+    converted = (path if path.is_dir() else path.parent) / "transformers"
+    if not (converted / "config.json").is_file():
+        from faceswap_cam.models.preprocessing.pose import convert_mmpose_checkpoint
+
+        logger.info("converting %s for transformers (once)", checkpoints[0])
+        convert_mmpose_checkpoint(checkpoints[0], converted)
+    return converted
+
+
+def _xyxy(box: Box | None) -> tuple[float, float, float, float] | None:
+    return None if box is None else (box.x0, box.y0, box.x1, box.y1)

@@ -1,0 +1,444 @@
+"""The live person mask (SAM2 streaming session) and compositing the generated person back.
+
+SAM2 runs as a tiny random-weight model built from a config, saved and loaded through the
+real loading code: the masks mean nothing, but the session plumbing, shapes and memory are real.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from faceswap_cam.models.preprocessing.segmentation import (
+    WAN_DILATE_PX,
+    Prompt,
+    blockify,
+    dilate,
+    feather,
+    prompt_from_keypoints,
+    wan_mask,
+)
+from faceswap_cam.models.wan.compositing import background, composite, match_colour
+from tests.shared_data import SHARED_DATA, needs_shared_data
+
+SAM2_SIZE = 64
+FRAME_H, FRAME_W = 48, 80
+
+
+def _save_tiny_sam2(folder: Path, *, object_score: float) -> Path:
+    """A ~1M-parameter SAM2 video model and its processor at a 64 px input. ``object_score``
+    pins SAM2's "is the object here" logit, so tests can choose tracked or lost."""
+    import torch
+    import transformers
+    from transformers.models.sam2.image_processing_sam2 import Sam2ImageProcessor
+    from transformers.models.sam2_video.video_processing_sam2_video import (
+        Sam2VideoVideoProcessor,
+    )
+
+    s = SAM2_SIZE
+    hiera = {
+        "model_type": "sam2_hiera_det_model", "hidden_size": 8, "num_attention_heads": 1,
+        "image_size": [s, s], "blocks_per_stage": [1, 1, 2, 1],
+        "embed_dim_per_stage": [8, 16, 32, 64], "num_attention_heads_per_stage": [1, 1, 1, 1],
+        "window_size_per_stage": [4, 4, 4, 2],
+        "window_positional_embedding_background_size": [2, 2],
+        # A global block may not open a stage: its window (0) would be divided by the stride.
+        "global_attention_blocks": [3],
+    }
+    vision = {
+        "backbone_config": hiera, "backbone_channel_list": [64, 32, 16, 8],
+        "backbone_feature_sizes": [[s // 4, s // 4], [s // 8, s // 8], [s // 16, s // 16]],
+        "fpn_hidden_size": 128,
+    }
+    # The memory encoder's output stays 64 (the memory cross-attention hard-codes it), and the
+    # hidden size must be a multiple above it for the object-pointer split.
+    config = transformers.Sam2VideoConfig(
+        vision_config=vision,
+        prompt_encoder_config={"hidden_size": 128, "image_size": s, "patch_size": 16},
+        mask_decoder_config={"hidden_size": 128, "mlp_dim": 32, "num_attention_heads": 2,
+                             "iou_head_hidden_dim": 16},
+        image_size=s, memory_attention_hidden_size=128, memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=32,
+        memory_attention_rope_feat_sizes=[s // 16, s // 16], memory_encoder_hidden_size=128,
+        memory_encoder_output_channels=64, mask_downsampler_embed_dim=128,
+        memory_fuser_embed_dim=128, memory_fuser_intermediate_dim=32, memory_fuser_num_layers=1,
+    )
+    torch.manual_seed(0)
+    model: Any = transformers.Sam2VideoModel(config)
+    head = model.mask_decoder.pred_obj_score_head.proj_out
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(object_score)
+    processor = transformers.Sam2VideoProcessor(
+        image_processor=Sam2ImageProcessor(size={"height": s, "width": s},
+                                           mask_size={"height": s // 4, "width": s // 4}),
+        video_processor=Sam2VideoVideoProcessor(size={"height": s, "width": s}),
+        target_size=s,
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models spend their time syncing threads, and on a busy CI box that waiting
+    dominates (seconds per frame instead of milliseconds): run them on one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sam2_present(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _save_tiny_sam2(tmp_path_factory.mktemp("sam2") / "present", object_score=10.0)
+
+
+@pytest.fixture(scope="module")
+def sam2_absent(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _save_tiny_sam2(tmp_path_factory.mktemp("sam2") / "absent", object_score=-10.0)
+
+
+def _frames(count: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (FRAME_H, FRAME_W, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def _prompt() -> Prompt:
+    return Prompt(points=np.array([[40.0, 12.0], [38.0, 30.0]]), labels=np.array([1, 1]))
+
+
+def _listing(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def _current(masker: Any) -> Any:
+    """The masker's session, read afresh (past narrowing of ``masker.session``)."""
+    return masker.session
+
+
+def _check_masks(masks: list[np.ndarray], count: int) -> None:
+    assert len(masks) == count
+    for mask in masks:
+        assert mask.shape == (FRAME_H, FRAME_W)
+        assert mask.dtype == np.uint8
+        assert set(np.unique(mask).tolist()) <= {0, 255}
+
+
+# --- SAM2 streaming session ------------------------------------------------------------------
+
+
+def test_streaming_session_carries_memory_across_batches(
+    sam2_present: Path, tmp_path: Path
+) -> None:
+    from faceswap_cam.models.preprocessing.segmentation import PersonMasker
+
+    masker = PersonMasker(sam2_present, device="cpu", dtype="fp32")
+    before, cwd_before = _listing(tmp_path), set(os.listdir(Path.cwd()))
+
+    first = masker.masks(_frames(3, 1), [_prompt(), None, None])
+    _check_masks(first, 3)
+    session = masker.session
+    assert session is not None
+    assert masker.frames_in_session == 3
+
+    for batch, seed in ((2, 2), (3, 3)):
+        _check_masks(masker.masks(_frames(3, seed)), 3)
+        assert masker.session is session  # the same streaming session, memory carried on
+        assert masker.frames_in_session == 3 * batch
+
+    outputs = session.output_dict_per_obj[0]
+    assert list(outputs["cond_frame_outputs"]) == [0]  # the prompted frame conditions the rest
+    tracked = outputs["non_cond_frame_outputs"]
+    assert sorted(tracked) == list(range(1, 9))
+    assert all("maskmem_features" in tracked[i] for i in tracked)
+    # Only the frame being segmented is kept as pixels; the rest lives on as memory.
+    assert list(session.processed_frames) == [8]
+
+    masker.reset()
+    assert masker.frames_in_session == 0
+    assert masker.session is None
+    _check_masks(masker.masks(_frames(1, 4), [_prompt()]), 1)
+    assert _current(masker) not in (None, session)
+    assert masker.frames_in_session == 1
+
+    assert _listing(tmp_path) == before  # nothing written: no frame ever goes to disk
+    assert set(os.listdir(Path.cwd())) == cwd_before
+
+
+def test_no_prompt_before_a_track_gives_empty_masks(sam2_present: Path) -> None:
+    from faceswap_cam.models.preprocessing.segmentation import PersonMasker
+
+    masker = PersonMasker(sam2_present, device="cpu", dtype="fp32")
+    masks = masker.masks(_frames(2, 5))
+    _check_masks(masks, 2)
+    assert all(not m.any() for m in masks)
+    assert masker.session is None  # nothing to track, SAM2 not even run
+    masker.masks(_frames(2, 6), [None, _prompt()])
+    assert masker.frames_in_session == 1  # the track starts at the prompted frame
+
+
+def test_prompts_refresh_and_old_conditioning_frames_are_dropped(sam2_present: Path) -> None:
+    from faceswap_cam.models.preprocessing.segmentation import PersonMasker
+
+    masker = PersonMasker(sam2_present, device="cpu", dtype="fp32", refresh_every=2,
+                          max_cond_frames=2, lost_after=None)
+    masker.masks(_frames(8, 7), [_prompt()] * 8)
+    session = masker.session
+    # Prompted every 2nd frame (0, 2, 4, 6); only the newest 2 conditioning frames are kept.
+    assert sorted(session.output_dict_per_obj[0]["cond_frame_outputs"]) == [4, 6]
+    assert sorted(session.point_inputs_per_obj[0]) == [4, 6]
+    assert masker.frames_in_session == 8
+
+
+def test_memory_older_than_the_window_is_dropped(sam2_present: Path) -> None:
+    from faceswap_cam.models.preprocessing.segmentation import PersonMasker
+
+    masker = PersonMasker(sam2_present, device="cpu", dtype="fp32")
+    config = masker._model.config
+    window = max(config.num_maskmem, config.max_object_pointers_in_encoder)
+    frames = _frames(1, 8) * (window + 4)
+    masker.masks(frames, [_prompt()] + [None] * (len(frames) - 1))
+    last = len(frames) - 1
+    tracked = masker.session.output_dict_per_obj[0]["non_cond_frame_outputs"]
+    assert min(tracked) == last - window and max(tracked) == last
+
+
+def test_lost_track_restarts_the_session_with_the_next_prompt(sam2_absent: Path) -> None:
+    from faceswap_cam.models.preprocessing.segmentation import PersonMasker
+
+    masker = PersonMasker(sam2_absent, device="cpu", dtype="fp32", lost_after=2)
+    masks = masker.masks(_frames(2, 9), [_prompt(), None])
+    assert all(not m.any() for m in masks)  # SAM2 says nobody is there
+    first = masker.session
+    masker.masks(_frames(1, 10), [None])  # lost, but nothing to restart with: keep tracking
+    assert masker.session is first
+    masker.masks(_frames(1, 11), [_prompt()])
+    assert masker.session is not first and masker.frames_in_session == 1
+
+
+def test_frame_size_change_restarts_the_track(sam2_present: Path) -> None:
+    from faceswap_cam.models.preprocessing.segmentation import PersonMasker
+
+    masker = PersonMasker(sam2_present, device="cpu", dtype="fp32")
+    masker.masks(_frames(2, 12), [_prompt(), None])
+    first = masker.session
+    bigger = np.zeros((FRAME_H * 2, FRAME_W * 2, 3), np.uint8)
+    assert not masker.masks([bigger])[0].any()  # a new video: no track until a prompt
+    assert masker.session is None and first is not None
+
+
+def test_missing_weights_name_the_model(tmp_path: Path) -> None:
+    from faceswap_cam.models.preprocessing.segmentation import PersonMasker
+    from faceswap_cam.models.wan.loading import WeightsError
+
+    with pytest.raises(WeightsError, match="SAM2"):
+        PersonMasker(tmp_path / "nowhere", device="cpu", dtype="fp32")
+
+
+# --- keypoint prompts ------------------------------------------------------------------------
+
+
+def _wholebody() -> tuple[np.ndarray, np.ndarray]:
+    xy = np.zeros((133, 2), np.float32)
+    scores = np.zeros(133, np.float32)
+    named = {0: (100, 50), 5: (130, 90), 6: (70, 90), 11: (120, 200), 12: (80, 200),
+             15: (120, 380), 16: (80, 380)}
+    for index, point in named.items():
+        xy[index] = point
+        scores[index] = 0.9
+    return xy, scores
+
+
+def test_prompt_from_keypoints_uses_wans_body_points() -> None:
+    xy, scores = _wholebody()
+    prompt = prompt_from_keypoints(xy, scores, threshold=0.5)
+    assert prompt is not None and prompt.points is not None and prompt.labels is not None
+    expected = [(100, 50), (100, 90), (70, 90), (130, 90), (80, 200), (120, 200), (80, 380),
+                (120, 380)]  # nose, neck, R/L shoulder, R/L hip, R/L ankle
+    np.testing.assert_array_equal(prompt.points, np.array(expected, np.float32))
+    np.testing.assert_array_equal(prompt.labels, np.ones(8))
+    assert prompt.box is None
+
+
+def test_prompt_from_keypoints_thresholds() -> None:
+    xy, scores = _wholebody()
+    scores[[15, 16]] = 0.2  # ankles out of view: a webcam's usual case
+    scores[5] = 0.4  # one shoulder unsure: the neck averages 0.65
+    prompt = prompt_from_keypoints(xy, scores, threshold=0.5)
+    assert prompt is not None and prompt.points is not None
+    assert [tuple(p) for p in prompt.points] == [(100, 50), (100, 90), (70, 90), (80, 200),
+                                                 (120, 200)]
+    assert prompt_from_keypoints(xy, scores, threshold=0.95) is None
+    assert prompt_from_keypoints(xy, np.zeros(133, np.float32), threshold=0.5) is None
+    in_frame = prompt_from_keypoints(xy, np.full(133, 0.9, np.float32), threshold=0.5,
+                                     frame_size=(200, 300))
+    assert in_frame is not None and in_frame.points is not None
+    assert len(in_frame.points) == 6  # the ankles at y=380 are below a 300-high frame
+    with pytest.raises(ValueError):
+        prompt_from_keypoints(xy[:17], scores[:17], threshold=0.5)
+
+
+def test_prompt_validation() -> None:
+    with pytest.raises(ValueError):
+        Prompt()
+    with pytest.raises(ValueError):
+        Prompt(points=np.zeros((2, 2)), labels=np.ones(3))
+    with pytest.raises(ValueError):
+        Prompt(points=np.zeros((1, 2)), labels=np.array([2]))
+    with pytest.raises(ValueError):
+        Prompt(box=(10, 10, 5, 20))
+    assert Prompt(box=(1, 2, 3, 4)).box == (1.0, 2.0, 3.0, 4.0)
+
+
+# --- mask geometry ---------------------------------------------------------------------------
+
+
+def _square(size: int = 64, lo: int = 20, hi: int = 40) -> np.ndarray:
+    mask = np.zeros((size, size), np.uint8)
+    mask[lo:hi, lo:hi] = 255
+    return mask
+
+
+@pytest.mark.parametrize("k", [0, 1, 4, 9])
+def test_dilate_grows_a_square_by_exactly_k(k: int) -> None:
+    grown = dilate(_square(), k)
+    assert grown.dtype == np.uint8 and set(np.unique(grown).tolist()) == {0, 255}
+    np.testing.assert_array_equal(grown, _square(lo=20 - k, hi=40 + k))
+
+
+def test_wan_dilation_matches_its_kernel_and_iterations() -> None:
+    mask = np.zeros((80, 80), np.uint8)
+    mask[30:50, 35:45] = 1
+    cv2.circle(mask, (20, 20), 6, 1, -1)
+    wan = cv2.dilate(mask, np.ones((7, 7), np.uint8), iterations=3)  # Wan's k=7, iterations=3
+    np.testing.assert_array_equal(dilate(mask, WAN_DILATE_PX) > 0, wan > 0)
+
+
+def test_blockify_and_wan_mask() -> None:
+    mask = np.zeros((60, 60), np.uint8)
+    mask[10, 10] = 255
+    mask[40, 30] = 255
+    box = blockify(mask)
+    assert (box[10:41, 10:31] == 255).all() and box.sum() == 255 * 31 * 21
+    cells = blockify(mask, (2, 2))
+    assert cells[10, 10] == 255 and cells[40, 30] == 255 and cells[10, 30] == 0
+    assert not blockify(np.zeros((8, 8), np.uint8)).any()
+    full = wan_mask(mask)
+    assert (full[10 - WAN_DILATE_PX:41 + WAN_DILATE_PX, 10 - WAN_DILATE_PX:31 + WAN_DILATE_PX]
+            == 255).all()
+
+
+def test_feather_ramps_inward_only() -> None:
+    alpha = feather(_square(), 4)
+    assert alpha.dtype == np.float32 and alpha.min() == 0.0 and alpha.max() == 1.0
+    row = alpha[30]
+    np.testing.assert_array_equal(row[:20], 0.0)  # outside: untouched
+    np.testing.assert_allclose(row[20:25], [0.25, 0.5, 0.75, 1.0, 1.0])
+    np.testing.assert_allclose(row[35:40], [1.0, 1.0, 0.75, 0.5, 0.25])
+    np.testing.assert_array_equal(row[40:], 0.0)
+    assert (alpha[24:36, 24:36] == 1.0).all()
+    np.testing.assert_array_equal(feather(_square(), 0), _square() / 255.0)
+    # A person cut by the frame edge does not fade out at the edge.
+    edge = np.zeros((20, 20), np.uint8)
+    edge[:, :10] = 255
+    assert (feather(edge, 3)[:, 0] == 1.0).all()
+
+
+# --- compositing -----------------------------------------------------------------------------
+
+
+def _room(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def test_composite_keeps_the_room_bit_identical() -> None:
+    room = _room(120, 160)
+    generated = _room(120, 160, seed=1)
+    mask = np.zeros((120, 160), np.uint8)
+    mask[20:100, 50:110] = 255
+    out = composite(room, generated, mask, feather_px=5)
+    outside = mask == 0
+    np.testing.assert_array_equal(out[outside], room[outside])
+    core = np.zeros_like(outside)
+    core[25:95, 55:105] = True  # 5 px in from the edge: alpha 1
+    np.testing.assert_array_equal(out[core], generated[core])
+    ramp = (mask > 0) & ~core
+    assert not np.array_equal(out[ramp], room[ramp])
+    assert out.dtype == np.uint8 and out.shape == room.shape
+
+
+def test_composite_scales_a_smaller_generated_frame_and_mask() -> None:
+    room = _room(120, 160)
+    generated = np.full((60, 80, 3), (10, 200, 30), np.uint8)  # half size, one colour
+    small_mask = np.zeros((60, 80), np.uint8)
+    small_mask[10:50, 20:60] = 255
+    out = composite(room, generated, small_mask, feather_px=3)
+    full_mask = cv2.resize(small_mask, (160, 120), interpolation=cv2.INTER_NEAREST)
+    outside = cv2.dilate(full_mask, np.ones((3, 3), np.uint8)) == 0
+    np.testing.assert_array_equal(out[outside], room[outside])
+    np.testing.assert_array_equal(out[40:80, 60:100], np.full((40, 40, 3), (10, 200, 30)))
+    nobody = composite(room, generated, np.zeros((60, 80), np.uint8))
+    np.testing.assert_array_equal(nobody, room)
+    with pytest.raises(ValueError):
+        composite(room, generated, np.zeros((30, 30), np.uint8))
+
+
+def test_background_zeroes_the_person() -> None:
+    frame = _room(40, 50)
+    mask = np.zeros((40, 50), np.uint8)
+    mask[5:20, 10:30] = 255
+    bg = background(frame, mask)
+    assert bg.dtype == np.uint8
+    assert not bg[5:20, 10:30].any()
+    np.testing.assert_array_equal(bg[mask == 0], frame[mask == 0])
+    np.testing.assert_array_equal(background(frame, mask // 255), bg)  # {0, 1} masks too
+
+
+def test_match_colour_removes_a_cast_measured_on_the_room() -> None:
+    rng = np.random.default_rng(3)
+    reference = rng.integers(40, 200, (64, 64, 3), dtype=np.uint8)
+    shift = np.array([25, -10, 5], np.int16)
+    cast = np.clip(reference.astype(np.int16) + shift, 0, 255).astype(np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 16:48] = 255
+    matched = match_colour(cast, reference, mask)
+    before = np.abs(cast.astype(int) - reference).mean()
+    after = np.abs(matched.astype(int) - reference).mean()
+    assert after < before / 3
+    tiny = np.zeros((64, 64), np.uint8)
+    tiny[:] = 255
+    np.testing.assert_array_equal(match_colour(cast, reference, tiny), cast)  # nothing to measure
+
+
+@needs_shared_data
+def test_composite_into_the_real_720p_photo() -> None:
+    photo = cv2.imread(str(SHARED_DATA / "person-720p.jpg"), cv2.IMREAD_COLOR)
+    assert photo is not None
+    height, width = photo.shape[:2]
+    # What Wan-Animate would hand back: a 480p-ish frame, here a synthetic gradient person.
+    gen_h, gen_w = 480, 480 * width // height
+    ramp = np.linspace(0, 255, gen_w, dtype=np.float32)
+    generated = np.dstack([np.tile(ramp, (gen_h, 1))] * 3).astype(np.uint8)
+    mask = np.zeros((gen_h, gen_w), np.uint8)
+    cv2.ellipse(mask, (gen_w // 2, gen_h // 2), (gen_w // 6, gen_h // 3), 0, 0, 360, 255, -1)
+    mask = wan_mask(mask, dilate_px=9, grid=None)
+
+    out = composite(photo, generated, mask, feather_px=8)
+    assert out.shape == photo.shape and out.dtype == np.uint8
+    full = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR) >= 128
+    np.testing.assert_array_equal(out[~full], photo[~full])
+    assert not np.array_equal(out[full], photo[full])
+    rgb = cv2.cvtColor(photo, cv2.COLOR_BGR2RGB)
+    bg = background(rgb, full.astype(np.uint8) * 255)
+    assert not bg[full].any()
+    np.testing.assert_array_equal(bg[~full], rgb[~full])

@@ -1,0 +1,608 @@
+"""``faceswap-cam doctor`` against a fake machine: a sysfs tree, a /proc tree and fake probes
+built in tmp_path, plus one run against this machine as it is, in a subprocess."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pyvirtualcam.camera
+
+from faceswap_cam.daemon.config import Settings, default_config_path
+from faceswap_cam.daemon.control.server import ControlError
+from faceswap_cam.daemon.ops import doctor
+from faceswap_cam.daemon.ops.doctor import (
+    DAEMON_FIX,
+    MODELS_EXTRA_FIX,
+    NO_CAMERA,
+    SERVICE_FIX,
+    SERVICE_UNAVAILABLE,
+    Check,
+    GpuInfo,
+    ServiceState,
+    add_doctor_parser,
+    exit_code,
+    render_json,
+    render_text,
+    run_checks,
+)
+from faceswap_cam.models.weights.registry import fix_command, model_names, models_dir
+
+REPO = Path(__file__).resolve().parents[2]
+MODPROBE = 'sudo modprobe v4l2loopback devices=1 card_label="FaceSwap Cam" exclusive_caps=1'
+GIB = 1024**3
+HD = (True, 1280, 720, 30.0)
+VGA = (True, 640, 480, 30.0)
+CLOSED = (False, 0, 0, 0.0)
+
+
+class FakeClient:
+    url = "http://127.0.0.1:40123"
+
+    def __init__(self, status: dict[str, Any] | Exception) -> None:
+        self._status = status
+
+    def status(self) -> dict[str, Any]:
+        if isinstance(self._status, Exception):
+            raise self._status
+        return self._status
+
+
+class FakeMachine:
+    """A Linux box in a folder: sysfs, /proc, and what each probe answers."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.devices = root / "sys" / "devices"
+        self.loopback_root = self.devices / "virtual" / "video4linux"
+        self.class_root = root / "sys" / "class" / "video4linux"
+        self.parameters = root / "sys" / "module" / "v4l2loopback" / "parameters"
+        self.proc = root / "proc"
+        self.class_root.mkdir(parents=True)
+        self.proc.mkdir()
+        self.caps: dict[str, tuple[str, bool]] = {}
+        self.modes: dict[int, tuple[bool, int, int, float]] = {}
+        self.opened: list[int] = []
+        self.gpus: list[GpuInfo] | None = [GpuInfo("cuda:0", "NVIDIA H100 80GB HBM3", 80 * GIB)]
+        self.client: FakeClient | Exception = FakeClient({"state": "running",
+                                                          "engine": "wan-animate"})
+        self.service: ServiceState | Exception = ServiceState(True, True, "active: active")
+
+    def add_loopback(self, number: int, label: str, exclusive_caps: str | None = "Y") -> None:
+        self._add_node(self.loopback_root / f"video{number}", label)
+        self.caps[f"/dev/video{number}"] = ("v4l2 loopback", True)
+        if exclusive_caps is not None:
+            self.parameters.mkdir(parents=True, exist_ok=True)
+            (self.parameters / "exclusive_caps").write_text(exclusive_caps + "\n")
+
+    def add_camera(self, number: int, name: str, mode: tuple[bool, int, int, float]) -> None:
+        usb = self.devices / "pci0000:00" / "0000:00:14.0" / f"usb1-{number}" / "video4linux"
+        self._add_node(usb / f"video{number}", name)
+        self.caps[f"/dev/video{number}"] = ("uvcvideo", True)
+        self.modes[number] = mode
+
+    def add_process(self, pid: int, command: str, *paths: str) -> None:
+        fds = self.proc / str(pid) / "fd"
+        fds.mkdir(parents=True)
+        (self.proc / str(pid) / "comm").write_text(command + "\n")
+        for number, path in enumerate(paths, start=3):
+            (fds / str(number)).symlink_to(path)
+
+    def _add_node(self, folder: Path, name: str) -> None:
+        folder.mkdir(parents=True)
+        (folder / "name").write_text(name + "\n")
+        (self.class_root / folder.name).symlink_to(folder)
+
+    # the probes
+
+    def query(self, path: str) -> tuple[str, bool] | None:
+        return self.caps.get(path)
+
+    def open_camera(self, index: int) -> tuple[bool, int, int, float]:
+        self.opened.append(index)
+        return self.modes.get(index, CLOSED)
+
+    def gpu_probe(self) -> list[GpuInfo]:
+        if self.gpus is None:
+            raise ImportError("No module named 'torch'")
+        return self.gpus
+
+    def client_factory(self) -> FakeClient:
+        if isinstance(self.client, Exception):
+            raise self.client
+        return self.client
+
+    def service_probe(self) -> ServiceState:
+        if isinstance(self.service, Exception):
+            raise self.service
+        return self.service
+
+    def run(self, **overrides: Any) -> list[Check]:
+        options: dict[str, Any] = {
+            "sysfs_root": self.loopback_root, "video4linux_root": self.class_root,
+            "loopback_parameters": self.parameters, "proc_root": self.proc,
+            "query": self.query, "open_camera": self.open_camera, "gpu_probe": self.gpu_probe,
+            "control_client_factory": self.client_factory, "service_probe": self.service_probe,
+            "platform": "linux",
+        }
+        options.update(overrides)
+        return run_checks(**options)
+
+
+def find(checks: list[Check], name: str) -> Check:
+    matches = [check for check in checks if check.name == name]
+    assert len(matches) == 1, f"{name!r} in {[c.name for c in checks]}"
+    return matches[0]
+
+
+def isolated_environment(tmp_path: Path) -> dict[str, str]:
+    """HOME, XDG folders and every FACESWAP_CAM_* path inside tmp_path; no settings leak in."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("FACESWAP_CAM_")}
+    env.update({
+        "HOME": str(tmp_path / "home"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "FACESWAP_CAM_MODELS_DIR": str(tmp_path / "models"),
+        "FACESWAP_CAM_REFERENCES_DIR": str(tmp_path / "references"),
+        "FACESWAP_CAM_CONTROL_FILE": str(tmp_path / "control.json"),
+    })
+    return env
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("FACESWAP_CAM_"):
+            monkeypatch.delenv(key)
+    for key, value in isolated_environment(tmp_path / "user").items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def machine(tmp_path: Path) -> FakeMachine:
+    machine = FakeMachine(tmp_path / "machine")
+    machine.add_camera(0, "Integrated Camera", HD)
+    machine.add_loopback(10, "FaceSwap Cam")
+    return machine
+
+
+# --- virtual camera ---------------------------------------------------------------------------
+
+
+def test_labelled_device_passes(machine: FakeMachine) -> None:
+    checks = machine.run()
+    camera = find(checks, "virtual camera")
+    assert camera.status == "PASS"
+    assert camera.detail == '/dev/video10 labelled "FaceSwap Cam"'
+    assert camera.fix is None
+    assert find(checks, "exclusive_caps").status == "PASS"
+
+
+def test_no_loopback_device_fails_with_the_modprobe_command(tmp_path: Path) -> None:
+    machine = FakeMachine(tmp_path)
+    checks = machine.run()
+    camera = find(checks, "virtual camera")
+    assert camera.status == "FAIL"
+    assert "not loaded" in camera.detail
+    assert camera.fix is not None
+    first, second = camera.fix.splitlines()
+    assert first == MODPROBE
+    assert "v4l2loopback-dkms" in second
+    # Nothing to look at without the device.
+    assert not [c for c in checks if c.name in ("exclusive_caps", "virtual camera users")]
+    assert exit_code(checks) == 1
+
+
+def test_other_labels_only_fail_and_say_to_reload(tmp_path: Path) -> None:
+    machine = FakeMachine(tmp_path)
+    machine.add_loopback(3, "Dummy video device (0x0000)")
+    camera = find(machine.run(), "virtual camera")
+    assert camera.status == "FAIL"
+    assert '/dev/video3 ("Dummy video device (0x0000)")' in camera.detail
+    assert camera.fix is not None
+    assert camera.fix.splitlines()[0] == f"sudo modprobe -r v4l2loopback && {MODPROBE}"
+
+
+def test_configured_device_is_used_whatever_its_label(tmp_path: Path) -> None:
+    machine = FakeMachine(tmp_path)
+    machine.add_loopback(3, "Dummy video device (0x0000)")
+    chosen = find(machine.run(settings_loader=lambda _: Settings(
+        virtualcam_device="/dev/video3")), "virtual camera")
+    assert chosen.status == "PASS" and chosen.detail.startswith("/dev/video3 ")
+    missing = find(machine.run(settings_loader=lambda _: Settings(
+        virtualcam_device="/dev/video7")), "virtual camera")
+    assert missing.status == "FAIL" and MODPROBE in (missing.fix or "")
+
+
+def test_exclusive_caps_off_warns(tmp_path: Path) -> None:
+    machine = FakeMachine(tmp_path)
+    machine.add_loopback(10, "FaceSwap Cam", exclusive_caps="N,N,N,N,N,N,N,N")
+    caps = find(machine.run(), "exclusive_caps")
+    assert caps.status == "WARN"
+    assert "Chrome" in caps.detail and "/dev/video10" in caps.detail
+    assert caps.fix == f"sudo modprobe -r v4l2loopback && {MODPROBE}"
+
+
+def test_exclusive_caps_is_read_for_our_device(tmp_path: Path) -> None:
+    machine = FakeMachine(tmp_path)
+    machine.add_loopback(3, "Other", exclusive_caps=None)
+    machine.add_loopback(10, "FaceSwap Cam", exclusive_caps="N,Y,N,N")
+    assert find(machine.run(), "exclusive_caps").status == "PASS"
+    (machine.parameters / "exclusive_caps").write_text("Y,N,Y,Y\n")
+    assert find(machine.run(), "exclusive_caps").status == "WARN"
+    (machine.parameters / "exclusive_caps").unlink()
+    unreadable = find(machine.run(), "exclusive_caps")
+    assert unreadable.status == "WARN" and "cannot read" in unreadable.detail
+
+
+def test_who_has_the_virtual_camera_open(machine: FakeMachine) -> None:
+    users = find(machine.run(), "virtual camera users")
+    assert (users.status, users.detail) == ("PASS", "/dev/video10 is not open in any process")
+    machine.add_process(4300, "chrome", "/dev/null", "/dev/video10")
+    machine.add_process(4242, "faceswap-cam", "/dev/video10")
+    machine.add_process(77, "bash", "/dev/pts/0")
+    (machine.proc / "self").mkdir()  # not a pid: skipped
+    users = find(machine.run(), "virtual camera users")
+    assert users.status == "PASS"
+    assert users.detail == ("/dev/video10 is open in pid 4242 (faceswap-cam), "
+                            "pid 4300 (chrome)")
+
+
+# --- cameras ----------------------------------------------------------------------------------
+
+
+def test_camera_that_gives_720p30_passes(machine: FakeMachine) -> None:
+    cameras = find(machine.run(), "cameras")
+    assert cameras.status == "PASS"
+    assert cameras.detail == "/dev/video0 (Integrated Camera): 1280x720 at 30 fps: ok"
+    assert machine.opened == [0]  # the loopback device is never opened as a camera
+
+
+def test_camera_that_only_gives_640x480_warns(tmp_path: Path) -> None:
+    machine = FakeMachine(tmp_path)
+    machine.add_camera(0, "Old Webcam", VGA)
+    cameras = find(machine.run(), "cameras")
+    assert cameras.status == "WARN"
+    assert "/dev/video0 (Old Webcam): gives 640x480 at 30 fps only" in cameras.detail
+    assert cameras.fix is not None and "--size 640x480" in cameras.fix
+    machine.modes[0] = (True, 1280, 720, 15.0)
+    slow = find(machine.run(), "cameras")
+    assert slow.status == "WARN" and "gives 1280x720 at 15 fps only" in slow.detail
+    assert slow.fix is not None and "--fps 15" in slow.fix
+
+
+def test_a_better_second_camera_is_suggested(tmp_path: Path) -> None:
+    machine = FakeMachine(tmp_path)
+    machine.add_camera(0, "Old Webcam", VGA)
+    machine.add_camera(2, "Brio", HD)
+    cameras = find(machine.run(), "cameras")
+    assert cameras.status == "WARN"
+    assert cameras.fix == "faceswap-cam run --source webcam:2"
+
+
+def test_camera_in_use_fails_and_names_the_user(tmp_path: Path) -> None:
+    machine = FakeMachine(tmp_path)
+    machine.add_camera(0, "Integrated Camera", CLOSED)
+    machine.add_process(555, "zoom", "/dev/video0")
+    cameras = find(machine.run(), "cameras")
+    assert cameras.status == "FAIL"
+    assert "cannot be opened (in use by pid 555 (zoom))" in cameras.detail
+
+
+def test_no_camera_warns_demo(tmp_path: Path) -> None:
+    machine = FakeMachine(tmp_path)
+    machine.add_loopback(10, "FaceSwap Cam")  # a loopback device is no camera
+    cameras = find(machine.run(), "cameras")
+    assert (cameras.status, cameras.detail) == ("WARN", NO_CAMERA)
+    assert machine.opened == []
+
+
+def test_camera_follows_the_configured_source(tmp_path: Path) -> None:
+    machine = FakeMachine(tmp_path)
+    machine.add_camera(0, "Integrated Camera", CLOSED)
+    machine.add_camera(2, "Brio", HD)
+    picked = find(machine.run(settings_loader=lambda _: Settings(source="webcam:2")), "cameras")
+    assert picked.status == "PASS"
+    demo = find(machine.run(settings_loader=lambda _: Settings(source="demo")), "cameras")
+    assert demo.status == "PASS" and demo.detail.startswith("source demo uses no camera")
+    assert machine.opened == [0, 2]  # the demo run opened nothing
+    empty = FakeMachine(tmp_path / "empty")
+    explicit = find(empty.run(settings_loader=lambda _: Settings(source="webcam:0")), "cameras")
+    assert explicit.status == "FAIL" and "cannot start" in explicit.detail
+
+
+# --- GPU --------------------------------------------------------------------------------------
+
+
+def test_gpu_with_enough_memory_passes(machine: FakeMachine) -> None:
+    gpu = find(machine.run(), "gpu")
+    assert gpu.status == "PASS"
+    assert "cuda:0 NVIDIA H100 80GB HBM3, 80.0 GiB" in gpu.detail
+
+
+def test_gpu_with_too_little_memory_warns_with_offload_advice(machine: FakeMachine) -> None:
+    machine.gpus = [GpuInfo("cuda:0", "NVIDIA GeForce RTX 4090", 24 * GIB)]
+    gpu = find(machine.run(), "gpu")
+    assert gpu.status == "WARN"
+    assert "needs about 40 GiB" in gpu.detail
+    assert gpu.fix is not None and "--offload model" in gpu.fix and "--vae-tiling" in gpu.fix
+    # Offload already configured: nothing to advise.
+    offloaded = find(machine.run(settings_loader=lambda _: Settings(offload="model")), "gpu")
+    assert offloaded.status == "PASS"
+
+
+def test_no_gpu_or_no_torch_warns_passthrough(machine: FakeMachine) -> None:
+    machine.gpus = []
+    gpu = find(machine.run(), "gpu")
+    assert gpu.status == "WARN" and "runs in passthrough / CPU only" in gpu.detail
+    machine.gpus = None
+    gpu = find(machine.run(), "gpu")
+    assert gpu.status == "WARN" and "runs in passthrough / CPU only" in gpu.detail
+    assert gpu.fix == MODELS_EXTRA_FIX
+
+
+def test_configured_gpu_that_is_not_there_fails(machine: FakeMachine) -> None:
+    gpu = find(machine.run(settings_loader=lambda _: Settings(device="cuda:1")), "gpu")
+    assert gpu.status == "FAIL" and "cuda:1" in gpu.detail
+
+
+# --- weights ----------------------------------------------------------------------------------
+
+
+def test_missing_weights_warn_with_the_download_command(machine: FakeMachine) -> None:
+    checks = machine.run()
+    for name in model_names():
+        weights = find(checks, f"weights {name}")
+        assert weights.status == "WARN", weights
+        assert weights.fix == fix_command(name)
+        assert "not downloaded" in weights.detail
+
+
+def test_missing_weights_fail_when_the_engine_needs_them(
+        machine: FakeMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACESWAP_CAM_ENGINE", "wan-animate")
+    checks = machine.run()
+    wan = find(checks, "weights wan-animate")
+    assert (wan.status, wan.fix) == ("FAIL", "faceswap-cam models download --only wan-animate")
+    assert "FACESWAP_CAM_ENGINE" in find(checks, "config").detail
+    assert exit_code(checks) == 1
+
+
+def test_damaged_weights_fail_and_unused_ones_pass(machine: FakeMachine) -> None:
+    detector = models_dir() / "detector"
+    detector.mkdir(parents=True)
+    (detector / "config.json").write_text("{}")  # no weights file next to it
+    pose = models_dir() / "pose"
+    pose.mkdir(parents=True)
+    (pose / "vitpose.pth").write_bytes(b"0")  # right shape, but no download record
+    checks = machine.run()
+    damaged = find(checks, "weights detector")
+    assert damaged.status == "FAIL" and damaged.fix == fix_command("detector")
+    unrecorded = find(checks, "weights pose")
+    assert unrecorded.status == "WARN" and unrecorded.fix == fix_command("pose")
+    passthrough = machine.run(settings_loader=lambda _: Settings(engine="passthrough"))
+    assert find(passthrough, "weights sam2").status == "PASS"
+
+
+# --- config, daemon, service -----------------------------------------------------------------
+
+
+def test_bad_config_file_fails_with_its_message(machine: FakeMachine) -> None:
+    path = default_config_path()
+    path.parent.mkdir(parents=True)
+    path.write_text("fps = 0\n")
+    checks = machine.run()
+    config = find(checks, "config")
+    assert config.status == "FAIL"
+    assert "fps = 0 (from " in config.detail and str(path) in config.detail
+    assert config.fix is not None and str(path) in config.fix
+    # The other checks still run, on defaults.
+    assert find(checks, "virtual camera").status == "PASS"
+    path.write_text("fps = [")
+    assert "not valid TOML" in find(machine.run(), "config").detail
+
+
+def test_good_config_file_passes_with_its_path(machine: FakeMachine, tmp_path: Path) -> None:
+    path = tmp_path / "custom.toml"
+    path.write_text('virtualcam_label = "Studio Cam"\n')
+    checks = machine.run(config_path=path)
+    assert (find(checks, "config").status, find(checks, "config").detail) == ("PASS", str(path))
+    # The configured label is the one looked for.
+    camera = find(checks, "virtual camera")
+    assert camera.status == "FAIL" and 'card_label="Studio Cam"' in (camera.fix or "")
+
+
+def test_daemon_not_running_warns(machine: FakeMachine) -> None:
+    # The real client, reading the control file that FACESWAP_CAM_CONTROL_FILE names (absent).
+    checks = machine.run(control_client_factory=doctor._control_client)
+    api = find(checks, "control API")
+    assert api.status == "WARN"
+    assert api.detail.startswith("daemon not running")
+    assert api.fix == DAEMON_FIX == "faceswap-cam run"
+
+
+def test_running_daemon_passes_and_a_broken_one_fails(machine: FakeMachine) -> None:
+    api = find(machine.run(), "control API")
+    assert (api.status, api.detail) == ("PASS",
+                                        "http://127.0.0.1:40123: running, engine wan-animate")
+    machine.client = FakeClient(ControlError(None, "GET /status: no answer within 2 s"))
+    assert find(machine.run(), "control API").status == "FAIL"
+
+
+def test_service_states(machine: FakeMachine) -> None:
+    assert find(machine.run(), "service").status == "PASS"
+    machine.service = ServiceState(False, None)
+    service = find(machine.run(), "service")
+    assert (service.status, service.fix) == ("WARN", SERVICE_FIX)
+    machine.service = ServiceState(True, False, "active: inactive")
+    service = find(machine.run(), "service")
+    assert service.status == "WARN" and "inactive" in service.detail
+    machine.service = ImportError("No module named 'faceswap_cam.daemon.ops.service'")
+    service = find(machine.run(), "service")
+    assert (service.status, service.detail) == ("WARN", SERVICE_UNAVAILABLE)
+
+
+@pytest.fixture
+def fake_service_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.SimpleNamespace]:
+    state = types.SimpleNamespace(installed=True, manager=("active: active",),
+                                  files=(("unit", "ok"),))
+    module = types.ModuleType("faceswap_cam.daemon.ops.service")
+    module.is_installed = lambda: state.installed  # type: ignore[attr-defined]
+    module.status = lambda: state  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "faceswap_cam.daemon.ops.service", module)
+    yield state
+
+
+@pytest.mark.parametrize(("manager", "running"), [
+    (("enabled: enabled", "active: active"), True),
+    (("enabled: enabled", "active: inactive"), False),
+    (("active: unknown (systemd user manager not reachable: no bus)",), None),
+    (("com.faceswapcam.daemon: loaded (state = running, pid = 12)",
+      "com.faceswapcam.tray: not loaded (x)"), True),
+    (("com.faceswapcam.daemon: not loaded (Could not find service)",), False),
+    (("task FaceSwap Cam Daemon: registered (Status: Running; Last Result: 0)",), True),
+    (("task FaceSwap Cam Daemon: registered (Status: Ready; Last Result: 1)",), False),
+])
+def test_service_probe_reads_the_service_module(
+        fake_service_module: types.SimpleNamespace, manager: tuple[str, ...],
+        running: bool | None) -> None:
+    fake_service_module.manager = manager
+    state = doctor.probe_service()
+    assert (state.installed, state.running) == (True, running)
+
+
+def test_service_probe_not_installed_and_outdated(
+        fake_service_module: types.SimpleNamespace) -> None:
+    fake_service_module.installed = False
+    assert doctor.probe_service() == ServiceState(False, None)
+    fake_service_module.installed = True
+    fake_service_module.files = (("unit", "outdated"),)
+    state = doctor.probe_service()
+    assert state.outdated
+    check = doctor._service_check(lambda: state)
+    assert (check.status, check.fix) == ("WARN", SERVICE_FIX)
+
+
+def test_missing_service_module_is_not_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "faceswap_cam.daemon.ops.service", None)
+    check = doctor._service_check(doctor.probe_service)
+    assert (check.status, check.detail) == ("WARN", SERVICE_UNAVAILABLE)
+
+
+# --- python, packages, platforms, robustness ---------------------------------------------------
+
+
+def test_python_and_packages(machine: FakeMachine) -> None:
+    installed = {"numpy": "2.0", "opencv-python": "4.10", "pydantic": "2.9",
+                 "platformdirs": "4.3", "fastapi": "0.115", "uvicorn": "0.30",
+                 "diffusers": "0.35", "transformers": "4.56"}
+    checks = machine.run(python_version=(3, 10, 14), version_lookup=installed.get)
+    python = find(checks, "python")
+    assert python.status == "FAIL" and "3.10.14" in python.detail
+    packages = find(checks, "packages")
+    assert (packages.status, packages.fix) == ("FAIL", "pip install pyvirtualcam")
+    assert "opencv 4.10" in packages.detail
+    models = find(checks, "model packages")
+    assert (models.status, models.fix) == ("WARN", MODELS_EXTRA_FIX)
+    assert "torch" in models.detail
+    checks = machine.run(version_lookup={**installed, "pyvirtualcam": "0.12",
+                                         "torch": "2.6"}.get)
+    assert find(checks, "packages").status == "PASS"
+    assert find(checks, "model packages").status == "PASS"
+    assert find(checks, "python").status == "PASS"
+
+
+def test_macos_and_windows_notes(machine: FakeMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    mac = machine.run(platform="darwin")
+    camera = find(mac, "virtual camera")
+    assert "OBS Virtual Camera" in camera.detail
+    assert find(mac, "cameras").detail.startswith("camera 0:")  # OpenCV index, no sysfs
+    monkeypatch.setitem(pyvirtualcam.camera.BACKENDS, "obs", object)
+    assert find(machine.run(platform="darwin"), "virtual camera").status == "PASS"
+    windows = find(machine.run(platform="win32"), "virtual camera")
+    assert "Unity Capture" in windows.detail and windows.status == "PASS"
+
+
+def test_a_check_that_raises_is_a_fail_not_a_crash(machine: FakeMachine) -> None:
+    def broken(index: int) -> tuple[bool, int, int, float]:
+        raise RuntimeError("driver exploded")
+
+    checks = machine.run(open_camera=broken)
+    cameras = find(checks, "cameras")
+    assert cameras.status == "FAIL" and "driver exploded" in cameras.detail
+    assert find(checks, "service").status == "PASS"
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+def test_text_report_is_aligned_with_fix_lines() -> None:
+    checks = [Check("python", "PASS", "Python 3.11.7"),
+              Check("virtual camera", "FAIL", "no device\nsecond line", f"{MODPROBE}\nhint"),
+              Check("gpu", "WARN", "no CUDA GPU", None)]
+    assert render_text(checks).splitlines() == [
+        "PASS  python          Python 3.11.7",
+        "FAIL  virtual camera  no device",
+        "                      second line",
+        f"                      fix: {MODPROBE}",
+        "                           hint",
+        "WARN  gpu             no CUDA GPU",
+        "1 passed, 1 warnings, 1 failed",
+    ]
+
+
+def test_json_shape_and_exit_code(machine: FakeMachine) -> None:
+    checks = machine.run()
+    document = json.loads(render_json(checks))
+    assert list(document) == ["checks"]
+    assert [list(item) for item in document["checks"]] == [
+        ["name", "status", "detail", "fix"]] * len(checks)
+    assert all(item["status"] in ("PASS", "WARN", "FAIL") for item in document["checks"])
+    assert exit_code(checks) == 0  # warnings only (weights)
+    assert exit_code([*checks, Check("x", "FAIL", "broken")]) == 1
+
+
+def test_parser_glue() -> None:
+    parser = argparse.ArgumentParser(prog="faceswap-cam")
+    add_doctor_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["doctor", "--json"])
+    assert (args.command, args.json, args.config) == ("doctor", True, None)
+    assert parser.parse_args(["doctor"]).json is False
+
+
+def test_this_machine_as_it_is(tmp_path: Path) -> None:
+    """The real probes, in a fresh process, with the user's folders moved into tmp_path."""
+    from faceswap_cam.daemon.outputs.virtualcam import loopback_devices
+
+    result = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from faceswap_cam.daemon.ops.doctor import main; sys.exit(main(['--json']))"],
+        env=isolated_environment(tmp_path), cwd=tmp_path, capture_output=True, text=True,
+        timeout=60, check=False)
+    assert "Traceback" not in result.stderr, result.stderr
+    document = json.loads(result.stdout)
+    checks = [Check(**item) for item in document["checks"]]
+    assert [list(item) for item in document["checks"]] == [
+        ["name", "status", "detail", "fix"]] * len(checks)
+    names = [check.name for check in checks]
+    assert names[:4] == ["python", "packages", "model packages", "config"]
+    assert {"cameras", "gpu", "control API", "service"} <= set(names)
+    assert not [c for c in checks if "could not run" in c.detail], checks
+    assert find(checks, "control API").status == "WARN"  # no daemon in tmp_path
+    assert result.returncode == exit_code(checks)
+    if sys.platform.startswith("linux") and "FaceSwap Cam" not in loopback_devices().values():
+        camera = find(checks, "virtual camera")
+        assert camera.status == "FAIL"
+        assert camera.fix is not None and camera.fix.splitlines()[0] == MODPROBE
+        assert result.returncode == 1

@@ -1,0 +1,303 @@
+"""Batching rules of the processor and the publisher's output selection."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from faceswap_cam.daemon.config import Fallback, Playout
+from faceswap_cam.daemon.frames import Frame
+from faceswap_cam.daemon.pipeline.processor import AsyncFaceSwapProcessor, EngineState, SwappedFrame
+from faceswap_cam.daemon.pipeline.selection import OutputSelector, Showing
+from faceswap_cam.models.simple_engines import DebugEngine
+
+MS = 1_000_000
+
+
+def frame(index: int, captured_ns: int | None = None) -> Frame:
+    pixels = np.full((4, 4, 3), index % 256, np.uint8)
+    return Frame(pixels, index, index * 33 * MS if captured_ns is None else captured_ns)
+
+
+class RecordingEngine(DebugEngine):
+    """Records every batch's frame values; ``gate`` holds each call until released."""
+
+    def __init__(self, first_batch: int = 3, next_batch: int = 2) -> None:
+        super().__init__(first_batch=first_batch, next_batch=next_batch)
+        self.batches: list[list[int]] = []
+        self.references = 0
+        self.done = threading.Semaphore(0)
+        self.gate: threading.Semaphore | None = None
+
+    def set_reference(self, image: np.ndarray) -> None:
+        self.references += 1
+
+    def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if self.gate is not None:
+            self.gate.acquire()
+        self.batches.append([int(f[0, 0, 0]) for f in frames])
+        out = super().process(frames)
+        self.done.release()
+        return out
+
+
+def start(engine: RecordingEngine) -> AsyncFaceSwapProcessor:
+    processor = AsyncFaceSwapProcessor(lambda: engine, fps=30, engine_name="rec",
+                                       cadence_margin=0.0)  # keep k = 1 for these tests
+    processor.start()
+    return processor
+
+
+def test_first_then_next_batches_are_contiguous_and_stamped() -> None:
+    engine = RecordingEngine(first_batch=3, next_batch=2)
+    with start(engine) as processor:
+        for chunk in ([0, 1, 2], [3, 4], [5, 6]):  # frames arrive while the engine keeps up
+            for i in chunk:
+                processor.submit(frame(i))
+            assert engine.done.acquire(timeout=5)
+        assert processor.wait_swapped(7, timeout=5)
+        swapped = processor.swapped_frames()
+        assert processor.state is EngineState.RUNNING
+    assert engine.batches == [[0, 1, 2], [3, 4], [5, 6]]
+    assert [s.frame.index for s in swapped] == list(range(7))
+    assert all(s.frame.captured_ns == s.frame.index * 33 * MS for s in swapped)
+    assert all(int(s.frame.pixels[0, 0, 0]) == 255 - s.frame.index for s in swapped)
+    assert engine.resets == 0
+
+
+def test_a_backlog_is_skipped_whole_and_resets_the_engine() -> None:
+    engine = RecordingEngine(first_batch=3, next_batch=2)
+    engine.gate = threading.Semaphore(1)  # the first batch runs, the rest waits
+    with start(engine) as processor:
+        for i in range(3):
+            processor.submit(frame(i))
+        assert engine.done.acquire(timeout=5)
+        for i in range(3, 13):  # five batches' worth arrive while the engine is busy
+            processor.submit(frame(i))
+        engine.gate.release()
+        assert engine.done.acquire(timeout=5)
+        skipped = processor.skipped
+    # Not 3,4 (that would add latency): the newest contiguous first batch, after a reset.
+    assert engine.batches == [[0, 1, 2], [10, 11, 12]]
+    assert skipped == 7
+    assert engine.resets == 1
+
+
+def test_a_gap_breaks_continuity() -> None:
+    engine = RecordingEngine(first_batch=2, next_batch=2)
+    with start(engine) as processor:
+        for i in (0, 1):
+            processor.submit(frame(i))
+        assert engine.done.acquire(timeout=5)
+        for i in (5, 6):  # frames 2-4 never came
+            processor.submit(frame(i))
+        assert engine.done.acquire(timeout=5)
+    assert engine.batches == [[0, 1], [5, 6]]
+    assert engine.resets == 1
+
+
+def test_reference_change_applies_at_next_batch_and_resets() -> None:
+    engine = RecordingEngine(first_batch=1, next_batch=1)
+    with start(engine) as processor:
+        processor.submit(frame(0))
+        assert engine.done.acquire(timeout=5)
+        processor.set_reference(np.zeros((8, 8, 3), np.uint8))
+        processor.submit(frame(1))
+        assert engine.done.acquire(timeout=5)
+    assert engine.references == 1
+    assert engine.resets == 1
+
+
+def test_input_queue_is_bounded_and_counts_drops() -> None:
+    engine = RecordingEngine(first_batch=200, next_batch=1)
+    processor = AsyncFaceSwapProcessor(lambda: engine, fps=30, input_capacity=10)
+    for i in range(25):
+        processor.submit(frame(i))
+    assert processor.input_depth() == 10
+    assert processor.dropped_input == 15
+    processor.close()
+
+
+def test_wrong_engine_output_is_a_failure() -> None:
+    class Shrinking(RecordingEngine):
+        def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+            self.done.release()
+            return [f[:2] for f in frames]
+
+    engine = Shrinking(first_batch=1, next_batch=1)
+    processor = AsyncFaceSwapProcessor(lambda: engine, fps=30, backoff_initial_s=30)
+    processor.start()
+    processor.submit(frame(0))
+    assert engine.done.acquire(timeout=5)
+    processor.close()
+    assert processor.engine_failures == 1
+    assert "engine returned (2, 4, 3)" in processor.last_error
+
+
+def test_cadence_follows_engine_speed() -> None:
+    processor = AsyncFaceSwapProcessor(RecordingEngine, fps=30)
+    processor._adapt_cadence(0.1)  # 100 ms a frame: 10 fps at most
+    assert processor.cadence == 4  # 30/4 = 7.5 fps, with margin
+    assert [processor.wants(i) for i in range(9)] == [i % 4 == 0 for i in range(9)]
+    processor._adapt_cadence(0.001)
+    assert processor.cadence == 4  # one fast batch is not enough to go back (no flapping)
+    for _ in range(10):
+        processor._adapt_cadence(0.001)
+    assert processor.cadence == 1
+    processor.close()
+
+
+# --- selection -------------------------------------------------------------------------------
+
+def swapped(index: int, arrived_ms: float, cadence: int = 1) -> SwappedFrame:
+    return SwappedFrame(frame(index), int(arrived_ms * MS), cadence)
+
+
+def test_live_shows_newest_arrived_until_stale() -> None:
+    selector = OutputSelector(fallback=Fallback.PASSTHROUGH, playout=Playout.LIVE, fps=30,
+                              grace_s=0.1)
+    live = frame(20)
+    out = [swapped(5, 200), swapped(6, 200)]
+    choice = selector.choose(210 * MS, live, out, batch_period_s=0.066)
+    assert (choice.showing, choice.frame) == (Showing.SWAPPED, out[1].frame)
+    # Past one batch period plus grace with nothing new: the engine stalled.
+    choice = selector.choose(400 * MS, live, out, batch_period_s=0.066)
+    assert (choice.showing, choice.frame) == (Showing.PASSTHROUGH, live)
+
+
+@pytest.mark.parametrize(("fallback", "before", "after"), [
+    (Fallback.PASSTHROUGH, Showing.PASSTHROUGH, Showing.PASSTHROUGH),
+    (Fallback.HOLD, Showing.PLACEHOLDER, Showing.HELD),
+    (Fallback.PLACEHOLDER, Showing.PLACEHOLDER, Showing.PLACEHOLDER),
+])
+def test_fallbacks(fallback: Fallback, before: Showing, after: Showing) -> None:
+    selector = OutputSelector(fallback=fallback, playout=Playout.LIVE, fps=30, grace_s=0.1)
+    live = frame(30)
+    assert selector.choose(0, live, [], batch_period_s=0.1).showing is before
+    out = [swapped(3, 10)]
+    assert selector.choose(20 * MS, live, out, batch_period_s=0.1).showing is Showing.SWAPPED
+    choice = selector.choose(900 * MS, live, out, batch_period_s=0.1)
+    assert choice.showing is after
+    if after is Showing.HELD:
+        assert choice.frame is out[0].frame
+
+
+def test_swap_off_shows_the_camera() -> None:
+    selector = OutputSelector(fallback=Fallback.PLACEHOLDER, playout=Playout.LIVE, fps=30)
+    choice = selector.choose(20 * MS, frame(9), [swapped(3, 10)], batch_period_s=0.1,
+                             swap_enabled=False)
+    assert choice.showing is Showing.PASSTHROUGH
+
+
+def test_smooth_plays_frames_at_capture_cadence_behind_a_delay() -> None:
+    selector = OutputSelector(fallback=Fallback.PASSTHROUGH, playout=Playout.SMOOTH, fps=30,
+                              grace_s=0.05)
+    # A batch of frames 0..3 (captured 0, 33, 66, 99 ms) arrives at 300 ms.
+    batch = [swapped(i, 300) for i in range(4)]
+    live = frame(9)
+    shown = []
+    for tick in range(9, 20):
+        now = tick * 33 * MS + 1
+        choice = selector.choose(now, live, batch, batch_period_s=0.133)
+        swapped_now = choice.showing is Showing.SWAPPED and choice.frame is not None
+        shown.append(choice.frame.index if swapped_now and choice.frame else None)
+    delay_ms = selector.playout_delay_ms
+    assert 300 <= delay_ms <= 340  # worst lateness (300 ms for frame 0) plus one tick
+    swapped_shown = [i for i in shown if i is not None]
+    # Every frame of the batch is shown, in order, about one tick each; then the fallback.
+    assert swapped_shown == sorted(swapped_shown)
+    assert set(swapped_shown) == {0, 1, 2, 3}
+    assert shown[-1] is None
+
+
+def test_close_interrupts_and_waits_for_the_call_in_progress() -> None:
+    class Interruptible(RecordingEngine):
+        def __init__(self) -> None:
+            super().__init__(first_batch=1, next_batch=1)
+            self.started = threading.Event()
+            self.stop = threading.Event()
+            self.finished = False
+            self.closed_while_running = False
+
+        def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+            self.started.set()
+            self.stop.wait(10)
+            self.finished = True
+            return list(frames)
+
+        def interrupt(self) -> None:
+            self.stop.set()
+
+        def close(self) -> None:
+            self.closed_while_running = not self.finished
+
+    engine = Interruptible()
+    processor = AsyncFaceSwapProcessor(lambda: engine, fps=30)
+    processor.start()
+    processor.submit(frame(0))
+    assert engine.started.wait(5)
+    processor.close()
+    assert engine.finished
+    assert not engine.closed_while_running
+
+
+def test_a_refused_reference_keeps_the_previous_one() -> None:
+    class Picky(RecordingEngine):
+        def set_reference(self, image: np.ndarray) -> None:
+            if image.shape[0] < 16:
+                raise ValueError("reference is too small (8x8): use an image of at least 16 px")
+            super().set_reference(image)
+
+    engine = Picky(first_batch=1, next_batch=1)
+    with start(engine) as processor:
+        processor.set_reference(np.zeros((32, 32, 3), np.uint8))
+        processor.submit(frame(0))
+        assert engine.done.acquire(timeout=5)
+        processor.set_reference(np.zeros((8, 8, 3), np.uint8))
+        processor.submit(frame(1))
+        assert engine.done.acquire(timeout=5)
+        error = processor.reference_error
+        state = processor.state
+    assert "too small" in error
+    assert state is EngineState.RUNNING  # no restart for a bad image
+    assert processor.engine_failures == 0
+    assert engine.references == 1
+
+
+def test_untouched_frames_are_passthrough_and_restart_the_chain() -> None:
+    class NobodyThere(RecordingEngine):
+        def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+            self.batches.append([int(f[0, 0, 0]) for f in frames])
+            self.done.release()
+            return list(frames)  # nothing to swap: the inputs themselves
+
+    engine = NobodyThere(first_batch=2, next_batch=1)
+    with start(engine) as processor:
+        for i in (0, 1):
+            processor.submit(frame(i))
+        assert engine.done.acquire(timeout=5)
+        for i in (2, 3):
+            processor.submit(frame(i))
+        assert processor.wait_swapped(4, timeout=5, untouched_too=True)
+        untouched, swapped = processor.frames_untouched, processor.swapped_frames()
+    assert engine.batches == [[0, 1], [2, 3]]  # a first batch again, not a continuation
+    assert untouched == 4 and swapped == []
+
+
+def test_a_new_reference_never_gets_a_continuation_batch() -> None:
+    engine = RecordingEngine(first_batch=3, next_batch=2)
+    with start(engine) as processor:
+        for i in range(3):
+            processor.submit(frame(i))
+        assert engine.done.acquire(timeout=5)
+        processor.set_reference(np.zeros((32, 32, 3), np.uint8))
+        for i in range(3, 8):
+            processor.submit(frame(i))
+        assert engine.done.acquire(timeout=5)
+    # After the change the engine starts a new chain with a full first batch.
+    assert engine.batches[0] == [0, 1, 2]
+    assert len(engine.batches[1]) == 3
+    assert engine.resets == 1 and processor.engine_failures == 0
