@@ -22,7 +22,7 @@ streaming / pipeline and where the time goes (forward hooks and method wrappers 
 other work shares the CPU (the load average is printed to tell). Timings are printed, never
 asserted.
 
-Target (DESIGN.md performance budget: the streaming engine costs no more per frame than the
+Target (ARCHITECTURE.md, performance budget: the streaming engine costs no more per frame than the
 pipeline per batch, caching makes it cheaper): ratio streaming / pipeline <= 0.8.
 
     .venv/bin/python benchmarks/engine_cpu.py [--segment-frames 9] [--carry 1] [--steps 4]

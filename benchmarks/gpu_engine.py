@@ -28,7 +28,7 @@ activations). One forward is about 194 / 313 / 539 / 934 TFLOP at 832x480 L=9 / 
 / 1280x720 L=9 / 1280x720 L=17 (analytic); the defaults should take about 5 minutes on an H100
 (an estimate at half the bf16 peak: this script has not yet run on a GPU).
 
-Targets (DESIGN.md, performance budget): on a GPU the DiT should run near the hardware's FLOP
+Targets (ARCHITECTURE.md, performance budget): on a GPU the DiT should run near the hardware's FLOP
 limit (the %peak column) and take most of the batch time (the DiT% column: VAE and
 pre/post-processing are overhead to shrink); swapped fps sets the engine's cadence (a 30 fps
 camera is fed every k = 30 / fps-th frame). Figures are printed, never asserted.

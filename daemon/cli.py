@@ -24,9 +24,10 @@ from faceswap_cam.daemon.config import (
     default_config_path,
     load_settings,
 )
+from faceswap_cam.daemon.control.status import StatusError, parse_status
 from faceswap_cam.daemon.ops.doctor import add_doctor_parser, run_doctor
 from faceswap_cam.daemon.ops.service import add_service_parser, run_service
-from faceswap_cam.models.weights.registry import add_models_parser, run_models
+from faceswap_cam.models.weights.commands import add_models_parser, run_models
 
 logger = logging.getLogger("faceswap_cam")
 
@@ -194,7 +195,7 @@ def _nvidia_gpu_seen() -> bool:
 
 def _running_daemon() -> str | None:
     """The control URL of a daemon that answers, or None."""
-    from faceswap_cam.daemon.control.server import ControlClient, ControlError, DaemonNotRunning
+    from faceswap_cam.daemon.control.client import ControlClient, ControlError, DaemonNotRunning
 
     try:
         client = ControlClient.from_token_file(timeout=2.0)
@@ -205,8 +206,8 @@ def _running_daemon() -> str | None:
 
 
 def _add_client_parsers(subparsers: Any) -> None:
-    status = subparsers.add_parser("status", help="what the running daemon is doing")
-    status.add_argument("--json", action="store_true", help="one JSON object")
+    status_command = subparsers.add_parser("status", help="what the running daemon is doing")
+    status_command.add_argument("--json", action="store_true", help="one JSON object")
     references = subparsers.add_parser("references", help="the reference-face library")
     actions = references.add_subparsers(dest="action", metavar="ACTION")
     actions.add_parser("list", help="list reference faces (default)")
@@ -228,7 +229,7 @@ def _add_client_parsers(subparsers: Any) -> None:
 
 
 def _client_command(args: argparse.Namespace) -> int:
-    from faceswap_cam.daemon.control.server import ControlClient, ControlError, DaemonNotRunning
+    from faceswap_cam.daemon.control.client import ControlClient, ControlError, DaemonNotRunning
 
     try:
         client = ControlClient.from_token_file()
@@ -284,24 +285,29 @@ def _references(client: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_status(status: dict[str, Any], *, as_json: bool) -> int:
+def _print_status(document: object, *, as_json: bool) -> int:
+    try:
+        status = parse_status(document)
+    except StatusError as exc:
+        print(f"faceswap-cam: {exc} (is the daemon from another version?)", file=sys.stderr)
+        return EXIT_RUNTIME
     if as_json:
-        print(json.dumps(status, sort_keys=True))
+        print(json.dumps(status.model_dump(mode="json"), sort_keys=True))
         return EXIT_OK
     lines = [
-        f"state      {status.get('state')}" + (" (paused)" if status.get("paused") else ""),
-        f"swap       {'on' if status.get('swap') else 'off'}, showing {status.get('showing')}",
-        f"reference  {status.get('reference') or 'none'}",
-        f"engine     {status.get('engine')}: {status.get('engine_state')}",
-        f"playout    {status.get('playout')}, fallback {status.get('fallback')}",
-        f"fps        capture {status.get('capture_fps')}, process {status.get('process_fps')}, "
-        f"publish {status.get('publish_fps')}; latency {status.get('latency_ms')} ms",
-        f"preview    {status.get('preview_url') or '-'}",
-        f"control    {status.get('api_url')}",
+        f"state      {status.state}" + (" (paused)" if status.paused else ""),
+        f"swap       {'on' if status.swap else 'off'}, showing {status.showing or '-'}",
+        f"reference  {status.reference or 'none'}",
+        f"engine     {status.engine}: {status.engine_state}",
+        f"playout    {status.playout}, fallback {status.fallback}",
+        f"fps        capture {status.capture_fps}, process {status.process_fps}, "
+        f"publish {status.publish_fps}; latency {status.latency_ms} ms",
+        f"preview    {status.preview_url or '-'}",
+        f"control    {status.api_url}",
     ]
-    for key in ("engine_error", "camera_error", "reference_error"):
-        if status.get(key):
-            lines.append(f"{key.replace('_', ' '):10} {status[key]}")
+    problems = (("engine error", status.engine_error), ("camera error", status.camera_error),
+                ("reference error", status.reference_error))
+    lines += [f"{label:10} {text}" for label, text in problems if text]
     print("\n".join(lines))
     return EXIT_OK
 
@@ -381,7 +387,7 @@ def _render_frames(settings: Settings, clip: Any) -> list[Any]:
 
 
 def _devices() -> int:
-    from faceswap_cam.daemon.capture.sources import list_v4l2_devices
+    from faceswap_cam.daemon.capture.devices import list_v4l2_devices
 
     devices = list_v4l2_devices()
     if not devices:

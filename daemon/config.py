@@ -14,7 +14,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -24,7 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-APP_NAME = "faceswap-cam"
+from faceswap_cam.daemon import paths
+from faceswap_cam.models import defaults
+
 ENV_PREFIX = "FACESWAP_CAM_"
 VIRTUAL_CAMERA_LABEL = "FaceSwap Cam"
 
@@ -117,13 +118,15 @@ class Settings(BaseModel):
 
     # The reference face and the Wan-Animate engine (shared by `run` and `render`).
     reference: Path | None = Field(None, description="image of the character to become")
-    wan_model: str = Field("Wan-AI/Wan2.2-Animate-14B-Diffusers",
+    wan_model: str = Field(defaults.WAN_ANIMATE_REPO,
                            description="diffusers folder or downloaded repo id")
-    mode: WanMode = WanMode.REPLACE
-    steps: int = Field(20, ge=1, le=100, description="denoising steps per segment")
-    segment_frames: int = Field(9, ge=5, le=161, description="segment length L = 4n+1")
-    carry: int = Field(1, description="frames carried between segments: 1 or 5")
-    seed: int = Field(0, ge=0)
+    mode: WanMode = WanMode(defaults.MODE)
+    steps: int = Field(defaults.STEPS, ge=1, le=100, description="denoising steps per segment")
+    segment_frames: int = Field(defaults.SEGMENT_FRAMES, ge=5, le=161,
+                                description="segment length L = 4n+1")
+    carry: int = Field(defaults.CARRY, description="frames carried between segments: "
+                       + " or ".join(map(str, defaults.CARRY_CHOICES)))
+    seed: int = Field(defaults.SEED, ge=0)
     prompt: str = "a person talking to the camera"
     device: str = Field("auto", description="auto | cuda | cuda:N | mps | cpu")
     dtype: str = Field("auto", description="auto | bf16 | fp16 | fp32")
@@ -135,15 +138,17 @@ class Settings(BaseModel):
     loras: list[str] = Field(default_factory=list, description="LoRA files, PATH[:SCALE]")
     shift: float | None = Field(None, gt=0, description="scheduler flow shift")
     gen_size: tuple[int, int] | None = Field(
-        None, description="generation WIDTHxHEIGHT, multiples of 16 (default: 480p)")
+        None, description="generation WIDTHxHEIGHT, multiples of 16 "
+        f"(default: {defaults.GEN_SHORT_SIDE}p)")
     # Wan-Animate's preprocessing models (repo ids are downloaded by `models download`).
-    detector_model: str = Field("PekingU/rtdetr_v2_r18vd", description="person detector")
-    pose_model: str = Field("JunkyByte/easy_ViTPose", description="whole-body pose model")
-    sam2_model: str = Field("facebook/sam2.1-hiera-tiny", description="SAM2 video model")
-    preprocessor: Preprocessing = Preprocessing.WAN
+    detector_model: str = Field(defaults.DETECTOR_REPO, description="person detector")
+    pose_model: str = Field(defaults.POSE_REPO, description="whole-body pose model")
+    sam2_model: str = Field(defaults.SAM2_REPO, description="SAM2 video model")
+    preprocessor: Preprocessing = Preprocessing(defaults.PREPROCESSOR)
     colour_match: bool = Field(False, description="match the swapped person's colours to the "
                                "room")
-    feather_px: int = Field(8, ge=0, le=64, description="soft edge of the composited person")
+    feather_px: int = Field(defaults.FEATHER_PX, ge=0, le=64,
+                            description="soft edge of the composited person")
 
     @field_validator("size", "gen_size", mode="before")
     @classmethod
@@ -175,8 +180,9 @@ class Settings(BaseModel):
     @field_validator("carry")
     @classmethod
     def _check_carry(cls, value: int) -> int:
-        if value not in (1, 5):
-            raise ValueError("must be 1 or 5 (what Wan-Animate was trained with)")
+        if value not in defaults.CARRY_CHOICES:
+            choices = " or ".join(map(str, defaults.CARRY_CHOICES))
+            raise ValueError(f"must be {choices} (what Wan-Animate was trained with)")
         return value
 
     @field_validator("segment_frames")
@@ -228,7 +234,8 @@ class Settings(BaseModel):
 
 
 def default_config_path() -> Path:
-    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+    # Kept until doctor reads paths.config_file() directly.
+    return paths.config_file()
 
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -270,7 +277,7 @@ def load_settings(
             raise ConfigError(f"config file not found: {config_path}")
         layers.append((str(config_path), _from_file(config_path)))
     else:
-        default = default_config_path()
+        default = paths.config_file()
         if default.is_file():
             layers.append((str(default), _from_file(default)))
     layers.append(("environment", _from_environment(environ)))

@@ -10,8 +10,9 @@ On disk (all in the library folder):
 - ``selected.json``: ``{"name": name}``, the reference in use, so the choice survives restarts.
 - ``.lock``: taken (``flock`` / ``msvcrt.locking``) around every read and write, so threads and
   processes sharing the folder never see a half-made change or lose an entry.
-- ``.tmp-*``: files being written; each is renamed into place with ``os.replace``. Because they
-  only exist while the lock is held, any found later are leftovers of a crash and are removed.
+- ``.<file>.*.tmp``: files being written (``paths.atomic_write``); each is renamed into place.
+  Because they only exist while the lock is held, any found later are leftovers of a crash and
+  are removed (so are the ``.tmp-*`` files earlier versions wrote).
 
 A single index (rather than a sidecar per image) lets one locked read-modify-replace keep the
 whole library consistent, and a crash between writing an image and the index leaves at worst
@@ -26,7 +27,6 @@ import os
 import re
 import struct
 import sys
-import tempfile
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -37,21 +37,20 @@ from typing import Any
 
 import cv2
 import numpy as np
-import platformdirs
 
+from faceswap_cam.daemon.paths import atomic_write
 from faceswap_cam.models.reference import ReferenceError, check_reference, decode_reference
 
 logger = logging.getLogger(__name__)
 
-APP_NAME = "faceswap-cam"
-REFERENCES_DIR_ENV = "FACESWAP_CAM_REFERENCES_DIR"
 MAX_STORED_SIDE = 2048  # the model sees far less; larger only costs disk and load time
 MAX_NAME_LENGTH = 64
 FALLBACK_NAME = "reference"
 INDEX_FILE = "index.json"
 SELECTED_FILE = "selected.json"
 LOCK_FILE = ".lock"
-TEMP_PREFIX = ".tmp-"
+# What atomic_write names its temporary files, and what earlier versions named theirs.
+TEMP_PATTERNS = (".*.tmp", ".tmp-*")
 INDEX_VERSION = 1
 
 _NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
@@ -85,14 +84,6 @@ class _Entry:
     width: int
     height: int
     added: datetime
-
-
-def default_references_dir() -> Path:
-    """Where the library lives: the platform's user data folder, unless the environment says."""
-    override = os.environ.get(REFERENCES_DIR_ENV, "").strip()
-    if override:
-        return Path(override).expanduser()
-    return Path(platformdirs.user_data_dir(APP_NAME)) / "references"
 
 
 def sanitize_name(raw: str) -> str:
@@ -141,37 +132,9 @@ def _png_size(path: Path) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable on POSIX; Windows cannot open folders this way.
-    if sys.platform == "win32":
-        return
-    with suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so readers see the old file or the new, never a part."""
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=path.suffix)
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with suppress(OSError):
-            temp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
 def _write_json(path: Path, value: object) -> None:
-    _write_atomic(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8"),
+                 mode=0o600)
 
 
 @contextmanager
@@ -254,7 +217,8 @@ class ReferenceLibrary:
             index = self._load_index()
             final = self._allocate(base, index)
             path = self._path(final)
-            _write_atomic(path, png)
+            # Private like the rest of the user's data: these are photos of people.
+            atomic_write(path, png, mode=0o600)
             entry = _Entry(width=width, height=height, added=datetime.now(UTC))
             index[final] = entry
             try:
@@ -345,10 +309,11 @@ class ReferenceLibrary:
 
     def _remove_leftovers(self) -> None:
         # Temp files exist only while the lock is held, so under the lock any are from a crash.
-        for stray in self.folder.glob(f"{TEMP_PREFIX}*"):
-            logger.warning("removing %s, left by an interrupted write", stray)
-            with suppress(OSError):
-                stray.unlink()
+        for pattern in TEMP_PATTERNS:
+            for stray in self.folder.glob(pattern):
+                logger.warning("removing %s, left by an interrupted write", stray)
+                with suppress(OSError):
+                    stray.unlink()
 
     def _load_index(self) -> dict[str, _Entry]:
         path = self.folder / INDEX_FILE

@@ -1,9 +1,15 @@
 """The swap-engine contract and the registry that creates engines by name.
 
 An engine turns a batch of BGR frames into the same number of swapped frames. Generative
-engines work on segments and keep temporal state between calls, so the processor feeds them
-``first_batch`` frames first and ``next_batch`` frames on every later call, contiguous in the
-engine's own cadence; ``reset()`` forgets that state whenever continuity breaks.
+engines work on segments and keep temporal state between calls: the first call of a segment
+chain takes ``first_batch`` frames, every later call ``next_batch`` frames that continue it, in
+the engine's own cadence (:mod:`faceswap_cam.models.batching` holds that rule for the live
+processor and offline rendering alike).
+
+The caller owns segment continuity, never the engine: it decides when a chain ends (a gap, a
+cadence or reference change, a batch with nobody in view) and calls ``reset()`` before the next
+call. An engine reports what it made of a batch in a :class:`SwapResult`; it does not restart
+its own state because of what it saw.
 """
 
 from __future__ import annotations
@@ -22,6 +28,27 @@ class EngineError(RuntimeError):
     """An engine cannot be created or cannot run; the message says how to fix it."""
 
 
+@dataclass(frozen=True, slots=True)
+class SwapResult:
+    """What one ``process`` call made of a batch.
+
+    ``frames`` has one frame per input, in order, same size, BGR uint8. ``swapped`` is False
+    when the engine swapped nothing (nobody in view, or an engine that never swaps): the frames
+    are then the inputs unchanged, shown as passthrough, and the segment chain ends there.
+
+    One flag for the whole batch, not one per frame: a batch is generated as one segment or
+    not at all, and continuity breaks for the whole chain either way.
+    """
+
+    frames: list[np.ndarray]
+    swapped: bool = True
+
+    @classmethod
+    def untouched(cls, frames: Sequence[np.ndarray]) -> SwapResult:
+        """Nothing swapped: the input frames go back as they came."""
+        return cls(list(frames), swapped=False)
+
+
 @runtime_checkable
 class SwapEngine(Protocol):
     first_batch: int
@@ -30,23 +57,25 @@ class SwapEngine(Protocol):
     def set_reference(self, image: np.ndarray) -> None:
         """Validate and encode a reference image (BGR) once; applies from the next batch."""
 
-    def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Swap a batch; returns the same number of frames, in order, same size, BGR uint8.
-
-        An engine that has nothing to swap (nobody in view) returns the input frame objects
-        themselves: the processor then shows them as passthrough and restarts the segment
-        chain (the engine resets its own temporal state)."""
+    def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
+        """Swap a batch of ``first_batch`` frames (a new chain) or ``next_batch`` frames (the
+        chain goes on). After a result with ``swapped`` False, or after ``process`` raised,
+        the caller resets the engine (or closes it) before the next call."""
 
     def reset(self) -> None:
-        """Forget temporal state (continuity broke: gap, reference change, restart)."""
+        """Forget temporal state: the next call starts a new segment chain. Also clears an
+        ``interrupt()``."""
+
+    def interrupt(self) -> None:
+        """Make a ``process`` call in progress on another thread return or raise soon (like
+        diffusers' interrupt flag), so stopping never waits out a whole denoising run.
+
+        Safe at any time and from any thread, also with no call running or after ``close``.
+        It holds until ``reset()``: a call that starts meanwhile may raise at once, so an
+        interrupt racing the start of a call is not lost."""
 
     def close(self) -> None:
         """Release everything the engine holds; idempotent."""
-
-
-# Engines may also define ``interrupt()``: make a ``process`` call in progress (on another
-# thread) return or raise soon, like diffusers' interrupt flag. The processor calls it when
-# stopping, so shutdown does not wait out a whole denoising run.
 
 
 EngineFactory = Callable[..., SwapEngine]
@@ -132,21 +161,16 @@ def _wan_unavailable(options: dict[str, Any]) -> str | None:
     import importlib.util
     from pathlib import Path
 
-    from faceswap_cam.models.weights import registry as weights
+    from faceswap_cam.models import weights
+    from faceswap_cam.models.wan.requirements import required_weights
 
     missing = [m for m in ("torch", "diffusers", "transformers")
                if importlib.util.find_spec(m) is None]
     if missing:
         return (f"{', '.join(missing)} not installed: install the model extra "
                 "(pip install 'faceswap-cam[models]')")
-    needed = [("wan-animate", options.get("wan_model"))]
-    if options.get("preprocessor", "wan") != "stand-in":
-        needed += [("detector", options.get("detector_model")),
-                   ("pose", options.get("pose_model"))]
-        if options.get("mode", "replace") == "replace":
-            needed.append(("sam2", options.get("sam2_model")))
-    for name, value in needed:
-        local = value is not None and Path(str(value)).expanduser().exists()
+    for name, value in required_weights(options):
+        local = value is not None and Path(value).expanduser().exists()
         if not local and not weights.is_present(name):
             return (f"the {name} weights are not downloaded: "
                     f"faceswap-cam models download --only {name}")

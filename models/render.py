@@ -12,12 +12,15 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from faceswap_cam.models import batching
+
 if TYPE_CHECKING:
+    from faceswap_cam.models.engine import SwapEngine
     from faceswap_cam.models.wan.streaming import StreamingWanAnimate
 
 logger = logging.getLogger(__name__)
@@ -109,16 +112,6 @@ def load_preprocessed(folder: Path, mode: str) -> PreprocessedClip:
                             background, mask, fps or 30.0)
 
 
-def segment_plan(frames: int, segment: int, carry: int) -> tuple[int, list[int]]:
-    """(padded length, new frames per call) for a clip: L first, then L-P per call."""
-    step = segment - carry
-    remainder = (frames - carry) % step
-    padded = frames + (step - remainder if remainder else 0)
-    padded = max(padded, segment)
-    calls = [segment] + [step] * ((padded - segment) // step)
-    return padded, calls
-
-
 def write_frames(frames: Iterator[np.ndarray] | list[np.ndarray], output: Path, fps: float) -> int:
     """RGB uint8 frames to a video file, or to lossless PNGs when ``output`` has no suffix."""
     count = 0
@@ -162,16 +155,10 @@ def render_clip(stream: StreamingWanAnimate, clip: PreprocessedClip) -> list[np.
     if clip.size != (stream.width, stream.height):
         raise PreprocessedError(f"the engine generates {stream.width}x{stream.height} but the "
                                 f"clip is {clip.size[0]}x{clip.size[1]}")
-    padded, calls = segment_plan(len(clip), stream.segment_frames, stream.carry)
-    # The pipeline's padding order (a test holds them equal), also for one-frame clips.
-    order = segment_pad_order(len(clip), padded)
-
-    def pad(frames: list[np.ndarray]) -> list[np.ndarray]:
-        return [frames[i] for i in order]
-
-    pose, face = pad(clip.pose), pad(clip.face)
-    background = None if clip.background is None else pad(clip.background)
-    mask = None if clip.mask is None else pad(clip.mask)
+    padded, calls = batching.plan(stream, len(clip))
+    pose, face = batching.pad(clip.pose, padded), batching.pad(clip.face, padded)
+    background = None if clip.background is None else batching.pad(clip.background, padded)
+    mask = None if clip.mask is None else batching.pad(clip.mask, padded)
     stream.set_reference(PIL.Image.fromarray(clip.reference))
     frames: list[np.ndarray] = []
     start = 0
@@ -195,40 +182,25 @@ def read_clip(path: Path) -> tuple[list[np.ndarray], float]:
     return frames, fps or 30.0
 
 
-def render_raw(engine: Any, frames: list[np.ndarray]) -> list[np.ndarray]:
+def render_raw(engine: SwapEngine, frames: list[np.ndarray]) -> list[np.ndarray]:
     """Every frame of a raw clip through the whole engine (preprocessing, generation,
     compositing), in the batches the live processor would give it, none skipped.
 
     The last batch is filled up the way the pipeline pads a clip, and the fill is dropped.
+    A batch with nobody in view ends the chain, as in the live processor: the engine is
+    reset and the frames after it start a new one.
     """
     out: list[np.ndarray] = []
-    start, first = 0, True
+    start = 0
     while start < len(frames):
-        want = engine.first_batch if first else engine.next_batch
-        chunk = frames[start:start + want]
-        real = len(chunk)
-        if real < want:
-            order = segment_pad_order(len(frames), start + want)
-            chunk = [frames[i] for i in order[start:start + want]]
-        result = engine.process(chunk)
-        # Frames handed back untouched mean nobody was there: the next batch starts a new
-        # segment chain, as in the live processor.
-        first = any(r is c for r, c in zip(result, chunk, strict=True))
-        out.extend(result[:real])
-        start += want
+        padded, calls = batching.plan(engine, len(frames) - start)
+        # Padded over the whole clip, as the pipeline would pad it.
+        clip = batching.pad(frames, start + padded)
+        for new in calls:
+            result = engine.process(clip[start:start + new])
+            out.extend(result.frames[:len(frames) - start])  # the fill is dropped
+            start += new
+            if not result.swapped:
+                engine.reset()
+                break
     return out
-
-
-def segment_pad_order(count: int, target: int) -> list[int]:
-    """Frame indices 0..count-1 reflected back and forth up to ``target`` (the pipeline's
-    padding: 0, 1, .., n-1, n-2, .., 0, 1, ..)."""
-    if count == 1:
-        return [0] * target
-    order: list[int] = []
-    index, step = 0, 1
-    while len(order) < target:
-        order.append(index)
-        index += step
-        if index in (0, count - 1):
-            step = -step
-    return order

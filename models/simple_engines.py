@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from faceswap_cam.models.engine import EngineError
+from faceswap_cam.models.engine import EngineError, SwapResult
 
 
 class PassthroughEngine:
-    """Returns the frames unchanged: the pipeline's plumbing with no swap cost."""
+    """Swaps nothing: the pipeline's plumbing with no swap cost (the camera is shown)."""
 
     first_batch = 1
     next_batch = 1
@@ -23,11 +23,14 @@ class PassthroughEngine:
     def set_reference(self, image: np.ndarray) -> None:
         pass
 
-    def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return list(frames)
+    def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
+        return SwapResult.untouched(frames)
 
     def reset(self) -> None:
         pass
+
+    def interrupt(self) -> None:
+        pass  # a call returns at once anyway
 
     def close(self) -> None:
         pass
@@ -38,8 +41,8 @@ class DebugEngine:
 
     Its batch shape mimics Wan-Animate (a first segment, then new frames per call) so the
     processor's first/next batching and cadence logic run exactly as with the real engine.
-    ``close()`` interrupts a delay in progress, as a real engine's denoising loop checks an
-    interrupt flag.
+    ``interrupt()`` (and ``close()``) cut a delay in progress short and make the call raise,
+    as a real engine's denoising loop checks an interrupt flag.
     """
 
     def __init__(self, *, delay_ms: float = 0.0, first_batch: int = 5, next_batch: int = 4,
@@ -53,24 +56,31 @@ class DebugEngine:
         self.next_batch = next_batch
         self.calls = 0
         self.resets = 0
-        self._closed = threading.Event()
+        self._closed = False
+        self._interrupted = threading.Event()
 
     def set_reference(self, image: np.ndarray) -> None:
         pass
 
-    def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-        if self._closed.is_set():
+    def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
+        if self._closed:
             raise EngineError("debug engine is closed")
-        if self.delay_s:
-            self._closed.wait(self.delay_s)
+        if self._interrupted.wait(self.delay_s):  # the delay, cut short by interrupt()
+            raise EngineError("debug engine call interrupted")
         self.calls += 1
-        return [np.subtract(255, frame, dtype=np.uint8) for frame in frames]
+        return SwapResult([np.subtract(255, frame, dtype=np.uint8) for frame in frames])
 
     def reset(self) -> None:
         self.resets += 1
+        if not self._closed:
+            self._interrupted.clear()
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
 
     def close(self) -> None:
-        self._closed.set()
+        self._closed = True
+        self._interrupted.set()
 
 
 def register() -> None:

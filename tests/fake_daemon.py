@@ -1,6 +1,6 @@
-"""An in-memory daemon behind the control API (tests/test_control.py) and the tray
-(tests/test_tray.py): the switches and the reference library of a DaemonControl. Each of those
-files adds the ``status`` it needs."""
+"""An in-memory daemon behind the control API (tests/control/test_control.py) and the tray
+(tests/control/test_tray.py): a DaemonControl with switches, a reference library and a status
+that tests set field by field."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from faceswap_cam.daemon.control.status import DaemonStatus, Devices
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLAYOUTS = ("live", "smooth")
 FALLBACKS = ("passthrough", "hold", "placeholder")
+PREVIEW_URL = "http://127.0.0.1:8765/"
 #: anyio's pooled threads, which run the control API's blocking routes and outlive a request.
 WORKER_THREAD = "AnyIO worker thread"
 
@@ -37,8 +40,8 @@ def write_png(path: Path, padding: int) -> Path:
 
 
 class InMemoryDaemon:
-    """A DaemonControl in memory, less ``status``. Images are "valid" when they start with the
-    PNG signature."""
+    """A DaemonControl in memory. Images are "valid" when they start with the PNG signature.
+    The status fields below are plain attributes: a test sets them to play a daemon's state."""
 
     def __init__(self, reference: str = "alice") -> None:
         self._lock = threading.Lock()
@@ -53,6 +56,32 @@ class InMemoryDaemon:
         self.stopping = threading.Event()
         self.shutdowns = 0
         self.calls: list[str] = []
+        self.state = "running"
+        self.engine_state = "running"
+        self.engine_error = ""
+        self.engine_fix = ""
+        self.capture_state = "live"
+        self.camera_error = ""
+        self.showing = "swapped"
+        self.publish_fps: float | None = 30.0
+        self.latency_ms: float | None = 80.0
+        self.preview_url: str | None = PREVIEW_URL
+
+    def status(self) -> DaemonStatus:
+        """What the real daemon would report in this state."""
+        with self._lock:
+            return DaemonStatus(
+                capture_fps=30.0, capture_state=self.capture_state, process_fps=30.0,
+                publish_fps=self.publish_fps, latency_ms=self.latency_ms,
+                showing="paused" if self.paused else self.showing,
+                engine="debug", engine_state=self.engine_state, engine_error=self.engine_error,
+                cadence=1, playout=self.playout, playout_delay_ms=0.0, fallback=self.fallback,
+                swap=self.swap, frames_published=100,
+                state="paused" if self.paused and self.state == "running" else self.state,
+                paused=self.paused, reference=self.selected, reference_error="",
+                camera_error=self.camera_error, camera_fix="", engine_fix=self.engine_fix,
+                devices=Devices(source="demo", outputs=["null"]),
+                preview_url=self.preview_url, api_url=None)
 
     def snapshot(self) -> dict[str, Any]:
         """What the control calls can change, copied."""

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from faceswap_cam.daemon.capture.sources import FrameSource, Pacer, SourceError
+from faceswap_cam.daemon.capture.source import FrameSource, Pacer, SourceError
+from faceswap_cam.models.engine import SwapResult
 from faceswap_cam.models.simple_engines import DebugEngine
 from tests.media import make_frame
 
@@ -81,7 +82,7 @@ class FlakyEngine(DebugEngine):
         self.closed = False
         FlakyEngine.instances.append(self)
 
-    def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
         call = self.calls + 1
         if call == self.fail_on:
             self.calls += 1

@@ -32,7 +32,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from faceswap_cam.daemon.control.server import ControlClient, ControlError, DaemonNotRunning
+from faceswap_cam.daemon.control.client import ControlClient, ControlError, DaemonNotRunning
+from faceswap_cam.daemon.control.status import (
+    CaptureState,
+    DaemonState,
+    DaemonStatus,
+    EngineState,
+    Showing,
+    StatusError,
+    parse_status,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -112,87 +121,51 @@ Dispatch = Callable[[Callable[[], None]], None]
 # --- what the status means --------------------------------------------------------------------
 
 
-def _section(status: dict[str, Any], key: str) -> dict[str, Any]:
-    value = status.get(key)
-    return value if isinstance(value, dict) else {}
+def engine_failed(status: DaemonStatus) -> bool:
+    return (status.engine_state in (EngineState.FAILED, EngineState.HUNG)
+            or status.state is DaemonState.ERROR)
 
 
-def _text(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else ""
+def camera_lost(status: DaemonStatus) -> bool:
+    return status.capture_state is CaptureState.LOST or bool(status.camera_error.strip())
 
 
-def _engine_state(status: dict[str, Any]) -> str:
-    # The daemon reports flat keys; a nested "engine" object is accepted too.
-    return _text(status.get("engine_state")) or _text(_section(status, "engine").get("state"))
-
-
-def _engine_name(status: dict[str, Any]) -> str:
-    return _text(status.get("engine")) or _text(_section(status, "engine").get("name"))
-
-
-def _engine_error(status: dict[str, Any]) -> str:
-    engine = _section(status, "engine")
-    return (_text(status.get("engine_error")) or _text(engine.get("last_error"))
-            or _text(engine.get("error")))
-
-
-def _fps(status: dict[str, Any]) -> float | None:
-    value = status.get("publish_fps")
-    if value is None:
-        value = _section(status, "fps").get("published")
-    # Non-finite figures arrive as null; bools are ints to isinstance.
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-def engine_failed(status: dict[str, Any]) -> bool:
-    return _engine_state(status) in ("failed", "hung") or status.get("state") == "error"
-
-
-def camera_lost(status: dict[str, Any]) -> bool:
-    return status.get("capture_state") == "lost" or bool(_text(status.get("camera_error")))
-
-
-def classify(status: dict[str, Any]) -> tuple[TrayState, str]:
-    """The tray state for a daemon status document, and a short reason for passthrough."""
-    daemon_state = status.get("state")
-    if daemon_state == "stopping":
+def classify(status: DaemonStatus) -> tuple[TrayState, str]:
+    """The tray state for a daemon status, and a short reason for passthrough."""
+    if status.state is DaemonState.STOPPING:
         return TrayState.NOT_RUNNING, "stopping"
     if engine_failed(status) or camera_lost(status):
         return TrayState.ERROR, ""
-    if status.get("paused") is True or daemon_state == "paused":
+    if status.paused or status.state is DaemonState.PAUSED:
         return TrayState.PAUSED, ""
-    if status.get("swap") is not True:
+    if not status.swap:
         return TrayState.PASSTHROUGH, "swap off"
-    if daemon_state == "starting":
+    if status.state is DaemonState.STARTING:
         return TrayState.PASSTHROUGH, "starting"
-    if _engine_name(status) == "passthrough":
+    if status.engine == "passthrough":
         return TrayState.PASSTHROUGH, "no swap engine"
-    if not status.get("reference"):
+    if not status.reference:
         return TrayState.PASSTHROUGH, "no reference face"
-    engine_state = _engine_state(status)
-    if engine_state == "loading":
+    if status.engine_state is EngineState.LOADING:
         return TrayState.PASSTHROUGH, "engine loading"
-    if engine_state not in ("running", "ready"):
-        return TrayState.PASSTHROUGH, f"engine {engine_state or 'not ready'}"
+    if status.engine_state is not EngineState.RUNNING:
+        return TrayState.PASSTHROUGH, f"engine {status.engine_state}"
     # Before the first swapped frame the output is still the camera: the engine warms up.
-    showing = status.get("showing")
-    if isinstance(showing, str) and showing not in ("swapped", "held"):
+    if status.showing not in (Showing.SWAPPED, Showing.HELD):
         return TrayState.PASSTHROUGH, "warming up"
     return TrayState.SWAPPING, ""
 
 
-def _problem(status: dict[str, Any]) -> tuple[str, str]:
+def _problem(status: DaemonStatus) -> tuple[str, str]:
     """(error, fix) to show; the daemon's own fix when it sends one."""
     if engine_failed(status):
-        error = _engine_error(status) or "the face-swap engine stopped working"
-        fix = (_text(status.get("engine_fix")) or _text(status.get("fix"))
+        error = status.engine_error.strip() or "the face-swap engine stopped working"
+        fix = (status.engine_fix.strip()
                or "FaceSwap Cam retries on its own; `faceswap-cam status` shows details")
         return error, fix
     if camera_lost(status):
-        error = _text(status.get("camera_error")) or "the camera stopped sending frames"
-        fix = (_text(status.get("camera_fix")) or _text(status.get("fix"))
+        error = status.camera_error.strip() or "the camera stopped sending frames"
+        fix = (status.camera_fix.strip()
                or "check the camera and close other apps using it; FaceSwap Cam reconnects "
                   "on its own")
         return f"camera lost: {error}", fix
@@ -205,7 +178,7 @@ class _View:
 
     state: TrayState = TrayState.NOT_RUNNING
     detail: str = ""
-    status: dict[str, Any] | None = None
+    status: DaemonStatus | None = None
     references: tuple[dict[str, Any], ...] = ()
     error: str = ""
     fix: str = ""
@@ -214,13 +187,13 @@ class _View:
     fps: float | None = None
 
 
-def _view_of(status: dict[str, Any], references: list[dict[str, Any]]) -> _View:
+def _view_of(status: DaemonStatus, references: list[dict[str, Any]]) -> _View:
     state, detail = classify(status)
     error, fix = _problem(status)
     return _View(state=state, detail=detail, status=status,
                  references=tuple(r for r in references if isinstance(r, dict)),
                  error=error, fix=fix, engine_failed=engine_failed(status),
-                 camera_lost=camera_lost(status), fps=_fps(status))
+                 camera_lost=camera_lost(status), fps=status.publish_fps)
 
 
 # --- the controller ---------------------------------------------------------------------------
@@ -296,7 +269,7 @@ class TrayController:
         return self._view.detail
 
     @property
-    def status(self) -> dict[str, Any] | None:
+    def status(self) -> DaemonStatus | None:
         return self._view.status
 
     @property
@@ -375,8 +348,13 @@ class TrayController:
                 return _View(state=TrayState.ERROR, error=f"the daemon did not answer: {exc}",
                              fix="restart FaceSwap Cam if this lasts")
             self._started = None
-            return _view_of(status if isinstance(status, dict) else {},
-                            references if isinstance(references, list) else [])
+            try:
+                report = parse_status(status)
+            except StatusError as exc:
+                return _View(state=TrayState.ERROR, error=str(exc),
+                             fix="run the tray and the daemon from the same FaceSwap Cam "
+                                 "installation")
+            return _view_of(report, references if isinstance(references, list) else [])
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _not_running_detail(self) -> str:
@@ -410,9 +388,8 @@ class TrayController:
         # On the transition only: a failure that lasts is not news at every poll.
         if view.engine_failed and not previous.engine_failed:
             self.notify("Face swap failed", _with_fix(view.error, view.fix))
-        if view.camera_lost and not previous.camera_lost:
-            status = view.status or {}
-            reason = _text(status.get("camera_error")) or "the camera stopped sending frames"
+        if view.camera_lost and view.status is not None and not previous.camera_lost:
+            reason = view.status.camera_error.strip() or "the camera stopped sending frames"
             self.notify("Camera lost", f"{reason}. FaceSwap Cam reconnects when it can.")
 
     # The GUI.
@@ -449,10 +426,10 @@ class TrayController:
         """The icon's tooltip."""
         view = self._view
         parts = [_state_text(view)]
-        status = view.status or {}
-        if view.state is TrayState.SWAPPING and status.get("reference"):
-            parts.append(str(status["reference"]))
-        if view.fps is not None and view.status is not None:
+        status = view.status
+        if view.state is TrayState.SWAPPING and status is not None and status.reference:
+            parts.append(status.reference)
+        if view.fps is not None and status is not None:
             parts.append(f"{view.fps:.0f} fps")
         return f"{APP_TITLE}: " + ", ".join(parts)
 
@@ -462,10 +439,10 @@ class TrayController:
         lines = [f"{APP_TITLE}: {_state_text(view)}"]
         status = view.status
         if status is not None:
-            reference = status.get("reference") or "none"
+            reference = status.reference or "none"
             fps = "--" if view.fps is None else f"{view.fps:.0f}"
             lines.append(f"Reference: {reference} · {fps} fps")
-            reference_error = _text(status.get("reference_error"))
+            reference_error = status.reference_error.strip()
             if reference_error:
                 lines += _wrapped(f"Reference refused: {reference_error}")
         if view.error:
@@ -487,17 +464,19 @@ class TrayController:
 
     def _menu_key(self) -> tuple[object, ...]:
         view = self._view
-        status = view.status or {}
+        status = view.status
         references = tuple((r.get("name"), r.get("selected")) for r in view.references)
-        return (tuple(self.status_lines()), references, status.get("swap"), status.get("paused"),
-                status.get("preview_url"), self.connected, self._login_installed())
+        switches = (None if status is None
+                    else (status.swap, status.paused, status.preview_url))
+        return (tuple(self.status_lines()), references, switches, self.connected,
+                self._login_installed())
 
     def build_menu(self) -> Any:
         """A ``pystray.Menu`` of the last poll."""
         pystray = load_pystray()
         item, menu = pystray.MenuItem, pystray.Menu
         view = self._view
-        status = view.status or {}
+        status = view.status
         connected = self.connected
 
         def const(value: object) -> Callable[[Any], object]:
@@ -521,11 +500,13 @@ class TrayController:
         entries.append(item("Reference face", menu(*faces)))
 
         entries.append(item("Swap faces", self._action(self.toggle_swap),
-                            checked=const(status.get("swap") is True), enabled=connected))
+                            checked=const(status is not None and status.swap),
+                            enabled=connected))
         entries.append(item("Pause camera", self._action(self.toggle_pause),
-                            checked=const(status.get("paused") is True), enabled=connected))
+                            checked=const(status is not None and status.paused),
+                            enabled=connected))
         entries.append(item("Open preview", self._action(self.open_preview),
-                            enabled=bool(status.get("preview_url"))))
+                            enabled=status is not None and bool(status.preview_url)))
         entries.append(menu.SEPARATOR)
 
         installed = self._login_installed()
@@ -613,26 +594,26 @@ class TrayController:
             self.notify("Reference face not added", f"cannot read {path}: {exc.strerror or exc}")
             return
         name = str(entry.get("name", path.stem))
-        status = self._view.status or {}
-        if not status.get("reference"):
+        status = self._view.status
+        if status is None or not status.reference:
             client.select_reference(name)
         self.notify("Reference face added", name)
         self.refresh()
 
     def toggle_swap(self) -> None:
-        status = self._view.status or {}
-        self._get_client().set_swap(status.get("swap") is not True)
+        status = self._view.status
+        self._get_client().set_swap(status is None or not status.swap)
         self.refresh()
 
     def toggle_pause(self) -> None:
-        status = self._view.status or {}
-        self._get_client().set_paused(status.get("paused") is not True)
+        status = self._view.status
+        self._get_client().set_paused(status is None or not status.paused)
         self.refresh()
 
     def open_preview(self) -> None:
-        url = (self._view.status or {}).get("preview_url")
-        if isinstance(url, str) and url:
-            self._open_url(url)
+        status = self._view.status
+        if status is not None and status.preview_url:
+            self._open_url(status.preview_url)
 
     def toggle_login(self) -> None:
         service = self.service

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
@@ -11,18 +10,13 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from faceswap_cam.daemon.capture.sources import FrameSource, SourceError
-from faceswap_cam.daemon.frames import Frame, FrameRing
+from faceswap_cam.daemon.capture.ring import FrameRing
+from faceswap_cam.daemon.capture.source import FrameSource, SourceError
+from faceswap_cam.daemon.frames import Frame
+from faceswap_cam.daemon.states import CaptureState
 from faceswap_cam.daemon.stats import RateMeter
 
 logger = logging.getLogger(__name__)
-
-
-class CaptureState(enum.Enum):
-    STARTING = "starting"
-    LIVE = "live"
-    LOST = "lost"
-    STOPPED = "stopped"
 
 
 def fit_to_size(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:

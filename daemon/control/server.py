@@ -1,5 +1,4 @@
-"""The daemon's local control API: an HTTP+JSON server on loopback, and the client the tray and
-the CLI use to talk to it.
+"""The daemon's local control API: an HTTP+JSON server on loopback (its client is client.py).
 
 Who may drive the daemon: only a process of the same user. The server binds loopback only and
 every request must carry ``Authorization: Bearer <token>``, a random token that exists only in
@@ -11,7 +10,7 @@ answer either.
 
 Routes (all answer JSON; errors are ``{"error": "..."}``)::
 
-    GET    /status                      the daemon's status document
+    GET    /status                      the daemon's status document (status.DaemonStatus)
     GET    /references                  the reference library
     POST   /references?name=NAME        raw image bytes (Content-Type image/*) -> 201, the entry
     POST   /references/{name}/select    -> the library
@@ -26,26 +25,19 @@ Routes (all answer JSON; errors are ``{"error": "..."}``)::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
-import json
 import logging
-import mimetypes
 import os
 import secrets
 import socket
 import sys
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
-import warnings
 from collections.abc import Callable, Generator, Mapping
-from http.client import HTTPException as HTTPClientError
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, TypeVar
 
-import platformdirs
 import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -56,38 +48,32 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faceswap_cam.daemon.config import (
-    APP_NAME,
     LOOPBACK_HOSTS,
     Fallback,
     Playout,
     loopback_host_headers,
 )
+from faceswap_cam.daemon.control.client import MAX_IMAGE_BYTES, size_text
+from faceswap_cam.daemon.control.control_file import (
+    ControlFile,
+    default_token_file,
+    remove_control_file,
+    write_control_file,
+)
+from faceswap_cam.daemon.control.status import DaemonStatus
 from faceswap_cam.daemon.stats import jsonable
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CONTROL_FILE_ENV",
-    "MAX_IMAGE_BYTES",
     "MAX_JSON_BYTES",
-    "ControlClient",
-    "ControlError",
     "ControlServer",
     "DaemonControl",
-    "DaemonNotRunning",
     "create_api",
-    "default_token_file",
 ]
 
-#: Overrides where the control file lives (tests, several daemons side by side).
-CONTROL_FILE_ENV = "FACESWAP_CAM_CONTROL_FILE"
-CONTROL_FILE_NAME = "control.json"
-#: Largest reference image accepted; bigger uploads are refused before they are read.
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
-#: Largest body of every other request (they are all tiny JSON objects).
+#: Largest body of every request but an image upload (they are all tiny JSON objects).
 MAX_JSON_BYTES = 64 * 1024
-
-NOT_RUNNING_MESSAGE = "FaceSwap Cam is not running: start it with `faceswap-cam run`"
 
 _LOOPBACK_NAMES = LOOPBACK_HOSTS
 # Bounded so that close() cannot hang on a client that never finishes its request.
@@ -108,10 +94,8 @@ class DaemonControl(Protocol):
     would wait for that very request to finish).
     """
 
-    def status(self) -> dict[str, Any]:
-        """A JSON-able snapshot: at least ``state``, ``swap`` (bool), ``reference`` (selected
-        name or None), ``fallback``, ``playout``, ``paused``, fps/latency figures, the engine's
-        state and last error, the devices in use, and ``preview_url``."""
+    def status(self) -> DaemonStatus:
+        """A snapshot of everything the daemon reports."""
         ...
 
     def set_swap(self, enabled: bool) -> None: ...
@@ -289,19 +273,15 @@ class _Guard:
 
 
 def _too_large(limit: int) -> str:
-    return f"request body too large: the limit is {_size_text(limit)}"
-
-
-def _size_text(count: int) -> str:
-    if count >= 1024 * 1024:
-        return f"{count / (1024 * 1024):g} MiB"
-    if count >= 1024:
-        return f"{count / 1024:g} KiB"
-    return f"{count} bytes"
+    return f"request body too large: the limit is {size_text(limit)}"
 
 
 def _json(content: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(jsonable(content), status_code=status)
+
+
+def _status(control: DaemonControl) -> JSONResponse:
+    return _json(_calling("status", control.status).model_dump(mode="json"))
 
 
 _T = TypeVar("_T")
@@ -383,9 +363,9 @@ def create_api(
     # Plain `def` routes run in the server's worker threads, so a slow daemon call never
     # blocks the event loop (and with it every other client).
 
-    @app.get("/status")
+    @app.get("/status", response_model=DaemonStatus)
     def get_status() -> JSONResponse:
-        return _json(_calling("status", control.status))
+        return _status(control)
 
     @app.get("/references")
     def get_references() -> JSONResponse:
@@ -418,25 +398,25 @@ def create_api(
         _calling("removing a reference", control.remove_reference, name, key_error=404)
         return _json(_calling("listing references", control.list_references))
 
-    @app.post("/swap")
+    @app.post("/swap", response_model=DaemonStatus)
     def post_swap(body: SwapBody) -> JSONResponse:
         _calling("switching swap", control.set_swap, body.enabled)
-        return _json(_calling("status", control.status))
+        return _status(control)
 
-    @app.post("/pause")
+    @app.post("/pause", response_model=DaemonStatus)
     def post_pause(body: PauseBody) -> JSONResponse:
         _calling("pausing", control.set_paused, body.paused)
-        return _json(_calling("status", control.status))
+        return _status(control)
 
-    @app.post("/playout")
+    @app.post("/playout", response_model=DaemonStatus)
     def post_playout(body: PlayoutBody) -> JSONResponse:
         _calling("setting playout", control.set_playout, body.mode, value_error=422)
-        return _json(_calling("status", control.status))
+        return _status(control)
 
-    @app.post("/fallback")
+    @app.post("/fallback", response_model=DaemonStatus)
     def post_fallback(body: FallbackBody) -> JSONResponse:
         _calling("setting fallback", control.set_fallback, body.mode, value_error=422)
-        return _json(_calling("status", control.status))
+        return _status(control)
 
     @app.post("/shutdown", status_code=202)
     def post_shutdown() -> JSONResponse:
@@ -446,101 +426,37 @@ def create_api(
     return app
 
 
-# --- the control file -------------------------------------------------------------------------
-
-
-def default_token_file() -> Path:
-    """Where the daemon writes its control file: ``$FACESWAP_CAM_CONTROL_FILE``, else
-    ``control.json`` in the user's runtime dir (private, and gone at logout like the daemon),
-    else in the user's config dir."""
-    return _token_file_candidates()[0]
-
-
-def _token_file_candidates() -> list[Path]:
-    """Where clients look, in order. Both places: a tray started in the desktop session (with a
-    runtime dir) must find a daemon started over ssh (without one), and the other way round."""
-    override = os.environ.get(CONTROL_FILE_ENV)
-    if override:
-        return [Path(override).expanduser()]
-    config = Path(platformdirs.user_config_dir(APP_NAME)) / CONTROL_FILE_NAME
-    runtime = _runtime_dir()
-    return [config] if runtime is None else [runtime / CONTROL_FILE_NAME, config]
-
-
-def _runtime_dir() -> Path | None:
-    xdg = None
-    if sys.platform not in ("win32", "darwin"):
-        # Without XDG_RUNTIME_DIR platformdirs guesses (/run/user/UID, a folder in /tmp), and a
-        # guess can change between the daemon's start and a client's look: use config instead.
-        xdg = os.environ.get("XDG_RUNTIME_DIR")
-        if not xdg:
-            return None
-    try:
-        with warnings.catch_warnings():
-            # platformdirs warns when it distrusts XDG_RUNTIME_DIR; the check below decides.
-            warnings.simplefilter("ignore")
-            runtime = Path(platformdirs.user_runtime_dir(APP_NAME))
-    except OSError:
-        return None
-    if xdg is not None and not runtime.is_relative_to(xdg):
-        return None  # platformdirs refused $XDG_RUNTIME_DIR and fell back to a guess
-    return runtime if _private_enough(runtime) else None
-
-
-def _private_enough(path: Path) -> bool:
-    """Whether ``path`` (or, not yet made, its parent) is a directory this user owns, so that
-    nobody else could have made it to read the token."""
-    existing = path if path.exists() else path.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        return False
-    getuid = getattr(os, "getuid", None)
-    return getuid is None or existing.stat().st_uid == getuid()
-
-
-def _write_private(path: Path, document: Mapping[str, Any]) -> None:
-    """Write ``document`` as JSON readable by this user only, atomically: a client never sees a
-    half-written file, and the token is never, even briefly, in a file others can read."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if hasattr(os, "fchmod"):
-                os.fchmod(handle.fileno(), 0o600)  # exactly 0600, whatever the umask
-            handle.write(json.dumps(document).encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
-def _read_control_file(path: Path) -> dict[str, Any]:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DaemonNotRunning(f"no control file at {path}") from None
-    except (OSError, ValueError) as exc:
-        raise DaemonNotRunning(f"cannot read control file {path}: {exc}") from exc
-    if not (isinstance(document, dict) and isinstance(document.get("url"), str)
-            and isinstance(document.get("token"), str)):
-        raise DaemonNotRunning(f"{path} is not a FaceSwap Cam control file")
-    return document
-
-
 # --- the server -------------------------------------------------------------------------------
 
 
 class _ThreadServer(uvicorn.Server):
-    """uvicorn that signals when it is accepting and never touches signal handlers: the daemon
-    owns Ctrl-C, and the control API must not swallow it."""
+    """uvicorn that signals when it is accepting, never touches signal handlers (the daemon
+    owns Ctrl-C, and the control API must not swallow it), and costs nothing while idle.
+
+    uvicorn's own main loop wakes ten times a second to poll ``should_exit`` and refresh the
+    Date header; here the loop sleeps until :meth:`request_exit` wakes it (no Date header:
+    clients on this machine have no use for it), so a daemon nobody calls does no work here.
+    """
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self.ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._exit = asyncio.Event()
+
+    def request_exit(self) -> None:
+        """Ask the server to stop; safe from any thread."""
+        self.should_exit = True
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(self._exit.set)
+
+    async def main_loop(self) -> None:
+        await self.on_tick(0)  # sets the default headers once
+        while not self.should_exit:
+            await self._exit.wait()
+            self._exit.clear()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -550,6 +466,7 @@ class _ThreadServer(uvicorn.Server):
         """uvicorn before 0.29 installs handlers through this instead."""
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
         await super().startup(sockets=sockets)
         self.ready.set()
 
@@ -617,7 +534,8 @@ class ControlServer:
                              max_json_bytes=self._max_json_bytes)
             config = uvicorn.Config(
                 app, log_config=None, log_level="warning", access_log=False, lifespan="off",
-                http="h11", loop="asyncio", server_header=False, limit_concurrency=32,
+                http="h11", loop="asyncio", server_header=False, date_header=False,
+                limit_concurrency=32,
                 timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S)
             server = _ThreadServer(config)
             thread = threading.Thread(target=self._serve, args=(server, sock),
@@ -629,8 +547,8 @@ class ControlServer:
             sock.close()
             raise RuntimeError(f"the control API did not start on {self.url}")
         try:
-            _write_private(self.token_file,
-                           {"url": self.url, "token": self._token, "pid": os.getpid()})
+            write_control_file(self.token_file,
+                               ControlFile(url=self.url, token=self._token, pid=os.getpid()))
         except OSError as exc:
             self.close()
             raise RuntimeError(f"cannot write the control file {self.token_file}: {exc}") from exc
@@ -672,7 +590,7 @@ class ControlServer:
             self._closed = True
             server, thread = self._server, self._thread
         if server is not None:
-            server.should_exit = True
+            server.request_exit()
         if thread is not None and thread is not threading.current_thread():
             thread.join(_JOIN_TIMEOUT_S)
             if thread.is_alive() and server is not None:
@@ -682,21 +600,9 @@ class ControlServer:
                 logger.warning("control API thread did not stop within %.0f s",
                                2 * _JOIN_TIMEOUT_S)
         if self._wrote_file:
-            self._remove_token_file()
+            remove_control_file(self.token_file, self._token)
         if server is not None:
             logger.info("control API at %s closed", self.url)
-
-    def _remove_token_file(self) -> None:
-        # A daemon started after us may have replaced the file: that one is not ours to remove.
-        # (Read-then-unlink leaves a tiny window; both daemons would be racing for one port
-        # or one file anyway.)
-        try:
-            document = json.loads(self.token_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return
-        if isinstance(document, dict) and document.get("token") == self._token:
-            with contextlib.suppress(FileNotFoundError):
-                self.token_file.unlink()
 
     def __enter__(self) -> ControlServer:
         self.start()
@@ -704,168 +610,3 @@ class ControlServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# --- the client -------------------------------------------------------------------------------
-
-
-class DaemonNotRunning(RuntimeError):
-    """No daemon answers: no control file, or nothing listening where it says."""
-
-    def __init__(self, reason: str = "") -> None:
-        super().__init__(NOT_RUNNING_MESSAGE)
-        #: The detail (which file, which address), for logs and ``--verbose`` output.
-        self.reason = reason
-
-
-class ControlError(RuntimeError):
-    """The daemon refused or failed a request. ``status`` is the HTTP status, or None when no
-    answer came (timeout, dropped connection)."""
-
-    def __init__(self, status: int | None, message: str) -> None:
-        super().__init__(message if status is None else f"{message} (HTTP {status})")
-        self.status = status
-        self.message = message
-
-
-class ControlClient:
-    """The daemon's control API over HTTP, with the standard library only (the tray and the
-    CLI stay light). Every method raises :class:`DaemonNotRunning` or :class:`ControlError`."""
-
-    def __init__(self, url: str, token: str, *, timeout: float = 10.0,
-                 source: Path | None = None) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "http" or parts.hostname not in _LOOPBACK_NAMES:
-            # The token must never travel off this machine, whatever a control file says.
-            raise ValueError(f"not a loopback control URL: {url!r}")
-        self.url = url.rstrip("/")
-        self._token = token
-        self.timeout = timeout
-        self._source = source
-        # An empty ProxyHandler: the user's HTTP(S)_PROXY must not see loopback requests (or
-        # the token in them).
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    @classmethod
-    def from_token_file(cls, path: Path | None = None, *, timeout: float = 10.0) -> ControlClient:
-        """A client for the daemon that wrote ``path`` (default: the first control file found
-        where daemons write them, see :func:`default_token_file`)."""
-        if path is None:
-            candidates = _token_file_candidates()
-            path = next((p for p in candidates if p.exists()), candidates[0])
-        document = _read_control_file(path)
-        try:
-            return cls(document["url"], document["token"], timeout=timeout, source=path)
-        except ValueError as exc:
-            raise DaemonNotRunning(f"{path}: {exc}") from exc
-
-    # Routes, one method each.
-
-    def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", "/status")
-        return result
-
-    def references(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._request("GET", "/references")
-        return result
-
-    def add_reference(self, path: Path | str, name: str | None = None) -> dict[str, Any]:
-        """Upload an image file; OSError if it cannot be read."""
-        path = Path(path)
-        size = path.stat().st_size
-        if size > MAX_IMAGE_BYTES:
-            # Refused here: the server would cut the upload off mid-way, which reads as a
-            # dropped connection rather than as this message.
-            raise ControlError(413, f"{path} is {_size_text(size)}; the limit is "
-                                    f"{_size_text(MAX_IMAGE_BYTES)}")
-        data = path.read_bytes()
-        content_type = mimetypes.guess_type(path.name)[0]
-        if not content_type or not content_type.startswith("image/"):
-            content_type = "application/octet-stream"
-        # The library names an entry after the file when no name is given, as the user expects.
-        name = name or path.stem
-        query = f"?{urllib.parse.urlencode({'name': name})}" if name else ""
-        result: dict[str, Any] = self._request("POST", f"/references{query}", body=data,
-                                               content_type=content_type)
-        return result
-
-    def select_reference(self, name: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._request(
-            "POST", f"/references/{urllib.parse.quote(name, safe='')}/select")
-        return result
-
-    def remove_reference(self, name: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._request(
-            "DELETE", f"/references/{urllib.parse.quote(name, safe='')}")
-        return result
-
-    def set_swap(self, enabled: bool) -> dict[str, Any]:
-        return self._post_json("/swap", {"enabled": enabled})
-
-    def set_paused(self, paused: bool) -> dict[str, Any]:
-        return self._post_json("/pause", {"paused": paused})
-
-    def set_playout(self, mode: str) -> dict[str, Any]:
-        return self._post_json("/playout", {"mode": mode})
-
-    def set_fallback(self, mode: str) -> dict[str, Any]:
-        return self._post_json("/fallback", {"mode": mode})
-
-    def shutdown(self) -> None:
-        self._request("POST", "/shutdown")
-
-    # Plumbing.
-
-    def _post_json(self, path: str, document: Mapping[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("POST", path, body=json.dumps(document).encode(),
-                                               content_type="application/json")
-        return result
-
-    def _request(self, method: str, path: str, *, body: bytes | None = None,
-                 content_type: str | None = None) -> Any:
-        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
-        if content_type is not None:
-            headers["Content-Type"] = content_type
-        request = urllib.request.Request(self.url + path, data=body, headers=headers,
-                                         method=method)
-        where = f"{method} {self.url}{path}"
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as exc:
-            raise self._refused(exc) from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, ConnectionRefusedError):
-                raise DaemonNotRunning(f"nothing listens at {self.url}") from None
-            raise ControlError(None, f"{where}: {exc.reason}") from exc
-        except ConnectionRefusedError:
-            raise DaemonNotRunning(f"nothing listens at {self.url}") from None
-        except TimeoutError as exc:
-            raise ControlError(None, f"{where}: no answer within {self.timeout:g} s") from exc
-        except (OSError, HTTPClientError) as exc:
-            raise ControlError(None, f"{where}: {type(exc).__name__}: {exc}") from exc
-        if not payload:
-            return None
-        try:
-            return json.loads(payload)
-        except ValueError as exc:
-            raise ControlError(None, f"{where}: the answer is not JSON") from exc
-
-    def _refused(self, exc: urllib.error.HTTPError) -> ControlError:
-        try:
-            raw = exc.read()
-        except OSError:
-            raw = b""
-        message = ""
-        try:
-            document = json.loads(raw)
-            if isinstance(document, dict) and isinstance(document.get("error"), str):
-                message = document["error"]
-        except ValueError:
-            message = raw.decode("utf-8", "replace").strip()
-        message = message or str(exc.reason)
-        if exc.code == 401:
-            # The usual cause: a control file left behind, and another process on its port.
-            where = f" in {self._source}" if self._source else ""
-            message = f"the daemon refused the token{where} (is the file stale?): {message}"
-        return ControlError(exc.code, message)

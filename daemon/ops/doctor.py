@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from faceswap_cam.daemon.capture.devices import CapsQuery
 from faceswap_cam.daemon.config import (
     ENV_PREFIX,
     ConfigError,
     Offload,
-    Preprocessing,
     Settings,
-    WanMode,
     default_config_path,
     load_settings,
 )
@@ -50,6 +49,7 @@ __all__ = [
     "render_text",
     "run_checks",
     "run_doctor",
+    "weights_needed",
 ]
 
 Status = Literal["PASS", "WARN", "FAIL"]
@@ -58,9 +58,6 @@ WARN: Status = "WARN"
 FAIL: Status = "FAIL"
 
 MIN_PYTHON = (3, 11)
-#: What the daemon asks the camera for by default (Settings.size / Settings.fps).
-WANTED_SIZE = (1280, 720)
-WANTED_FPS = 30.0
 #: Wan2.2-Animate-14B in bf16 with nothing offloaded: the 14B transformer, the UMT5 text
 #: encoder, the CLIP image encoder and the VAE all sit on the GPU at once.
 WAN_BF16_BYTES = 40 * 1024**3
@@ -125,7 +122,7 @@ class ServiceState:
 
 
 class StatusClient(Protocol):
-    """The part of :class:`~faceswap_cam.daemon.control.server.ControlClient` the doctor uses."""
+    """The part of :class:`~faceswap_cam.daemon.control.client.ControlClient` the doctor uses."""
 
     @property
     def url(self) -> str: ...
@@ -133,8 +130,8 @@ class StatusClient(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
-CapsQuery = Callable[[str], tuple[str, bool] | None]
-CameraOpener = Callable[[int], tuple[bool, int, int, float]]
+#: (camera index, the size and fps asked for) -> (delivered a frame, width, height, fps).
+CameraOpener = Callable[[int, tuple[int, int], float], tuple[bool, int, int, float]]
 GpuProbe = Callable[[], list[GpuInfo]]
 SettingsLoader = Callable[[Path | None], Settings]
 ClientFactory = Callable[[], StatusClient]
@@ -153,13 +150,15 @@ def package_version(distribution: str) -> str | None:
         return None
 
 
-def open_camera(index: int, *, timeout_s: float = CAMERA_TIMEOUT_S) -> tuple[bool, int, int, float]:
-    """Open camera ``index`` the way the daemon does, ask for 1280x720 at 30 fps and read one
-    frame: (delivered a frame, width, height, fps). A width of 0 means it did not even open."""
+def open_camera(index: int, size: tuple[int, int], fps: float, *,
+                timeout_s: float = CAMERA_TIMEOUT_S) -> tuple[bool, int, int, float]:
+    """Open camera ``index`` with the webcam source the daemon uses, asking for ``size`` at
+    ``fps`` (the user's settings), and read one frame: (delivered a frame, width, height, fps).
+    A width of 0 means it did not even open."""
     result: list[tuple[bool, int, int, float]] = []
 
     def probe() -> None:
-        result.append(_open_camera_now(index))
+        result.append(_open_camera_now(index, size, fps))
 
     # A wedged driver can block VideoCapture forever and OpenCV has no open timeout for V4L2:
     # the probe runs in a daemon thread that is abandoned when it does not answer in time.
@@ -172,31 +171,27 @@ def open_camera(index: int, *, timeout_s: float = CAMERA_TIMEOUT_S) -> tuple[boo
     return result[0]
 
 
-def _open_camera_now(index: int) -> tuple[bool, int, int, float]:
-    import cv2
+def _open_camera_now(index: int, size: tuple[int, int], fps: float
+                     ) -> tuple[bool, int, int, float]:
+    from faceswap_cam.daemon.capture.source import SourceError
+    from faceswap_cam.daemon.capture.webcam import WebcamSource
 
-    from faceswap_cam.daemon.capture.sources import _capture_backend
-
-    capture = cv2.VideoCapture(index, _capture_backend())
+    camera = WebcamSource(index, size=size, fps=fps)
     try:
-        if not capture.isOpened():
-            return False, 0, 0, 0.0
-        width, height = WANTED_SIZE
-        # The same requests as WebcamSource.open, so the answer is what the daemon would get.
-        capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*"MJPG"))
-        capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
-        capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
-        capture.set(cv2.CAP_PROP_FPS, WANTED_FPS)
-        granted = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                   int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-        ok, frame = capture.read()
-        if not ok or frame is None:
-            return False, *granted, fps
+        camera.open()
+    except SourceError:
+        return False, 0, 0, 0.0
+    try:
+        width, height = camera.granted_size or (0, 0)
+        granted_fps = camera.granted_fps or 0.0
+        try:
+            frame = camera.read()
+        except SourceError:
+            return False, width, height, granted_fps
         # The frame is the truth; some drivers report one size and deliver another.
-        return True, int(frame.shape[1]), int(frame.shape[0]), fps
+        return True, int(frame.shape[1]), int(frame.shape[0]), granted_fps
     finally:
-        capture.release()
+        camera.close()
 
 
 def probe_gpus() -> list[GpuInfo]:
@@ -293,7 +288,7 @@ def _load(path: Path | None) -> Settings:
 
 
 def _control_client() -> StatusClient:
-    from faceswap_cam.daemon.control.server import ControlClient
+    from faceswap_cam.daemon.control.client import ControlClient
 
     return ControlClient.from_token_file(timeout=CONTROL_TIMEOUT_S)
 
@@ -303,7 +298,6 @@ def _control_client() -> StatusClient:
 
 def run_checks(
     *,
-    sysfs_root: Path | None = None,
     video4linux_root: Path | None = None,
     loopback_parameters: Path = V4L2LOOPBACK_PARAMETERS,
     proc_root: Path = PROC_ROOT,
@@ -320,10 +314,9 @@ def run_checks(
 ) -> list[Check]:
     """Run every check, in report order.
 
-    ``sysfs_root`` is where v4l2loopback devices appear (virtualcam.DEFAULT_SYSFS_ROOT),
-    ``video4linux_root`` where all video devices do (sources.SYSFS_VIDEO4LINUX), ``query``
-    the VIDIOC_QUERYCAP call; None means the real ones. ``config_path`` None reads the default
-    config file, as ``faceswap-cam run`` does.
+    ``video4linux_root`` is where the kernel lists video devices, cameras and v4l2loopback
+    alike (devices.SYSFS_VIDEO4LINUX), ``query`` the VIDIOC_QUERYCAP call; None means the real
+    ones. ``config_path`` None reads the default config file, as ``faceswap-cam run`` does.
     """
     platform = sys.platform if platform is None else platform
     version = tuple(sys.version_info[:3]) if python_version is None else python_version
@@ -337,7 +330,8 @@ def run_checks(
         settings, platform, video4linux_root=video4linux_root, query=query,
         opener=open_camera, proc_root=proc_root)])
     checks += _guarded("virtual camera", lambda: _virtual_camera_checks(
-        settings, platform, sysfs_root, loopback_parameters, proc_root))
+        settings, platform, video4linux_root=video4linux_root, query=query,
+        parameters=loopback_parameters, proc_root=proc_root))
     checks += _guarded("gpu", lambda: [_gpu_check(settings, gpu_probe)])
     checks += _guarded("weights", lambda: _weights_checks(settings))
     checks += _guarded("control API", lambda: [_control_check(control_client_factory)])
@@ -417,11 +411,11 @@ def _camera_check(settings: Settings, platform: str, *, video4linux_root: Path |
     # (index, how the report names it, device node or None off Linux)
     cameras: list[tuple[int, str, str | None]] = []
     if platform.startswith("linux"):
-        from faceswap_cam.daemon.capture import sources
+        from faceswap_cam.daemon.capture import devices
 
-        found = sources.find_real_cameras(
-            sources.SYSFS_VIDEO4LINUX if video4linux_root is None else video4linux_root,
-            sources.query_v4l2_caps if query is None else query)
+        found = devices.find_real_cameras(
+            devices.SYSFS_VIDEO4LINUX if video4linux_root is None else video4linux_root,
+            devices.query_v4l2_caps if query is None else query)
         cameras = [(d.index, f"{d.path} ({d.name or 'unnamed'})", d.path) for d in found]
     else:
         # OpenCV cannot list devices here; index 0 is the camera `--source auto` opens.
@@ -444,12 +438,14 @@ def _camera_check(settings: Settings, platform: str, *, video4linux_root: Path |
     elif chosen not in [index for index, _, _ in cameras]:
         cameras.append((chosen, f"camera {chosen} (configured: {settings.source})", None))
 
+    # What the daemon will ask the camera for: the user's size and frame rate.
+    size, fps = settings.size, settings.fps
     results: dict[int, tuple[bool, int, int, float]] = {}
     lines = []
     for index, label, node in cameras:
-        results[index] = opener(index)
-        lines.append(f"{label}: {_describe_mode(results[index], node, proc_root)}")
-    good = [index for index, result in results.items() if _is_wanted_mode(result)]
+        results[index] = opener(index, size, fps)
+        lines.append(f"{label}: {_describe_mode(results[index], size, fps, node, proc_root)}")
+    good = [index for index, result in results.items() if _is_wanted_mode(result, size, fps)]
     opened = [index for index, result in results.items() if result[0]]
     detail = "\n".join(lines)
     if chosen in good:
@@ -461,15 +457,15 @@ def _camera_check(settings: Settings, platform: str, *, video4linux_root: Path |
                      f"picture:\n{detail}",
                      switch or "close the app that uses the camera (named above if we can "
                      "see it) and try again, or run with --source demo")
-    _, width, height, fps = results[chosen]
-    slow = (width, height) == WANTED_SIZE
-    match = f"--fps {fps:g}" if slow else f"--size {width}x{height}"
+    _, width, height, given_fps = results[chosen]
+    slow = (width, height) == size
+    match = f"--fps {given_fps:g}" if slow else f"--size {width}x{height}"
+    wanted = f"{size[0]}x{size[1]} at {fps:g} fps"
     return Check("cameras", WARN,
-                 f"camera {chosen} does not give {WANTED_SIZE[0]}x{WANTED_SIZE[1]} at "
-                 f"{WANTED_FPS:g} fps, so frames are "
+                 f"camera {chosen} does not give {wanted}, so frames are "
                  f"{'repeated' if slow else 'scaled'}:\n{detail}",
-                 switch or f"use a camera that does {WANTED_SIZE[0]}x{WANTED_SIZE[1]} at "
-                 f"{WANTED_FPS:g} fps, or run with {match} to match this one")
+                 switch or f"use a camera that does {wanted}, or run with {match} to match "
+                 "this one")
 
 
 def _chosen_camera(source: str) -> int | None:
@@ -480,18 +476,20 @@ def _chosen_camera(source: str) -> int | None:
     return None
 
 
-def _is_wanted_mode(result: tuple[bool, int, int, float]) -> bool:
-    ok, width, height, fps = result
+def _is_wanted_mode(result: tuple[bool, int, int, float], size: tuple[int, int],
+                    fps: float) -> bool:
+    ok, width, height, given_fps = result
     # fps 0 means the driver does not say; then the size decides.
-    return ok and (width, height) == WANTED_SIZE and (fps == 0 or fps >= WANTED_FPS - 0.5)
+    return ok and (width, height) == size and (given_fps == 0 or given_fps >= fps - 0.5)
 
 
-def _describe_mode(result: tuple[bool, int, int, float], node: str | None,
-                   proc_root: Path) -> str:
-    ok, width, height, fps = result
+def _describe_mode(result: tuple[bool, int, int, float], size: tuple[int, int], fps: float,
+                   node: str | None, proc_root: Path) -> str:
+    ok, width, height, given_fps = result
     if ok:
-        mode = f"{width}x{height}" + (f" at {fps:g} fps" if fps else " (fps unknown)")
-        if _is_wanted_mode((ok, width, height, fps)):
+        mode = f"{width}x{height}" + (f" at {given_fps:g} fps" if given_fps
+                                      else " (fps unknown)")
+        if _is_wanted_mode(result, size, fps):
             return f"{mode}: ok"
         return f"gives {mode} only"
     what = "opens but delivers no frames" if width else "cannot be opened"
@@ -509,57 +507,69 @@ def _list_processes(holders: Sequence[tuple[int, str]]) -> str:
 # virtual camera
 
 
-def _virtual_camera_checks(settings: Settings, platform: str, sysfs_root: Path | None,
+def _virtual_camera_checks(settings: Settings, platform: str, *,
+                           video4linux_root: Path | None, query: CapsQuery | None,
                            parameters: Path, proc_root: Path) -> list[Check]:
-    label = settings.virtualcam_label
-    if platform.startswith("linux"):
-        return _linux_virtual_camera(label, settings.virtualcam_device, sysfs_root,
-                                     parameters, proc_root)
     import pyvirtualcam.camera
 
-    from faceswap_cam.daemon.outputs.virtualcam import OBS_CAMERA_NAME
+    from faceswap_cam.daemon.outputs.virtualcam import (
+        OBS_CAMERA_NAME,
+        VirtualCameraError,
+        choose_targets,
+    )
 
-    backends = set(pyvirtualcam.camera.BACKENDS)
+    label = settings.virtualcam_label
+    if platform.startswith("linux"):
+        return _linux_virtual_camera(settings, video4linux_root, query, parameters, proc_root)
+    try:
+        # The daemon's own choice of backends (and devices) for this platform and settings.
+        targets = choose_targets(platform, label=label, device=settings.virtualcam_device,
+                                 backend=settings.virtualcam_backend)
+    except VirtualCameraError:
+        return [Check("virtual camera", WARN, f"no virtual camera is known for {platform}",
+                      "set virtualcam_backend to a pyvirtualcam backend")]
     if platform == "darwin":
         detail = (f'macOS uses the OBS Virtual Camera: apps list it as "{OBS_CAMERA_NAME}" '
                   f'(OBS fixes that name; it cannot be "{label}")')
         fix = "install OBS Studio and start its virtual camera once"
-        needed = {"obs"}
     elif platform == "win32":
         detail = (f'Unity Capture registered as "{label}" is used, else the OBS Virtual Camera '
                   f'("{OBS_CAMERA_NAME}")')
         fix = (f'install Unity Capture and register it as "{label}", or install OBS Studio and '
                "start its virtual camera once")
-        needed = {"unitycapture", "obs"}
     else:
-        return [Check("virtual camera", WARN, f"no virtual camera is known for {platform}",
-                      "set virtualcam_backend to a pyvirtualcam backend")]
-    if backends & needed:
+        detail = f"the {targets[0].backend} backend (virtualcam_backend)"
+        fix = "set virtualcam_backend to a pyvirtualcam backend"
+    if settings.virtualcam_backend and platform in ("darwin", "win32"):
+        detail = f"virtualcam_backend = {settings.virtualcam_backend}; otherwise {detail}"
+    backends = set(pyvirtualcam.camera.BACKENDS)
+    if any(target.backend in backends for target in targets):
         return [Check("virtual camera", PASS, detail)]
     return [Check("virtual camera", FAIL, f"{detail}; pyvirtualcam has no such backend here",
                   fix)]
 
 
-def _linux_virtual_camera(label: str, configured: str | None, sysfs_root: Path | None,
-                          parameters: Path, proc_root: Path) -> list[Check]:
+def _linux_virtual_camera(settings: Settings, video4linux_root: Path | None,
+                          query: CapsQuery | None, parameters: Path,
+                          proc_root: Path) -> list[Check]:
+    from faceswap_cam.daemon.capture import devices as v4l2
     from faceswap_cam.daemon.outputs.virtualcam import (
-        DEFAULT_SYSFS_ROOT,
-        loopback_devices,
+        VirtualCameraError,
+        choose_targets,
         modprobe_command,
     )
 
-    devices = loopback_devices(DEFAULT_SYSFS_ROOT if sysfs_root is None else sysfs_root)
-    matches = [path for path, name in devices.items() if name == label]
+    root = v4l2.SYSFS_VIDEO4LINUX if video4linux_root is None else video4linux_root
+    caps = v4l2.query_v4l2_caps if query is None else query
+    label, configured = settings.virtualcam_label, settings.virtualcam_device
+    devices = {device.path: device.name for device in v4l2.find_loopback_devices(root, caps)}
     reload = f"sudo modprobe -r v4l2loopback && {modprobe_command(label)}"
-    if configured:
-        # virtualcam_device picks the device whatever its label (VirtualCameraSink does too).
-        if configured not in devices:
-            return [Check("virtual camera", FAIL,
-                          f"virtualcam_device = {configured} is not a v4l2loopback device",
-                          f"unset virtualcam_device, or create the device:\n"
-                          f"{modprobe_command(label)}\n{DKMS_HINT}")]
-        matches = [configured]
-    if not matches:
+    try:
+        # The device the daemon would open: virtualcam_device, else the first with our label.
+        targets = choose_targets("linux", label=label, device=configured,
+                                 backend=settings.virtualcam_backend, sysfs_root=root,
+                                 query=caps)
+    except VirtualCameraError:
         detail = f'no v4l2loopback device labelled "{label}"'
         if devices:
             others = ", ".join(f'{path} ("{name}")' for path, name in devices.items())
@@ -573,7 +583,13 @@ def _linux_virtual_camera(label: str, configured: str | None, sysfs_root: Path |
             fix = (f"{reload}\n{DKMS_HINT}" if loaded
                    else f"{modprobe_command(label)}\n{DKMS_HINT}")
         return [Check("virtual camera", FAIL, detail, fix)]
-    device = matches[0]
+    device = targets[0].device or ""
+    if device not in devices:
+        # Only a configured device gets here: the daemon takes it whatever it is.
+        return [Check("virtual camera", FAIL,
+                      f"virtualcam_device = {configured} is not a v4l2loopback device",
+                      f"unset virtualcam_device, or create the device:\n"
+                      f"{modprobe_command(label)}\n{DKMS_HINT}")]
     how = " (virtualcam_device)" if configured else ""
     checks = [Check("virtual camera", PASS, f'{device} labelled "{devices[device]}"{how}')]
     checks.append(_exclusive_caps_check(device, list(devices).index(device), parameters,
@@ -666,28 +682,27 @@ def _gib(size: int) -> float:
 # weights
 
 
-def _models_needed(settings: Settings) -> set[str]:
-    """The registered models the configured engine loads."""
+def weights_needed(settings: Settings) -> list[tuple[str, str | None]]:
+    """(model, what its setting says) for every registered model the configured engine loads:
+    the engine's own list, so the doctor asks for exactly what the engine checks for."""
     if settings.engine not in _WEIGHT_ENGINES:
-        return set()
-    needed = {"wan-animate"}
-    if settings.preprocessor is not Preprocessing.STAND_IN:
-        needed |= {"detector", "pose"}
-        if settings.mode is WanMode.REPLACE:
-            needed.add("sam2")
-    return needed
+        return []
+    from faceswap_cam.models.wan.requirements import required_weights
+
+    return required_weights(settings.model_dump(mode="json"))
 
 
 def _weights_checks(settings: Settings) -> list[Check]:
-    from faceswap_cam.models.weights import registry as weights
+    from faceswap_cam.models.wan.requirements import WEIGHT_SETTINGS
+    from faceswap_cam.models.weights import model_names
 
-    configured = {"wan-animate": settings.wan_model, "detector": settings.detector_model,
-                  "pose": settings.pose_model, "sam2": settings.sam2_model}
-    needed = _models_needed(settings)
+    options = settings.model_dump(mode="json")
+    needed = {name for name, _ in weights_needed(settings)}
     checks = []
-    for name in weights.model_names():
-        value = configured.get(name)
-        local = Path(value).expanduser() if value else None
+    for name in model_names():
+        key = WEIGHT_SETTINGS.get(name)
+        value = options.get(key) if key else None
+        local = Path(str(value)).expanduser() if value else None
         if local is not None and local.exists():
             checks.append(_local_weights_check(name, local))
         else:
@@ -699,7 +714,7 @@ def _weights_checks(settings: Settings) -> list[Check]:
 def _local_weights_check(name: str, folder: Path) -> Check:
     """A model setting that names a folder: the engine loads it instead of the download."""
     from faceswap_cam.models.wan import loading as wan_loading
-    from faceswap_cam.models.weights import registry as weights
+    from faceswap_cam.models.weights import fix_command
 
     if name != "wan-animate":
         return Check(f"weights {name}", PASS, f"configured folder {folder}")
@@ -707,12 +722,12 @@ def _local_weights_check(name: str, folder: Path) -> Check:
     if problems:
         return Check(f"weights {name}", FAIL,
                      f"configured folder {folder} is incomplete:\n" + "\n".join(problems[:5]),
-                     weights.fix_command(name))
+                     fix_command(name))
     return Check(f"weights {name}", PASS, f"configured folder {folder}")
 
 
 def _weights_check(name: str, needed: set[str], *, strict: bool, engine: str) -> Check:
-    from faceswap_cam.models.weights.registry import ProblemKind, fix_command, verify
+    from faceswap_cam.models.weights import ProblemKind, fix_command, verify
 
     check = f"weights {name}"
     report = verify(name)  # quick: sizes and shape, no hashing
@@ -742,7 +757,7 @@ def _weights_check(name: str, needed: set[str], *, strict: bool, engine: str) ->
 
 
 def _control_check(factory: ClientFactory) -> Check:
-    from faceswap_cam.daemon.control.server import ControlError, DaemonNotRunning
+    from faceswap_cam.daemon.control.client import ControlError, DaemonNotRunning
 
     try:
         client = factory()

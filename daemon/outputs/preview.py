@@ -22,6 +22,7 @@ import time
 from collections.abc import Generator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -29,7 +30,7 @@ import cv2
 import numpy as np
 
 from faceswap_cam.daemon.config import LOOPBACK_HOSTS, loopback_host_headers
-from faceswap_cam.daemon.outputs.sinks import Sink, SinkContext, SinkError, StatsProvider, Tick
+from faceswap_cam.daemon.outputs.base import Sink, SinkContext, SinkError, StatsProvider, Tick
 from faceswap_cam.daemon.stats import jsonable
 
 logger = logging.getLogger(__name__)
@@ -43,94 +44,8 @@ _KEEPALIVE_S = 5.0
 # How often the accept loop looks at its shutdown flag; bounds how long close() waits.
 _POLL_INTERVAL_S = 0.1
 
-_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>FaceSwap Cam preview</title>
-<style>
-  body { margin: 0; background: #111; color: #ddd; font: 14px system-ui, sans-serif; }
-  main { display: flex; flex-wrap: wrap; gap: 12px; padding: 12px; }
-  #stream { max-width: 100%; height: auto; background: #000; }
-  aside { min-width: 16em; }
-  dl { display: grid; grid-template-columns: auto auto; gap: 2px 12px; margin: 0; }
-  dt { color: #999; }
-  dd { margin: 0; font-variant-numeric: tabular-nums; }
-  #status { color: #e88; }
-</style>
-</head>
-<body>
-<main>
-  <img id="stream" src="/stream.mjpg" alt="FaceSwap Cam output">
-  <aside>
-    <p>frames published: <span id="frames">-</span> <span id="status"></span></p>
-    <dl id="stats"></dl>
-  </aside>
-</main>
-<script>
-"use strict";
-const statsEl = document.getElementById("stats");
-const framesEl = document.getElementById("frames");
-const statusEl = document.getElementById("status");
-const img = document.getElementById("stream");
-
-function show(value) {
-  if (value === null || value === undefined) return "-";
-  if (typeof value === "number" && !Number.isInteger(value)) return value.toFixed(1);
-  if (typeof value === "object") return JSON.stringify(value);
-  return String(value);
-}
-
-function flatten(prefix, obj, out) {
-  for (const [key, value] of Object.entries(obj)) {
-    const name = prefix ? prefix + "." + key : key;
-    if (value && typeof value === "object" && !Array.isArray(value)) {
-      flatten(name, value, out);
-    } else {
-      out.push([name, value]);
-    }
-  }
-  return out;
-}
-
-function render(stats) {
-  // textContent, never innerHTML: values such as engine names come from outside the page.
-  const rows = document.createDocumentFragment();
-  for (const [name, value] of flatten("", stats, [])) {
-    const dt = document.createElement("dt");
-    dt.textContent = name;
-    const dd = document.createElement("dd");
-    dd.textContent = show(value);
-    rows.append(dt, dd);
-  }
-  statsEl.replaceChildren(rows);
-  const preview = stats.preview || {};
-  framesEl.textContent = show(stats.frames_published ?? preview.frames_received);
-}
-
-async function refresh() {
-  try {
-    const response = await fetch("/stats.json", {cache: "no-store"});
-    render(await response.json());
-    statusEl.textContent = "";
-  } catch (err) {
-    statusEl.textContent = "(daemon not reachable)";
-  } finally {
-    // Chained rather than setInterval, so a slow answer never stacks requests up.
-    setTimeout(refresh, 500);
-  }
-}
-
-// The stream ends when the daemon restarts; reconnect instead of leaving a broken image.
-img.addEventListener("error", () => {
-  setTimeout(() => { img.src = "/stream.mjpg?t=" + Date.now(); }, 1000);
-});
-refresh();
-</script>
-</body>
-</html>
-"""
+# The page lives beside this module as a file, so it can be edited as HTML.
+_PAGE = (resources.files("faceswap_cam.daemon.outputs") / "static" / "preview.html").read_bytes()
 
 _PAGE_CSP = ("default-src 'none'; img-src 'self'; connect-src 'self'; "
              "script-src 'unsafe-inline'; style-src 'unsafe-inline'")
@@ -233,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = urlsplit(self.path).path
         if path in ("/", "/index.html"):
-            self._send_body(HTTPStatus.OK, _PAGE.encode(), "text/html; charset=utf-8",
+            self._send_body(HTTPStatus.OK, _PAGE, "text/html; charset=utf-8",
                             {"Content-Security-Policy": _PAGE_CSP})
         elif path == "/stats.json":
             body = json.dumps(sink.stats_document(), allow_nan=False).encode()

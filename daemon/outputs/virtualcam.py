@@ -2,7 +2,8 @@
 
 Which device and backend to use depends on the platform:
 
-* Linux: the v4l2loopback device whose card label is the configured label, found in sysfs.
+* Linux: the v4l2loopback device whose card label is the configured label, found by
+  the capture layer's V4L2 device listing (capture/devices.py).
   Without one we say exactly which ``modprobe`` line creates it.
 * Windows: Unity Capture registered under the label, else OBS Virtual Camera.
 * macOS: only OBS Virtual Camera exists, and OBS fixes its name.
@@ -15,7 +16,6 @@ backend produces by default.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import threading
 from dataclasses import dataclass
@@ -27,21 +27,24 @@ import numpy as np
 import pyvirtualcam
 import pyvirtualcam.camera
 
+from faceswap_cam.daemon.capture.devices import (
+    SYSFS_VIDEO4LINUX,
+    CapsQuery,
+    find_loopback_devices,
+    query_v4l2_caps,
+)
 from faceswap_cam.daemon.config import VIRTUAL_CAMERA_LABEL, VirtualCameraFormat
 from faceswap_cam.daemon.frames import check_bgr_frame
-from faceswap_cam.daemon.outputs.sinks import Sink, SinkContext, SinkError, Tick
+from faceswap_cam.daemon.outputs.base import Sink, SinkContext, SinkError, Tick
 
 logger = logging.getLogger(__name__)
 
-#: Where the kernel lists v4l2loopback devices (real cameras live under their bus instead).
-DEFAULT_SYSFS_ROOT = Path("/sys/devices/virtual/video4linux")
 #: OBS registers its camera under this name and offers no way to change it.
 OBS_CAMERA_NAME = "OBS Virtual Camera"
 
 _V4L2_BACKEND = "v4l2loopback"
 _UNITY_BACKEND = "unitycapture"
 _OBS_BACKEND = "obs"
-_VIDEO_NODE = re.compile(r"^video(\d+)$")
 
 
 class VirtualCameraError(SinkError):
@@ -63,33 +66,12 @@ def modprobe_command(label: str = VIRTUAL_CAMERA_LABEL) -> str:
     return f'sudo modprobe v4l2loopback devices=1 card_label="{label}" exclusive_caps=1'
 
 
-def loopback_devices(sysfs_root: Path = DEFAULT_SYSFS_ROOT) -> dict[str, str]:
-    """``/dev/videoN`` -> card label for every video device under ``sysfs_root``, by N."""
-    found: list[tuple[int, str, str]] = []
-    try:
-        entries = list(sysfs_root.iterdir())
-    except OSError:
-        # No video4linux folder means the v4l2loopback module is not loaded: no devices.
-        return {}
-    for entry in entries:
-        match = _VIDEO_NODE.match(entry.name)
-        if not match:
-            continue
-        try:
-            label = (entry / "name").read_text(encoding="utf-8", errors="replace").strip()
-        except OSError:
-            # A device can vanish between listing and reading (module unloaded meanwhile).
-            continue
-        found.append((int(match[1]), f"/dev/{entry.name}", label))
-    # Numeric order so video10 comes after video9 and the lowest matching node wins.
-    return {path: label for _, path, label in sorted(found)}
-
-
 def find_loopback_device(label: str = VIRTUAL_CAMERA_LABEL,
-                         sysfs_root: Path = DEFAULT_SYSFS_ROOT) -> str:
+                         sysfs_root: Path = SYSFS_VIDEO4LINUX,
+                         query: CapsQuery = query_v4l2_caps) -> str:
     """The ``/dev/videoN`` whose card label is ``label``; raises with the fix if none is."""
-    devices = loopback_devices(sysfs_root)
-    matches = [path for path, name in devices.items() if name == label]
+    devices = find_loopback_devices(sysfs_root, query)
+    matches = [device.path for device in devices if device.name == label]
     if matches:
         if len(matches) > 1:
             logger.info("several devices are labelled %r (%s); using %s", label,
@@ -103,7 +85,7 @@ def find_loopback_device(label: str = VIRTUAL_CAMERA_LABEL,
         "(e.g. sudo apt install v4l2loopback-dkms) and run the command again.",
     ]
     if devices:
-        others = ", ".join(f'{path} ("{name}")' for path, name in devices.items())
+        others = ", ".join(f'{device.path} ("{device.name}")' for device in devices)
         lines.append(f"Loopback devices with other labels exist: {others}. If v4l2loopback is "
                      "already loaded, unload it first (sudo modprobe -r v4l2loopback), or pick "
                      "one of these with virtualcam_device=/dev/videoN.")
@@ -112,14 +94,15 @@ def find_loopback_device(label: str = VIRTUAL_CAMERA_LABEL,
 
 def choose_targets(platform: str, *, label: str = VIRTUAL_CAMERA_LABEL,
                    device: str | None = None, backend: str | None = None,
-                   sysfs_root: Path = DEFAULT_SYSFS_ROOT) -> list[CameraTarget]:
+                   sysfs_root: Path = SYSFS_VIDEO4LINUX,
+                   query: CapsQuery = query_v4l2_caps) -> list[CameraTarget]:
     """The backends to try, in order, on ``platform`` (a ``sys.platform`` value).
 
     An explicit ``device`` or ``backend`` narrows the choice but never skips the platform's
     rules for the other one, so a fake backend exercises the same path as the real one.
     """
     if platform.startswith("linux"):
-        path = device or find_loopback_device(label, sysfs_root)
+        path = device or find_loopback_device(label, sysfs_root, query)
         return [CameraTarget(backend or _V4L2_BACKEND, path)]
     if platform == "win32":
         if backend is not None:
@@ -175,7 +158,8 @@ class VirtualCameraSink(Sink):
         backend: str | None = None,
         pixel_format: str = VirtualCameraFormat.I420,
         overlay: bool = False,
-        sysfs_root: Path = DEFAULT_SYSFS_ROOT,
+        sysfs_root: Path = SYSFS_VIDEO4LINUX,
+        query: CapsQuery = query_v4l2_caps,
         platform: str | None = None,
     ) -> None:
         try:
@@ -187,6 +171,7 @@ class VirtualCameraSink(Sink):
         self.label = label
         self.overlay = overlay
         self.sysfs_root = sysfs_root
+        self.query = query
         self.platform = sys.platform if platform is None else platform
         self._requested_device = device or None
         self._requested_backend = backend or None
@@ -238,7 +223,8 @@ class VirtualCameraSink(Sink):
             raise VirtualCameraError(f"YUYV needs an even frame size, got {width}x{height}")
         targets = choose_targets(self.platform, label=self.label,
                                  device=self._requested_device,
-                                 backend=self._requested_backend, sysfs_root=self.sysfs_root)
+                                 backend=self._requested_backend, sysfs_root=self.sysfs_root,
+                                 query=self.query)
         fmt = (pyvirtualcam.PixelFormat.YUYV if self.pixel_format is VirtualCameraFormat.YUYV
                else pyvirtualcam.PixelFormat.BGR)
         self.close()

@@ -24,11 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from faceswap_cam.daemon.capture.sources import create_source
-from faceswap_cam.daemon.capture.thread import CaptureState, WebcamCapture
+from faceswap_cam.daemon import paths
+from faceswap_cam.daemon.capture.source import create_source
+from faceswap_cam.daemon.capture.thread import WebcamCapture
 from faceswap_cam.daemon.config import Fallback, Playout, Settings
+from faceswap_cam.daemon.control import status as report
 from faceswap_cam.daemon.frames import Frame
-from faceswap_cam.daemon.outputs.sinks import (
+from faceswap_cam.daemon.outputs.base import (
     Sink,
     SinkContext,
     SinkError,
@@ -38,8 +40,9 @@ from faceswap_cam.daemon.outputs.sinks import (
 )
 from faceswap_cam.daemon.pipeline.overlay import card, draw_stats, with_banner
 from faceswap_cam.daemon.pipeline.processor import AsyncFaceSwapProcessor
-from faceswap_cam.daemon.pipeline.selection import Choice, OutputSelector, Showing
-from faceswap_cam.daemon.references import ReferenceLibrary, default_references_dir
+from faceswap_cam.daemon.pipeline.selection import Choice, OutputSelector
+from faceswap_cam.daemon.references import ReferenceLibrary
+from faceswap_cam.daemon.states import CaptureState, Showing
 from faceswap_cam.daemon.stats import RateMeter, Samples, rounded
 from faceswap_cam.models.engine import SwapEngine, create_engine, resolve_engine_name
 from faceswap_cam.models.reference import ReferenceError, decode_reference
@@ -54,7 +57,7 @@ PHASE_TARGET = 0.25
 
 def _open_library() -> ReferenceLibrary:
     """The user's reference library; one that cannot be opened is reported, never fatal."""
-    folder = default_references_dir()
+    folder = paths.references_dir()
     try:
         return ReferenceLibrary(folder, person_check=detector_person_check())
     except OSError as exc:
@@ -69,7 +72,7 @@ def detector_person_check() -> Callable[[np.ndarray], str | None] | None:
     stack and its weights are here (loaded on the first add, on the CPU); else no check."""
     import importlib.util
 
-    from faceswap_cam.models.weights import registry as weights
+    from faceswap_cam.models import weights
 
     if importlib.util.find_spec("torch") is None or not weights.is_present("detector"):
         return None
@@ -178,7 +181,7 @@ class RealtimeFaceSwapApp:
         self.selector = OutputSelector(fallback=settings.fallback, playout=settings.playout,
                                        fps=settings.fps, grace_s=settings.stale_after_ms / 1000)
         self._sink_context = SinkContext(options=settings.model_dump(mode="json"),
-                                         stats=self.live_stats)
+                                         stats=lambda: self.live_stats().model_dump(mode="json"))
         self._explicit_sinks = sinks
         self.control_server: Any = None
         self.sinks: list[Sink] = []
@@ -246,7 +249,8 @@ class RealtimeFaceSwapApp:
         self.processor.start()
         stack.callback(self.processor.close)
         if self.settings.control_api:
-            from faceswap_cam.daemon.control.server import ControlServer, default_token_file
+            from faceswap_cam.daemon.control.control_file import default_token_file
+            from faceswap_cam.daemon.control.server import ControlServer
 
             self.control_server = ControlServer(self, port=self.settings.control_port,
                                                 token_file=default_token_file())
@@ -337,37 +341,37 @@ class RealtimeFaceSwapApp:
     def shutdown(self) -> None:
         self.stop()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> report.DaemonStatus:
         """Everything a user looks at: the tray's status line and `faceswap-cam status`."""
         preview = next((getattr(s, "url", None) for s in self.sinks
                         if getattr(s, "url", None)), None)
+        live = self.live_stats()
+        engine_failed = live.engine_state in (report.EngineState.FAILED, report.EngineState.HUNG)
+        camera_lost = live.capture_state is report.CaptureState.LOST
         if self._closed or self._stop.is_set():
-            state = "stopping"
-        elif self.processor.state.value in ("failed", "hung"):
-            state = "error"
+            state = report.DaemonState.STOPPING
+        elif engine_failed:
+            state = report.DaemonState.ERROR
         elif not self._started_ns:
-            state = "starting"
+            state = report.DaemonState.STARTING
         else:
-            state = "paused" if self.paused else "running"
-        return {
-            **self.live_stats(),
-            "state": state,
-            "paused": self.paused,
-            "reference": self.reference_name,
-            "reference_error": self.processor.reference_error,
-            "camera_error": self.capture.last_error if self.capture.state.value == "lost"
-            else "",
-            "camera_fix": "check the camera is plugged in and not used by another app; "
-                          "the daemon reconnects by itself"
-            if self.capture.state.value == "lost" else "",
-            "engine_fix": "see the error above; the camera shows the fallback while the engine "
-                          "restarts (faceswap-cam doctor checks the set-up)"
-            if self.processor.state.value in ("failed", "hung") else "",
-            "devices": {"source": self.source.description,
-                        "outputs": [s.description for s in self.sinks]},
-            "preview_url": preview,
-            "api_url": None if self.control_server is None else self.control_server.url,
-        }
+            state = report.DaemonState.PAUSED if self.paused else report.DaemonState.RUNNING
+        return report.DaemonStatus(
+            **live.model_dump(),
+            state=state,
+            paused=self.paused,
+            reference=self.reference_name,
+            reference_error=self.processor.reference_error,
+            camera_error=self.capture.last_error if camera_lost else "",
+            camera_fix="check the camera is plugged in and not used by another app; "
+                       "the daemon reconnects by itself" if camera_lost else "",
+            engine_fix="see the error above; the camera shows the fallback while the engine "
+                       "restarts (faceswap-cam doctor checks the set-up)" if engine_failed else "",
+            devices=report.Devices(source=self.source.description,
+                                   outputs=[s.description for s in self.sinks]),
+            preview_url=preview,
+            api_url=None if self.control_server is None else self.control_server.url,
+        )
 
     def _use_selected_reference(self) -> None:
         try:
@@ -534,29 +538,30 @@ class RealtimeFaceSwapApp:
         return card(self.settings.size, title, "the camera image is hidden until it is ready")
 
     def _draw_overlay(self, pixels: np.ndarray, tick: Tick) -> np.ndarray:
-        return draw_stats(pixels, self.live_stats())
+        return draw_stats(pixels, self.live_stats().model_dump(mode="json"))
 
     # --- statistics ----------------------------------------------------------------------
 
-    def live_stats(self) -> dict[str, Any]:
+    def live_stats(self) -> report.LiveStats:
         """The small, cheap snapshot that the preview and overlay show many times a second."""
-        return {
-            "capture_fps": round(self.capture.rate.rate(), 2),
-            "capture_state": self.capture.state.value,
-            "process_fps": round(self.processor.rate.rate(), 2),
-            "publish_fps": round(self.publish_rate.rate(), 2),
-            "latency_ms": rounded(self._last_latency, 1),
-            "showing": self._last_showing,
-            "engine": self.engine_name,
-            "engine_state": self.processor.state.value,
-            "engine_error": self.processor.last_error,
-            "cadence": self.processor.cadence,
-            "playout": self.selector.playout.value,
-            "playout_delay_ms": round(self.selector.playout_delay_ms, 1),
-            "fallback": self.selector.fallback.value,
-            "swap": self.swap_enabled,
-            "frames_published": self.ticks,
-        }
+        return report.LiveStats(
+            capture_fps=round(self.capture.rate.rate(), 2),
+            capture_state=self.capture.state.value,
+            process_fps=round(self.processor.rate.rate(), 2),
+            publish_fps=round(self.publish_rate.rate(), 2),
+            latency_ms=rounded(self._last_latency, 1),
+            # "-" until the first tick.
+            showing=None if self._last_showing == "-" else self._last_showing,
+            engine=self.engine_name,
+            engine_state=self.processor.state.value,
+            engine_error=self.processor.last_error,
+            cadence=self.processor.cadence,
+            playout=self.selector.playout,
+            playout_delay_ms=round(self.selector.playout_delay_ms, 1),
+            fallback=self.selector.fallback,
+            swap=self.swap_enabled,
+            frames_published=self.ticks,
+        )
 
     def stats(self) -> dict[str, Any]:
         """The run statistics printed as one JSON line when the daemon exits."""

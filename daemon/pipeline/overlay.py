@@ -28,7 +28,7 @@ def stats_lines(stats: Mapping[str, Any]) -> list[str]:
     return [
         f"capture {_fmt(stats.get('capture_fps'))} fps  process {_fmt(stats.get('process_fps'))}"
         f" fps  publish {_fmt(stats.get('publish_fps'))} fps",
-        f"latency {_fmt(stats.get('latency_ms'), ' ms', 0)}  showing {stats.get('showing', '-')}"
+        f"latency {_fmt(stats.get('latency_ms'), ' ms', 0)}  showing {_fmt(stats.get('showing'))}"
         f"  playout {stats.get('playout', '-')}"
         + (f" +{_fmt(stats.get('playout_delay_ms'), ' ms', 0)}"
            if stats.get("playout") == "smooth" else ""),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import threading
@@ -15,20 +14,14 @@ from typing import Any, TypeVar
 import numpy as np
 
 from faceswap_cam.daemon.frames import Frame
+from faceswap_cam.daemon.states import EngineState
 from faceswap_cam.daemon.stats import RateMeter
-from faceswap_cam.models.engine import SwapEngine
+from faceswap_cam.models import batching
+from faceswap_cam.models.engine import SwapEngine, SwapResult
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class EngineState(enum.Enum):
-    LOADING = "loading"
-    RUNNING = "running"
-    FAILED = "failed"
-    HUNG = "hung"
-    STOPPED = "stopped"
 
 
 class EngineTimeout(RuntimeError):
@@ -127,10 +120,14 @@ class AsyncFaceSwapProcessor:
       full the oldest is dropped (``dropped_input``).
     - output (``output_capacity``, default 60): swapped frames for the publisher; when full
       the oldest goes (it is stale by then).
-    Batches: ``first_batch`` contiguous frames after any gap, then ``next_batch`` frames that
-    continue the last one. When more than a batch is waiting the engine has fallen behind:
-    the older frames are skipped whole (``skipped``) and the engine is reset, so latency never
-    builds up. The cadence k is chosen from the engine's measured speed.
+    Batches (the rule in :mod:`faceswap_cam.models.batching`): ``first_batch`` contiguous
+    frames after any gap, then ``next_batch`` frames that continue the last one. When more
+    than a batch is waiting the engine has fallen behind: the older frames are skipped whole
+    (``skipped``) and the engine is reset, so latency never builds up. The cadence k is chosen
+    from the engine's measured speed.
+    The processor alone owns segment continuity: a gap, a backlog, a cadence or reference
+    change, or a batch the engine swapped nothing in ends the chain, and the engine is reset
+    on its own thread before the next batch.
     """
 
     def __init__(
@@ -186,7 +183,7 @@ class AsyncFaceSwapProcessor:
         self.skipped = 0
         self.batches = 0
         self.frames_swapped = 0
-        self.frames_untouched = 0  # returned unchanged by the engine (nobody in view)
+        self.frames_untouched = 0  # the engine swapped nothing (nobody in view)
         self.engine_failures = 0
         self.engine_timeouts = 0
         self.engine_restarts = 0
@@ -255,7 +252,7 @@ class AsyncFaceSwapProcessor:
     @property
     def expected_batch_period_s(self) -> float:
         engine = self._engine
-        frames = engine.next_batch if engine is not None else 1
+        frames = batching.new_frames(engine, continuing=True) if engine is not None else 1
         return frames * self._cadence / self.fps
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -325,9 +322,8 @@ class AsyncFaceSwapProcessor:
         worker, engine = self._worker, self._engine
         if worker is None or worker.idle:
             return
-        interrupt = getattr(engine, "interrupt", None)
-        if callable(interrupt):
-            interrupt()
+        if engine is not None:
+            engine.interrupt()
         if not worker.wait_idle(self.timeout_s):
             logger.warning("engine %s did not finish its call within %.0f s of stopping",
                            self.engine_name, self.timeout_s)
@@ -352,9 +348,7 @@ class AsyncFaceSwapProcessor:
             # The worker may be stuck inside the engine: ask it to let go, and close from a
             # bystander thread so a close that blocks too cannot stall the processor. The
             # next load waits for that worker first (two copies of a model rarely fit).
-            interrupt = getattr(engine, "interrupt", None)
-            if callable(interrupt):
-                interrupt()
+            engine.interrupt()
             self._abandoned = worker
             threading.Thread(target=engine.close, name="engine-close", daemon=True).start()
         if worker is not None:
@@ -380,7 +374,8 @@ class AsyncFaceSwapProcessor:
             self._reference_dirty = self._reference is not None
         self._set_state(EngineState.RUNNING)
         logger.info("engine %s ready (first batch %d, then %d)", self.engine_name,
-                    engine.first_batch, engine.next_batch)
+                    batching.new_frames(engine, continuing=False),
+                    batching.new_frames(engine, continuing=True))
 
     def _take_batch(self) -> list[Frame] | None:
         engine = self._engine
@@ -402,7 +397,7 @@ class AsyncFaceSwapProcessor:
         if not frames:
             return []
         if self._continue_from is not None:
-            need = engine.next_batch
+            need = batching.new_frames(engine, continuing=True)
             expected = self._continue_from + k
             # Continue the segment only if the engine is keeping up: a full second batch
             # already waiting means latency would grow, so skip ahead instead.
@@ -414,7 +409,7 @@ class AsyncFaceSwapProcessor:
                     return []  # still arriving
             self._reset_continuity("gap in the stream" if frames[0].index != expected
                                    else "engine fell behind")
-        need = engine.first_batch
+        need = batching.new_frames(engine, continuing=False)
         run = self._contiguous_suffix(frames, k)
         if len(run) < need:
             stale = len(frames) - len(run)
@@ -457,7 +452,8 @@ class AsyncFaceSwapProcessor:
             self._reference_dirty = False
         if reference is not None:
             self._apply_reference(engine, worker, reference)
-            if self._continue_from is None and len(batch) != engine.first_batch:
+            if self._continue_from is None \
+                    and len(batch) != batching.new_frames(engine, continuing=False):
                 # The batch was picked to continue the old chain, which the new reference
                 # ended: skip it (a new chain starts with the next frames) rather than hand
                 # the engine a batch of the wrong length.
@@ -468,29 +464,26 @@ class AsyncFaceSwapProcessor:
             worker.call(engine.reset, self.timeout_s, self._stop)
         started = time.monotonic()
         pixels = [frame.pixels for frame in batch]
-        outputs = worker.call(lambda: engine.process(pixels), self.timeout_s, self._stop)
+        result = worker.call(lambda: engine.process(pixels), self.timeout_s, self._stop)
         elapsed = time.monotonic() - started
-        self._check_outputs(batch, outputs)
+        self._check_result(batch, result)
         arrived_ns = time.monotonic_ns()
-        untouched = sum(out is source.pixels for source, out in zip(batch, outputs, strict=True))
-        if untouched:
-            # Nothing to swap (nobody in view): those frames go out as passthrough, and the
-            # next batch starts a new segment chain.
-            self.frames_untouched += untouched
-            self._continue_from = batch[-1].index
+        self._continue_from = batch[-1].index
+        if not result.swapped:
+            # Nothing to swap (nobody in view): the camera shows as passthrough meanwhile,
+            # and the next batch starts a new segment chain from a reset engine.
+            self.frames_untouched += len(batch)
             self._reset_continuity("engine swapped nothing")
         with self._output_lock:
-            for source, out in zip(batch, outputs, strict=True):
-                if out is not source.pixels:
-                    self._output.append(SwappedFrame(source.with_pixels(out), arrived_ns,
-                                                     self._cadence))
-            self.frames_swapped += len(batch) - untouched
+            if result.swapped:
+                self._output.extend(
+                    SwappedFrame(source.with_pixels(out), arrived_ns, self._cadence)
+                    for source, out in zip(batch, result.frames, strict=True))
+                self.frames_swapped += len(batch)
             self._output_lock.notify_all()
         for _ in batch:
             self.rate.tick(arrived_ns)
         self.batches += 1
-        if not untouched:
-            self._continue_from = batch[-1].index
         self._adapt_cadence(elapsed / len(batch))
 
     def _apply_reference(self, engine: SwapEngine, worker: _EngineWorker,
@@ -513,7 +506,10 @@ class AsyncFaceSwapProcessor:
         self._reset_continuity("reference changed")
 
     @staticmethod
-    def _check_outputs(batch: Sequence[Frame], outputs: Sequence[np.ndarray]) -> None:
+    def _check_result(batch: Sequence[Frame], result: object) -> None:
+        if not isinstance(result, SwapResult):
+            raise RuntimeError(f"engine returned a {type(result).__name__}, not a SwapResult")
+        outputs = result.frames
         if len(outputs) != len(batch):
             raise RuntimeError(f"engine returned {len(outputs)} frames for {len(batch)}")
         for source, out in zip(batch, outputs, strict=True):

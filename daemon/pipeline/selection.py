@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,14 +9,7 @@ from dataclasses import dataclass
 from faceswap_cam.daemon.config import Fallback, Playout
 from faceswap_cam.daemon.frames import Frame
 from faceswap_cam.daemon.pipeline.processor import SwappedFrame
-
-
-class Showing(enum.Enum):
-    SWAPPED = "swapped"
-    PASSTHROUGH = "passthrough"
-    HELD = "held"
-    PLACEHOLDER = "placeholder"
-    PAUSED = "paused"  # chosen by the app, never by the selector: a privacy card
+from faceswap_cam.daemon.states import Showing
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,15 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from faceswap_cam.models import defaults
+
 logger = logging.getLogger(__name__)
 
-# RT-DETRv2 with a ResNet-18-vd backbone, COCO-trained (id 0 = "person"), Apache-2.0, ~20M
-# parameters (81 MB). It is the smallest model of PekingU's (the RT-DETR authors') hub
-# organisation and is a few AP better than v1's PekingU/rtdetr_r18vd at the same cost; the
-# whole pipeline's time goes to the 14B video model, so the detector only has to be cheap
-# and good enough to find one large person. It loads as RTDetrV2ForObjectDetection through
-# AutoModelForObjectDetection; any RT-DETR (v1 or v2) checkpoint with a "person" class works.
-DEFAULT_DETECTOR_MODEL = "PekingU/rtdetr_v2_r18vd"
 PERSON_LABEL = "person"
 
 
@@ -110,7 +105,7 @@ def person_label_ids(id2label: Mapping[Any, str]) -> list[int]:
         sample = ", ".join(repr(n) for n in list(id2label.values())[:8])
         raise DetectorError(f"the detector has no {PERSON_LABEL!r} class (its labels: {sample}"
                             f"{', ...' if len(id2label) > 8 else ''}); use a COCO-trained "
-                            f"detector such as {DEFAULT_DETECTOR_MODEL}")
+                            f"detector such as {defaults.DETECTOR_REPO}")
     return ids
 
 
@@ -150,7 +145,7 @@ def _uses_torch_backend(processor: Any) -> bool:
 class PersonDetector:
     """The largest person per frame from an RT-DETR (v1 or v2) detector in transformers."""
 
-    def __init__(self, model: str = DEFAULT_DETECTOR_MODEL, *, device: str = "auto",
+    def __init__(self, model: str = defaults.DETECTOR_REPO, *, device: str = "auto",
                  dtype: str = "fp32", threshold: float = 0.5,
                  local_files_only: bool = True) -> None:
         import torch

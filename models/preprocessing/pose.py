@@ -26,6 +26,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from faceswap_cam.models import defaults
+
 logger = logging.getLogger(__name__)
 
 # Transformers-format ViTPose checkpoints with a 133-keypoint head: none is published. Every
@@ -34,10 +36,9 @@ logger = logging.getLogger(__name__)
 # ``associate_heads``, which is where the COCO-WholeBody head lives), so ``dataset_index=5``
 # only switches the backbone's expert, never the head. The network Wan-Animate's
 # preprocessing runs (ViTPose-H trained on COCO-WholeBody, 256x192, ``vitpose_h_wholebody``)
-# is public only in mmpose format; this repo hosts it, and :func:`convert_mmpose_checkpoint`
-# turns that file into a folder :class:`WholeBodyPoseEstimator` loads.
-DEFAULT_POSE_MODEL = "JunkyByte/easy_ViTPose"
-DEFAULT_POSE_FILE = "torch/wholebody/vitpose-h-wholebody.pth"
+# is public only in mmpose format; ``defaults.POSE_REPO`` hosts it (``defaults.POSE_FILE``), and
+# :func:`convert_mmpose_checkpoint` turns that file into a folder :class:`WholeBodyPoseEstimator`
+# loads.
 
 NUM_KEYPOINTS = 133
 # COCO-WholeBody index ranges (body 17, feet 6, face 68, left hand 21, right hand 21).
@@ -228,7 +229,7 @@ class WholeBodyPoseEstimator:
 
     ``model`` is a transformers ViTPose folder (or a Hub id already in the local cache; nothing
     is downloaded) whose head has the 133 COCO-WholeBody outputs: today that means one made by
-    :func:`convert_mmpose_checkpoint` (see ``DEFAULT_POSE_MODEL``). The crop and the heatmap
+    :func:`convert_mmpose_checkpoint` (see ``defaults.POSE_REPO``). The crop and the heatmap
     decoding follow transformers' ``VitPoseImageProcessor`` (box padded by 1.25 to the input
     aspect, unbiased affine crop, DARK sub-pixel refinement) but run on cv2 and torch, which
     keeps scipy out and stays fast enough for a live camera.
@@ -364,7 +365,7 @@ def check_keypoint_count(count: int, source: str) -> None:
     raise PoseModelError(
         f"{source}: this checkpoint gives {count} keypoints, Wan-Animate needs 133 whole-body "
         f"keypoints incl. face: use a ViTPose COCO-WholeBody checkpoint, e.g. "
-        f"{DEFAULT_POSE_FILE} from {DEFAULT_POSE_MODEL} converted with "
+        f"{defaults.POSE_FILE} from {defaults.POSE_REPO} converted with "
         f"faceswap_cam.models.preprocessing.pose.convert_mmpose_checkpoint (the usyd-community "
         f"ViTPose and ViTPose++ checkpoints have only the 17-keypoint COCO head)")
 

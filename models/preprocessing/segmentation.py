@@ -20,16 +20,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from faceswap_cam.models import defaults
+
 logger = logging.getLogger(__name__)
 
-# The SAM2 model the live masker loads by default. Wan-Animate's preprocessing uses SAM2 Hiera-L
-# (``sam2/sam2_hiera_large.pt``), but a camera has one frame time for the whole pipeline, and
-# the 2.1 Tiny tracker is the fastest of Meta's checkpoints. The Hub repo carries transformers
-# weights (config ``model_type`` ``sam2_video``, processor ``Sam2VideoProcessor``), so it loads
-# with ``Sam2VideoModel.from_pretrained`` as it is.
-DEFAULT_SAM2_MODEL = "facebook/sam2.1-hiera-tiny"
-# The model Wan-Animate's preprocessing itself uses, for parity checks (also in transformers
-# format on the Hub).
+# The live masker loads ``defaults.SAM2_REPO`` by default (see there for why). This is the
+# model Wan-Animate's preprocessing itself uses, for parity checks (also in transformers format
+# on the Hub).
 WAN_SAM2_MODEL = "facebook/sam2-hiera-large"
 
 # Wan-Animate's replace-mode defaults (preprocess_data.py): ``--k 7 --iterations 3`` dilate the
@@ -209,7 +206,7 @@ class PersonMasker:
 
     def __init__(
         self,
-        model: str | Path = DEFAULT_SAM2_MODEL,
+        model: str | Path = defaults.SAM2_REPO,
         *,
         device: str = "auto",
         dtype: str = "auto",
@@ -249,7 +246,7 @@ class PersonMasker:
         except OSError as exc:
             raise WeightsError(
                 f"SAM2 video weights {source!r} are not on this machine ({exc}). Put a "
-                f"transformers-format SAM2 checkpoint there (e.g. {DEFAULT_SAM2_MODEL})."
+                f"transformers-format SAM2 checkpoint there (e.g. {defaults.SAM2_REPO})."
             ) from exc
         self._model: Any = loaded.to(self.device).eval()
         config = self._model.config

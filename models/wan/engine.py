@@ -15,12 +15,12 @@ import numpy as np
 import PIL.Image
 import torch
 
-from faceswap_cam.models.engine import EngineError
+from faceswap_cam.models import defaults
+from faceswap_cam.models.engine import EngineError, SwapResult
 from faceswap_cam.models.preprocessing.base import Preprocessor, StandInPreprocessor
 from faceswap_cam.models.reference import ReferenceError, check_reference
 from faceswap_cam.models.wan.compositing import composite, match_colour
 from faceswap_cam.models.wan.loading import (
-    DEFAULT_REPO,
     LoadOptions,
     WeightsError,
     load_pipeline,
@@ -45,7 +45,8 @@ def engine_errors() -> Iterator[None]:
         raise EngineError(str(exc)) from exc
 
 
-def generation_size(frame_size: tuple[int, int], short_side: int = 480) -> tuple[int, int]:
+def generation_size(frame_size: tuple[int, int],
+                    short_side: int = defaults.GEN_SHORT_SIDE) -> tuple[int, int]:
     """(W, H) for generation: the camera's aspect with the short side near ``short_side``,
     both multiples of 16 as the model needs (1280x720 -> 848x480)."""
     width, height = frame_size
@@ -61,26 +62,28 @@ class WanAnimateEngine:
     """:class:`~faceswap_cam.models.engine.SwapEngine` over :class:`StreamingWanAnimate`.
 
     ``first_batch`` is the segment length L, ``next_batch`` L - P. Swapped frames come back at
-    the camera's size and in BGR, like every frame inside the daemon.
+    the camera's size and in BGR, like every frame inside the daemon. The caller decides when
+    a segment chain restarts (``reset()``); a batch of the wrong length for the chain is an
+    error, never a silent restart.
     """
 
     def __init__(
         self,
         *,
         wan_model: str,
-        mode: str = "replace",
-        steps: int = 20,
-        segment_frames: int = 9,
-        carry: int = 1,
-        seed: int = 0,
+        mode: str = defaults.MODE,
+        steps: int = defaults.STEPS,
+        segment_frames: int = defaults.SEGMENT_FRAMES,
+        carry: int = defaults.CARRY,
+        seed: int = defaults.SEED,
         prompt: str = "",
-        guidance_scale: float = 1.0,
+        guidance_scale: float = defaults.GUIDANCE_SCALE,
         gen_size: tuple[int, int] | None = None,
         load: LoadOptions | None = None,
         preprocessor: Preprocessor | None = None,
         pipeline: Any = None,
         colour_match: bool = False,
-        feather_px: int = 8,
+        feather_px: int = defaults.FEATHER_PX,
     ) -> None:
         try:
             pipe = pipeline if pipeline is not None else load_pipeline(wan_model,
@@ -102,6 +105,7 @@ class WanAnimateEngine:
         self.next_batch = segment_frames - carry
         self._stream: StreamingWanAnimate | None = None
         self._reference: PIL.Image.Image | None = None
+        self._interrupted = False
         if gen_size is not None:
             self._stream = self._make_stream(gen_size)
 
@@ -125,36 +129,31 @@ class WanAnimateEngine:
         # Kept only once encoded: a refused image must not come back with a later stream.
         self._reference = reference
 
-    def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
         if not frames:
-            return []
+            return SwapResult([])
         if self._reference is None:
             raise EngineError("no reference face is set: start with --reference IMAGE")
         frame_h, frame_w = frames[0].shape[:2]
         if self._stream is None:
             self._stream = self._make_stream(generation_size((frame_w, frame_h)))
         stream = self._stream
-        if len(frames) == self.first_batch and stream.expects != len(frames):
-            self.reset()  # the processor started a new segment chain
+        if self._interrupted:
+            stream.interrupt()  # interrupt() came before this stream existed
         face_size = int(self.pipe.transformer.config.motion_encoder_size)
         batch = self.preprocessor.process(frames, size=(stream.width, stream.height),
                                           face_size=face_size,
                                           with_background=self.mode == "replace")
         if not batch.present:
-            # Nobody to swap: never invent a person. The frames go out as they came, and the
-            # next batch with someone in view starts a new segment chain.
-            self.reset()
-            return list(frames)
+            # Nobody to swap: never invent a person. The frames go back as they came; the
+            # caller ends the segment chain (resets) before the next batch.
+            return SwapResult.untouched(frames)
         inputs = SegmentInputs(
             pose=to_pil(batch.pose), face=to_pil(batch.face),
             background=None if batch.background is None else to_pil(batch.background),
             mask=None if batch.mask is None else to_pil(batch.mask, "L"))
-        try:
-            with engine_errors():
-                video = stream.generate(inputs)
-        except EngineError:
-            self.reset()  # a segment that failed half-way cannot be continued
-            raise
+        with engine_errors():
+            video = stream.generate(inputs)
         out = []
         masks = batch.mask if self.mode == "replace" else None
         for i, pixels in enumerate(uint8_frames(video)):
@@ -168,16 +167,21 @@ class WanAnimateEngine:
             if bgr.shape[:2] != (frame_h, frame_w):
                 bgr = cv2.resize(bgr, (frame_w, frame_h), interpolation=cv2.INTER_LINEAR)
             out.append(bgr)
-        return out
+        return SwapResult(out)
 
     def reset(self) -> None:
+        self._interrupted = False
         if self._stream is not None:
             self._stream.reset()
         self.preprocessor.reset()
 
     def interrupt(self) -> None:
-        if self._stream is not None:
-            self._stream.interrupt()
+        # The flag covers a call that is still creating its stream; the stream's own flag
+        # stops its denoising loop at the next step.
+        self._interrupted = True
+        stream = self._stream
+        if stream is not None and stream.pipe is not None:  # None: closed, nothing runs
+            stream.interrupt()
 
     def close(self) -> None:
         """Drop every reference to the models, so a restarted engine does not find the GPU
@@ -206,24 +210,26 @@ def load_options(options: dict[str, Any]) -> LoadOptions:
 
 
 def _stream_options(options: dict[str, Any]) -> dict[str, Any]:
-    return {"mode": options.get("mode", "replace"), "steps": options.get("steps", 20),
-            "segment_frames": options.get("segment_frames", 9),
-            "carry": options.get("carry", 1), "seed": options.get("seed", 0),
+    return {"mode": options.get("mode", defaults.MODE),
+            "steps": options.get("steps", defaults.STEPS),
+            "segment_frames": options.get("segment_frames", defaults.SEGMENT_FRAMES),
+            "carry": options.get("carry", defaults.CARRY),
+            "seed": options.get("seed", defaults.SEED),
             "prompt": options.get("prompt", ""),
-            "guidance_scale": options.get("guidance_scale", 1.0)}
+            "guidance_scale": options.get("guidance_scale", defaults.GUIDANCE_SCALE)}
 
 
 def create_preprocessor(options: dict[str, Any]) -> Preprocessor:
-    if options.get("preprocessor", "wan") == "stand-in":
+    if options.get("preprocessor", defaults.PREPROCESSOR) == "stand-in":
         return StandInPreprocessor()
     from faceswap_cam.models.preprocessing.wan import WanPreprocessor
 
     try:
         return WanPreprocessor.load(
-            detector_model=options.get("detector_model", "PekingU/rtdetr_v2_r18vd"),
-            pose_model=options.get("pose_model", "JunkyByte/easy_ViTPose"),
-            sam2_model=(options.get("sam2_model", "facebook/sam2.1-hiera-tiny")
-                        if options.get("mode", "replace") == "replace" else None),
+            detector_model=options.get("detector_model", defaults.DETECTOR_REPO),
+            pose_model=options.get("pose_model", defaults.POSE_REPO),
+            sam2_model=(options.get("sam2_model", defaults.SAM2_REPO)
+                        if options.get("mode", defaults.MODE) == "replace" else None),
             device=options.get("device", "auto"))
     except (WeightsError, OSError, ValueError, RuntimeError) as exc:
         raise EngineError(f"preprocessing models cannot be loaded: {exc}") from exc
@@ -233,17 +239,18 @@ def create(**options: Any) -> WanAnimateEngine:
     """Engine factory: daemon settings -> engine (see ``engine_options`` in the daemon)."""
     gen_size = options.get("gen_size")
     return WanAnimateEngine(
-        wan_model=options.get("wan_model", DEFAULT_REPO), load=load_options(options),
+        wan_model=options.get("wan_model", defaults.WAN_ANIMATE_REPO), load=load_options(options),
         gen_size=None if gen_size is None else (int(gen_size[0]), int(gen_size[1])),
         preprocessor=create_preprocessor(options),
         colour_match=bool(options.get("colour_match", False)),
-        feather_px=int(options.get("feather_px", 8)),
+        feather_px=int(options.get("feather_px", defaults.FEATHER_PX)),
         **_stream_options(options))
 
 
 def create_stream(options: dict[str, Any], *, width: int, height: int) -> StreamingWanAnimate:
     """A bare streaming generator at ``width`` x ``height`` (offline rendering)."""
-    pipe = load_pipeline(options.get("wan_model", DEFAULT_REPO), load_options(options))
+    pipe = load_pipeline(options.get("wan_model", defaults.WAN_ANIMATE_REPO),
+                         load_options(options))
     return StreamingWanAnimate(pipe, height=height, width=width, **_stream_options(options))
 
 

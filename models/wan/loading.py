@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from faceswap_cam.models import weights
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_REPO = "Wan-AI/Wan2.2-Animate-14B-Diffusers"
-FIX = "faceswap-cam models download --only wan-animate"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -54,8 +54,6 @@ def resolve_model_path(model: str | Path, name: str = "wan-animate") -> Path:
     path = Path(model).expanduser()
     if path.exists():
         return path
-    from faceswap_cam.models.weights import registry as weights
-
     spec = weights.get_model(name)
     if str(model) == spec.repo_id:
         local = weights.model_dir(name)
@@ -128,7 +126,7 @@ def load_pipeline(model: str, options: LoadOptions) -> Any:
     problems = check_folder(path)
     if problems:
         raise WeightsError("Wan-Animate weights in " f"{path} are incomplete:\n  "
-                           + "\n  ".join(problems) + f"\nFix: {FIX}")
+                           + "\n  ".join(problems) + f"\nFix: {weights.fix_command('wan-animate')}")
     import diffusers
     import torch
 

@@ -25,15 +25,15 @@ import numpy as np
 import PIL.Image
 import torch
 
-logger = logging.getLogger(__name__)
+from faceswap_cam.models import defaults
 
-MODES = ("replace", "animate")
-CARRY_CHOICES = (1, 5)
+logger = logging.getLogger(__name__)
 
 
 def check_segment(segment_frames: int, carry: int) -> None:
-    if carry not in CARRY_CHOICES:
-        raise ValueError(f"carried frames must be 1 or 5, got {carry}")
+    if carry not in defaults.CARRY_CHOICES:
+        choices = " or ".join(map(str, defaults.CARRY_CHOICES))
+        raise ValueError(f"carried frames must be {choices}, got {carry}")
     if segment_frames < 5 or (segment_frames - 1) % 4:
         raise ValueError(f"segment length must be 4n+1 and at least 5, got {segment_frames}")
     # The pipeline takes the P conditioning frames from the previous segment's *new* frames.
@@ -100,19 +100,19 @@ class StreamingWanAnimate:
         *,
         height: int,
         width: int,
-        mode: str = "replace",
-        segment_frames: int = 9,
-        carry: int = 1,
-        steps: int = 20,
-        guidance_scale: float = 1.0,
-        seed: int = 0,
+        mode: str = defaults.MODE,
+        segment_frames: int = defaults.SEGMENT_FRAMES,
+        carry: int = defaults.CARRY,
+        steps: int = defaults.STEPS,
+        guidance_scale: float = defaults.GUIDANCE_SCALE,
+        seed: int = defaults.SEED,
         prompt: str = "",
         negative_prompt: str = "",
         max_sequence_length: int = 512,
         release_text_encoder: bool = True,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode not in defaults.MODES:
+            raise ValueError(f"mode must be one of {defaults.MODES}, got {mode!r}")
         check_segment(segment_frames, carry)
         if height % 16 or width % 16:
             raise ValueError(f"generation size must be divisible by 16, got {width}x{height}")

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from faceswap_cam.daemon.outputs.base import Tick
 from faceswap_cam.daemon.outputs.preview import PreviewSink
-from faceswap_cam.daemon.outputs.sinks import Tick
 
 try:
     from selenium import webdriver

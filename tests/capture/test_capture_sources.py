@@ -1,4 +1,4 @@
-"""Sources and the capture layer: demo, file pacing and looping, camera discovery, the ring."""
+"""Sources and the capture thread: demo, file pacing and looping, the registry, the rate."""
 
 from __future__ import annotations
 
@@ -9,41 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceswap_cam.daemon.capture.sources import (
-    DemoSource,
-    FileSource,
-    SourceError,
-    create_source,
-    find_real_cameras,
-    list_v4l2_devices,
-)
+from faceswap_cam.daemon.capture.demo import DemoSource
+from faceswap_cam.daemon.capture.file import FileSource
+from faceswap_cam.daemon.capture.source import SourceError, create_source
 from faceswap_cam.daemon.capture.thread import WebcamCapture, fit_to_size
-from faceswap_cam.daemon.frames import Frame, FrameRing
 from tests.media import read_frame, write_clip
-
-
-def test_ring_keeps_the_newest_and_wakes_waiters() -> None:
-    ring = FrameRing(3)
-    pixels = np.zeros((2, 2, 3), np.uint8)
-    got: list[list[int]] = []
-    waiting = threading.Event()
-
-    def reader() -> None:
-        waiting.set()
-        got.append([f.index for f in ring.wait_newer(4, timeout=5)])
-
-    thread = threading.Thread(target=reader)
-    for i in range(5):
-        ring.push(Frame(pixels, i, 0))
-    assert [f.index for f in ring.wait_newer(-1, timeout=0)] == [2, 3, 4]
-    assert ring.overwritten == 2
-    thread.start()
-    waiting.wait()
-    ring.push(Frame(pixels, 5, 0))
-    thread.join()
-    assert got == [[5]]
-    ring.close()
-    assert ring.wait_newer(5, timeout=None) == []
 
 
 def test_demo_source_moves() -> None:
@@ -84,37 +54,6 @@ def test_unknown_source_lists_the_known_ones() -> None:
         create_source("cam", size=(320, 240), fps=30)
 
 
-def fake_sysfs(tmp_path: Path) -> Path:
-    """/sys/class/video4linux with a USB camera (+ its metadata node) and a loopback device."""
-    devices = tmp_path / "devices"
-    cls = tmp_path / "class"
-    cls.mkdir()
-    for node, name, parent in (("video0", "Integrated Camera", "pci0000:00/usb1/1-1"),
-                               ("video1", "Integrated Camera", "pci0000:00/usb1/1-1"),
-                               ("video2", "FaceSwap Cam", "virtual/video4linux")):
-        real = devices / parent / node
-        real.mkdir(parents=True)
-        (real / "name").write_text(name + "\n")
-        (cls / node).symlink_to(real)
-    return cls
-
-
-CAPS = {"/dev/video0": ("uvcvideo", True), "/dev/video1": ("uvcvideo", False),
-        "/dev/video2": ("v4l2 loopback", True)}
-
-
-def test_auto_never_picks_a_loopback_device(tmp_path: Path) -> None:
-    sysfs = fake_sysfs(tmp_path)
-    devices = list_v4l2_devices(sysfs, CAPS.get)
-    assert [(d.node, d.is_loopback) for d in devices] == [
-        ("video0", False), ("video1", False), ("video2", True)]
-    cameras = find_real_cameras(sysfs, CAPS.get)
-    assert [c.path for c in cameras] == ["/dev/video0"]  # not the metadata node, not loopback
-    # When the driver cannot be queried, a node under /sys/devices/virtual is still loopback.
-    unknown = find_real_cameras(sysfs, lambda path: None)
-    assert [c.path for c in unknown] == ["/dev/video0", "/dev/video1"]
-
-
 def test_webcam_that_cannot_open_says_so() -> None:
     source = create_source("webcam:97", size=(320, 240), fps=30)
     with pytest.raises(SourceError, match="camera 97 cannot be opened"):
@@ -122,9 +61,9 @@ def test_webcam_that_cannot_open_says_so() -> None:
 
 
 def test_auto_source_falls_back_to_demo_without_a_camera(monkeypatch: pytest.MonkeyPatch) -> None:
-    from faceswap_cam.daemon.capture import sources
+    from faceswap_cam.daemon.capture import webcam
 
-    monkeypatch.setattr(sources, "auto_webcam_index", lambda *a, **k: None)
+    monkeypatch.setattr(webcam, "auto_webcam_index", lambda *a, **k: None)
     assert isinstance(create_source("auto", size=(320, 240), fps=30), DemoSource)
     with pytest.raises(SourceError, match="no camera found"):
         create_source("webcam:auto", size=(320, 240), fps=30)

@@ -16,44 +16,32 @@ from typing import Any
 
 import pytest
 
-from faceswap_cam.daemon.control.server import (
-    CONTROL_FILE_ENV,
+from faceswap_cam.daemon.control.client import (
     MAX_IMAGE_BYTES,
     NOT_RUNNING_MESSAGE,
     ControlClient,
     ControlError,
-    ControlServer,
     DaemonNotRunning,
-    default_token_file,
 )
+from faceswap_cam.daemon.control.control_file import (
+    ControlFile,
+    default_token_file,
+    read_control_file,
+    remove_control_file,
+    write_control_file,
+)
+from faceswap_cam.daemon.control.server import ControlServer
+from faceswap_cam.daemon.control.status import parse_status
+from faceswap_cam.daemon.paths import CONTROL_FILE_ENV
 from tests.fake_daemon import (
     FALLBACKS,
     PLAYOUTS,
     PNG_MAGIC,
-    InMemoryDaemon,
+    PREVIEW_URL,
     threads_stop_but_workers,
     write_png,
 )
-
-
-class FakeDaemon(InMemoryDaemon):
-    """The in-memory daemon, answering status in the control API's shape."""
-
-    def status(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "state": "paused" if self.paused else "running",
-                "swap": self.swap,
-                "reference": self.selected,
-                "fallback": self.fallback,
-                "playout": self.playout,
-                "paused": self.paused,
-                "fps": {"published": 30.0, "swapped": float("nan")},  # NaN must survive JSON
-                "latency_ms": {"p50": 12.5, "p99": float("inf")},
-                "engine": {"name": "debug", "state": "ready", "last_error": None},
-                "devices": {"source": "demo", "sinks": ["null"]},
-                "preview_url": "http://127.0.0.1:8765",
-            }
+from tests.fake_daemon import InMemoryDaemon as FakeDaemon
 
 
 @pytest.fixture(autouse=True)
@@ -139,13 +127,15 @@ def png(tmp_path: Path) -> Path:
 # --- every operation through the client -------------------------------------------------------
 
 
-def test_status(client: ControlClient) -> None:
+def test_status(client: ControlClient, daemon: FakeDaemon) -> None:
+    daemon.publish_fps, daemon.latency_ms = float("nan"), float("inf")  # must survive JSON
     status = client.status()
     assert status["state"] == "running"
     assert status["swap"] is True
     assert status["reference"] == "alice"
-    assert status["preview_url"] == "http://127.0.0.1:8765"
-    assert status["fps"]["swapped"] is None and status["latency_ms"]["p99"] is None
+    assert status["preview_url"] == PREVIEW_URL
+    assert status["publish_fps"] is None and status["latency_ms"] is None
+    assert parse_status(status) == daemon.status()
 
 
 def test_settings(client: ControlClient, daemon: FakeDaemon) -> None:
@@ -452,8 +442,25 @@ def test_busy_port_fails_in_start(server: ControlServer, tmp_path: Path) -> None
 def test_only_loopback_hosts() -> None:
     with pytest.raises(ValueError, match="loopback"):
         ControlServer(FakeDaemon(), host="0.0.0.0", token_file=Path("unused.json"))
-    with pytest.raises(ValueError, match="loopback"):
-        ControlClient("http://192.168.1.2:8000", "token")
+    for url in ("http://192.168.1.2:8000", "http://localhost.example:8000",
+                "https://127.0.0.1:8000"):
+        with pytest.raises(ValueError, match="loopback"):
+            ControlClient(url, "token")
+    for url in ("http://127.0.0.1:1", "http://localhost:1", "http://[::1]:1"):
+        assert ControlClient(url, "token").url == url
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes")
+def test_control_file_is_private_from_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "control.json"
+    write_control_file(path, ControlFile(url="http://127.0.0.1:1", token="secret", pid=7))
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert read_control_file(path) == ControlFile("http://127.0.0.1:1", "secret", 7)
+    remove_control_file(path, "another daemon's token")
+    assert path.exists()
+    remove_control_file(path, "secret")
+    assert not path.exists()
 
 
 # --- the client when nothing runs -------------------------------------------------------------
@@ -509,3 +516,27 @@ def test_client_finds_a_daemon_started_without_runtime_dir(
         # The tray, in a desktop session that has a runtime dir:
         monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
         assert ControlClient.from_token_file(timeout=5.0).status()["swap"] is True
+
+
+def test_idle_server_does_no_work_and_still_stops_at_once(tmp_path: Path) -> None:
+    # uvicorn's stock loop wakes every 0.1 s to poll for exit; ours sleeps until asked to stop,
+    # so a daemon whose control API nobody calls spends no CPU on it.
+    server = ControlServer(FakeDaemon(), token_file=tmp_path / "control.json")
+    server.start()
+    uvicorn_server = server._server
+    assert uvicorn_server is not None
+    ticks = 0
+    on_tick = uvicorn_server.on_tick
+
+    async def counting_tick(counter: int) -> bool:
+        nonlocal ticks
+        ticks += 1
+        return await on_tick(counter)
+
+    uvicorn_server.on_tick = counting_tick  # type: ignore[method-assign]
+    ControlClient.from_token_file(tmp_path / "control.json", timeout=5.0).status()
+    threading.Event().wait(0.35)  # long enough for uvicorn's loop to have ticked 3 times
+    assert ticks <= 1  # at most the one tick that sets the headers at start
+    thread = server._thread
+    server.close()
+    assert thread is not None and not thread.is_alive()

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from faceswap_cam.daemon.config import load_settings
-from faceswap_cam.daemon.control.server import ControlClient, ControlError, DaemonNotRunning
-from faceswap_cam.daemon.outputs.sinks import NullSink, Tick
+from faceswap_cam.daemon.control.client import ControlClient, ControlError, DaemonNotRunning
+from faceswap_cam.daemon.outputs.base import Tick
+from faceswap_cam.daemon.outputs.null import NullSink
 from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp
 from tests.conftest import faceswap_cam_exe
 

@@ -13,12 +13,11 @@ import cv2
 import numpy as np
 import pytest
 
+from faceswap_cam.daemon.paths import REFERENCES_DIR_ENV, references_dir
 from faceswap_cam.daemon.references import (
     MAX_STORED_SIDE,
-    REFERENCES_DIR_ENV,
     ReferenceLibrary,
     ReferenceRejected,
-    default_references_dir,
     sanitize_name,
 )
 from tests.shared_data import SHARED_DATA, needs_shared_data
@@ -239,11 +238,11 @@ def test_damaged_index_is_rebuilt_and_leftovers_cleared(tmp_path: Path) -> None:
 
 def test_default_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(REFERENCES_DIR_ENV, raising=False)
-    default = default_references_dir()
+    default = references_dir()
     assert default.name == "references"
     assert "faceswap-cam" in default.parts
     monkeypatch.setenv(REFERENCES_DIR_ENV, str(tmp_path / "mine"))
-    assert default_references_dir() == tmp_path / "mine"
+    assert references_dir() == tmp_path / "mine"
 
 
 # ----- concurrency

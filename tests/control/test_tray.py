@@ -8,7 +8,6 @@ never called here: it blocks.
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import signal
@@ -21,13 +20,10 @@ from typing import Any
 
 import pytest
 
-from faceswap_cam.daemon.control.server import (
-    ControlClient,
-    ControlError,
-    ControlServer,
-    DaemonNotRunning,
-)
-from tests.fake_daemon import PNG_MAGIC, InMemoryDaemon, threads_stop_but_workers, write_png
+from faceswap_cam.daemon.control.client import ControlClient, ControlError, DaemonNotRunning
+from faceswap_cam.daemon.control.server import ControlServer
+from tests.fake_daemon import PNG_MAGIC, PREVIEW_URL, threads_stop_but_workers, write_png
+from tests.fake_daemon import InMemoryDaemon as FakeDaemon
 
 os.environ["PYSTRAY_BACKEND"] = "dummy"
 pystray = pytest.importorskip("pystray", reason="the tray extra is not installed")
@@ -39,48 +35,14 @@ from faceswap_cam.tray.app import (  # noqa: E402
     DaemonClient,
     TrayController,
     TrayState,
-    classify,
     icon_image,
 )
 
-PREVIEW_URL = "http://127.0.0.1:8765/"
 STOP_ITEM = "Stop FaceSwap Cam and quit"
 REPO = Path(__file__).resolve().parents[2]
 
 
 # --- an in-memory daemon and a client for it --------------------------------------------------
-
-
-class FakeDaemon(InMemoryDaemon):
-    """The in-memory daemon, answering status like the real daemon."""
-
-    def __init__(self, reference: str = "alice") -> None:
-        super().__init__(reference)
-        self.state = "running"
-        self.engine_state = "running"
-        self.engine_error = ""
-        self.capture_state = "live"
-        self.camera_error = ""
-        self.showing = "swapped"
-        self.publish_fps: float | None = 30.0
-        self.preview_url: str | None = PREVIEW_URL
-
-    def status(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "capture_fps": 30.0, "capture_state": self.capture_state,
-                "process_fps": 30.0, "publish_fps": self.publish_fps, "latency_ms": 80.0,
-                "showing": "paused" if self.paused else self.showing,
-                "engine": "debug", "engine_state": self.engine_state,
-                "engine_error": self.engine_error, "cadence": 1, "playout": self.playout,
-                "playout_delay_ms": 0.0, "fallback": self.fallback, "swap": self.swap,
-                "frames_published": 100,
-                "state": "paused" if self.paused and self.state == "running" else self.state,
-                "paused": self.paused, "reference": self.selected, "reference_error": "",
-                "camera_error": self.camera_error,
-                "devices": {"source": "demo", "outputs": ["null"]},
-                "preview_url": self.preview_url,
-            }
 
 
 class FakeClient:
@@ -100,7 +62,7 @@ class FakeClient:
 
     def status(self) -> dict[str, Any]:
         self._check()
-        return copy.deepcopy(self.daemon.status())
+        return self.daemon.status().model_dump(mode="json")
 
     def references(self) -> list[dict[str, Any]]:
         self._check()
@@ -128,13 +90,13 @@ class FakeClient:
         self._check()
         self.calls.append(("set_swap", enabled))
         self.daemon.set_swap(enabled)
-        return self.daemon.status()
+        return self.daemon.status().model_dump(mode="json")
 
     def set_paused(self, paused: bool) -> dict[str, Any]:
         self._check()
         self.calls.append(("set_paused", paused))
         self.daemon.set_paused(paused)
-        return self.daemon.status()
+        return self.daemon.status().model_dump(mode="json")
 
     def shutdown(self) -> None:
         self._check()
@@ -313,11 +275,11 @@ def test_empty_library(client: FakeClient, daemon: FakeDaemon) -> None:
 def test_swap_and_pause_switch_through_the_api(tray: Tray, client: FakeClient,
                                                daemon: FakeDaemon) -> None:
     click(tray.menu(), "Swap faces")
-    assert client.calls[-1] == ("set_swap", False) and daemon.status()["swap"] is False
+    assert client.calls[-1] == ("set_swap", False) and daemon.status().swap is False
     assert (tray.controller.state, tray.controller.detail) == (TrayState.PASSTHROUGH, "swap off")
     assert find(tray.menu(), "Swap faces").checked is False
     click(tray.menu(), "Swap faces")
-    assert daemon.status()["swap"] is True
+    assert daemon.status().swap is True
     assert state_of(tray) == TrayState.SWAPPING
 
     click(tray.menu(), "Pause camera")
@@ -325,7 +287,7 @@ def test_swap_and_pause_switch_through_the_api(tray: Tray, client: FakeClient,
     assert state_of(tray) == TrayState.PAUSED
     assert find(tray.menu(), "Pause camera").checked is True
     click(tray.menu(), "Pause camera")
-    assert daemon.status()["paused"] is False
+    assert daemon.status().paused is False
     assert state_of(tray) == TrayState.SWAPPING
 
 
@@ -406,8 +368,7 @@ def test_error_shows_with_its_fix(tray: Tray, daemon: FakeDaemon) -> None:
     assert "Error: CUDA out of memory" in lines
     assert any(line.startswith("Fix: ") for line in lines)
     # The daemon's own fix wins over the tray's generic one.
-    original = daemon.status
-    daemon.status = lambda: {**original(), "fix": "free GPU memory"}  # type: ignore[method-assign]
+    daemon.engine_fix = "free GPU memory"
     tray.controller.refresh()
     assert "Fix: free GPU memory" in texts(tray.menu())
 
@@ -420,13 +381,16 @@ def test_long_errors_are_wrapped(tray: Tray, daemon: FakeDaemon) -> None:
     assert 1 < len(lines) <= 4 and all(len(line) <= 60 for line in lines)
 
 
-def test_nested_status_schema_is_understood() -> None:
-    status = {"state": "running", "swap": True, "reference": "alice", "paused": False,
-              "engine": {"name": "wan", "state": "ready", "last_error": None},
-              "fps": {"published": 25.0}}
-    assert classify(status) == (TrayState.SWAPPING, "")
-    status["engine"] = {"name": "wan", "state": "failed", "last_error": "boom"}
-    assert classify(status)[0] == TrayState.ERROR
+def test_a_status_of_another_shape_is_an_error(tray: Tray, client: FakeClient) -> None:
+    def other_version() -> dict[str, Any]:
+        return {"state": "running", "swap": True, "engine": {"name": "wan", "state": "ready"}}
+
+    client.status = other_version  # type: ignore[method-assign]
+    assert tray.controller.refresh() == TrayState.ERROR
+    lines = texts(tray.menu())
+    assert any(line.startswith("Error: the daemon's status is not understood") for line in lines)
+    assert any(line.startswith("Fix: ") for line in lines)
+    assert "Start daemon" not in lines
 
 
 def test_not_running_offers_to_start_the_daemon(client: FakeClient) -> None:
@@ -475,7 +439,7 @@ def test_reconnects_after_the_daemon_restarts(daemon: FakeDaemon, client: FakeCl
     # It comes back with a new control file: a new client, read from it.
     assert tray.controller.refresh() == TrayState.SWAPPING
     assert tray.controller.status is not None
-    assert tray.controller.status["reference"] == "carol"
+    assert tray.controller.status.reference == "carol"
     assert texts(faces(tray.menu()))[0] == "carol"
     assert factory.calls == 3
 
@@ -488,7 +452,7 @@ def test_restart_on_the_same_port_with_a_new_token(client: FakeClient) -> None:
     client.refuse_token = True
     # The stale client is replaced within the same poll.
     assert tray.controller.refresh() == TrayState.SWAPPING
-    assert tray.controller.status is not None and tray.controller.status["reference"] == "dave"
+    assert tray.controller.status is not None and tray.controller.status.reference == "dave"
 
 
 def test_unanswered_requests_are_an_error(tray: Tray, client: FakeClient) -> None:
@@ -561,7 +525,7 @@ def test_first_reference_is_selected(client: FakeClient, daemon: FakeDaemon, png
     tray.controller.refresh()
     tray.chosen = png
     click(faces(tray.menu()), "Add reference face…")
-    assert daemon.status()["reference"] == "bob"
+    assert daemon.status().reference == "bob"
     assert find(faces(tray.menu()), "bob").checked is True
 
 

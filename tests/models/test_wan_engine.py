@@ -17,11 +17,11 @@ import pytest
 torch = pytest.importorskip("torch", reason="the model extra (torch) is not installed")
 
 from faceswap_cam.models.engine import EngineError  # noqa: E402
-from faceswap_cam.models.render import (  # noqa: E402
-    PreprocessedError,
-    load_preprocessed,
-    segment_plan,
+from faceswap_cam.models.preprocessing.base import (  # noqa: E402
+    PreprocessedBatch,
+    StandInPreprocessor,
 )
+from faceswap_cam.models.render import PreprocessedError, load_preprocessed  # noqa: E402
 from faceswap_cam.models.wan.engine import WanAnimateEngine, generation_size  # noqa: E402
 from faceswap_cam.models.wan.loading import (  # noqa: E402
     LoadOptions,
@@ -109,13 +109,6 @@ def test_render_preprocessed_equals_the_pipeline(tiny_model: Path, tmp_path: Pat
     np.testing.assert_array_equal(np.stack(rendered), expected_u8)
 
 
-def test_segment_plan_matches_the_pipeline() -> None:
-    assert segment_plan(13, 5, 1) == (13, [5, 4, 4])
-    assert segment_plan(11, 5, 1) == (13, [5, 4, 4])
-    assert segment_plan(29, 13, 5) == (29, [13, 8, 8])
-    assert segment_plan(3, 5, 1) == (5, [5])
-
-
 def test_preprocessed_folder_errors(tmp_path: Path) -> None:
     folder = make_preprocessed(tmp_path / "clip", 6)
     (folder / "src_mask.mp4").unlink()
@@ -201,9 +194,11 @@ def test_engine_adapts_camera_frames(tiny_model: Path) -> None:
     with pytest.raises(EngineError, match="no reference face"):
         engine.process(frames)
     engine.set_reference(np.full((80, 64, 3), 90, np.uint8))
-    out = engine.process(frames)
+    result = engine.process(frames)
+    out = result.frames
+    assert result.swapped
     assert len(out) == 5 and out[0].shape == (60, 80, 3) and out[0].dtype == np.uint8
-    assert len(engine.process(frames[:4])) == 4  # a continuing batch: L - P frames
+    assert len(engine.process(frames[:4]).frames) == 4  # a continuing batch: L - P frames
     with pytest.raises(EngineError, match="takes 4 new frames"):
         engine.process(frames[:3])
 
@@ -221,7 +216,8 @@ def test_engine_adapts_camera_frames(tiny_model: Path) -> None:
 def test_daemon_swaps_with_wan_animate(tiny_model: Path, tmp_path: Path, clip: Path) -> None:
     """The daemon end to end on the tiny model with the stand-in preprocessor."""
     from faceswap_cam.daemon.config import load_settings
-    from faceswap_cam.daemon.outputs.sinks import NullSink, Tick
+    from faceswap_cam.daemon.outputs.base import Tick
+    from faceswap_cam.daemon.outputs.null import NullSink
     from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp
 
     reference = tmp_path / "ref.png"
@@ -331,9 +327,62 @@ def test_render_input_runs_every_frame_through_the_engine(tiny_model: Path, tmp_
 
 
 def test_pad_order_matches_the_pipeline(tiny_model: Path) -> None:
-    from faceswap_cam.models.render import segment_pad_order
+    from faceswap_cam.models.batching import pad_order
 
     pipe = load_pipeline(str(tiny_model), LoadOptions(device="cpu"))
     for count, target in ((5, 10), (3, 9), (11, 13)):
-        assert segment_pad_order(count, target) == pipe.pad_video_frames(list(range(count)),
-                                                                         target)
+        assert pad_order(count, target) == pipe.pad_video_frames(list(range(count)), target)
+
+
+class SwitchablePreprocessor(StandInPreprocessor):
+    """The stand-in, with someone in view or not as the test says."""
+
+    present = True
+
+    def process(self, frames: Any, *, size: tuple[int, int], face_size: int,
+                with_background: bool) -> PreprocessedBatch:
+        batch = super().process(frames, size=size, face_size=face_size,
+                                with_background=with_background)
+        batch.present = self.present
+        return batch
+
+
+def test_nobody_in_view_is_reported_and_the_caller_restarts_the_chain(tiny_model: Path
+                                                                       ) -> None:
+    pipe = load_pipeline(str(tiny_model), LoadOptions(device="cpu"))
+    preprocessor = SwitchablePreprocessor()
+    engine = WanAnimateEngine(wan_model=str(tiny_model), pipeline=pipe, steps=1,
+                              segment_frames=5, carry=1, gen_size=(WIDTH, HEIGHT),
+                              preprocessor=preprocessor)
+    engine.set_reference(np.full((80, 64, 3), 90, np.uint8))
+    frames = [np.full((60, 80, 3), (0, 0, 200), np.uint8) for _ in range(5)]
+    assert engine.process(frames).swapped
+    preprocessor.present = False
+    nobody = engine.process(frames[:4])
+    assert not nobody.swapped
+    assert all(out is source for out, source in zip(nobody.frames, frames[:4], strict=True))
+    # The engine keeps its chain: restarting is the caller's decision, never a guess from
+    # the batch length.
+    preprocessor.present = True
+    with pytest.raises(EngineError, match="takes 4 new frames"):
+        engine.process(frames)
+    engine.reset()
+    assert engine.process(frames).swapped  # a new chain: L frames
+    engine.close()
+
+
+def test_interrupt_stops_a_call_until_reset(tiny_model: Path) -> None:
+    from faceswap_cam.models.wan.streaming import GenerationInterrupted
+
+    pipe = load_pipeline(str(tiny_model), LoadOptions(device="cpu"))
+    engine = WanAnimateEngine(wan_model=str(tiny_model), pipeline=pipe, steps=1,
+                              segment_frames=5, carry=1, gen_size=(WIDTH, HEIGHT))
+    engine.set_reference(np.full((80, 64, 3), 90, np.uint8))
+    frames = [np.full((60, 80, 3), 120, np.uint8) for _ in range(5)]
+    engine.interrupt()  # with no call running: it holds for the next one
+    with pytest.raises(GenerationInterrupted):
+        engine.process(frames)
+    engine.reset()
+    assert engine.process(frames).swapped
+    engine.close()
+    engine.interrupt()  # after close: harmless

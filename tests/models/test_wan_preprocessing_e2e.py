@@ -14,7 +14,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="the model extra (torch) is not installed")
 
 from faceswap_cam.daemon.config import load_settings  # noqa: E402
-from faceswap_cam.daemon.outputs.sinks import NullSink, Tick  # noqa: E402
+from faceswap_cam.daemon.outputs.base import Tick  # noqa: E402
+from faceswap_cam.daemon.outputs.null import NullSink  # noqa: E402
 from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp  # noqa: E402
 from faceswap_cam.models.preprocessing.person import PersonDetector  # noqa: E402
 from faceswap_cam.models.preprocessing.pose import WholeBodyPoseEstimator  # noqa: E402
@@ -104,14 +105,14 @@ def test_new_references_need_exactly_one_person(tiny: dict[str, Path], tmp_path:
     person (the tiny detector's thresholds pin 'many' and 'none')."""
     import shutil
 
+    from faceswap_cam.daemon.paths import MODELS_DIR_ENV
     from faceswap_cam.daemon.pipeline.app import detector_person_check
     from faceswap_cam.daemon.references import ReferenceLibrary, ReferenceRejected
     from faceswap_cam.models.preprocessing import person
-    from faceswap_cam.models.weights import registry as weights
 
     models = tmp_path / "models"
     shutil.copytree(tiny["detector"], models / "detector")
-    monkeypatch.setenv(weights.MODELS_DIR_ENV, str(models))
+    monkeypatch.setenv(MODELS_DIR_ENV, str(models))
     image = cv2.imencode(".png", np.full((160, 120, 3), 120, np.uint8))[1].tobytes()
     class NobodyAbove(person.PersonDetector):  # the real tiny detector, nothing passes
         def __init__(self, model: str, **kwargs: Any) -> None:

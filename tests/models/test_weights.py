@@ -15,21 +15,24 @@ from typing import Any
 
 import pytest
 
-from faceswap_cam.models.weights import registry as weights
-from faceswap_cam.models.weights.registry import (
+from faceswap_cam.daemon.paths import MODELS_DIR_ENV, models_dir
+from faceswap_cam.models import weights
+from faceswap_cam.models.weights import (
     ModelSpec,
     ProblemKind,
     WeightsError,
-    add_models_parser,
     download,
     is_present,
     list_models,
-    models_dir,
     register_model,
-    run_models,
     unavailable_reason,
     verify,
 )
+from faceswap_cam.models.weights import registry as weights_registry
+from faceswap_cam.models.weights.commands import add_models_parser, run_models
+from faceswap_cam.models.weights.download import _records_from_info
+from faceswap_cam.models.weights.registry import matches_patterns
+from faceswap_cam.models.weights.verify import MANIFEST_NAME
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 FIX = "faceswap-cam models download --only wan-animate"
@@ -172,11 +175,12 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Models go to tmp_path, never the user's data dir; registrations do not leak; and should
     anything reach for the real Hub it fails at once instead of touching the network."""
     root = tmp_path / "models"
-    monkeypatch.setenv(weights.MODELS_DIR_ENV, str(root))
+    monkeypatch.setenv(MODELS_DIR_ENV, str(root))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # Only wan-animate, whose repo the fake hub mimics: these tests are about the mechanism,
     # not about which models the product happens to register.
-    monkeypatch.setattr(weights, "_REGISTRY", {"wan-animate": weights.WAN_ANIMATE})
+    monkeypatch.setattr(weights_registry, "_REGISTRY",
+                        {"wan-animate": weights_registry.WAN_ANIMATE})
     yield root
 
 
@@ -208,7 +212,7 @@ def test_download_fetches_only_the_pipeline_files_and_records_a_manifest(isolate
 
     assert path == isolated / "wan-animate"
     on_disk = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
-    assert on_disk == WANTED | {weights.MANIFEST_NAME}
+    assert on_disk == WANTED | {MANIFEST_NAME}
     info_call, snap_call = hub.calls
     assert info_call[1] == {"repo_id": "Wan-AI/Wan2.2-Animate-14B-Diffusers", "revision": None,
                             "files_metadata": True}
@@ -216,7 +220,7 @@ def test_download_fetches_only_the_pipeline_files_and_records_a_manifest(isolate
     assert snap_call[1]["revision"] == COMMIT
     assert snap_call[1]["local_dir"] == str(path)
 
-    manifest = json.loads((path / weights.MANIFEST_NAME).read_text())
+    manifest = json.loads((path / MANIFEST_NAME).read_text())
     assert manifest["repo_id"] == "Wan-AI/Wan2.2-Animate-14B-Diffusers"
     assert manifest["commit"] == COMMIT
     assert set(manifest["files"]) == WANTED
@@ -324,9 +328,9 @@ def test_deep_verify_catches_same_size_corruption(downloaded: Path) -> None:
 
 
 def test_folder_without_manifest_gets_the_structural_check(downloaded: Path) -> None:
-    (downloaded / weights.MANIFEST_NAME).unlink()
+    (downloaded / MANIFEST_NAME).unlink()
     report = verify("wan-animate")
-    assert kinds(report.problems) == [(ProblemKind.NO_MANIFEST, weights.MANIFEST_NAME)]
+    assert kinds(report.problems) == [(ProblemKind.NO_MANIFEST, MANIFEST_NAME)]
     assert "re-run the download" in report.problems[0].detail
     assert report.problems[0].fix == FIX
     assert is_present("wan-animate")  # a hand-made but complete folder can run
@@ -338,7 +342,7 @@ def test_folder_without_manifest_gets_the_structural_check(downloaded: Path) -> 
     (downloaded / "image_processor").rmdir()
     problems = kinds(verify("wan-animate").problems)
     assert problems == [
-        (ProblemKind.NO_MANIFEST, weights.MANIFEST_NAME),
+        (ProblemKind.NO_MANIFEST, MANIFEST_NAME),
         (ProblemKind.MISSING, "image_processor/"),
         (ProblemKind.MISSING, f"transformer/{TRANSFORMER_SHARDS[1]}"),
         (ProblemKind.BAD_LAYOUT, "vae"),
@@ -350,7 +354,7 @@ def test_folder_without_manifest_gets_the_structural_check(downloaded: Path) -> 
 
 
 def test_unreadable_or_stale_manifest(downloaded: Path) -> None:
-    manifest = downloaded / weights.MANIFEST_NAME
+    manifest = downloaded / MANIFEST_NAME
     manifest.write_text("{not json")
     report = verify("wan-animate")
     assert report.problems[0].kind is ProblemKind.BAD_MANIFEST
@@ -361,7 +365,7 @@ def test_unreadable_or_stale_manifest(downloaded: Path) -> None:
     register_model(ModelSpec(spec.name, spec.repo_id, (*spec.allow_patterns, "extra/*.json")),
                    replace=True)
     report = verify("wan-animate")
-    assert kinds(report.problems) == [(ProblemKind.BAD_MANIFEST, weights.MANIFEST_NAME)]
+    assert kinds(report.problems) == [(ProblemKind.BAD_MANIFEST, MANIFEST_NAME)]
     assert "selection changed" in report.problems[0].detail
 
 
@@ -386,7 +390,7 @@ def test_list_shows_presence_and_size(isolated: Path,
     path = download("wan-animate", api=FakeHub())
     (status,) = list_models()
     expected = sum(len(WAN_REPO[p]) for p in WANTED)
-    expected += (path / weights.MANIFEST_NAME).stat().st_size
+    expected += (path / MANIFEST_NAME).stat().st_size
     assert status.present and status.size_bytes == expected
 
     assert cli("list") == 0
@@ -399,9 +403,9 @@ def test_models_dir_default_and_override(isolated: Path, monkeypatch: pytest.Mon
     import platformdirs
 
     assert models_dir() == isolated
-    monkeypatch.setenv(weights.MODELS_DIR_ENV, str(tmp_path / "elsewhere"))
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / "elsewhere"))
     assert weights.model_dir("wan-animate") == tmp_path / "elsewhere" / "wan-animate"
-    monkeypatch.delenv(weights.MODELS_DIR_ENV)
+    monkeypatch.delenv(MODELS_DIR_ENV)
     # Only computed, never created: the real user dir is not touched.
     assert models_dir() == Path(platformdirs.user_data_dir("faceswap-cam")) / "models"
 
@@ -520,10 +524,10 @@ def test_registry_is_extensible(isolated: Path) -> None:
     assert [s.name for s in list_models()] == ["pose", "wan-animate"]
 
     folder = isolated / "pose"
-    (folder / weights.MANIFEST_NAME).unlink()
+    (folder / MANIFEST_NAME).unlink()
     (folder / "model.safetensors").unlink()
     assert kinds(verify("pose").problems) == [
-        (ProblemKind.NO_MANIFEST, weights.MANIFEST_NAME), (ProblemKind.BAD_LAYOUT, ".")]
+        (ProblemKind.NO_MANIFEST, MANIFEST_NAME), (ProblemKind.BAD_LAYOUT, ".")]
 
     with pytest.raises(ValueError, match="already registered"):
         register_model(spec)
@@ -540,7 +544,7 @@ def test_pattern_matching_agrees_with_huggingface_hub() -> None:
     patterns = list(weights.get_model("wan-animate").allow_patterns)
     paths = [*WAN_REPO, "transformer/sub/x.safetensors", "tokenizer/merges.txt", "x.json"]
     theirs = set(hub_utils.filter_repo_objects(paths, allow_patterns=patterns))
-    ours = {p for p in paths if weights.matches_patterns(p, patterns)}
+    ours = {p for p in paths if matches_patterns(p, patterns)}
     assert ours == theirs
     assert {p for p in WAN_REPO if p in ours} == WANTED
 
@@ -558,8 +562,7 @@ def test_manifest_from_real_huggingface_hub_metadata_classes(isolated: Path) -> 
                                                   sha256=hashlib.sha256(shard).hexdigest(),
                                                   pointer_size=134)),
     ]
-    records = weights._records_from_info(FakeInfo(COMMIT, siblings),
-                                         weights.get_model("wan-animate"))
+    records = _records_from_info(FakeInfo(COMMIT, siblings), weights.get_model("wan-animate"))
     assert records["transformer/config.json"].git_sha1 == git_blob_sha1(data)
     assert records[f"transformer/{TRANSFORMER_SHARDS[0]}"].sha256 == \
         hashlib.sha256(shard).hexdigest()

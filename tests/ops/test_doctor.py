@@ -11,13 +11,15 @@ import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import cv2
+import numpy as np
 import pytest
 import pyvirtualcam.camera
 
-from faceswap_cam.daemon.config import Settings, default_config_path
-from faceswap_cam.daemon.control.server import ControlError
+from faceswap_cam.daemon.config import Settings
+from faceswap_cam.daemon.control.client import ControlError
 from faceswap_cam.daemon.ops import doctor
 from faceswap_cam.daemon.ops.doctor import (
     DAEMON_FIX,
@@ -34,7 +36,10 @@ from faceswap_cam.daemon.ops.doctor import (
     render_text,
     run_checks,
 )
-from faceswap_cam.models.weights.registry import fix_command, model_names, models_dir
+from faceswap_cam.daemon.paths import config_file, models_dir
+from faceswap_cam.daemon.pipeline.app import engine_options
+from faceswap_cam.models.wan.requirements import required_weights
+from faceswap_cam.models.weights import fix_command, model_names
 
 REPO = Path(__file__).resolve().parents[2]
 MODPROBE = 'sudo modprobe v4l2loopback devices=1 card_label="FaceSwap Cam" exclusive_caps=1'
@@ -71,6 +76,7 @@ class FakeMachine:
         self.caps: dict[str, tuple[str, bool]] = {}
         self.modes: dict[int, tuple[bool, int, int, float]] = {}
         self.opened: list[int] = []
+        self.asked: list[tuple[tuple[int, int], float]] = []  # what each open asked for
         self.gpus: list[GpuInfo] | None = [GpuInfo("cuda:0", "NVIDIA H100 80GB HBM3", 80 * GIB)]
         self.client: FakeClient | Exception = FakeClient({"state": "running",
                                                           "engine": "wan-animate"})
@@ -106,8 +112,10 @@ class FakeMachine:
     def query(self, path: str) -> tuple[str, bool] | None:
         return self.caps.get(path)
 
-    def open_camera(self, index: int) -> tuple[bool, int, int, float]:
+    def open_camera(self, index: int, size: tuple[int, int], fps: float
+                    ) -> tuple[bool, int, int, float]:
         self.opened.append(index)
+        self.asked.append((size, fps))
         return self.modes.get(index, CLOSED)
 
     def gpu_probe(self) -> list[GpuInfo]:
@@ -127,7 +135,7 @@ class FakeMachine:
 
     def run(self, **overrides: Any) -> list[Check]:
         options: dict[str, Any] = {
-            "sysfs_root": self.loopback_root, "video4linux_root": self.class_root,
+            "video4linux_root": self.class_root,
             "loopback_parameters": self.parameters, "proc_root": self.proc,
             "query": self.query, "open_camera": self.open_camera, "gpu_probe": self.gpu_probe,
             "control_client_factory": self.client_factory, "service_probe": self.service_probe,
@@ -322,6 +330,63 @@ def test_camera_follows_the_configured_source(tmp_path: Path) -> None:
     assert explicit.status == "FAIL" and "cannot start" in explicit.detail
 
 
+def test_camera_is_judged_by_the_configured_size_and_fps(tmp_path: Path) -> None:
+    machine = FakeMachine(tmp_path)
+    machine.add_camera(0, "Brio", (True, 1920, 1080, 30.0))
+    full_hd = Settings(size=(1920, 1080), fps=30)
+    cameras = find(machine.run(settings_loader=lambda _: full_hd), "cameras")
+    assert cameras.status == "PASS"
+    assert cameras.detail == "/dev/video0 (Brio): 1920x1080 at 30 fps: ok"
+    assert machine.asked == [((1920, 1080), 30.0)]  # the user's mode, not 720p
+    # With the default 1280x720 the same camera is scaled, and the advice is the user's size.
+    default = find(machine.run(), "cameras")
+    assert default.status == "WARN" and "does not give 1280x720 at 30 fps" in default.detail
+    assert default.fix is not None and "--size 1920x1080" in default.fix
+
+
+class FakeCapture:
+    """cv2.VideoCapture for a camera that only does 1920x1080 at 30 fps."""
+
+    instances: ClassVar[list[FakeCapture]] = []
+
+    def __init__(self, device: int, api: int) -> None:
+        self.device, self.api = device, api
+        self.asked: dict[int, float] = {}
+        self.released = False
+        FakeCapture.instances.append(self)
+
+    def isOpened(self) -> bool:
+        return self.device == 0
+
+    def set(self, prop: int, value: float) -> bool:
+        self.asked[prop] = value
+        return True
+
+    def get(self, prop: int) -> float:
+        return {cv2.CAP_PROP_FRAME_WIDTH: 1920.0, cv2.CAP_PROP_FRAME_HEIGHT: 1080.0,
+                cv2.CAP_PROP_FPS: 30.0}.get(prop, 0.0)
+
+    def read(self) -> tuple[bool, np.ndarray]:
+        return True, np.zeros((1080, 1920, 3), np.uint8)
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_the_real_opener_is_the_webcam_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeCapture.instances = []
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
+    assert doctor.open_camera(0, (1920, 1080), 30.0) == (True, 1920, 1080, 30.0)
+    capture = FakeCapture.instances[-1]
+    # WebcamSource's requests: the user's mode, MJPG and a one-frame driver buffer.
+    assert capture.asked[cv2.CAP_PROP_FRAME_WIDTH] == 1920
+    assert capture.asked[cv2.CAP_PROP_FRAME_HEIGHT] == 1080
+    assert capture.asked[cv2.CAP_PROP_FPS] == 30
+    assert capture.asked[cv2.CAP_PROP_BUFFERSIZE] == 1
+    assert capture.released
+    assert doctor.open_camera(5, (1920, 1080), 30.0) == (False, 0, 0, 0.0)
+
+
 # --- GPU --------------------------------------------------------------------------------------
 
 
@@ -395,11 +460,31 @@ def test_damaged_weights_fail_and_unused_ones_pass(machine: FakeMachine) -> None
     assert find(passthrough, "weights sam2").status == "PASS"
 
 
+@pytest.mark.parametrize(("mode", "preprocessor", "expected"), [
+    ("replace", "wan", ["wan-animate", "detector", "pose", "sam2"]),
+    ("animate", "wan", ["wan-animate", "detector", "pose"]),
+    ("replace", "stand-in", ["wan-animate"]),
+])
+def test_weights_needed_are_the_engines_list(
+        machine: FakeMachine, mode: str, preprocessor: str, expected: list[str]) -> None:
+    settings = Settings(engine="wan-animate", mode=mode, preprocessor=preprocessor,
+                        pose_model="/opt/pose")
+    needed = doctor.weights_needed(settings)
+    # The engine's availability check reads the same list from the engine options.
+    assert needed == required_weights(engine_options(settings))
+    assert [name for name, _ in needed] == expected
+    assert dict(needed).get("pose") == ("/opt/pose" if "pose" in expected else None)
+    checks = machine.run(settings_loader=lambda _: settings)
+    failed = [name for name in model_names() if find(checks, f"weights {name}").status == "FAIL"]
+    assert failed == [name for name in model_names() if name in expected]
+    assert doctor.weights_needed(Settings(engine="passthrough")) == []
+
+
 # --- config, daemon, service -----------------------------------------------------------------
 
 
 def test_bad_config_file_fails_with_its_message(machine: FakeMachine) -> None:
-    path = default_config_path()
+    path = config_file()
     path.parent.mkdir(parents=True)
     path.write_text("fps = 0\n")
     checks = machine.run()
@@ -534,8 +619,18 @@ def test_macos_and_windows_notes(machine: FakeMachine, monkeypatch: pytest.Monke
     assert "Unity Capture" in windows.detail and windows.status == "PASS"
 
 
+def test_virtual_camera_follows_the_daemons_backend_choice(
+        machine: FakeMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    unknown = find(machine.run(platform="sunos5"), "virtual camera")
+    assert unknown.status == "WARN" and "no virtual camera is known" in unknown.detail
+    monkeypatch.setitem(pyvirtualcam.camera.BACKENDS, "fake", object)
+    chosen = find(machine.run(platform="sunos5", settings_loader=lambda _: Settings(
+        virtualcam_backend="fake")), "virtual camera")
+    assert chosen.status == "PASS" and "fake" in chosen.detail
+
+
 def test_a_check_that_raises_is_a_fail_not_a_crash(machine: FakeMachine) -> None:
-    def broken(index: int) -> tuple[bool, int, int, float]:
+    def broken(index: int, size: tuple[int, int], fps: float) -> tuple[bool, int, int, float]:
         raise RuntimeError("driver exploded")
 
     checks = machine.run(open_camera=broken)
@@ -583,7 +678,7 @@ def test_parser_glue() -> None:
 
 def test_this_machine_as_it_is(tmp_path: Path) -> None:
     """The real probes, in a fresh process, with the user's folders moved into tmp_path."""
-    from faceswap_cam.daemon.outputs.virtualcam import loopback_devices
+    from faceswap_cam.daemon.capture.devices import find_loopback_devices
 
     result = subprocess.run(
         [sys.executable, "-c",
@@ -601,7 +696,8 @@ def test_this_machine_as_it_is(tmp_path: Path) -> None:
     assert not [c for c in checks if "could not run" in c.detail], checks
     assert find(checks, "control API").status == "WARN"  # no daemon in tmp_path
     assert result.returncode == exit_code(checks)
-    if sys.platform.startswith("linux") and "FaceSwap Cam" not in loopback_devices().values():
+    labels = {device.name for device in find_loopback_devices()}
+    if sys.platform.startswith("linux") and "FaceSwap Cam" not in labels:
         camera = find(checks, "virtual camera")
         assert camera.status == "FAIL"
         assert camera.fix is not None and camera.fix.splitlines()[0] == MODPROBE

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from faceswap_cam.daemon.ops import service
-from faceswap_cam.daemon.ops.service import CommandResult
+from faceswap_cam.daemon.ops.service import common, launcher, linux, macos, windows
+from faceswap_cam.daemon.ops.service.common import CommandResult
 
 CLI = "faceswap_cam.daemon.cli"
 PYTHON = sys.executable
@@ -77,11 +78,11 @@ class FakeManager:
     def _systemctl(self, args: list[str]) -> CommandResult:
         assert args[0] == "--user", "every systemctl call must be --user"
         verb = args[1]
-        link = self.unit_dir / "graphical-session.target.wants" / service.UNIT_NAME
+        link = self.unit_dir / "graphical-session.target.wants" / linux.UNIT_NAME
         if verb == "enable":
             link.parent.mkdir(exist_ok=True)
             if not link.is_symlink():
-                link.symlink_to(self.unit_dir / service.UNIT_NAME)
+                link.symlink_to(self.unit_dir / linux.UNIT_NAME)
             return CommandResult(0)
         if verb == "disable":
             if link.is_symlink():
@@ -233,9 +234,9 @@ def desktop_exec_argv(value: str) -> list[str]:
 
 def test_systemd_unit_passes_systemd_analyze_verify(
         systemd_tools: dict[str, str], systemd_sandbox: dict[str, str], tmp_path: Path) -> None:
-    unit = tmp_path / "units" / service.UNIT_NAME
+    unit = tmp_path / "units" / linux.UNIT_NAME
     unit.parent.mkdir()
-    text = service.systemd_unit(PYTHON)
+    text = linux.systemd_unit(PYTHON)
     unit.write_text(text)
     assert verify_unit(unit, systemd_sandbox) == []
 
@@ -258,21 +259,21 @@ def test_unit_runs_interpreters_at_awkward_paths(
     python = tmp_path / "my venv %h $HOME" / "bin" / "python"
     python.parent.mkdir(parents=True)
     python.symlink_to(PYTHON)
-    unit = tmp_path / "units" / service.UNIT_NAME
+    unit = tmp_path / "units" / linux.UNIT_NAME
     unit.parent.mkdir()
-    unit.write_text(service.systemd_unit(str(python)))
+    unit.write_text(linux.systemd_unit(str(python)))
     assert verify_unit(unit, systemd_sandbox) == []
 
 
 @pytest.mark.parametrize("python", ['/opt/a"b/python', "/opt/a\\b/python", "venv/bin/python"])
 def test_unit_refuses_paths_systemd_cannot_run(python: str) -> None:
     with pytest.raises(service.ServiceError, match="systemd cannot run"):
-        service.systemd_unit(python)
+        linux.systemd_unit(python)
 
 
 @pytest.mark.parametrize("python", [PYTHON, "/home/a b/my venv %x $HOME (1)/bin/python"])
 def test_autostart_entry_parses_with_the_tray_command(python: str) -> None:
-    text = service.autostart_entry(python)
+    text = linux.autostart_entry(python)
     entry = read_ini(text)["Desktop Entry"]
     assert entry["Type"] == "Application"
     assert entry["X-GNOME-Autostart-enabled"] == "true"
@@ -284,8 +285,8 @@ def test_autostart_entry_parses_with_the_tray_command(python: str) -> None:
 def test_autostart_entry_passes_desktop_file_validate(tmp_path: Path) -> None:
     if not shutil.which("desktop-file-validate"):
         pytest.skip("desktop-file-validate not installed (apt-get install desktop-file-utils)")
-    path = tmp_path / service.DESKTOP_NAME
-    path.write_text(service.autostart_entry("/home/a b/venv $1/bin/python"))
+    path = tmp_path / linux.DESKTOP_NAME
+    path.write_text(linux.autostart_entry("/home/a b/venv $1/bin/python"))
     done = subprocess.run(["desktop-file-validate", str(path)], capture_output=True, text=True,
                           timeout=30, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -295,7 +296,7 @@ def test_launch_agents_parse_with_plistlib(home: Path) -> None:
     service.install(platform="darwin", home=home, runner=FakeManager(home))
     agents = home / "Library" / "LaunchAgents"
     logs = home / "Library" / "Logs" / "FaceSwapCam"
-    for label, command in ((service.DAEMON_LABEL, "run"), (service.TRAY_LABEL, "tray")):
+    for label, command in ((macos.DAEMON_LABEL, "run"), (macos.TRAY_LABEL, "tray")):
         with (agents / f"{label}.plist").open("rb") as stream:
             agent = plistlib.load(stream)
         assert agent["Label"] == label
@@ -337,7 +338,7 @@ def test_windows_task_xml_is_well_formed_with_a_logon_trigger(home: Path) -> Non
 
 
 def test_windows_arguments_quote_paths_with_spaces() -> None:
-    data = service.daemon_task_xml(r"C:\Py 3\pythonw.exe", Path("C:/Users/A B/daemon.log"),
+    data = windows.daemon_task_xml(r"C:\Py 3\pythonw.exe", Path("C:/Users/A B/daemon.log"),
                                    "alice", Path("C:/Users/A B"))
     action = ET.fromstring(data).find("t:Actions/t:Exec", TASK_NS)
     assert action is not None
@@ -425,7 +426,7 @@ def test_update_rewrites_and_restarts(home: Path, tmp_path: Path) -> None:
     manager.calls.clear()
     outcome = service.install(platform="linux", home=home, python=moved, runner=manager)
     assert outcome.action == "updated"
-    assert f"{moved} -m {CLI} run" in (home / ".config/systemd/user" / service.UNIT_NAME
+    assert f"{moved} -m {CLI} run" in (home / ".config/systemd/user" / linux.UNIT_NAME
                                        ).read_text()
     assert manager.commands("systemctl")[1:3] == ["--user daemon-reload",
                                                   "--user restart faceswap-cam.service"]
@@ -439,7 +440,7 @@ def test_uninstall_keeps_what_the_user_added(home: Path) -> None:
     drop_in.write_text("[Service]\nEnvironment=X=1\n")
     service.uninstall(platform="linux", home=home, runner=manager)
     assert drop_in.read_text() == "[Service]\nEnvironment=X=1\n"
-    assert not (home / ".config/systemd/user" / service.UNIT_NAME).exists()
+    assert not (home / ".config/systemd/user" / linux.UNIT_NAME).exists()
     assert not (home / ".config/autostart").exists(), "install made it, and it is empty"
 
 
@@ -502,13 +503,13 @@ def test_real_systemctl_without_a_user_bus(
     home = Path(systemd_sandbox["HOME"])
     home.mkdir()
     before = snapshot(home)
-    runner = functools.partial(service.run_command, env=systemd_sandbox)
+    runner = functools.partial(common.run_command, env=systemd_sandbox)
     outcome = service.install(platform="linux", home=home, runner=runner)
     assert outcome.action == "installed"
     (warning,) = outcome.warnings
     assert "starts at your next desktop login" in warning
     assert "systemctl --user daemon-reload" in warning
-    wants = home / ".config/systemd/user/graphical-session.target.wants" / service.UNIT_NAME
+    wants = home / ".config/systemd/user/graphical-session.target.wants" / linux.UNIT_NAME
     assert wants.is_symlink()
     assert service.status(platform="linux", home=home, runner=runner).manager[0] == \
         "enabled: enabled"
@@ -574,16 +575,16 @@ def test_macos_uninstall_keeps_the_logs_and_says_where(home: Path) -> None:
     outcome = service.uninstall(platform="darwin", home=home, runner=manager)
     assert log.read_text() == "ran\n"
     assert any(str(log) in note for note in outcome.notes)
-    assert service.DAEMON_LABEL not in manager.loaded
+    assert macos.DAEMON_LABEL not in manager.loaded
 
 
 # ---------------------------------------------------------------------- runner and launcher
 
 
 def test_run_command_reports_failures_as_results() -> None:
-    missing = service.run_command(["faceswap-cam-no-such-program"])
+    missing = common.run_command(["faceswap-cam-no-such-program"])
     assert missing.returncode == 127 and "not found" in missing.reason()
-    done = service.run_command([PYTHON, "-c", "print('hi')"])
+    done = common.run_command([PYTHON, "-c", "print('hi')"])
     assert done.ok and done.stdout == "hi\n"
 
 
@@ -591,12 +592,12 @@ def test_launch_logged_sends_output_to_the_log(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "logs" / "daemon.log"
     saved = sys.stdout, sys.stderr
-    code = service.launch_logged(["--log", str(log), "no-such-command"])
+    code = launcher.launch_logged(["--log", str(log), "no-such-command"])
     assert (sys.stdout, sys.stderr) == saved
     assert code == 2
     assert "invalid choice: 'no-such-command'" in log.read_text()
 
-    monkeypatch.setattr(service, "_LOG_ROTATE_BYTES", 10)
-    service.launch_logged(["--log", str(log), "no-such-command"])
+    monkeypatch.setattr(launcher, "_LOG_ROTATE_BYTES", 10)
+    launcher.launch_logged(["--log", str(log), "no-such-command"])
     assert "invalid choice" in log.with_name("daemon.log.1").read_text()
     assert log.read_text().count("invalid choice") == 1

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from faceswap_cam.daemon.config import Settings
+from faceswap_cam.daemon.outputs.base import SinkContext, SinkError, SinkWorker, Tick, create_sink
 from faceswap_cam.daemon.outputs.preview import PreviewSink
-from faceswap_cam.daemon.outputs.sinks import SinkContext, SinkError, SinkWorker, Tick, create_sink
 from faceswap_cam.daemon.pipeline.overlay import draw_stats
 
 SIZE = (320, 240)

@@ -19,8 +19,9 @@ import pyvirtualcam
 from pyvirtualcam.camera import BACKENDS
 from pyvirtualcam.util import decode_fourcc
 
+from faceswap_cam.daemon.capture.devices import find_loopback_devices
 from faceswap_cam.daemon.config import Settings, VirtualCameraFormat
-from faceswap_cam.daemon.outputs.sinks import SinkContext, SinkError, SinkWorker, Tick, create_sink
+from faceswap_cam.daemon.outputs.base import SinkContext, SinkError, SinkWorker, Tick, create_sink
 from faceswap_cam.daemon.outputs.virtualcam import (
     OBS_CAMERA_NAME,
     CameraTarget,
@@ -28,7 +29,6 @@ from faceswap_cam.daemon.outputs.virtualcam import (
     VirtualCameraSink,
     choose_targets,
     find_loopback_device,
-    loopback_devices,
     modprobe_command,
 )
 
@@ -97,13 +97,31 @@ def fake(register: Callable[[str, type[FakeBackend]], None]) -> type[FakeBackend
     return backend
 
 
+def loopback_caps(path: str) -> tuple[str, bool]:
+    """What VIDIOC_QUERYCAP says for a v4l2loopback node with no writer (exclusive_caps)."""
+    return ("v4l2 loopback", False)
+
+
+def video4linux(root: Path, nodes: dict[str, str], bus: str = "virtual") -> Path:
+    """/sys/class/video4linux with ``nodes`` (videoN -> card label) under /sys/devices/``bus``."""
+    cls = root / "class" / "video4linux"
+    cls.mkdir(parents=True, exist_ok=True)
+    for node, label in nodes.items():
+        real = root / "devices" / bus / "video4linux" / node
+        real.mkdir(parents=True)
+        (real / "name").write_text(label + "\n")
+        (cls / node).symlink_to(real)
+    return cls
+
+
+def labels(sysfs: Path) -> dict[str, str]:
+    return {d.path: d.name for d in find_loopback_devices(sysfs, loopback_caps)}
+
+
 @pytest.fixture
 def sysfs(tmp_path: Path) -> Path:
-    root = tmp_path / "video4linux"
-    for node, label in (("video3", "Integrated Camera"), ("video7", "FaceSwap Cam")):
-        (root / node).mkdir(parents=True)
-        (root / node / "name").write_text(label + "\n")
-    return root
+    return video4linux(tmp_path / "sys", {"video3": "Integrated Camera",
+                                          "video7": "FaceSwap Cam"})
 
 
 @pytest.fixture
@@ -114,6 +132,7 @@ def sink_factory(sysfs: Path, fake: type[FakeBackend]
     def _make(**kw: Any) -> VirtualCameraSink:
         kw.setdefault("backend", "fake")
         kw.setdefault("sysfs_root", sysfs)
+        kw.setdefault("query", loopback_caps)
         kw.setdefault("platform", "linux")
         sink = VirtualCameraSink(**kw)
         made.append(sink)
@@ -139,24 +158,32 @@ def tick(number: int = 1) -> Tick:
 
 
 def test_discovery_picks_the_device_with_our_label(sysfs: Path) -> None:
-    assert loopback_devices(sysfs) == {"/dev/video3": "Integrated Camera",
-                                       "/dev/video7": "FaceSwap Cam"}
-    assert find_loopback_device("FaceSwap Cam", sysfs) == "/dev/video7"
+    assert labels(sysfs) == {"/dev/video3": "Integrated Camera",
+                             "/dev/video7": "FaceSwap Cam"}
+    assert find_loopback_device("FaceSwap Cam", sysfs, loopback_caps) == "/dev/video7"
+
+
+def test_a_real_camera_is_never_the_output(tmp_path: Path) -> None:
+    sysfs = video4linux(tmp_path, {"video0": "FaceSwap Cam"}, bus="pci0000:00/usb1/1-1")
+    video4linux(tmp_path, {"video5": "FaceSwap Cam"})
+
+    def caps(path: str) -> tuple[str, bool]:
+        return ("uvcvideo", True) if path == "/dev/video0" else loopback_caps(path)
+
+    assert find_loopback_device("FaceSwap Cam", sysfs, caps) == "/dev/video5"
 
 
 def test_discovery_orders_nodes_numerically(tmp_path: Path) -> None:
-    for node in ("video10", "video9", "not-a-video"):
-        (tmp_path / node).mkdir()
-        (tmp_path / node / "name").write_text("FaceSwap Cam\n")
-    assert list(loopback_devices(tmp_path)) == ["/dev/video9", "/dev/video10"]
-    assert find_loopback_device("FaceSwap Cam", tmp_path) == "/dev/video9"
+    sysfs = video4linux(tmp_path, dict.fromkeys(("video10", "video9", "videoX"),
+                                                "FaceSwap Cam"))
+    assert list(labels(sysfs)) == ["/dev/video9", "/dev/video10"]
+    assert find_loopback_device("FaceSwap Cam", sysfs, loopback_caps) == "/dev/video9"
 
 
 def test_missing_label_says_how_to_create_it_and_lists_others(tmp_path: Path) -> None:
-    (tmp_path / "video3").mkdir()
-    (tmp_path / "video3" / "name").write_text("Integrated Camera\n")
+    sysfs = video4linux(tmp_path, {"video3": "Integrated Camera"})
     with pytest.raises(VirtualCameraError) as caught:
-        find_loopback_device("FaceSwap Cam", tmp_path)
+        find_loopback_device("FaceSwap Cam", sysfs, loopback_caps)
     message = str(caught.value)
     assert 'no virtual camera device labelled "FaceSwap Cam"' in message
     assert MODPROBE in message
@@ -167,7 +194,7 @@ def test_missing_label_says_how_to_create_it_and_lists_others(tmp_path: Path) ->
 
 def test_no_video4linux_folder_still_gives_the_command(tmp_path: Path) -> None:
     with pytest.raises(VirtualCameraError) as caught:
-        find_loopback_device("FaceSwap Cam", tmp_path / "absent")
+        find_loopback_device("FaceSwap Cam", tmp_path / "absent", loopback_caps)
     assert MODPROBE in str(caught.value)
     assert "other labels" not in str(caught.value)
 
@@ -179,7 +206,8 @@ def test_modprobe_command_uses_the_configured_label() -> None:
 
 def test_open_fails_the_start_when_no_device_is_labelled(
         tmp_path: Path, fake: type[FakeBackend]) -> None:
-    sink = VirtualCameraSink(backend="fake", sysfs_root=tmp_path, platform="linux")
+    sink = VirtualCameraSink(backend="fake", sysfs_root=video4linux(tmp_path, {}),
+                             query=loopback_caps, platform="linux")
     with pytest.raises(VirtualCameraError, match="modprobe"):
         sink.open((WIDTH, HEIGHT), 30.0)
     assert fake.opened == []

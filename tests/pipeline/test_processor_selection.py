@@ -10,8 +10,10 @@ import pytest
 
 from faceswap_cam.daemon.config import Fallback, Playout
 from faceswap_cam.daemon.frames import Frame
-from faceswap_cam.daemon.pipeline.processor import AsyncFaceSwapProcessor, EngineState, SwappedFrame
-from faceswap_cam.daemon.pipeline.selection import OutputSelector, Showing
+from faceswap_cam.daemon.pipeline.processor import AsyncFaceSwapProcessor, SwappedFrame
+from faceswap_cam.daemon.pipeline.selection import OutputSelector
+from faceswap_cam.daemon.states import EngineState, Showing
+from faceswap_cam.models.engine import SwapResult
 from faceswap_cam.models.simple_engines import DebugEngine
 
 MS = 1_000_000
@@ -35,7 +37,7 @@ class RecordingEngine(DebugEngine):
     def set_reference(self, image: np.ndarray) -> None:
         self.references += 1
 
-    def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
         if self.gate is not None:
             self.gate.acquire()
         self.batches.append([int(f[0, 0, 0]) for f in frames])
@@ -123,9 +125,9 @@ def test_input_queue_is_bounded_and_counts_drops() -> None:
 
 def test_wrong_engine_output_is_a_failure() -> None:
     class Shrinking(RecordingEngine):
-        def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
             self.done.release()
-            return [f[:2] for f in frames]
+            return SwapResult([f[:2] for f in frames])
 
     engine = Shrinking(first_batch=1, next_batch=1)
     processor = AsyncFaceSwapProcessor(lambda: engine, fps=30, backoff_initial_s=30)
@@ -222,11 +224,11 @@ def test_close_interrupts_and_waits_for_the_call_in_progress() -> None:
             self.finished = False
             self.closed_while_running = False
 
-        def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
             self.started.set()
             self.stop.wait(10)
             self.finished = True
-            return list(frames)
+            return SwapResult.untouched(frames)
 
         def interrupt(self) -> None:
             self.stop.set()
@@ -269,10 +271,10 @@ def test_a_refused_reference_keeps_the_previous_one() -> None:
 
 def test_untouched_frames_are_passthrough_and_restart_the_chain() -> None:
     class NobodyThere(RecordingEngine):
-        def process(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
             self.batches.append([int(f[0, 0, 0]) for f in frames])
             self.done.release()
-            return list(frames)  # nothing to swap: the inputs themselves
+            return SwapResult.untouched(frames)  # nothing to swap
 
     engine = NobodyThere(first_batch=2, next_batch=1)
     with start(engine) as processor:
@@ -285,6 +287,7 @@ def test_untouched_frames_are_passthrough_and_restart_the_chain() -> None:
         untouched, swapped = processor.frames_untouched, processor.swapped_frames()
     assert engine.batches == [[0, 1], [2, 3]]  # a first batch again, not a continuation
     assert untouched == 4 and swapped == []
+    assert engine.resets == 1  # the processor reset the engine before the second batch
 
 
 def test_a_new_reference_never_gets_a_continuation_batch() -> None:
@@ -301,3 +304,26 @@ def test_a_new_reference_never_gets_a_continuation_batch() -> None:
     assert engine.batches[0] == [0, 1, 2]
     assert len(engine.batches[1]) == 3
     assert engine.resets == 1 and processor.engine_failures == 0
+
+
+def test_debug_engine_delay_is_interruptible() -> None:
+    engine = DebugEngine(delay_ms=30_000, first_batch=1, next_batch=1)
+    errors: list[Exception] = []
+
+    def call() -> None:
+        try:
+            engine.process([np.zeros((2, 2, 3), np.uint8)])
+        except Exception as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    engine.interrupt()
+    worker.join(timeout=5)  # not the 30 s delay
+    assert not worker.is_alive()
+    assert len(errors) == 1 and "interrupted" in str(errors[0])
+    engine.delay_s = 0
+    engine.reset()  # clears the interrupt
+    assert engine.process([np.zeros((2, 2, 3), np.uint8)]).swapped
+    engine.close()
+    engine.interrupt()  # harmless after close

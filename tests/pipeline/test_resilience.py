@@ -8,11 +8,13 @@ import threading
 import numpy as np
 import pytest
 
-from faceswap_cam.daemon.capture.sources import register_source
-from faceswap_cam.daemon.capture.thread import CaptureState, WebcamCapture
+from faceswap_cam.daemon.capture.source import register_source
+from faceswap_cam.daemon.capture.thread import WebcamCapture
 from faceswap_cam.daemon.config import Fallback, Playout, Settings
-from faceswap_cam.daemon.outputs.sinks import NullSink, Sink, Tick
+from faceswap_cam.daemon.outputs.base import Sink, Tick
+from faceswap_cam.daemon.outputs.null import NullSink
 from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp
+from faceswap_cam.daemon.states import CaptureState
 from faceswap_cam.models.engine import SwapEngine
 from tests.fakes import FlakyEngine, NumberedSource
 from tests.media import read_frame

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 from pathlib import Path
@@ -9,11 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceswap_cam.daemon.capture.sources import register_source
+from faceswap_cam.daemon.capture.source import register_source
+from faceswap_cam.daemon.cli import EXIT_OK, EXIT_RUNTIME, _print_status
 from faceswap_cam.daemon.config import ConfigError, Fallback, Playout, load_settings
-from faceswap_cam.daemon.outputs.sinks import NullSink, Sink, SinkError, Tick
+from faceswap_cam.daemon.outputs.base import Sink, SinkError, Tick
+from faceswap_cam.daemon.outputs.null import NullSink
 from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp, StartError
 from tests.conftest import faceswap_cam_exe
+from tests.fake_daemon import InMemoryDaemon
 from tests.fakes import NumberedSource
 
 
@@ -171,3 +175,25 @@ def test_namespace_only_under_faceswap_cam() -> None:
     result = subprocess.run([str(python), "-c", code], capture_output=True, text=True,
                             check=True, cwd="/")
     assert result.stdout.strip() == "[]"
+
+
+def test_status_printing(capsys: pytest.CaptureFixture[str]) -> None:
+    daemon = InMemoryDaemon()
+    daemon.state, daemon.engine_state = "error", "failed"
+    daemon.engine_error = "CUDA out of memory"
+    document = daemon.status().model_dump(mode="json")
+    assert _print_status(document, as_json=False) == EXIT_OK
+    text = capsys.readouterr().out
+    for line in ("state      error", "swap       on, showing swapped", "reference  alice",
+                 "engine     debug: failed", "playout    live, fallback passthrough",
+                 "engine error CUDA out of memory"):
+        assert line in text
+    assert _print_status(document, as_json=True) == EXIT_OK
+    assert json.loads(capsys.readouterr().out) == document
+
+
+def test_status_of_another_shape_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _print_status({"state": "running", "engine": {"name": "wan"}},
+                         as_json=True) == EXIT_RUNTIME
+    captured = capsys.readouterr()
+    assert not captured.out and "not understood" in captured.err

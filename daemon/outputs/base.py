@@ -1,4 +1,4 @@
-"""Outputs: the sink contract, the per-sink worker thread, ``null`` and ``file`` sinks, registry.
+"""The sink contract, the per-sink worker thread and the registry that creates sinks by scheme.
 
 The publisher never calls a sink directly. Each sink has a :class:`SinkWorker` with its own
 thread and a small bounded slot queue: the publisher drops its frame there and moves on, and a
@@ -13,10 +13,8 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 logger = logging.getLogger(__name__)
@@ -64,80 +62,6 @@ class Sink(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
-
-
-class NullSink(Sink):
-    """Discards frames (benchmarks, and running with only the preview)."""
-
-    inline = True
-
-    def __init__(self) -> None:
-        self.frames = 0
-
-    @property
-    def description(self) -> str:
-        return "null"
-
-    def open(self, size: tuple[int, int], fps: float) -> None:
-        pass
-
-    def send(self, pixels: np.ndarray, tick: Tick) -> None:
-        self.frames += tick.repeat
-
-    def close(self) -> None:
-        pass
-
-
-_FILE_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
-
-
-class FileSink(Sink):
-    """Records the output to a video file at the output's fixed frame rate.
-
-    A recording wants every frame, so it queues more than one and writes a frame again for
-    each tick the clock missed, keeping the file's timeline equal to wall time.
-    """
-
-    slots = 60
-
-    def __init__(self, path: str) -> None:
-        self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in _FILE_FOURCC:
-            raise SinkError(f"cannot record to {path!r}: use one of "
-                            f"{', '.join(sorted(_FILE_FOURCC))}")
-        self._fourcc = _FILE_FOURCC[suffix]
-        self._writer: cv2.VideoWriter | None = None
-        self._size: tuple[int, int] | None = None
-        self.frames = 0
-
-    @property
-    def description(self) -> str:
-        return f"file:{self.path}"
-
-    def open(self, size: tuple[int, int], fps: float) -> None:
-        if not self.path.parent.is_dir():
-            raise SinkError(f"cannot record to {self.path}: folder {self.path.parent} "
-                            "does not exist")
-        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*self._fourcc), fps,
-                                 size)
-        if not writer.isOpened():
-            raise SinkError(f"cannot record to {self.path} with codec {self._fourcc}")
-        self._writer, self._size = writer, size
-
-    def send(self, pixels: np.ndarray, tick: Tick) -> None:
-        if self._writer is None:
-            return
-        for _ in range(tick.repeat):
-            self._writer.write(pixels)
-            self.frames += 1
-
-    def close(self) -> None:
-        if self._writer is not None:
-            # release() writes the index: without it the file does not play.
-            self._writer.release()
-            self._writer = None
-            logger.info("recorded %d frames to %s", self.frames, self.path)
 
 
 class SinkWorker:
@@ -258,14 +182,21 @@ def create_sink(spec: str, context: SinkContext) -> Sink:
     return factory(arg, context)
 
 
+# The built-in sinks import on first use: each module imports this one for the contract.
+
+
+def _null(arg: str, context: SinkContext) -> Sink:
+    from faceswap_cam.daemon.outputs.null import NullSink
+
+    return NullSink()
+
+
 def _file(arg: str, context: SinkContext) -> Sink:
+    from faceswap_cam.daemon.outputs.file import FileSink
+
     if not arg:
         raise SinkError("file sink needs a path: --sink file:PATH.mp4")
     return FileSink(arg)
-
-
-register_sink("null", lambda arg, context: NullSink())
-register_sink("file", _file)
 
 
 def _virtualcam(arg: str, context: SinkContext) -> Sink:
@@ -280,5 +211,7 @@ def _preview(arg: str, context: SinkContext) -> Sink:
     return PreviewSink.from_context(arg, context)
 
 
+register_sink("null", _null)
+register_sink("file", _file)
 register_sink("virtualcam", _virtualcam)
 register_sink("preview", _preview)

@@ -1,0 +1,75 @@
+"""How frames are cut into engine calls: the one batching rule, for the live processor and
+for offline rendering.
+
+A segment chain starts with a call of ``first_batch`` new frames (Wan-Animate: the segment
+length L); every call that continues it takes ``next_batch`` new frames (L - P, the other P
+are carried over from the previous segment). A clip of N frames is covered by one first call
+and as many continuing calls as needed; the last is filled up by reflecting the clip back and
+forth, as ``WanAnimatePipeline`` pads a whole clip, so every call is full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class Batched(Protocol):
+    """Anything with the two batch sizes: a swap engine, a streaming generator."""
+
+    @property
+    def first_batch(self) -> int: ...
+
+    @property
+    def next_batch(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchShape:
+    """The two batch sizes on their own (a :class:`Batched` from plain numbers)."""
+
+    first_batch: int
+    next_batch: int
+
+
+def new_frames(engine: Batched, *, continuing: bool) -> int:
+    """How many new frames the engine's next call takes: a chain starts with ``first_batch``
+    and goes on with ``next_batch``."""
+    return engine.next_batch if continuing else engine.first_batch
+
+
+def calls(engine: Batched, frames: int) -> list[int]:
+    """New frames per call for one chain over a clip of ``frames`` (the last call padded)."""
+    first = new_frames(engine, continuing=False)
+    step = new_frames(engine, continuing=True)
+    more = max(0, frames - first)
+    return [first] + [step] * -(-more // step)
+
+
+def plan(engine: Batched, frames: int) -> tuple[int, list[int]]:
+    """(padded length, new frames per call) for a clip of ``frames`` in one chain."""
+    sizes = calls(engine, frames)
+    return sum(sizes), sizes
+
+
+def pad_order(count: int, target: int) -> list[int]:
+    """Frame indices 0..count-1 reflected back and forth up to ``target`` (the pipeline's
+    padding: 0, 1, .., n-1, n-2, .., 0, 1, ..)."""
+    if count == 1:
+        return [0] * target
+    order: list[int] = []
+    index, step = 0, 1
+    while len(order) < target:
+        order.append(index)
+        index += step
+        if index in (0, count - 1):
+            step = -step
+    return order
+
+
+def pad(items: Sequence[T], target: int) -> list[T]:
+    """The first ``target`` of ``items``, filled up the pipeline's way when there are fewer."""
+    return [items[i] for i in pad_order(len(items), target)]

@@ -1,0 +1,55 @@
+"""The models FaceSwap Cam uses and the engine's default settings, each written down once.
+
+The daemon's settings, the engine, the streaming generator, the preprocessing models, the
+weights registry and ``doctor`` all read these, so changing a default here changes it
+everywhere. Constants only: the CLI and the tray import this without the model stack.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------- Hub repos
+
+#: Wan2.2-Animate-14B in diffusers layout: the generative swap model.
+WAN_ANIMATE_REPO = "Wan-AI/Wan2.2-Animate-14B-Diffusers"
+
+# RT-DETRv2 with a ResNet-18-vd backbone, COCO-trained (id 0 = "person"), Apache-2.0, ~20M
+# parameters (81 MB). It is the smallest model of PekingU's (the RT-DETR authors') hub
+# organisation and is a few AP better than v1's PekingU/rtdetr_r18vd at the same cost; the
+# whole pipeline's time goes to the 14B video model, so the detector only has to be cheap
+# and good enough to find one large person. It loads as RTDetrV2ForObjectDetection through
+# AutoModelForObjectDetection; any RT-DETR (v1 or v2) checkpoint with a "person" class works.
+DETECTOR_REPO = "PekingU/rtdetr_v2_r18vd"
+
+# The ViTPose-H whole-body (133-keypoint) network Wan-Animate's preprocessing runs is public
+# only in mmpose format; this repo hosts it, and pose.convert_mmpose_checkpoint turns the file
+# into a transformers folder (see pose.py for why no transformers checkpoint will do).
+POSE_REPO = "JunkyByte/easy_ViTPose"
+POSE_FILE = "torch/wholebody/vitpose-h-wholebody.pth"
+
+# Wan-Animate's preprocessing uses SAM2 Hiera-L (``sam2/sam2_hiera_large.pt``), but a camera
+# has one frame time for the whole pipeline, and the 2.1 Tiny tracker is the fastest of Meta's
+# checkpoints. The Hub repo carries transformers weights (config ``model_type`` ``sam2_video``,
+# processor ``Sam2VideoProcessor``), so it loads with ``Sam2VideoModel.from_pretrained`` as is.
+SAM2_REPO = "facebook/sam2.1-hiera-tiny"
+
+# --------------------------------------------------------------------------- engine
+
+#: replace: keep the user's room, replace the person; animate: the character in its scene.
+MODES = ("replace", "animate")
+MODE = "replace"
+#: Denoising steps per segment.
+STEPS = 20
+#: Segment length L (4n+1 frames): the first call takes L frames, each later one L - P.
+SEGMENT_FRAMES = 9
+#: Frames P carried from one segment to the next; Wan-Animate was trained with 1 and 5 only.
+CARRY = 1
+CARRY_CHOICES = (1, 5)
+SEED = 0
+#: Classifier-free guidance off: one transformer pass per step.
+GUIDANCE_SCALE = 1.0
+#: Short side of the generation size when none is set (1280x720 generates at 848x480).
+GEN_SHORT_SIDE = 480
+#: "wan": Wan-Animate's preprocessing models; "stand-in": image operations only.
+PREPROCESSOR = "wan"
+#: Soft edge, in camera pixels, of the swapped person composited into the room.
+FEATHER_PX = 8
