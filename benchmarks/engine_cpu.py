@@ -53,6 +53,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from faceswap_cam.models import defaults
 from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline
 from faceswap_cam.models.wan.streaming import (
     SegmentInputs,
@@ -228,16 +229,18 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--segment-frames", type=int, default=9, help="segment length L (4n+1)")
-    parser.add_argument("--carry", type=int, default=1, help="carried frames P (1 or 5)")
+    parser.add_argument("--segment-frames", type=int, default=defaults.SEGMENT_FRAMES,
+                        help="segment length L (4n+1)")
+    parser.add_argument("--carry", type=int, default=defaults.CARRY,
+                        choices=defaults.CARRY_CHOICES, help="carried frames P")
     parser.add_argument("--steps", type=int, default=4, help="denoising steps per segment")
     parser.add_argument("--frames", type=int, default=None,
                         help="clip length: L + k(L-P) frames (default: 4 segments)")
     parser.add_argument("--repeats", type=int, default=10, help="timed repeats (median)")
-    parser.add_argument("--mode", choices=("replace", "animate"), default="replace")
+    parser.add_argument("--mode", choices=defaults.MODES, default=defaults.MODE)
     parser.add_argument("--size", type=parse_size, default=(WIDTH, HEIGHT),
                         help=f"generation WxH, multiples of 16 (default {WIDTH}x{HEIGHT})")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=defaults.SEED)
     args = parser.parse_args(argv)
     check_segment(args.segment_frames, args.carry)
     if args.repeats < 1 or args.steps < 1:

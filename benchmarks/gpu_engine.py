@@ -40,6 +40,14 @@ camera is fed every k = 30 / fps-th frame). Figures are printed, never asserted.
 
 Without CUDA it exits with code 2 unless ``--tiny`` is given, which runs the same code on CPU
 with the tiny random models of ``tests.wan_tiny`` (under a minute). The last line is JSON.
+
+``--gpus N`` (N > 1) measures context parallelism (``faceswap_cam.models.wan.parallel``,
+Ulysses, as ``faceswap-cam engine serve --gpus N`` runs it): N ranks are spawned, one per GPU
+over NCCL; rank 0 first measures every configuration alone (the other GPUs idle), then all
+ranks split the DiT and measure again, in lockstep. It prints each rank's seconds per step,
+the speed-up (one GPU's s/step over the slowest rank's) and the scaling efficiency (speed-up /
+N). Without N CUDA GPUs it exits with code 2; ``--tiny --gpus 2`` checks that path on the CPU
+over gloo.
 """
 
 from __future__ import annotations
@@ -48,13 +56,17 @@ import argparse
 import importlib
 import json
 import math
+import os
+import socket
 import statistics
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +74,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from faceswap_cam.models import defaults
 from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline
 from faceswap_cam.models.wan.streaming import (
     SegmentInputs,
@@ -503,6 +516,142 @@ def measure_shape(pipe: Any, shape: Shape, args: argparse.Namespace, device: tor
     return rows, once
 
 
+# --- several GPUs --------------------------------------------------------------------------
+
+@dataclass
+class ScalingRow:
+    size: str
+    segment: int
+    steps: int
+    one_gpu_step_s: float
+    rank_step_s: list[float]
+    speedup: float
+    efficiency: float
+    one_gpu_fps: float
+    fps: float
+
+
+def _measure_all(pipe: Any, args: argparse.Namespace, device: torch.device,
+                 cond: Conditioning) -> dict[str, Row]:
+    rows: dict[str, Row] = {}
+    for w, h in args.sizes:
+        for new in args.batches:
+            shape = Shape(w, h, new, new + args.carry)
+            flops = analytic_flops(pipe.transformer.config, shape, args.text_tokens,
+                                   args.image_tokens, scale_t=pipe.vae_scale_factor_temporal,
+                                   scale_s=pipe.vae_scale_factor_spatial)
+            shape_rows, _ = measure_shape(pipe, shape, args, device, cond=cond, flops=flops,
+                                          peak=None)
+            rows.update({f"{row.size} L={row.segment} steps={row.steps}": row
+                         for row in shape_rows})
+    return rows
+
+
+def _rank_main(rank: int, args: argparse.Namespace, port: int, out_dir: str) -> None:
+    """One rank of ``--gpus N``: rank 0 alone, then every rank with the DiT split."""
+    from faceswap_cam.models.wan import parallel
+
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(args.gpus),
+                       "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)})
+    quiet()
+    if args.tiny:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.gpus))
+    # The one-GPU baseline on rank 0 can take minutes while the others wait at a barrier.
+    context = parallel.init_distributed("cpu" if args.tiny else "cuda",
+                                        timeout=timedelta(hours=2))
+    try:
+        device = context.device
+        pipe = load(args, device)
+        if args.attention_backend:
+            pipe.transformer.set_attention_backend(args.attention_backend)
+        cond = conditioning(pipe, args, device)
+        alone: dict[str, Row] = {}
+        if context.is_host:
+            alone = _measure_all(pipe, args, device, cond)
+        torch.distributed.barrier()
+        if args.tiny:
+            wan_tiny: Any = importlib.import_module("tests.wan_tiny")
+            # The CPU has no accelerator count for diffusers' set-up: a script check only.
+            with wan_tiny.cpu_context_parallel():
+                parallel.enable_context_parallel(pipe.transformer, context)
+        else:
+            parallel.enable_context_parallel(pipe.transformer, context)
+        if args.compile:
+            pipe.transformer.compile_repeated_blocks(fullgraph=True)
+        split = _measure_all(pipe, args, device, cond)
+        result = {"alone": {k: asdict(v) for k, v in alone.items()},
+                  "split": {k: asdict(v) for k, v in split.items()},
+                  "device": detect_peak(device, None)[0]}
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+    finally:
+        parallel.shutdown_distributed()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def multi_gpu_main(args: argparse.Namespace) -> int:
+    if not args.tiny and torch.cuda.device_count() < args.gpus:
+        print(f"--gpus {args.gpus} needs {args.gpus} CUDA GPUs; torch sees "
+              f"{torch.cuda.device_count()}. Run with --tiny to check the script on the CPU.",
+              file=sys.stderr)
+        return 2
+    mp: Any = importlib.import_module("torch.multiprocessing")  # untyped
+    with tempfile.TemporaryDirectory(prefix="gpu_engine_ranks_") as out_dir:
+        mp.start_processes(_rank_main, args=(args, _free_port(), out_dir), nprocs=args.gpus,
+                           join=True, start_method="spawn")
+        ranks = [json.loads(Path(out_dir, f"rank{r}.json").read_text())
+                 for r in range(args.gpus)]
+    rows = []
+    for key, one in ranks[0]["alone"].items():
+        per_rank = [float(r["split"][key]["step_s"]) for r in ranks]
+        slowest = max(per_rank)
+        speedup = one["step_s"] / slowest if slowest else 0.0
+        rows.append(ScalingRow(
+            size=one["size"], segment=one["segment"], steps=one["steps"],
+            one_gpu_step_s=one["step_s"], rank_step_s=per_rank, speedup=speedup,
+            efficiency=speedup / args.gpus, one_gpu_fps=one["fps"],
+            fps=ranks[0]["split"][key]["fps"]))
+
+    title = ("TINY random models on CPU over gloo (a check of the script: the figures mean "
+             "nothing)" if args.tiny else f"{ranks[0]['device']} x {args.gpus}")
+    print()
+    print(f"Wan2.2-Animate context parallelism (Ulysses), {title}")
+    print(f"  mode {args.mode}, carry P={args.carry}, guidance {args.guidance_scale}, "
+          f"attention {args.attention_backend or 'default'}, compile {args.compile}, "
+          f"{args.iters} timed batches per row")
+    print()
+    ranks_head = " ".join(f"{f'r{r} s/st':>9}" for r in range(args.gpus))
+    header = (f"  {'size':>9} {'L':>3} {'steps':>5} {'1 GPU s/st':>10} {ranks_head} "
+              f"{'speed-up':>8} {'eff.':>5} {'fps 1':>6} {'fps N':>6}")
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+    for row in rows:
+        rank_cells = " ".join(f"{v:>9.4f}" for v in row.rank_step_s)
+        print(f"  {row.size:>9} {row.segment:>3} {row.steps:>5} {row.one_gpu_step_s:>10.4f} "
+              f"{rank_cells} {row.speedup:>8.2f} {100 * row.efficiency:>4.0f}% "
+              f"{row.one_gpu_fps:>6.2f} {row.fps:>6.2f}")
+    print()
+    print("  s/st: seconds per denoising step; speed-up: one GPU's s/step over the slowest")
+    print(f"  rank's; eff.: speed-up / {args.gpus}; fps: new frames per second of batch time.")
+    print(json.dumps({
+        "benchmark": "gpu_engine_parallel",
+        "device": ranks[0]["device"],
+        "gpus": args.gpus,
+        "tiny": args.tiny,
+        "model": args.model or ("tiny random" if args.tiny else "random Wan2.2-Animate-14B"),
+        "mode": args.mode,
+        "attention_backend": args.attention_backend,
+        "compile": args.compile,
+        "rows": [asdict(row) for row in rows],
+    }))
+    return 0
+
+
 # --- CLI -----------------------------------------------------------------------------------
 
 def int_list(text: str) -> list[int]:
@@ -527,11 +676,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"{TINY_SIZES})")
     parser.add_argument("--batches", type=int_list, default=[8, 16],
                         help="new frames per batch, L = new + carry (default 8,16)")
-    parser.add_argument("--carry", type=int, default=1, help="carried frames P (1 or 5)")
-    parser.add_argument("--steps", type=int_list, default=[4, 20], help="denoising steps")
+    parser.add_argument("--carry", type=int, default=defaults.CARRY,
+                        choices=defaults.CARRY_CHOICES, help="carried frames P")
+    # 4: a step-distilled LoRA's count; and the engine's own default.
+    parser.add_argument("--steps", type=int_list, default=[4, defaults.STEPS],
+                        help="denoising steps")
     parser.add_argument("--iters", type=int, default=2, help="timed batches per step count")
-    parser.add_argument("--mode", choices=("replace", "animate"), default="replace")
-    parser.add_argument("--guidance-scale", type=float, default=1.0,
+    parser.add_argument("--mode", choices=defaults.MODES, default=defaults.MODE)
+    parser.add_argument("--guidance-scale", type=float, default=defaults.GUIDANCE_SCALE,
                         help="> 1 runs the DiT twice per step (CFG)")
     parser.add_argument("--attention-backend", default=None,
                         help="diffusers attention backend (e.g. flash, _flash_3, sage, native)")
@@ -546,7 +698,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="CLIP tokens of the random image embeds")
     parser.add_argument("--tiny", action="store_true",
                         help="CPU, tiny random models from tests.wan_tiny: checks the script")
+    parser.add_argument("--gpus", type=int, default=1,
+                        help="N > 1: context parallelism over N GPUs, with speed-up and "
+                             "scaling efficiency against one GPU")
     args = parser.parse_args(argv)
+    if args.gpus < 1:
+        parser.error("--gpus must be >= 1")
     if args.sizes is None:
         args.sizes = size_list(TINY_SIZES if args.tiny else "832x480,1280x720")
     for width, height in args.sizes:
@@ -596,6 +753,8 @@ def main(argv: list[str] | None = None) -> int:
               "Run with --tiny to check the script on the CPU with tiny models.",
               file=sys.stderr)
         return 2
+    if args.gpus > 1:
+        return multi_gpu_main(args)
     quiet()
     device = torch.device("cpu" if args.tiny else "cuda")
     gpu, peak = detect_peak(device, args.peak_tflops)

@@ -77,6 +77,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from faceswap_cam.models import defaults
 from faceswap_cam.models.preprocessing.face import WAN_FACE_SIZE
 from faceswap_cam.models.preprocessing.person import PersonDetector
 from faceswap_cam.models.preprocessing.pose import WholeBodyPoseEstimator
@@ -539,9 +540,10 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--frames", type=int, default=8,
+    parser.add_argument("--frames", type=int, default=defaults.SEGMENT_FRAMES - defaults.CARRY,
                         help="new frames per batch N; the segment is L = N + carry (4n+1)")
-    parser.add_argument("--carry", type=int, default=1, help="carried frames P (1 or 5)")
+    parser.add_argument("--carry", type=int, default=defaults.CARRY,
+                        choices=defaults.CARRY_CHOICES, help="carried frames P")
     parser.add_argument("--repeats", type=int, default=5, help="timed batches (median)")
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed batches after the first segment")

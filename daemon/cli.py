@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,19 +15,20 @@ from typing import Any
 
 from faceswap_cam.daemon.config import (
     ConfigError,
+    EngineHosting,
     Fallback,
     Offload,
     Playout,
     Preprocessing,
     Settings,
     VirtualCameraFormat,
-    WanMode,
-    default_config_path,
     load_settings,
 )
 from faceswap_cam.daemon.control.status import StatusError, parse_status
 from faceswap_cam.daemon.ops.doctor import add_doctor_parser, run_doctor
 from faceswap_cam.daemon.ops.service import add_service_parser, run_service
+from faceswap_cam.daemon.paths import config_file
+from faceswap_cam.models import defaults
 from faceswap_cam.models.weights.commands import add_models_parser, run_models
 
 logger = logging.getLogger("faceswap_cam")
@@ -35,13 +37,15 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
 EXIT_NOT_RUNNING = 3
+#: Stopped by a second Ctrl-C while already stopping (the shell's 128 + SIGINT).
+EXIT_INTERRUPTED = 130
 
 
 def _add_run_parser(subparsers: Any) -> None:
     run = subparsers.add_parser(
         "run", help="run the daemon (webcam -> face swap -> virtual camera)",
         description="Run the daemon. Unset flags come from FACESWAP_CAM_* variables, then the "
-        f"config file ({default_config_path()}), then defaults.")
+        f"config file ({config_file()}), then defaults.")
     run.add_argument("--config", type=Path, help="TOML config file to read instead of the default")
     run.add_argument("--source", help="auto (default) | webcam:N | webcam:auto | file:PATH | demo")
     run.add_argument("--sink", dest="sinks", action="append", metavar="SINK",
@@ -50,8 +54,16 @@ def _add_run_parser(subparsers: Any) -> None:
     run.add_argument("--engine-delay-ms", type=float, help="delay per batch of the debug engine")
     run.add_argument("--engine-timeout-s", type=float, help="an engine call longer than this "
                      "is treated as hung and the engine restarted")
-    run.add_argument("--fps", type=float, help="output frame rate (default 30)")
-    run.add_argument("--size", help="output size WIDTHxHEIGHT (default 1280x720)")
+    run.add_argument("--engine-host", choices=[h.value for h in EngineHosting],
+                     help="where the engine runs: auto (default: model engines in a child "
+                     "process, passthrough/debug inside the daemon) | child | inline")
+    run.add_argument("--engine-url", metavar="URL",
+                     help="use an engine host elsewhere: the URL its pairing line printed")
+    run.add_argument("--engine-token-file", type=Path, metavar="PATH",
+                     help="a file holding that host's token (instead of the URL's)")
+    fps, (width, height) = _default("fps"), _default("size")
+    run.add_argument("--fps", type=float, help=f"output frame rate (default {fps:g})")
+    run.add_argument("--size", help=f"output size WIDTHxHEIGHT (default {width}x{height})")
     run.add_argument("--duration", type=float, help="stop after SECONDS of output")
     run.add_argument("--fallback", choices=[f.value for f in Fallback],
                      help="what to show while no swapped frame is due")
@@ -65,9 +77,16 @@ def _add_run_parser(subparsers: Any) -> None:
     run.add_argument("--virtualcam-device", help="/dev/videoN (Linux) or camera name")
     run.add_argument("--overlay-output", action="store_true", default=None,
                      help="also draw the stats overlay on the virtual camera output")
+    run.add_argument("--ai-badge", action=argparse.BooleanOptionalAction, default=None,
+                     help="mark the virtual camera's swapped frames \"AI altered\" with a small "
+                     "corner badge (default off; `faceswap-cam badge on|off` while running)")
     run.add_argument("--log-level", help="DEBUG | INFO | WARNING | ERROR")
     run.add_argument("--reference", type=Path, help="image of the character to become")
     _add_engine_flags(run)
+
+
+def _default(setting: str) -> Any:
+    return Settings.model_fields[setting].default
 
 
 def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
@@ -75,15 +94,18 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Wan-Animate engine")
     group.add_argument("--wan-model", help="diffusers folder or repo id (downloaded with "
                        "`faceswap-cam models download`)")
-    group.add_argument("--mode", choices=[m.value for m in WanMode],
+    group.add_argument("--mode", choices=defaults.MODES,
                        help="replace: keep your room, replace the person; animate: the "
-                       "character in its own scene")
-    group.add_argument("--steps", type=int, help="denoising steps per segment (default 20)")
-    group.add_argument("--segment-frames", type=int, help="segment length L = 4n+1 (default 9)")
-    group.add_argument("--carry", type=int, choices=(1, 5),
-                       help="frames carried from one segment to the next (default 1)")
-    group.add_argument("--seed", type=int)
-    group.add_argument("--prompt")
+                       f"character in its own scene (default {defaults.MODE})")
+    group.add_argument("--steps", type=int,
+                       help=f"denoising steps per segment (default {defaults.STEPS})")
+    group.add_argument("--segment-frames", type=int,
+                       help=f"segment length L = 4n+1 (default {defaults.SEGMENT_FRAMES})")
+    group.add_argument("--carry", type=int, choices=defaults.CARRY_CHOICES,
+                       help="frames carried from one segment to the next "
+                       f"(default {defaults.CARRY})")
+    group.add_argument("--seed", type=int, help=f"default {defaults.SEED}")
+    group.add_argument("--prompt", help=f'default "{defaults.PROMPT}"')
     group.add_argument("--device", help="auto | cuda | cuda:N | mps | cpu")
     group.add_argument("--dtype", help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32")
     group.add_argument("--vae-fp32", action="store_true", default=None,
@@ -102,10 +124,63 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pose-model", help="whole-body pose model: folder or repo id")
     group.add_argument("--sam2-model", help="SAM2 video model (replace mode): folder or repo id")
     group.add_argument("--preprocessor", choices=[p.value for p in Preprocessing],
-                       help="wan: Wan-Animate's preprocessing models (default); stand-in: "
-                       "image operations only, to check the pipeline without them")
+                       help="wan: Wan-Animate's preprocessing models; stand-in: image "
+                       "operations only, to check the pipeline without them (default "
+                       f"{defaults.PREPROCESSOR})")
     group.add_argument("--colour-match", action="store_true", default=None,
                        help="match the swapped person's colours to the room")
+
+
+def _add_engine_parser(subparsers: Any) -> None:
+    from faceswap_cam.daemon.engine_host.address import DEFAULT_LISTEN
+
+    engine = subparsers.add_parser("engine", help="run a swap engine in its own process")
+    actions = engine.add_subparsers(dest="action", metavar="ACTION")
+    serve = actions.add_parser(
+        "serve", help="host an engine for a daemon (locally or on a GPU machine)",
+        description="Load the engine, listen, print the pairing line (the last line on "
+        "start), and serve one daemon at a time until stopped (Ctrl-C or SIGTERM).")
+    serve.add_argument("--config", type=Path, help="TOML config file to read instead of the "
+                       "default")
+    serve.add_argument("--engine", help="auto (default) | passthrough | debug | wan-animate")
+    serve.add_argument("--engine-delay-ms", type=float, help="delay per batch of the debug "
+                       "engine")
+    serve.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT|unix:PATH",
+                       help=f"where to listen (default {DEFAULT_LISTEN}, loopback only)")
+    serve.add_argument("--reference", type=Path, help="image of the character to become "
+                       "(a daemon sends its own)")
+    serve.add_argument("--log-level", help="DEBUG | INFO | WARNING | ERROR")
+    # The daemon that started this host as its child: the host stops when that one is gone.
+    serve.add_argument("--exit-with-parent", type=int, metavar="PID", help=argparse.SUPPRESS)
+    _add_engine_flags(serve)
+
+
+def _engine(args: argparse.Namespace) -> int:
+    from faceswap_cam.daemon.engine_host.address import AddressError, parse_listen
+
+    if args.action != "serve":
+        print("faceswap-cam: engine needs an action: serve (see `faceswap-cam engine serve "
+              "--help`)", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        settings = load_settings(_cli_values(args, "action", "listen", "exit_with_parent"),
+                                 config_path=args.config)
+        listen = parse_listen(args.listen)
+    except (ConfigError, AddressError) as exc:
+        print(f"faceswap-cam: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _configure_logging(settings.log_level)
+    from faceswap_cam.daemon.engine_host.child import OPTIONS_ENV
+    from faceswap_cam.daemon.engine_host.host import serve
+    from faceswap_cam.daemon.pipeline.app import engine_options
+
+    # A child host gets exactly the options its daemon resolved.
+    given = os.environ.pop(OPTIONS_ENV, "")
+    options = json.loads(given) if given else engine_options(settings)
+    try:
+        return serve(settings.engine, options, listen, exit_with_parent=args.exit_with_parent)
+    except KeyboardInterrupt:
+        return 130
 
 
 def _add_render_parser(subparsers: Any) -> None:
@@ -133,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run_parser(subparsers)
     _add_render_parser(subparsers)
+    _add_engine_parser(subparsers)
     add_models_parser(subparsers)
     _add_client_parsers(subparsers)
     add_service_parser(subparsers)
@@ -148,6 +224,7 @@ def _configure_logging(level: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp, StartError
+    from faceswap_cam.daemon.single_instance import AlreadyRunning
 
     try:
         settings = load_settings(_cli_values(args), config_path=args.config)
@@ -155,14 +232,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"faceswap-cam: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     _configure_logging(settings.log_level)
-    if settings.control_api:
-        running = _running_daemon()
-        if running is not None:
-            print(f"faceswap-cam: FaceSwap Cam is already running ({running}); stop it with "
-                  "`faceswap-cam stop` first", file=sys.stderr)
-            return EXIT_CONFIG
     try:
+        # Takes the one-daemon lock first of all, before any device or port is opened.
         app = RealtimeFaceSwapApp(settings)
+    except AlreadyRunning as exc:
+        print(f"faceswap-cam: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except StartError as exc:
         print(f"faceswap-cam: cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -171,8 +246,19 @@ def _run(args: argparse.Namespace) -> int:
         logger.warning("no NVIDIA GPU found: face swapping needs a CUDA GPU, so the camera runs "
                        "in passthrough (`faceswap-cam doctor` checks the whole set-up)")
 
+    interrupts = 0
+
     def on_signal(signum: int, _frame: object) -> None:
-        logger.info("%s received: stopping", signal.Signals(signum).name)
+        nonlocal interrupts
+        if signum == signal.SIGINT:
+            interrupts += 1
+        if interrupts >= 2:
+            # The orderly stop goes on (it releases the camera and finishes recordings); a
+            # third Ctrl-C ends the process at once.
+            logger.warning("already stopping; press Ctrl-C again to quit at once")
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        else:
+            logger.info("%s received: stopping", signal.Signals(signum).name)
         app.stop()
 
     signal.signal(signal.SIGINT, on_signal)
@@ -183,7 +269,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"faceswap-cam: cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     print(json.dumps(stats, sort_keys=True), flush=True)
-    return EXIT_OK
+    return EXIT_INTERRUPTED if interrupts >= 2 else EXIT_OK
 
 
 def _nvidia_gpu_seen() -> bool:
@@ -191,18 +277,6 @@ def _nvidia_gpu_seen() -> bool:
     import shutil
 
     return Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi") is not None
-
-
-def _running_daemon() -> str | None:
-    """The control URL of a daemon that answers, or None."""
-    from faceswap_cam.daemon.control.client import ControlClient, ControlError, DaemonNotRunning
-
-    try:
-        client = ControlClient.from_token_file(timeout=2.0)
-        client.status()
-    except (DaemonNotRunning, ControlError):
-        return None
-    return client.url
 
 
 def _add_client_parsers(subparsers: Any) -> None:
@@ -220,6 +294,9 @@ def _add_client_parsers(subparsers: Any) -> None:
     remove.add_argument("name")
     swap = subparsers.add_parser("swap", help="turn face swapping on or off")
     swap.add_argument("state", choices=("on", "off"))
+    badge = subparsers.add_parser(
+        "badge", help='mark the virtual camera\'s swapped frames "AI altered" (or stop)')
+    badge.add_argument("state", choices=("on", "off"))
     subparsers.add_parser("pause", help="privacy: show a still card instead of the camera")
     subparsers.add_parser("resume", help="show the camera again after pause")
     subparsers.add_parser("stop", help="stop the running daemon")
@@ -240,6 +317,10 @@ def _client_command(args: argparse.Namespace) -> int:
         if args.command == "swap":
             client.set_swap(args.state == "on")
             print(f"swap {args.state}")
+        elif args.command == "badge":
+            client.set_ai_badge(args.state == "on")
+            print('swapped frames on the virtual camera are marked "AI altered"'
+                  if args.state == "on" else "AI badge off")
         elif args.command in ("pause", "resume"):
             client.set_paused(args.command == "pause")
             print("paused: the camera shows a still card" if args.command == "pause"
@@ -257,6 +338,8 @@ def _client_command(args: argparse.Namespace) -> int:
 
 
 def _references(client: Any, args: argparse.Namespace) -> int:
+    from faceswap_cam.daemon.control.client import ControlError
+
     action = args.action or "list"
     if action == "add":
         try:
@@ -267,15 +350,25 @@ def _references(client: Any, args: argparse.Namespace) -> int:
             return EXIT_CONFIG
         print(f"added {info['name']} ({info['width']}x{info['height']}); use it with "
               f"`faceswap-cam references use {info['name']}`")
+        skipped = info.get("person_check_skipped")
+        if skipped:
+            print(f"note: not checked for exactly one person: {skipped}")
         return EXIT_OK
-    if action == "use":
-        client.select_reference(args.name)
-        print(f"swapping to {args.name} from the next batch")
-        return EXIT_OK
-    if action == "remove":
-        client.remove_reference(args.name)
-        print(f"removed {args.name}")
-        return EXIT_OK
+    try:
+        if action == "use":
+            client.select_reference(args.name)
+            print(f"swapping to {args.name} from the next batch")
+            return EXIT_OK
+        if action == "remove":
+            client.remove_reference(args.name)
+            print(f"removed {args.name}")
+            return EXIT_OK
+    except ControlError as exc:
+        if exc.status != 404:
+            raise
+        print(f"faceswap-cam: no reference named {args.name}; `faceswap-cam references` lists "
+              "them", file=sys.stderr)
+        return EXIT_RUNTIME
     entries = client.references()
     if not entries:
         print("no reference faces yet: faceswap-cam references add IMAGE")
@@ -300,14 +393,23 @@ def _print_status(document: object, *, as_json: bool) -> int:
         f"reference  {status.reference or 'none'}",
         f"engine     {status.engine}: {status.engine_state}",
         f"playout    {status.playout}, fallback {status.fallback}",
+        f"AI badge   {'on' if status.ai_badge else 'off'}",
         f"fps        capture {status.capture_fps}, process {status.process_fps}, "
         f"publish {status.publish_fps}; latency {status.latency_ms} ms",
         f"preview    {status.preview_url or '-'}",
         f"control    {status.api_url}",
     ]
+    host = status.engine_host
+    if host is not None:
+        lines.append(f"host       {host.state}, pid {host.pid or '-'}, {host.restarts} "
+                     f"restarts ({host.url or '-'})")
     problems = (("engine error", status.engine_error), ("camera error", status.camera_error),
-                ("reference error", status.reference_error))
+                ("reference error", status.reference_error),
+                ("host error", "" if host is None else host.error),
+                ("host fix", "" if host is None else host.fix))
     lines += [f"{label:10} {text}" for label, text in problems if text]
+    for failed in status.output_errors:
+        lines += [f"{'output':10} {failed.output}: {failed.error}", f"{'fix':10} {failed.fix}"]
     print("\n".join(lines))
     return EXIT_OK
 
@@ -406,9 +508,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "render":
         return _render(args)
+    if args.command == "engine":
+        return _engine(args)
     if args.command == "models":
         return run_models(args)
-    if args.command in ("status", "references", "swap", "pause", "resume", "stop"):
+    if args.command in ("status", "references", "swap", "badge", "pause", "resume", "stop"):
         return _client_command(args)
     if args.command == "service":
         return run_service(args)

@@ -55,11 +55,6 @@ class Playout(StrEnum):
     SMOOTH = "smooth"  # play them at capture cadence behind an adaptive delay
 
 
-class WanMode(StrEnum):
-    REPLACE = "replace"  # keep the user's room, replace the person
-    ANIMATE = "animate"  # the reference character, animated, in its own scene
-
-
 class Offload(StrEnum):
     NONE = "none"
     MODEL = "model"  # whole models move to the GPU when used
@@ -69,6 +64,12 @@ class Offload(StrEnum):
 class Preprocessing(StrEnum):
     WAN = "wan"  # person detector, whole-body pose, face crops, SAM2 masks
     STAND_IN = "stand-in"  # image operations only: checks the pipeline without those models
+
+
+class EngineHosting(StrEnum):
+    AUTO = "auto"  # model engines in a child process, the stand-in engines inside the daemon
+    CHILD = "child"  # any engine in a child process (checks the whole host path with `debug`)
+    INLINE = "inline"  # the engine in a thread of the daemon
 
 
 class VirtualCameraFormat(StrEnum):
@@ -83,7 +84,9 @@ class Settings(BaseModel):
     """Everything ``faceswap-cam run`` can be told. Field names are the TOML keys; the
     environment variable is ``FACESWAP_CAM_<FIELD>`` and the flag ``--<field-with-dashes>``."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # No infinities or NaN anywhere: `--duration inf` is not a run length.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False,
+                              allow_inf_nan=False)
 
     source: str = Field("auto", description="auto | webcam:N | webcam:auto | file:PATH | demo")
     sinks: list[str] = Field(
@@ -95,6 +98,12 @@ class Settings(BaseModel):
     engine_delay_ms: float = Field(0.0, ge=0, le=600_000, description="debug engine delay")
     engine_timeout_s: float = Field(60.0, gt=0, le=3600,
                                     description="an engine call longer than this is hung")
+    engine_host: EngineHosting = Field(
+        EngineHosting.AUTO, description="where the engine runs: auto | child | inline")
+    engine_url: str | None = Field(
+        None, description="an engine host elsewhere: the URL its pairing line printed")
+    engine_token_file: Path | None = Field(
+        None, description="a file holding the engine host's token (with engine_url)")
     fps: float = Field(30.0, gt=0, le=120)
     size: tuple[int, int] = Field((1280, 720), description="output WIDTHxHEIGHT, even numbers")
     duration: float | None = Field(None, gt=0, description="stop after SECONDS (default: run)")
@@ -105,6 +114,8 @@ class Settings(BaseModel):
         500.0, ge=0, le=60_000,
         description="a swapped frame this late past its slot gives way to the fallback")
     overlay_output: bool = Field(False, description="burn the stats overlay into the camera")
+    ai_badge: bool = Field(False, description="mark the virtual camera's swapped frames as "
+                           "AI-altered with a small corner badge")
     preview_host: str = "127.0.0.1"
     preview_port: int = Field(8765, ge=0, le=65535, description="0 picks a free port")
     preview_fps: float = Field(15.0, gt=0, le=60)
@@ -120,14 +131,14 @@ class Settings(BaseModel):
     reference: Path | None = Field(None, description="image of the character to become")
     wan_model: str = Field(defaults.WAN_ANIMATE_REPO,
                            description="diffusers folder or downloaded repo id")
-    mode: WanMode = WanMode(defaults.MODE)
+    mode: defaults.WanMode = defaults.WanMode(defaults.MODE)
     steps: int = Field(defaults.STEPS, ge=1, le=100, description="denoising steps per segment")
     segment_frames: int = Field(defaults.SEGMENT_FRAMES, ge=5, le=161,
                                 description="segment length L = 4n+1")
     carry: int = Field(defaults.CARRY, description="frames carried between segments: "
                        + " or ".join(map(str, defaults.CARRY_CHOICES)))
     seed: int = Field(defaults.SEED, ge=0)
-    prompt: str = "a person talking to the camera"
+    prompt: str = defaults.PROMPT
     device: str = Field("auto", description="auto | cuda | cuda:N | mps | cpu")
     dtype: str = Field("auto", description="auto | bf16 | fp16 | fp32")
     vae_fp32: bool = False
@@ -213,6 +224,15 @@ class Settings(BaseModel):
             raise ValueError("the preview is served on loopback only: 127.0.0.1, localhost or ::1")
         return value
 
+    @field_validator("engine_url")
+    @classmethod
+    def _check_engine_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            from faceswap_cam.daemon.engine_host.address import parse_engine_url
+
+            parse_engine_url(value)  # AddressError (a ValueError) says which form works
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _check_level(cls, value: str) -> str:
@@ -220,6 +240,16 @@ class Settings(BaseModel):
         if upper not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return upper
+
+    @model_validator(mode="after")
+    def _engine_url_needs_a_host(self) -> Settings:
+        if self.engine_url and self.engine_host is EngineHosting.INLINE:
+            raise ValueError("engine_url runs the engine on a host: it cannot be combined "
+                             "with engine_host = inline")
+        if self.engine_token_file is not None and not self.engine_url:
+            raise ValueError("engine_token_file is the token of an engine host: give "
+                             "engine_url too")
+        return self
 
     @model_validator(mode="after")
     def _segment_fits_carry(self) -> Settings:
@@ -231,11 +261,6 @@ class Settings(BaseModel):
     @property
     def size_text(self) -> str:
         return f"{self.size[0]}x{self.size[1]}"
-
-
-def default_config_path() -> Path:
-    # Kept until doctor reads paths.config_file() directly.
-    return paths.config_file()
 
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -253,6 +278,9 @@ def _from_file(path: Path) -> dict[str, Any]:
             data = tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a TOML text file (it is not UTF-8 text; "
+                          "is it the right file?)") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     # Either top-level keys or a [daemon] table.

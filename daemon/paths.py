@@ -25,6 +25,7 @@ MODELS_DIR_ENV = "FACESWAP_CAM_MODELS_DIR"
 REFERENCES_DIR_ENV = "FACESWAP_CAM_REFERENCES_DIR"
 CONTROL_FILE_ENV = "FACESWAP_CAM_CONTROL_FILE"
 CONTROL_FILE_NAME = "control.json"
+DAEMON_LOCK_NAME = "daemon.lock"
 
 
 def config_dir() -> Path:
@@ -94,6 +95,17 @@ def control_file_candidates() -> list[Path]:
     config = config_dir() / CONTROL_FILE_NAME
     runtime = runtime_dir()
     return [config] if runtime is None else [runtime / CONTROL_FILE_NAME, config]
+
+
+def daemon_lock_file() -> Path:
+    """The file the running daemon holds an OS lock on, one per user: ``daemon.lock`` in the
+    config dir, the one folder that is the same over ssh and in the desktop session (the
+    runtime dir is not). Beside ``$FACESWAP_CAM_CONTROL_FILE`` when that is set, so that tests
+    and unusual set-ups with their own control file have their own daemon."""
+    override = os.environ.get(CONTROL_FILE_ENV)
+    if override:
+        return Path(override).expanduser().with_suffix(".lock")
+    return config_dir() / DAEMON_LOCK_NAME
 
 
 def fsync_dir(folder: Path) -> None:

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import struct
 import sys
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -39,7 +38,12 @@ import cv2
 import numpy as np
 
 from faceswap_cam.daemon.paths import atomic_write
-from faceswap_cam.models.reference import ReferenceError, check_reference, decode_reference
+from faceswap_cam.models.reference import (
+    ReferenceError,
+    check_reference,
+    decode_reference,
+    measure_image,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ SELECTED_FILE = "selected.json"
 LOCK_FILE = ".lock"
 # What atomic_write names its temporary files, and what earlier versions named theirs.
 TEMP_PATTERNS = (".*.tmp", ".tmp-*")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 INDEX_VERSION = 1
 
 _NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
@@ -126,10 +131,7 @@ def _png_size(path: Path) -> tuple[int, int] | None:
             head = file.read(24)
     except OSError:
         return None
-    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
-        return None
-    width, height = struct.unpack(">II", head[16:24])
-    return int(width), int(height)
+    return measure_image(head) if head.startswith(PNG_MAGIC) else None
 
 
 def _write_json(path: Path, value: object) -> None:
@@ -244,12 +246,13 @@ class ReferenceLibrary:
             index = self._load_index()
             if name not in index:
                 raise KeyError(name)
-            # np.fromfile + imdecode: cv2.imread cannot open non-ASCII paths on Windows.
-            raw = np.fromfile(self._path(name), np.uint8)
-        image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
-        if image is None:
-            raise KeyError(f"{name}: stored image {self._path(name)} cannot be decoded")
-        return image
+            raw = self._path(name).read_bytes()
+        # Measured before it is decoded, like an upload: a file put in the folder by hand
+        # is not trusted either.
+        try:
+            return decode_reference(raw, f"stored image {self._path(name)}")
+        except ReferenceError as exc:
+            raise KeyError(f"{name}: {exc}") from exc
 
     def remove(self, name: str) -> None:
         """Delete ``name`` (KeyError if unknown); deleting the selected one clears the choice."""

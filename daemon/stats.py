@@ -42,6 +42,12 @@ class Samples:
         self._values: deque[float] = deque(maxlen=capacity)
         self._lock = threading.Lock()
 
+    @property
+    def capacity(self) -> int:
+        maxlen = self._values.maxlen
+        assert maxlen is not None
+        return maxlen
+
     def add(self, value: float) -> None:
         with self._lock:
             self._values.append(value)

@@ -7,6 +7,8 @@ everywhere. Constants only: the CLI and the tray import this without the model s
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 # --------------------------------------------------------------------------- Hub repos
 
 #: Wan2.2-Animate-14B in diffusers layout: the generative swap model.
@@ -34,9 +36,14 @@ SAM2_REPO = "facebook/sam2.1-hiera-tiny"
 
 # --------------------------------------------------------------------------- engine
 
-#: replace: keep the user's room, replace the person; animate: the character in its scene.
-MODES = ("replace", "animate")
-MODE = "replace"
+
+class WanMode(StrEnum):
+    REPLACE = "replace"  # keep the user's room, replace the person
+    ANIMATE = "animate"  # the reference character, animated, in its own scene
+
+
+MODES = tuple(mode.value for mode in WanMode)
+MODE = WanMode.REPLACE.value
 #: Denoising steps per segment.
 STEPS = 20
 #: Segment length L (4n+1 frames): the first call takes L frames, each later one L - P.
@@ -53,3 +60,11 @@ GEN_SHORT_SIDE = 480
 PREPROCESSOR = "wan"
 #: Soft edge, in camera pixels, of the swapped person composited into the room.
 FEATHER_PX = 8
+#: What the product asks Wan-Animate for. The streaming generator's own default stays "", as
+#: the diffusers pipeline's does, so that class alone matches the pipeline call for call.
+PROMPT = "a person talking to the camera"
+
+# --------------------------------------------------------------------------- install
+
+#: Installs the model stack (torch, diffusers, transformers, huggingface_hub).
+MODELS_EXTRA_INSTALL = "pip install 'faceswap-cam[models]'"

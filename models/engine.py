@@ -161,19 +161,18 @@ def _wan_unavailable(options: dict[str, Any]) -> str | None:
     import importlib.util
     from pathlib import Path
 
-    from faceswap_cam.models import weights
+    from faceswap_cam.models import defaults, weights
     from faceswap_cam.models.wan.requirements import required_weights
 
     missing = [m for m in ("torch", "diffusers", "transformers")
                if importlib.util.find_spec(m) is None]
     if missing:
         return (f"{', '.join(missing)} not installed: install the model extra "
-                "(pip install 'faceswap-cam[models]')")
+                f"({defaults.MODELS_EXTRA_INSTALL})")
     for name, value in required_weights(options):
         local = value is not None and Path(value).expanduser().exists()
         if not local and not weights.is_present(name):
-            return (f"the {name} weights are not downloaded: "
-                    f"faceswap-cam models download --only {name}")
+            return f"the {name} weights are not downloaded: {weights.fix_command(name)}"
     if not options.get("reference"):
         return "no reference face is set: pass --reference IMAGE"
     return None

@@ -2,10 +2,17 @@
 
 A bad reference must never take the camera down: these checks give a clear reason, and the
 callers keep the reference already in use.
+
+Images are measured before they are decoded: the dimensions come from the file's header
+(:func:`measure_image`), and one past the limits is refused without a pixel being allocated, so
+a small file that claims 30000x30000 (a "decompression bomb") costs nothing. Decoding itself
+is limited to ``DECODE_SLOTS`` images at a time, so parallel uploads cannot add up either.
 """
 
 from __future__ import annotations
 
+import struct
+import threading
 from pathlib import Path
 
 import cv2
@@ -15,38 +22,123 @@ MIN_SIDE = 64  # smaller than this holds no usable face
 MAX_SIDE = 8192
 MAX_PIXELS = 40_000_000  # ~40 MP: larger only costs memory, the model sees ~0.4 MP
 MAX_FILE_BYTES = 50 * 1024 * 1024
+#: Images decoded at once, whoever asks (uploads, --reference, the library at start).
+DECODE_SLOTS = 2
+FORMATS = "PNG, JPEG, WebP or BMP"
+
+_decoding = threading.BoundedSemaphore(DECODE_SLOTS)
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (every coding but DHT 0xC4, JPG 0xC8 and DAC 0xCC).
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+# Markers that stand alone, without a length.
+_JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
 
 
 class ReferenceError(ValueError):
     """The reference image is unusable; the message says why and what would do."""
 
 
-def decode_reference(source: Path | bytes) -> np.ndarray:
-    """Decode a reference (a file or its bytes) to BGR pixels, checking size limits."""
+def measure_image(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of a PNG, JPEG, WebP or BMP, without decoding it; None
+    for anything else, or a header too damaged to say."""
+    try:
+        if data.startswith(_PNG_MAGIC):
+            if data[12:16] != b"IHDR":
+                return None
+            width, height = struct.unpack_from(">II", data, 16)
+            return width, height
+        if data.startswith(b"\xff\xd8"):
+            return _jpeg_size(data)
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return _webp_size(data)
+        if data[:2] == b"BM":
+            header_size = struct.unpack_from("<I", data, 14)[0]
+            if header_size == 12:  # the old OS/2 header: 16-bit sides
+                width, height = struct.unpack_from("<HH", data, 18)
+                return width, height
+            width, height = struct.unpack_from("<ii", data, 18)
+            return abs(width), abs(height)  # a negative height means top-down rows
+    except struct.error:
+        return None  # cut off inside the header
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            position += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, or the scan data, before any frame header
+            return None
+        length = struct.unpack_from(">H", data, position + 2)[0]
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack_from(">HH", data, position + 5)
+            return width, height
+        position += 2 + length
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8X":  # extended: the canvas size, 24 bits each, minus one
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        return (width, height) if len(data) >= 30 else None
+    if chunk == b"VP8 ":  # lossy: after the frame tag and its start code, 14 bits each
+        if data[23:26] != b"\x9d\x01\x2a":
+            return None
+        width, height = struct.unpack_from("<HH", data, 26)
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L":  # lossless: a signature byte, then 14 bits each, minus one
+        if data[20:21] != b"\x2f":
+            return None
+        bits = struct.unpack_from("<I", data, 21)[0]
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None
+
+
+def decode_reference(source: Path | bytes, name: str | None = None) -> np.ndarray:
+    """Decode a reference (a file or its bytes) to BGR pixels, checking size limits: from the
+    header before decoding, and again on the pixels. ``name`` says what it is in messages."""
     if isinstance(source, Path):
         if not source.is_file():
             raise ReferenceError(f"reference image not found: {source}")
         if source.stat().st_size > MAX_FILE_BYTES:
             raise ReferenceError(f"reference {source} is over {MAX_FILE_BYTES // 2**20} MB")
         data = source.read_bytes()
-        name = str(source)
+        name = name or str(source)
     else:
         if len(source) > MAX_FILE_BYTES:
             raise ReferenceError(f"reference image is over {MAX_FILE_BYTES // 2**20} MB")
-        data, name = source, "reference image"
-    buffer = np.frombuffer(data, np.uint8)
-    # Read the header first: a decompression bomb is refused before it is decoded.
-    header = cv2.imdecode(buffer, cv2.IMREAD_REDUCED_GRAYSCALE_8) if buffer.size else None
-    if header is None:
-        raise ReferenceError(f"{name} cannot be decoded as an image (use a PNG or JPEG)")
-    if header.size * 64 > MAX_PIXELS * 1.05:
-        raise ReferenceError(f"{name} is too large (about {header.size * 64 / 1e6:.0f} MP; "
-                             f"at most {MAX_PIXELS / 1e6:.0f} MP)")
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+        data, name = source, name or "reference image"
+    size = measure_image(data)
+    if size is None:
+        raise ReferenceError(f"{name} cannot be decoded as an image (use a {FORMATS} file)")
+    check_size(*size, name)
+    with _decoding:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise ReferenceError(f"{name} cannot be decoded as an image (use a PNG or JPEG)")
+        raise ReferenceError(f"{name} cannot be decoded as an image (use a {FORMATS} file)")
     check_reference(image, name)
     return image
+
+
+def check_size(width: int, height: int, name: str = "reference image") -> None:
+    """The size limits, on dimensions alone."""
+    if min(height, width) < MIN_SIDE:
+        raise ReferenceError(f"{name} is too small ({width}x{height}): use at least "
+                             f"{MIN_SIDE} px on each side, ideally a clear portrait")
+    if max(height, width) > MAX_SIDE or height * width > MAX_PIXELS:
+        raise ReferenceError(f"{name} is too large ({width}x{height}): at most {MAX_SIDE} px "
+                             f"a side and {MAX_PIXELS / 1e6:.0f} MP")
 
 
 def check_reference(image: np.ndarray, name: str = "reference image") -> None:
@@ -54,9 +146,4 @@ def check_reference(image: np.ndarray, name: str = "reference image") -> None:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ReferenceError(f"{name} must be a colour image (got shape {image.shape})")
     height, width = image.shape[:2]
-    if min(height, width) < MIN_SIDE:
-        raise ReferenceError(f"{name} is too small ({width}x{height}): use at least "
-                             f"{MIN_SIDE} px on each side, ideally a clear portrait")
-    if max(height, width) > MAX_SIDE or height * width > MAX_PIXELS:
-        raise ReferenceError(f"{name} is too large ({width}x{height}): at most {MAX_SIDE} px "
-                             f"a side and {MAX_PIXELS / 1e6:.0f} MP")
+    check_size(width, height, name)

@@ -66,6 +66,9 @@ class InMemoryDaemon:
         self.publish_fps: float | None = 30.0
         self.latency_ms: float | None = 80.0
         self.preview_url: str | None = PREVIEW_URL
+        self.ai_badge = False
+        #: Why new references are not checked for one person ("" when they are).
+        self.person_check_skipped = ""
 
     def status(self) -> DaemonStatus:
         """What the real daemon would report in this state."""
@@ -81,14 +84,14 @@ class InMemoryDaemon:
                 paused=self.paused, reference=self.selected, reference_error="",
                 camera_error=self.camera_error, camera_fix="", engine_fix=self.engine_fix,
                 devices=Devices(source="demo", outputs=["null"]),
-                preview_url=self.preview_url, api_url=None)
+                preview_url=self.preview_url, api_url=None, ai_badge=self.ai_badge)
 
     def snapshot(self) -> dict[str, Any]:
         """What the control calls can change, copied."""
         with self._lock:
             return copy.deepcopy({k: v for k, v in vars(self).items()
-                                  if k in ("swap", "paused", "playout", "fallback", "library",
-                                           "selected")})
+                                  if k in ("swap", "paused", "ai_badge", "playout", "fallback",
+                                           "library", "selected")})
 
     def set_swap(self, enabled: bool) -> None:
         with self._lock:
@@ -111,6 +114,10 @@ class InMemoryDaemon:
         with self._lock:
             self.paused = paused
 
+    def set_ai_badge(self, enabled: bool) -> None:
+        with self._lock:
+            self.ai_badge = enabled
+
     def list_references(self) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(entry, selected=name == self.selected)
@@ -125,7 +132,7 @@ class InMemoryDaemon:
                 raise ValueError(f"a reference named {name!r} exists already")
             entry = {"name": name, "width": 64, "height": 64, "added": "2024-02-02T00:00:00"}
             self.library[name] = entry
-            return dict(entry, selected=False)
+            return dict(entry, selected=False, person_check_skipped=self.person_check_skipped)
 
     def select_reference(self, name: str) -> None:
         with self._lock:

@@ -6,16 +6,29 @@ cd "$(dirname "$0")/.."
 
 python3 installers/bootstrap.py --dev
 
-# The preview page is tested in a real headless browser. Install it where we may (CI runs as
-# root on Debian); elsewhere that one test skips and says how to install it.
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+# Some tests need system tools: the preview page a real headless browser, the tray a virtual X
+# display, the installers shellcheck, the autostart entry desktop-file-validate. Each of those
+# tests skips without its tool, so install them where we may (CI runs as root on Debian), with
+# one `apt-get update` for all; elsewhere say what is missing and how to install it.
+packages=""
+need() { # need COMMAND PACKAGE
+    command -v "$1" >/dev/null 2>&1 || packages="$packages $2"
+}
+need chromium chromium
+need chromedriver chromium-driver
+need Xvfb xvfb
+need shellcheck shellcheck
+need desktop-file-validate desktop-file-utils
+if [ -n "$packages" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing chromium and chromium-driver for the browser test"
+        echo "installing$packages for the tests that need them"
         apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+        # $packages is split on purpose: one word per package.
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
     else
-        echo "note: chromium/chromedriver missing; the browser test will be skipped" \
-             "(sudo apt-get install chromium chromium-driver)"
+        echo "note:$packages missing; the tests that need them will be skipped" \
+             "(sudo apt-get install$packages)"
     fi
 fi
 

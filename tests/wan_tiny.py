@@ -16,6 +16,8 @@ square face crops, and segments of ``4 * n + 1`` frames (the VAE's temporal comp
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +204,19 @@ def save_tiny_wan_animate(folder: Path, seed: int = 0) -> Path:
     pipe = _untyped("diffusers").WanAnimatePipeline(**build_tiny_components(seed))
     pipe.save_pretrained(str(folder), safe_serialization=True)
     return folder
+
+
+@contextmanager
+def cpu_context_parallel() -> Iterator[None]:
+    """Let diffusers' context-parallel set-up run on the CPU (tests and ``--tiny`` checks only).
+
+    ``ModelMixin._resolve_parallel_config`` picks each rank's device as
+    ``rank % torch.accelerator.device_count()``, which is a division by zero without an
+    accelerator; on the CPU every rank's device is simply ``cpu``.
+    """
+    from unittest import mock
+
+    import torch
+
+    with mock.patch.object(torch.accelerator, "device_count", return_value=1):
+        yield

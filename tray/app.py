@@ -100,6 +100,8 @@ class DaemonClient(Protocol):
 
     def set_paused(self, paused: bool) -> dict[str, Any]: ...
 
+    def set_ai_badge(self, enabled: bool) -> dict[str, Any]: ...
+
     def shutdown(self) -> None: ...
 
 
@@ -130,11 +132,16 @@ def camera_lost(status: DaemonStatus) -> bool:
     return status.capture_state is CaptureState.LOST or bool(status.camera_error.strip())
 
 
+def failed_outputs(status: DaemonStatus) -> tuple[str, ...]:
+    """The outputs that stopped (a recording on a full disk); the others go on."""
+    return tuple(failed.output for failed in status.output_errors)
+
+
 def classify(status: DaemonStatus) -> tuple[TrayState, str]:
     """The tray state for a daemon status, and a short reason for passthrough."""
     if status.state is DaemonState.STOPPING:
         return TrayState.NOT_RUNNING, "stopping"
-    if engine_failed(status) or camera_lost(status):
+    if engine_failed(status) or camera_lost(status) or failed_outputs(status):
         return TrayState.ERROR, ""
     if status.paused or status.state is DaemonState.PAUSED:
         return TrayState.PAUSED, ""
@@ -169,6 +176,13 @@ def _problem(status: DaemonStatus) -> tuple[str, str]:
                or "check the camera and close other apps using it; FaceSwap Cam reconnects "
                   "on its own")
         return f"camera lost: {error}", fix
+    if status.output_errors:
+        failed = status.output_errors[0]
+        more = len(status.output_errors) - 1
+        error = (failed.error.strip() or f"output {failed.output} stopped") + (
+            f" (and {more} more output{'s' if more > 1 else ''})" if more else "")
+        fix = failed.fix.strip() or "restart FaceSwap Cam to open the output again"
+        return error, fix
     return "", ""
 
 
@@ -184,6 +198,7 @@ class _View:
     fix: str = ""
     engine_failed: bool = False
     camera_lost: bool = False
+    failed_outputs: tuple[str, ...] = ()
     fps: float | None = None
 
 
@@ -193,7 +208,8 @@ def _view_of(status: DaemonStatus, references: list[dict[str, Any]]) -> _View:
     return _View(state=state, detail=detail, status=status,
                  references=tuple(r for r in references if isinstance(r, dict)),
                  error=error, fix=fix, engine_failed=engine_failed(status),
-                 camera_lost=camera_lost(status), fps=status.publish_fps)
+                 camera_lost=camera_lost(status), failed_outputs=failed_outputs(status),
+                 fps=status.publish_fps)
 
 
 # --- the controller ---------------------------------------------------------------------------
@@ -391,6 +407,10 @@ class TrayController:
         if view.camera_lost and view.status is not None and not previous.camera_lost:
             reason = view.status.camera_error.strip() or "the camera stopped sending frames"
             self.notify("Camera lost", f"{reason}. FaceSwap Cam reconnects when it can.")
+        if view.status is not None:
+            for failed in view.status.output_errors:
+                if failed.output not in previous.failed_outputs:
+                    self.notify("Output stopped", _with_fix(failed.error, failed.fix))
 
     # The GUI.
 
@@ -467,7 +487,7 @@ class TrayController:
         status = view.status
         references = tuple((r.get("name"), r.get("selected")) for r in view.references)
         switches = (None if status is None
-                    else (status.swap, status.paused, status.preview_url))
+                    else (status.swap, status.paused, status.ai_badge, status.preview_url))
         return (tuple(self.status_lines()), references, switches, self.connected,
                 self._login_installed())
 
@@ -504,6 +524,9 @@ class TrayController:
                             enabled=connected))
         entries.append(item("Pause camera", self._action(self.toggle_pause),
                             checked=const(status is not None and status.paused),
+                            enabled=connected))
+        entries.append(item('Mark camera "AI altered"', self._action(self.toggle_ai_badge),
+                            checked=const(status is not None and status.ai_badge),
                             enabled=connected))
         entries.append(item("Open preview", self._action(self.open_preview),
                             enabled=status is not None and bool(status.preview_url)))
@@ -597,7 +620,10 @@ class TrayController:
         status = self._view.status
         if status is None or not status.reference:
             client.select_reference(name)
-        self.notify("Reference face added", name)
+        skipped = str(entry.get("person_check_skipped") or "")
+        self.notify("Reference face added",
+                    f"{name} (not checked for exactly one person: {skipped})" if skipped
+                    else name)
         self.refresh()
 
     def toggle_swap(self) -> None:
@@ -608,6 +634,11 @@ class TrayController:
     def toggle_pause(self) -> None:
         status = self._view.status
         self._get_client().set_paused(status is None or not status.paused)
+        self.refresh()
+
+    def toggle_ai_badge(self) -> None:
+        status = self._view.status
+        self._get_client().set_ai_badge(status is None or not status.ai_badge)
         self.refresh()
 
     def open_preview(self) -> None:
@@ -941,7 +972,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def client_factory() -> DaemonClient:
         return ControlClient.from_token_file(control_file)
 
-    controller = TrayController(client_factory, interval=max(0.2, args.interval))
+    from faceswap_cam.daemon.ops import service as login_service
+
+    # The module's install/uninstall/is_installed are the LoginService the menu drives.
+    controller = TrayController(client_factory, interval=max(0.2, args.interval),
+                                service=login_service)
     controller.refresh()
     icon = pystray.Icon("faceswap-cam", icon_image(controller.state), controller.title(),
                         menu=controller.build_menu())

@@ -95,10 +95,19 @@ class WebcamSource(FrameSource):
             self._capture = None
 
 
+def webcam_device(arg: str) -> int | str | None:
+    """What ``webcam:ARG`` names: a camera index, a device path or name, or None for ``auto``
+    (the first real camera)."""
+    if arg in ("", "auto"):
+        return None
+    return int(arg) if arg.isdigit() else arg
+
+
 def webcam_source(arg: str, size: tuple[int, int], fps: float) -> WebcamSource:
     """The source for ``webcam:ARG``: an index, a device path, or ``auto`` (the first real
     camera; v4l2loopback devices never count)."""
-    if arg in ("", "auto"):
+    device = webcam_device(arg)
+    if device is None:
         index = auto_webcam_index()
         if index is None:
             raise SourceError(
@@ -107,6 +116,4 @@ def webcam_source(arg: str, size: tuple[int, int], fps: float) -> WebcamSource:
             )
         logger.info("webcam:auto picked camera %d", index)
         return WebcamSource(index, size=size, fps=fps)
-    if arg.isdigit():
-        return WebcamSource(int(arg), size=size, fps=fps)
-    return WebcamSource(arg, size=size, fps=fps)
+    return WebcamSource(device, size=size, fps=fps)

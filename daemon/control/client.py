@@ -12,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import mimetypes
+import os
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,8 +29,10 @@ from faceswap_cam.daemon.control.control_file import (
 )
 
 __all__ = [
+    "IDENTITY_PATH",
     "MAX_IMAGE_BYTES",
     "NOT_RUNNING_MESSAGE",
+    "SERVICE_NAME",
     "ControlClient",
     "ControlError",
     "DaemonNotRunning",
@@ -39,6 +43,12 @@ __all__ = [
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 
 NOT_RUNNING_MESSAGE = "FaceSwap Cam is not running: start it with `faceswap-cam run`"
+
+#: The one route served without the token: ``{"service": SERVICE_NAME, "pid": ...}``, so that a
+#: client can tell our daemon from whatever took a stale control file's port before it sends
+#: the token there.
+IDENTITY_PATH = "/identity"
+SERVICE_NAME = "faceswap-cam"
 
 
 def size_text(count: int) -> str:
@@ -58,6 +68,22 @@ def _is_loopback(host: str | None) -> bool:
     except ValueError:
         return False
 
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (it may belong to another user)."""
+    if pid <= 0:
+        return False
+    if sys.platform == "win32":
+        # os.kill would terminate it there; the server's identity check has the last word.
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class DaemonNotRunning(RuntimeError):
@@ -108,9 +134,16 @@ class ControlClient:
         except ControlFileError as exc:
             raise DaemonNotRunning(str(exc)) from exc
         try:
-            return cls(document.url, document.token, timeout=timeout, source=path)
+            client = cls(document.url, document.token, timeout=timeout, source=path)
         except ValueError as exc:
             raise DaemonNotRunning(f"{path}: {exc}") from exc
+        # A daemon killed outright leaves its file behind, and another server may own its port
+        # by now: the token goes only to the daemon that wrote the file.
+        if document.pid is not None and not _pid_alive(document.pid):
+            raise DaemonNotRunning(f"{path} is stale: the daemon that wrote it (PID "
+                                   f"{document.pid}) is gone")
+        client._check_identity(document.pid)
+        return client
 
     # Routes, one method each.
 
@@ -158,6 +191,9 @@ class ControlClient:
     def set_paused(self, paused: bool) -> dict[str, Any]:
         return self._post_json("/pause", {"paused": paused})
 
+    def set_ai_badge(self, enabled: bool) -> dict[str, Any]:
+        return self._post_json("/badge", {"enabled": enabled})
+
     def set_playout(self, mode: str) -> dict[str, Any]:
         return self._post_json("/playout", {"mode": mode})
 
@@ -168,6 +204,38 @@ class ControlClient:
         self._request("POST", "/shutdown")
 
     # Plumbing.
+
+    def _check_identity(self, pid: int | None) -> None:
+        """DaemonNotRunning unless a FaceSwap Cam daemon (with ``pid``, when known) answers
+        at our URL. Asked without the token, which must not reach any other server."""
+        request = urllib.request.Request(self.url + IDENTITY_PATH,
+                                         headers={"Accept": "application/json"})
+        stale = f"{self._source or 'the control file'} is stale"
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                document = json.loads(response.read(4096))
+        except urllib.error.HTTPError as exc:
+            if exc.code in (429, 503):  # a daemon too busy to answer is still running
+                raise self._refused(exc) from None
+            raise DaemonNotRunning(f"{stale}: {self.url} is not a FaceSwap Cam daemon "
+                                   f"(HTTP {exc.code})") from None
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, ConnectionRefusedError):
+                raise DaemonNotRunning(f"nothing listens at {self.url}") from None
+            raise ControlError(None, f"GET {self.url}{IDENTITY_PATH}: {exc.reason}") from exc
+        except ConnectionRefusedError:
+            raise DaemonNotRunning(f"nothing listens at {self.url}") from None
+        except TimeoutError as exc:
+            raise ControlError(None, f"GET {self.url}{IDENTITY_PATH}: no answer within "
+                                     f"{self.timeout:g} s") from exc
+        except (OSError, HTTPClientError, ValueError) as exc:
+            raise DaemonNotRunning(f"{stale}: {self.url} is not a FaceSwap Cam daemon "
+                                   f"({type(exc).__name__})") from exc
+        if not (isinstance(document, dict) and document.get("service") == SERVICE_NAME):
+            raise DaemonNotRunning(f"{stale}: {self.url} is not a FaceSwap Cam daemon")
+        if pid is not None and document.get("pid") != pid:
+            raise DaemonNotRunning(f"{stale}: another FaceSwap Cam daemon (PID "
+                                   f"{document.get('pid')}) now listens at {self.url}")
 
     def _post_json(self, path: str, document: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self._request("POST", path, body=json.dumps(document).encode(),

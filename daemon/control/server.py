@@ -8,6 +8,10 @@ rebound DNS name shows up in ``Host`` (refused), and a cross-site request carrie
 ``Sec-Fetch-Site`` (refused). No CORS headers are ever sent, so browsers never hand a page the
 answer either.
 
+How many at once: up to ``MAX_REQUESTS`` requests are served together (a burst of a few
+hundred ``status`` calls is, from a snapshot refreshed at most every ``STATUS_MAX_AGE_S``);
+past that each is refused with a JSON 503 and ``Retry-After``, never uvicorn's plain-text one.
+
 Routes (all answer JSON; errors are ``{"error": "..."}``)::
 
     GET    /status                      the daemon's status document (status.DaemonStatus)
@@ -19,8 +23,12 @@ Routes (all answer JSON; errors are ``{"error": "..."}``)::
     POST   /pause     {"paused": bool}  -> status
     POST   /playout   {"mode": str}     -> status
     POST   /fallback  {"mode": str}     -> status
+    POST   /badge     {"enabled": bool} -> status
     POST   /shutdown                    -> 202
     GET    /openapi.json                the schema (behind the token like everything else)
+    GET    /identity                    {"service": "faceswap-cam", "pid": N}; the one route
+                                        without the token, so that a client can check who
+                                        listens before it sends the token there
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import secrets
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -53,7 +62,12 @@ from faceswap_cam.daemon.config import (
     Playout,
     loopback_host_headers,
 )
-from faceswap_cam.daemon.control.client import MAX_IMAGE_BYTES, size_text
+from faceswap_cam.daemon.control.client import (
+    IDENTITY_PATH,
+    MAX_IMAGE_BYTES,
+    SERVICE_NAME,
+    size_text,
+)
 from faceswap_cam.daemon.control.control_file import (
     ControlFile,
     default_token_file,
@@ -67,6 +81,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "MAX_JSON_BYTES",
+    "MAX_REQUESTS",
+    "STATUS_MAX_AGE_S",
     "ControlServer",
     "DaemonControl",
     "create_api",
@@ -74,12 +90,22 @@ __all__ = [
 
 #: Largest body of every request but an image upload (they are all tiny JSON objects).
 MAX_JSON_BYTES = 64 * 1024
+#: Requests served at once; past it each is refused with a JSON 503 that says so. Well above a
+#: burst of 200 ``status`` calls, which the status snapshot makes cheap.
+MAX_REQUESTS = 512
+#: ``GET /status`` answers from a snapshot at most this old, so a burst of clients costs the
+#: daemon one status call per period rather than one each. Any change made through the API
+#: is seen at once.
+STATUS_MAX_AGE_S = 0.1
+#: Uploads whose bodies are read at once (up to MAX_IMAGE_BYTES each); later ones wait.
+UPLOAD_SLOTS = 4
 
 _LOOPBACK_NAMES = LOOPBACK_HOSTS
 # Bounded so that close() cannot hang on a client that never finishes its request.
 _GRACEFUL_SHUTDOWN_S = 2
 _START_TIMEOUT_S = 10.0
 _JOIN_TIMEOUT_S = 5.0
+_BACKLOG = 512
 
 
 # --- what the daemon implements ---------------------------------------------------------------
@@ -109,6 +135,10 @@ class DaemonControl(Protocol):
         ...
 
     def set_paused(self, paused: bool) -> None: ...
+
+    def set_ai_badge(self, enabled: bool) -> None:
+        """Mark the virtual camera's swapped frames as AI-altered (a corner badge) or not."""
+        ...
 
     def list_references(self) -> list[dict[str, Any]]:
         """One entry per stored reference: ``name``, ``selected``, ``width``, ``height``,
@@ -148,6 +178,11 @@ class PauseBody(BaseModel):
     paused: StrictBool
 
 
+class BadgeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: StrictBool
+
+
 class PlayoutBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # A plain string: the daemon owns the list of modes and says which are allowed.
@@ -182,12 +217,17 @@ class _Guard:
     """
 
     def __init__(self, app: ASGIApp, *, token: str, port_getter: Callable[[], int],
-                 max_image_bytes: int, max_json_bytes: int) -> None:
+                 max_image_bytes: int, max_json_bytes: int, max_requests: int,
+                 on_change: Callable[[], None]) -> None:
         self.app = app
         self._token = token.encode()
         self._port_getter = port_getter
         self._max_image_bytes = max_image_bytes
         self._max_json_bytes = max_json_bytes
+        self._max_requests = max_requests
+        self._on_change = on_change
+        # Only the event loop's thread touches this.
+        self._in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -203,7 +243,28 @@ class _Guard:
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
+        if scope.get("method") == "GET" and scope.get("path") == IDENTITY_PATH:
+            # Outside the bound: clients ask it before anything else, and a busy daemon must
+            # not pass for a stranger.
+            await self._serve(scope, receive, send)
+            return
+        if self._in_flight >= self._max_requests:
+            await _error(503, f"the daemon is busy: {self._in_flight} control requests are "
+                              "being served, the most it takes at once; try again in a moment",
+                         {"Retry-After": "1"})(scope, receive, send)
+            return
+        self._in_flight += 1
+        changes = scope.get("method") not in ("GET", "HEAD")
+        if changes:
+            self._on_change()  # a status snapshot being taken now may predate this change
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self._in_flight -= 1
+            if changes:
+                self._on_change()
 
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self._limit(scope)
         declared = _header(scope, b"content-length")
         if declared is not None:
@@ -257,6 +318,8 @@ class _Guard:
         fetch_site = _header(scope, b"sec-fetch-site")
         if fetch_site is not None and fetch_site.strip().lower() not in ("same-origin", "none"):
             return _error(403, "cross-site requests are not allowed")
+        if scope.get("method") == "GET" and scope.get("path") == IDENTITY_PATH:
+            return None  # says only who we are, for clients to check before the token
         authorization = _header(scope, b"authorization") or ""
         scheme, _, presented = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
@@ -282,6 +345,41 @@ def _json(content: Any, status: int = 200) -> JSONResponse:
 
 def _status(control: DaemonControl) -> JSONResponse:
     return _json(_calling("status", control.status).model_dump(mode="json"))
+
+
+class _StatusSnapshot:
+    """``GET /status`` from a snapshot at most ``max_age_s`` old: one daemon call serves every
+    client of a burst (those arriving during a refresh wait for it). A change made through the
+    API makes the snapshot stale at once, including one whose refresh was under way."""
+
+    def __init__(self, control: DaemonControl, max_age_s: float) -> None:
+        self._control = control
+        self._max_age_s = max_age_s
+        self._body: bytes | None = None
+        self._taken_at = 0.0
+        self._generation = 0
+        self._refreshing = asyncio.Lock()
+
+    def invalidate(self) -> None:
+        self._generation += 1
+        self._body = None
+
+    def _fresh(self) -> bytes | None:
+        if self._body is not None and time.monotonic() - self._taken_at < self._max_age_s:
+            return self._body
+        return None
+
+    async def response(self) -> Response:
+        body = self._fresh()
+        if body is None:
+            async with self._refreshing:
+                body = self._fresh()
+                if body is None:
+                    generation, taken_at = self._generation, time.monotonic()
+                    body = bytes((await run_in_threadpool(_status, self._control)).body)
+                    if generation == self._generation:
+                        self._body, self._taken_at = body, taken_at
+        return Response(body, media_type="application/json")
 
 
 _T = TypeVar("_T")
@@ -343,6 +441,8 @@ def create_api(
     port_getter: Callable[[], int],
     max_image_bytes: int = MAX_IMAGE_BYTES,
     max_json_bytes: int = MAX_JSON_BYTES,
+    max_requests: int = MAX_REQUESTS,
+    status_max_age_s: float = STATUS_MAX_AGE_S,
 ) -> FastAPI:
     """The control API for ``control``. ``port_getter`` gives the port the server listens on
     (known only once it is bound), which requests must name in ``Host`` and ``Origin``."""
@@ -355,8 +455,11 @@ def create_api(
         # A browser could not send the token anyway; the schema stays at /openapi.json.
         docs_url=None, redoc_url=None,
     )
+    snapshot = _StatusSnapshot(control, status_max_age_s)
+    uploads = asyncio.Semaphore(UPLOAD_SLOTS)
     app.add_middleware(_Guard, token=token, port_getter=port_getter,
-                       max_image_bytes=max_image_bytes, max_json_bytes=max_json_bytes)
+                       max_image_bytes=max_image_bytes, max_json_bytes=max_json_bytes,
+                       max_requests=max_requests, on_change=snapshot.invalidate)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
 
@@ -364,8 +467,8 @@ def create_api(
     # blocks the event loop (and with it every other client).
 
     @app.get("/status", response_model=DaemonStatus)
-    def get_status() -> JSONResponse:
-        return _status(control)
+    async def get_status() -> Response:
+        return await snapshot.response()
 
     @app.get("/references")
     def get_references() -> JSONResponse:
@@ -380,12 +483,15 @@ def create_api(
         if not (content_type.startswith("image/") or content_type == "application/octet-stream"):
             raise HTTPException(415, "send the image file itself as the body, with Content-Type "
                                      "image/* (e.g. image/png)")
-        # The guard caps what this may read.
-        data = await request.body()
-        if not data:
-            raise HTTPException(400, "the request body is empty: send the image file's bytes")
-        entry = await run_in_threadpool(_calling, "adding a reference", control.add_reference,
-                                        name or None, data, value_error=422)
+        # The guard caps what each may read; the slots, how many bodies are held at once.
+        async with uploads:
+            data = await request.body()
+            if not data:
+                raise HTTPException(400, "the request body is empty: send the image file's "
+                                         "bytes")
+            entry = await run_in_threadpool(_calling, "adding a reference",
+                                            control.add_reference, name or None, data,
+                                            value_error=422)
         return _json(entry, 201)
 
     @app.post("/references/{name}/select")
@@ -417,6 +523,15 @@ def create_api(
     def post_fallback(body: FallbackBody) -> JSONResponse:
         _calling("setting fallback", control.set_fallback, body.mode, value_error=422)
         return _status(control)
+
+    @app.post("/badge", response_model=DaemonStatus)
+    def post_badge(body: BadgeBody) -> JSONResponse:
+        _calling("switching the AI badge", control.set_ai_badge, body.enabled)
+        return _status(control)
+
+    @app.get(IDENTITY_PATH)
+    def get_identity() -> JSONResponse:
+        return _json({"service": SERVICE_NAME, "pid": os.getpid()})
 
     @app.post("/shutdown", status_code=202)
     def post_shutdown() -> JSONResponse:
@@ -487,6 +602,8 @@ class ControlServer:
         token_file: Path | None = None,
         max_image_bytes: int = MAX_IMAGE_BYTES,
         max_json_bytes: int = MAX_JSON_BYTES,
+        max_requests: int = MAX_REQUESTS,
+        status_max_age_s: float = STATUS_MAX_AGE_S,
     ) -> None:
         if host not in _LOOPBACK_NAMES:
             raise ValueError(f"the control API is served on loopback only "
@@ -498,6 +615,8 @@ class ControlServer:
         self.token_file = token_file if token_file is not None else default_token_file()
         self._max_image_bytes = max_image_bytes
         self._max_json_bytes = max_json_bytes
+        self._max_requests = max_requests
+        self._status_max_age_s = status_max_age_s
         self._token = secrets.token_urlsafe(32)
         self._port: int | None = None
         self._server: _ThreadServer | None = None
@@ -531,11 +650,14 @@ class ControlServer:
             self._port = sock.getsockname()[1]
             app = create_api(self._control, token=self._token, port_getter=lambda: self.port,
                              max_image_bytes=self._max_image_bytes,
-                             max_json_bytes=self._max_json_bytes)
+                             max_json_bytes=self._max_json_bytes,
+                             max_requests=self._max_requests,
+                             status_max_age_s=self._status_max_age_s)
+            # No limit_concurrency: uvicorn refuses past it in plain text; the guard bounds
+            # requests instead, and answers JSON that the CLI prints.
             config = uvicorn.Config(
                 app, log_config=None, log_level="warning", access_log=False, lifespan="off",
                 http="h11", loop="asyncio", server_header=False, date_header=False,
-                limit_concurrency=32,
                 timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S)
             server = _ThreadServer(config)
             thread = threading.Thread(target=self._serve, args=(server, sock),
@@ -564,7 +686,9 @@ class ControlServer:
                 # linger in TIME_WAIT. (On Windows this option would let others steal the port.)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self._host, self._requested_port))
-            sock.listen(64)
+            # Room for a burst of clients connecting at once (the kernel caps it at somaxconn);
+            # a full backlog drops connections, which clients retry only after a second.
+            sock.listen(_BACKLOG)
         except BaseException:
             sock.close()
             raise

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
@@ -29,9 +30,12 @@ __all__ = [
     "DaemonState",
     "DaemonStatus",
     "Devices",
+    "EngineHostState",
+    "EngineHostStatus",
     "EngineState",
     "Fallback",
     "LiveStats",
+    "OutputError",
     "Playout",
     "Showing",
     "StatusError",
@@ -84,6 +88,39 @@ class Devices(_Report):
     outputs: list[str]
 
 
+class EngineHostState(StrEnum):
+    STARTING = "starting"  # the host process is starting (loading its engine) or dialled
+    RUNNING = "running"  # a local child host serves this daemon
+    CONNECTED = "connected"  # a host on another machine (--engine-url) serves this daemon
+    RESTARTING = "restarting"  # the host died or hung: a new one starts after a pause
+    FAILED = "failed"  # the host did not start or cannot be reached: retried after a pause
+    STOPPED = "stopped"
+
+
+class EngineHostStatus(_Report):
+    """The engine's own process (``--engine-host child`` or ``--engine-url``)."""
+
+    #: The local child's process id (None for a remote host, or before the first start).
+    pid: int | None
+    #: Where the host listens (without its token).
+    url: str | None
+    state: EngineHostState
+    #: How many times the host was started again (or re-dialled) after the first.
+    restarts: int
+    #: What last went wrong with the host ("" when nothing did).
+    error: str
+    fix: str
+
+
+class OutputError(_Report):
+    """An output that stopped (a recording on a full disk): what happened and what to do."""
+
+    #: The output as in ``devices.outputs`` ("file:/home/me/call.mp4").
+    output: str
+    error: str
+    fix: str
+
+
 class DaemonStatus(LiveStats):
     """``GET /status``, ``faceswap-cam status --json`` and what the tray shows."""
 
@@ -97,8 +134,15 @@ class DaemonStatus(LiveStats):
     camera_fix: str
     engine_fix: str
     devices: Devices
+    #: The outputs that stopped; the others go on. Empty when all run.
+    output_errors: list[OutputError] = []
     preview_url: str | None
     api_url: str | None
+    #: None when the engine runs inside the daemon.
+    engine_host: EngineHostStatus | None = None
+    #: The virtual camera's swapped frames carry the "AI-altered" badge (a daemon from before
+    #: the badge reports none).
+    ai_badge: bool = False
 
 
 class StatusError(ValueError):

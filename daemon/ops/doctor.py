@@ -23,14 +23,17 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from faceswap_cam.daemon.capture.devices import CapsQuery
+from faceswap_cam.daemon.capture.source import split_spec
 from faceswap_cam.daemon.config import (
     ENV_PREFIX,
     ConfigError,
     Offload,
     Settings,
-    default_config_path,
     load_settings,
 )
+from faceswap_cam.daemon.paths import config_file
+from faceswap_cam.daemon.states import DaemonState
+from faceswap_cam.models import defaults
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ V4L2LOOPBACK_PARAMETERS = Path("/sys/module/v4l2loopback/parameters")
 
 NO_CAMERA = "no camera found: the daemon will show the demo scene"
 NO_GPU = "runs in passthrough / CPU only"
-MODELS_EXTRA_FIX = "pip install 'faceswap-cam[models]'"
+MODELS_EXTRA_FIX = defaults.MODELS_EXTRA_INSTALL
 DKMS_HINT = ("if modprobe cannot find the module, install it first "
              "(sudo apt install v4l2loopback-dkms) and run the command again")
 DAEMON_FIX = "faceswap-cam run"
@@ -92,7 +95,7 @@ _CORE_PACKAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
 _MODEL_PACKAGES = ("torch", "diffusers", "transformers")
 # The engines that load the registered weights; the others (passthrough, debug, ...) need none.
 _WEIGHT_ENGINES = ("auto", "wan-animate")
-_HEALTHY_STATES = ("running", "paused", "starting")
+_HEALTHY_STATES = (DaemonState.RUNNING, DaemonState.PAUSED, DaemonState.STARTING)
 
 
 @dataclass(frozen=True)
@@ -130,8 +133,9 @@ class StatusClient(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
-#: (camera index, the size and fps asked for) -> (delivered a frame, width, height, fps).
-CameraOpener = Callable[[int, tuple[int, int], float], tuple[bool, int, int, float]]
+#: (camera index or device path, the size and fps asked for)
+#: -> (delivered a frame, width, height, fps).
+CameraOpener = Callable[[int | str, tuple[int, int], float], tuple[bool, int, int, float]]
 GpuProbe = Callable[[], list[GpuInfo]]
 SettingsLoader = Callable[[Path | None], Settings]
 ClientFactory = Callable[[], StatusClient]
@@ -150,11 +154,11 @@ def package_version(distribution: str) -> str | None:
         return None
 
 
-def open_camera(index: int, size: tuple[int, int], fps: float, *,
+def open_camera(index: int | str, size: tuple[int, int], fps: float, *,
                 timeout_s: float = CAMERA_TIMEOUT_S) -> tuple[bool, int, int, float]:
-    """Open camera ``index`` with the webcam source the daemon uses, asking for ``size`` at
-    ``fps`` (the user's settings), and read one frame: (delivered a frame, width, height, fps).
-    A width of 0 means it did not even open."""
+    """Open camera ``index`` (or a device path) with the webcam source the daemon uses, asking
+    for ``size`` at ``fps`` (the user's settings), and read one frame: (delivered a frame,
+    width, height, fps). A width of 0 means it did not even open."""
     result: list[tuple[bool, int, int, float]] = []
 
     def probe() -> None:
@@ -166,12 +170,12 @@ def open_camera(index: int, size: tuple[int, int], fps: float, *,
     thread.start()
     thread.join(timeout_s)
     if not result:
-        logger.warning("camera %d did not answer within %g s", index, timeout_s)
+        logger.warning("camera %s did not answer within %g s", index, timeout_s)
         return False, 0, 0, 0.0
     return result[0]
 
 
-def _open_camera_now(index: int, size: tuple[int, int], fps: float
+def _open_camera_now(index: int | str, size: tuple[int, int], fps: float
                      ) -> tuple[bool, int, int, float]:
     from faceswap_cam.daemon.capture.source import SourceError
     from faceswap_cam.daemon.capture.webcam import WebcamSource
@@ -388,7 +392,7 @@ def _package_checks(lookup: VersionLookup) -> list[Check]:
 
 
 def _config_check(loader: SettingsLoader, config_path: Path | None) -> tuple[Check, Settings]:
-    path = config_path if config_path is not None else default_config_path()
+    path = config_path if config_path is not None else config_file()
     try:
         settings = loader(config_path)
     except ConfigError as exc:
@@ -409,7 +413,7 @@ def _config_check(loader: SettingsLoader, config_path: Path | None) -> tuple[Che
 def _camera_check(settings: Settings, platform: str, *, video4linux_root: Path | None,
                   query: CapsQuery | None, opener: CameraOpener, proc_root: Path) -> Check:
     # (index, how the report names it, device node or None off Linux)
-    cameras: list[tuple[int, str, str | None]] = []
+    cameras: list[tuple[int | str, str, str | None]] = []
     if platform.startswith("linux"):
         from faceswap_cam.daemon.capture import devices
 
@@ -421,10 +425,15 @@ def _camera_check(settings: Settings, platform: str, *, video4linux_root: Path |
         # OpenCV cannot list devices here; index 0 is the camera `--source auto` opens.
         cameras = [(0, "camera 0", None)]
     source = settings.source
-    if source.partition(":")[0] not in ("auto", "webcam"):
+    scheme, argument = split_spec(source)
+    if scheme not in ("auto", "webcam"):
         listed = ", ".join(label for _, label, _ in cameras) or "none found"
         return Check("cameras", PASS, f"source {source} uses no camera (cameras: {listed})")
-    chosen = _chosen_camera(source)
+    chosen: int | str | None = None  # None: the first camera, as auto picks
+    if scheme == "webcam":
+        from faceswap_cam.daemon.capture.webcam import webcam_device
+
+        chosen = _known_camera(webcam_device(argument), cameras)
     if not cameras:
         if source == "auto":
             return Check("cameras", WARN, NO_CAMERA,
@@ -436,11 +445,12 @@ def _camera_check(settings: Settings, platform: str, *, video4linux_root: Path |
     if chosen is None:
         chosen = cameras[0][0]
     elif chosen not in [index for index, _, _ in cameras]:
-        cameras.append((chosen, f"camera {chosen} (configured: {settings.source})", None))
+        node = chosen if isinstance(chosen, str) and chosen.startswith("/dev/") else None
+        cameras.append((chosen, f"camera {chosen} (configured: {settings.source})", node))
 
     # What the daemon will ask the camera for: the user's size and frame rate.
     size, fps = settings.size, settings.fps
-    results: dict[int, tuple[bool, int, int, float]] = {}
+    results: dict[int | str, tuple[bool, int, int, float]] = {}
     lines = []
     for index, label, node in cameras:
         results[index] = opener(index, size, fps)
@@ -468,12 +478,14 @@ def _camera_check(settings: Settings, platform: str, *, video4linux_root: Path |
                  "this one")
 
 
-def _chosen_camera(source: str) -> int | None:
-    """The camera index a webcam source names; None for the first one (what auto picks)."""
-    argument = source.removeprefix("webcam:")
-    if source.startswith("webcam:") and argument.isdigit():
-        return int(argument)
-    return None
+def _known_camera(device: int | str | None,
+                  cameras: Sequence[tuple[int | str, str, str | None]]) -> int | str | None:
+    """The listed camera a webcam source's device names (a path to a listed node, also through
+    a /dev/v4l/by-id link, is that camera), else the device itself; None for the first."""
+    if isinstance(device, str):
+        node = os.path.realpath(device)
+        return next((index for index, _, path in cameras if path == node), device)
+    return device
 
 
 def _is_wanted_mode(result: tuple[bool, int, int, float], size: tuple[int, int],
@@ -758,10 +770,11 @@ def _weights_check(name: str, needed: set[str], *, strict: bool, engine: str) ->
 
 def _control_check(factory: ClientFactory) -> Check:
     from faceswap_cam.daemon.control.client import ControlError, DaemonNotRunning
+    from faceswap_cam.daemon.control.status import StatusError, parse_status
 
     try:
         client = factory()
-        status = client.status()
+        status = parse_status(client.status())
     except DaemonNotRunning as exc:
         reason = f" ({exc.reason})" if exc.reason else ""
         return Check("control API", WARN, f"daemon not running{reason}", DAEMON_FIX)
@@ -769,12 +782,14 @@ def _control_check(factory: ClientFactory) -> Check:
         return Check("control API", FAIL, f"a control file names a daemon, but it does not "
                      f"answer properly: {exc}",
                      "stop the faceswap-cam process if one hangs, then: faceswap-cam run")
-    state = str(status.get("state", "?"))
-    detail = f"{client.url}: {state}, engine {status.get('engine', '?')}"
-    if state in _HEALTHY_STATES:
+    except StatusError as exc:
+        return Check("control API", FAIL, f"{client.url}: {exc}",
+                     "run the daemon and the doctor from the same FaceSwap Cam installation")
+    detail = f"{client.url}: {status.state}, engine {status.engine}"
+    if status.state in _HEALTHY_STATES:
         return Check("control API", PASS, detail)
-    problems = [str(status[key]) for key in ("engine_error", "camera_error", "reference_error")
-                if status.get(key)]
+    problems = [text for text in (status.engine_error, status.camera_error,
+                                  status.reference_error) if text]
     return Check("control API", WARN, "\n".join([detail, *problems]),
                  "see the daemon's log; restart it with: faceswap-cam run")
 

@@ -23,7 +23,12 @@ StatsProvider = Callable[[], dict[str, Any]]
 
 
 class SinkError(RuntimeError):
-    """A sink cannot be opened or written; the message says how to fix it."""
+    """A sink cannot be opened or written. The message says what happened; ``fix`` says what
+    the user can do (the status shows the two apart)."""
+
+    def __init__(self, message: str, fix: str = "") -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +73,8 @@ class SinkWorker:
     """The thread and bounded queue in front of one sink.
 
     Drop policy: when ``sink.slots`` frames are already waiting, the oldest is dropped and
-    counted. A sink that raises is closed and marked failed; the other outputs go on.
+    counted. A sink that raises is closed and marked failed (``error``, and ``fix`` when it
+    said one: the status and the stats line report both); the other outputs go on.
     """
 
     def __init__(self, sink: Sink, draw_overlay: Callable[[np.ndarray, Tick], np.ndarray]
@@ -81,6 +87,7 @@ class SinkWorker:
         self.dropped = 0
         self.sent = 0
         self.error = ""
+        self.fix = ""
         self._thread = threading.Thread(target=self._run, name=f"sink-{sink.description}",
                                         daemon=True)
 
@@ -120,12 +127,23 @@ class SinkWorker:
             self.sink.send(pixels, tick)
             self.sent += 1
         except Exception as exc:
-            logger.exception("output %s failed; the other outputs go on", self.sink.description)
+            self._failed(exc)
             with self._cond:
-                self.error = f"{type(exc).__name__}: {exc}"
                 self._pending.clear()
             return False
         return True
+
+    def _failed(self, exc: Exception) -> None:
+        if isinstance(exc, SinkError):
+            # The sink said what happened and what to do: no traceback to add.
+            logger.error("output %s failed; the other outputs go on: %s%s",
+                         self.sink.description, exc, f" (fix: {exc.fix})" if exc.fix else "")
+        else:
+            logger.exception("output %s failed; the other outputs go on", self.sink.description)
+        with self._cond:
+            if not self.error:
+                self.error = f"{type(exc).__name__}: {exc}"
+                self.fix = exc.fix if isinstance(exc, SinkError) else ""
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what is pending (bounded by ``timeout``), then close the sink; idempotent."""
@@ -144,8 +162,9 @@ class SinkWorker:
                 return
         try:
             self.sink.close()
-        except Exception:
-            logger.exception("closing output %s failed", self.sink.description)
+        except Exception as exc:
+            # Closing can be the write that fails (a recording's last fragment): reported too.
+            self._failed(exc)
 
 
 # --- registry --------------------------------------------------------------------------------

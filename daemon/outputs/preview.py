@@ -176,6 +176,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _common_headers(self, headers: dict[str, str] | None = None) -> None:
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        # Any web page could otherwise show the user's camera in an <img> (without reading
+        # its pixels); browsers now load these only into pages of the preview's own origin.
+        # OBS's browser source opens the preview URL itself, which stays allowed.
+        self.send_header("Cross-Origin-Resource-Policy", "same-origin")
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()

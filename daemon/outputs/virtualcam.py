@@ -36,6 +36,7 @@ from faceswap_cam.daemon.capture.devices import (
 from faceswap_cam.daemon.config import VIRTUAL_CAMERA_LABEL, VirtualCameraFormat
 from faceswap_cam.daemon.frames import check_bgr_frame
 from faceswap_cam.daemon.outputs.base import Sink, SinkContext, SinkError, Tick
+from faceswap_cam.daemon.pipeline.overlay import draw_ai_badge
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ OBS_CAMERA_NAME = "OBS Virtual Camera"
 _V4L2_BACKEND = "v4l2loopback"
 _UNITY_BACKEND = "unitycapture"
 _OBS_BACKEND = "obs"
+
+#: What the badge marks: frames made by the engine (a held frame is the last swapped one).
+#: The camera passed through, cards and the paused card are not altered.
+AI_ALTERED_KINDS = frozenset({"swapped", "held"})
 
 
 class VirtualCameraError(SinkError):
@@ -158,6 +163,7 @@ class VirtualCameraSink(Sink):
         backend: str | None = None,
         pixel_format: str = VirtualCameraFormat.I420,
         overlay: bool = False,
+        ai_badge: bool = False,
         sysfs_root: Path = SYSFS_VIDEO4LINUX,
         query: CapsQuery = query_v4l2_caps,
         platform: str | None = None,
@@ -170,6 +176,8 @@ class VirtualCameraSink(Sink):
                                      f"{allowed}") from None
         self.label = label
         self.overlay = overlay
+        #: Mark swapped frames "AI altered" (switched at run time; read once per frame).
+        self.ai_badge = ai_badge
         self.sysfs_root = sysfs_root
         self.query = query
         self.platform = sys.platform if platform is None else platform
@@ -195,6 +203,7 @@ class VirtualCameraSink(Sink):
             backend=options.get("virtualcam_backend") or None,
             pixel_format=str(fmt),
             overlay=bool(options.get("overlay_output", False)),
+            ai_badge=bool(options.get("ai_badge", False)),
         )
 
     @property
@@ -260,6 +269,9 @@ class VirtualCameraSink(Sink):
             check_bgr_frame(pixels, self._size)
         except (TypeError, ValueError) as exc:
             raise VirtualCameraError(f"virtual camera {self.device}: {exc}") from exc
+        if self.ai_badge and tick.kind in AI_ALTERED_KINDS:
+            # Here, not in the publisher: the preview and its overlay never carry the badge.
+            pixels = draw_ai_badge(pixels)
         if self.pixel_format is VirtualCameraFormat.YUYV:
             data = cv2.cvtColor(pixels, cv2.COLOR_BGR2YUV_YUY2)
         else:

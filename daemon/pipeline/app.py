@@ -29,6 +29,7 @@ from faceswap_cam.daemon.capture.source import create_source
 from faceswap_cam.daemon.capture.thread import WebcamCapture
 from faceswap_cam.daemon.config import Fallback, Playout, Settings
 from faceswap_cam.daemon.control import status as report
+from faceswap_cam.daemon.engine_host.launch import EngineHostLink, plan_engine
 from faceswap_cam.daemon.frames import Frame
 from faceswap_cam.daemon.outputs.base import (
     Sink,
@@ -42,9 +43,10 @@ from faceswap_cam.daemon.pipeline.overlay import card, draw_stats, with_banner
 from faceswap_cam.daemon.pipeline.processor import AsyncFaceSwapProcessor
 from faceswap_cam.daemon.pipeline.selection import Choice, OutputSelector
 from faceswap_cam.daemon.references import ReferenceLibrary
+from faceswap_cam.daemon.single_instance import take_daemon_lock
 from faceswap_cam.daemon.states import CaptureState, Showing
 from faceswap_cam.daemon.stats import RateMeter, Samples, rounded
-from faceswap_cam.models.engine import SwapEngine, create_engine, resolve_engine_name
+from faceswap_cam.models.engine import SwapEngine, create_engine
 from faceswap_cam.models.reference import ReferenceError, decode_reference
 
 logger = logging.getLogger(__name__)
@@ -67,14 +69,27 @@ def _open_library() -> ReferenceLibrary:
         return ReferenceLibrary(fallback)
 
 
-def detector_person_check() -> Callable[[np.ndarray], str | None] | None:
-    """"Exactly one person" for new references, with the engine's detector when the model
-    stack and its weights are here (loaded on the first add, on the CPU); else no check."""
+def person_check_unavailable() -> str:
+    """Why new references cannot be checked for exactly one person ("" when they can)."""
     import importlib.util
 
     from faceswap_cam.models import weights
 
-    if importlib.util.find_spec("torch") is None or not weights.is_present("detector"):
+    if importlib.util.find_spec("torch") is None:
+        return ("the model stack is not installed (pip install 'faceswap-cam[models]'), so "
+                "there is no person detector")
+    if not weights.is_present("detector"):
+        return ("the person detector's weights are not downloaded "
+                "(faceswap-cam models download --only detector)")
+    return ""
+
+
+def detector_person_check() -> Callable[[np.ndarray], str | None] | None:
+    """"Exactly one person" for new references, with the engine's detector when the model
+    stack and its weights are here (loaded on the first add, on the CPU); else no check."""
+    from faceswap_cam.models import weights
+
+    if person_check_unavailable():
         return None
     lock = threading.Lock()
     detector: Any = None
@@ -149,21 +164,36 @@ class RealtimeFaceSwapApp:
         self._started = False
         self._closed = False
         self._lock = threading.Lock()
+        # One daemon per user: taken before any device or port is opened, held until close().
+        self._instance = take_daemon_lock()
+        try:
+            self._build(settings, engine_factory, sinks, references)
+        except BaseException:
+            self._release_instance()
+            raise
 
+    def _build(self, settings: Settings, engine_factory: Callable[[], SwapEngine] | None,
+               sinks: list[Sink] | None, references: ReferenceLibrary | None) -> None:
         try:
             self.source = create_source(settings.source, size=settings.size, fps=settings.fps)
         except Exception as exc:
             raise StartError(str(exc)) from exc
+        #: The engine's own process (a local child or a remote host); None: inside the daemon.
+        self.engine_host: EngineHostLink | None = None
         if engine_factory is None:
             options = engine_options(settings)
             try:
-                self.engine_name = resolve_engine_name(settings.engine, options)
+                self.engine_name, self.engine_host = plan_engine(settings, options)
             except Exception as exc:
                 raise StartError(str(exc)) from exc
             name = self.engine_name
 
             def engine_factory() -> SwapEngine:
                 return create_engine(name, **options)
+
+            if self.engine_host is not None:
+                # Just another SwapEngine to the processor, whose restarts supervise the host.
+                engine_factory = self.engine_host.connect
         else:
             self.engine_name = settings.engine
         self.capture = WebcamCapture(self.source)
@@ -188,6 +218,7 @@ class RealtimeFaceSwapApp:
         self.workers: list[SinkWorker] = []
         self.swap_enabled = settings.swap
         self.paused = False
+        self.ai_badge = settings.ai_badge
         # The passthrough engine would hand every frame through two more threads to return it
         # unchanged: skip the hop and show the camera directly (same pixels, less latency/CPU).
         self._identity_engine = self.engine_name == "passthrough"
@@ -246,6 +277,8 @@ class RealtimeFaceSwapApp:
             logger.info("output %s", sink.description)
         if not self.workers:
             raise StartError("no output could be opened")
+        if self.engine_host is not None:
+            stack.callback(self.engine_host.close)  # after the processor's: a host starting
         self.processor.start()
         stack.callback(self.processor.close)
         if self.settings.control_api:
@@ -298,7 +331,14 @@ class RealtimeFaceSwapApp:
                 return
             self._closed = True
         self.stop()
-        self._stack.close()
+        try:
+            self._stack.close()
+        finally:
+            self._release_instance()
+
+    def _release_instance(self) -> None:
+        if self._instance is not None:
+            self._instance.release()
 
     def __enter__(self) -> RealtimeFaceSwapApp:
         self.start()
@@ -331,6 +371,16 @@ class RealtimeFaceSwapApp:
             self.paused = paused
             self._control.notify_all()
         logger.info("output %s", "paused" if paused else "resumed")
+
+    def set_ai_badge(self, enabled: bool) -> None:
+        """Mark the virtual camera's swapped frames as AI-altered (a corner badge) or not."""
+        from faceswap_cam.daemon.outputs.virtualcam import VirtualCameraSink
+
+        self.ai_badge = enabled
+        for sink in self.sinks:
+            if isinstance(sink, VirtualCameraSink):
+                sink.ai_badge = enabled
+        logger.info("AI badge on the virtual camera %s", "on" if enabled else "off")
 
     def set_playout(self, mode: str) -> None:
         self.selector.playout = _parse(Playout, mode)
@@ -369,8 +419,12 @@ class RealtimeFaceSwapApp:
                        "restarts (faceswap-cam doctor checks the set-up)" if engine_failed else "",
             devices=report.Devices(source=self.source.description,
                                    outputs=[s.description for s in self.sinks]),
+            output_errors=[report.OutputError(output=w.sink.description, error=w.error, fix=w.fix)
+                           for w in self.workers if w.error],
             preview_url=preview,
             api_url=None if self.control_server is None else self.control_server.url,
+            engine_host=None if self.engine_host is None else self.engine_host.report(),
+            ai_badge=self.ai_badge,
         )
 
     def _use_selected_reference(self) -> None:
@@ -397,8 +451,13 @@ class RealtimeFaceSwapApp:
 
     def add_reference(self, name: str | None, data: bytes) -> dict[str, Any]:
         info = self.references.add(data, name)
+        skipped = ""
+        if self.references.person_check is None:
+            # Accepted unchecked: say so, or the user believes it was checked.
+            skipped = person_check_unavailable() or "this library has no person detector"
         return {"name": info.name, "width": info.width, "height": info.height,
-                "added": info.added.isoformat(), "selected": False}
+                "added": info.added.isoformat(), "selected": False,
+                "person_check_skipped": skipped}
 
     def select_reference(self, name: str) -> None:
         """Use a library reference from the next batch on, and remember it across restarts."""
@@ -502,10 +561,13 @@ class RealtimeFaceSwapApp:
 
     def _tick(self, number: int, now_ns: int, repeat: int) -> Frame | None:
         live = self.capture.ring.latest()
+        swapping = self._swapping
+        # Not swapping (passthrough engine, swap off, paused): the processor has nothing to
+        # show, so skip copying its buffer under its lock on every tick.
         choice = self.selector.choose(
-            now_ns, live, self.processor.swapped_frames(),
-            batch_period_s=self.processor.expected_batch_period_s,
-            swap_enabled=self._swapping)
+            now_ns, live, self.processor.swapped_frames() if swapping else (),
+            batch_period_s=self.processor.expected_batch_period_s if swapping else 0.0,
+            swap_enabled=swapping)
         pixels = self._pixels_for(choice.showing, choice.frame)
         if self.paused:
             choice = Choice(Showing.PAUSED, None)
@@ -599,6 +661,8 @@ class RealtimeFaceSwapApp:
             "engine_timeouts": processor["engine_timeouts"],
             "engine_restarts": processor["engine_restarts"],
             "engine_resets": processor["engine_resets"],
+            "engine_host_restarts": None if self.engine_host is None
+            else self.engine_host.report().restarts,
             "engine_batches": processor["batches"],
             "engine_frames": processor["frames_swapped"],
             "cadence": processor["cadence"],
@@ -607,6 +671,6 @@ class RealtimeFaceSwapApp:
             "playout_delay_ms": round(self.selector.playout_delay_ms, 1),
             "fallback": self.selector.fallback.value,
             "sinks": {worker.sink.description: {"sent": worker.sent, "dropped": worker.dropped,
-                                                "error": worker.error}
+                                                "error": worker.error, "fix": worker.fix}
                       for worker in self.workers},
         }

@@ -1,4 +1,5 @@
-"""Text drawn on frames: the stats overlay (preview) and the status cards (placeholder, lost)."""
+"""Text drawn on frames: the stats overlay (preview), the status cards (placeholder, lost) and
+the "AI altered" badge (virtual camera)."""
 
 from __future__ import annotations
 
@@ -78,4 +79,37 @@ def with_banner(pixels: np.ndarray, text: str) -> np.ndarray:
     x, y = (width - tw) // 2, (height + th) // 2
     cv2.rectangle(out, (x - 20, y - th - 20), (x + tw + 20, y + 20), (20, 20, 160), -1)
     cv2.putText(out, text, (x, y), _FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return out
+
+
+AI_BADGE_TEXT = "AI altered"
+_BADGE_BACKGROUND = (96, 32, 128)  # BGR: a purple that rarely blends into a room
+
+
+@functools.lru_cache(maxsize=8)
+def _ai_badge(size: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+    """The badge's pixels for frames of ``size`` and where its top-left corner goes."""
+    width, height = size
+    scale = max(0.3, height / 720 * 0.8)
+    thickness = max(1, round(scale * 1.6))
+    (text_w, text_h), baseline = cv2.getTextSize(AI_BADGE_TEXT, _FONT, scale, thickness)
+    pad = max(2, round(text_h * 0.45))
+    margin = max(1, height // 40)
+    # Small next to the picture; on a tiny frame it is cut rather than covering everything.
+    badge_w = min(text_w + 2 * pad, max(1, width - 2 * margin))
+    badge_h = min(text_h + baseline + 2 * pad, max(1, height - 2 * margin))
+    patch = np.full((badge_h, badge_w, 3), _BADGE_BACKGROUND, np.uint8)
+    cv2.putText(patch, AI_BADGE_TEXT, (pad, pad + text_h), _FONT, scale, (255, 255, 255),
+                thickness, cv2.LINE_AA)
+    patch.flags.writeable = False
+    return patch, width - margin - badge_w, margin
+
+
+def draw_ai_badge(pixels: np.ndarray) -> np.ndarray:
+    """A copy of ``pixels`` with the "AI altered" badge in the top-right corner (the frame
+    given is shared with the other outputs, so it is never drawn on)."""
+    height, width = pixels.shape[:2]
+    patch, x, y = _ai_badge((width, height))
+    out = pixels.copy()
+    out[y:y + patch.shape[0], x:x + patch.shape[1]] = patch
     return out

@@ -218,7 +218,8 @@ class PersonMasker:
         import torch
         import transformers
 
-        from faceswap_cam.models.wan.loading import WeightsError, pick_device, pick_dtype
+        from faceswap_cam.models.wan.loading import pick_device, pick_dtype
+        from faceswap_cam.models.weights import WeightsError
 
         if refresh_every < 0:
             raise ValueError(f"refresh_every must be >= 0 (0 = never), got {refresh_every}")

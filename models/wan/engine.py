@@ -20,13 +20,9 @@ from faceswap_cam.models.engine import EngineError, SwapResult
 from faceswap_cam.models.preprocessing.base import Preprocessor, StandInPreprocessor
 from faceswap_cam.models.reference import ReferenceError, check_reference
 from faceswap_cam.models.wan.compositing import composite, match_colour
-from faceswap_cam.models.wan.loading import (
-    LoadOptions,
-    WeightsError,
-    load_pipeline,
-    parse_lora,
-)
+from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline, parse_lora
 from faceswap_cam.models.wan.streaming import SegmentInputs, StreamingWanAnimate
+from faceswap_cam.models.weights import WeightsError
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +211,7 @@ def _stream_options(options: dict[str, Any]) -> dict[str, Any]:
             "segment_frames": options.get("segment_frames", defaults.SEGMENT_FRAMES),
             "carry": options.get("carry", defaults.CARRY),
             "seed": options.get("seed", defaults.SEED),
-            "prompt": options.get("prompt", ""),
+            "prompt": options.get("prompt", defaults.PROMPT),
             "guidance_scale": options.get("guidance_scale", defaults.GUIDANCE_SCALE)}
 
 

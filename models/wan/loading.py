@@ -7,7 +7,6 @@ ever sees it, so the user gets the fix instead of a stack trace.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +15,6 @@ from typing import Any
 from faceswap_cam.models import weights
 
 logger = logging.getLogger(__name__)
-
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
-
-
-class WeightsError(RuntimeError):
-    """Weights are missing or incomplete; the message names the files and the fix."""
 
 
 @dataclass
@@ -59,38 +52,26 @@ def resolve_model_path(model: str | Path, name: str = "wan-animate") -> Path:
         local = weights.model_dir(name)
         if local.exists():
             return local
-    raise WeightsError(f"{spec.description or name} not found: {str(model)!r} is neither a "
-                       f"folder nor a downloaded model. Get it with: "
-                       f"{weights.fix_command(name)}")
+    raise weights.WeightsError(f"{spec.description or name} not found: {str(model)!r} is "
+                               "neither a folder nor a downloaded model. Get it with: "
+                               f"{weights.fix_command(name)}")
 
 
 def check_folder(path: Path) -> list[str]:
-    """Every problem that would stop ``from_pretrained`` on this folder, as readable lines."""
-    index = path / "model_index.json"
-    if not index.is_file():
-        return [f"{index} is missing"]
-    try:
-        components = json.loads(index.read_text())
-    except json.JSONDecodeError as exc:
-        return [f"{index} is not valid JSON ({exc})"]
-    problems = []
-    for name, spec in components.items():
-        if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
-            continue
-        folder = path / name
-        if not folder.is_dir():
-            problems.append(f"{folder}/ is missing")
-            continue
-        files = [f.name for f in folder.iterdir()]
-        if not any(f.endswith(".json") or f.endswith(".model") for f in files):
-            problems.append(f"{folder}/ has no config file")
-        for shard_index in folder.glob("*.index.json"):
-            shards = set(json.loads(shard_index.read_text()).get("weight_map", {}).values())
-            problems += [f"{folder / s} is missing" for s in sorted(shards) if s not in files]
-        if name in ("transformer", "vae", "text_encoder", "image_encoder") and not any(
-                f.endswith(_WEIGHT_SUFFIXES) for f in files):
-            problems.append(f"{folder}/ has no weight files")
-    return problems
+    """Every problem that would stop ``from_pretrained`` on this Wan-Animate folder, as
+    readable lines: the weights' own layout check, so a folder a setting names and a download
+    are held to one rule."""
+    return [_describe(path, problem)
+            for problem in weights.check_structure("wan-animate", path)]
+
+
+def _describe(folder: Path, problem: weights.Problem) -> str:
+    target = folder / problem.path
+    # A trailing "/" says the path is a folder ("vae/ is missing").
+    shown = f"{target}/" if problem.path.endswith("/") or target.is_dir() else str(target)
+    if problem.kind is weights.ProblemKind.MISSING:
+        return f"{shown} is missing"
+    return f"{shown} {problem.detail}"
 
 
 def pick_device(device: str) -> str:
@@ -125,8 +106,9 @@ def load_pipeline(model: str, options: LoadOptions) -> Any:
     path = resolve_model_path(model)
     problems = check_folder(path)
     if problems:
-        raise WeightsError("Wan-Animate weights in " f"{path} are incomplete:\n  "
-                           + "\n  ".join(problems) + f"\nFix: {weights.fix_command('wan-animate')}")
+        raise weights.WeightsError(f"Wan-Animate weights in {path} are incomplete:\n  "
+                                   + "\n  ".join(problems)
+                                   + f"\nFix: {weights.fix_command('wan-animate')}")
     import diffusers
     import torch
 

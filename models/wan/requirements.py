@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from faceswap_cam.models import defaults
+
 #: The setting that may name a local folder (or another repo id) for each registered model.
 WEIGHT_SETTINGS: dict[str, str] = {
     "wan-animate": "wan_model",
@@ -24,9 +26,9 @@ def required_weights(options: Mapping[str, Any]) -> list[tuple[str, str | None]]
     names = ["wan-animate"]
     # The stand-in preprocessor uses image operations only; the real one runs the detector
     # and pose model, and SAM2 masks only where the person is composited into the room.
-    if str(options.get("preprocessor", "wan")) != "stand-in":
+    if str(options.get("preprocessor", defaults.PREPROCESSOR)) != "stand-in":
         names += ["detector", "pose"]
-        if str(options.get("mode", "replace")) == "replace":
+        if str(options.get("mode", defaults.MODE)) == defaults.WanMode.REPLACE:
             names.append("sam2")
     return [(name, _setting(options, WEIGHT_SETTINGS[name])) for name in names]
 

@@ -171,18 +171,20 @@ class StreamingWanAnimate:
 
     @torch.no_grad()
     def set_reference(self, image: PIL.Image.Image) -> None:
-        """Encode the reference character once (CLIP embeds + VAE latents) and restart the
-        stream, which takes effect with the next segment."""
+        """Encode the reference character once (CLIP embeds + VAE latents); it takes effect
+        with the next segment. The stream goes on: whether a new reference restarts it is the
+        caller's decision (``reset()``), as for every restart."""
         pipe = self.pipe
         pixels = pipe.vae_image_processor.preprocess(
             image, height=self.height, width=self.width, resize_mode="fill",
         ).to(self.device, dtype=torch.float32)
         embeds = pipe.encode_image(image, self.device).to(self.transformer_dtype)
+        # The latent distribution's mode, as the pipeline takes it: the generator is handed
+        # over but not drawn from, so encoding leaves the stream's random sequence alone.
         latents = pipe.prepare_reference_image_latents(
             pixels, 1, generator=self.generator, device=self.device)
         # Both or neither: a failed encode must leave the previous reference whole.
         self._image_embeds, self._reference_latents = embeds, latents
-        self.reset()
 
     # --- temporal state --------------------------------------------------------------------
 

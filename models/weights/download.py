@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from faceswap_cam.daemon.paths import MODELS_DIR_ENV
+from faceswap_cam.models import defaults
 from faceswap_cam.models.weights.registry import (
     ModelSpec,
     WeightsError,
@@ -52,7 +53,7 @@ def _default_api() -> HubApi:
         from huggingface_hub import HfApi
     except ImportError as exc:
         raise WeightsError("huggingface_hub is not installed; install the model extras: "
-                           "pip install 'faceswap-cam[models]'") from exc
+                           f"{defaults.MODELS_EXTRA_INSTALL}") from exc
     return HfApi()
 
 

@@ -253,16 +253,17 @@ def _check_weights_folder(report: VerifyReport, rel: str) -> None:
     folder = report.path / rel if rel else report.path
     where = rel or "."
     if not (folder / "config.json").is_file():
-        report.add(ProblemKind.BAD_LAYOUT, where, "no config.json")
+        report.add(ProblemKind.BAD_LAYOUT, where, "has no config.json")
     weights = [p for p in folder.iterdir() if p.is_file() and p.name.endswith(_WEIGHTS_SUFFIXES)]
     if not weights:
-        report.add(ProblemKind.BAD_LAYOUT, where, "no weight files (*.safetensors)")
+        report.add(ProblemKind.BAD_LAYOUT, where, "has no weight files (*.safetensors)")
     for index in folder.glob("*.index.json"):
         try:
             weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
             shards = sorted(set(weight_map.values()))
         except (json.JSONDecodeError, AttributeError, TypeError):
-            report.add(ProblemKind.BAD_LAYOUT, _join(rel, index.name), "unreadable shard index")
+            report.add(ProblemKind.BAD_LAYOUT, _join(rel, index.name),
+                       "is not a readable shard index")
             continue
         for shard in shards:
             if not (folder / shard).is_file():
@@ -272,6 +273,15 @@ def _check_weights_folder(report: VerifyReport, rel: str) -> None:
 
 def _join(folder: str, name: str) -> str:
     return f"{folder}/{name}" if folder else name
+
+
+def check_structure(name: str, folder: Path) -> list[Problem]:
+    """Whether ``folder`` is shaped like registered model ``name`` (its layout): the check a
+    download without a manifest gets, and the one for a folder a setting names. A problem's
+    ``detail`` reads after its path ("vae: has no weight files ...")."""
+    report = VerifyReport(name=name, path=folder, deep=False)
+    _check_structure(report, get_model(name).layout)
+    return report.problems
 
 
 def _check_structure(report: VerifyReport, layout: str) -> None:
@@ -290,15 +300,20 @@ def _check_structure(report: VerifyReport, layout: str) -> None:
         report.add(ProblemKind.MISSING, "model_index.json", "not on disk")
         return
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        report.add(ProblemKind.BAD_LAYOUT, "model_index.json", f"unreadable: {exc}")
+        report.add(ProblemKind.BAD_LAYOUT, "model_index.json", f"is unreadable: {exc}")
         return
     if not isinstance(index, dict):
-        report.add(ProblemKind.BAD_LAYOUT, "model_index.json", "not a JSON object")
+        report.add(ProblemKind.BAD_LAYOUT, "model_index.json", "is not a JSON object")
         return
-    for component, value in sorted(index.items()):
+    components = {component: value for component, value in index.items()
+                  if not component.startswith("_") and isinstance(value, list)
+                  and len(value) == 2}
+    if "_class_name" not in index or not components:
+        report.add(ProblemKind.BAD_LAYOUT, "model_index.json",
+                   "names no pipeline and its components (not a diffusers pipeline folder)")
+        return
+    for component, value in sorted(components.items()):
         # Keys starting with "_" are pipeline metadata; [null, null] marks an absent optional.
-        if component.startswith("_") or not isinstance(value, list) or len(value) != 2:
-            continue
         if value[0] is None or value[1] is None:
             continue
         folder = report.path / component
@@ -307,7 +322,7 @@ def _check_structure(report: VerifyReport, layout: str) -> None:
             continue
         if any(hint in str(value[1]) for hint in _WEIGHTLESS_CLASS_HINTS):
             if not any(folder.glob("*.json")):
-                report.add(ProblemKind.BAD_LAYOUT, component, "no config (*.json)")
+                report.add(ProblemKind.BAD_LAYOUT, component, "has no config (*.json)")
             continue
         _check_weights_folder(report, component)
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import itertools
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,3 +165,74 @@ def test_page_plays_the_stream_and_updates_stats(sink: PreviewSink, feeder: Feed
         wait.until(lambda d: d.find_element("id", "stats").text != first_stats)
         assert sink.clients >= 1
         assert sink.frames_encoded > 0
+
+
+def test_stream_and_snapshot_are_same_origin_resources(sink: PreviewSink,
+                                                       feeder: Feeder) -> None:
+    with feeder:
+        for path in ("/", "/snapshot.jpg", "/stream.mjpg"):
+            deadline = time.monotonic() + TIMEOUT_S
+            while True:
+                try:
+                    with urllib.request.urlopen(sink.url + path, timeout=TIMEOUT_S) as response:
+                        headers = response.headers
+                    break
+                except urllib.error.HTTPError as error:  # 503 until the first frame
+                    if error.code != 503 or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            assert headers["Cross-Origin-Resource-Policy"] == "same-origin", path
+
+
+# A page that embeds the stream and says whether it loaded.
+EMBEDDING_PAGE = """<!doctype html><title>embed</title>
+<img id="stream" src="{src}" onload="document.title='loaded'" onerror="document.title='blocked'">
+"""
+
+
+class _PageHandler(http.server.BaseHTTPRequestHandler):
+    def __init__(self, page: bytes, *args: Any) -> None:
+        self._page = page
+        super().__init__(*args)
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(self._page)))
+        self.end_headers()
+        self.wfile.write(self._page)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def foreign_page(sink: PreviewSink) -> Iterator[str]:
+    """A page on another loopback origin that embeds the preview's stream in an <img>."""
+    page = EMBEDDING_PAGE.format(src=f"{sink.url}/stream.mjpg").encode()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(_PageHandler, page))
+    thread = threading.Thread(target=server.serve_forever, name="foreign-page", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_another_origin_cannot_embed_the_stream(sink: PreviewSink, feeder: Feeder,
+                                                foreign_page: str, driver: Any) -> None:
+    with feeder:
+        wait = WebDriverWait(driver, TIMEOUT_S, poll_frequency=0.1)
+        # The same <img> from the preview's own origin (what OBS's browser source loads) plays.
+        driver.get(sink.url)
+        wait.until(lambda d: d.execute_script(
+            "return document.getElementById('stream').naturalWidth") == SIZE[0])
+
+        driver.get(foreign_page)
+        wait.until(lambda d: d.title in ("loaded", "blocked"))
+        assert driver.title == "blocked"
+        assert driver.execute_script(
+            "return document.getElementById('stream').naturalWidth") == 0

@@ -10,12 +10,15 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from faceswap_cam.daemon.cli import main
 from faceswap_cam.daemon.control.client import (
     MAX_IMAGE_BYTES,
     NOT_RUNNING_MESSAGE,
@@ -31,7 +34,7 @@ from faceswap_cam.daemon.control.control_file import (
     write_control_file,
 )
 from faceswap_cam.daemon.control.server import ControlServer
-from faceswap_cam.daemon.control.status import parse_status
+from faceswap_cam.daemon.control.status import DaemonStatus, parse_status
 from faceswap_cam.daemon.paths import CONTROL_FILE_ENV
 from tests.fake_daemon import (
     FALLBACKS,
@@ -62,8 +65,9 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlSe
     holder = Holder()
     holder.daemon = FakeDaemon()
     proxy = _Forwarder(holder)
+    # No status snapshot: each test changes its fake behind the API's back and reads at once.
     server = ControlServer(proxy, token_file=tmp_path_factory.mktemp("run") / "control.json",
-                           max_image_bytes=4096)
+                           max_image_bytes=4096, status_max_age_s=0)
     before = set(threading.enumerate())
     server.start()
     yield server, holder
@@ -540,3 +544,82 @@ def test_idle_server_does_no_work_and_still_stops_at_once(tmp_path: Path) -> Non
     thread = server._thread
     server.close()
     assert thread is not None and not thread.is_alive()
+
+
+# --- bursts: served, not shed; past the bound, refused in JSON --------------------------------
+
+
+class CountingDaemon(FakeDaemon):
+    def __init__(self) -> None:
+        super().__init__()
+        self.status_calls = 0
+
+    def status(self) -> DaemonStatus:
+        self.status_calls += 1  # under the GIL; a count, not a lock-free protocol
+        return super().status()
+
+
+def test_a_burst_of_200_parallel_status_calls_is_served(tmp_path: Path) -> None:
+    daemon = CountingDaemon()
+    burst = 200
+    with ControlServer(daemon, token_file=tmp_path / "control.json") as server:
+        client = ControlClient.from_token_file(server.token_file, timeout=30.0)
+        start = threading.Barrier(burst)
+
+        def call(_: int) -> str:
+            start.wait()
+            return str(client.status()["state"])
+
+        began = time.perf_counter()
+        with ThreadPoolExecutor(burst) as pool:
+            states = list(pool.map(call, range(burst)))
+        elapsed = time.perf_counter() - began
+    print(f"{burst} parallel status calls in {elapsed:.2f} s, "
+          f"{daemon.status_calls} daemon status calls")
+    assert states == ["running"] * burst
+    assert daemon.status_calls < burst  # one snapshot serves many
+
+
+class BlockingDaemon(FakeDaemon):
+    """``list_references`` waits until released, so requests pile up in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.waiting = threading.Semaphore(0)
+
+    def list_references(self) -> list[dict[str, Any]]:
+        self.waiting.release()
+        self.release.wait(10)
+        return super().list_references()
+
+
+def test_requests_past_the_bound_are_refused_in_json_and_the_cli_says_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    daemon = BlockingDaemon()
+    bound = 3
+    with ControlServer(daemon, token_file=tmp_path / "control.json",
+                       max_requests=bound) as server:
+        client = ControlClient.from_token_file(server.token_file, timeout=10.0)
+        with ThreadPoolExecutor(bound) as pool:
+            held = [pool.submit(client.references) for _ in range(bound)]
+            try:
+                for _ in range(bound):
+                    assert daemon.waiting.acquire(timeout=10)
+                status, body, headers = raw(server, "GET", "/status")
+                assert status == 503
+                assert headers["Content-Type"] == "application/json"
+                assert "busy" in body["error"] and str(bound) in body["error"]
+                assert headers["Retry-After"] == "1"
+                with pytest.raises(ControlError) as refused:
+                    client.status()
+                assert refused.value.status == 503
+                assert refused.value.message == body["error"]
+                monkeypatch.setenv(CONTROL_FILE_ENV, str(server.token_file))
+                assert main(["status"]) == 1
+                assert f"faceswap-cam: {body['error']} (HTTP 503)" in capsys.readouterr().err
+            finally:
+                daemon.release.set()
+            assert all(len(f.result(timeout=10)) == 1 for f in held)
+        assert client.status()["state"] == "running"  # served again once they are done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import multiprocessing
 import os
@@ -13,9 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from faceswap_cam.daemon.paths import REFERENCES_DIR_ENV, references_dir
+from faceswap_cam.daemon.paths import REFERENCES_DIR_ENV, atomic_write, references_dir
 from faceswap_cam.daemon.references import (
     MAX_STORED_SIDE,
+    TEMP_PATTERNS,
     ReferenceLibrary,
     ReferenceRejected,
     sanitize_name,
@@ -40,6 +42,20 @@ def portrait(width: int = 200, height: int = 240, seed: int = 0) -> np.ndarray:
 
 def files_in(folder: Path) -> list[str]:
     return sorted(os.listdir(folder))
+
+
+def temp_files_in(folder: Path) -> list[str]:
+    """Files a write left half done (named as atomic_write names its temporary files)."""
+    return [f for f in files_in(folder)
+            if any(fnmatch.fnmatchcase(f, pattern) for pattern in TEMP_PATTERNS)]
+
+
+def test_a_temp_file_left_by_an_interrupted_write_is_seen(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # A crash between writing and renaming: the temporary file stays behind.
+    monkeypatch.setattr(os, "replace", lambda src, dst: None)
+    atomic_write(tmp_path / "index.json", b"{}")
+    assert len(temp_files_in(tmp_path)) == 1
 
 
 def add_many(folder: str, count: int, start: threading.Barrier | None = None) -> None:
@@ -256,7 +272,7 @@ def assert_consistent(folder: Path, expected: int) -> None:
     assert sorted(index["references"]) == sorted(names)
     pngs = sorted(f[:-4] for f in files_in(folder) if f.endswith(".png"))
     assert pngs == sorted(names)
-    assert not [f for f in files_in(folder) if f.startswith(".tmp-")]
+    assert temp_files_in(folder) == []
 
 
 def test_concurrent_adds_from_threads(tmp_path: Path) -> None:

@@ -98,6 +98,12 @@ class FakeClient:
         self.daemon.set_paused(paused)
         return self.daemon.status().model_dump(mode="json")
 
+    def set_ai_badge(self, enabled: bool) -> dict[str, Any]:
+        self._check()
+        self.calls.append(("set_ai_badge", enabled))
+        self.daemon.set_ai_badge(enabled)
+        return self.daemon.status().model_dump(mode="json")
+
     def shutdown(self) -> None:
         self._check()
         self.calls.append(("shutdown", None))

@@ -239,7 +239,7 @@ def test_frame_size_change_restarts_the_track(sam2_present: Path) -> None:
 
 def test_missing_weights_name_the_model(tmp_path: Path) -> None:
     from faceswap_cam.models.preprocessing.segmentation import PersonMasker
-    from faceswap_cam.models.wan.loading import WeightsError
+    from faceswap_cam.models.weights import WeightsError
 
     with pytest.raises(WeightsError, match="SAM2"):
         PersonMasker(tmp_path / "nowhere", device="cpu", dtype="fp32")

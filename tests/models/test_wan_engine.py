@@ -25,11 +25,11 @@ from faceswap_cam.models.render import PreprocessedError, load_preprocessed  # n
 from faceswap_cam.models.wan.engine import WanAnimateEngine, generation_size  # noqa: E402
 from faceswap_cam.models.wan.loading import (  # noqa: E402
     LoadOptions,
-    WeightsError,
     check_folder,
     load_pipeline,
     parse_lora,
 )
+from faceswap_cam.models.weights import WeightsError  # noqa: E402
 from tests.conftest import faceswap_cam_exe  # noqa: E402
 from tests.wan_tiny import FACE_SIZE, HEIGHT, WIDTH, save_tiny_wan_animate  # noqa: E402
 

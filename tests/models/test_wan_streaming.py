@@ -133,6 +133,8 @@ def test_encoders_run_once_per_reference(pipe: Any) -> None:
         streamed(stream, clip_inputs(13))  # three segments
         assert (calls["text"], calls["image"]) == (1, 1)
         stream.set_reference(reference())  # a new reference: encoded once more
+        assert stream.expects == 4  # the chain goes on until the caller restarts it
+        stream.reset()
         streamed(stream, clip_inputs(5))
         assert (calls["text"], calls["image"]) == (1, 2)
     finally:

@@ -40,6 +40,7 @@ from faceswap_cam.daemon.paths import config_file, models_dir
 from faceswap_cam.daemon.pipeline.app import engine_options
 from faceswap_cam.models.wan.requirements import required_weights
 from faceswap_cam.models.weights import fix_command, model_names
+from tests.fake_daemon import InMemoryDaemon
 
 REPO = Path(__file__).resolve().parents[2]
 MODPROBE = 'sudo modprobe v4l2loopback devices=1 card_label="FaceSwap Cam" exclusive_caps=1'
@@ -47,6 +48,11 @@ GIB = 1024**3
 HD = (True, 1280, 720, 30.0)
 VGA = (True, 640, 480, 30.0)
 CLOSED = (False, 0, 0, 0.0)
+
+
+def status_document(**changes: Any) -> dict[str, Any]:
+    """What a running daemon's ``GET /status`` answers, with ``changes``."""
+    return {**InMemoryDaemon().status().model_dump(mode="json"), **changes}
 
 
 class FakeClient:
@@ -75,11 +81,10 @@ class FakeMachine:
         self.proc.mkdir()
         self.caps: dict[str, tuple[str, bool]] = {}
         self.modes: dict[int, tuple[bool, int, int, float]] = {}
-        self.opened: list[int] = []
+        self.opened: list[int | str] = []
         self.asked: list[tuple[tuple[int, int], float]] = []  # what each open asked for
         self.gpus: list[GpuInfo] | None = [GpuInfo("cuda:0", "NVIDIA H100 80GB HBM3", 80 * GIB)]
-        self.client: FakeClient | Exception = FakeClient({"state": "running",
-                                                          "engine": "wan-animate"})
+        self.client: FakeClient | Exception = FakeClient(status_document(engine="wan-animate"))
         self.service: ServiceState | Exception = ServiceState(True, True, "active: active")
 
     def add_loopback(self, number: int, label: str, exclusive_caps: str | None = "Y") -> None:
@@ -112,11 +117,11 @@ class FakeMachine:
     def query(self, path: str) -> tuple[str, bool] | None:
         return self.caps.get(path)
 
-    def open_camera(self, index: int, size: tuple[int, int], fps: float
+    def open_camera(self, index: int | str, size: tuple[int, int], fps: float
                     ) -> tuple[bool, int, int, float]:
         self.opened.append(index)
         self.asked.append((size, fps))
-        return self.modes.get(index, CLOSED)
+        return self.modes.get(index, CLOSED) if isinstance(index, int) else CLOSED
 
     def gpu_probe(self) -> list[GpuInfo]:
         if self.gpus is None:
@@ -330,6 +335,20 @@ def test_camera_follows_the_configured_source(tmp_path: Path) -> None:
     assert explicit.status == "FAIL" and "cannot start" in explicit.detail
 
 
+def test_a_camera_configured_by_its_device_path_is_that_camera(tmp_path: Path) -> None:
+    machine = FakeMachine(tmp_path)
+    machine.add_camera(0, "Integrated Camera", CLOSED)
+    machine.add_camera(2, "Brio", HD)
+    by_path = find(machine.run(settings_loader=lambda _: Settings(source="webcam:/dev/video2")),
+                   "cameras")
+    assert by_path.status == "PASS"  # camera 2, not camera 0
+    # A device the camera list does not have is opened as configured, by its path.
+    other = find(machine.run(settings_loader=lambda _: Settings(source="webcam:/dev/video7")),
+                 "cameras")
+    assert other.status == "FAIL" and "camera /dev/video7, the one the daemon uses" in other.detail
+    assert machine.opened[-1] == "/dev/video7"
+
+
 def test_camera_is_judged_by_the_configured_size_and_fps(tmp_path: Path) -> None:
     machine = FakeMachine(tmp_path)
     machine.add_camera(0, "Brio", (True, 1920, 1080, 30.0))
@@ -523,6 +542,23 @@ def test_running_daemon_passes_and_a_broken_one_fails(machine: FakeMachine) -> N
                                         "http://127.0.0.1:40123: running, engine wan-animate")
     machine.client = FakeClient(ControlError(None, "GET /status: no answer within 2 s"))
     assert find(machine.run(), "control API").status == "FAIL"
+
+
+def test_a_daemon_in_trouble_warns_with_its_errors(machine: FakeMachine) -> None:
+    machine.client = FakeClient(status_document(state="error", engine_error="out of memory",
+                                                camera_error="camera lost"))
+    api = find(machine.run(), "control API")
+    assert api.status == "WARN"
+    assert api.detail.splitlines() == ["http://127.0.0.1:40123: error, engine debug",
+                                       "out of memory", "camera lost"]
+
+
+def test_a_status_of_another_shape_fails(machine: FakeMachine) -> None:
+    # What an older daemon might answer: read through the typed status, it is refused.
+    machine.client = FakeClient({"state": "running", "engine": "wan-animate"})
+    api = find(machine.run(), "control API")
+    assert api.status == "FAIL" and "status is not understood" in api.detail
+    assert api.fix is not None and "same FaceSwap Cam installation" in api.fix
 
 
 def test_service_states(machine: FakeMachine) -> None:

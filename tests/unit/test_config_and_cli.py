@@ -192,6 +192,17 @@ def test_status_printing(capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out) == document
 
 
+def test_status_printing_names_a_stopped_output(capsys: pytest.CaptureFixture[str]) -> None:
+    document = InMemoryDaemon().status().model_dump(mode="json")
+    document["output_errors"] = [{"output": "file:/media/usb/call.mp4",
+                                  "error": "RecordingError: the disk at /media/usb is full",
+                                  "fix": "free space on /media/usb"}]
+    assert _print_status(document, as_json=False) == EXIT_OK
+    text = capsys.readouterr().out
+    assert "output     file:/media/usb/call.mp4: RecordingError: the disk" in text
+    assert "fix        free space on /media/usb" in text
+
+
 def test_status_of_another_shape_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert _print_status({"state": "running", "engine": {"name": "wan"}},
                          as_json=True) == EXIT_RUNTIME

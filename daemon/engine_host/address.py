@@ -1,0 +1,134 @@
+"""Where an engine host listens and how a daemon names it.
+
+A host listens on ``HOST:PORT`` (TCP, loopback by default) or ``unix:PATH`` (the local child).
+It prints one pairing line whose URL a daemon takes with ``--engine-url``:
+``fscam://HOST:PORT?token=...`` for TCP, ``fscam+unix:///PATH`` for a Unix socket. The URL
+maps onto the WebSocket URI the proxy dials (``ws://HOST:PORT/engine``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+TCP_SCHEME = "fscam"
+UNIX_SCHEME = "fscam+unix"
+DEFAULT_PORT = 7861
+DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+#: The WebSocket route the host serves.
+ROUTE = "/engine"
+PAIR_COMMAND = "faceswap-cam engine pair"
+
+
+class AddressError(ValueError):
+    """A listen address or engine URL that cannot be used; the message says which form works."""
+
+
+@dataclass(frozen=True)
+class Address:
+    """A TCP ``host``/``port`` or a Unix socket ``path`` (then host is None)."""
+
+    host: str | None = None
+    port: int = 0
+    path: str | None = None
+
+    @property
+    def is_unix(self) -> bool:
+        return self.path is not None
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.path is not None:
+            return True
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host or "").is_loopback
+        except ValueError:
+            return False
+
+    def url(self, *, token: str | None = None, fingerprint: str | None = None) -> str:
+        """The pairing URL, with the token and certificate fingerprint when given."""
+        query = {key: value for key, value in (("token", token), ("fp", fingerprint)) if value}
+        tail = f"?{urlencode(query)}" if query else ""
+        if self.path is not None:
+            return f"{UNIX_SCHEME}://{quote(self.path)}{tail}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{TCP_SCHEME}://{host}:{self.port}{tail}"
+
+    def websocket_uri(self, *, tls: bool = False) -> str:
+        if self.path is not None:
+            return f"ws://localhost{ROUTE}"  # the host part is unused on a Unix socket
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{'wss' if tls else 'ws'}://{host}:{self.port}{ROUTE}"
+
+
+def parse_listen(text: str) -> Address:
+    """``HOST:PORT``, ``:PORT`` (loopback) or ``unix:PATH``."""
+    text = text.strip()
+    if text.startswith("unix:"):
+        path = text.removeprefix("unix:")
+        if not path.startswith("/"):
+            raise AddressError(f"--listen {text!r}: unix:PATH needs an absolute path")
+        return Address(path=path)
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise AddressError(f"--listen {text!r}: use HOST:PORT (e.g. {DEFAULT_LISTEN}) or "
+                           "unix:PATH")
+    host = host.strip("[]") or "127.0.0.1"
+    return Address(host=host, port=_port(port, text))
+
+
+@dataclass(frozen=True)
+class EngineUrl:
+    """A parsed pairing URL: where the host is, and the token and fingerprint it carried."""
+
+    address: Address
+    token: str | None = None
+    fingerprint: str | None = None
+
+    def __str__(self) -> str:
+        """The URL without its secrets (for logs and the status)."""
+        return self.address.url()
+
+
+def parse_engine_url(text: str) -> EngineUrl:
+    parts = urlsplit(text.strip())
+    query = parse_qs(parts.query)
+    token = query.get("token", [None])[-1]
+    fingerprint = query.get("fp", [None])[-1]
+    if parts.scheme == UNIX_SCHEME:
+        if parts.netloc or not parts.path.startswith("/"):
+            raise AddressError(f"{text!r}: a Unix socket URL is {UNIX_SCHEME}:///ABSOLUTE/PATH")
+        return EngineUrl(Address(path=parts.path), token, fingerprint)
+    if parts.scheme != TCP_SCHEME or not parts.hostname:
+        raise AddressError(f"{text!r} is not an engine host URL: use the one the host printed, "
+                           f"{TCP_SCHEME}://HOST:PORT?token=... or {UNIX_SCHEME}:///PATH")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError:
+        raise AddressError(f"{text!r}: the port must be 1..65535") from None
+    return EngineUrl(Address(host=parts.hostname, port=port), token, fingerprint)
+
+
+def pairing_line(url: str) -> str:
+    return f"{PAIR_COMMAND} '{url}'"
+
+
+def parse_pairing_line(line: str) -> str | None:
+    """The URL in a host's pairing line, or None when ``line`` is not one."""
+    line = line.strip()
+    if not line.startswith(PAIR_COMMAND + " "):
+        return None
+    return line.removeprefix(PAIR_COMMAND).strip().strip("'\"")
+
+
+def _port(text: str, whole: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise AddressError(f"--listen {whole!r}: the port must be a number") from None
+    if not 0 <= port <= 65535:
+        raise AddressError(f"--listen {whole!r}: the port must be 0..65535 (0: any free)")
+    return port

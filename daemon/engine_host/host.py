@@ -1,0 +1,411 @@
+"""``faceswap-cam engine serve``: one engine behind a WebSocket, for one daemon at a time.
+
+The engine is built before the host listens, so a host whose engine cannot load exits 1 with
+the reason on stderr ("exits at start") and a listening host is a working one. Engine calls
+run on one daemon thread, so the event loop keeps reading while a batch runs: ``interrupt``
+arrives mid-call, a second client is told the host is busy, and a hung call never blocks exit.
+
+Nothing a client sends names a file here: the reference arrives as PNG bytes and is decoded
+with the daemon's own checks; shared memory is made by the host, under a name it picks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import queue
+import secrets
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from faceswap_cam.daemon.engine_host import codec, protocol
+from faceswap_cam.daemon.engine_host.address import ROUTE, Address, pairing_line
+from faceswap_cam.daemon.engine_host.child import TOKEN_ENV
+from faceswap_cam.daemon.engine_host.protocol import (
+    Error,
+    Hello,
+    Interrupt,
+    Message,
+    Ok,
+    Process,
+    ProtocolError,
+    Reference,
+    Reset,
+    Result,
+    Welcome,
+)
+from faceswap_cam.models.engine import SwapEngine, SwapResult, create_engine, resolve_engine_name
+from faceswap_cam.models.reference import ReferenceError, decode_reference
+
+logger = logging.getLogger(__name__)
+
+#: How long a client has to say hello.
+HELLO_TIMEOUT_S = 10.0
+
+# WebSocket close codes (RFC 6455).
+CLOSE_PROTOCOL = 1002
+CLOSE_POLICY = 1008
+CLOSE_TRY_LATER = 1013
+
+
+class HostStartError(RuntimeError):
+    """The host cannot start; the message says why and what to do."""
+
+
+class _EngineThread:
+    """Runs engine calls one at a time on a daemon thread and hands results to the loop."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]]] = \
+            queue.SimpleQueue()
+        self._last: asyncio.Future[Any] | None = None
+        threading.Thread(target=self._loop, name="engine-calls", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            job, future = self._jobs.get()
+            loop = future.get_loop()
+            try:
+                value = job()
+            except BaseException as exc:  # handed to the caller
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, value, None)
+
+    async def run(self, job: Callable[[], Any]) -> Any:
+        await self.wait_idle()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._last = future
+        self._jobs.put((job, future))
+        # Shielded: a client that goes away cancels its wait, never the record of the call.
+        return await asyncio.shield(future)
+
+    async def wait_idle(self) -> None:
+        last = self._last
+        if last is not None and not last.done():
+            await asyncio.wait([last])
+
+
+def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
+class EngineHostServer:
+    """The WebSocket application around one engine."""
+
+    def __init__(self, engine: SwapEngine, engine_name: str, token: str, *,
+                 shared_memory: bool) -> None:
+        self.engine = engine
+        self.engine_name = engine_name
+        self._token = token
+        self._shared_memory = shared_memory
+        self._calls = _EngineThread()
+        self._connected = False
+        self.app = Starlette(routes=[WebSocketRoute(ROUTE, self._endpoint)])
+
+    async def _endpoint(self, ws: WebSocket) -> None:
+        await ws.accept()
+        if self._connected:
+            await _refuse(ws, Error(message="busy: another daemon is connected to this engine "
+                                    "host", fix="stop the other daemon first, or start another "
+                                    "host for this one"), CLOSE_TRY_LATER)
+            return
+        self._connected = True
+        shared: codec.SharedFrames | None = None
+        try:
+            hello = await self._hello(ws)
+            if hello is None:
+                return
+            # A call a lost client left running finishes first; then a fresh chain.
+            self.engine.interrupt()
+            await self._calls.wait_idle()
+            await self._calls.run(self.engine.reset)
+            slots = max(self.engine.first_batch, self.engine.next_batch)
+            if self._shared_memory and hello.width and hello.height:
+                if codec.SharedFrames.room_for(slots, hello.width, hello.height):
+                    shared = codec.SharedFrames.create(slots, hello.width, hello.height)
+                else:
+                    logger.warning("not enough room in /dev/shm for %d frames of %dx%d: "
+                                   "frames go as JPEG", slots, hello.width, hello.height)
+            await ws.send_bytes(protocol.encode(Welcome(
+                protocol=protocol.PROTOCOL_VERSION, version=protocol.package_version(),
+                engine=self.engine_name, first_batch=self.engine.first_batch,
+                next_batch=self.engine.next_batch,
+                shm=None if shared is None else shared.name,
+                shm_bytes=0 if shared is None else shared.size,
+                codec="jpeg" if shared is None else "shm")))
+            await self._serve(ws, shared)
+        except WebSocketDisconnect:
+            pass  # the client left; the next one is served
+        finally:
+            self._connected = False
+            if shared is not None:
+                shared.close()
+
+    async def _hello(self, ws: WebSocket) -> Hello | None:
+        try:
+            data = await asyncio.wait_for(_receive(ws), HELLO_TIMEOUT_S)
+            if data is None:
+                return None
+            header, _ = protocol.decode(data)
+        except TimeoutError:
+            await _refuse(ws, Error(message=f"no hello within {HELLO_TIMEOUT_S:g} s"),
+                          CLOSE_POLICY)
+            return None
+        except ProtocolError as exc:
+            await _refuse(ws, Error(message=str(exc)), CLOSE_PROTOCOL)
+            return None
+        if not isinstance(header, Hello):
+            await _refuse(ws, Error(message=f"expected hello, got {header.type}"),
+                          CLOSE_PROTOCOL)
+            return None
+        if header.protocol != protocol.PROTOCOL_VERSION:
+            await _refuse(ws, Error(
+                message=protocol.version_mismatch(header.protocol, header.version,
+                                                  ours_are="engine host"),
+                fix="install the same faceswap-cam version on the daemon and the host"),
+                CLOSE_PROTOCOL)
+            return None
+        if not hmac.compare_digest(header.token.encode(), self._token.encode()):
+            logger.warning("a client with a wrong token was refused")
+            await _refuse(ws, Error(message="wrong token: this engine host refused the "
+                                    "connection", fix="pair again with the line the host "
+                                    "printed (faceswap-cam engine pair ...)"), CLOSE_POLICY)
+            return None
+        return header
+
+    async def _serve(self, ws: WebSocket, shared: codec.SharedFrames | None) -> None:
+        pending: asyncio.Task[None] | None = None
+        try:
+            while True:
+                data = await _receive(ws)
+                if data is None:
+                    return
+                header, payload = protocol.decode(data)
+                if isinstance(header, Interrupt):
+                    self.engine.interrupt()
+                    continue
+                if pending is not None and not pending.done():
+                    raise ProtocolError(f"{header.type} arrived while a request was running: "
+                                        "send one request at a time")
+                pending = asyncio.create_task(self._answer(ws, header, payload, shared))
+        except ProtocolError as exc:
+            logger.warning("refused a malformed message: %s", exc)
+            await _refuse(ws, Error(message=str(exc)), CLOSE_PROTOCOL)
+        finally:
+            if pending is not None and not pending.done():
+                self.engine.interrupt()  # nobody waits for this call any more
+                pending.cancel()
+
+    async def _answer(self, ws: WebSocket, header: Message, payload: memoryview,
+                      shared: codec.SharedFrames | None) -> None:
+        try:
+            reply, body = await self._dispatch(header, payload, shared)
+        except ProtocolError as exc:
+            logger.warning("refused a malformed request: %s", exc)
+            await _refuse(ws, Error(message=str(exc)), CLOSE_PROTOCOL)
+            return
+        except ReferenceError as exc:
+            reply, body = Error(message=str(exc), fix="use another reference image"), b""
+        except Exception as exc:
+            logger.warning("engine call failed: %s", exc, exc_info=True)
+            reply, body = Error(message=f"{self.engine_name} failed on the host: {exc}",
+                                fix="see the engine host's log"), b""
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await ws.send_bytes(protocol.encode(reply, body))
+
+    async def _dispatch(self, header: Message, payload: memoryview,
+                        shared: codec.SharedFrames | None) -> tuple[Message, bytes]:
+        engine = self.engine
+        if isinstance(header, Reference):
+            image = decode_reference(bytes(payload))
+            await self._calls.run(lambda: engine.set_reference(image))
+            return Ok(), b""
+        if isinstance(header, Reset):
+            await self._calls.run(engine.reset)
+            return Ok(), b""
+        if not isinstance(header, Process):
+            raise ProtocolError(f"unexpected {header.type} from a client")
+        if header.codec == "shm":
+            if shared is None:
+                raise ProtocolError("no shared memory on this connection: send JPEG")
+            if len(payload):
+                raise ProtocolError("a shared-memory batch carries no payload")
+            frames = shared.read(header.count, header.width, header.height)
+        else:
+            frames = await asyncio.to_thread(codec.decode_jpeg, payload, header.count,
+                                             header.width, header.height)
+        result = await self._calls.run(lambda: engine.process(frames))
+        _check_result(result, frames)
+        if not result.swapped:
+            return Result(swapped=False, count=header.count, codec=header.codec), b""
+        if header.codec == "shm":
+            assert shared is not None
+            shared.write(result.frames)
+            body = b""
+        else:
+            body = await asyncio.to_thread(codec.encode_jpeg, result.frames)
+        return Result(swapped=True, count=header.count, codec=header.codec), body
+
+
+def _check_result(result: object, frames: list[np.ndarray]) -> None:
+    if not isinstance(result, SwapResult) or len(result.frames) != len(frames) or any(
+            not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != inp.shape
+            for out, inp in zip(result.frames, frames, strict=False)):
+        raise RuntimeError("the engine returned frames that do not match its batch")
+
+
+async def _receive(ws: WebSocket) -> bytes | None:
+    """The next binary message, None when the client left; a text message is refused."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        return None
+    data = message.get("bytes")
+    if data is None:
+        raise ProtocolError("text message: this host speaks binary messages only")
+    return bytes(data)
+
+
+async def _refuse(ws: WebSocket, error: Error, code: int) -> None:
+    """Say why, then close: the host goes on serving the next client."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        if ws.application_state is WebSocketState.CONNECTED:
+            await ws.send_bytes(protocol.encode(error))
+            await ws.close(code, error.message[:120])
+
+
+# --- the listener (the seam where TLS plugs in) -------------------------------------------
+
+
+def open_listener(address: Address, ssl_context: ssl.SSLContext | None) -> socket.socket:
+    """Bind and listen: loopback or a Unix socket as is; any other address only with TLS
+    (then the token and the pinned certificate protect the frames on the network)."""
+    if not address.is_loopback and ssl_context is None:
+        raise HostStartError(f"refusing to listen on {address.host}: a non-loopback listener "
+                             "needs TLS and a token (listen on 127.0.0.1 and use an SSH "
+                             "tunnel meanwhile)")
+    try:
+        if address.path is not None:
+            with _private_umask():
+                if os.path.exists(address.path):
+                    os.unlink(address.path)  # a socket left by a killed host
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.bind(address.path)
+            sock.listen(8)
+            return sock
+        return socket.create_server((address.host or "127.0.0.1", address.port),
+                                    family=socket.AF_INET6 if ":" in (address.host or "")
+                                    else socket.AF_INET)
+    except OSError as exc:
+        raise HostStartError(f"cannot listen on {address.url()}: {exc.strerror or exc}") \
+            from exc
+
+
+class _private_umask:
+    """A Unix socket is created 0600: only this user can connect."""
+
+    def __enter__(self) -> None:
+        self._old = os.umask(0o177)
+
+    def __exit__(self, *exc: object) -> None:
+        os.umask(self._old)
+
+
+def make_server(app: Any, ssl_context: ssl.SSLContext | None) -> Any:
+    import uvicorn
+
+    return uvicorn.Server(uvicorn.Config(
+        app, ws="websockets-sansio", ws_max_size=protocol.MAX_MESSAGE_BYTES,
+        lifespan="off", log_config=None, log_level="warning", access_log=False,
+        timeout_graceful_shutdown=2,
+        ssl_context_factory=None if ssl_context is None
+        else (lambda _config, _default: ssl_context)))
+
+
+def listening_address(sock: socket.socket, address: Address) -> Address:
+    """The address actually bound (port 0 picks one)."""
+    if address.path is not None:
+        return address
+    host, port = sock.getsockname()[:2]
+    return Address(host=address.host or host, port=port)
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def serve(engine_name: str, options: dict[str, Any], listen: Address, *,
+          exit_with_parent: int | None = None,
+          ssl_context: ssl.SSLContext | None = None) -> int:
+    """Build the engine, listen, print the pairing line, serve until SIGINT/SIGTERM."""
+    given_token = os.environ.pop(TOKEN_ENV, "")
+    token = given_token or secrets.token_urlsafe(32)
+    try:
+        if not listen.is_loopback and ssl_context is None:
+            open_listener(listen, ssl_context)  # refuses before a long engine load
+        name = resolve_engine_name(engine_name, options)
+        engine = create_engine(name, **options)
+    except HostStartError as exc:
+        _say(sys.stderr, f"faceswap-cam: engine host cannot start: {exc}")
+        return 2
+    except Exception as exc:
+        _say(sys.stderr, f"faceswap-cam: engine host cannot start: {exc}")
+        return 1
+    try:
+        try:
+            sock = open_listener(listen, ssl_context)
+        except HostStartError as exc:
+            _say(sys.stderr, f"faceswap-cam: engine host cannot start: {exc}")
+            return 1
+        bound = listening_address(sock, listen)
+        host = EngineHostServer(engine, name, token, shared_memory=bound.is_unix)
+        server = make_server(host.app, ssl_context)
+        if exit_with_parent is not None:
+            _exit_with_parent(exit_with_parent, server)
+        logger.info("engine host for %s at %s (pid %d)", name, bound.url(), os.getpid())
+        # The pairing line is the last line on stdout; a child's token is its parent's already.
+        _say(sys.stdout, pairing_line(bound.url(token=None if given_token else token)))
+        server.run(sockets=[sock])
+    finally:
+        engine.close()
+        if listen.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(listen.path)
+    return 0
+
+
+def _say(stream: Any, line: str) -> None:
+    """The command's own output (the pairing line, the reason it cannot start), not a log."""
+    stream.write(line + "\n")
+    stream.flush()
+
+
+def _exit_with_parent(parent: int, server: Any) -> None:
+    """A child host must not outlive its daemon (even a ``kill -9``'d one)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        logger.warning("the daemon (pid %d) is gone: stopping", parent)
+        server.should_exit = True
+        time.sleep(5.0)
+        os._exit(1)  # a call that will not end must not keep the GPU
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

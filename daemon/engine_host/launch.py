@@ -1,0 +1,85 @@
+"""Where the engine runs: inside the daemon, in a local child host, or on a host elsewhere."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from faceswap_cam.daemon.config import EngineHosting, Settings
+from faceswap_cam.daemon.control.status import EngineHostStatus
+from faceswap_cam.daemon.engine_host.address import parse_engine_url
+from faceswap_cam.daemon.engine_host.child import ChildEngineHost
+from faceswap_cam.daemon.engine_host.remote import RemoteEngineHost
+from faceswap_cam.models.engine import (
+    EngineError,
+    SwapEngine,
+    available_engines,
+    resolve_engine_name,
+)
+
+#: Engines cheap and safe enough to stay inside the daemon with ``--engine-host auto``.
+STAND_IN_ENGINES = frozenset({"passthrough", "debug"})
+#: The name the daemon shows for a remote host's engine when none was asked for.
+REMOTE_ENGINE = "remote"
+
+
+class EngineHostLink(Protocol):
+    """A host the processor gets its engines from (``connect`` is its engine factory)."""
+
+    def connect(self) -> SwapEngine: ...
+
+    def report(self) -> EngineHostStatus: ...
+
+    def close(self) -> None: ...
+
+
+def plan_engine(settings: Settings, options: dict[str, Any]) -> tuple[str, EngineHostLink | None]:
+    """The engine's name and the host that runs it (None: inside the daemon).
+
+    A local child shares this machine's weights folder, so what can be known before starting
+    it (an unknown engine, weights not downloaded) still stops the start with the fix. What only
+    the host can find out (corrupt weights, no GPU, out of memory) leaves the camera in the
+    fallback with the reason in the status, retried with backoff. A remote host's engine is
+    only checked to exist: its weights are on the other machine.
+    """
+    if settings.engine_url:
+        url = parse_engine_url(settings.engine_url)
+        name = REMOTE_ENGINE if settings.engine == "auto" else _known(settings.engine)
+        return name, RemoteEngineHost(url, _token(settings, url.token), frame_size=settings.size,
+                                      call_timeout_s=settings.engine_timeout_s)
+    hosting = settings.engine_host
+    if hosting is EngineHosting.INLINE or (hosting is EngineHosting.AUTO
+                                           and settings.engine in STAND_IN_ENGINES):
+        return resolve_engine_name(settings.engine, options), None
+    if settings.engine == "auto":
+        name = resolve_engine_name("auto", options)  # the best engine whose weights are here
+        if hosting is EngineHosting.AUTO and name in STAND_IN_ENGINES:
+            return name, None
+    else:
+        name = resolve_engine_name(settings.engine, options)
+    return name, ChildEngineHost(name, options, frame_size=settings.size,
+                                 call_timeout_s=settings.engine_timeout_s,
+                                 log_level=settings.log_level)
+
+
+def _known(name: str) -> str:
+    if name not in available_engines():
+        raise EngineError(f"unknown engine {name!r}; available: "
+                          f"{', '.join(['auto', *available_engines()])}")
+    return name
+
+
+def _token(settings: Settings, in_url: str | None) -> str:
+    """The host's token: from --engine-token-file, else the one in the URL."""
+    if settings.engine_token_file is not None:
+        try:
+            token = settings.engine_token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise EngineError(f"cannot read the engine token file "
+                              f"{settings.engine_token_file}: {exc.strerror or exc}") from exc
+        if not token:
+            raise EngineError(f"the engine token file {settings.engine_token_file} is empty")
+        return token
+    if in_url:
+        return in_url
+    raise EngineError("no token for the engine host: give the whole URL its pairing line "
+                      "printed, or --engine-token-file PATH")

@@ -1,0 +1,158 @@
+"""The engine host's messages: one WebSocket binary message each.
+
+Layout: a 4-byte big-endian header length, a JSON header validated by the models below
+(``extra="forbid"``: anything unexpected is refused), then a payload whose meaning the header
+gives (frames for ``process``/``result``, PNG bytes for ``reference``, nothing otherwise).
+
+One request is in flight at a time (the daemon never queues a second batch behind the first);
+``interrupt`` is the exception: it may arrive while ``process`` runs and has no answer.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from importlib import metadata
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+#: Bumped on any change to the messages; both sides refuse another number.
+PROTOCOL_VERSION = 1
+#: Bounds every message. A batch of 17 frames at 1920x1080 as JPEG (at most ~1.5 MB each for
+#: a noisy frame) fits, and so does the largest reference image the daemon accepts (50 MB).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_HEADER_BYTES = 64 * 1024
+#: More frames than any engine's batch (Wan's longest segment is 161 frames at most).
+MAX_BATCH = 161
+MAX_SIDE = 7680
+
+_LENGTH = struct.Struct(">I")
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("faceswap-cam")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class ProtocolError(ValueError):
+    """A message that is not one of ours; the connection that sent it is closed."""
+
+
+class _Header(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Codec = Literal["shm", "jpeg"]
+Count = Annotated[int, Field(ge=1, le=MAX_BATCH)]
+Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
+
+
+class Hello(_Header):
+    """The client's first message. ``width``/``height``: the frame size it will send, so a
+    local host can size its shared memory (without them frames go as JPEG)."""
+
+    type: Literal["hello"] = "hello"
+    protocol: int
+    version: str
+    token: str = Field(max_length=512)
+    width: Side | None = None
+    height: Side | None = None
+
+
+class Welcome(_Header):
+    type: Literal["welcome"] = "welcome"
+    protocol: int
+    version: str
+    engine: str
+    first_batch: Count
+    next_batch: Count
+    #: The shared-memory segment the host made for this client (None: frames go as JPEG).
+    #: Frames go in and results come back in place, ``first_batch`` slots of WxHx3 bytes.
+    shm: str | None
+    shm_bytes: int = 0
+    codec: Codec
+
+
+class Reference(_Header):
+    """Payload: the reference image as PNG bytes."""
+
+    type: Literal["reference"] = "reference"
+
+
+class Process(_Header):
+    """Payload: nothing for ``shm`` (the frames are in the segment), else the JPEGs."""
+
+    type: Literal["process"] = "process"
+    count: Count
+    width: Side
+    height: Side
+    codec: Codec
+
+
+class Result(_Header):
+    """Payload as for ``process``; with ``swapped`` False there is none (the frames are the
+    inputs unchanged)."""
+
+    type: Literal["result"] = "result"
+    swapped: bool
+    count: Count
+    codec: Codec
+
+
+class Reset(_Header):
+    type: Literal["reset"] = "reset"
+
+
+class Interrupt(_Header):
+    type: Literal["interrupt"] = "interrupt"
+
+
+class Ok(_Header):
+    type: Literal["ok"] = "ok"
+
+
+class Error(_Header):
+    """A refusal or a failure: what happened and what to do."""
+
+    type: Literal["error"] = "error"
+    message: str
+    fix: str = ""
+
+
+Message = Hello | Welcome | Reference | Process | Result | Reset | Interrupt | Ok | Error
+_ADAPTER: TypeAdapter[Message] = TypeAdapter(
+    Annotated[Message, Field(discriminator="type")])
+
+
+def encode(header: Message, payload: bytes | bytearray | memoryview = b"") -> bytes:
+    head = header.model_dump_json().encode()
+    return b"".join((_LENGTH.pack(len(head)), head, payload))
+
+
+def decode(data: bytes | bytearray | memoryview) -> tuple[Message, memoryview]:
+    """The header and a view of the payload, or ProtocolError saying what is wrong."""
+    view = memoryview(data)
+    if len(view) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {len(view)} bytes is over {MAX_MESSAGE_BYTES}")
+    if len(view) < _LENGTH.size:
+        raise ProtocolError("message too short for its header length")
+    (length,) = _LENGTH.unpack_from(view)
+    if length > MAX_HEADER_BYTES or _LENGTH.size + length > len(view):
+        raise ProtocolError(f"header length {length} does not fit the message")
+    raw = bytes(view[_LENGTH.size:_LENGTH.size + length])
+    try:
+        header = _ADAPTER.validate_python(json.loads(raw))
+    except (ValueError, ValidationError) as exc:
+        first = str(exc).splitlines()[0 if not isinstance(exc, ValidationError) else -1]
+        raise ProtocolError(f"malformed header: {first.strip()}") from None
+    return header, view[_LENGTH.size + length:]
+
+
+def version_mismatch(theirs: int, their_version: str, *, ours_are: str) -> str:
+    """The refusal for another protocol version, naming both sides'."""
+    return (f"protocol version mismatch: the {ours_are} speaks protocol {PROTOCOL_VERSION} "
+            f"(faceswap-cam {package_version()}), the other side protocol {theirs} "
+            f"(faceswap-cam {their_version}); install the same faceswap-cam on both machines")

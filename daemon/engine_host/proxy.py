@@ -1,0 +1,270 @@
+"""The daemon's side of an engine host: a :class:`SwapEngine` that forwards every call.
+
+The processor sees just another engine. Every receive has a timeout, and a connection that
+closes or breaks makes the call raise, so the processor drops this engine and starts another
+with its usual backoff. ``interrupt()`` may come from any thread while ``process`` waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import ssl
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from faceswap_cam.daemon.engine_host import codec, protocol
+from faceswap_cam.daemon.engine_host.address import EngineUrl
+from faceswap_cam.daemon.engine_host.protocol import (
+    Error,
+    Hello,
+    Interrupt,
+    Message,
+    Ok,
+    Process,
+    ProtocolError,
+    Reference,
+    Reset,
+    Result,
+    Welcome,
+)
+from faceswap_cam.models.engine import EngineError, SwapResult
+
+logger = logging.getLogger(__name__)
+
+#: Answers to hello, reference and reset come quickly on a healthy host.
+CONTROL_TIMEOUT_S = 30.0
+#: A process call gets the processor's timeout plus this, so the processor decides first.
+CALL_MARGIN_S = 5.0
+
+
+class EngineHostError(EngineError):
+    """The host refused, failed or went away; ``fix`` says what to do when it is known."""
+
+    def __init__(self, message: str, fix: str = "") -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
+def open_connection(url: EngineUrl, *, open_timeout: float,
+                    ssl_context: ssl.SSLContext | None = None,
+                    fingerprint: str | None = None) -> Any:
+    """A WebSocket connection to the host (the seam where TLS and pinning plug in): with
+    ``fingerprint`` ("sha256:HEX"), the host's certificate must hash to it."""
+    from websockets.exceptions import InvalidHandshake
+    from websockets.sync.client import connect, unix_connect
+
+    options: dict[str, Any] = {
+        "max_size": protocol.MAX_MESSAGE_BYTES, "open_timeout": open_timeout,
+        "close_timeout": 1.0, "compression": None,  # JPEG and raw frames do not deflate
+    }
+    address = url.address
+    uri = address.websocket_uri(tls=ssl_context is not None)
+    try:
+        if address.path is not None:
+            opening = unix_connect(address.path, uri, **options)
+        else:
+            opening = connect(uri, ssl=ssl_context, proxy=None, **options)
+        # Entered as a context manager (websockets 17 warns otherwise); close() leaves it.
+        connection = opening.__enter__()
+    except (OSError, TimeoutError, InvalidHandshake) as exc:
+        raise EngineHostError(f"cannot reach the engine host at {url}: {exc}",
+                              fix="check that `faceswap-cam engine serve` runs there and the "
+                              "URL is the one it printed; the daemon retries by itself") \
+            from exc
+    if fingerprint is not None:
+        _check_fingerprint(connection, fingerprint, url)
+    return connection
+
+
+def _check_fingerprint(connection: Any, expected: str, url: EngineUrl) -> None:
+    sock = connection.socket
+    der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+    actual = "sha256:" + hashlib.sha256(der).hexdigest() if der else ""
+    if not hmac.compare_digest(actual.lower(), expected.lower()):
+        connection.close()
+        raise EngineHostError(f"the engine host at {url} shows another certificate than the "
+                              "one paired", fix="if the host was reinstalled, pair again with "
+                              "the line it prints; otherwise someone is in between")
+
+
+class EngineHostProxy:
+    """A connected engine host, used like a local engine."""
+
+    def __init__(self, connection: Any, welcome: Welcome, *, url: str, call_timeout_s: float,
+                 on_close: Callable[[bool, str], None] | None = None) -> None:
+        self._connection = connection
+        self.url = url
+        self.engine_name = welcome.engine
+        self.first_batch = welcome.first_batch
+        self.next_batch = welcome.next_batch
+        self._call_timeout_s = call_timeout_s
+        self._on_close = on_close
+        self._shared = codec.SharedFrames.attach(welcome.shm) if welcome.shm else None
+        self._lock = threading.Lock()
+        self._close_lock = threading.Lock()
+        self._in_flight = False
+        self._closed = False
+        self.failure = ""
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    @classmethod
+    def connect(cls, url: EngineUrl, token: str, *, frame_size: tuple[int, int] | None,
+                call_timeout_s: float, open_timeout_s: float = CONTROL_TIMEOUT_S,
+                ssl_context: ssl.SSLContext | None = None,
+                on_close: Callable[[bool, str], None] | None = None) -> EngineHostProxy:
+        """Connect, say hello, and check the host's answer (its version, its refusal).
+
+        ``on_close(hung, failure)`` runs when the proxy is closed: ``hung`` when a call was
+        still waiting for its answer, ``failure`` the last error a call raised ("" if none).
+        """
+        connection = open_connection(url, open_timeout=open_timeout_s, ssl_context=ssl_context,
+                                     fingerprint=url.fingerprint)
+        try:
+            width, height = frame_size if frame_size else (None, None)
+            # A host that refuses at once (busy) has closed before our hello is out: read
+            # its refusal all the same.
+            with contextlib.suppress(Exception):
+                connection.send(protocol.encode(Hello(
+                    protocol=protocol.PROTOCOL_VERSION, version=protocol.package_version(),
+                    token=token, width=width, height=height)))
+            header, _ = _receive(connection, open_timeout_s, url=str(url))
+            if isinstance(header, Error):
+                raise EngineHostError(f"the engine host at {url} refused: {header.message}",
+                                      header.fix)
+            if not isinstance(header, Welcome):
+                raise EngineHostError(f"the engine host at {url} answered {header.type}, "
+                                      "not welcome")
+            if header.protocol != protocol.PROTOCOL_VERSION:
+                raise EngineHostError(protocol.version_mismatch(header.protocol, header.version,
+                                                                ours_are="daemon"),
+                                      "install the same faceswap-cam on both machines")
+            return cls(connection, header, url=str(url), call_timeout_s=call_timeout_s,
+                       on_close=on_close)
+        except BaseException:
+            connection.close()
+            raise
+
+    # --- the SwapEngine contract -----------------------------------------------------------
+
+    def set_reference(self, image: np.ndarray) -> None:
+        self._request(Reference(), codec.encode_png(image), CONTROL_TIMEOUT_S)
+
+    def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
+        width, height = codec.check_frames(frames)
+        count = len(frames)
+        shared = self._shared
+        if shared is not None and shared.fits(count, width, height):
+            shared.write(frames)
+            header = Process(count=count, width=width, height=height, codec="shm")
+            payload = b""
+        else:
+            header = Process(count=count, width=width, height=height, codec="jpeg")
+            payload = codec.encode_jpeg(frames)
+        reply, body = self._request(header, payload,
+                                    self._call_timeout_s + CALL_MARGIN_S)
+        if not isinstance(reply, Result) or reply.count != count or reply.codec != header.codec:
+            raise EngineHostError(f"the engine host answered {reply.type} to a batch")
+        if not reply.swapped:
+            return SwapResult.untouched(frames)
+        if header.codec == "shm":
+            assert shared is not None
+            return SwapResult(shared.read(count, width, height))
+        try:
+            return SwapResult(codec.decode_jpeg(body, count, width, height))
+        except ProtocolError as exc:
+            raise EngineHostError(f"the engine host's result is unreadable: {exc}") from exc
+
+    def reset(self) -> None:
+        self._request(Reset(), b"", CONTROL_TIMEOUT_S)
+
+    def interrupt(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._connection.send(protocol.encode(Interrupt()))
+        except Exception:  # a closed connection needs no interrupting
+            logger.debug("interrupt not sent: the connection is closed")
+
+    def close(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        hung = self._in_flight
+        try:
+            self._connection.close()
+        except Exception:
+            logger.debug("closing the engine host connection failed", exc_info=True)
+        if self._shared is not None:
+            self._shared.close()
+        if self._on_close is not None:
+            self._on_close(hung, self.failure)
+
+    # --- one request, one answer -----------------------------------------------------------
+
+    def _request(self, header: Message, payload: bytes,
+                 timeout: float) -> tuple[Message, memoryview]:
+        try:
+            return self._exchange(header, payload, timeout)
+        except EngineHostError as exc:
+            self.failure = str(exc)
+            raise
+
+    def _exchange(self, header: Message, payload: bytes,
+                  timeout: float) -> tuple[Message, memoryview]:
+        with self._lock:
+            if self._closed:
+                raise EngineHostError("the engine host connection is closed")
+            self._in_flight = True
+            try:
+                data = protocol.encode(header, payload)
+                try:
+                    self._connection.send(data)
+                except Exception as exc:
+                    raise _lost(self.url, exc) from exc
+                self.bytes_sent += len(data)
+                reply, body = _receive(self._connection, timeout, url=self.url)
+                # The whole message: the header and the payload after it.
+                self.bytes_received += len(body.obj) if isinstance(body.obj, bytes) else 0
+            finally:
+                self._in_flight = False
+        if isinstance(reply, Error):
+            raise EngineHostError(reply.message, reply.fix)
+        if not isinstance(reply, Ok | Result):
+            raise EngineHostError(f"the engine host answered {reply.type} to {header.type}")
+        return reply, body
+
+
+def _receive(connection: Any, timeout: float, *, url: str) -> tuple[Message, memoryview]:
+    try:
+        data = connection.recv(timeout=timeout)
+    except TimeoutError:
+        raise EngineHostError(f"the engine host at {url} did not answer within "
+                              f"{timeout:.0f} s") from None
+    except Exception as exc:
+        raise _lost(url, exc) from exc
+    if isinstance(data, str):
+        raise EngineHostError(f"the engine host at {url} sent text, not a message")
+    try:
+        return protocol.decode(data)
+    except ProtocolError as exc:
+        raise EngineHostError(f"the engine host at {url} sent a malformed message: {exc}") \
+            from exc
+
+
+def _lost(url: str, exc: BaseException) -> EngineHostError:
+    from websockets.exceptions import ConnectionClosed
+
+    if isinstance(exc, ConnectionClosed):
+        close = exc.rcvd
+        parts = [] if close is None else [str(close.code), close.reason]
+        why = f" ({' '.join(filter(None, parts))})" if parts else ""
+        return EngineHostError(f"the engine host at {url} closed the connection{why}")
+    return EngineHostError(f"the connection to the engine host at {url} broke: {exc}")

@@ -1,0 +1,144 @@
+"""A real engine host process: what it refuses, and how frames cross to it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from faceswap_cam.daemon.engine_host import protocol
+from faceswap_cam.daemon.engine_host.address import EngineUrl
+from faceswap_cam.daemon.engine_host.child import ChildEngineHost
+from faceswap_cam.daemon.engine_host.protocol import Error, Hello, Welcome
+from faceswap_cam.daemon.engine_host.proxy import EngineHostError, EngineHostProxy
+from faceswap_cam.models.engine import EngineError
+from tests.engine_host.helpers import serving
+
+
+def raw(url: EngineUrl) -> object:
+    return connect(url.address.websocket_uri(), max_size=None, compression=None, proxy=None,
+                   open_timeout=10, close_timeout=2)
+
+
+def hello(url: EngineUrl, token: str | None = None) -> bytes:
+    return protocol.encode(Hello(protocol=protocol.PROTOCOL_VERSION,
+                                 version=protocol.package_version(),
+                                 token=url.token if token is None else token))
+
+
+def answer(connection: object) -> protocol.Message:
+    header, _ = protocol.decode(connection.recv(timeout=10))  # type: ignore[attr-defined]
+    return header
+
+
+def closed(connection: object) -> int | None:
+    """The close code once the host has closed the connection."""
+    with pytest.raises(ConnectionClosed) as caught:
+        connection.recv(timeout=10)  # type: ignore[attr-defined]
+    return None if caught.value.rcvd is None else caught.value.rcvd.code
+
+
+def works(url: EngineUrl) -> None:
+    """A well-behaved client still gets its batch swapped (the host kept serving)."""
+    proxy = EngineHostProxy.connect(url, url.token or "", frame_size=None, call_timeout_s=10)
+    try:
+        frame = np.full((48, 64, 3), 200, np.uint8)
+        result = proxy.process([frame] * proxy.first_batch)
+        assert result.swapped
+        assert abs(int(result.frames[0].mean()) - 55) <= 2  # inverted, through JPEG
+    finally:
+        proxy.close()
+
+
+def test_refusals_leave_the_host_serving() -> None:
+    with serving("--engine", "debug") as (url, process):
+        # Malformed: bytes that are no message.
+        with raw(url) as bad:  # type: ignore[attr-defined]
+            bad.send(b"\x00\x00\xff\xffnot json")
+            refusal = answer(bad)
+            assert isinstance(refusal, Error) and "header length" in refusal.message
+            assert closed(bad) == 1002
+        # Malformed: a header of the wrong shape after a good hello.
+        with raw(url) as bad:  # type: ignore[attr-defined]
+            bad.send(hello(url))
+            assert isinstance(answer(bad), Welcome)
+            forged = b'{"type": "process", "count": 0, "rm": "/etc/passwd"}'
+            bad.send(len(forged).to_bytes(4, "big") + forged)
+            refusal = answer(bad)
+            assert isinstance(refusal, Error) and "malformed header" in refusal.message
+            assert closed(bad) == 1002
+        # Oversized: refused by the transport before it is read into memory.
+        with raw(url) as big:  # type: ignore[attr-defined]
+            big.send(hello(url))
+            assert isinstance(answer(big), Welcome)
+            with pytest.raises(ConnectionClosed) as caught:  # on the send or the recv
+                big.send(b"\x00" * (protocol.MAX_MESSAGE_BYTES + 1))
+                big.recv(timeout=10)
+            # 1009 "message too big", unless the host hung up while we were still sending.
+            assert caught.value.rcvd is None or caught.value.rcvd.code == 1009
+        # A wrong token.
+        with raw(url) as stranger:  # type: ignore[attr-defined]
+            stranger.send(hello(url, token="guess"))
+            refusal = answer(stranger)
+            assert isinstance(refusal, Error) and "wrong token" in refusal.message
+            assert closed(stranger) == 1008
+        works(url)
+        assert process.poll() is None
+
+
+def test_a_second_daemon_is_told_the_host_is_busy() -> None:
+    with serving("--engine", "debug") as (url, _):
+        first = EngineHostProxy.connect(url, url.token or "", frame_size=None, call_timeout_s=10)
+        try:
+            with pytest.raises(EngineHostError, match="busy: another daemon is connected"):
+                EngineHostProxy.connect(url, url.token or "", frame_size=None, call_timeout_s=10)
+        finally:
+            first.close()
+        works(url)  # free again once the first has gone
+
+
+def test_a_host_of_another_protocol_version_is_refused_naming_both(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with serving("--engine", "debug") as (url, _):
+        monkeypatch.setattr(protocol, "PROTOCOL_VERSION", protocol.PROTOCOL_VERSION + 1)
+        with pytest.raises(EngineHostError) as caught:
+            EngineHostProxy.connect(url, url.token or "", frame_size=None, call_timeout_s=10)
+        message = str(caught.value)
+        assert "protocol version mismatch" in message
+        assert f"protocol {protocol.PROTOCOL_VERSION - 1}" in message  # the host's
+        assert f"protocol {protocol.PROTOCOL_VERSION}" in message  # this daemon's
+        assert protocol.package_version() in message
+
+
+def test_a_bad_reference_is_refused_and_the_connection_stays() -> None:
+    with serving("--engine", "debug") as (url, _):
+        proxy = EngineHostProxy.connect(url, url.token or "", frame_size=None,
+                                        call_timeout_s=10)
+        try:
+            with pytest.raises(EngineError, match="too small"):
+                proxy.set_reference(np.zeros((8, 8, 3), np.uint8))
+            proxy.set_reference(np.zeros((128, 96, 3), np.uint8))
+            frame = np.zeros((48, 64, 3), np.uint8)
+            assert proxy.process([frame] * proxy.first_batch).swapped
+        finally:
+            proxy.close()
+
+
+def test_local_frames_go_through_shared_memory_not_the_socket() -> None:
+    host = ChildEngineHost("debug", {"delay_ms": 0}, frame_size=(1280, 720),
+                           call_timeout_s=10)
+    try:
+        proxy = host.connect()
+        rng = np.random.default_rng(0)
+        frames = [rng.integers(0, 256, (720, 1280, 3), np.uint8)
+                  for _ in range(proxy.first_batch)]
+        result = proxy.process(frames)
+        assert result.swapped
+        for out, frame in zip(result.frames, frames, strict=True):
+            assert np.array_equal(out, 255 - frame)  # exact: no compression locally
+        # A 720p batch is ~14 MB of pixels; only the headers crossed the socket.
+        assert proxy.bytes_sent < 1024 and proxy.bytes_received < 1024
+        proxy.close()
+    finally:
+        host.close()

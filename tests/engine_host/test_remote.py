@@ -1,0 +1,99 @@
+"""``run --engine-url``: a host the daemon did not start, and one that does not answer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from faceswap_cam.daemon.config import ConfigError, Settings, load_settings
+from faceswap_cam.daemon.control.status import EngineHostState
+from faceswap_cam.daemon.engine_host.address import (
+    AddressError,
+    parse_engine_url,
+    parse_listen,
+)
+from faceswap_cam.daemon.outputs.null import NullSink
+from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp, StartError
+from tests.engine_host.helpers import serving, wait_for
+
+
+@pytest.fixture
+def apps() -> Iterator[list[RealtimeFaceSwapApp]]:
+    started: list[RealtimeFaceSwapApp] = []
+    yield started
+    for app in started:
+        app.close()
+
+
+def daemon(apps: list[RealtimeFaceSwapApp], **settings: object) -> RealtimeFaceSwapApp:
+    app = RealtimeFaceSwapApp(Settings(source="demo", sinks=["null"], fps=30, size=(320, 240),
+                                       control_api=False, **settings),
+                              sinks=[NullSink()])
+    apps.append(app)
+    app.processor.backoff_initial_s = 0.05
+    app.start()
+    return app
+
+
+def test_a_host_elsewhere_swaps_with_the_token_from_a_file(
+        apps: list[RealtimeFaceSwapApp], tmp_path: Path) -> None:
+    with serving("--engine", "debug") as (url, _):
+        token_file = tmp_path / "token"
+        token_file.write_text(f"{url.token}\n")
+        app = daemon(apps, engine_url=str(url), engine_token_file=token_file)
+        wait_for(lambda: app.processor.frames_swapped >= 10, 20, "swapped frames")
+        status = app.status().engine_host
+        assert status is not None and status.state is EngineHostState.CONNECTED
+        assert status.url == str(url) and "token" not in status.url and status.pid is None
+        app.close()
+
+
+def test_a_url_that_does_not_answer_leaves_the_camera_running(
+        apps: list[RealtimeFaceSwapApp]) -> None:
+    with serving("--engine", "debug") as (url, process):
+        pass  # a host that was there and is gone: its port answers no more
+    assert process.poll() is not None
+    app = daemon(apps, engine_url=f"{url}?token=whatever")
+    wait_for(lambda: app.processor.engine_failures >= 2, 20, "two failed dials")
+    before = app.ticks
+    time.sleep(0.3)
+    assert app.ticks - before >= 7
+    status = app.status().engine_host
+    assert status is not None and status.restarts >= 1
+    assert "cannot reach the engine host" in status.error
+    assert "engine serve" in status.fix
+
+
+def test_a_url_without_a_token_is_refused_at_start() -> None:
+    with pytest.raises(StartError, match="no token for the engine host"):
+        RealtimeFaceSwapApp(Settings(source="demo", sinks=["null"], control_api=False,
+                                     engine_url="fscam://127.0.0.1:7861"))
+
+
+@pytest.mark.parametrize(("values", "words"), [
+    ({"engine_url": "http://gpu-box:7861"}, "not an engine host URL"),
+    ({"engine_url": "fscam://gpu-box:99999"}, "port"),
+    ({"engine_url": "fscam://gpu-box:7861", "engine_host": "inline"}, "engine_host = inline"),
+    ({"engine_token_file": "/tmp/token"}, "give engine_url too"),
+    ({"engine_host": "elsewhere"}, "auto | child | inline"),
+])
+def test_engine_host_settings_are_checked(values: dict[str, str], words: str) -> None:
+    with pytest.raises(ConfigError, match="invalid configuration") as caught:
+        load_settings(values, environ={})
+    assert words in str(caught.value)
+
+
+def test_listen_addresses_and_urls() -> None:
+    assert parse_listen("127.0.0.1:0").is_loopback
+    assert not parse_listen("0.0.0.0:7861").is_loopback
+    assert parse_listen("unix:/run/x.sock").path == "/run/x.sock"
+    with pytest.raises(AddressError):
+        parse_listen("7861")
+    url = parse_engine_url("fscam://[::1]:7000?token=abc&fp=sha256:00")
+    assert (url.address.host, url.address.port, url.token, url.fingerprint) == (
+        "::1", 7000, "abc", "sha256:00")
+    assert str(url) == "fscam://[::1]:7000"  # no secrets in logs and the status
+    assert url.address.websocket_uri() == "ws://[::1]:7000/engine"
