@@ -41,6 +41,15 @@ camera is fed every k = 30 / fps-th frame). Figures are printed, never asserted.
 Without CUDA it exits with code 2 unless ``--tiny`` is given, which runs the same code on CPU
 with the tiny random models of ``tests.wan_tiny`` (under a minute). The last line is JSON.
 
+``--preset live|balanced|quality|all`` measures wan-animate's presets instead, each at its own
+generation size (a 1280x720 camera), segment length, carry, steps and guidance, and prints per
+preset the seconds per step, %-of-peak, VAE share, swapped fps, batch latency and peak memory
+beside the capacity plan's prediction (``faceswap_cam.models.plan``); it then writes the
+measured DiT and VAE efficiency to ``benchmarks/results/gpu_efficiency.json``
+(``--efficiency-file``), which ``faceswap-cam plan`` reads. ``--preset all`` should take about
+4 minutes on an H100/H200 (quality's 20 steps at 1280x720 L=17 are most of it; an estimate:
+not yet run on a GPU). Its last line is JSON too.
+
 ``--gpus N`` (N > 1) measures context parallelism (``faceswap_cam.models.wan.parallel``,
 Ulysses, as ``faceswap-cam engine serve --gpus N`` runs it): N ranks are spawned, one per GPU
 over NCCL; rank 0 first measures every configuration alone (the other GPUs idle), then all
@@ -55,7 +64,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import os
 import socket
 import statistics
@@ -64,7 +72,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -74,7 +82,15 @@ import numpy as np
 import PIL.Image
 import torch
 
-from faceswap_cam.models import defaults
+from faceswap_cam.models import defaults, plan
+from faceswap_cam.models.plan import (
+    ANIMATE_14B_TRANSFORMER,
+    IMAGE_TOKENS,
+    TEXT_TOKENS,
+    Shape,
+    analytic_flops,
+)
+from faceswap_cam.models.presets import PresetName
 from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline
 from faceswap_cam.models.wan.streaming import (
     SegmentInputs,
@@ -93,18 +109,6 @@ from benchmarks._timing import (  # noqa: E402
     wrap_method,
 )
 
-# Wan2.2-Animate-14B's transformer config where it differs from the class defaults: the
-# checkpoint has the I2V image cross-attention (add_k_proj/add_v_proj from the 5120-wide
-# projected CLIP tokens); everything else is the class default.
-ANIMATE_14B_OVERRIDES: dict[str, Any] = {"added_kv_proj_dim": 5120}
-TEXT_TOKENS = 512  # UMT5 max_sequence_length the pipeline pads to
-IMAGE_TOKENS = 257  # CLIP ViT-H/14 at 224 px: 16 x 16 patches + class token
-
-# Dense bf16 tensor-core peak, TFLOP/s, by device name (first match wins).
-PEAK_BF16_TFLOPS = (
-    ("H200", 989.4), ("GH200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", 835.0),
-    ("H100", 989.4), ("H800", 989.4), ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0),
-)
 TINY_SIZES = "32x32,64x64"
 
 
@@ -213,7 +217,7 @@ def build_random_14b(device: torch.device) -> Any:
     diffusers = _diffusers()
     torch.manual_seed(0)
     with torch.device(device), default_dtype(torch.bfloat16):
-        transformer = diffusers.WanAnimateTransformer3DModel(**ANIMATE_14B_OVERRIDES)
+        transformer = diffusers.WanAnimateTransformer3DModel(**ANIMATE_14B_TRANSFORMER)
         vae = diffusers.AutoencoderKLWan()
     keep_fp32_parts(transformer)
     return assemble(transformer.eval().requires_grad_(False), vae.eval().requires_grad_(False),
@@ -301,92 +305,11 @@ def conditioning(pipe: Any, args: argparse.Namespace, device: torch.device) -> C
 
 # --- FLOPs ---------------------------------------------------------------------------------
 
-@dataclass
-class Shape:
-    width: int
-    height: int
-    new_frames: int
-    segment: int  # L
-
-    @property
-    def label(self) -> str:
-        return f"{self.width}x{self.height} L={self.segment}"
-
-
-def dit_inputs(pipe: Any, shape: Shape, text_tokens: int, image_tokens: int) -> dict[str, Any]:
-    """Random inputs of one transformer forward at ``shape`` (as the engine builds them)."""
-    config = pipe.transformer.config
-    device, dtype = pipe._execution_device, pipe.transformer.dtype
-    frames = (shape.segment - 1) // pipe.vae_scale_factor_temporal + 1
-    h = shape.height // pipe.vae_scale_factor_spatial
-    w = shape.width // pipe.vae_scale_factor_spatial
-    lat, face = int(config.latent_channels), int(config.motion_encoder_size)
-
-    def rand(*size: int) -> torch.Tensor:
-        return torch.randn(size, device=device).to(dtype)
-
-    return {
-        "hidden_states": rand(1, int(config.in_channels), frames + 1, h, w),
-        "timestep": torch.full((1,), 500.0, device=device),
-        "encoder_hidden_states": rand(1, text_tokens, int(config.text_dim)),
-        "encoder_hidden_states_image": rand(1, image_tokens, int(config.image_dim)),
-        "pose_hidden_states": rand(1, lat, frames, h, w),
-        "face_pixel_values": rand(1, 3, shape.segment, face, face),
-        "return_dict": False,
-    }
-
-
 def counted_flops(pipe: Any, shape: Shape, text_tokens: int, image_tokens: int) -> int:
-    """FLOPs of one transformer forward, counted by ``FlopCounterMode``. On the CPU attention
-    runs through the math backend so that its matmuls are counted too."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
-
-    inputs = dit_inputs(pipe, shape, text_tokens, image_tokens)
-    math_attention = (sdpa_kernel([SDPBackend.MATH])
-                      if pipe._execution_device.type == "cpu" else nullcontext())
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), math_attention, counter:
-        pipe.transformer(**inputs)
-    return int(counter.get_total_flops())
-
-
-def analytic_flops(config: Any, shape: Shape, text_tokens: int, image_tokens: int, *,
-                   scale_t: int = 4, scale_s: int = 8) -> int:
-    """FLOPs (2 per multiply-add) of one transformer forward: the blocks' projections,
-    attention and FFN, the face adapters, patch/pose embeddings, output projection and the
-    text/image/time embedders. Leaves out the motion encoder's convolutions on the face crops,
-    norms, RoPE and elementwise work."""
-    pt, ph, pw = config.patch_size
-    d = int(config.num_attention_heads) * int(config.attention_head_dim)
-    ffn, layers = int(config.ffn_dim), int(config.num_layers)
-    frames = (shape.segment - 1) // scale_t + 1 + 1  # + the reference latent frame
-    per_frame = (shape.height // scale_s // ph) * (shape.width // scale_s // pw)
-    n = frames // pt * per_frame
-    lt, li = text_tokens, image_tokens
-    added = config.added_kv_proj_dim
-
-    self_attn = 8 * n * d * d + 4 * n * n * d
-    if added:
-        cross = 4 * n * d * d + 4 * lt * d * d + 4 * li * int(added) * d + 4 * n * (lt + li) * d
-    else:  # image tokens join the text context
-        cross = 4 * n * d * d + 4 * (lt + li) * d * d + 4 * n * (lt + li) * d
-    block = self_attn + cross + 4 * n * d * ffn
-
-    adapters = layers // int(config.inject_face_latents_blocks)
-    motion_frames = math.ceil(shape.segment / 4) + 1  # face encoder: 2 stride-2 convs + pad
-    motion_tokens = motion_frames * (int(config.face_encoder_num_heads) + 1)
-    per_motion_frame = motion_tokens // motion_frames  # each frame's queries see its tokens
-    adapter = 4 * n * d * d + 4 * motion_tokens * d * d + 4 * n * per_motion_frame * d
-
-    patch = pt * ph * pw
-    embed = (2 * n * int(config.in_channels) * patch * d
-             + 2 * (n - per_frame) * int(config.latent_channels) * patch * d
-             + 2 * n * d * int(config.out_channels) * patch
-             + 2 * lt * (int(config.text_dim) * d + d * d)
-             + 2 * li * (int(config.image_dim) ** 2 + int(config.image_dim) * d)
-             + 2 * (int(config.freq_dim) * d + d * d + 6 * d * d))
-    return int(layers * block + adapters * adapter + embed)
+    """FLOPs of one transformer forward, counted by ``FlopCounterMode`` (the plan's count)."""
+    return plan.counted_dit_flops(
+        pipe.transformer, shape, text_tokens=text_tokens, image_tokens=image_tokens,
+        scale_t=pipe.vae_scale_factor_temporal, scale_s=pipe.vae_scale_factor_spatial)[0]
 
 
 # --- inputs --------------------------------------------------------------------------------
@@ -652,6 +575,137 @@ def multi_gpu_main(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- presets -------------------------------------------------------------------------------
+
+@dataclass
+class PresetRow:
+    preset: str
+    size: str
+    segment: int
+    carry: int
+    steps: int
+    step_s: float
+    peak_share: float | None
+    vae_share: float
+    fps: float
+    batch_s: float
+    peak_mem_gib: float | None
+    dit_efficiency: float | None
+    vae_efficiency: float | None
+    predicted_step_s: float
+    predicted_vae_share: float
+    predicted_fps: float
+    predicted_batch_s: float
+    predicted_memory_gb: float
+    assumed_efficiency: bool
+
+
+def preset_main(args: argparse.Namespace, device: torch.device) -> int:
+    """Every asked preset of wan-animate at its own size, measured beside the plan's
+    prediction; writes the measured efficiency the plan reads."""
+    names = [p.value for p in PresetName] if args.preset == "all" else [args.preset]
+    presets = [p for p in plan.load_presets("wan-animate") if p.name.value in names]
+    gpu_name, peak = detect_peak(device, args.peak_tflops)
+    table_gpu = plan.gpu_for_name(gpu_name) if device.type == "cuda" else None
+    gpu = table_gpu or plan.Gpu("cpu", gpu_name, peak or 1.0, None, 0, ())
+    efficiency = plan.load_efficiency(gpu, args.efficiency_file)
+    start = time.perf_counter()
+    pipe = load(args, device)
+    synchronize(device)
+    build_s = time.perf_counter() - start
+    if args.attention_backend:
+        pipe.transformer.set_attention_backend(args.attention_backend)
+    scale_t, scale_s = pipe.vae_scale_factor_temporal, pipe.vae_scale_factor_spatial
+    rows: list[PresetRow] = []
+    for preset in presets:
+        width, height = args.sizes[0]
+        shape = (Shape(width, height, preset.segment_frames - preset.carry,
+                       preset.segment_frames) if args.tiny else plan.preset_shape(preset))
+        run = argparse.Namespace(**{**vars(args), "steps": [preset.steps],
+                                    "carry": preset.carry,
+                                    "guidance_scale": preset.guidance_scale})
+        cond = conditioning(pipe, run, device)
+        forward = counted_flops(pipe, shape, args.text_tokens, args.image_tokens)
+        analytic = analytic_flops(pipe.transformer.config, shape, args.text_tokens,
+                                  args.image_tokens, scale_t=scale_t, scale_s=scale_s)
+        if forward < 0.9 * analytic:  # a kernel the counter cannot see
+            forward = analytic
+        work = plan.analytic_work(shape) if not args.tiny else plan.Work(
+            forward, forward, 0, "FlopCounterMode")
+        work = plan.Work(forward, work.dit_linear_flops * forward // max(1, work.dit_flops),
+                         work.vae_flops, work.source)
+        predicted = plan.predict_timing(
+            work, steps=preset.steps, guidance_scale=preset.guidance_scale,
+            segment=shape.segment, carry=preset.carry, gpu=gpu, efficiency=efficiency)
+        measured, _ = measure_shape(pipe, shape, run, device, cond=cond, flops=forward,
+                                    peak=peak)
+        row = measured[0]
+        vae_tflops = work.vae_flops / row.vae_s / 1e12 if row.vae_s and work.vae_flops else None
+        rows.append(PresetRow(
+            preset=preset.name.value, size=row.size, segment=shape.segment, carry=preset.carry,
+            steps=preset.steps, step_s=row.step_s, peak_share=row.peak_share,
+            vae_share=row.vae_s / row.batch_s, fps=row.fps, batch_s=row.batch_s,
+            peak_mem_gib=row.peak_mem_gib, dit_efficiency=row.peak_share,
+            vae_efficiency=vae_tflops / peak if vae_tflops and peak else None,
+            predicted_step_s=predicted.dit_s / preset.steps,
+            predicted_vae_share=predicted.vae_s / predicted.batch_s,
+            predicted_fps=predicted.engine_fps, predicted_batch_s=predicted.batch_s,
+            predicted_memory_gb=(plan.weight_bytes(plan.ANIMATE_14B_PARAMS, "none")
+                                 + plan.activation_bytes(shape) + plan.RUNTIME_BYTES) / 1e9,
+            assumed_efficiency=efficiency.assumed))
+        print(f"  measured preset {preset.name.value}: {row.batch_s:.3f} s/batch", flush=True)
+
+    print()
+    print(f"Wan2.2-Animate presets, {'TINY (figures mean nothing)' if args.tiny else gpu_name}"
+          f", built in {build_s:.1f} s; prediction (pred.) at {efficiency.source}")
+    header = (f"  {'preset':<9} {'size':>9} {'L':>3} {'steps':>5} {'s/step':>7} {'pred.':>7} "
+              f"{'%peak':>6} {'VAE%':>5} {'pred.':>5} {'fps':>6} {'pred.':>6} {'batch s':>7} "
+              f"{'pred.':>7} {'mem GiB':>7} {'pred. GB':>8}")
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+    for r in rows:
+        print(f"  {r.preset:<9} {r.size:>9} {r.segment:>3} {r.steps:>5} {r.step_s:>7.3f} "
+              f"{r.predicted_step_s:>7.3f} "
+              f"{fmt(None if r.peak_share is None else 100 * r.peak_share, '.1f'):>6} "
+              f"{100 * r.vae_share:>5.1f} {100 * r.predicted_vae_share:>5.1f} {r.fps:>6.2f} "
+              f"{r.predicted_fps:>6.2f} {r.batch_s:>7.3f} {r.predicted_batch_s:>7.3f} "
+              f"{fmt(r.peak_mem_gib, '.1f'):>7} {r.predicted_memory_gb:>8.1f}")
+    print("  s/step: denoising step; %peak: DiT TFLOP/s over the dense bf16 peak; VAE%: its")
+    print("  share of the batch; fps: new frames / batch s (batch s: the batch latency).")
+    written = None
+    if not args.tiny and table_gpu is not None and rows:
+        written = write_efficiency(args.efficiency_file or plan.EFFICIENCY_FILE, table_gpu,
+                                   gpu_name, rows)
+        print(f"  measured efficiency written to {written}")
+    print(json.dumps({
+        "benchmark": "gpu_engine_presets", "device": gpu_name, "tiny": args.tiny,
+        "torch": torch.__version__, "peak_tflops": peak, "build_s": round(build_s, 2),
+        "efficiency_source": efficiency.source, "efficiency_file": str(written) if written
+        else None, "rows": [asdict(r) for r in rows]}))
+    return 0
+
+
+def write_efficiency(path: Path, gpu: plan.Gpu, device_name: str, rows: list[PresetRow]
+                     ) -> Path:
+    """Merge this GPU's measured DiT and VAE efficiency (medians over the presets) into the
+    file ``faceswap-cam plan`` reads."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        document = {}
+    dit = [r.dit_efficiency for r in rows if r.dit_efficiency]
+    vae = [r.vae_efficiency for r in rows if r.vae_efficiency]
+    document.setdefault("by_gpu", {})[gpu.key] = {
+        "device": device_name, "dit_efficiency": round(statistics.median(dit), 4) if dit else None,
+        "vae_efficiency": round(statistics.median(vae), 4) if vae else None,
+        "measured": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+        "presets": {r.preset: {"size": r.size, "segment": r.segment, "steps": r.steps,
+                               "step_s": r.step_s, "fps": r.fps} for r in rows}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
+
+
 # --- CLI -----------------------------------------------------------------------------------
 
 def int_list(text: str) -> list[int]:
@@ -698,6 +752,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="CLIP tokens of the random image embeds")
     parser.add_argument("--tiny", action="store_true",
                         help="CPU, tiny random models from tests.wan_tiny: checks the script")
+    parser.add_argument("--preset", choices=[*(p.value for p in PresetName), "all"],
+                        help="measure these wan-animate presets at their own size beside the "
+                             "plan's prediction, and write the measured efficiency")
+    parser.add_argument("--efficiency-file", type=Path, default=None,
+                        help=f"where --preset writes it (default {plan.EFFICIENCY_FILE})")
     parser.add_argument("--gpus", type=int, default=1,
                         help="N > 1: context parallelism over N GPUs, with speed-up and "
                              "scaling efficiency against one GPU")
@@ -725,10 +784,8 @@ def detect_peak(device: torch.device, override: float | None) -> tuple[str, floa
     name = torch.cuda.get_device_name(device)
     if override is not None:
         return name, override
-    for key, peak in PEAK_BF16_TFLOPS:
-        if key in name:
-            return name, peak
-    return name, None
+    gpu = plan.gpu_for_name(name)
+    return name, gpu.bf16_tflops if gpu else None
 
 
 def load(args: argparse.Namespace, device: torch.device) -> Any:
@@ -757,6 +814,8 @@ def main(argv: list[str] | None = None) -> int:
         return multi_gpu_main(args)
     quiet()
     device = torch.device("cpu" if args.tiny else "cuda")
+    if args.preset:
+        return preset_main(args, device)
     gpu, peak = detect_peak(device, args.peak_tflops)
 
     start = time.perf_counter()

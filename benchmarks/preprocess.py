@@ -78,13 +78,14 @@ import PIL.Image
 import torch
 
 from faceswap_cam.models import defaults
+from faceswap_cam.models.batching import generation_size
 from faceswap_cam.models.preprocessing.face import WAN_FACE_SIZE
 from faceswap_cam.models.preprocessing.person import PersonDetector
 from faceswap_cam.models.preprocessing.pose import WholeBodyPoseEstimator
 from faceswap_cam.models.preprocessing.segmentation import PersonMasker
 from faceswap_cam.models.preprocessing.wan import WanPreprocessor
 from faceswap_cam.models.wan.compositing import composite
-from faceswap_cam.models.wan.engine import generation_size, to_pil, uint8_frames
+from faceswap_cam.models.wan.engine import to_pil, uint8_frames
 from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline
 from faceswap_cam.models.wan.streaming import SegmentInputs, StreamingWanAnimate, check_segment
 

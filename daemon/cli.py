@@ -29,6 +29,8 @@ from faceswap_cam.daemon.ops.doctor import add_doctor_parser, run_doctor
 from faceswap_cam.daemon.ops.service import add_service_parser, run_service
 from faceswap_cam.daemon.paths import config_file
 from faceswap_cam.models import defaults
+from faceswap_cam.models.plan import add_plan_parser, run_plan
+from faceswap_cam.models.presets import PresetName
 from faceswap_cam.models.weights.commands import add_models_parser, run_models
 
 logger = logging.getLogger("faceswap_cam")
@@ -92,6 +94,10 @@ def _default(setting: str) -> Any:
 def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
     """Wan-Animate flags shared by ``run`` and ``render``."""
     group = parser.add_argument_group("Wan-Animate engine")
+    group.add_argument("--preset", choices=[p.value for p in PresetName],
+                       help="quality: 20 steps at 720p; balanced: 6 steps with the "
+                       "step-distillation LoRA; live: 4 steps with it, 480p, short segments. "
+                       "Steps, segment, carry, size, LoRA and shift given as well win")
     group.add_argument("--wan-model", help="diffusers folder or repo id (downloaded with "
                        "`faceswap-cam models download`)")
     group.add_argument("--mode", choices=defaults.MODES,
@@ -113,7 +119,12 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--offload", choices=[o.value for o in Offload],
                        help="CPU offload to save GPU memory")
     group.add_argument("--vae-tiling", action="store_true", default=None)
-    group.add_argument("--attention-backend", help="diffusers attention backend, e.g. flash")
+    group.add_argument("--attention-backend",
+                       help="auto (default: FlashAttention-3 or SageAttention where installed "
+                       "and supported, else native) | a diffusers backend, e.g. native, flash")
+    group.add_argument("--quantize", choices=[q.value for q in defaults.Quantize],
+                       help="the transformer's weights: none (default) | fp8 (compute "
+                       "capability 8.9+: Ada, Hopper, Blackwell) | int8 (any GPU, the CPU too)")
     group.add_argument("--compile", action="store_true", default=None,
                        help="torch.compile the transformer blocks")
     group.add_argument("--lora", dest="loras", action="append", metavar="PATH[:SCALE]",
@@ -146,28 +157,83 @@ def _add_engine_parser(subparsers: Any) -> None:
     serve.add_argument("--engine-delay-ms", type=float, help="delay per batch of the debug "
                        "engine")
     serve.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT|unix:PATH",
-                       help=f"where to listen (default {DEFAULT_LISTEN}, loopback only)")
+                       help=f"where to listen (default {DEFAULT_LISTEN}, loopback only; "
+                       "another address, e.g. 0.0.0.0:7861, always uses TLS and a token)")
+    serve.add_argument("--tls", action="store_true", help="use TLS on loopback too (a "
+                       "non-loopback --listen always does): the certificate and token are "
+                       "kept and the pairing line carries the certificate's fingerprint")
+    serve.add_argument("--new-token", action="store_true", help="replace the kept token: "
+                       "daemons paired before are refused until they pair again")
     serve.add_argument("--reference", type=Path, help="image of the character to become "
                        "(a daemon sends its own)")
     serve.add_argument("--log-level", help="DEBUG | INFO | WARNING | ERROR")
     # The daemon that started this host as its child: the host stops when that one is gone.
     serve.add_argument("--exit-with-parent", type=int, metavar="PID", help=argparse.SUPPRESS)
+    serve.add_argument("--gpus", type=_positive_int, default=1, metavar="N",
+                       help="run wan-animate on N GPUs of this machine (default 1): N "
+                       "processes, one per GPU, joined by torch.distributed with context "
+                       "parallelism (Ulysses); needs N CUDA GPUs (the first N that "
+                       "CUDA_VISIBLE_DEVICES shows), torch with NCCL, and no --offload; the "
+                       "model's attention heads and each segment's tokens must divide by N")
+    # A process of a --gpus N group (RANK, WORLD_SIZE... set by the launcher or torchrun).
+    serve.add_argument("--group-rank", action="store_true", help=argparse.SUPPRESS)
     _add_engine_flags(serve)
+    pair = actions.add_parser(
+        "pair", help="remember an engine host on another machine",
+        description="Store the URL, token and certificate fingerprint from the line "
+        "`faceswap-cam engine serve` printed, so `run --engine-url fscam://HOST:PORT` finds "
+        "them.")
+    pair.add_argument("line", nargs="+", metavar="LINE",
+                      help="the pairing line, or just its fscam:// URL")
 
 
-def _engine(args: argparse.Namespace) -> int:
+def _engine_pair(args: argparse.Namespace) -> int:
+    from faceswap_cam.daemon.engine_host.security import (
+        SecurityError,
+        parse_pairing,
+        save_pairing,
+    )
+
+    try:
+        url = parse_pairing(" ".join(args.line))
+        file = save_pairing(url)
+    except SecurityError as exc:
+        print(f"faceswap-cam: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    pinned = (f"its certificate {url.fingerprint} is pinned" if url.fingerprint
+              else "no certificate (a plain loopback host)")
+    print(f"paired with the engine host at {url}: token kept in {file}, {pinned}")
+    print(f"use it: faceswap-cam run --engine-url {url}")
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _engine(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from faceswap_cam.daemon.engine_host.address import AddressError, parse_listen
 
+    if args.action == "pair":
+        return _engine_pair(args)
     if args.action != "serve":
-        print("faceswap-cam: engine needs an action: serve (see `faceswap-cam engine serve "
-              "--help`)", file=sys.stderr)
+        print("faceswap-cam: engine needs an action: serve or pair (see `faceswap-cam engine "
+              "serve --help`)", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        settings = load_settings(_cli_values(args, "action", "listen", "exit_with_parent"),
+        settings = load_settings(_cli_values(args, "action", "listen", "exit_with_parent",
+                                             "tls", "new_token", "gpus", "group_rank"),
                                  config_path=args.config)
         listen = parse_listen(args.listen)
     except (ConfigError, AddressError) as exc:
         print(f"faceswap-cam: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.tls and listen.is_unix:
+        print("faceswap-cam: --tls is for TCP: a Unix socket is private to this user already",
+              file=sys.stderr)
         return EXIT_CONFIG
     _configure_logging(settings.log_level)
     from faceswap_cam.daemon.engine_host.child import OPTIONS_ENV
@@ -177,8 +243,43 @@ def _engine(args: argparse.Namespace) -> int:
     # A child host gets exactly the options its daemon resolved.
     given = os.environ.pop(OPTIONS_ENV, "")
     options = json.loads(given) if given else engine_options(settings)
+    if args.gpus > 1 or args.group_rank:
+        from faceswap_cam.daemon.engine_host import distributed
+
+        if not args.group_rank:  # this process starts the ranks and supervises them
+            return distributed.launch(args.gpus, argv, settings.engine, options,
+                                      exit_with_parent=args.exit_with_parent)
+        if os.environ.get("RANK") != "0":  # only rank 0 listens
+            return distributed.run_rank(args.gpus, options, None,
+                                        exit_with_parent=args.exit_with_parent)
+    tls: dict[str, Any] = {}
+    if args.tls or not listen.is_loopback:
+        from faceswap_cam.daemon.engine_host.security import (
+            SecurityError,
+            host_identity,
+            server_context,
+        )
+
+        try:  # before the engine loads: a key problem must not wait minutes to show
+            identity = host_identity(new_token=args.new_token)
+            tls = {"ssl_context": server_context(identity), "token": identity.token,
+                   "fingerprint": identity.fingerprint}
+        except SecurityError as exc:
+            print(f"faceswap-cam: engine host cannot start: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    elif args.new_token:
+        print("faceswap-cam: --new-token replaces the token a TLS host keeps: add --tls "
+              "(a plain loopback host makes a new token each start)", file=sys.stderr)
+        return EXIT_CONFIG
     try:
-        return serve(settings.engine, options, listen, exit_with_parent=args.exit_with_parent)
+        if args.group_rank:
+            from faceswap_cam.daemon.engine_host.distributed import run_rank
+
+            return run_rank(args.gpus, options, lambda build: serve(
+                settings.engine, options, listen, exit_with_parent=args.exit_with_parent,
+                engine_factory=build, **tls), exit_with_parent=args.exit_with_parent)
+        return serve(settings.engine, options, listen, exit_with_parent=args.exit_with_parent,
+                     **tls)
     except KeyboardInterrupt:
         return 130
 
@@ -213,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_parsers(subparsers)
     add_service_parser(subparsers)
     add_doctor_parser(subparsers)
+    add_plan_parser(subparsers)
     subparsers.add_parser("devices", help="list cameras and virtual-camera devices")
     return parser
 
@@ -391,7 +493,8 @@ def _print_status(document: object, *, as_json: bool) -> int:
         f"state      {status.state}" + (" (paused)" if status.paused else ""),
         f"swap       {'on' if status.swap else 'off'}, showing {status.showing or '-'}",
         f"reference  {status.reference or 'none'}",
-        f"engine     {status.engine}: {status.engine_state}",
+        f"engine     {status.engine}: {status.engine_state}"
+        + (f", preset {status.preset}" if status.preset else ""),
         f"playout    {status.playout}, fallback {status.fallback}",
         f"AI badge   {'on' if status.ai_badge else 'off'}",
         f"fps        capture {status.capture_fps}, process {status.process_fps}, "
@@ -479,11 +582,12 @@ def _render_input(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _render_frames(settings: Settings, clip: Any) -> list[Any]:
+    from faceswap_cam.daemon.pipeline.app import engine_options
     from faceswap_cam.models.render import render_clip
     from faceswap_cam.models.wan.engine import create_stream
 
     width, height = clip.size
-    stream = create_stream(settings.model_dump(mode="json"), width=width, height=height)
+    stream = create_stream(engine_options(settings), width=width, height=height)
     frames: list[Any] = render_clip(stream, clip)
     return frames
 
@@ -509,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "render":
         return _render(args)
     if args.command == "engine":
-        return _engine(args)
+        return _engine(args, sys.argv[1:] if argv is None else argv)
     if args.command == "models":
         return run_models(args)
     if args.command in ("status", "references", "swap", "badge", "pause", "resume", "stop"):
@@ -518,6 +622,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_service(args)
     if args.command == "doctor":
         return run_doctor(args)
+    if args.command == "plan":
+        return run_plan(args)
     if args.command == "tray":
         from faceswap_cam.tray.app import main as tray_main
 

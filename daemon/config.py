@@ -25,6 +25,7 @@ from pydantic import (
 
 from faceswap_cam.daemon import paths
 from faceswap_cam.models import defaults
+from faceswap_cam.models.presets import PresetName
 
 ENV_PREFIX = "FACESWAP_CAM_"
 VIRTUAL_CAMERA_LABEL = "FaceSwap Cam"
@@ -128,6 +129,10 @@ class Settings(BaseModel):
     control_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
 
     # The reference face and the Wan-Animate engine (shared by `run` and `render`).
+    preset: PresetName | None = Field(
+        None, description="quality | balanced | live: the engine's bundle of steps, segment, "
+        "carry, generation size, LoRA and shift; any of those set as well keeps its value "
+        "(default: none, the settings as they are)")
     reference: Path | None = Field(None, description="image of the character to become")
     wan_model: str = Field(defaults.WAN_ANIMATE_REPO,
                            description="diffusers folder or downloaded repo id")
@@ -144,7 +149,12 @@ class Settings(BaseModel):
     vae_fp32: bool = False
     offload: Offload = Offload.NONE
     vae_tiling: bool = False
-    attention_backend: str | None = None
+    attention_backend: str = Field(
+        defaults.ATTENTION_BACKEND, description="auto (FlashAttention-3 or SageAttention where "
+        "installed and supported, else native) | a diffusers backend: native, flash, sage, ...")
+    quantize: defaults.Quantize = Field(
+        defaults.Quantize(defaults.QUANTIZE), description="the transformer's weights: none | "
+        "fp8 (compute capability 8.9+) | int8 (any GPU, the CPU too)")
     compile: bool = False
     loras: list[str] = Field(default_factory=list, description="LoRA files, PATH[:SCALE]")
     shift: float | None = Field(None, gt=0, description="scheduler flow shift")
@@ -258,6 +268,24 @@ class Settings(BaseModel):
                              f"{self.carry} frames (use 13 or more with carry 5)")
         return self
 
+    @model_validator(mode="after")
+    def _preset_fits(self) -> Settings:
+        if self.preset is not None:
+            from faceswap_cam.models import presets
+            from faceswap_cam.models.wan import presets as _wan_presets  # noqa: F401 (registers)
+
+            given = self.model_dump(include=set(presets.PRESET_OPTIONS))
+            for engine in {engine for engine, _ in presets.PRESETS}:
+                # ValueError names the preset and the setting that does not fit it.
+                presets.apply_preset({**given, "preset": self.preset.value,
+                                      "explicit": self.explicit()}, engine)
+        return self
+
+    def explicit(self) -> list[str]:
+        """The settings given in the config file, the environment or on the command line (not
+        defaults): a preset never overrides one of these."""
+        return sorted(self.model_fields_set)
+
     @property
     def size_text(self) -> str:
         return f"{self.size[0]}x{self.size[1]}"
@@ -328,7 +356,11 @@ def load_settings(
 def _describe(exc: ValidationError, merged: Mapping[str, Any], origin: Mapping[str, str]) -> str:
     lines = ["invalid configuration:"]
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else "?"
+        if not error["loc"]:
+            # A rule across several settings: its message names them.
+            lines.append(f"  {error['msg'].removeprefix('Value error, ')}")
+            continue
+        field = str(error["loc"][0])
         where = origin.get(field, "default")
         if error["type"] == "extra_forbidden":
             known = ", ".join(Settings.model_fields)

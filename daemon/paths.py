@@ -24,6 +24,8 @@ APP_NAME = "faceswap-cam"
 MODELS_DIR_ENV = "FACESWAP_CAM_MODELS_DIR"
 REFERENCES_DIR_ENV = "FACESWAP_CAM_REFERENCES_DIR"
 CONTROL_FILE_ENV = "FACESWAP_CAM_CONTROL_FILE"
+ENGINE_HOST_DIR_ENV = "FACESWAP_CAM_ENGINE_HOST_DIR"
+PAIRINGS_FILE_ENV = "FACESWAP_CAM_PAIRINGS_FILE"
 CONTROL_FILE_NAME = "control.json"
 DAEMON_LOCK_NAME = "daemon.lock"
 
@@ -51,6 +53,20 @@ def models_dir() -> Path:
     """Where ``models download`` puts weights (``$FACESWAP_CAM_MODELS_DIR`` overrides)."""
     override = os.environ.get(MODELS_DIR_ENV, "").strip()
     return Path(override).expanduser() if override else data_dir() / "models"
+
+
+def engine_host_dir() -> Path:
+    """An engine host's certificate, key and token (``$FACESWAP_CAM_ENGINE_HOST_DIR``
+    overrides): config, not data, as they are this machine's identity, like ``~/.ssh``."""
+    override = os.environ.get(ENGINE_HOST_DIR_ENV, "").strip()
+    return Path(override).expanduser() if override else config_dir() / "engine-host"
+
+
+def pairings_file() -> Path:
+    """The engine hosts this daemon is paired with (``$FACESWAP_CAM_PAIRINGS_FILE``
+    overrides)."""
+    override = os.environ.get(PAIRINGS_FILE_ENV, "").strip()
+    return Path(override).expanduser() if override else config_dir() / "engine-pairings.json"
 
 
 def runtime_dir() -> Path | None:

@@ -1,5 +1,6 @@
 """How frames are cut into engine calls: the one batching rule, for the live processor and
-for offline rendering.
+for offline rendering, with the engine cadence and the generation size that ``plan`` predicts
+from and the engines use.
 
 A segment chain starts with a call of ``first_batch`` new frames (Wan-Animate: the segment
 length L); every call that continues it takes ``next_batch`` new frames (L - P, the other P
@@ -10,9 +11,12 @@ forth, as ``WanAnimatePipeline`` pads a whole clip, so every call is full.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
+
+from faceswap_cam.models import defaults
 
 T = TypeVar("T")
 
@@ -73,3 +77,24 @@ def pad_order(count: int, target: int) -> list[int]:
 def pad(items: Sequence[T], target: int) -> list[T]:
     """The first ``target`` of ``items``, filled up the pipeline's way when there are fewer."""
     return [items[i] for i in pad_order(len(items), target)]
+
+
+#: The cadence keeps this margin over the engine's measured time per frame.
+CADENCE_MARGIN = 1.15
+MAX_CADENCE = 30
+
+
+def cadence_for(per_frame_s: float, camera_fps: float, *, margin: float = CADENCE_MARGIN,
+                max_cadence: int = MAX_CADENCE) -> int:
+    """The engine cadence k (every k-th camera frame) an engine taking ``per_frame_s`` per
+    frame keeps up with."""
+    return max(1, min(max_cadence, math.ceil(camera_fps * per_frame_s * margin)))
+
+
+def generation_size(frame_size: tuple[int, int],
+                    short_side: int = defaults.GEN_SHORT_SIDE) -> tuple[int, int]:
+    """(W, H) for generation: the camera's aspect with the short side near ``short_side``,
+    both multiples of 16 as the Wan models need (1280x720 -> 848x480)."""
+    width, height = frame_size
+    scale = short_side / min(width, height)
+    return (max(16, 16 * round(width * scale / 16)), max(16, 16 * round(height * scale / 16)))

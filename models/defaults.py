@@ -14,6 +14,13 @@ from enum import StrEnum
 #: Wan2.2-Animate-14B in diffusers layout: the generative swap model.
 WAN_ANIMATE_REPO = "Wan-AI/Wan2.2-Animate-14B-Diffusers"
 
+#: Wan-Animate-2 (14B) in diffusers' modular layout: it takes the raw driving video (no pose,
+#: face or mask preprocessing). The base checkpoint samples 40 steps with classifier-free
+#: guidance, the distilled one 10 steps without. Both ids are the ones diffusers' Wan-Animate-2
+#: documentation loads (docs/source/en/api/pipelines/wan_animate_2.md).
+WAN_ANIMATE_2_REPO = "Wan-AI/Wan2.2-Animate-2-14B-Diffusers"
+WAN_ANIMATE_2_DISTILLED_REPO = "Wan-AI/Wan2.2-Animate-2-14B-Distilled-Diffusers"
+
 # RT-DETRv2 with a ResNet-18-vd backbone, COCO-trained (id 0 = "person"), Apache-2.0, ~20M
 # parameters (81 MB). It is the smallest model of PekingU's (the RT-DETR authors') hub
 # organisation and is a few AP better than v1's PekingU/rtdetr_r18vd at the same cost; the
@@ -33,6 +40,16 @@ POSE_FILE = "torch/wholebody/vitpose-h-wholebody.pth"
 # checkpoints. The Hub repo carries transformers weights (config ``model_type`` ``sam2_video``,
 # processor ``Sam2VideoProcessor``), so it loads with ``Sam2VideoModel.from_pretrained`` as is.
 SAM2_REPO = "facebook/sam2.1-hiera-tiny"
+
+# LightX2V's step- and CFG-distillation LoRA for Wan2.1-I2V-14B-480P, from its authors' own
+# repo (Apache-2.0, like the Wan2.1 weights it adapts). The rank-64 file (739 MB) is the one the
+# community runs with Wan-Animate at 4-6 steps and no CFG; the Animate transformer shares the
+# I2V blocks it targets. The `live` preset loads it; it is fetched only by
+# `faceswap-cam models download --only lightx2v-lora`.
+LIGHTX2V_LORA_REPO = "lightx2v/Wan2.1-Distill-Loras"
+LIGHTX2V_LORA_FILE = "wan2.1_i2v_lora_rank64_lightx2v_4step.safetensors"
+#: Flow shift LightX2V's own 4-step Wan2.1 distill configs sample with (``sample_shift``).
+LIGHTX2V_SHIFT = 5.0
 
 # --------------------------------------------------------------------------- engine
 
@@ -63,6 +80,17 @@ FEATHER_PX = 8
 #: What the product asks Wan-Animate for. The streaming generator's own default stays "", as
 #: the diffusers pipeline's does, so that class alone matches the pipeline call for call.
 PROMPT = "a person talking to the camera"
+
+
+class Quantize(StrEnum):
+    NONE = "none"
+    FP8 = "fp8"  # fp8 weights and activations: compute capability 8.9+ (Ada, Hopper, Blackwell)
+    INT8 = "int8"  # int8 weights, computed in the model's dtype: any GPU, and the CPU
+
+
+QUANTIZE = Quantize.NONE.value
+#: ``auto``: FlashAttention-3 or SageAttention where installed and supported, else native.
+ATTENTION_BACKEND = "auto"
 
 # --------------------------------------------------------------------------- install
 

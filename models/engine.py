@@ -60,7 +60,13 @@ class SwapEngine(Protocol):
     def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
         """Swap a batch of ``first_batch`` frames (a new chain) or ``next_batch`` frames (the
         chain goes on). After a result with ``swapped`` False, or after ``process`` raised,
-        the caller resets the engine (or closes it) before the next call."""
+        the caller resets the engine (or closes it) before the next call.
+
+        The input frames are lent for the call only, and may be read-only: an engine reads
+        them, never writes them, and keeps no reference to them (nor a view of them) once it
+        returns; copy what it carries into the next call. The engine host hands an engine
+        views of shared memory that the next batch overwrites. The frames it returns are its
+        own (or the inputs themselves, returned unchanged)."""
 
     def reset(self) -> None:
         """Forget temporal state: the next call starts a new segment chain. Also clears an
@@ -89,11 +95,15 @@ class EngineEntry:
     unavailable_reason: Callable[[dict[str, Any]], str | None] = field(
         default=lambda options: None)
     description: str = ""
+    #: Given the engine options: (registered weights name, the setting naming a local folder
+    #: or None) for each model it loads. The availability check and ``doctor`` both ask it.
+    required_weights: Callable[[dict[str, Any]], list[tuple[str, str | None]]] = field(
+        default=lambda options: [])
 
 
 _ENGINES: dict[str, EngineEntry] = {}
 #: ``auto`` takes the first available of these: the best engine whose weights are present.
-AUTO_PREFERENCE: list[str] = ["wan-animate", "passthrough"]
+AUTO_PREFERENCE: list[str] = ["wan-animate-2", "wan-animate", "passthrough"]
 
 
 def register_engine(
@@ -102,10 +112,17 @@ def register_engine(
     *,
     unavailable_reason: Callable[[dict[str, Any]], str | None] | None = None,
     description: str = "",
+    required_weights: Callable[[dict[str, Any]], list[tuple[str, str | None]]] | None = None,
 ) -> None:
     """Register (or replace) an engine; ``factory(**options)`` builds one."""
     _ENGINES[name] = EngineEntry(name, factory, unavailable_reason or (lambda options: None),
-                                 description)
+                                 description, required_weights or (lambda options: []))
+
+
+def required_weights(name: str, options: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """The registered weights engine ``name`` loads with these options ([] for none)."""
+    entry = _ENGINES.get(name)
+    return [] if entry is None else entry.required_weights(options)
 
 
 def available_engines() -> list[str]:
@@ -157,26 +174,69 @@ def _wan_animate(**options: Any) -> SwapEngine:
     return wan_engine.create(**options)
 
 
-def _wan_unavailable(options: dict[str, Any]) -> str | None:
+#: An option an engine host passes to the availability check: its daemon sends the
+#: reference over the wire, so none is needed to start.
+REFERENCE_FROM_CLIENT = "reference_from_client"
+
+
+def _weights_unavailable(options: dict[str, Any],
+                         required: list[tuple[str, str | None]]) -> str | None:
+    """Why a model engine cannot run: the model stack, its weights, a reference."""
     import importlib.util
     from pathlib import Path
 
     from faceswap_cam.models import defaults, weights
-    from faceswap_cam.models.wan.requirements import required_weights
 
     missing = [m for m in ("torch", "diffusers", "transformers")
                if importlib.util.find_spec(m) is None]
     if missing:
         return (f"{', '.join(missing)} not installed: install the model extra "
                 f"({defaults.MODELS_EXTRA_INSTALL})")
-    for name, value in required_weights(options):
+    for name, value in required:
         local = value is not None and Path(value).expanduser().exists()
         if not local and not weights.is_present(name):
             return f"the {name} weights are not downloaded: {weights.fix_command(name)}"
-    if not options.get("reference"):
+    if not options.get("reference") and not options.get(REFERENCE_FROM_CLIENT):
         return "no reference face is set: pass --reference IMAGE"
     return None
 
 
+def _wan_weights(options: dict[str, Any]) -> list[tuple[str, str | None]]:
+    from faceswap_cam.models.wan import requirements
+
+    return requirements.required_weights(options)
+
+
+def _wan_unavailable(options: dict[str, Any]) -> str | None:
+    return _weights_unavailable(options, _wan_weights(options))
+
+
 register_engine("wan-animate", _wan_animate, unavailable_reason=_wan_unavailable,
-                description="Wan2.2-Animate-14B (diffusers)")
+                description="Wan2.2-Animate-14B (diffusers)", required_weights=_wan_weights)
+
+
+def _wan_animate_2(**options: Any) -> SwapEngine:
+    from faceswap_cam.models.wan2 import engine as wan2_engine
+
+    return wan2_engine.create(**options)
+
+
+def _wan2_weights(options: dict[str, Any]) -> list[tuple[str, str | None]]:
+    from faceswap_cam.models.wan2 import variants
+
+    return variants.required_weights(options)
+
+
+def _wan2_unavailable(options: dict[str, Any]) -> str | None:
+    try:
+        required = _wan2_weights(options)
+    except ValueError as exc:
+        return str(exc)
+    return _weights_unavailable(options, required)
+
+
+register_engine("wan-animate-2", _wan_animate_2, unavailable_reason=_wan2_unavailable,
+                description="Wan2.2-Animate-2-14B (diffusers modular; raw camera frames)",
+                required_weights=_wan2_weights)
+# Its presets (constants only) are known wherever the engine is.
+from faceswap_cam.models.wan2 import presets as _wan2_presets  # noqa: E402, F401

@@ -53,3 +53,5 @@ def isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory,
     monkeypatch.setenv("FACESWAP_CAM_REFERENCES_DIR", str(base / "references"))
     monkeypatch.setenv("FACESWAP_CAM_MODELS_DIR", str(base / "models"))
     monkeypatch.setenv("FACESWAP_CAM_CONTROL_FILE", str(base / "control.json"))
+    monkeypatch.setenv("FACESWAP_CAM_ENGINE_HOST_DIR", str(base / "engine-host"))
+    monkeypatch.setenv("FACESWAP_CAM_PAIRINGS_FILE", str(base / "engine-pairings.json"))

@@ -220,3 +220,39 @@ def cpu_context_parallel() -> Iterator[None]:
 
     with mock.patch.object(torch.accelerator, "device_count", return_value=1):
         yield
+
+
+_SITECUSTOMIZE = '''\
+"""Written by tests.wan_tiny.cpu_context_parallel_environment: in the ranks of a test's
+``engine serve --gpus N --device cpu`` group, enable_context_parallel runs under
+cpu_context_parallel(), as the in-process tests call it."""
+import os
+
+if os.environ.get("RANK") is not None:
+    from faceswap_cam.models.wan import parallel
+    from tests.wan_tiny import cpu_context_parallel
+
+    _enable = parallel.enable_context_parallel
+
+    def _enable_on_cpu(*args, **kwargs):
+        with cpu_context_parallel():
+            return _enable(*args, **kwargs)
+
+    parallel.enable_context_parallel = _enable_on_cpu
+'''
+
+
+def cpu_context_parallel_environment(folder: Path) -> dict[str, str]:
+    """Variables for a subprocess whose rank processes (``engine serve --gpus N --device cpu``,
+    started by the launcher) must run :func:`cpu_context_parallel` around
+    ``enable_context_parallel``: a ``sitecustomize.py`` in ``folder``, which Python imports at
+    start-up in every process that has ``folder`` on ``PYTHONPATH``. The product has no such
+    hook; only a test puts this on the path.
+    """
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    repo = Path(__file__).resolve().parent.parent  # for `import tests.wan_tiny`
+    path = [str(folder), str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(path)}

@@ -1,4 +1,4 @@
-"""Layer 1: the capture thread, its ring buffer, measured rate and reconnection."""
+"""Layer 1: the capture thread: reads the source into the ring (ring.py), measures, reconnects."""
 
 from __future__ import annotations
 

@@ -143,6 +143,8 @@ class DaemonStatus(LiveStats):
     #: The virtual camera's swapped frames carry the "AI-altered" badge (a daemon from before
     #: the badge reports none).
     ai_badge: bool = False
+    #: The engine preset asked for (quality, balanced, live); None: the settings as they are.
+    preset: str | None = None
 
 
 class StatusError(ValueError):

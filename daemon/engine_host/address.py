@@ -2,13 +2,17 @@
 
 A host listens on ``HOST:PORT`` (TCP, loopback by default) or ``unix:PATH`` (the local child).
 It prints one pairing line whose URL a daemon takes with ``--engine-url``:
-``fscam://HOST:PORT?token=...`` for TCP, ``fscam+unix:///PATH`` for a Unix socket. The URL
-maps onto the WebSocket URI the proxy dials (``ws://HOST:PORT/engine``).
+``fscam://HOST:PORT?token=...&fp=sha256:HEX`` for TCP (``fp``: the SHA-256 of the host's
+certificate, when it speaks TLS), ``fscam+unix:///PATH`` for a Unix socket. The URL maps onto
+the WebSocket URI the proxy dials (``ws://HOST:PORT/engine``; TLS is set up on the socket
+before, see ``proxy.open_connection``).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
@@ -19,6 +23,8 @@ DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 #: The WebSocket route the host serves.
 ROUTE = "/engine"
 PAIR_COMMAND = "faceswap-cam engine pair"
+#: A certificate fingerprint as the pairing line carries it.
+FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class AddressError(ValueError):
@@ -38,6 +44,18 @@ class Address:
         return self.path is not None
 
     @property
+    def is_wildcard(self) -> bool:
+        """Listening on every interface (0.0.0.0 or ::)."""
+        return self.host in ("0.0.0.0", "::")
+
+    def reachable(self) -> Address:
+        """The address to print for others: a wildcard listener is named by this machine's
+        host name (the README says to use another name or IP if the laptop needs one)."""
+        if self.is_wildcard:
+            return Address(host=socket.gethostname(), port=self.port)
+        return self
+
+    @property
     def is_loopback(self) -> bool:
         if self.path is not None:
             return True
@@ -51,7 +69,7 @@ class Address:
     def url(self, *, token: str | None = None, fingerprint: str | None = None) -> str:
         """The pairing URL, with the token and certificate fingerprint when given."""
         query = {key: value for key, value in (("token", token), ("fp", fingerprint)) if value}
-        tail = f"?{urlencode(query)}" if query else ""
+        tail = f"?{urlencode(query, safe=':')}" if query else ""
         if self.path is not None:
             return f"{UNIX_SCHEME}://{quote(self.path)}{tail}"
         host = f"[{self.host}]" if self.host and ":" in self.host else self.host
@@ -98,6 +116,12 @@ def parse_engine_url(text: str) -> EngineUrl:
     query = parse_qs(parts.query)
     token = query.get("token", [None])[-1]
     fingerprint = query.get("fp", [None])[-1]
+    if fingerprint is not None:
+        fingerprint = fingerprint.lower()
+        if not FINGERPRINT.fullmatch(fingerprint):
+            raise AddressError(f"fp={fingerprint[:80]!r} is not a "
+                               "certificate fingerprint: the pairing line has fp=sha256: and "
+                               "64 hex digits")
     if parts.scheme == UNIX_SCHEME:
         if parts.netloc or not parts.path.startswith("/"):
             raise AddressError(f"{text!r}: a Unix socket URL is {UNIX_SCHEME}:///ABSOLUTE/PATH")

@@ -6,7 +6,8 @@ run on one daemon thread, so the event loop keeps reading while a batch runs: ``
 arrives mid-call, a second client is told the host is busy, and a hung call never blocks exit.
 
 Nothing a client sends names a file here: the reference arrives as PNG bytes and is decoded
-with the daemon's own checks; shared memory is made by the host, under a name it picks.
+with the daemon's own checks; shared memory is made by the host, under a name it picks (the
+whole argument, and TLS with the pinned certificate: ``security.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import os
 import queue
 import secrets
+import signal
 import socket
 import ssl
 import sys
@@ -47,7 +49,13 @@ from faceswap_cam.daemon.engine_host.protocol import (
     Result,
     Welcome,
 )
-from faceswap_cam.models.engine import SwapEngine, SwapResult, create_engine, resolve_engine_name
+from faceswap_cam.models.engine import (
+    REFERENCE_FROM_CLIENT,
+    SwapEngine,
+    SwapResult,
+    create_engine,
+    resolve_engine_name,
+)
 from faceswap_cam.models.reference import ReferenceError, decode_reference
 
 logger = logging.getLogger(__name__)
@@ -84,6 +92,9 @@ class _EngineThread:
                 loop.call_soon_threadsafe(_settle, future, None, exc)
             else:
                 loop.call_soon_threadsafe(_settle, future, value, None)
+                del value
+            # A finished call keeps nothing alive here (its views of shared memory least).
+            del job, future
 
     async def run(self, job: Callable[[], Any]) -> Any:
         await self.wait_idle()
@@ -140,9 +151,12 @@ class EngineHostServer:
             await self._calls.run(self.engine.reset)
             slots = max(self.engine.first_batch, self.engine.next_batch)
             if self._shared_memory and hello.width and hello.height:
-                if codec.SharedFrames.room_for(slots, hello.width, hello.height):
-                    shared = codec.SharedFrames.create(slots, hello.width, hello.height)
-                else:
+                try:
+                    if codec.SharedFrames.room_for(slots, hello.width, hello.height):
+                        shared = codec.SharedFrames.create(slots, hello.width, hello.height)
+                except OSError as exc:  # its blocks could not be reserved
+                    logger.debug("shared memory refused: %s", exc)
+                if shared is None:
                     logger.warning("not enough room in /dev/shm for %d frames of %dx%d: "
                                    "frames go as JPEG", slots, hello.width, hello.height)
             await ws.send_bytes(protocol.encode(Welcome(
@@ -186,9 +200,10 @@ class EngineHostServer:
             return None
         if not hmac.compare_digest(header.token.encode(), self._token.encode()):
             logger.warning("a client with a wrong token was refused")
-            await _refuse(ws, Error(message="wrong token: this engine host refused the "
-                                    "connection", fix="pair again with the line the host "
-                                    "printed (faceswap-cam engine pair ...)"), CLOSE_POLICY)
+            await _refuse(ws, Error(message="wrong token: pair again with the line `engine "
+                                    "serve` prints", fix="run the line `faceswap-cam engine "
+                                    "serve` printed on the host (faceswap-cam engine pair "
+                                    "...) on the daemon's machine"), CLOSE_POLICY)
             return None
         return header
 
@@ -249,21 +264,28 @@ class EngineHostServer:
                 raise ProtocolError("no shared memory on this connection: send JPEG")
             if len(payload):
                 raise ProtocolError("a shared-memory batch carries no payload")
-            frames = shared.read(header.count, header.width, header.height)
-        else:
-            frames = await asyncio.to_thread(codec.decode_jpeg, payload, header.count,
-                                             header.width, header.height)
+            inputs = shared.slots(header.count, header.width, header.height)
+            swapped = await self._calls.run(lambda: _swap_in_place(engine, inputs, shared))
+            return Result(swapped=swapped, count=header.count, codec="shm"), b""
+        frames = await asyncio.to_thread(codec.decode_jpeg, payload, header.count,
+                                         header.width, header.height)
         result = await self._calls.run(lambda: engine.process(frames))
         _check_result(result, frames)
         if not result.swapped:
             return Result(swapped=False, count=header.count, codec=header.codec), b""
-        if header.codec == "shm":
-            assert shared is not None
-            shared.write(result.frames)
-            body = b""
-        else:
-            body = await asyncio.to_thread(codec.encode_jpeg, result.frames)
+        body = await asyncio.to_thread(codec.encode_jpeg, result.frames)
         return Result(swapped=True, count=header.count, codec=header.codec), body
+
+
+def _swap_in_place(engine: SwapEngine, inputs: list[np.ndarray],
+                   shared: codec.SharedFrames) -> bool:
+    """A shared-memory batch, all on the engine thread: the engine reads the slots (no copy
+    of its inputs) and its results go back over them before the loop answers."""
+    result = engine.process(inputs)
+    _check_result(result, inputs)
+    if result.swapped:
+        shared.write_results(result.frames)
+    return result.swapped
 
 
 def _check_result(result: object, frames: list[np.ndarray]) -> None:
@@ -353,15 +375,31 @@ def listening_address(sock: socket.socket, address: Address) -> Address:
 
 def serve(engine_name: str, options: dict[str, Any], listen: Address, *,
           exit_with_parent: int | None = None,
-          ssl_context: ssl.SSLContext | None = None) -> int:
-    """Build the engine, listen, print the pairing line, serve until SIGINT/SIGTERM."""
+          ssl_context: ssl.SSLContext | None = None, token: str | None = None,
+          fingerprint: str | None = None,
+          engine_factory: Callable[[str, dict[str, Any]], SwapEngine] | None = None) -> int:
+    """Build the engine, listen, print the pairing line, serve until SIGINT/SIGTERM.
+
+    ``engine_factory(name, options)`` builds the engine instead of the registry (rank 0 of
+    ``--gpus N``: see ``distributed.py``).
+
+    ``token``: the host's kept token (a TLS host's, see ``security.host_identity``); else a
+    child's from its parent, else a fresh one. ``fingerprint``: its certificate's, for the
+    pairing line."""
+    if threading.current_thread() is threading.main_thread():
+        # A SIGTERM must unwind through the finally below (engine closed, socket removed),
+        # whenever it comes; uvicorn too hands it back to this handler once it has stopped
+        # serving, where the default action would end the process on the spot.
+        signal.signal(signal.SIGTERM, exit_in_order)
     given_token = os.environ.pop(TOKEN_ENV, "")
-    token = given_token or secrets.token_urlsafe(32)
+    token = given_token or token or secrets.token_urlsafe(32)
     try:
         if not listen.is_loopback and ssl_context is None:
             open_listener(listen, ssl_context)  # refuses before a long engine load
-        name = resolve_engine_name(engine_name, options)
-        engine = create_engine(name, **options)
+        # The daemon sends its reference over the wire: none is needed to start.
+        name = resolve_engine_name(engine_name, {**options, REFERENCE_FROM_CLIENT: True})
+        engine = (create_engine(name, **options) if engine_factory is None
+                  else engine_factory(name, options))
     except HostStartError as exc:
         _say(sys.stderr, f"faceswap-cam: engine host cannot start: {exc}")
         return 2
@@ -381,7 +419,8 @@ def serve(engine_name: str, options: dict[str, Any], listen: Address, *,
             _exit_with_parent(exit_with_parent, server)
         logger.info("engine host for %s at %s (pid %d)", name, bound.url(), os.getpid())
         # The pairing line is the last line on stdout; a child's token is its parent's already.
-        _say(sys.stdout, pairing_line(bound.url(token=None if given_token else token)))
+        _say(sys.stdout, pairing_line(bound.reachable().url(
+            token=None if given_token else token, fingerprint=fingerprint)))
         server.run(sockets=[sock])
     finally:
         engine.close()
@@ -389,6 +428,11 @@ def serve(engine_name: str, options: dict[str, Any], listen: Address, *,
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(listen.path)
     return 0
+
+
+def exit_in_order(_signum: int, _frame: object) -> None:
+    """A SIGTERM handler that unwinds (closing what ``finally`` closes) instead of dying."""
+    raise SystemExit(0)
 
 
 def _say(stream: Any, line: str) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Protocol
 
 from faceswap_cam.daemon.config import EngineHosting, Settings
 from faceswap_cam.daemon.control.status import EngineHostStatus
-from faceswap_cam.daemon.engine_host.address import parse_engine_url
+from faceswap_cam.daemon.engine_host.address import EngineUrl, parse_engine_url
 from faceswap_cam.daemon.engine_host.child import ChildEngineHost
 from faceswap_cam.daemon.engine_host.remote import RemoteEngineHost
+from faceswap_cam.daemon.engine_host.security import SecurityError, find_pairing
 from faceswap_cam.models.engine import (
     EngineError,
     SwapEngine,
@@ -42,9 +44,9 @@ def plan_engine(settings: Settings, options: dict[str, Any]) -> tuple[str, Engin
     only checked to exist: its weights are on the other machine.
     """
     if settings.engine_url:
-        url = parse_engine_url(settings.engine_url)
         name = REMOTE_ENGINE if settings.engine == "auto" else _known(settings.engine)
-        return name, RemoteEngineHost(url, _token(settings, url.token), frame_size=settings.size,
+        url, token = _remote(settings, parse_engine_url(settings.engine_url))
+        return name, RemoteEngineHost(url, token, frame_size=settings.size,
                                       call_timeout_s=settings.engine_timeout_s)
     hosting = settings.engine_host
     if hosting is EngineHosting.INLINE or (hosting is EngineHosting.AUTO
@@ -68,8 +70,29 @@ def _known(name: str) -> str:
     return name
 
 
-def _token(settings: Settings, in_url: str | None) -> str:
-    """The host's token: from --engine-token-file, else the one in the URL."""
+def _remote(settings: Settings, url: EngineUrl) -> tuple[EngineUrl, str]:
+    """The URL with the certificate to pin, and the token, for a host elsewhere.
+
+    The token: --engine-token-file, else the URL's, else the one ``engine pair`` stored for
+    this host:port. The fingerprint: the URL's, else the stored one; with one the daemon
+    speaks TLS and pins it. A host on another machine without one is refused here, so a
+    token never crosses a network in the clear.
+    """
+    try:  # a URL that carries both needs no stored pairing
+        pairing = None if url.token and url.fingerprint else find_pairing(url.address)
+    except SecurityError as exc:
+        raise EngineError(str(exc)) from exc
+    token = _token(settings, url.token or (pairing.token if pairing else None), url)
+    fingerprint = url.fingerprint or (pairing.fingerprint if pairing else None)
+    if fingerprint is None and not url.address.is_loopback:
+        raise EngineError(f"no certificate fingerprint for the engine host at {url}: a host on "
+                          "another machine speaks TLS; pair with the line its `faceswap-cam "
+                          "engine serve` printed (faceswap-cam engine pair '...')")
+    return replace(url, fingerprint=fingerprint), token
+
+
+def _token(settings: Settings, known: str | None, url: EngineUrl) -> str:
+    """The host's token: from --engine-token-file, else the URL's or the stored pairing's."""
     if settings.engine_token_file is not None:
         try:
             token = settings.engine_token_file.read_text(encoding="utf-8").strip()
@@ -79,7 +102,8 @@ def _token(settings: Settings, in_url: str | None) -> str:
         if not token:
             raise EngineError(f"the engine token file {settings.engine_token_file} is empty")
         return token
-    if in_url:
-        return in_url
-    raise EngineError("no token for the engine host: give the whole URL its pairing line "
-                      "printed, or --engine-token-file PATH")
+    if known:
+        return known
+    raise EngineError(f"no token for the engine host at {url}: pair with the line its "
+                      "`faceswap-cam engine serve` printed (faceswap-cam engine pair '...'), "
+                      "or give --engine-token-file PATH")

@@ -54,8 +54,11 @@ class EngineHostError(EngineError):
 def open_connection(url: EngineUrl, *, open_timeout: float,
                     ssl_context: ssl.SSLContext | None = None,
                     fingerprint: str | None = None) -> Any:
-    """A WebSocket connection to the host (the seam where TLS and pinning plug in): with
-    ``fingerprint`` ("sha256:HEX"), the host's certificate must hash to it."""
+    """A WebSocket connection to the host. With ``fingerprint`` ("sha256:HEX") it speaks TLS
+    and the host's certificate must hash to it, checked on the TLS socket before the
+    WebSocket handshake, so nothing (least of all the token in ``hello``) reaches another
+    host. ``ssl_context`` replaces the pinning context (no fingerprint: the caller's own
+    verification)."""
     from websockets.exceptions import InvalidHandshake
     from websockets.sync.client import connect, unix_connect
 
@@ -64,33 +67,65 @@ def open_connection(url: EngineUrl, *, open_timeout: float,
         "close_timeout": 1.0, "compression": None,  # JPEG and raw frames do not deflate
     }
     address = url.address
-    uri = address.websocket_uri(tls=ssl_context is not None)
+    if fingerprint is not None and ssl_context is None:
+        from faceswap_cam.daemon.engine_host.security import client_context
+
+        ssl_context = client_context()
+    # A ws:// URI in every case: TLS, when used, is already up on the socket handed over.
+    uri = address.websocket_uri()
     try:
         if address.path is not None:
             opening = unix_connect(address.path, uri, **options)
+        elif ssl_context is None:
+            opening = connect(uri, proxy=None, **options)
         else:
-            opening = connect(uri, ssl=ssl_context, proxy=None, **options)
+            tls = _open_tls(url, ssl_context, open_timeout, fingerprint)
+            try:
+                opening = connect(uri, sock=tls, proxy=None, **options)
+            except BaseException:
+                tls.close()
+                raise
         # Entered as a context manager (websockets 17 warns otherwise); close() leaves it.
         connection = opening.__enter__()
+    except ssl.SSLError as exc:
+        raise EngineHostError(f"cannot set up TLS with the engine host at {url}: "
+                              f"{exc.reason or exc}", fix="check that the URL is the one "
+                              "`faceswap-cam engine serve` printed there (a host on another "
+                              "machine speaks TLS)") from exc
     except (OSError, TimeoutError, InvalidHandshake) as exc:
         raise EngineHostError(f"cannot reach the engine host at {url}: {exc}",
                               fix="check that `faceswap-cam engine serve` runs there and the "
                               "URL is the one it printed; the daemon retries by itself") \
             from exc
-    if fingerprint is not None:
-        _check_fingerprint(connection, fingerprint, url)
     return connection
 
 
-def _check_fingerprint(connection: Any, expected: str, url: EngineUrl) -> None:
-    sock = connection.socket
-    der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
-    actual = "sha256:" + hashlib.sha256(der).hexdigest() if der else ""
-    if not hmac.compare_digest(actual.lower(), expected.lower()):
-        connection.close()
-        raise EngineHostError(f"the engine host at {url} shows another certificate than the "
-                              "one paired", fix="if the host was reinstalled, pair again with "
-                              "the line it prints; otherwise someone is in between")
+def _open_tls(url: EngineUrl, context: ssl.SSLContext, timeout: float,
+              fingerprint: str | None) -> ssl.SSLSocket:
+    """TCP, then the TLS handshake, then the pin: the socket is handed on only if the
+    host's certificate is the paired one."""
+    import socket
+
+    host, port = url.address.host or "127.0.0.1", url.address.port
+    raw = socket.create_connection((host, port), timeout=timeout)
+    try:
+        tls = context.wrap_socket(raw, server_hostname=host)
+    except BaseException:
+        raw.close()
+        raise
+    if fingerprint is not None:
+        der = tls.getpeercert(binary_form=True)
+        actual = "sha256:" + hashlib.sha256(der).hexdigest() if der else "none"
+        if not hmac.compare_digest(actual, fingerprint.lower()):
+            tls.close()
+            raise EngineHostError(
+                f"the engine host at {url} shows certificate {actual}, not the paired "
+                f"{fingerprint.lower()}: the host's certificate changed (a new install, or "
+                "its engine-host folder deleted) or this is not your host; the token was "
+                "not sent", fix="if you changed the host, pair again with the line "
+                "`faceswap-cam engine serve` prints there; otherwise do not use this network")
+    tls.settimeout(None)
+    return tls
 
 
 class EngineHostProxy:

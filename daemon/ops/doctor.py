@@ -94,7 +94,8 @@ _CORE_PACKAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 _MODEL_PACKAGES = ("torch", "diffusers", "transformers")
 # The engines that load the registered weights; the others (passthrough, debug, ...) need none.
-_WEIGHT_ENGINES = ("auto", "wan-animate")
+#: Engines that run on a GPU (auto may pick one of them).
+_GPU_ENGINES = ("auto", "wan-animate", "wan-animate-2")
 _HEALTHY_STATES = (DaemonState.RUNNING, DaemonState.PAUSED, DaemonState.STARTING)
 
 
@@ -337,6 +338,8 @@ def run_checks(
         settings, platform, video4linux_root=video4linux_root, query=query,
         parameters=loopback_parameters, proc_root=proc_root))
     checks += _guarded("gpu", lambda: [_gpu_check(settings, gpu_probe)])
+    checks += _guarded("plan", lambda: _plan_checks(settings, gpu_probe))
+    checks += _guarded("attention", lambda: [_attention_check(settings, gpu_probe)])
     checks += _guarded("weights", lambda: _weights_checks(settings))
     checks += _guarded("control API", lambda: [_control_check(control_client_factory)])
     checks += _guarded("service", lambda: [_service_check(service_probe)])
@@ -664,7 +667,7 @@ def _gpu_check(settings: Settings, probe: GpuProbe) -> Check:
                          "faceswap-cam run --device auto")
         gpu = match
     described = _describe_gpu(gpu)
-    if settings.engine not in _WEIGHT_ENGINES:
+    if settings.engine not in _GPU_ENGINES:
         return Check("gpu", PASS, f"{described}; engine {settings.engine} does not use it")
     if not gpu.memory_bytes:
         return Check("gpu", PASS, f"{described}; cannot tell whether Wan2.2-Animate-14B fits")
@@ -682,6 +685,58 @@ def _gpu_check(settings: Settings, probe: GpuProbe) -> Check:
                  "without offload")
 
 
+def _plan_checks(settings: Settings, probe: GpuProbe) -> list[Check]:
+    """The capacity plan of each preset on the local GPU (analytic FLOPs: no model built)."""
+    from faceswap_cam.models import plan
+
+    try:
+        gpus = [g for g in probe() if g.device.startswith("cuda")]
+    except ImportError:
+        gpus = []
+    if not gpus:
+        return [Check("plan", WARN, "no CUDA GPU here, so no capacity plan for it",
+                      f"faceswap-cam plan --gpu NAME predicts one ({plan.gpu_names()})")]
+    gpu = plan.gpu_for_name(gpus[0].name)
+    if gpu is None:
+        return [Check("plan", WARN, f"{gpus[0].name} is not in the plan's GPU table",
+                      f"faceswap-cam plan --gpu NAME for a similar one ({plan.gpu_names()})")]
+    engines = ([settings.engine] if settings.engine in plan.DIT_MODEL_OF
+               else list(plan.DIT_MODEL_OF))
+    checks = []
+    for engine in engines:
+        for row in plan.preset_rows(gpu, engine, frame_size=settings.size,
+                                    quantize=settings.quantize.value, camera_fps=settings.fps):
+            assumed = ", ASSUMED efficiency" if row.assumed_efficiency else ""
+            detail = (f"{row.width}x{row.height} L={row.segment_frames} {row.steps} steps "
+                      f"{row.quantize}: {row.fps:.1f} swapped fps (cadence {row.cadence}), "
+                      f"{row.latency_s:.1f} s capture to screen, {row.memory_gb:.0f} GB on "
+                      f"{gpu.key}{assumed}")
+            # The card's own memory where torch reports it, else the table's.
+            fits = (row.memory_gb * 1e9 <= gpus[0].memory_bytes if gpus[0].memory_bytes
+                    else row.fits)
+            checks.append(Check(f"plan {engine} {row.preset}", PASS if fits else WARN, detail,
+                                None if fits else OFFLOAD_FIX))
+    return checks
+
+
+def _attention_check(settings: Settings, probe: GpuProbe) -> Check:
+    """The attention backend the engine runs: the engine's own choice for the device."""
+    from faceswap_cam.models.attention import choose_attention_backend
+
+    device = settings.device
+    if device == "auto":
+        try:
+            gpus = probe()
+        except ImportError:
+            gpus = []
+        device = next((g.device for g in gpus if g.device.startswith("cuda")), "cpu")
+    choice = choose_attention_backend(device)
+    if settings.attention_backend != "auto":
+        return Check("attention", PASS, f"{settings.attention_backend}, as configured "
+                     f"(auto would choose {choice.name}: {choice.reason})")
+    return Check("attention", PASS, f"{choice.name}: {choice.reason}")
+
+
 def _describe_gpu(gpu: GpuInfo) -> str:
     memory = f", {_gib(gpu.memory_bytes):.1f} GiB" if gpu.memory_bytes else ""
     return f"{gpu.device} {gpu.name}{memory}"
@@ -697,11 +752,13 @@ def _gib(size: int) -> float:
 def weights_needed(settings: Settings) -> list[tuple[str, str | None]]:
     """(model, what its setting says) for every registered model the configured engine loads:
     the engine's own list, so the doctor asks for exactly what the engine checks for."""
-    if settings.engine not in _WEIGHT_ENGINES:
-        return []
-    from faceswap_cam.models.wan.requirements import required_weights
+    from faceswap_cam.models.engine import required_weights
 
-    return required_weights(settings.model_dump(mode="json"))
+    # `auto` is judged by what a plain `models download` fetches: wan-animate's set. The
+    # explicit settings: a preset's LoRA is needed only where no LoRA is configured.
+    engine = "wan-animate" if settings.engine == "auto" else settings.engine
+    return required_weights(engine, {**settings.model_dump(mode="json"),
+                                     "explicit": settings.explicit()})
 
 
 def _weights_checks(settings: Settings) -> list[Check]:
@@ -718,7 +775,7 @@ def _weights_checks(settings: Settings) -> list[Check]:
         if local is not None and local.exists():
             checks.append(_local_weights_check(name, local))
         else:
-            checks.append(_weights_check(name, needed, strict=settings.engine == "wan-animate",
+            checks.append(_weights_check(name, needed, strict=settings.engine != "auto",
                                          engine=settings.engine))
     return checks
 

@@ -46,6 +46,7 @@ from faceswap_cam.daemon.references import ReferenceLibrary
 from faceswap_cam.daemon.single_instance import take_daemon_lock
 from faceswap_cam.daemon.states import CaptureState, Showing
 from faceswap_cam.daemon.stats import RateMeter, Samples, rounded
+from faceswap_cam.models import batching, plan
 from faceswap_cam.models.engine import SwapEngine, create_engine
 from faceswap_cam.models.reference import ReferenceError, decode_reference
 
@@ -137,13 +138,34 @@ def read_reference(path: Path) -> np.ndarray:
 ENGINE_SETTINGS = ("wan_model", "mode", "steps", "segment_frames", "carry", "seed", "prompt",
                    "device", "dtype", "vae_fp32", "offload", "vae_tiling", "attention_backend",
                    "compile", "loras", "shift", "gen_size", "reference", "detector_model",
-                   "pose_model", "sam2_model", "preprocessor", "colour_match", "feather_px")
+                   "pose_model", "sam2_model", "preprocessor", "colour_match", "feather_px",
+                   "quantize", "preset")
 
 
 def engine_options(settings: Settings) -> dict[str, Any]:
     options = settings.model_dump(mode="json", include=set(ENGINE_SETTINGS))
     options["delay_ms"] = settings.engine_delay_ms
+    # The engine applies its own preset (`auto` decides the engine only later) and must know
+    # which settings the user gave, which the preset does not override.
+    options["explicit"] = [name for name in settings.explicit() if name in ENGINE_SETTINGS]
     return options
+
+
+def planned_cadence(settings: Settings, engine: str) -> int:
+    """The capacity plan's cadence for a model engine on this machine's GPU; 1 when there is
+    no plan (stand-in engines, an unknown GPU, an engine host elsewhere)."""
+    if engine not in plan.DIT_MODEL_OF or settings.engine_url:
+        return 1
+    timing = plan.predict_settings(
+        engine, steps=settings.steps, segment_frames=settings.segment_frames,
+        carry=settings.carry, size=settings.gen_size or batching.generation_size(settings.size),
+        preset=settings.preset.value if settings.preset else None,
+        quantize=settings.quantize.value, camera_fps=settings.fps)
+    if timing is None:
+        return 1
+    logger.info("capacity plan: %.2f s per batch, starting at cadence %d (%.1f swapped fps)",
+                timing.batch_s, timing.cadence, timing.fps)
+    return timing.cadence
 
 
 class RealtimeFaceSwapApp:
@@ -199,7 +221,8 @@ class RealtimeFaceSwapApp:
         self.capture = WebcamCapture(self.source)
         self.processor = AsyncFaceSwapProcessor(
             engine_factory, fps=settings.fps, engine_name=self.engine_name,
-            timeout_s=settings.engine_timeout_s)
+            timeout_s=settings.engine_timeout_s, start_cadence=planned_cadence(
+                settings, self.engine_name))
         self.references = references if references is not None else _open_library()
         self.reference_name: str | None = None
         if settings.reference is not None:
@@ -425,6 +448,7 @@ class RealtimeFaceSwapApp:
             api_url=None if self.control_server is None else self.control_server.url,
             engine_host=None if self.engine_host is None else self.engine_host.report(),
             ai_badge=self.ai_badge,
+            preset=None if self.settings.preset is None else self.settings.preset.value,
         )
 
     def _use_selected_reference(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -17,6 +16,7 @@ from faceswap_cam.daemon.frames import Frame
 from faceswap_cam.daemon.states import EngineState
 from faceswap_cam.daemon.stats import RateMeter
 from faceswap_cam.models import batching
+from faceswap_cam.models.batching import CADENCE_MARGIN, MAX_CADENCE, cadence_for
 from faceswap_cam.models.engine import SwapEngine, SwapResult
 
 logger = logging.getLogger(__name__)
@@ -142,8 +142,9 @@ class AsyncFaceSwapProcessor:
         output_capacity: int = 60,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
-        cadence_margin: float = 1.15,
-        max_cadence: int = 30,
+        cadence_margin: float = CADENCE_MARGIN,
+        max_cadence: int = MAX_CADENCE,
+        start_cadence: int = 1,
     ) -> None:
         self._engine_factory = engine_factory
         self.engine_name = engine_name
@@ -167,7 +168,9 @@ class AsyncFaceSwapProcessor:
         self._state_lock = threading.Lock()
         self._state = EngineState.LOADING
         self.last_error = ""
-        self._cadence = 1
+        # The capacity plan's guess for a model engine, so the first batches are not all
+        # skipped while the measured speed catches up; measurements take over from there.
+        self._cadence = max(1, min(max_cadence, start_cadence))
         self._per_frame_s: float | None = None
         self._continue_from: int | None = None  # index of the last frame of the last batch
         self._needs_reset = False
@@ -524,10 +527,10 @@ class AsyncFaceSwapProcessor:
         self._per_frame_s = smoothed
         # Speed up at once when too slow; slow down only when clearly fast enough, so k
         # does not flap (every change resets the engine's temporal state).
-        needed = max(1, min(self.max_cadence,
-                            math.ceil(self.fps * per_frame_s * self.cadence_margin)))
-        relaxed = max(1, min(self.max_cadence,
-                             math.ceil(self.fps * smoothed * self.cadence_margin * 1.25)))
+        needed = cadence_for(per_frame_s, self.fps, margin=self.cadence_margin,
+                             max_cadence=self.max_cadence)
+        relaxed = cadence_for(smoothed, self.fps, margin=self.cadence_margin * 1.25,
+                              max_cadence=self.max_cadence)
         k = self._cadence
         new_k = needed if needed > k else (relaxed if relaxed < k else k)
         if new_k != k:

@@ -16,9 +16,13 @@ import PIL.Image
 import torch
 
 from faceswap_cam.models import defaults
+from faceswap_cam.models.batching import generation_size
 from faceswap_cam.models.engine import EngineError, SwapResult
 from faceswap_cam.models.preprocessing.base import Preprocessor, StandInPreprocessor
+from faceswap_cam.models.presets import apply_preset
+from faceswap_cam.models.quantize import QuantizeError
 from faceswap_cam.models.reference import ReferenceError, check_reference
+from faceswap_cam.models.wan import presets as wan_presets
 from faceswap_cam.models.wan.compositing import composite, match_colour
 from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline, parse_lora
 from faceswap_cam.models.wan.streaming import SegmentInputs, StreamingWanAnimate
@@ -39,15 +43,6 @@ def engine_errors() -> Iterator[None]:
         raise EngineError(f"out of GPU memory: {MEMORY_ADVICE}") from exc
     except ValueError as exc:
         raise EngineError(str(exc)) from exc
-
-
-def generation_size(frame_size: tuple[int, int],
-                    short_side: int = defaults.GEN_SHORT_SIDE) -> tuple[int, int]:
-    """(W, H) for generation: the camera's aspect with the short side near ``short_side``,
-    both multiples of 16 as the model needs (1280x720 -> 848x480)."""
-    width, height = frame_size
-    scale = short_side / min(width, height)
-    return (max(16, 16 * round(width * scale / 16)), max(16, 16 * round(height * scale / 16)))
 
 
 def to_pil(frames: Sequence[np.ndarray], mode: str = "RGB") -> list[PIL.Image.Image]:
@@ -75,6 +70,7 @@ class WanAnimateEngine:
         prompt: str = "",
         guidance_scale: float = defaults.GUIDANCE_SCALE,
         gen_size: tuple[int, int] | None = None,
+        gen_short_side: int = defaults.GEN_SHORT_SIDE,
         load: LoadOptions | None = None,
         preprocessor: Preprocessor | None = None,
         pipeline: Any = None,
@@ -84,7 +80,7 @@ class WanAnimateEngine:
         try:
             pipe = pipeline if pipeline is not None else load_pipeline(wan_model,
                                                                        load or LoadOptions())
-        except WeightsError as exc:
+        except (WeightsError, QuantizeError) as exc:
             raise EngineError(str(exc)) from exc
         except torch.OutOfMemoryError as exc:
             raise EngineError(f"out of GPU memory while loading Wan-Animate: {MEMORY_ADVICE}") \
@@ -97,6 +93,7 @@ class WanAnimateEngine:
         self.colour_match = colour_match
         self.feather_px = feather_px
         self.mode = mode
+        self.gen_short_side = gen_short_side
         self.first_batch = segment_frames
         self.next_batch = segment_frames - carry
         self._stream: StreamingWanAnimate | None = None
@@ -132,7 +129,8 @@ class WanAnimateEngine:
             raise EngineError("no reference face is set: start with --reference IMAGE")
         frame_h, frame_w = frames[0].shape[:2]
         if self._stream is None:
-            self._stream = self._make_stream(generation_size((frame_w, frame_h)))
+            self._stream = self._make_stream(generation_size((frame_w, frame_h),
+                                                             self.gen_short_side))
         stream = self._stream
         if self._interrupted:
             stream.interrupt()  # interrupt() came before this stream existed
@@ -202,7 +200,7 @@ def load_options(options: dict[str, Any]) -> LoadOptions:
         attention_backend=options.get("attention_backend"),
         compile=options.get("compile", False),
         loras=[parse_lora(spec) for spec in options.get("loras", [])],
-        shift=options.get("shift"))
+        shift=options.get("shift"), quantize=options.get("quantize", defaults.QUANTIZE))
 
 
 def _stream_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -213,6 +211,15 @@ def _stream_options(options: dict[str, Any]) -> dict[str, Any]:
             "seed": options.get("seed", defaults.SEED),
             "prompt": options.get("prompt", defaults.PROMPT),
             "guidance_scale": options.get("guidance_scale", defaults.GUIDANCE_SCALE)}
+
+
+def resolved_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The engine options with the preset applied (``--preset``: see models/wan/presets.py);
+    a preset that does not fit the explicit options is an EngineError saying which."""
+    try:
+        return apply_preset(options, wan_presets.ENGINE)
+    except ValueError as exc:
+        raise EngineError(str(exc)) from exc
 
 
 def create_preprocessor(options: dict[str, Any]) -> Preprocessor:
@@ -233,10 +240,12 @@ def create_preprocessor(options: dict[str, Any]) -> Preprocessor:
 
 def create(**options: Any) -> WanAnimateEngine:
     """Engine factory: daemon settings -> engine (see ``engine_options`` in the daemon)."""
+    options = resolved_options(options)
     gen_size = options.get("gen_size")
     return WanAnimateEngine(
         wan_model=options.get("wan_model", defaults.WAN_ANIMATE_REPO), load=load_options(options),
         gen_size=None if gen_size is None else (int(gen_size[0]), int(gen_size[1])),
+        gen_short_side=int(options.get("gen_short_side", defaults.GEN_SHORT_SIDE)),
         preprocessor=create_preprocessor(options),
         colour_match=bool(options.get("colour_match", False)),
         feather_px=int(options.get("feather_px", defaults.FEATHER_PX)),
@@ -245,6 +254,7 @@ def create(**options: Any) -> WanAnimateEngine:
 
 def create_stream(options: dict[str, Any], *, width: int, height: int) -> StreamingWanAnimate:
     """A bare streaming generator at ``width`` x ``height`` (offline rendering)."""
+    options = resolved_options(options)
     pipe = load_pipeline(options.get("wan_model", defaults.WAN_ANIMATE_REPO),
                          load_options(options))
     return StreamingWanAnimate(pipe, height=height, width=width, **_stream_options(options))

@@ -24,10 +24,13 @@ class LoadOptions:
     vae_fp32: bool = False
     offload: str = "none"  # none | model | sequential
     vae_tiling: bool = False
+    #: A diffusers backend name, "auto" (chosen for the device) or None (diffusers' default).
     attention_backend: str | None = None
     compile: bool = False
+    #: (file, or the registered name of a downloaded LoRA, and its scale)
     loras: list[tuple[str, float]] = field(default_factory=list)
     shift: float | None = None
+    quantize: str = "none"  # none | fp8 | int8: the transformer's weights
 
 
 def parse_lora(spec: str) -> tuple[str, float]:
@@ -39,6 +42,25 @@ def parse_lora(spec: str) -> tuple[str, float]:
         except ValueError:
             pass
     return spec, 1.0
+
+
+def resolve_lora(spec: str) -> str:
+    """A LoRA file: a path, or the registered name of one (``lightx2v-lora``) downloaded by
+    ``faceswap-cam models download`` (nothing is fetched here)."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return str(path)
+    try:
+        model = weights.get_model(spec)
+    except weights.UnknownModelError:
+        raise weights.WeightsError(f"LoRA file not found: {spec}") from None
+    if model.layout != "files" or len(model.allow_patterns) != 1:
+        raise weights.WeightsError(f"{spec} is a model, not a LoRA file")
+    local = weights.model_dir(spec) / model.allow_patterns[0]
+    if not local.is_file():
+        raise weights.WeightsError(f"{model.description or spec} is not downloaded ({local} is "
+                                   f"missing). Get it with: {weights.fix_command(spec)}")
+    return str(local)
 
 
 def resolve_model_path(model: str | Path, name: str = "wan-animate") -> Path:
@@ -109,6 +131,8 @@ def load_pipeline(model: str, options: LoadOptions) -> Any:
         raise weights.WeightsError(f"Wan-Animate weights in {path} are incomplete:\n  "
                                    + "\n  ".join(problems)
                                    + f"\nFix: {weights.fix_command('wan-animate')}")
+    # Missing LoRA files are named with their fix before minutes of loading, not after.
+    loras = [(resolve_lora(lora), scale) for lora, scale in options.loras]
     import diffusers
     import torch
 
@@ -117,23 +141,34 @@ def load_pipeline(model: str, options: LoadOptions) -> Any:
 
     device = pick_device(options.device)
     dtype = pick_dtype(options.dtype, device)
-    logger.info("loading Wan-Animate from %s (%s, %s)", path, device, dtype)
-    pipe = pipeline_class.from_pretrained(str(path), dtype=dtype, local_files_only=True)
+    extra: dict[str, Any] = {}
+    if options.quantize != "none":
+        extra["quantization_config"] = quantization_config(options.quantize, device)
+    logger.info("loading Wan-Animate from %s (%s, %s, quantize %s)", path, device, dtype,
+                options.quantize)
+    pipe = pipeline_class.from_pretrained(str(path), dtype=dtype, local_files_only=True, **extra)
     pipe.set_progress_bar_config(disable=True)
     if options.vae_fp32:
         pipe.vae.to(torch.float32)
     if options.shift is not None:
         pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config,
                                                      flow_shift=options.shift)
-    if options.loras:
+    if loras:
         names = []
-        for i, (lora, scale) in enumerate(options.loras):
+        for i, (lora, scale) in enumerate(loras):
             name = f"lora{i}"
             pipe.load_lora_weights(lora, adapter_name=name)
             names.append((name, scale))
         pipe.set_adapters([n for n, _ in names], adapter_weights=[s for _, s in names])
     if options.attention_backend:
-        pipe.transformer.set_attention_backend(options.attention_backend)
+        backend = options.attention_backend
+        if backend == "auto":
+            from faceswap_cam.models.attention import choose_attention_backend
+
+            choice = choose_attention_backend(device)
+            logger.info("attention backend %s: %s", choice.name, choice.reason)
+            backend = choice.name
+        pipe.transformer.set_attention_backend(backend)
     if options.vae_tiling:
         pipe.vae.enable_tiling()
     if options.offload == "model":
@@ -148,3 +183,15 @@ def load_pipeline(model: str, options: LoadOptions) -> Any:
         # The 40 identical blocks compile once and are reused: far quicker than the whole DiT.
         pipe.transformer.compile_repeated_blocks(fullgraph=True)
     return pipe
+
+
+def quantization_config(kind: str, device: str) -> Any:
+    """diffusers' torchao config for the transformer (the 14B DiT holds nearly every weight and
+    FLOP; the VAE and encoders stay as they are). fp8 only where the GPU computes in fp8."""
+    import importlib
+
+    from faceswap_cam.models.quantize import torchao_config
+
+    diffusers: Any = importlib.import_module("diffusers")  # untyped constructors
+    return diffusers.PipelineQuantizationConfig(
+        quant_mapping={"transformer": diffusers.TorchAoConfig(torchao_config(kind, device))})

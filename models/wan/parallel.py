@@ -51,6 +51,9 @@ logger = logging.getLogger(__name__)
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 #: The method name :func:`stop_other_ranks` sends to end :func:`serve_other_ranks`.
 STOP = "__stop__"
+#: How long the ranks 1..N-1 may wait for rank 0's next call: a host with no daemon connected
+#: sends none for hours, and that wait must not count as a hung collective.
+IDLE_TIMEOUT = timedelta(days=365)
 
 
 # --- the process group -----------------------------------------------------------------------
@@ -63,6 +66,11 @@ class RankContext:
     world_size: int
     local_rank: int
     device: torch.device
+    #: A gloo group over every rank for the call headers (:func:`broadcast_call`), with
+    #: :data:`IDLE_TIMEOUT`: waiting for the next call sleeps on a socket (no GPU kernel
+    #: spinning, no timeout), while the work's collectives keep their own timeout. None: the
+    #: default group carries the headers too.
+    control: Any = None
 
     @property
     def is_host(self) -> bool:
@@ -86,8 +94,9 @@ def init_distributed(device_type: str | None = None, *,
     """Join the process group described by the torchrun environment.
 
     ``device_type`` ``cuda`` (the default when CUDA is there) uses NCCL and GPU ``LOCAL_RANK``;
-    ``cpu`` uses gloo (tests). ``timeout`` bounds each collective: a rank that died leaves the
-    others raising instead of waiting forever.
+    ``cpu`` uses gloo (tests). ``timeout`` bounds each collective of the work: a rank that died
+    leaves the others raising instead of waiting forever. Waiting for rank 0's next call is not
+    bounded (see :attr:`RankContext.control`).
     """
     for name in ("MASTER_ADDR", "MASTER_PORT"):
         if not os.environ.get(name):
@@ -109,8 +118,9 @@ def init_distributed(device_type: str | None = None, *,
         dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=timeout)
     else:
         raise ValueError(f"device_type must be cuda or cpu, got {kind!r}")
+    control = dist.new_group(backend="gloo", timeout=IDLE_TIMEOUT)
     logger.info("rank %d/%d joined on %s", rank, world_size, device)
-    return RankContext(rank, world_size, local_rank, device)
+    return RankContext(rank, world_size, local_rank, device, control)
 
 
 def shutdown_distributed() -> None:
@@ -365,7 +375,11 @@ def broadcast_call(context: RankContext, method: str = "", args: tuple[Any, ...]
     header: list[Any] = [None]
     if context.is_host:
         header[0] = (method, _take_arrays((args, kwargs or {}), arrays))
-    dist.broadcast_object_list(header, src=0, device=context.device)
+    if context.control is None:
+        dist.broadcast_object_list(header, src=0, device=context.device)
+    else:
+        dist.broadcast_object_list(header, src=0, group=context.control,
+                                   device=torch.device("cpu"))
     method, skeleton = header[0]
     if not context.is_host:
         arrays = [np.empty(h.shape, np.dtype(h.dtype)) for h in _holes(skeleton)]

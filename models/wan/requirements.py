@@ -7,6 +7,7 @@ never asks for a download the engine does not need, or misses one it does.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from faceswap_cam.models import defaults
@@ -30,7 +31,29 @@ def required_weights(options: Mapping[str, Any]) -> list[tuple[str, str | None]]
         names += ["detector", "pose"]
         if str(options.get("mode", defaults.MODE)) == defaults.WanMode.REPLACE:
             names.append("sam2")
-    return [(name, _setting(options, WEIGHT_SETTINGS[name])) for name in names]
+    needed = [(name, _setting(options, WEIGHT_SETTINGS[name])) for name in names]
+    # A LoRA named by its registered weights (the live preset's step-distillation LoRA).
+    return needed + [(name, None) for name in lora_weights(options)]
+
+
+def lora_weights(options: Mapping[str, Any]) -> list[str]:
+    """The registered weights among the LoRAs ``options`` load, the preset's included."""
+    from faceswap_cam.models import weights
+    from faceswap_cam.models.presets import apply_preset
+    from faceswap_cam.models.wan.presets import ENGINE
+
+    try:
+        resolved = apply_preset(options, ENGINE)
+    except ValueError:
+        resolved = dict(options)  # the engine itself reports a preset that does not fit
+    from faceswap_cam.models.wan.loading import parse_lora
+
+    names = []
+    for spec in resolved.get("loras") or []:
+        name = parse_lora(str(spec))[0]
+        if name in weights.model_names() and not Path(name).expanduser().exists():
+            names.append(name)
+    return names
 
 
 def _setting(options: Mapping[str, Any], key: str) -> str | None:

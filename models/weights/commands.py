@@ -12,7 +12,9 @@ from faceswap_cam.models.weights.download import HubApi, download, human_size
 from faceswap_cam.models.weights.registry import (
     UnknownModelError,
     WeightsError,
+    default_download_names,
     get_model,
+    model_dir,
     model_names,
 )
 from faceswap_cam.models.weights.verify import disk_size, list_models, verify
@@ -56,10 +58,18 @@ def run_models(args: argparse.Namespace, *, api: HubApi | None = None) -> int:
         except UnknownModelError as exc:
             print(f"faceswap-cam models {command}: {exc}", file=sys.stderr)  # noqa: T201
             return EXIT_USAGE
-    names = [only] if only is not None else model_names()
     if command == "download":
+        names = [only] if only is not None else default_download_names()
+        if only is None:
+            others = [name for name in model_names() if name not in names]
+            print("fetching what the default engine needs; on request only: "  # noqa: T201
+                  + ", ".join(f"{name} (--only {name})" for name in others))
         return _cli_download(names, progress=getattr(args, "progress", True), api=api)
     if command == "verify":
+        # The default set, and any model fetched on request that is on disk.
+        names = [only] if only is not None else [
+            name for name in model_names()
+            if name in default_download_names() or model_dir(name).exists()]
         return _cli_verify(names, deep=getattr(args, "deep", False))
     return _cli_list()
 

@@ -39,6 +39,9 @@ class ModelSpec:
     revision: str | None = None
     description: str = ""
     layout: str = "diffusers"
+    #: Fetched only by ``models download --only NAME``: a plain ``models download`` gets what
+    #: the default engine needs, not every alternative (each Wan checkpoint is tens of GB).
+    on_request: bool = False
 
 
 _LAYOUTS = ("diffusers", "transformers", "files")
@@ -67,6 +70,11 @@ def register_model(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
         raise ValueError(f"model {spec.name!r} is already registered")
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def default_download_names() -> list[str]:
+    """What a plain ``models download`` fetches: every model not marked ``on_request``."""
+    return [name for name in model_names() if not get_model(name).on_request]
 
 
 def model_names() -> list[str]:
@@ -110,6 +118,30 @@ WAN_ANIMATE = register_model(ModelSpec(
     description="Wan2.2-Animate-14B (diffusers layout): the generative swap model",
 ))
 
+# Wan-Animate-2: the components of diffusers' modular WanAnimate2(Distilled)Blocks. The
+# modular index comes along for reference; loading reads the component folders directly.
+_WAN_ANIMATE_2_PATTERNS = (*_diffusers_component_patterns(
+    weighted=("transformer", "vae", "text_encoder", "image_encoder"),
+    tokenizers=("tokenizer",),
+    configs_only=("scheduler", "guider"),
+), "modular_model_index.json")
+#: ``wan-animate-2`` is the distilled checkpoint: what the engine runs unless asked for the
+#: base one (the ``quality`` preset), so ``--only wan-animate-2`` gets the default.
+WAN_ANIMATE_2 = register_model(ModelSpec(
+    name="wan-animate-2",
+    repo_id=defaults.WAN_ANIMATE_2_DISTILLED_REPO,
+    allow_patterns=_WAN_ANIMATE_2_PATTERNS,
+    description="Wan-Animate-2-14B distilled (10 steps, no CFG; diffusers modular layout)",
+    on_request=True,
+))
+WAN_ANIMATE_2_BASE = register_model(ModelSpec(
+    name="wan-animate-2-base",
+    repo_id=defaults.WAN_ANIMATE_2_REPO,
+    allow_patterns=_WAN_ANIMATE_2_PATTERNS,
+    description="Wan-Animate-2-14B base (40 steps with CFG; diffusers modular layout)",
+    on_request=True,
+))
+
 # The preprocessing models (person, whole-body pose, person masks), as Wan-Animate's own
 # preprocessing uses them.
 DETECTOR = register_model(ModelSpec(
@@ -134,6 +166,15 @@ SAM2 = register_model(ModelSpec(
     allow_patterns=("*.json", "*.safetensors"),
     description="SAM2.1 tiny video segmenter (transformers), for replace mode's person mask",
     layout="transformers",
+))
+
+LIGHTX2V_LORA = register_model(ModelSpec(
+    name="lightx2v-lora",
+    repo_id=defaults.LIGHTX2V_LORA_REPO,
+    allow_patterns=(defaults.LIGHTX2V_LORA_FILE,),
+    description="LightX2V step/CFG-distillation LoRA (Wan2.1-I2V-480P), for the live preset",
+    layout="files",
+    on_request=True,
 ))
 
 

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import weakref
+from pathlib import Path
+
 import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -10,6 +17,7 @@ from websockets.sync.client import connect
 from faceswap_cam.daemon.engine_host import protocol
 from faceswap_cam.daemon.engine_host.address import EngineUrl
 from faceswap_cam.daemon.engine_host.child import ChildEngineHost
+from faceswap_cam.daemon.engine_host.codec import SharedFrames
 from faceswap_cam.daemon.engine_host.protocol import Error, Hello, Welcome
 from faceswap_cam.daemon.engine_host.proxy import EngineHostError, EngineHostProxy
 from faceswap_cam.models.engine import EngineError
@@ -142,3 +150,91 @@ def test_local_frames_go_through_shared_memory_not_the_socket() -> None:
         proxy.close()
     finally:
         host.close()
+
+
+def shared_pair(slots: int, width: int, height: int) -> tuple[SharedFrames, SharedFrames]:
+    host = SharedFrames.create(slots, width, height)
+    return host, SharedFrames.attach(host.name)
+
+
+def test_the_host_hands_the_engine_read_only_views_and_answers_in_place() -> None:
+    host, client = shared_pair(3, 64, 48)
+    try:
+        frames = [np.full((48, 64, 3), value, np.uint8) for value in (10, 20, 30)]
+        client.write(frames)
+        inputs = host.slots(3, 64, 48)
+        assert not any(view.flags.writeable for view in inputs)
+        assert all(view.base is not None for view in inputs)  # views, not copies
+        with pytest.raises(ValueError, match="read-only"):
+            inputs[0][0, 0, 0] = 1
+        # An engine handing its inputs back, reordered: no slot is overwritten before read.
+        host.write_results([inputs[2], inputs[0], np.full((48, 64, 3), 99, np.uint8)])
+        del inputs
+        assert [int(frame[0, 0, 0]) for frame in client.read(3, 64, 48)] == [30, 10, 99]
+    finally:
+        client.close()
+        host.close()
+
+
+def test_frames_read_out_are_owned_by_the_client() -> None:
+    host, client = shared_pair(2, 64, 48)
+    try:
+        client.write([np.full((48, 64, 3), 1, np.uint8)] * 2)
+        first = client.read(2, 64, 48)
+        client.write([np.full((48, 64, 3), 2, np.uint8)] * 2)
+        second = client.read(2, 64, 48)
+        # Nothing the client still holds is written again: not by the host, not by reuse.
+        assert all(int(frame.max()) == 1 for frame in first)
+        assert all(int(frame.min()) == 2 for frame in second)
+        let_go = [weakref.ref(frame) for frame in first]
+        del first
+        third = client.read(2, 64, 48)  # the arrays let go of are used again
+        assert all(ref() is not None for ref in let_go)
+        assert {id(frame) for frame in third} == {id(ref()) for ref in let_go}
+        assert all(int(frame.min()) == 2 for frame in second + third)
+    finally:
+        client.close()
+        host.close()
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no tmpfs /dev/shm here")
+def test_shared_memory_is_reserved_when_made_so_a_full_dev_shm_cannot_sigbus() -> None:
+    host = SharedFrames.create(4, 640, 480)
+    try:
+        blocks = os.stat(f"/dev/shm/{host.name.lstrip('/')}").st_blocks * 512
+        assert blocks >= host.size  # a sparse file would fault its pages in on first write
+    finally:
+        host.close()
+
+
+def test_a_client_keeps_its_frames_and_mapping_when_the_host_is_killed() -> None:
+    host = ChildEngineHost("debug", {"delay_ms": 0}, frame_size=(320, 240), call_timeout_s=10)
+    try:
+        proxy = host.connect()
+        frame = np.full((240, 320, 3), 7, np.uint8)
+        swapped = proxy.process([frame] * proxy.first_batch).frames
+        assert host.pid is not None
+        os.kill(host.pid, signal.SIGKILL)
+        with pytest.raises(EngineHostError):
+            proxy.process([frame] * proxy.first_batch)
+        proxy.close()  # unmaps what the dead host made, with no view of it left
+        assert all(int(out.min()) == 248 for out in swapped)  # still readable, still ours
+    finally:
+        host.close()
+
+
+def test_sigterm_closes_the_engine_and_removes_the_socket(tmp_path: Path) -> None:
+    # uvicorn re-raises SIGTERM with the default action once it stops serving; the host must
+    # still unwind: engine closed, Unix socket removed, exit 0 (not killed by the signal).
+    socket_path = tmp_path / "engine.sock"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "faceswap_cam.daemon.cli", "engine", "serve", "--engine",
+         "debug", "--listen", f"unix:{socket_path}", "--log-level", "INFO"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    assert process.stdout.readline()  # the pairing line: serving
+    assert socket_path.exists()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    assert not socket_path.exists()

@@ -10,6 +10,7 @@ import pytest
 
 from faceswap_cam.daemon.config import ConfigError, Settings, load_settings
 from faceswap_cam.daemon.control.status import EngineHostState
+from faceswap_cam.daemon.engine_host import host
 from faceswap_cam.daemon.engine_host.address import (
     AddressError,
     parse_engine_url,
@@ -17,6 +18,7 @@ from faceswap_cam.daemon.engine_host.address import (
 )
 from faceswap_cam.daemon.outputs.null import NullSink
 from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp, StartError
+from faceswap_cam.models.engine import REFERENCE_FROM_CLIENT, EngineError, resolve_engine_name
 from tests.engine_host.helpers import serving, wait_for
 
 
@@ -92,8 +94,32 @@ def test_listen_addresses_and_urls() -> None:
     assert parse_listen("unix:/run/x.sock").path == "/run/x.sock"
     with pytest.raises(AddressError):
         parse_listen("7861")
-    url = parse_engine_url("fscam://[::1]:7000?token=abc&fp=sha256:00")
+    fp = "sha256:" + "0f" * 32
+    url = parse_engine_url(f"fscam://[::1]:7000?token=abc&fp={fp}")
     assert (url.address.host, url.address.port, url.token, url.fingerprint) == (
-        "::1", 7000, "abc", "sha256:00")
+        "::1", 7000, "abc", fp)
     assert str(url) == "fscam://[::1]:7000"  # no secrets in logs and the status
     assert url.address.websocket_uri() == "ws://[::1]:7000/engine"
+
+
+def test_a_host_starts_wan_animate_without_a_reference(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The daemon sends its reference over the wire: ``engine serve --engine wan-animate``
+    on a GPU machine needs none at start, while the daemon's own check still asks for one."""
+    options = {"wan_model": str(tmp_path), "preprocessor": "stand-in"}  # weights "present"
+    with pytest.raises(EngineError, match="no reference face is set"):
+        resolve_engine_name("wan-animate", options)
+    assert resolve_engine_name("wan-animate", {**options, REFERENCE_FROM_CLIENT: True}) \
+        == "wan-animate"
+
+    built: list[dict[str, object]] = []
+
+    def create_engine(name: str, **given: object) -> object:
+        built.append({"name": name, **given})
+        raise RuntimeError("stop here: the engine would load now")
+
+    monkeypatch.setattr(host, "create_engine", create_engine)
+    assert host.serve("wan-animate", options, parse_listen("127.0.0.1:0")) == 1
+    assert built == [{"name": "wan-animate", **options}]  # the marker stays out of the engine
+    assert "stop here" in capsys.readouterr().err

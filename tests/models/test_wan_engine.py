@@ -16,13 +16,14 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the model extra (torch) is not installed")
 
+from faceswap_cam.models.batching import generation_size  # noqa: E402
 from faceswap_cam.models.engine import EngineError  # noqa: E402
 from faceswap_cam.models.preprocessing.base import (  # noqa: E402
     PreprocessedBatch,
     StandInPreprocessor,
 )
 from faceswap_cam.models.render import PreprocessedError, load_preprocessed  # noqa: E402
-from faceswap_cam.models.wan.engine import WanAnimateEngine, generation_size  # noqa: E402
+from faceswap_cam.models.wan.engine import WanAnimateEngine  # noqa: E402
 from faceswap_cam.models.wan.loading import (  # noqa: E402
     LoadOptions,
     check_folder,

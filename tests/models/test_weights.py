@@ -566,3 +566,24 @@ def test_manifest_from_real_huggingface_hub_metadata_classes(isolated: Path) -> 
     assert records["transformer/config.json"].git_sha1 == git_blob_sha1(data)
     assert records[f"transformer/{TRANSFORMER_SHARDS[0]}"].sha256 == \
         hashlib.sha256(shard).hexdigest()
+
+
+def test_plain_download_fetches_only_what_the_default_engine_needs(
+        isolated: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # A LoRA or another engine's checkpoint is fetched only when named with --only.
+    extra = weights_registry.ModelSpec(name="big-alternative", repo_id="someone/else",
+                                       allow_patterns=("*.json",), on_request=True)
+    monkeypatch.setitem(weights_registry._REGISTRY, "big-alternative", extra)
+    hub = FakeHub()
+    assert cli("download", api=hub) == 0
+    assert {call["repo_id"] for _, call in hub.calls} == {weights_registry.WAN_ANIMATE.repo_id}
+    assert "on request only: big-alternative (--only big-alternative)" in capsys.readouterr().out
+
+
+def test_the_product_marks_its_optional_weights_on_request() -> None:
+    # The isolated fixture replaced the registry: look at the real entries.
+    assert weights_registry.LIGHTX2V_LORA.on_request
+    assert weights_registry.WAN_ANIMATE_2.on_request
+    assert weights_registry.WAN_ANIMATE_2_BASE.on_request
+    assert not weights_registry.WAN_ANIMATE.on_request

@@ -445,12 +445,19 @@ def test_configured_gpu_that_is_not_there_fails(machine: FakeMachine) -> None:
 
 
 def test_missing_weights_warn_with_the_download_command(machine: FakeMachine) -> None:
+    from faceswap_cam.daemon.ops.doctor import weights_needed
+
     checks = machine.run()
+    needed = {name for name, _ in weights_needed(Settings())}
+    assert needed
     for name in model_names():
         weights = find(checks, f"weights {name}")
+        assert "not downloaded" in weights.detail
+        if name not in needed:  # e.g. the live preset's LoRA: fetched only when asked for
+            assert weights.status == "PASS" and "does not use it" in weights.detail, weights
+            continue
         assert weights.status == "WARN", weights
         assert weights.fix == fix_command(name)
-        assert "not downloaded" in weights.detail
 
 
 def test_missing_weights_fail_when_the_engine_needs_them(
@@ -497,6 +504,18 @@ def test_weights_needed_are_the_engines_list(
     failed = [name for name in model_names() if find(checks, f"weights {name}").status == "FAIL"]
     assert failed == [name for name in model_names() if name in expected]
     assert doctor.weights_needed(Settings(engine="passthrough")) == []
+
+
+@pytest.mark.parametrize(("preset", "expected"), [
+    (None, "wan-animate-2"), ("live", "wan-animate-2"), ("quality", "wan-animate-2-base")])
+def test_wan_animate_2_weights_come_from_its_engine(
+        machine: FakeMachine, preset: str | None, expected: str) -> None:
+    # The checkpoint follows the preset; the doctor asks the engine registry, as `auto` does.
+    settings = Settings(engine="wan-animate-2", preset=preset)
+    assert [name for name, _ in doctor.weights_needed(settings)] == [expected]
+    checks = machine.run(settings_loader=lambda _: settings)
+    assert find(checks, f"weights {expected}").status == "FAIL"
+    assert find(checks, "weights detector").status != "FAIL"
 
 
 # --- config, daemon, service -----------------------------------------------------------------
@@ -738,3 +757,26 @@ def test_this_machine_as_it_is(tmp_path: Path) -> None:
         assert camera.status == "FAIL"
         assert camera.fix is not None and camera.fix.splitlines()[0] == MODPROBE
         assert result.returncode == 1
+
+
+def test_plan_lines_for_the_local_gpu(machine: FakeMachine) -> None:
+    checks = machine.run(settings_loader=lambda _: Settings(engine="wan-animate"))
+    lines = [c for c in checks if c.name.startswith("plan wan-animate ")]
+    assert [c.name for c in lines] == [f"plan wan-animate {p}"
+                                       for p in ("quality", "balanced", "live")]
+    live = find(checks, "plan wan-animate live")
+    assert live.status == "PASS"
+    assert "848x480 L=9 4 steps" in live.detail and "swapped fps" in live.detail
+    assert "on h100" in live.detail
+    # A 24 GB card cannot hold the bf16 weights: the plan says so.
+    machine.gpus = [GpuInfo("cuda:0", "NVIDIA GeForce RTX 4090", 24 * GIB)]
+    small = find(machine.run(settings_loader=lambda _: Settings(engine="wan-animate")),
+                 "plan wan-animate live")
+    assert small.status == "WARN" and small.fix is not None
+
+
+def test_plan_without_a_gpu_says_so(machine: FakeMachine) -> None:
+    machine.gpus = []
+    plan_check = find(machine.run(), "plan")
+    assert plan_check.status == "WARN" and "no CUDA GPU" in plan_check.detail
+    assert plan_check.fix is not None and "faceswap-cam plan --gpu" in plan_check.fix

@@ -1,0 +1,351 @@
+"""What the engine host's process boundary costs, with the ``debug`` engine on both sides.
+
+For each frame size, a batch of 9 frames goes through the same engine three ways:
+
+* in-process: ``DebugEngine.process`` called directly (the baseline);
+* local child: :class:`~faceswap_cam.daemon.engine_host.child.ChildEngineHost` starts
+  ``faceswap-cam engine serve`` over a Unix socket, frames in shared memory;
+* loopback TCP: a host on ``127.0.0.1`` reached by
+  :class:`~faceswap_cam.daemon.engine_host.remote.RemoteEngineHost`, frames as JPEG.
+
+Each is warmed up, then timed over ``--batches`` batches (milliseconds per batch, p50 and p99),
+the three taking turns in blocks of 10 so that other work on the machine weighs on each alike;
+each keeps its last results as the daemon's output buffer does (60 frames), so memory is
+reused at the daemon's pace. Overhead = host - in-process at the same percentile. Bytes per
+frame are what crossed the WebSocket (headers and payload, both ways). The empty round trip (a
+``reset`` request) is the fixed cost of one exchange: socket, event loop and the host's engine
+thread. JPEG's cost is measured apart: encode + decode per frame on one core, and the quality
+at the setting used (PSNR and the largest per-pixel error). The restart time is from
+``kill -9`` of an idle local host to the next swapped batch, the way the processor does it:
+the call fails, the proxy is closed, a new host is started and connected, the batch is sent
+(the processor's backoff comes on top).
+
+Where the local time goes: a batch is copied three times (the daemon's frames into shared
+memory, the engine's results over them, the results out into frames the daemon owns), each
+a 25 MB memory copy for 9 frames at 720p (~2 ms on a 2-core cloud VM); the exchange itself is
+the empty round trip.
+
+The frames are a camera-like scene (gradients, shapes, text) with sensor-like noise
+(sigma 3), so JPEG sizes are near a webcam's; pure noise would inflate them, a flat scene
+flatter them. Timings are printed, never asserted; the load average is printed to tell a busy
+machine.
+
+Goals (issue 10): local overhead <= 5 ms per batch; remote <= one frame period (33 ms) per
+batch on loopback.
+
+    .venv/bin/python benchmarks/engine_host.py [--batches 50] [--sizes 1280x720,848x480]
+        [--restarts 3] [--batch 9]
+
+The last line printed is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from faceswap_cam.daemon.engine_host import codec  # noqa: E402
+from faceswap_cam.daemon.engine_host.address import (  # noqa: E402
+    parse_engine_url,
+    parse_pairing_line,
+)
+from faceswap_cam.daemon.engine_host.child import OPTIONS_ENV, ChildEngineHost  # noqa: E402
+from faceswap_cam.daemon.engine_host.proxy import EngineHostError, EngineHostProxy  # noqa: E402
+from faceswap_cam.daemon.engine_host.remote import RemoteEngineHost  # noqa: E402
+from faceswap_cam.models.engine import SwapEngine  # noqa: E402
+from faceswap_cam.models.simple_engines import DebugEngine  # noqa: E402
+
+FRAME_PERIOD_MS = 1000 / 30
+#: Swapped frames the processor keeps (daemon/pipeline/processor.py's output buffer).
+OUTPUT_BUFFER = 60
+CALL_TIMEOUT_S = 30.0
+
+
+def scene(width: int, height: int, index: int, rng: np.random.Generator) -> np.ndarray:
+    """A camera-like BGR frame: smooth background, a face-sized disc, text, sensor noise."""
+    ramp_x = np.linspace(40, 160, width, dtype=np.float32)
+    ramp_y = np.linspace(60, 130, height, dtype=np.float32)
+    frame = np.empty((height, width, 3), np.float32)
+    frame[..., 0] = ramp_x[None, :] + ramp_y[:, None] * 0.5
+    frame[..., 1] = ramp_y[:, None] + 10 * np.sin(ramp_x[None, :] / 7)
+    frame[..., 2] = ramp_x[None, :] * 0.6 + 20
+    image = np.clip(frame, 0, 255).astype(np.uint8)
+    radius = height // 4
+    centre = (width // 2 + 6 * index, height // 2)
+    cv2.circle(image, centre, radius, (90, 170, 230), -1, cv2.LINE_AA)
+    for dx in (-radius // 3, radius // 3):
+        cv2.circle(image, (centre[0] + dx, centre[1] - radius // 5), radius // 7, (40, 40, 40),
+                   -1, cv2.LINE_AA)
+    cv2.rectangle(image, (width // 12, height // 8), (width // 4, height - height // 8),
+                  (30, 60, 120), -1)
+    cv2.putText(image, f"frame {index}", (20, height - 24), cv2.FONT_HERSHEY_SIMPLEX,
+                height / 720, (255, 255, 255), 2, cv2.LINE_AA)
+    noise = rng.normal(0, 3, image.shape).astype(np.int16)
+    noisy: np.ndarray = np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    return noisy
+
+
+def percentiles(samples: Sequence[float]) -> dict[str, float]:
+    values = np.asarray(samples)
+    return {"p50": round(float(np.percentile(values, 50)), 2),
+            "p99": round(float(np.percentile(values, 99)), 2)}
+
+
+def time_batches(engines: dict[str, SwapEngine], frames: list[np.ndarray], batches: int,
+                 warmup: int = 5, block: int = 10) -> dict[str, list[float]]:
+    """Milliseconds per ``process`` call of each engine, after ``warmup`` untimed calls.
+
+    The engines take turns in blocks of ``block`` calls, in a rotating order, so other work
+    on the machine weighs on all of them alike while each runs back to back as the daemon
+    would. Each keeps the results of its last calls as the processor's output buffer does
+    (its newest 60 frames), so memory is freed and reused at the daemon's pace, not at once.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in engines}
+    kept = {name: collections.deque[list[np.ndarray]](maxlen=max(1, OUTPUT_BUFFER
+                                                                 // len(frames)))
+            for name in engines}
+    names = list(engines)
+
+    def call(name: str) -> float:
+        start = time.perf_counter()
+        result = engines[name].process(frames)
+        elapsed = (time.perf_counter() - start) * 1000
+        if not result.swapped:
+            raise RuntimeError(f"{name}: the debug engine did not swap a batch")
+        kept[name].append(result.frames)
+        return elapsed
+
+    for name in names:
+        for _ in range(warmup):
+            call(name)
+    turn = 0
+    while any(len(taken) < batches for taken in samples.values()):
+        for name in names[turn % len(names):] + names[:turn % len(names)]:
+            for _ in range(min(block, batches - len(samples[name]))):
+                samples[name].append(call(name))
+        turn += 1
+    return samples
+
+
+def time_calls(call: Callable[[], object], count: int, warmup: int = 5) -> list[float]:
+    samples = []
+    for index in range(warmup + count):
+        start = time.perf_counter()
+        call()
+        if index >= warmup:
+            samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+def check_swapped(proxy: EngineHostProxy, frames: list[np.ndarray], exact: bool) -> None:
+    """The path under test must work before it is timed (the debug engine inverts)."""
+    result = proxy.process(frames)
+    for out, frame in zip(result.frames, frames, strict=True):
+        expected = 255 - frame
+        if exact and not np.array_equal(out, expected):
+            raise RuntimeError("the local host returned other frames than the engine made")
+        if not exact and np.abs(out.astype(np.int16) - expected).mean() > 4:
+            raise RuntimeError("the TCP host returned frames far from the engine's")
+
+
+@contextmanager
+def local_proxy(options: dict[str, Any], size: tuple[int, int]) -> Iterator[EngineHostProxy]:
+    host = ChildEngineHost("debug", options, frame_size=size, call_timeout_s=CALL_TIMEOUT_S,
+                           log_level="WARNING")
+    try:
+        proxy = host.connect()
+        try:
+            yield proxy
+        finally:
+            proxy.close()
+    finally:
+        host.close()
+
+
+@contextmanager
+def tcp_proxy(options: dict[str, Any], size: tuple[int, int]) -> Iterator[EngineHostProxy]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "faceswap_cam.daemon.cli", "engine", "serve", "--engine", "debug",
+         "--listen", "127.0.0.1:0", "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, OPTIONS_ENV: json.dumps(options)})
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        pairing = parse_pairing_line(line)
+        if pairing is None:
+            raise RuntimeError(f"the TCP host printed no pairing line: {line!r}")
+        url = parse_engine_url(pairing)
+        remote = RemoteEngineHost(url, url.token or "", frame_size=size,
+                                  call_timeout_s=CALL_TIMEOUT_S)
+        proxy = remote.connect()
+        try:
+            yield proxy
+        finally:
+            proxy.close()
+            remote.close()
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def measure(options: dict[str, Any], size: tuple[int, int], frames: list[np.ndarray],
+            batches: int) -> dict[str, Any]:
+    with local_proxy(options, size) as shm, tcp_proxy(options, size) as jpeg:
+        check_swapped(shm, frames, exact=True)
+        check_swapped(jpeg, frames, exact=False)
+        proxies = {"local": shm, "tcp": jpeg}
+        before = {name: proxy.bytes_sent + proxy.bytes_received
+                  for name, proxy in proxies.items()}
+        samples = time_batches({"in_process": DebugEngine(**options), **proxies}, frames,
+                               batches)
+        figures: dict[str, Any] = {"in_process_ms": percentiles(samples["in_process"])}
+        for name, proxy in proxies.items():
+            moved = proxy.bytes_sent + proxy.bytes_received - before[name]
+            figures[name] = {
+                "ms": percentiles(samples[name]),
+                "wire_bytes_per_frame": round(moved / (batches + 5) / len(frames)),
+                "empty_round_trip_ms": percentiles(time_calls(proxy.reset, 50))}
+    return figures
+
+
+def jpeg_cost(frames: list[np.ndarray], repeats: int = 3) -> dict[str, float]:
+    height, width = frames[0].shape[:2]
+    encode_ms, decode_ms, psnr, worst = [], [], [], 0
+    for _ in range(repeats):
+        for frame in frames:
+            start = time.perf_counter()
+            data = codec.encode_jpeg([frame])
+            middle = time.perf_counter()
+            (back,) = codec.decode_jpeg(data, 1, width, height)
+            end = time.perf_counter()
+            encode_ms.append((middle - start) * 1000)
+            decode_ms.append((end - middle) * 1000)
+            error = back.astype(np.int16) - frame
+            mse = float(np.mean(error.astype(np.float64) ** 2))
+            psnr.append(10 * np.log10(255 ** 2 / mse) if mse else float("inf"))
+            worst = max(worst, int(np.abs(error).max()))
+    return {"quality": codec.JPEG_QUALITY,
+            "encode_ms_per_frame": round(float(np.median(encode_ms)), 2),
+            "decode_ms_per_frame": round(float(np.median(decode_ms)), 2),
+            "psnr_db": round(float(np.median(psnr)), 1), "max_abs_error": worst}
+
+
+def restart(options: dict[str, Any], size: tuple[int, int], frames: list[np.ndarray],
+            tries: int) -> dict[str, Any]:
+    """kill -9 an idle local host, then time until a new one swaps the next batch."""
+    host = ChildEngineHost("debug", options, frame_size=size, call_timeout_s=CALL_TIMEOUT_S,
+                           log_level="WARNING")
+    totals, detect, start = [], [], []
+    try:
+        proxy = host.connect()
+        proxy.process(frames)
+        for _ in range(tries):
+            pid = host.pid
+            assert pid is not None
+            killed = time.perf_counter()
+            os.kill(pid, signal.SIGKILL)
+            try:
+                proxy.process(frames)
+            except EngineHostError:
+                pass  # what the processor sees
+            else:
+                raise RuntimeError("a batch was swapped by a killed host")
+            noticed = time.perf_counter()
+            proxy.close()
+            proxy = host.connect()
+            connected = time.perf_counter()
+            if not proxy.process(frames).swapped:
+                raise RuntimeError("the new host did not swap")
+            done = time.perf_counter()
+            totals.append((done - killed) * 1000)
+            detect.append((noticed - killed) * 1000)
+            start.append((connected - noticed) * 1000)
+        proxy.close()
+    finally:
+        host.close()
+    return {"tries": tries, "ms_median": round(float(np.median(totals)), 1),
+            "ms_max": round(max(totals), 1),
+            "noticed_ms_median": round(float(np.median(detect)), 1),
+            "new_host_ms_median": round(float(np.median(start)), 1)}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    width, height = text.lower().split("x")
+    return int(width), int(height)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=9, help="frames per batch")
+    parser.add_argument("--sizes", default="1280x720,848x480")
+    parser.add_argument("--restarts", type=int, default=3)
+    args = parser.parse_args()
+    options = {"delay_ms": 0, "first_batch": args.batch, "next_batch": args.batch}
+    rng = np.random.default_rng(0)
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; batches of "
+          f"{args.batch} frames, {args.batches} timed batches per path")
+    report: dict[str, Any] = {"batch": args.batch, "batches": args.batches,
+                              "load_average": round(os.getloadavg()[0], 2), "sizes": {}}
+    for text in args.sizes.split(","):
+        size = parse_size(text)
+        frames = [scene(size[0], size[1], index, rng) for index in range(args.batch)]
+        figures = measure(options, size, frames, args.batches)
+        inline, shm, jpeg = figures["in_process_ms"], figures["local"], figures["tcp"]
+        figures["local_overhead_ms"] = {key: round(shm["ms"][key] - inline[key], 2)
+                                        for key in inline}
+        figures["tcp_overhead_ms"] = {key: round(jpeg["ms"][key] - inline[key], 2)
+                                      for key in inline}
+        figures["jpeg"] = jpeg_cost(frames)
+        report["sizes"][text] = figures
+        print(f"\n{text}, {args.batch} frames ({codec.frame_bytes(*size) * args.batch / 1e6:.1f}"
+              " MB of pixels) per batch")
+        print(f"  in-process      p50 {inline['p50']:7.2f} ms   p99 {inline['p99']:7.2f} ms")
+        for name, got in (("local (shm)", shm), ("TCP (JPEG)", jpeg)):
+            overhead = figures["local_overhead_ms" if got is shm else "tcp_overhead_ms"]
+            print(f"  {name:<15} p50 {got['ms']['p50']:7.2f} ms   p99 {got['ms']['p99']:7.2f} ms"
+                  f"   overhead p50 {overhead['p50']:6.2f} ms  p99 {overhead['p99']:6.2f} ms"
+                  f"   {got['wire_bytes_per_frame']:,} B/frame on the wire"
+                  f"   empty round trip p50 {got['empty_round_trip_ms']['p50']:.2f} ms")
+        cost = figures["jpeg"]
+        print(f"  JPEG q{cost['quality']}: encode {cost['encode_ms_per_frame']:.2f} + decode "
+              f"{cost['decode_ms_per_frame']:.2f} ms per frame, PSNR {cost['psnr_db']:.1f} dB, "
+              f"max abs error {cost['max_abs_error']}")
+        print(f"  goals: local overhead p50 {figures['local_overhead_ms']['p50']:.2f} ms "
+              f"(<= 5), TCP batch p50 {jpeg['ms']['p50']:.2f} ms "
+              f"(<= {FRAME_PERIOD_MS:.1f} overhead: {figures['tcp_overhead_ms']['p50']:.2f})")
+    if args.restarts:
+        first = parse_size(args.sizes.split(",")[0])
+        frames = [scene(first[0], first[1], index, rng) for index in range(args.batch)]
+        report["restart"] = restart(options, first, frames, args.restarts)
+        got = report["restart"]
+        print(f"\nrestart after kill -9 ({args.restarts} tries): median {got['ms_median']:.0f} "
+              f"ms, max {got['ms_max']:.0f} ms (noticed {got['noticed_ms_median']:.0f} ms, new "
+              f"host up {got['new_host_ms_median']:.0f} ms, then one batch)")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""The ``wan-animate-2`` swap engine: camera frames -> streaming Wan-Animate-2 -> camera frames.
+
+No preprocessing: the BGR camera frames, turned to RGB, are the pipeline's driving video as
+they are (the pipeline letterboxes them itself). Nothing is composited either: Wan-Animate-2
+has no replace mode and generates the whole frame, the reference character in the reference's
+own scene. Its frames have the reference image's aspect (the pipeline's rule); they are fitted
+into the camera frame, scaled to fill it when the aspects agree and with black bars when they do
+not, never stretched.
+
+Imported only by the engine factory (it pulls in torch and diffusers).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+import PIL.Image
+import torch
+
+from faceswap_cam.models import defaults
+from faceswap_cam.models.batching import generation_size
+from faceswap_cam.models.engine import EngineError, SwapResult
+from faceswap_cam.models.presets import PresetName, apply_preset
+from faceswap_cam.models.reference import ReferenceError, check_reference
+from faceswap_cam.models.wan.engine import (
+    engine_errors,
+    load_options,
+    uint8_frames,
+)
+from faceswap_cam.models.wan2.loading import load_pipeline
+from faceswap_cam.models.wan2.presets import ENGINE
+from faceswap_cam.models.wan2.streaming import StreamingWanAnimate2
+from faceswap_cam.models.wan2.variants import MODEL_SETTING, REPOS, variant_of
+from faceswap_cam.models.weights import WeightsError
+
+logger = logging.getLogger(__name__)
+
+MEMORY_ADVICE = "reduce memory with fewer --segment-frames, a smaller --gen-size or --dtype bf16"
+
+
+def fit_into(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``frame`` scaled to fit ``width`` x ``height`` with its aspect kept, centred on black."""
+    h, w = frame.shape[:2]
+    if (w, h) == (width, height):
+        return frame
+    scale = min(width / w, height / h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    # Within a pixel of the target: a plain resize, no one-pixel bars.
+    if abs(new_w - width) <= 1 and abs(new_h - height) <= 1:
+        return cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+    out = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    out[top:top + new_h, left:left + new_w] = cv2.resize(
+        frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+class WanAnimate2Engine:
+    """:class:`~faceswap_cam.models.engine.SwapEngine` over :class:`StreamingWanAnimate2`.
+
+    ``first_batch`` is the segment length L, ``next_batch`` L - P. Every batch is swapped (the
+    model needs no person detector, so there is no "nobody in view" here); the caller decides
+    when a chain restarts (``reset()``).
+    """
+
+    def __init__(
+        self,
+        *,
+        pipeline: Any,
+        steps: int,
+        segment_frames: int,
+        carry: int = 1,
+        seed: int = defaults.SEED,
+        prompt: str = "",
+        gen_size: tuple[int, int] | None = None,
+        gen_short_side: int = defaults.GEN_SHORT_SIDE,
+        max_sequence_length: int = 512,
+    ) -> None:
+        self._options: dict[str, Any] = {
+            "steps": steps, "segment_frames": segment_frames, "carry": carry, "seed": seed,
+            "prompt": prompt, "max_sequence_length": max_sequence_length}
+        self.pipe: Any = pipeline
+        self.gen_size = gen_size
+        self.gen_short_side = gen_short_side
+        self.first_batch = segment_frames
+        self.next_batch = segment_frames - carry
+        self._stream: StreamingWanAnimate2 | None = None
+        self._reference: PIL.Image.Image | None = None
+        self._interrupted = False
+
+    def _make_stream(self, size: tuple[int, int]) -> StreamingWanAnimate2:
+        width, height = size
+        with engine_errors():
+            stream = StreamingWanAnimate2(self.pipe, height=height, width=width, **self._options)
+            if self._reference is not None:
+                stream.set_reference(self._reference)
+        return stream
+
+    def set_reference(self, image: np.ndarray) -> None:
+        try:
+            check_reference(image)
+        except ReferenceError as exc:
+            raise EngineError(str(exc)) from exc
+        reference = PIL.Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        if self._stream is not None:
+            with engine_errors():
+                self._stream.set_reference(reference)
+        # Kept only once encoded: a refused image must not come back with a later stream.
+        self._reference = reference
+
+    def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
+        if not frames:
+            return SwapResult([])
+        if self._reference is None:
+            raise EngineError("no reference face is set: start with --reference IMAGE")
+        frame_h, frame_w = frames[0].shape[:2]
+        if self._stream is None:
+            size = self.gen_size or generation_size((frame_w, frame_h), self.gen_short_side)
+            self._stream = self._make_stream(size)
+        stream = self._stream
+        if self._interrupted:
+            stream.interrupt()  # interrupt() came before this stream existed
+        driving = [PIL.Image.fromarray(cv2.cvtColor(f, cv2.COLOR_BGR2RGB)) for f in frames]
+        with engine_errors():
+            video = stream.generate(driving)
+        return SwapResult([fit_into(cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), frame_w, frame_h)
+                           for pixels in uint8_frames(video)])
+
+    def reset(self) -> None:
+        self._interrupted = False
+        if self._stream is not None:
+            self._stream.reset()
+
+    def interrupt(self) -> None:
+        # The flag covers a call still creating its stream; the stream's own flag stops its
+        # denoising loop at the next step.
+        self._interrupted = True
+        stream = self._stream
+        if stream is not None:
+            stream.interrupt()
+
+    def close(self) -> None:
+        """Drop every reference to the models, so a restarted engine finds the GPU free."""
+        import gc
+
+        if self._stream is not None:
+            self._stream.pipe = None
+        self._stream = None
+        self.pipe = None
+        gc.collect()  # a failed call's traceback forms a cycle that still holds the models
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def stream_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """Steps and segment geometry from the preset (balanced if none), each overridden by a
+    value the user gave. The daemon lists what was given in ``options["explicit"]``; a caller
+    that does not (tests, scripts) gave everything it passed."""
+    given = dict(options)
+    given.setdefault("explicit", [key for key in options if key != "preset"])
+    given["preset"] = options.get("preset") or PresetName.BALANCED.value
+    resolved = apply_preset(given, ENGINE)
+    return {"steps": int(resolved["steps"]), "segment_frames": int(resolved["segment_frames"]),
+            "carry": int(resolved["carry"]), "gen_short_side": int(resolved["gen_short_side"])}
+
+
+def create(**options: Any) -> WanAnimate2Engine:
+    """Engine factory: daemon settings -> engine."""
+    try:
+        variant = variant_of(options)
+    except ValueError as exc:
+        raise EngineError(str(exc)) from exc
+    model = str(options.get(MODEL_SETTING) or REPOS[variant])
+    try:
+        pipe = load_pipeline(model, variant, load_options(options))
+    except WeightsError as exc:
+        raise EngineError(str(exc)) from exc
+    except torch.OutOfMemoryError as exc:
+        raise EngineError(f"out of GPU memory while loading Wan-Animate-2: {MEMORY_ADVICE}") \
+            from exc
+    except ValueError as exc:
+        raise EngineError(str(exc)) from exc
+    gen_size = options.get("gen_size")
+    logger.info("wan-animate-2 (%s checkpoint) ready", variant)
+    return WanAnimate2Engine(
+        pipeline=pipe, seed=int(options.get("seed", defaults.SEED)),
+        prompt=str(options.get("prompt", defaults.PROMPT)),
+        gen_size=None if gen_size is None else (int(gen_size[0]), int(gen_size[1])),
+        **stream_settings(options))
+

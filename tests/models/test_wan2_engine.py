@@ -1,0 +1,87 @@
+"""The wan-animate-2 engine: registration, presets, weights, and camera frames in and out."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from faceswap_cam.models import defaults, weights
+from faceswap_cam.models.engine import AUTO_PREFERENCE, available_engines, resolve_engine_name
+from faceswap_cam.models.presets import presets_for
+from faceswap_cam.models.wan2.variants import Wan2Variant, required_weights, variant_of
+
+
+@pytest.fixture(autouse=True)
+def _no_tqdm_monitor(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Loading draws tqdm bars; their monitor thread would outlive the test.
+    tqdm: Any = importlib.import_module("tqdm")
+    monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)
+
+
+def test_registered_with_presets_weights_and_auto_first() -> None:
+    assert "wan-animate-2" in available_engines()
+    assert AUTO_PREFERENCE.index("wan-animate-2") < AUTO_PREFERENCE.index("wan-animate")
+    quality, balanced, live = presets_for("wan-animate-2")
+    assert (quality.steps, quality.guidance_scale) == (40, 3.0)
+    assert (balanced.steps, balanced.guidance_scale) == (10, 1.0)
+    assert live.steps < balanced.steps and live.segment_frames < balanced.segment_frames
+    assert weights.get_model("wan-animate-2").repo_id == defaults.WAN_ANIMATE_2_DISTILLED_REPO
+    assert weights.get_model("wan-animate-2-base").repo_id == defaults.WAN_ANIMATE_2_REPO
+    assert variant_of({}) is Wan2Variant.DISTILLED
+    assert variant_of({"preset": "quality"}) is Wan2Variant.BASE
+    assert variant_of({"preset": "live", "variant": "base"}) is Wan2Variant.BASE
+    assert required_weights({"preset": "quality"}) == [("wan-animate-2-base", None)]
+
+
+def test_auto_prefers_it_only_when_its_weights_are_there(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="the model extra (torch) is not installed")
+    options: dict[str, Any] = {"reference": "me.png", "wan2_model": str(tmp_path / "absent"),
+                               "wan_model": str(tmp_path / "absent")}
+    assert resolve_engine_name("auto", options) == "passthrough"
+    options["wan2_model"] = str(tmp_path)  # a local folder counts as present
+    assert resolve_engine_name("auto", options) == "wan-animate-2"
+
+
+def test_engine_swaps_camera_frames(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="the model extra (torch) is not installed")
+    from faceswap_cam.models.wan.loading import LoadOptions
+    from faceswap_cam.models.wan2.engine import WanAnimate2Engine, fit_into
+    from faceswap_cam.models.wan2.loading import load_pipeline
+    from tests.wan2_tiny import HEIGHT, PROMPT_MAX_LEN, WIDTH, save_tiny_wan_animate_2
+
+    folder = save_tiny_wan_animate_2(tmp_path / "tiny", "distilled")
+    pipe = load_pipeline(str(folder), Wan2Variant.DISTILLED, LoadOptions(device="cpu"))
+    engine = WanAnimate2Engine(pipeline=pipe, steps=1, segment_frames=5, carry=1,
+                               gen_size=(WIDTH, HEIGHT), max_sequence_length=PROMPT_MAX_LEN)
+    assert (engine.first_batch, engine.next_batch) == (5, 4)
+    rng = np.random.default_rng(0)
+    engine.set_reference(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8))
+    camera = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(5)]
+    for frame in camera:
+        frame.flags.writeable = False  # the engine host lends read-only frames
+    result = engine.process(camera)
+    assert result.swapped and len(result.frames) == 5
+    assert all(f.shape == (48, 64, 3) and f.dtype == np.uint8 for f in result.frames)
+    # A square reference in a 4:3 camera: bars left and right, never a stretch.
+    assert not result.frames[0][:, :4].any() and result.frames[0][:, 16:48].any()
+    assert fit_into(np.ones((30, 40, 3), np.uint8), 64, 48).min() == 1
+    engine.close()
+    engine.interrupt()  # safe after close
+
+
+def test_the_daemons_defaults_do_not_override_the_preset() -> None:
+    from faceswap_cam.models.wan2.engine import stream_settings
+
+    # The daemon passes every engine setting, wan-animate's defaults included (steps 20); only
+    # the ones the user gave ("explicit") override Wan-Animate-2's preset.
+    balanced = stream_settings({"steps": 20, "segment_frames": 9, "carry": 1, "explicit": []})
+    assert balanced["steps"] == 10
+    live = stream_settings({"steps": 20, "preset": "live", "explicit": []})
+    assert (live["steps"], live["segment_frames"]) == (4, 5)
+    assert stream_settings({"steps": 3, "preset": "live", "explicit": ["steps"]})["steps"] == 3
+    # A caller that does not say what was explicit gave everything it passed.
+    assert stream_settings({"steps": 2})["steps"] == 2
