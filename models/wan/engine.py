@@ -5,9 +5,8 @@ Imported only by the engine factory (it pulls in torch and diffusers).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -16,40 +15,28 @@ import PIL.Image
 import torch
 
 from faceswap_cam.models import defaults
-from faceswap_cam.models.batching import generation_size
 from faceswap_cam.models.engine import EngineError, SwapResult
 from faceswap_cam.models.preprocessing.base import Preprocessor, StandInPreprocessor
 from faceswap_cam.models.presets import apply_preset
 from faceswap_cam.models.quantize import QuantizeError
-from faceswap_cam.models.reference import ReferenceError, check_reference
 from faceswap_cam.models.wan import presets as wan_presets
 from faceswap_cam.models.wan.compositing import composite, match_colour
 from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline, parse_lora
+from faceswap_cam.models.wan.stream_engine import (
+    MEMORY_ADVICE,
+    StreamingSwapEngine,
+    engine_errors,
+)
 from faceswap_cam.models.wan.streaming import SegmentInputs, StreamingWanAnimate
 from faceswap_cam.models.weights import WeightsError
 
 logger = logging.getLogger(__name__)
 
-MEMORY_ADVICE = ("reduce memory with --offload model (or sequential), --vae-tiling, fewer "
-                 "--segment-frames, a smaller --gen-size, or --dtype bf16")
-
-
-@contextlib.contextmanager
-def engine_errors() -> Iterator[None]:
-    """Out of GPU memory and bad segment input become EngineError with the fix."""
-    try:
-        yield
-    except torch.OutOfMemoryError as exc:
-        raise EngineError(f"out of GPU memory: {MEMORY_ADVICE}") from exc
-    except ValueError as exc:
-        raise EngineError(str(exc)) from exc
-
-
 def to_pil(frames: Sequence[np.ndarray], mode: str = "RGB") -> list[PIL.Image.Image]:
     return [PIL.Image.fromarray(np.ascontiguousarray(f), mode=mode) for f in frames]
 
 
-class WanAnimateEngine:
+class WanAnimateEngine(StreamingSwapEngine):
     """:class:`~faceswap_cam.models.engine.SwapEngine` over :class:`StreamingWanAnimate`.
 
     ``first_batch`` is the segment length L, ``next_batch`` L - P. Swapped frames come back at
@@ -85,55 +72,24 @@ class WanAnimateEngine:
         except torch.OutOfMemoryError as exc:
             raise EngineError(f"out of GPU memory while loading Wan-Animate: {MEMORY_ADVICE}") \
                 from exc
-        self._options: dict[str, Any] = {
+        super().__init__(pipe, {
             "mode": mode, "steps": steps, "segment_frames": segment_frames, "carry": carry,
-            "seed": seed, "prompt": prompt, "guidance_scale": guidance_scale}
-        self.pipe = pipe
+            "seed": seed, "prompt": prompt, "guidance_scale": guidance_scale},
+            segment_frames=segment_frames, carry=carry, gen_size=gen_size,
+            gen_short_side=gen_short_side)
         self.preprocessor: Preprocessor = preprocessor or StandInPreprocessor()
         self.colour_match = colour_match
         self.feather_px = feather_px
         self.mode = mode
-        self.gen_short_side = gen_short_side
-        self.first_batch = segment_frames
-        self.next_batch = segment_frames - carry
-        self._stream: StreamingWanAnimate | None = None
-        self._reference: PIL.Image.Image | None = None
-        self._interrupted = False
-        if gen_size is not None:
-            self._stream = self._make_stream(gen_size)
 
-    def _make_stream(self, size: tuple[int, int]) -> StreamingWanAnimate:
-        width, height = size
-        with engine_errors():
-            stream = StreamingWanAnimate(self.pipe, height=height, width=width, **self._options)
-            if self._reference is not None:
-                stream.set_reference(self._reference)
-        return stream
-
-    def set_reference(self, image: np.ndarray) -> None:
-        try:
-            check_reference(image)
-        except ReferenceError as exc:
-            raise EngineError(str(exc)) from exc
-        reference = PIL.Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        if self._stream is not None:
-            with engine_errors():
-                self._stream.set_reference(reference)
-        # Kept only once encoded: a refused image must not come back with a later stream.
-        self._reference = reference
+    def _new_stream(self, width: int, height: int) -> StreamingWanAnimate:
+        return StreamingWanAnimate(self.pipe, height=height, width=width, **self._options)
 
     def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
         if not frames:
             return SwapResult([])
-        if self._reference is None:
-            raise EngineError("no reference face is set: start with --reference IMAGE")
+        stream = self._stream_for(frames)
         frame_h, frame_w = frames[0].shape[:2]
-        if self._stream is None:
-            self._stream = self._make_stream(generation_size((frame_w, frame_h),
-                                                             self.gen_short_side))
-        stream = self._stream
-        if self._interrupted:
-            stream.interrupt()  # interrupt() came before this stream existed
         face_size = int(self.pipe.transformer.config.motion_encoder_size)
         batch = self.preprocessor.process(frames, size=(stream.width, stream.height),
                                           face_size=face_size,
@@ -164,32 +120,13 @@ class WanAnimateEngine:
         return SwapResult(out)
 
     def reset(self) -> None:
-        self._interrupted = False
-        if self._stream is not None:
-            self._stream.reset()
+        super().reset()
         self.preprocessor.reset()
 
-    def interrupt(self) -> None:
-        # The flag covers a call that is still creating its stream; the stream's own flag
-        # stops its denoising loop at the next step.
-        self._interrupted = True
-        stream = self._stream
-        if stream is not None and stream.pipe is not None:  # None: closed, nothing runs
-            stream.interrupt()
-
     def close(self) -> None:
-        """Drop every reference to the models, so a restarted engine does not find the GPU
-        still holding this one (the stream and the preprocessor hold models too)."""
-        import gc
-
-        if self._stream is not None:
-            self._stream.pipe = None
-        self._stream = None
-        self.pipe = None
+        # The preprocessor holds models too (detector, pose, SAM2).
         self.preprocessor = StandInPreprocessor()
-        gc.collect()  # a failed call's traceback forms a cycle that still holds the models
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        super().close()
 
 
 def load_options(options: dict[str, Any]) -> LoadOptions:

@@ -22,15 +22,10 @@ import PIL.Image
 import torch
 
 from faceswap_cam.models import defaults
-from faceswap_cam.models.batching import generation_size
 from faceswap_cam.models.engine import EngineError, SwapResult
 from faceswap_cam.models.presets import PresetName, apply_preset
-from faceswap_cam.models.reference import ReferenceError, check_reference
-from faceswap_cam.models.wan.engine import (
-    engine_errors,
-    load_options,
-    uint8_frames,
-)
+from faceswap_cam.models.wan.engine import load_options, uint8_frames
+from faceswap_cam.models.wan.stream_engine import StreamingSwapEngine, engine_errors
 from faceswap_cam.models.wan2.loading import load_pipeline
 from faceswap_cam.models.wan2.presets import ENGINE
 from faceswap_cam.models.wan2.streaming import StreamingWanAnimate2
@@ -59,7 +54,7 @@ def fit_into(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
-class WanAnimate2Engine:
+class WanAnimate2Engine(StreamingSwapEngine):
     """:class:`~faceswap_cam.models.engine.SwapEngine` over :class:`StreamingWanAnimate2`.
 
     ``first_batch`` is the segment length L, ``next_batch`` L - P. Every batch is swapped (the
@@ -80,80 +75,25 @@ class WanAnimate2Engine:
         gen_short_side: int = defaults.GEN_SHORT_SIDE,
         max_sequence_length: int = 512,
     ) -> None:
-        self._options: dict[str, Any] = {
+        super().__init__(pipeline, {
             "steps": steps, "segment_frames": segment_frames, "carry": carry, "seed": seed,
-            "prompt": prompt, "max_sequence_length": max_sequence_length}
-        self.pipe: Any = pipeline
-        self.gen_size = gen_size
-        self.gen_short_side = gen_short_side
-        self.first_batch = segment_frames
-        self.next_batch = segment_frames - carry
-        self._stream: StreamingWanAnimate2 | None = None
-        self._reference: PIL.Image.Image | None = None
-        self._interrupted = False
+            "prompt": prompt, "max_sequence_length": max_sequence_length},
+            segment_frames=segment_frames, carry=carry, gen_size=gen_size,
+            gen_short_side=gen_short_side)
 
-    def _make_stream(self, size: tuple[int, int]) -> StreamingWanAnimate2:
-        width, height = size
-        with engine_errors():
-            stream = StreamingWanAnimate2(self.pipe, height=height, width=width, **self._options)
-            if self._reference is not None:
-                stream.set_reference(self._reference)
-        return stream
-
-    def set_reference(self, image: np.ndarray) -> None:
-        try:
-            check_reference(image)
-        except ReferenceError as exc:
-            raise EngineError(str(exc)) from exc
-        reference = PIL.Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        if self._stream is not None:
-            with engine_errors():
-                self._stream.set_reference(reference)
-        # Kept only once encoded: a refused image must not come back with a later stream.
-        self._reference = reference
+    def _new_stream(self, width: int, height: int) -> StreamingWanAnimate2:
+        return StreamingWanAnimate2(self.pipe, height=height, width=width, **self._options)
 
     def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
         if not frames:
             return SwapResult([])
-        if self._reference is None:
-            raise EngineError("no reference face is set: start with --reference IMAGE")
+        stream = self._stream_for(frames)
         frame_h, frame_w = frames[0].shape[:2]
-        if self._stream is None:
-            size = self.gen_size or generation_size((frame_w, frame_h), self.gen_short_side)
-            self._stream = self._make_stream(size)
-        stream = self._stream
-        if self._interrupted:
-            stream.interrupt()  # interrupt() came before this stream existed
         driving = [PIL.Image.fromarray(cv2.cvtColor(f, cv2.COLOR_BGR2RGB)) for f in frames]
         with engine_errors():
             video = stream.generate(driving)
         return SwapResult([fit_into(cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), frame_w, frame_h)
                            for pixels in uint8_frames(video)])
-
-    def reset(self) -> None:
-        self._interrupted = False
-        if self._stream is not None:
-            self._stream.reset()
-
-    def interrupt(self) -> None:
-        # The flag covers a call still creating its stream; the stream's own flag stops its
-        # denoising loop at the next step.
-        self._interrupted = True
-        stream = self._stream
-        if stream is not None:
-            stream.interrupt()
-
-    def close(self) -> None:
-        """Drop every reference to the models, so a restarted engine finds the GPU free."""
-        import gc
-
-        if self._stream is not None:
-            self._stream.pipe = None
-        self._stream = None
-        self.pipe = None
-        gc.collect()  # a failed call's traceback forms a cycle that still holds the models
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
 
 
 def stream_settings(options: dict[str, Any]) -> dict[str, Any]:

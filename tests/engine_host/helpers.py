@@ -9,11 +9,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from faceswap_cam.daemon.config import Settings
 from faceswap_cam.daemon.engine_host.address import (
     EngineUrl,
     parse_engine_url,
     parse_pairing_line,
 )
+from faceswap_cam.daemon.outputs.null import NullSink
+from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
@@ -35,18 +38,20 @@ def gone(pid: int) -> bool:
 
 
 @contextmanager
-def serving(*flags: str) -> Iterator[tuple[EngineUrl, subprocess.Popen[str]]]:
-    """``faceswap-cam engine serve FLAGS --listen 127.0.0.1:0`` until the block ends."""
+def serving_line(*flags: str, listen: str = "127.0.0.1:0"
+                 ) -> Iterator[tuple[EngineUrl, str, subprocess.Popen[str]]]:
+    """``faceswap-cam engine serve FLAGS --listen LISTEN`` until the block ends: its URL, the
+    pairing line it printed, and the process."""
     process = subprocess.Popen(
         [sys.executable, "-m", "faceswap_cam.daemon.cli", "engine", "serve", *flags,
-         "--listen", "127.0.0.1:0", "--log-level", "WARNING"],
+         "--listen", listen, "--log-level", "WARNING"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()
+        line = process.stdout.readline().strip()
         url = parse_pairing_line(line)
         assert url is not None, f"no pairing line: {line!r}"
-        yield parse_engine_url(url), process
+        yield parse_engine_url(url), line, process
     finally:
         process.terminate()
         try:
@@ -54,3 +59,21 @@ def serving(*flags: str) -> Iterator[tuple[EngineUrl, subprocess.Popen[str]]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def serving(*flags: str) -> Iterator[tuple[EngineUrl, subprocess.Popen[str]]]:
+    """``faceswap-cam engine serve FLAGS --listen 127.0.0.1:0`` until the block ends."""
+    with serving_line(*flags) as (url, _, process):
+        yield url, process
+
+
+def daemon(apps: list[RealtimeFaceSwapApp], **settings: object) -> RealtimeFaceSwapApp:
+    """A started daemon (demo camera, null output) with these settings, quick to retry."""
+    app = RealtimeFaceSwapApp(Settings(source="demo", sinks=["null"], fps=30, size=(320, 240),
+                                       control_api=False, **settings),
+                              sinks=[NullSink()])
+    apps.append(app)
+    app.processor.backoff_initial_s = 0.05
+    app.start()
+    return app

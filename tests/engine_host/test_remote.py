@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,28 +15,9 @@ from faceswap_cam.daemon.engine_host.address import (
     parse_engine_url,
     parse_listen,
 )
-from faceswap_cam.daemon.outputs.null import NullSink
 from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp, StartError
 from faceswap_cam.models.engine import REFERENCE_FROM_CLIENT, EngineError, resolve_engine_name
-from tests.engine_host.helpers import serving, wait_for
-
-
-@pytest.fixture
-def apps() -> Iterator[list[RealtimeFaceSwapApp]]:
-    started: list[RealtimeFaceSwapApp] = []
-    yield started
-    for app in started:
-        app.close()
-
-
-def daemon(apps: list[RealtimeFaceSwapApp], **settings: object) -> RealtimeFaceSwapApp:
-    app = RealtimeFaceSwapApp(Settings(source="demo", sinks=["null"], fps=30, size=(320, 240),
-                                       control_api=False, **settings),
-                              sinks=[NullSink()])
-    apps.append(app)
-    app.processor.backoff_initial_s = 0.05
-    app.start()
-    return app
+from tests.engine_host.helpers import daemon, serving, wait_for
 
 
 def test_a_host_elsewhere_swaps_with_the_token_from_a_file(

@@ -10,7 +10,6 @@ import socket
 import ssl
 import stat
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -33,7 +32,6 @@ from faceswap_cam.daemon.engine_host.address import (
     EngineUrl,
     parse_engine_url,
     parse_listen,
-    parse_pairing_line,
 )
 from faceswap_cam.daemon.engine_host.host import HostStartError, open_listener
 from faceswap_cam.daemon.engine_host.launch import plan_engine
@@ -44,9 +42,8 @@ from faceswap_cam.daemon.engine_host.proxy import (
     open_connection,
 )
 from faceswap_cam.daemon.engine_host.remote import RemoteEngineHost
-from faceswap_cam.daemon.outputs.null import NullSink
 from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp, StartError
-from tests.engine_host.helpers import wait_for
+from tests.engine_host.helpers import daemon, serving_line, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -57,44 +54,11 @@ def host_and_laptop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(paths.PAIRINGS_FILE_ENV, str(tmp_path / "laptop" / "pairings.json"))
 
 
-@pytest.fixture
-def apps() -> Iterator[list[RealtimeFaceSwapApp]]:
-    started: list[RealtimeFaceSwapApp] = []
-    yield started
-    for app in started:
-        app.close()
-
-
-def daemon(apps: list[RealtimeFaceSwapApp], **settings: object) -> RealtimeFaceSwapApp:
-    app = RealtimeFaceSwapApp(Settings(source="demo", sinks=["null"], fps=30, size=(320, 240),
-                                       control_api=False, **settings),
-                              sinks=[NullSink()])
-    apps.append(app)
-    app.processor.backoff_initial_s = 0.05
-    app.start()
-    return app
-
-
 @contextmanager
 def host(*flags: str, listen: str = "127.0.0.1:0") -> Iterator[tuple[EngineUrl, str]]:
     """``engine serve --engine debug FLAGS --listen LISTEN``: its URL and its pairing line."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "faceswap_cam.daemon.cli", "engine", "serve", "--engine",
-         "debug", *flags, "--listen", listen, "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        url = parse_pairing_line(line)
-        assert url is not None, f"no pairing line: {line!r}"
-        yield parse_engine_url(url), line
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serving_line("--engine", "debug", *flags, listen=listen) as (url, line, _):
+        yield url, line
 
 
 def dial(url: EngineUrl, token: str | None = None) -> EngineHostProxy:
