@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 #: How long the publisher waits for the first camera frame before showing a card instead.
 FIRST_FRAME_WAIT_S = 5.0
+#: The capture ring: a second of camera frames for the feeder to pick the engine's batches from.
+RING_FRAMES = 30
 #: Where ticks sit after camera frames, as a fraction of a period: margin for capture jitter.
 PHASE_TARGET = 0.25
 
@@ -218,7 +220,11 @@ class RealtimeFaceSwapApp:
                 engine_factory = self.engine_host.connect
         else:
             self.engine_name = settings.engine
-        self.capture = WebcamCapture(self.source)
+        # The passthrough engine shows only the newest frame (nothing is fed to an engine), so
+        # two frames of ring are enough; a full second of 720p frames would only cycle ~80 MB
+        # through the caches for nothing.
+        self.capture = WebcamCapture(
+            self.source, ring_size=2 if self.engine_name == "passthrough" else RING_FRAMES)
         self.processor = AsyncFaceSwapProcessor(
             engine_factory, fps=settings.fps, engine_name=self.engine_name,
             timeout_s=settings.engine_timeout_s, start_cadence=planned_cadence(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,24 +42,30 @@ def gone(pid: int) -> bool:
 def serving_line(*flags: str, listen: str = "127.0.0.1:0"
                  ) -> Iterator[tuple[EngineUrl, str, subprocess.Popen[str]]]:
     """``faceswap-cam engine serve FLAGS --listen LISTEN`` until the block ends: its URL, the
-    pairing line it printed, and the process."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "faceswap_cam.daemon.cli", "engine", "serve", *flags,
-         "--listen", listen, "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        url = parse_pairing_line(line)
-        assert url is not None, f"no pairing line: {line!r}"
-        yield parse_engine_url(url), line, process
-    finally:
-        process.terminate()
+    pairing line it printed, and the process. A host that ended by itself before the block
+    did has its stderr printed (pytest shows it with the failure)."""
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "faceswap_cam.daemon.cli", "engine", "serve", *flags,
+             "--listen", listen, "--log-level", "WARNING"],
+            stdout=subprocess.PIPE, stderr=errors, text=True)
         try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            assert process.stdout is not None
+            line = process.stdout.readline().strip()
+            url = parse_pairing_line(line)
+            assert url is not None, f"no pairing line: {line!r}"
+            yield parse_engine_url(url), line, process
+        finally:
+            if process.poll() is not None:
+                errors.seek(0)
+                print(f"engine host exited by itself ({process.returncode}):\n{errors.read()}",
+                      file=sys.stderr)
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @contextmanager
