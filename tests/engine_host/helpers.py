@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from faceswap_cam.daemon.config import Settings
+from faceswap_cam.daemon.control.status import DaemonStatus
 from faceswap_cam.daemon.engine_host.address import (
     EngineUrl,
     parse_engine_url,
@@ -27,6 +28,23 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(0.02)
+
+
+def status_when(app: RealtimeFaceSwapApp, condition: Callable[[DaemonStatus], bool],
+                timeout: float, what: str) -> DaemonStatus:
+    """The first status that meets ``condition``: states flip while a host is retried, so a
+    test checks the very snapshot that showed the state it waited for."""
+    seen: list[DaemonStatus] = []
+
+    def met() -> bool:
+        status = app.status()
+        if condition(status):
+            seen.append(status)
+            return True
+        return False
+
+    wait_for(met, timeout, what)
+    return seen[-1]
 
 
 def gone(pid: int) -> bool:

@@ -25,7 +25,7 @@ from faceswap_cam.daemon.engine_host.child import ChildEngineHost
 from faceswap_cam.daemon.outputs.null import NullSink
 from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp
 from tests.conftest import faceswap_cam_exe
-from tests.engine_host.helpers import gone, wait_for
+from tests.engine_host.helpers import gone, status_when, wait_for
 from tests.fakes import NumberedSource
 
 FPS = 30
@@ -137,8 +137,9 @@ def test_a_host_that_cannot_start_leaves_the_camera_running(
     publishing(app, 0.3)
     # Between tries (the processor loads a new host meanwhile, and says so) the daemon
     # reports the error and the fix; the host's own block keeps them through a retry.
-    wait_for(lambda: app.status().state.value == "error", 10, "a pause between tries")
-    status = app.status()
+    status = status_when(app, lambda s: s.state.value == "error" and s.engine_host is not None
+                         and s.engine_host.state is EngineHostState.FAILED, 10,
+                         "a pause between tries")
     assert status.engine_host is not None
     assert status.engine_host.state is EngineHostState.FAILED
     assert status.engine_host.restarts >= 3

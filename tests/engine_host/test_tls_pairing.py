@@ -43,7 +43,7 @@ from faceswap_cam.daemon.engine_host.proxy import (
 )
 from faceswap_cam.daemon.engine_host.remote import RemoteEngineHost
 from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp, StartError
-from tests.engine_host.helpers import daemon, serving_line, wait_for
+from tests.engine_host.helpers import daemon, serving_line, status_when, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -132,8 +132,10 @@ def test_a_host_with_another_certificate_is_refused_and_the_camera_runs_on(
         before = app.ticks
         time.sleep(0.3)
         assert app.ticks - before >= 7  # the camera keeps publishing the fallback
-        status = app.status().engine_host
-        assert status is not None and status.state.value == "failed"
+        status = status_when(app, lambda s: s.engine_host is not None
+                             and s.engine_host.state.value == "failed", 10,
+                             "the failed state between dials").engine_host
+        assert status is not None
         assert url.fingerprint in status.error and other.fingerprint in status.error
         assert "pair again" in status.fix
         assert app.processor.frames_swapped == 0
