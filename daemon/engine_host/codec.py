@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from faceswap_cam.daemon.engine_host.protocol import ProtocolError
+from faceswap_cam.models.reference import measure_image
 
 JPEG_QUALITY = 90
 #: Frames a client keeps for reuse: more than the daemon holds at once (its output buffer of
@@ -296,28 +297,11 @@ def _each(work: Callable[[Any], _T], items: Sequence[Any]) -> list[_T]:
         return list(workers.map(work, items))
 
 
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
 def jpeg_size(data: memoryview | bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's frame header, without decoding; None if there is none."""
-    view = bytes(data[:65536]) if len(data) > 65536 else bytes(data)
-    if view[:2] != b"\xff\xd8":
-        return None
-    offset = 2
-    while offset + 9 <= len(view):
-        if view[offset] != 0xFF:
-            return None
-        marker = view[offset + 1]
-        if marker == 0xFF:  # fill byte
-            offset += 1
-            continue
-        if marker in _SOF_MARKERS:
-            height, width = struct.unpack_from(">HH", view, offset + 5)
-            return width, height
-        (length,) = struct.unpack_from(">H", view, offset + 2)
-        offset += 2 + length
-    return None
+    """(width, height) from a JPEG's frame header, without decoding; None for anything that is
+    not a JPEG (the header reader is the one references are measured with)."""
+    head = bytes(data[:65536])
+    return measure_image(head) if head[:2] == b"\xff\xd8" else None
 
 
 def encode_png(image: np.ndarray) -> bytes:
