@@ -219,15 +219,8 @@ class ControlClient:
                 raise self._refused(exc) from None
             raise DaemonNotRunning(f"{stale}: {self.url} is not a FaceSwap Cam daemon "
                                    f"(HTTP {exc.code})") from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, ConnectionRefusedError):
-                raise DaemonNotRunning(f"nothing listens at {self.url}") from None
-            raise ControlError(None, f"GET {self.url}{IDENTITY_PATH}: {exc.reason}") from exc
-        except ConnectionRefusedError:
-            raise DaemonNotRunning(f"nothing listens at {self.url}") from None
-        except TimeoutError as exc:
-            raise ControlError(None, f"GET {self.url}{IDENTITY_PATH}: no answer within "
-                                     f"{self.timeout:g} s") from exc
+        except (urllib.error.URLError, TimeoutError) as exc:
+            raise self._unreachable(exc, f"GET {self.url}{IDENTITY_PATH}") from exc
         except (OSError, HTTPClientError, ValueError) as exc:
             raise DaemonNotRunning(f"{stale}: {self.url} is not a FaceSwap Cam daemon "
                                    f"({type(exc).__name__})") from exc
@@ -255,14 +248,8 @@ class ControlClient:
                 payload = response.read()
         except urllib.error.HTTPError as exc:
             raise self._refused(exc) from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, ConnectionRefusedError):
-                raise DaemonNotRunning(f"nothing listens at {self.url}") from None
-            raise ControlError(None, f"{where}: {exc.reason}") from exc
-        except ConnectionRefusedError:
-            raise DaemonNotRunning(f"nothing listens at {self.url}") from None
-        except TimeoutError as exc:
-            raise ControlError(None, f"{where}: no answer within {self.timeout:g} s") from exc
+        except (urllib.error.URLError, TimeoutError) as exc:
+            raise self._unreachable(exc, where) from exc
         except (OSError, HTTPClientError) as exc:
             raise ControlError(None, f"{where}: {type(exc).__name__}: {exc}") from exc
         if not payload:
@@ -271,6 +258,17 @@ class ControlClient:
             return json.loads(payload)
         except ValueError as exc:
             raise ControlError(None, f"{where}: the answer is not JSON") from exc
+
+    def _unreachable(self, exc: OSError, where: str) -> Exception:
+        """What a failed connection means: nobody listens (the daemon is not running), or the
+        request got no answer. Refused connections and timeouts come bare or inside a
+        URLError depending on where in urllib they happen."""
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(reason, ConnectionRefusedError):
+            return DaemonNotRunning(f"nothing listens at {self.url}")
+        if isinstance(reason, TimeoutError):
+            return ControlError(None, f"{where}: no answer within {self.timeout:g} s")
+        return ControlError(None, f"{where}: {reason}")
 
     def _refused(self, exc: urllib.error.HTTPError) -> ControlError:
         try:
