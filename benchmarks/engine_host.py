@@ -9,7 +9,12 @@ For each frame size, a batch of 9 frames goes through the same engine three ways
   :class:`~faceswap_cam.daemon.engine_host.remote.RemoteEngineHost`, frames as JPEG.
 
 Each is warmed up, then timed over ``--batches`` batches (milliseconds per batch, p50 and p99),
-the three taking turns in blocks of 10 so that other work on the machine weighs on each alike;
+from sending a complete batch to having its results. As in the daemon, a batch's frames
+arrive one per frame period before it, for all three alike, and the host paths take each
+as it arrives (``stage``, what the daemon's feeder calls): locally it is copied into an input
+slot, remotely encoded and sent, and decoded by the host on arrival. That cost is printed
+apart, per frame ("staging"): it is paid on the feeder's thread while the batch fills, not
+on the batch's way to the screen. The three take turns in blocks of 10 so that other work on the machine weighs on each alike;
 each keeps its last results as the daemon's output buffer does (60 frames), so memory is
 reused at the daemon's pace. Overhead = host - in-process at the same percentile. Bytes per
 frame are what crossed the WebSocket (headers and payload, both ways). The empty round trip (a
@@ -20,10 +25,11 @@ at the setting used (PSNR and the largest per-pixel error). The restart time is 
 the call fails, the proxy is closed, a new host is started and connected, the batch is sent
 (the processor's backoff comes on top).
 
-Where the local time goes: a batch is copied three times (the daemon's frames into shared
-memory, the engine's results over them, the results out into frames the daemon owns), each
-a 25 MB memory copy for 9 frames at 720p (~2 ms on a 2-core cloud VM); the exchange itself is
-the empty round trip.
+Where the local time goes: the engine's results are copied once, into result slots of the
+shared memory, which the daemon then shows without copying them out (a 25 MB memory copy for
+9 frames at 720p, ~2-3 ms on a 2-core cloud VM); the exchange itself is the empty round trip.
+Remotely, on the batch's way: the host encodes the results and the daemon decodes them (both
+on all cores), and the last frame's decode on the host.
 
 The frames are a camera-like scene (gradients, shapes, text) with sensor-like noise
 (sigma 3), so JPEG sizes are near a webcam's; pure noise would inflate them, a flat scene
@@ -73,6 +79,7 @@ from faceswap_cam.models.engine import SwapEngine  # noqa: E402
 from faceswap_cam.models.simple_engines import DebugEngine  # noqa: E402
 
 FRAME_PERIOD_MS = 1000 / 30
+FRAME_PERIOD_S = FRAME_PERIOD_MS / 1000
 #: Swapped frames the processor keeps (daemon/pipeline/processor.py's output buffer).
 OUTPUT_BUFFER = 60
 CALL_TIMEOUT_S = 30.0
@@ -118,12 +125,24 @@ def time_batches(engines: dict[str, SwapEngine], frames: list[np.ndarray], batch
     (its newest 60 frames), so memory is freed and reused at the daemon's pace, not at once.
     """
     samples: dict[str, list[float]] = {name: [] for name in engines}
+    staging: dict[str, list[float]] = {name: [] for name in engines}
     kept = {name: collections.deque[list[np.ndarray]](maxlen=max(1, OUTPUT_BUFFER
                                                                  // len(frames)))
             for name in engines}
     names = list(engines)
 
     def call(name: str) -> float:
+        # As in the daemon, a batch comes once its frames have arrived, one per frame
+        # period, for every engine alike (an idle machine's caches and clocks included). An
+        # engine host's proxy takes each frame as it arrives (the feeder calls ``stage``).
+        stage = getattr(engines[name], "stage", None)
+        for index, frame in enumerate(frames):
+            if index:
+                time.sleep(FRAME_PERIOD_S)
+            if stage is not None:
+                begin = time.perf_counter()
+                stage(frame)
+                staging[name].append((time.perf_counter() - begin) * 1000)
         start = time.perf_counter()
         result = engines[name].process(frames)
         elapsed = (time.perf_counter() - start) * 1000
@@ -141,6 +160,9 @@ def time_batches(engines: dict[str, SwapEngine], frames: list[np.ndarray], batch
             for _ in range(min(block, batches - len(samples[name]))):
                 samples[name].append(call(name))
         turn += 1
+    for name, costs in staging.items():
+        if costs:
+            samples[f"{name}_stage"] = costs
     return samples
 
 
@@ -225,6 +247,7 @@ def measure(options: dict[str, Any], size: tuple[int, int], frames: list[np.ndar
             moved = proxy.bytes_sent + proxy.bytes_received - before[name]
             figures[name] = {
                 "ms": percentiles(samples[name]),
+                "stage_ms_per_frame": percentiles(samples[f"{name}_stage"]),
                 "wire_bytes_per_frame": round(moved / (batches + 5) / len(frames)),
                 "empty_round_trip_ms": percentiles(time_calls(proxy.reset, 50))}
     return figures
@@ -328,7 +351,9 @@ def main() -> None:
             print(f"  {name:<15} p50 {got['ms']['p50']:7.2f} ms   p99 {got['ms']['p99']:7.2f} ms"
                   f"   overhead p50 {overhead['p50']:6.2f} ms  p99 {overhead['p99']:6.2f} ms"
                   f"   {got['wire_bytes_per_frame']:,} B/frame on the wire"
-                  f"   empty round trip p50 {got['empty_round_trip_ms']['p50']:.2f} ms")
+                  f"   empty round trip p50 {got['empty_round_trip_ms']['p50']:.2f} ms"
+                  f"   staging p50 {got['stage_ms_per_frame']['p50']:.2f} ms per frame"
+                  " (feeder thread, before the batch)")
         cost = figures["jpeg"]
         print(f"  JPEG q{cost['quality']}: encode {cost['encode_ms_per_frame']:.2f} + decode "
               f"{cost['decode_ms_per_frame']:.2f} ms per frame, PSNR {cost['psnr_db']:.1f} dB, "

@@ -25,6 +25,7 @@ import ssl
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,7 @@ from faceswap_cam.daemon.engine_host.protocol import (
     Reference,
     Reset,
     Result,
+    Stage,
     Welcome,
 )
 from faceswap_cam.models.engine import (
@@ -149,24 +151,31 @@ class EngineHostServer:
             self.engine.interrupt()
             await self._calls.wait_idle()
             await self._calls.run(self.engine.reset)
-            slots = max(self.engine.first_batch, self.engine.next_batch)
+            # Room to stage the next batch while one is in flight.
+            slots = 2 * max(self.engine.first_batch, self.engine.next_batch) + 1
             if self._shared_memory and hello.width and hello.height:
                 try:
-                    if codec.SharedFrames.room_for(slots, hello.width, hello.height):
-                        shared = codec.SharedFrames.create(slots, hello.width, hello.height)
+                    results = codec.SharedFrames.room_for(hello.width, hello.height, slots,
+                                                          codec.RESULT_SLOTS)
+                    if results is not None:
+                        shared = codec.SharedFrames.create(hello.width, hello.height, slots,
+                                                           results)
                 except OSError as exc:  # its blocks could not be reserved
                     logger.debug("shared memory refused: %s", exc)
                 if shared is None:
                     logger.warning("not enough room in /dev/shm for %d frames of %dx%d: "
                                    "frames go as JPEG", slots, hello.width, hello.height)
+            staged = _StagedFrames(0 if shared is not None else slots)
             await ws.send_bytes(protocol.encode(Welcome(
                 protocol=protocol.PROTOCOL_VERSION, version=protocol.package_version(),
                 engine=self.engine_name, first_batch=self.engine.first_batch,
                 next_batch=self.engine.next_batch,
                 shm=None if shared is None else shared.name,
                 shm_bytes=0 if shared is None else shared.size,
-                codec="jpeg" if shared is None else "shm")))
-            await self._serve(ws, shared)
+                shm_inputs=0 if shared is None else shared.inputs,
+                shm_results=0 if shared is None else shared.results,
+                staged=staged.capacity, codec="jpeg" if shared is None else "shm")))
+            await self._serve(ws, shared, staged)
         except WebSocketDisconnect:
             pass  # the client left; the next one is served
         finally:
@@ -207,7 +216,8 @@ class EngineHostServer:
             return None
         return header
 
-    async def _serve(self, ws: WebSocket, shared: codec.SharedFrames | None) -> None:
+    async def _serve(self, ws: WebSocket, shared: codec.SharedFrames | None,
+                     staged: _StagedFrames) -> None:
         pending: asyncio.Task[None] | None = None
         try:
             while True:
@@ -218,10 +228,14 @@ class EngineHostServer:
                 if isinstance(header, Interrupt):
                     self.engine.interrupt()
                     continue
+                if isinstance(header, Stage):
+                    staged.add(header, payload)
+                    continue
                 if pending is not None and not pending.done():
                     raise ProtocolError(f"{header.type} arrived while a request was running: "
                                         "send one request at a time")
-                pending = asyncio.create_task(self._answer(ws, header, payload, shared))
+                pending = asyncio.create_task(self._answer(ws, header, payload, shared,
+                                                           staged))
         except ProtocolError as exc:
             logger.warning("refused a malformed message: %s", exc)
             await _refuse(ws, Error(message=str(exc)), CLOSE_PROTOCOL)
@@ -229,11 +243,12 @@ class EngineHostServer:
             if pending is not None and not pending.done():
                 self.engine.interrupt()  # nobody waits for this call any more
                 pending.cancel()
+            staged.clear()
 
     async def _answer(self, ws: WebSocket, header: Message, payload: memoryview,
-                      shared: codec.SharedFrames | None) -> None:
+                      shared: codec.SharedFrames | None, staged: _StagedFrames) -> None:
         try:
-            reply, body = await self._dispatch(header, payload, shared)
+            reply, body = await self._dispatch(header, payload, shared, staged)
         except ProtocolError as exc:
             logger.warning("refused a malformed request: %s", exc)
             await _refuse(ws, Error(message=str(exc)), CLOSE_PROTOCOL)
@@ -248,7 +263,8 @@ class EngineHostServer:
             await ws.send_bytes(protocol.encode(reply, body))
 
     async def _dispatch(self, header: Message, payload: memoryview,
-                        shared: codec.SharedFrames | None) -> tuple[Message, bytes]:
+                        shared: codec.SharedFrames | None,
+                        staged: _StagedFrames) -> tuple[Message, bytes]:
         engine = self.engine
         if isinstance(header, Reference):
             image = decode_reference(bytes(payload))
@@ -264,11 +280,26 @@ class EngineHostServer:
                 raise ProtocolError("no shared memory on this connection: send JPEG")
             if len(payload):
                 raise ProtocolError("a shared-memory batch carries no payload")
-            inputs = shared.slots(header.count, header.width, header.height)
-            swapped = await self._calls.run(lambda: _swap_in_place(engine, inputs, shared))
+            slots, into = header.slots, header.results
+            if not shared.fits(header.count, header.width, header.height) or slots is None \
+                    or len(slots) != header.count \
+                    or (into is not None and len(into) != header.count):
+                raise ProtocolError(f"a batch of {header.count} frames of {header.width}x"
+                                    f"{header.height} does not match this connection's "
+                                    "shared memory and slots")
+            inputs = shared.input_views(slots)
+            swapped = await self._calls.run(
+                lambda: _swap_in_place(engine, inputs, shared, slots, into))
             return Result(swapped=swapped, count=header.count, codec="shm"), b""
-        frames = await asyncio.to_thread(codec.decode_jpeg, payload, header.count,
-                                         header.width, header.height)
+        if header.slots is not None or header.results is not None:
+            raise ProtocolError("slots are for shared-memory batches")
+        if header.staged is not None:
+            if len(header.staged) != header.count or len(payload):
+                raise ProtocolError("a staged batch names each of its frames, and only them")
+            frames = await staged.take(header.staged, header.width, header.height)
+        else:
+            frames = await asyncio.to_thread(codec.decode_jpeg, payload, header.count,
+                                             header.width, header.height)
         result = await self._calls.run(lambda: engine.process(frames))
         _check_result(result, frames)
         if not result.swapped:
@@ -277,15 +308,61 @@ class EngineHostServer:
         return Result(swapped=True, count=header.count, codec=header.codec), body
 
 
-def _swap_in_place(engine: SwapEngine, inputs: list[np.ndarray],
-                   shared: codec.SharedFrames) -> bool:
+def _swap_in_place(engine: SwapEngine, inputs: list[np.ndarray], shared: codec.SharedFrames,
+                   slots: list[int], into: list[int] | None) -> bool:
     """A shared-memory batch, all on the engine thread: the engine reads the slots (no copy
-    of its inputs) and its results go back over them before the loop answers."""
+    of its inputs) and its results go into the result slots (or over the inputs) before the
+    loop answers."""
     result = engine.process(inputs)
     _check_result(result, inputs)
     if result.swapped:
-        shared.write_results(result.frames)
+        shared.write_results(result.frames, slots, into)
     return result.swapped
+
+
+class _StagedFrames:
+    """The frames a JPEG client sent ahead, by id: the newest ``capacity``, each decoded on
+    a worker thread as it arrives, so a batch finds its frames decoded (or nearly)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._frames: OrderedDict[int, asyncio.Future[list[np.ndarray]]] = OrderedDict()
+
+    def add(self, header: Stage, payload: memoryview) -> None:
+        if not self.capacity:
+            raise ProtocolError("frames are staged only on JPEG connections")
+        if sum(not frame.done() for frame in self._frames.values()) >= self.capacity:
+            # Bounded work: a client staging faster than frames decode is not a camera.
+            raise ProtocolError(f"more than {self.capacity} staged frames waiting to decode")
+        decoding = asyncio.ensure_future(asyncio.to_thread(
+            codec.decode_jpeg, payload, 1, header.width, header.height))
+        # A frame never asked for fails nowhere else: read its error here.
+        decoding.add_done_callback(_read_error)
+        self._frames.pop(header.id, None)
+        self._frames[header.id] = decoding
+        while len(self._frames) > self.capacity:
+            self._frames.popitem(last=False)
+
+    async def take(self, ids: list[int], width: int, height: int) -> list[np.ndarray]:
+        missing = [frame_id for frame_id in ids if frame_id not in self._frames]
+        if missing:
+            raise ProtocolError(f"frames {missing[:4]} were not staged (the host keeps the "
+                                f"newest {self.capacity})")
+        frames = []
+        for frame_id in ids:
+            (frame,) = await self._frames[frame_id]
+            if frame.shape != (height, width, 3):
+                raise ProtocolError(f"staged frame {frame_id} is not {width}x{height}")
+            frames.append(frame)
+        return frames
+
+    def clear(self) -> None:
+        self._frames.clear()
+
+
+def _read_error(future: asyncio.Future[list[np.ndarray]]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.debug("a staged frame did not decode: %s", future.exception())
 
 
 def _check_result(result: object, frames: list[np.ndarray]) -> None:

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 #: Bumped on any change to the messages; both sides refuse another number.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 #: Bounds every message. A batch of 17 frames at 1920x1080 as JPEG (at most ~1.5 MB each for
 #: a noisy frame) fits, and so does the largest reference image the daemon accepts (50 MB).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -47,6 +47,7 @@ class _Header(BaseModel):
 
 Codec = Literal["shm", "jpeg"]
 Count = Annotated[int, Field(ge=1, le=MAX_BATCH)]
+Slots = Annotated[list[Annotated[int, Field(ge=0, le=1024)]], Field(max_length=MAX_BATCH)]
 Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
 
 
@@ -69,10 +70,14 @@ class Welcome(_Header):
     engine: str
     first_batch: Count
     next_batch: Count
-    #: The shared-memory segment the host made for this client (None: frames go as JPEG).
-    #: Frames go in and results come back in place, ``first_batch`` slots of WxHx3 bytes.
+    #: The shared-memory segment the host made for this client (None: frames go as JPEG):
+    #: ``shm_inputs`` slots of WxHx3 bytes for frames, then ``shm_results`` for results.
     shm: str | None
     shm_bytes: int = 0
+    shm_inputs: Annotated[int, Field(ge=0, le=4 * MAX_BATCH)] = 0
+    shm_results: Annotated[int, Field(ge=0, le=1024)] = 0
+    #: JPEG: how many staged frames the host keeps (the newest; see ``Stage``).
+    staged: Annotated[int, Field(ge=0, le=4 * MAX_BATCH)] = 0
     codec: Codec
 
 
@@ -82,14 +87,32 @@ class Reference(_Header):
     type: Literal["reference"] = "reference"
 
 
+class Stage(_Header):
+    """A frame sent ahead, as it is fed, so a batch's frames are on the host before the
+    batch is (JPEG only; locally the client writes them into input slots). Payload: one
+    JPEG. No answer; it may arrive while ``process`` runs. The host keeps the newest
+    ``Welcome.staged`` and decodes each on arrival."""
+
+    type: Literal["stage"] = "stage"
+    id: Annotated[int, Field(ge=0)]
+    width: Side
+    height: Side
+
+
 class Process(_Header):
-    """Payload: nothing for ``shm`` (the frames are in the segment), else the JPEGs."""
+    """``shm``: the frames are in the input ``slots``; the results go into the result slots
+    ``results``, or over the input slots when None. ``jpeg``: the frames are the staged
+    ``staged`` ids, or the payload's JPEGs when None."""
 
     type: Literal["process"] = "process"
     count: Count
     width: Side
     height: Side
     codec: Codec
+    slots: Slots | None = None
+    results: Slots | None = None
+    staged: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=MAX_BATCH)] | None \
+        = None
 
 
 class Result(_Header):
@@ -122,7 +145,7 @@ class Error(_Header):
     fix: str = ""
 
 
-Message = Hello | Welcome | Reference | Process | Result | Reset | Interrupt | Ok | Error
+Message = Hello | Welcome | Reference | Stage | Process | Result | Reset | Interrupt | Ok | Error
 _ADAPTER: TypeAdapter[Message] = TypeAdapter(
     Annotated[Message, Field(discriminator="type")])
 

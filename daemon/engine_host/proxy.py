@@ -13,6 +13,7 @@ import hmac
 import logging
 import ssl
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ from faceswap_cam.daemon.engine_host.protocol import (
     Reference,
     Reset,
     Result,
+    Stage,
     Welcome,
 )
 from faceswap_cam.models.engine import EngineError, SwapResult
@@ -132,6 +134,7 @@ class EngineHostProxy:
     """A connected engine host, used like a local engine."""
 
     def __init__(self, connection: Any, welcome: Welcome, *, url: str, call_timeout_s: float,
+                 frame_size: tuple[int, int] | None = None,
                  on_close: Callable[[bool, str], None] | None = None) -> None:
         self._connection = connection
         self.url = url
@@ -140,7 +143,19 @@ class EngineHostProxy:
         self.next_batch = welcome.next_batch
         self._call_timeout_s = call_timeout_s
         self._on_close = on_close
-        self._shared = codec.SharedFrames.attach(welcome.shm) if welcome.shm else None
+        self._shared: codec.SharedFrames | None = None
+        if welcome.shm:
+            if frame_size is None:
+                raise EngineHostError("the engine host offered shared memory for frames of "
+                                      "a size this daemon did not announce")
+            self._shared = codec.SharedFrames.attach(welcome.shm, *frame_size,
+                                                     welcome.shm_inputs, welcome.shm_results)
+        # JPEG staging: which frame (by identity; the reference keeps the id unique) went
+        # ahead under which id. The host keeps the newest ``welcome.staged``, so do we.
+        self._stage_capacity = welcome.staged
+        self._staged: OrderedDict[int, tuple[int, np.ndarray]] = OrderedDict()
+        self._stage_lock = threading.Lock()
+        self._next_stage_id = 0
         self._lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._in_flight = False
@@ -181,7 +196,7 @@ class EngineHostProxy:
                                                                 ours_are="daemon"),
                                       "install the same faceswap-cam on both machines")
             return cls(connection, header, url=str(url), call_timeout_s=call_timeout_s,
-                       on_close=on_close)
+                       frame_size=frame_size, on_close=on_close)
         except BaseException:
             connection.close()
             raise
@@ -191,26 +206,77 @@ class EngineHostProxy:
     def set_reference(self, image: np.ndarray) -> None:
         self._request(Reference(), codec.encode_png(image), CONTROL_TIMEOUT_S)
 
+    def stage(self, pixels: np.ndarray) -> None:
+        """Send a frame that a batch will probably use ahead, as it is fed, so the batch
+        costs no copy (locally) or encoding and decoding (remotely) when it is sent. Never
+        raises: a frame that could not go ahead is sent with its batch."""
+        if self._closed:
+            return
+        try:
+            if self._shared is not None:
+                self._shared.stage(pixels)
+            elif self._stage_capacity:
+                self._stage_jpeg(pixels)
+        except Exception as exc:  # the batch finds out, with the processor's handling
+            logger.debug("a frame was not staged: %s", exc)
+
+    def _stage_jpeg(self, pixels: np.ndarray) -> None:
+        width, height = codec.check_frames([pixels])
+        data = codec.encode_jpeg([pixels])
+        with self._stage_lock:
+            stage_id = self._next_stage_id
+            self._next_stage_id += 1
+            # Sent under the lock, so ids reach the host in the order we record them.
+            self._connection.send(protocol.encode(
+                Stage(id=stage_id, width=width, height=height), data))
+            self.bytes_sent += len(data)
+            self._staged.pop(id(pixels), None)
+            self._staged[id(pixels)] = (stage_id, pixels)
+            while len(self._staged) > self._stage_capacity:
+                self._staged.popitem(last=False)
+
+    def _staged_ids(self, frames: Sequence[np.ndarray]) -> list[int] | None:
+        with self._stage_lock:
+            ids = []
+            for frame in frames:
+                entry = self._staged.get(id(frame))
+                if entry is None or entry[1] is not frame:
+                    return None
+                ids.append(entry[0])
+            return ids
+
     def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
         width, height = codec.check_frames(frames)
         count = len(frames)
         shared = self._shared
+        into: list[int] | None = None
+        payload = b""
         if shared is not None and shared.fits(count, width, height):
-            shared.write(frames)
-            header = Process(count=count, width=width, height=height, codec="shm")
-            payload = b""
+            slots = shared.slots_for(frames)
+            into = shared.free_results(count)
+            header = Process(count=count, width=width, height=height, codec="shm",
+                             slots=slots, results=into)
         else:
-            header = Process(count=count, width=width, height=height, codec="jpeg")
-            payload = codec.encode_jpeg(frames)
-        reply, body = self._request(header, payload,
-                                    self._call_timeout_s + CALL_MARGIN_S)
+            staged = self._staged_ids(frames) if self._stage_capacity else None
+            header = Process(count=count, width=width, height=height, codec="jpeg",
+                             staged=staged)
+            if staged is None:
+                payload = codec.encode_jpeg(frames)
+        try:
+            reply, body = self._request(header, payload,
+                                        self._call_timeout_s + CALL_MARGIN_S)
+        finally:
+            if shared is not None:
+                shared.release()
         if not isinstance(reply, Result) or reply.count != count or reply.codec != header.codec:
             raise EngineHostError(f"the engine host answered {reply.type} to a batch")
         if not reply.swapped:
             return SwapResult.untouched(frames)
         if header.codec == "shm":
-            assert shared is not None
-            return SwapResult(shared.read(count, width, height))
+            assert shared is not None and header.slots is not None
+            if into is not None:
+                return SwapResult(shared.result_frames(into))
+            return SwapResult(shared.read(header.slots))
         try:
             return SwapResult(codec.decode_jpeg(body, count, width, height))
         except ProtocolError as exc:

@@ -164,6 +164,8 @@ class AsyncFaceSwapProcessor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._engine: SwapEngine | None = None
+        #: The engine's optional ``stage(pixels)`` (an engine host's proxy has one).
+        self._stage: Callable[[np.ndarray], None] | None = None
         self._worker: _EngineWorker | None = None
         self._state_lock = threading.Lock()
         self._state = EngineState.LOADING
@@ -210,6 +212,11 @@ class AsyncFaceSwapProcessor:
             self._input.append(frame)
             self.max_input_depth = max(self.max_input_depth, len(self._input))
             self._input_cond.notify_all()
+        # An engine in another process takes each frame as it comes, so that a batch is
+        # already there when it is complete (the caller's thread pays: the feeder's).
+        stage = self._stage
+        if stage is not None:
+            stage(frame.pixels)
 
     def input_depth(self) -> int:
         with self._input_cond:
@@ -339,6 +346,7 @@ class AsyncFaceSwapProcessor:
     def _drop_engine(self, *, graceful: bool) -> None:
         engine, worker = self._engine, self._worker
         self._engine, self._worker = None, None
+        self._stage = None
         self._continue_from = None
         if engine is None:
             return
@@ -371,6 +379,7 @@ class AsyncFaceSwapProcessor:
             self._worker = None
             raise
         self._engine = engine
+        self._stage = getattr(engine, "stage", None)
         self._continue_from = None
         self._needs_reset = False
         with self._input_cond:
