@@ -84,6 +84,17 @@ class SwapEngine(Protocol):
         """Release everything the engine holds; idempotent."""
 
 
+@runtime_checkable
+class WritesIntoOutputs(Protocol):
+    """Optional, beside ``SwapEngine.process``: the engine writes its results into arrays the
+    caller lends (``outputs``, writable, one per frame, same shape), and returns ``swapped``
+    (False: the outputs are untouched and the frames stand unchanged). The engine host lends
+    the shared-memory slots the daemon will show, so the results cost no copy across."""
+
+    def process_into(self, frames: Sequence[np.ndarray],
+                     outputs: Sequence[np.ndarray]) -> bool: ...
+
+
 EngineFactory = Callable[..., SwapEngine]
 
 

@@ -70,6 +70,16 @@ class DebugEngine:
         self.calls += 1
         return SwapResult([np.subtract(255, frame, dtype=np.uint8) for frame in frames])
 
+    def process_into(self, frames: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> bool:
+        if self._closed:
+            raise EngineError("debug engine is closed")
+        if self._interrupted.wait(self.delay_s):
+            raise EngineError("debug engine call interrupted")
+        self.calls += 1
+        for frame, output in zip(frames, outputs, strict=True):
+            np.subtract(255, frame, out=output, dtype=np.uint8)
+        return True
+
     def reset(self) -> None:
         self.resets += 1
         if not self._closed:

@@ -258,12 +258,7 @@ class SharedFrames:
             destinations = [view[slot] for slot in inputs]
             del view
         else:
-            self._check_slots(into, self.results, "result")
-            size = frame_bytes(self.width, self.height)
-            whole = self._whole()
-            destinations = [whole[(self.inputs + slot) * size:(self.inputs + slot + 1) * size]
-                            .reshape(self.height, self.width, 3) for slot in into]
-            del whole
+            destinations = self.result_views(into)
         whole = self._whole()
         start = _address(whole)
         end = start + whole.nbytes
@@ -281,6 +276,14 @@ class SharedFrames:
             if staged_result is not None:
                 np.copyto(destination, staged_result)
         del destinations, staged
+
+    def result_views(self, slots: Sequence[int]) -> list[np.ndarray]:
+        """Writable views of the result ``slots`` (an engine may write its results there)."""
+        self._check_slots(slots, self.results, "result")
+        size = frame_bytes(self.width, self.height)
+        whole = self._whole()
+        return [whole[(self.inputs + slot) * size:(self.inputs + slot + 1) * size]
+                .reshape(self.height, self.width, 3) for slot in slots]
 
     @staticmethod
     def _check_slots(slots: Sequence[int], limit: int, kind: str) -> None:

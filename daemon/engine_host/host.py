@@ -55,6 +55,7 @@ from faceswap_cam.models.engine import (
     REFERENCE_FROM_CLIENT,
     SwapEngine,
     SwapResult,
+    WritesIntoOutputs,
     create_engine,
     resolve_engine_name,
 )
@@ -313,6 +314,8 @@ def _swap_in_place(engine: SwapEngine, inputs: list[np.ndarray], shared: codec.S
     """A shared-memory batch, all on the engine thread: the engine reads the slots (no copy
     of its inputs) and its results go into the result slots (or over the inputs) before the
     loop answers."""
+    if into is not None and isinstance(engine, WritesIntoOutputs):
+        return bool(engine.process_into(inputs, shared.result_views(into)))
     result = engine.process(inputs)
     _check_result(result, inputs)
     if result.swapped:

@@ -115,3 +115,12 @@ def test_the_processor_stages_each_frame_it_is_fed() -> None:
     # first batch's frames may have come while the engine was still loading).
     assert engine.staged[-3:] == [3, 4, 5]
     assert engine.staged == sorted(engine.staged)
+
+
+def test_an_engine_that_writes_into_lent_outputs_gives_what_it_returns() -> None:
+    engine = DebugEngine(first_batch=2, next_batch=2)
+    frames = camera_frames(2, seed=3)
+    outputs = [np.zeros_like(frame) for frame in frames]
+    assert engine.process_into(frames, outputs)
+    for output, returned in zip(outputs, engine.process(frames).frames, strict=True):
+        assert np.array_equal(output, returned)
