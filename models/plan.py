@@ -1,5 +1,8 @@
 """Capacity plan: what a GPU will do with each engine, preset and generation size.
 
+Engines: ``wan-animate`` (Wan2.2-Animate-14B) and ``wan-animate-2`` (Wan-Animate-2-14B, base
+and distilled: one architecture).
+
 ``faceswap-cam plan`` and ``doctor`` print it, the daemon takes its starting cadence from it,
 and ``benchmarks/gpu_engine.py`` prints it beside what it measures (and writes the efficiency
 it measured, which this module reads back).
@@ -8,9 +11,15 @@ The model of one batch (``L`` frames of which ``L - P`` are new):
 
 * DiT: ``steps x forwards-per-step (2 with CFG) x FLOPs of one forward``. The forward is counted
   with ``torch.utils.flop_counter.FlopCounterMode`` on the real-size transformer built on the
-  meta device from Wan2.2-Animate-14B's config (no weights, no memory: a few seconds on a CPU),
-  or, where torch must not be imported (the daemon), with :func:`analytic_flops`, which agrees
-  with the counter within a few per cent (tests/models/test_plan.py).
+  meta device from the model's config (no weights, no memory: a few seconds on a CPU), or,
+  where torch must not be imported (the daemon), analytically (:func:`analytic_flops`,
+  :func:`analytic_animate_2`), which agrees with the counter within a few per cent
+  (tests/models/test_plan.py, tests/models/test_plan_wan2.py).
+* Wan-Animate-2 adds, once per segment, a reference-extraction forward over the driving
+  segment's tokens, whose per-layer K/V every denoising forward then attends to (each
+  generated latent frame to its own driving frame's tokens, through a flex block mask); and
+  its unconditional CFG branch skips one block. Nothing is cached from one segment to the
+  next: the previous segment reaches the next only as pixel conditioning (a VAE encode).
 * VAE: two encodes of ``L`` frames (pose video, conditioning video) and one decode, counted the
   same way.
 * time = DiT FLOPs / (peak x efficiency) + VAE FLOPs / (bf16 peak x VAE efficiency). With
@@ -25,7 +34,9 @@ The model of one batch (``L`` frames of which ``L - P`` are new):
 * capture-to-screen latency = batch accumulation ((L - P) x k / camera fps) + the batch's
   generation time + one camera frame.
 * memory: weights (bf16; fp8/int8 store the linear layers' weights in one byte) of the DiT, VAE
-  and CLIP image encoder, plus an activation estimate (:func:`activation_bytes`).
+  and CLIP image encoder, plus an activation estimate (:func:`activation_bytes`;
+  Wan-Animate-2's adds its per-segment reference K/V cache:
+  :func:`animate_2_activation_bytes`).
 
 Constants and the analytic count need no torch; everything that builds a model imports torch
 and diffusers lazily.
@@ -41,7 +52,7 @@ import math
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,11 +87,25 @@ VAE_SCALE_SPATIAL = 8
 #: for reference changes; the UMT5 text encoder leaves it after the prompt is encoded).
 CLIP_VISION_PARAMS = 632_000_000
 
+#: Wan-Animate-2-14B's transformer (``WanAnimate2Transformer3DModel``), base and distilled
+#: checkpoints alike: the class defaults, which describe the released 14B (nothing is
+#: downloaded to read a checkpoint's config). Written out for the analytic count; tests check
+#: them against the class.
+ANIMATE_2_14B_TRANSFORMER: dict[str, Any] = {
+    "patch_size": (1, 2, 2), "text_len": 512, "in_dim": 36, "dim": 5120, "ffn_dim": 13824,
+    "freq_dim": 256, "text_dim": 4096, "out_dim": 16, "num_heads": 40, "num_layers": 40,
+    "use_img_emb": True,
+}
+#: Width of the CLIP features Wan-Animate-2's image projection takes (fixed in the class).
+ANIMATE_2_IMAGE_DIM = 1280
+#: The block the unconditional CFG branch of Wan-Animate-2 skips (by index).
+ANIMATE_2_UNCOND_SKIPPED_BLOCK = 9
+
 #: Engines the plan knows a model for, with the package whose ``presets`` module registers
-#: their presets. wan-animate-2 joins when its model module exists.
-PLANNED_ENGINES: dict[str, str] = {"wan-animate": "faceswap_cam.models.wan"}
-#: Where engines without a counted model register their presets.
-PRESET_PACKAGES: dict[str, str] = {**PLANNED_ENGINES, "wan-animate-2": "faceswap_cam.models.wan2"}
+#: their presets.
+PLANNED_ENGINES: dict[str, str] = {"wan-animate": "faceswap_cam.models.wan",
+                                   "wan-animate-2": "faceswap_cam.models.wan2"}
+PRESET_PACKAGES: dict[str, str] = dict(PLANNED_ENGINES)
 
 
 @dataclass(frozen=True)
@@ -226,12 +251,29 @@ def load_efficiency(gpu: Gpu, path: Path | None = None) -> Efficiency:
 
 @dataclass(frozen=True)
 class Work:
-    """FLOPs and parameters of one batch's parts at one shape."""
+    """FLOPs of one batch's parts at one shape."""
 
-    dit_flops: int  # one forward
+    dit_flops: int  # one denoising forward (the conditional one)
     dit_linear_flops: int  # of which the linear layers (faster with fp8)
     vae_flops: int  # two encodes of L frames and one decode
     source: str  # "FlopCounterMode" or "analytic"
+    #: The unconditional CFG forward where it differs from the conditional one (Wan-Animate-2
+    #: skips a block there); None: the same.
+    uncond_flops: int | None = None
+    uncond_linear_flops: int | None = None
+    #: Transformer work once per batch besides the steps (Wan-Animate-2's reference pass).
+    batch_flops: int = 0
+    batch_linear_flops: int = 0
+
+    def dit_per_batch(self, steps: int, cfg: bool) -> tuple[int, int]:
+        """All of a batch's transformer FLOPs and those of its linear layers."""
+        total = steps * self.dit_flops + self.batch_flops
+        linear = steps * self.dit_linear_flops + self.batch_linear_flops
+        if cfg:
+            total += steps * (self.dit_flops if self.uncond_flops is None else self.uncond_flops)
+            linear += steps * (self.dit_linear_flops if self.uncond_linear_flops is None
+                               else self.uncond_linear_flops)
+        return total, linear
 
 
 def analytic_breakdown(config: Mapping[str, Any], shape: Shape, text_tokens: int = TEXT_TOKENS,
@@ -300,6 +342,66 @@ def analytic_work(shape: Shape, config: Mapping[str, Any] = ANIMATE_14B_TRANSFOR
     return Work(flops["total"], flops["total"] - flops["attention"], int(vae), "analytic")
 
 
+def _animate_2_forward(config: Mapping[str, Any], tokens: int, cached_pairs: int, blocks: int,
+                       image_tokens: int) -> tuple[int, int]:
+    """(total, attention) FLOPs of one Wan-Animate-2 forward over ``tokens`` tokens whose
+    self-attention also scores ``cached_pairs`` (query, cached reference key) pairs."""
+    pt, ph, pw = config["patch_size"]
+    d, ffn = int(config["dim"]), int(config["ffn_dim"])
+    n, lt = tokens, int(config["text_len"])  # the text is padded to text_len
+    li = image_tokens if config.get("use_img_emb", True) else 0
+    self_scores = 4 * d * (n * n + cached_pairs)
+    cross_scores = 4 * n * (lt + li) * d
+    block = (8 * n * d * d + self_scores
+             + 4 * n * d * d + 4 * lt * d * d + 4 * li * d * d + cross_scores  # image k/v: d -> d
+             + 4 * n * d * ffn)
+    patch = pt * ph * pw
+    image = ANIMATE_2_IMAGE_DIM
+    embed = (2 * n * int(config["in_dim"]) * patch * d
+             + 2 * n * d * int(config["out_dim"]) * patch
+             + 2 * lt * (int(config["text_dim"]) * d + d * d)
+             + 2 * li * (image * image + image * d)
+             + 2 * (int(config["freq_dim"]) * d + d * d + 6 * d * d))
+    return blocks * block + embed, blocks * (self_scores + cross_scores)
+
+
+def analytic_animate_2(config: Mapping[str, Any], shape: Shape,
+                       image_tokens: int = IMAGE_TOKENS, *, scale_t: int = VAE_SCALE_TEMPORAL,
+                       scale_s: int = VAE_SCALE_SPATIAL) -> dict[str, tuple[int, int]]:
+    """(total, attention) FLOPs of Wan-Animate-2's forwards at ``shape``: ``extract`` (the
+    segment's reference pass: dense self-attention over the driving segment's T latent frames
+    of tokens), ``cond`` and ``uncond`` (a denoising forward over the T + 1 frames of noise,
+    the first the reference image's slot, each of the other T frames also attending to its own
+    driving frame's cached tokens; ``uncond`` skips a block). Counts what
+    :func:`analytic_breakdown` counts (projections, attention, FFN, embeddings, head)."""
+    pt, ph, pw = config["patch_size"]
+    frames = shape.latent_frames(scale_t)
+    per_frame = (shape.height // scale_s // ph) * (shape.width // scale_s // pw)
+    layers = int(config["num_layers"])
+    tokens = (frames + 1) // pt * per_frame
+    cached_pairs = frames // pt * per_frame * per_frame
+    skipped = 1 if layers > ANIMATE_2_UNCOND_SKIPPED_BLOCK else 0
+    return {
+        "extract": _animate_2_forward(config, frames // pt * per_frame, 0, layers, image_tokens),
+        "cond": _animate_2_forward(config, tokens, cached_pairs, layers, image_tokens),
+        "uncond": _animate_2_forward(config, tokens, cached_pairs, layers - skipped,
+                                     image_tokens),
+    }
+
+
+def analytic_animate_2_work(shape: Shape,
+                            config: Mapping[str, Any] = ANIMATE_2_14B_TRANSFORMER) -> Work:
+    flops = analytic_animate_2(config, shape)
+    pixels = shape.width * shape.height * shape.segment
+    # Per segment the same VAE work as Animate: the driving slice and the previous segment's
+    # tail (padded to L frames) encoded, the segment decoded.
+    vae = pixels * (2 * VAE_ENCODE_FLOPS_PER_PIXEL_FRAME + VAE_DECODE_FLOPS_PER_PIXEL_FRAME)
+    (cond, cond_att), (uncond, uncond_att), (extract, extract_att) = (
+        flops["cond"], flops["uncond"], flops["extract"])
+    return Work(cond, cond - cond_att, int(vae), "analytic", uncond, uncond - uncond_att,
+                extract, extract - extract_att)
+
+
 def dit_inputs(config: Mapping[str, Any], shape: Shape, *, device: Any, dtype: Any,
                text_tokens: int = TEXT_TOKENS, image_tokens: int = IMAGE_TOKENS,
                scale_t: int = VAE_SCALE_TEMPORAL, scale_s: int = VAE_SCALE_SPATIAL
@@ -336,7 +438,6 @@ def counted_dit_flops(transformer: Any, shape: Shape, *, text_tokens: int = TEXT
     through the math backend so that its matmuls are counted too."""
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
 
     param = next(transformer.parameters())
     inputs = dit_inputs(transformer.config, shape, device=param.device,
@@ -344,12 +445,8 @@ def counted_dit_flops(transformer: Any, shape: Shape, *, text_tokens: int = TEXT
                         image_tokens=image_tokens, scale_t=scale_t, scale_s=scale_s)
     math_attention = (sdpa_kernel([SDPBackend.MATH])
                       if param.device.type == "cpu" else nullcontext())
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), math_attention, counter:
-        transformer(**inputs)
-    by_op = counter.get_flop_counts().get("Global", {})
-    linear = sum(int(v) for op, v in by_op.items() if str(op).split(".default")[0] in _LINEAR_OPS)
-    return int(counter.get_total_flops()), linear
+    with torch.no_grad(), math_attention:
+        return _count(lambda: transformer(**inputs))
 
 
 def counted_vae_flops(vae: Any, shape: Shape, *, scale_t: int = VAE_SCALE_TEMPORAL,
@@ -376,6 +473,156 @@ def counted_vae_flops(vae: Any, shape: Shape, *, scale_t: int = VAE_SCALE_TEMPOR
 
 
 @dataclass(frozen=True)
+class FrameMask:
+    """Stands for Wan-Animate-2's generation block mask while counting: the same attention
+    (each of ``frames + 1`` latent frames of ``per_frame`` queries attends to every generation
+    token, and frame f >= 1 also to the cached reference tokens of driving frame f - 1; padded
+    queries attend to nothing) computed with plain matmuls, so that ``FlopCounterMode`` counts
+    the pairs the mask keeps. The model's own path is flex attention, which builds its mask
+    with ``torch.compile`` and, uncompiled, scores every pair of the packed buffers, masked or
+    not; the compiled kernel skips the empty 128 x 128 tiles, so what a GPU computes is these
+    pairs plus the partly kept tiles' rest (a few per cent at these sizes)."""
+
+    frames: int  # latent frames of the segment (the reference image's slot not counted)
+    per_frame: int  # tokens per latent frame
+
+    def attend(self, query: Any, key: Any, value: Any, scale: float | None = None) -> Any:
+        """Attention over the packed ``[generation | reference]`` buffers, ``(B, S, H, D)`` in
+        and out, as the model's processor lays them out."""
+        import torch
+
+        batch, packed, heads, dim = query.shape
+        f, hw = self.frames, self.per_frame
+        n = (f + 1) * hw
+        scale = dim ** -0.5 if scale is None else scale
+        q, k, v = (x[:, :n].transpose(1, 2) for x in (query, key, value))  # (B, H, n, D)
+
+        def by_frame(x: Any) -> Any:  # (B, f*hw, H, D) -> (B, H, f, hw, D)
+            return x.reshape(batch, f, hw, heads, dim).permute(0, 3, 1, 2, 4)
+
+        k_ref, v_ref = (by_frame(x[:, packed:packed + f * hw]) for x in (key, value))
+        q_frames = q[:, :, hw:].reshape(batch, heads, f, hw, dim)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+        ref_scores = torch.matmul(q_frames, k_ref.transpose(-1, -2)) * scale
+        # The reference image's slot (frame 0) has no driving frame.
+        none = ref_scores.new_full((batch, heads, 1, hw, hw), float("-inf"))
+        ref_scores = torch.cat([none, ref_scores], dim=2).reshape(batch, heads, n, hw)
+        weights = torch.softmax(torch.cat([scores, ref_scores], dim=-1).float(), dim=-1)
+        weights = weights.to(q.dtype)
+        out = torch.matmul(weights[..., :n], v)
+        ref_weights = weights[..., n:].reshape(batch, heads, f + 1, hw, hw)[:, :, 1:]
+        ref_out = torch.matmul(ref_weights, v_ref).reshape(batch, heads, f * hw, dim)
+        out = torch.cat([out[:, :, :hw], out[:, :, hw:] + ref_out], dim=2)
+        result = query.new_zeros(query.shape)
+        result[:, :n] = out.transpose(1, 2)
+        return result
+
+
+@contextmanager
+def frame_mask_attention(transformer: Any) -> Iterator[None]:
+    """``transformer`` (a ``WanAnimate2Transformer3DModel``) with its generation block mask
+    stood in for by :class:`FrameMask` (its ``create_mask`` and its module's
+    ``dispatch_attention_fn``, put back on exit). For counting: nothing else may run a
+    Wan-Animate-2 transformer in this process meanwhile."""
+    module: Any = importlib.import_module(type(transformer).__module__)
+    dispatch = module.dispatch_attention_fn
+    masks = transformer.block_masks
+
+    def attention(query: Any, key: Any, value: Any, attn_mask: Any = None,
+                  **kwargs: Any) -> Any:
+        if isinstance(attn_mask, FrameMask):
+            return attn_mask.attend(query, key, value, kwargs.get("scale"))
+        return dispatch(query, key, value, attn_mask=attn_mask, **kwargs)
+
+    def create_mask(frames: int, per_frame: int, device: Any) -> FrameMask:
+        # The model's origin_latent_frames is the segment's latent frames, the slot aside.
+        return FrameMask(frames, per_frame)
+
+    transformer.block_masks = {}
+    transformer.create_mask = create_mask
+    module.dispatch_attention_fn = attention
+    try:
+        yield
+    finally:
+        module.dispatch_attention_fn = dispatch
+        del transformer.create_mask
+        transformer.block_masks = masks
+
+
+def animate_2_inputs(config: Mapping[str, Any], shape: Shape, *, device: Any, dtype: Any,
+                     image_tokens: int = IMAGE_TOKENS, scale_t: int = VAE_SCALE_TEMPORAL,
+                     scale_s: int = VAE_SCALE_SPATIAL) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Random inputs of a segment's reference pass and of one of its denoising forwards at
+    ``shape``, as the engine's streaming loop passes them (one KV cache shared by both)."""
+    import torch
+
+    transformers: Any = importlib.import_module(
+        "diffusers.models.transformers.transformer_wan_animate_2")
+    frames = shape.latent_frames(scale_t)
+    h, w = shape.height // scale_s, shape.width // scale_s
+    pt, ph, pw = config["patch_size"]
+    grid = torch.tensor([[frames // pt, h // ph, w // pw]], dtype=torch.long)
+    latent = int(config["out_dim"])
+    condition = int(config["in_dim"]) - latent
+
+    def rand(*size: int) -> torch.Tensor:
+        return torch.randn(size, device=device).to(dtype)
+
+    cache = transformers.WanAnimate2KVCache(int(config["num_layers"]))
+    common = {"timestep": torch.full((1,), 500.0, device=device),
+              "encoder_hidden_states": [rand(int(config["text_len"]), int(config["text_dim"]))],
+              "encoder_hidden_states_image": rand(1, image_tokens, ANIMATE_2_IMAGE_DIM),
+              "kv_cache": cache, "return_dict": False}
+    extract = {**common, "hidden_states": [rand(latent, frames, h, w)],
+               "condition_latents": [rand(condition, frames, h, w)],
+               "kv_cache_mode": "extract", "seq_len": int(grid.prod()),
+               "offset_grid_sizes": grid}
+    denoise = {**common, "hidden_states": [rand(latent, frames + 1, h, w)],
+               "condition_latents": [rand(condition, frames + 1, h, w)],
+               "kv_cache_mode": "cached", "seq_len": (frames + 1) // pt * (h // ph) * (w // pw),
+               "reference_grid_sizes": grid, "origin_len": shape.segment,
+               "origin_area": [shape.height, shape.width]}
+    return extract, denoise
+
+
+def counted_animate_2_flops(transformer: Any, shape: Shape, *, image_tokens: int = IMAGE_TOKENS,
+                            scale_t: int = VAE_SCALE_TEMPORAL, scale_s: int = VAE_SCALE_SPATIAL,
+                            uncond: bool = False) -> dict[str, tuple[int, int]]:
+    """(total, linear) FLOPs of a Wan-Animate-2 segment's reference pass (``extract``) and of
+    one denoising forward over its cache (``cond``; with ``uncond`` also the unconditional
+    CFG branch's), counted by ``FlopCounterMode`` with the block mask as :class:`FrameMask`."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    param = next(transformer.parameters())
+    extract, denoise = animate_2_inputs(
+        transformer.config, shape, device=param.device, dtype=transformer.dtype,
+        image_tokens=image_tokens, scale_t=scale_t, scale_s=scale_s)
+    math_attention = (sdpa_kernel([SDPBackend.MATH])
+                      if param.device.type == "cpu" else nullcontext())
+    passes = {"extract": extract, "cond": denoise}
+    if uncond:
+        passes["uncond"] = {**denoise, "is_uncondtion": True}
+    counts = {}
+    with torch.no_grad(), math_attention, frame_mask_attention(transformer):
+        for name, inputs in passes.items():  # extract first: it fills the cache
+            counts[name] = _count(lambda inputs=inputs: transformer(**inputs))
+    return counts
+
+
+def _count(run: Any) -> tuple[int, int]:
+    """(total, linear) FLOPs of ``run()`` by ``FlopCounterMode``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run()
+    by_op = counter.get_flop_counts().get("Global", {})
+    linear = sum(int(v) for op, v in by_op.items() if str(op).split(".default")[0] in _LINEAR_OPS)
+    return int(counter.get_total_flops()), linear
+
+
+@dataclass(frozen=True)
 class Params:
     dit: int
     dit_linear: int  # the weights fp8/int8 store in one byte
@@ -387,6 +634,8 @@ class Params:
 #: doctor use without building them.
 ANIMATE_14B_PARAMS = Params(dit=17_274_816_884, dit_linear=17_232_691_200, dit_fp32=1_681_920,
                             vae=126_892_531)
+ANIMATE_2_14B_PARAMS = Params(dit=16_394_878_784, dit_linear=16_388_587_520,
+                              dit_fp32=1_689_600, vae=126_892_531)
 
 
 @contextmanager
@@ -447,6 +696,10 @@ class MetaModels:
         return (_extrapolate(one[0], two[0], period, 2 * period, layers),
                 _extrapolate(one[1], two[1], period, 2 * period, layers))
 
+    def share_vae(self, other: MetaModels) -> None:
+        """Take ``other``'s VAE and what was counted on it (the engines share the Wan VAE)."""
+        self.vae, self._vae = other.vae, other._vae
+
     def _vae_flops(self, shape: Shape) -> int:
         size = (shape.width, shape.height)
         if size not in self._vae:
@@ -459,15 +712,44 @@ class MetaModels:
         return _extrapolate(at5, at9, 5, 9, shape.segment)
 
 
+@dataclass
+class Animate2MetaModels(MetaModels):
+    """:class:`MetaModels` of Wan-Animate-2: per shape, its reference pass and a denoising
+    forward, counted with one and two blocks and extrapolated to all (every block has the same
+    shape); the unconditional forward is the conditional one less a block."""
+
+    def work(self, shape: Shape) -> Work:
+        key = (shape.width, shape.height, shape.segment)
+        if key not in self._work:
+            layers = int(self.transformer.config.num_layers)
+            with _first_blocks(self.transformer, 1):
+                one = counted_animate_2_flops(self.transformer, shape)
+            with _first_blocks(self.transformer, 2):
+                two = counted_animate_2_flops(self.transformer, shape)
+            full = {name: tuple(_extrapolate(a, b, 1, 2, layers) for a, b in
+                                zip(one[name], two[name], strict=True)) for name in one}
+            block = [b - a for a, b in zip(one["cond"], two["cond"], strict=True)]
+            skipped = 1 if layers > ANIMATE_2_UNCOND_SKIPPED_BLOCK else 0
+            uncond = [total - skipped * per_block
+                      for total, per_block in zip(full["cond"], block, strict=True)]
+            self._work[key] = Work(full["cond"][0], full["cond"][1], self._vae_flops(shape),
+                                   "FlopCounterMode", uncond[0], uncond[1], full["extract"][0],
+                                   full["extract"][1])
+        return self._work[key]
+
+
 def build_meta_models(engine: str = "wan-animate") -> MetaModels:
     """Real-size models with no storage: built in seconds on any machine."""
     import torch
 
     diffusers: Any = importlib.import_module("diffusers")
-    if engine != "wan-animate":
+    if engine not in PLANNED_ENGINES:
         raise ValueError(f"no model for engine {engine!r} in the plan")
     with _quiet_diffusers(), torch.device("meta"):
-        transformer = diffusers.WanAnimateTransformer3DModel(**ANIMATE_14B_TRANSFORMER)
+        if engine == "wan-animate-2":
+            transformer = diffusers.WanAnimate2Transformer3DModel(**ANIMATE_2_14B_TRANSFORMER)
+        else:
+            transformer = diffusers.WanAnimateTransformer3DModel(**ANIMATE_14B_TRANSFORMER)
         vae = diffusers.AutoencoderKLWan()
         transformer = transformer.to(torch.bfloat16).eval().requires_grad_(False)
         vae = vae.to(torch.bfloat16).eval().requires_grad_(False)
@@ -480,8 +762,9 @@ def build_meta_models(engine: str = "wan-animate") -> MetaModels:
                 linear += param.numel()
             elif keep.intersection(f"{name}.{pname}".split(".")):
                 fp32 += param.numel()
-    return MetaModels(transformer, vae,
-                      Params(total, linear, fp32, sum(p.numel() for p in vae.parameters())))
+    kind = Animate2MetaModels if engine == "wan-animate-2" else MetaModels
+    return kind(transformer, vae,
+                Params(total, linear, fp32, sum(p.numel() for p in vae.parameters())))
 
 
 def _quiet_diffusers() -> Any:
@@ -528,10 +811,53 @@ def activation_bytes(shape: Shape, config: Mapping[str, Any] = ANIMATE_14B_TRANS
     per_frame = (shape.height // VAE_SCALE_SPATIAL // ph) * (shape.width // VAE_SCALE_SPATIAL // pw)
     tokens = (shape.latent_frames() + 1) // pt * per_frame
     dit = tokens * (2 * int(config["ffn_dim"]) + 8 * d) * 2
-    pixels = shape.width * shape.height
-    vae = 6 * 96 * 4 * pixels * 2
-    frames = 4 * shape.segment * 3 * pixels * 4
+    vae, frames = _vae_and_frame_bytes(shape)
     return float(max(dit, vae) + frames)
+
+
+def _vae_and_frame_bytes(shape: Shape) -> tuple[int, int]:
+    pixels = shape.width * shape.height
+    return 6 * 96 * 4 * pixels * 2, 4 * shape.segment * 3 * pixels * 4
+
+
+def animate_2_activation_bytes(shape: Shape,
+                               config: Mapping[str, Any] = ANIMATE_2_14B_TRANSFORMER) -> float:
+    """:func:`activation_bytes` for Wan-Animate-2, an estimate too: the larger of the FFN's
+    live tensors (as there), the self-attention's (q/k/v and residual at hidden size, RoPE's
+    float64 temporaries, about two d-wide float64 tensors, and the packed ``[generation |
+    reference]`` q/k/v buffers) and the VAE's, plus what lives through a whole segment: the
+    reference K/V cache (every layer's keys and values of the driving segment's tokens, bf16)
+    and the batch's frames."""
+    d, layers = int(config["dim"]), int(config["num_layers"])
+    pt, ph, pw = config["patch_size"]
+    per_frame = (shape.height // VAE_SCALE_SPATIAL // ph) * (shape.width // VAE_SCALE_SPATIAL // pw)
+    frames = shape.latent_frames() // pt
+    tokens, ref_tokens = (frames + 1) * per_frame, frames * per_frame
+    ffn = tokens * (2 * int(config["ffn_dim"]) + 8 * d) * 2
+    packed, packed_ref = (math.ceil(n / 128) * 128 for n in (tokens, ref_tokens))
+    attention = tokens * d * (8 * 2 + 2 * 8) + (3 * packed + 2 * packed_ref) * d * 2
+    cache = layers * 2 * ref_tokens * d * 2
+    vae, video = _vae_and_frame_bytes(shape)
+    return float(max(ffn, attention, vae) + cache + video)
+
+
+@dataclass(frozen=True)
+class EngineModel:
+    """What the plan knows of an engine's model without building it."""
+
+    params: Params
+    analytic_work: Callable[[Shape], Work]
+    activation_bytes: Callable[[Shape], float]
+    #: Whether the engine applies ``--quantize`` (else its rows run unquantized).
+    quantizes: bool
+
+
+ENGINE_MODELS: dict[str, EngineModel] = {
+    "wan-animate": EngineModel(ANIMATE_14B_PARAMS, analytic_work, activation_bytes, True),
+    # The wan-animate-2 engine loads its transformer unquantized whatever --quantize says.
+    "wan-animate-2": EngineModel(ANIMATE_2_14B_PARAMS, analytic_animate_2_work,
+                                 animate_2_activation_bytes, False),
+}
 
 
 # --------------------------------------------------------------------------- prediction
@@ -555,15 +881,14 @@ def predict_timing(work: Work, *, steps: int, guidance_scale: float, segment: in
                    scaling_efficiency: float = ASSUMED_SCALING_EFFICIENCY,
                    camera_fps: float = CAMERA_FPS) -> Timing:
     """Seconds per batch on ``gpu`` and what they mean for the screen (the module doc)."""
-    forwards = steps * (2 if guidance_scale > 1.0 else 1)
+    total, linear = work.dit_per_batch(steps, guidance_scale > 1.0)
     bf16 = gpu.bf16_tflops * 1e12 * efficiency.dit
     linear_peak = bf16
     if quantize == "fp8" and gpu.fp8_tflops:
         linear_peak = gpu.fp8_tflops * 1e12 * efficiency.dit
-    attention = work.dit_flops - work.dit_linear_flops
-    forward_s = work.dit_linear_flops / linear_peak + attention / bf16
     # Context parallelism splits the DiT only; the VAE runs on one GPU.
-    dit_s = forwards * forward_s / (gpus * scaling_efficiency if gpus > 1 else 1)
+    dit_s = ((linear / linear_peak + (total - linear) / bf16)
+             / (gpus * scaling_efficiency if gpus > 1 else 1))
     vae_s = work.vae_flops / (gpu.bf16_tflops * 1e12 * efficiency.vae)
     batch_s = dit_s + vae_s
     new = segment - carry
@@ -585,8 +910,9 @@ class PlanRow:
     steps: int
     forwards_per_step: int
     quantize: str
-    tflop_per_forward: float
-    tflop_per_new_frame: float  # DiT only: steps x forwards x forward / (L - P)
+    tflop_per_forward: float  # one denoising forward
+    tflop_per_new_frame: float  # DiT only: a batch's transformer FLOPs / (L - P)
+    dit_tflop_per_batch: float  # steps x forwards x forward (+ wan-animate-2's reference pass)
     vae_tflop_per_batch: float
     vae_share: float  # of the batch's predicted time
     flops_source: str
@@ -612,19 +938,22 @@ def row_for(preset: Preset, shape: Shape, work: Work, *, gpu: Gpu, efficiency: E
             quantize: str, gpus: int, camera_fps: float, weights: float | None,
             preset_size: bool, scaling_efficiency: float = ASSUMED_SCALING_EFFICIENCY
             ) -> PlanRow:
-    forwards = 2 if preset.guidance_scale > 1.0 else 1
+    cfg = preset.guidance_scale > 1.0
+    dit_batch = work.dit_per_batch(preset.steps, cfg)[0]
     timing = predict_timing(work, steps=preset.steps, guidance_scale=preset.guidance_scale,
                             segment=shape.segment, carry=shape.segment - shape.new_frames,
                             gpu=gpu, efficiency=efficiency, quantize=quantize, gpus=gpus,
                             scaling_efficiency=scaling_efficiency, camera_fps=camera_fps)
-    activations = activation_bytes(shape)
+    model = ENGINE_MODELS.get(preset.engine)
+    activations = model.activation_bytes(shape) if model else activation_bytes(shape)
     memory = (weights or 0.0) + activations + RUNTIME_BYTES
     return PlanRow(
         engine=preset.engine, preset=preset.name.value, width=shape.width, height=shape.height,
         segment_frames=shape.segment, carry=shape.segment - shape.new_frames, steps=preset.steps,
-        forwards_per_step=forwards, quantize=quantize,
+        forwards_per_step=2 if cfg else 1, quantize=quantize,
         tflop_per_forward=work.dit_flops / 1e12,
-        tflop_per_new_frame=preset.steps * forwards * work.dit_flops / shape.new_frames / 1e12,
+        tflop_per_new_frame=dit_batch / shape.new_frames / 1e12,
+        dit_tflop_per_batch=dit_batch / 1e12,
         vae_tflop_per_batch=work.vae_flops / 1e12,
         vae_share=timing.vae_s / timing.batch_s, flops_source=work.source, gpu=gpu.key,
         gpus=gpus, efficiency=efficiency.dit, assumed_efficiency=efficiency.assumed,
@@ -658,36 +987,55 @@ def preset_shape(preset: Preset, frame_size: tuple[int, int] = (1280, 720)) -> S
 
 
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((848, 480), (1280, 720))
+#: With each engine's own presets' lengths added (wan-animate-2's live preset runs L = 5).
 DEFAULT_SEGMENTS: tuple[int, ...] = (9, 17)
+
+
+def engine_quantize(engine: str, preset: Preset, quantize: str, gpu: Gpu) -> str:
+    """What a row of ``engine`` runs for ``--quantize quantize`` (auto: the preset's own)."""
+    model = ENGINE_MODELS.get(engine)
+    if model is not None and not model.quantizes:
+        return "none"
+    q = preset_quantize(preset) if quantize == "auto" else quantize
+    return "int8" if q == "fp8" and not gpu.fp8_tflops else q  # --quantize fp8's fallback
 
 
 def build_plan(gpu: Gpu, *, engines: Sequence[str] | None = None,
                sizes: Iterable[tuple[int, int]] = DEFAULT_SIZES,
-               segments: Iterable[int] = DEFAULT_SEGMENTS, quantize: str = "auto",
+               segments: Iterable[int] | None = None, quantize: str = "auto",
                gpus: int = 1, camera_fps: float = CAMERA_FPS,
                efficiency_file: Path | None = None, presets_only: bool = False,
                scaling_efficiency: float = ASSUMED_SCALING_EFFICIENCY) -> list[PlanRow]:
     """A row per engine x preset x size x segment length (``presets_only``: each preset at
-    its own size and length). FLOPs are counted once per shape."""
+    its own size and length; ``segments`` None: :data:`DEFAULT_SEGMENTS` and the engine's
+    presets' lengths). Lengths too short to carry a preset's frames are left out. FLOPs are
+    counted once per shape."""
     efficiency = load_efficiency(gpu, efficiency_file)
+    sizes = list(sizes)
     rows: list[PlanRow] = []
+    shared: MetaModels | None = None
     for engine in engines if engines is not None else planned_engines():
         presets = load_presets(engine)
         if not presets:
             continue
         models = build_meta_models(engine)
+        if shared is None:
+            shared = models
+        else:
+            models.share_vae(shared)
+        lengths = sorted(set(DEFAULT_SEGMENTS) | {p.segment_frames for p in presets}) \
+            if segments is None else list(segments)
         for preset in presets:
             own = preset_shape(preset)
             shapes = [own] if presets_only else []
             if not presets_only:
                 for width, height in sizes:
-                    for segment in segments:
-                        shapes.append(Shape(width, height, segment - preset.carry, segment))
+                    for segment in lengths:
+                        if segment - preset.carry >= preset.carry:
+                            shapes.append(Shape(width, height, segment - preset.carry, segment))
                 if own not in shapes:
                     shapes.insert(0, own)
-            q = preset_quantize(preset) if quantize == "auto" else quantize
-            if q == "fp8" and not gpu.fp8_tflops:
-                q = "int8"  # what --quantize fp8 falls back to on GPUs without FP8
+            q = engine_quantize(engine, preset, quantize, gpu)
             for shape in shapes:
                 rows.append(row_for(
                     preset, shape, models.work(shape), gpu=gpu, efficiency=efficiency,
@@ -703,24 +1051,22 @@ def preset_rows(gpu: Gpu, engine: str, *, frame_size: tuple[int, int] = (1280, 7
     """Each preset of ``engine`` at its own size for a camera of ``frame_size``, without torch
     (analytic FLOPs, the parameter counts above): what ``doctor`` shows."""
     efficiency = load_efficiency(gpu, efficiency_file)
+    model = ENGINE_MODELS.get(engine)
+    if model is None:
+        return []
     rows = []
     for preset in load_presets(engine):
         shape = preset_shape(preset, frame_size)
-        q = "int8" if quantize == "fp8" and not gpu.fp8_tflops else quantize
-        work = analytic_work(shape)
-        if DIT_MODEL_OF.get(engine) != engine:
-            work = Work(work.dit_flops, work.dit_linear_flops, work.vae_flops,
-                        f"analytic, {DIT_MODEL_OF.get(engine)}'s DiT")
-        rows.append(row_for(preset, shape, work, gpu=gpu, efficiency=efficiency, quantize=q,
-                            gpus=1, camera_fps=camera_fps,
-                            weights=weight_bytes(ANIMATE_14B_PARAMS, q), preset_size=True))
+        q = engine_quantize(engine, preset, quantize, gpu)
+        rows.append(row_for(preset, shape, model.analytic_work(shape), gpu=gpu,
+                            efficiency=efficiency, quantize=q, gpus=1, camera_fps=camera_fps,
+                            weights=weight_bytes(model.params, q), preset_size=True))
     return rows
 
 
-#: The DiT whose analytic count stands for an engine's in the daemon's starting cadence.
-#: Wan-Animate-2's transformer has Animate's width, depth and FFN (5120, 40 layers, 13824),
-#: so Animate's count is its approximation until the plan counts its own model.
-DIT_MODEL_OF: dict[str, str] = {"wan-animate": "wan-animate", "wan-animate-2": "wan-animate"}
+#: The engine whose model's analytic count stands for an engine's in ``doctor`` and the
+#: daemon's starting cadence: each its own now.
+DIT_MODEL_OF: dict[str, str] = {engine: engine for engine in ENGINE_MODELS}
 
 
 def predict_settings(engine: str, *, steps: int, segment_frames: int, carry: int,
@@ -731,7 +1077,8 @@ def predict_settings(engine: str, *, steps: int, segment_frames: int, carry: int
     """The daemon's prediction for its own settings, without torch (analytic FLOPs); None when
     the engine has no model here or the GPU is unknown. Guidance is the preset's, else the
     engine default's."""
-    if engine not in DIT_MODEL_OF:
+    model = ENGINE_MODELS.get(DIT_MODEL_OF.get(engine, ""))
+    if model is None:
         return None
     guidance_scale = defaults.GUIDANCE_SCALE
     if preset is not None:
@@ -741,25 +1088,26 @@ def predict_settings(engine: str, *, steps: int, segment_frames: int, carry: int
     gpu = gpu_for_name(name) if name else None
     if gpu is None:
         return None
-    work = analytic_work(Shape(size[0], size[1], segment_frames - carry, segment_frames))
+    work = model.analytic_work(Shape(size[0], size[1], segment_frames - carry, segment_frames))
     return predict_timing(work, steps=steps, guidance_scale=guidance_scale,
                           segment=segment_frames, carry=carry, gpu=gpu,
                           efficiency=load_efficiency(gpu, efficiency_file),
-                          quantize=quantize or "none", camera_fps=camera_fps)
+                          quantize=(quantize or "none") if model.quantizes else "none",
+                          camera_fps=camera_fps)
 
 
 # --------------------------------------------------------------------------- text
 
 
 def format_rows(rows: Sequence[PlanRow]) -> list[str]:
-    header = (f"  {'engine':<12} {'preset':<9} {'size':>9} {'L':>3} {'steps':>5} {'quant':>5} "
+    header = (f"  {'engine':<13} {'preset':<9} {'size':>9} {'L':>3} {'steps':>5} {'quant':>5} "
               f"{'TFLOP/fwd':>9} {'TFLOP/frame':>11} {'VAE%':>5} {'batch s':>7} {'eng fps':>7} "
               f"{'k':>2} {'fps':>5} {'latency':>7} {'mem GB':>6}")
     lines = [header, "  " + "-" * (len(header) - 2)]
     for r in rows:
         mark = "*" if r.preset_size else " "
         lines.append(
-            f"  {r.engine:<12} {r.preset:<9}{mark}{r.width:>4}x{r.height:<4} {r.segment_frames:>3} "
+            f"  {r.engine:<13} {r.preset:<9}{mark}{r.width:>4}x{r.height:<4} {r.segment_frames:>3} "
             f"{r.steps:>3}x{r.forwards_per_step} {r.quantize:>5} {r.tflop_per_forward:>9.1f} "
             f"{r.tflop_per_new_frame:>11.1f} {100 * r.vae_share:>5.1f} {r.batch_s:>7.2f} "
             f"{r.engine_fps:>7.2f} {r.cadence:>2} {r.fps:>5.2f} {r.latency_s:>6.2f}s "
@@ -781,7 +1129,9 @@ def render_text(rows: Sequence[PlanRow], gpu: Gpu, efficiency: Efficiency, *, gp
     lines += [
         "",
         "  *: the preset's own size and L; steps: steps x forwards per step (2 with CFG);",
-        "  TFLOP/frame: the DiT's per new frame (steps x forwards x forward / (L - P));",
+        "  TFLOP/fwd: one denoising forward; TFLOP/frame: the DiT's per new frame (steps x",
+        "  forwards x forward / (L - P); wan-animate-2 adds its reference pass per segment,",
+        "  and its unconditional forwards skip a block);",
         "  VAE%: the VAE's share of the batch time; eng fps: new frames / batch s; k: the",
         "  cadence (every k-th camera frame); fps: swapped frames shown per second (camera",
         "  fps / k); latency: capture to screen = (L - P) x k / camera fps + batch s + a frame;",
@@ -831,11 +1181,11 @@ def add_plan_parser(subparsers: Any) -> Any:
                       help=f"one of {gpu_names()} (default: the local GPU)")
     plan.add_argument("--gpus", type=int, default=1, help="GPUs splitting the DiT (default 1)")
     plan.add_argument("--quantize", choices=("auto", "none", "fp8", "int8"), default="auto",
-                      help="auto: each preset's own (default)")
+                      help="auto: each preset's own (default); wan-animate-2 runs unquantized")
     plan.add_argument("--sizes", type=_sizes, default=list(DEFAULT_SIZES),
                       help="generation sizes WxH (default 848x480,1280x720)")
-    plan.add_argument("--segments", type=_ints, default=list(DEFAULT_SEGMENTS),
-                      help="segment lengths L (default 9,17)")
+    plan.add_argument("--segments", type=_ints, default=None,
+                      help="segment lengths L (default 9,17 and each engine's presets' own)")
     plan.add_argument("--camera-fps", type=float, default=CAMERA_FPS)
     plan.add_argument("--efficiency-file", type=Path, default=None,
                       help=f"measured efficiency (default {EFFICIENCY_FILE})")
@@ -847,7 +1197,7 @@ def run_plan(args: Any) -> int:
     if args.gpus < 1:
         _say("plan: --gpus must be >= 1", error=True)
         return 2
-    for segment in args.segments:
+    for segment in args.segments or ():
         if (segment - 1) % VAE_SCALE_TEMPORAL or segment < 5:
             _say(f"plan: segment lengths are 4n+1 (5, 9, 13, 17...), got {segment}",
                   error=True)

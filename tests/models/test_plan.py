@@ -126,12 +126,17 @@ def test_timing_follows_the_stated_formulas() -> None:
 
 def _analytic_models(monkeypatch: pytest.MonkeyPatch) -> None:
     class Stub:
-        params = plan.ANIMATE_14B_PARAMS
+        def __init__(self, engine: str) -> None:
+            self.model = plan.ENGINE_MODELS[engine]
+            self.params = self.model.params
 
         def work(self, shape: plan.Shape) -> plan.Work:
-            return plan.analytic_work(shape)
+            return self.model.analytic_work(shape)
 
-    monkeypatch.setattr(plan, "build_meta_models", lambda engine="wan-animate": Stub())
+        def share_vae(self, other: object) -> None:
+            pass
+
+    monkeypatch.setattr(plan, "build_meta_models", Stub)
 
 
 def test_plan_json_has_a_row_per_preset_and_size(
@@ -147,8 +152,9 @@ def test_plan_json_has_a_row_per_preset_and_size(
                 "memory_gb", "assumed_efficiency"}
     assert rows and all(required <= set(row) for row in rows)
     assert all(row["assumed_efficiency"] is True and row["gpu"] == "h200" for row in rows)
-    presets = {row["preset"] for row in rows if row["engine"] == "wan-animate"}
-    assert presets == {"quality", "balanced", "live"}
+    for engine in ("wan-animate", "wan-animate-2"):
+        presets = {row["preset"] for row in rows if row["engine"] == engine}
+        assert presets == {"quality", "balanced", "live"}, engine
     sizes = {(row["width"], row["height"], row["segment_frames"]) for row in rows}
     assert {(848, 480, 9), (848, 480, 17), (1280, 720, 9), (1280, 720, 17)} <= sizes
     live = next(r for r in rows if r["preset"] == "live" and r["preset_size"])
