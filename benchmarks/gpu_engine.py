@@ -82,14 +82,19 @@ import numpy as np
 import PIL.Image
 import torch
 
-from faceswap_cam.models import defaults, plan
-from faceswap_cam.models.plan import (
+from faceswap_cam.models import defaults
+from faceswap_cam.models.plan.animate import (
+    ANIMATE_14B_PARAMS,
     ANIMATE_14B_TRANSFORMER,
-    IMAGE_TOKENS,
-    TEXT_TOKENS,
-    Shape,
     analytic_flops,
+    analytic_work,
+    counted_dit_flops,
 )
+from faceswap_cam.models.plan.engines import load_presets, preset_shape
+from faceswap_cam.models.plan.gpus import EFFICIENCY_FILE, Gpu, gpu_for_name, load_efficiency
+from faceswap_cam.models.plan.memory import RUNTIME_BYTES, activation_bytes, weight_bytes
+from faceswap_cam.models.plan.timing import predict_timing
+from faceswap_cam.models.plan.work import IMAGE_TOKENS, TEXT_TOKENS, Shape, Work
 from faceswap_cam.models.presets import PresetName
 from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline
 from faceswap_cam.models.wan.streaming import (
@@ -307,7 +312,7 @@ def conditioning(pipe: Any, args: argparse.Namespace, device: torch.device) -> C
 
 def counted_flops(pipe: Any, shape: Shape, text_tokens: int, image_tokens: int) -> int:
     """FLOPs of one transformer forward, counted by ``FlopCounterMode`` (the plan's count)."""
-    return plan.counted_dit_flops(
+    return counted_dit_flops(
         pipe.transformer, shape, text_tokens=text_tokens, image_tokens=image_tokens,
         scale_t=pipe.vae_scale_factor_temporal, scale_s=pipe.vae_scale_factor_spatial)[0]
 
@@ -604,11 +609,11 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
     """Every asked preset of wan-animate at its own size, measured beside the plan's
     prediction; writes the measured efficiency the plan reads."""
     names = [p.value for p in PresetName] if args.preset == "all" else [args.preset]
-    presets = [p for p in plan.load_presets("wan-animate") if p.name.value in names]
+    presets = [p for p in load_presets("wan-animate") if p.name.value in names]
     gpu_name, peak = detect_peak(device, args.peak_tflops)
-    table_gpu = plan.gpu_for_name(gpu_name) if device.type == "cuda" else None
-    gpu = table_gpu or plan.Gpu("cpu", gpu_name, peak or 1.0, None, 0, ())
-    efficiency = plan.load_efficiency(gpu, args.efficiency_file)
+    table_gpu = gpu_for_name(gpu_name) if device.type == "cuda" else None
+    gpu = table_gpu or Gpu("cpu", gpu_name, peak or 1.0, None, 0, ())
+    efficiency = load_efficiency(gpu, args.efficiency_file)
     start = time.perf_counter()
     pipe = load(args, device)
     synchronize(device)
@@ -620,7 +625,7 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
     for preset in presets:
         width, height = args.sizes[0]
         shape = (Shape(width, height, preset.segment_frames - preset.carry,
-                       preset.segment_frames) if args.tiny else plan.preset_shape(preset))
+                       preset.segment_frames) if args.tiny else preset_shape(preset))
         run = argparse.Namespace(**{**vars(args), "steps": [preset.steps],
                                     "carry": preset.carry,
                                     "guidance_scale": preset.guidance_scale})
@@ -630,11 +635,11 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
                                   args.image_tokens, scale_t=scale_t, scale_s=scale_s)
         if forward < 0.9 * analytic:  # a kernel the counter cannot see
             forward = analytic
-        work = plan.analytic_work(shape) if not args.tiny else plan.Work(
+        work = analytic_work(shape) if not args.tiny else Work(
             forward, forward, 0, "FlopCounterMode")
-        work = plan.Work(forward, work.dit_linear_flops * forward // max(1, work.dit_flops),
-                         work.vae_flops, work.source)
-        predicted = plan.predict_timing(
+        work = Work(forward, work.dit_linear_flops * forward // max(1, work.dit_flops),
+                    work.vae_flops, work.source)
+        predicted = predict_timing(
             work, steps=preset.steps, guidance_scale=preset.guidance_scale,
             segment=shape.segment, carry=preset.carry, gpu=gpu, efficiency=efficiency)
         measured, _ = measure_shape(pipe, shape, run, device, cond=cond, flops=forward,
@@ -650,8 +655,8 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
             predicted_step_s=predicted.dit_s / preset.steps,
             predicted_vae_share=predicted.vae_s / predicted.batch_s,
             predicted_fps=predicted.engine_fps, predicted_batch_s=predicted.batch_s,
-            predicted_memory_gb=(plan.weight_bytes(plan.ANIMATE_14B_PARAMS, "none")
-                                 + plan.activation_bytes(shape) + plan.RUNTIME_BYTES) / 1e9,
+            predicted_memory_gb=(weight_bytes(ANIMATE_14B_PARAMS, "none")
+                                 + activation_bytes(shape) + RUNTIME_BYTES) / 1e9,
             assumed_efficiency=efficiency.assumed))
         print(f"  measured preset {preset.name.value}: {row.batch_s:.3f} s/batch", flush=True)
 
@@ -674,7 +679,7 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
     print("  share of the batch; fps: new frames / batch s (batch s: the batch latency).")
     written = None
     if not args.tiny and table_gpu is not None and rows:
-        written = write_efficiency(args.efficiency_file or plan.EFFICIENCY_FILE, table_gpu,
+        written = write_efficiency(args.efficiency_file or EFFICIENCY_FILE, table_gpu,
                                    gpu_name, rows)
         print(f"  measured efficiency written to {written}")
     print(json.dumps({
@@ -685,7 +690,7 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
     return 0
 
 
-def write_efficiency(path: Path, gpu: plan.Gpu, device_name: str, rows: list[PresetRow]
+def write_efficiency(path: Path, gpu: Gpu, device_name: str, rows: list[PresetRow]
                      ) -> Path:
     """Merge this GPU's measured DiT and VAE efficiency (medians over the presets) into the
     file ``faceswap-cam plan`` reads."""
@@ -756,7 +761,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="measure these wan-animate presets at their own size beside the "
                              "plan's prediction, and write the measured efficiency")
     parser.add_argument("--efficiency-file", type=Path, default=None,
-                        help=f"where --preset writes it (default {plan.EFFICIENCY_FILE})")
+                        help=f"where --preset writes it (default {EFFICIENCY_FILE})")
     parser.add_argument("--gpus", type=int, default=1,
                         help="N > 1: context parallelism over N GPUs, with speed-up and "
                              "scaling efficiency against one GPU")
@@ -784,7 +789,7 @@ def detect_peak(device: torch.device, override: float | None) -> tuple[str, floa
     name = torch.cuda.get_device_name(device)
     if override is not None:
         return name, override
-    gpu = plan.gpu_for_name(name)
+    gpu = gpu_for_name(name)
     return name, gpu.bf16_tflops if gpu else None
 
 

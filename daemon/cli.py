@@ -24,12 +24,12 @@ from faceswap_cam.daemon.config import (
     VirtualCameraFormat,
     load_settings,
 )
-from faceswap_cam.daemon.control.status import StatusError, parse_status
+from faceswap_cam.daemon.control.status import DaemonStatus, StatusError, parse_status
 from faceswap_cam.daemon.ops.doctor import add_doctor_parser, run_doctor
 from faceswap_cam.daemon.ops.service import add_service_parser, run_service
 from faceswap_cam.daemon.paths import config_file
 from faceswap_cam.models import defaults
-from faceswap_cam.models.plan import add_plan_parser, run_plan
+from faceswap_cam.models.plan.cli import add_plan_parser, run_plan
 from faceswap_cam.models.presets import PresetName
 from faceswap_cam.models.weights.commands import add_models_parser, run_models
 
@@ -82,6 +82,10 @@ def _add_run_parser(subparsers: Any) -> None:
     run.add_argument("--ai-badge", action=argparse.BooleanOptionalAction, default=None,
                      help="mark the virtual camera's swapped frames \"AI altered\" with a small "
                      "corner badge (default off; `faceswap-cam badge on|off` while running)")
+    run.add_argument("--mic", help="FaceSwap Mic, your microphone delayed to match the "
+                     "swapped video, so lips and words stay together in the call: auto (the "
+                     "system's microphone) | NAME (faceswap-cam doctor lists them) | off "
+                     "(default; `faceswap-cam mic on|off` while running)")
     run.add_argument("--log-level", help="DEBUG | INFO | WARNING | ERROR")
     run.add_argument("--reference", type=Path, help="image of the character to become")
     _add_engine_flags(run)
@@ -396,6 +400,9 @@ def _add_client_parsers(subparsers: Any) -> None:
     remove.add_argument("name")
     swap = subparsers.add_parser("swap", help="turn face swapping on or off")
     swap.add_argument("state", choices=("on", "off"))
+    mic = subparsers.add_parser(
+        "mic", help="FaceSwap Mic on or off: your voice, delayed to match the swapped video")
+    mic.add_argument("state", choices=("on", "off"))
     badge = subparsers.add_parser(
         "badge", help='mark the virtual camera\'s swapped frames "AI altered" (or stop)')
     badge.add_argument("state", choices=("on", "off"))
@@ -419,6 +426,9 @@ def _client_command(args: argparse.Namespace) -> int:
         if args.command == "swap":
             client.set_swap(args.state == "on")
             print(f"swap {args.state}")
+        elif args.command == "mic":
+            status = client.set_mic(args.state == "on")
+            print(_mic_line(parse_status(status)))
         elif args.command == "badge":
             client.set_ai_badge(args.state == "on")
             print('swapped frames on the virtual camera are marked "AI altered"'
@@ -480,6 +490,20 @@ def _references(client: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _mic_line(status: DaemonStatus) -> str:
+    """FaceSwap Mic in one line: off, or where it is and how far the voice is from the lips."""
+    mic = status.mic
+    if mic is None:
+        return "off (faceswap-cam mic on)"
+    line = f"{mic.state}, pick \"{mic.device or 'FaceSwap Mic'}\" in the call app; voice " \
+           f"delay {mic.delay_ms:.0f} ms"
+    if mic.av_offset_ms is not None:
+        line += f", voice vs lips {mic.av_offset_ms:+.0f} ms"
+    if mic.detail:
+        line += f"; {mic.detail}" + (f" (fix: {mic.fix})" if mic.fix else "")
+    return line
+
+
 def _print_status(document: object, *, as_json: bool) -> int:
     try:
         status = parse_status(document)
@@ -497,6 +521,7 @@ def _print_status(document: object, *, as_json: bool) -> int:
         + (f", preset {status.preset}" if status.preset else ""),
         f"playout    {status.playout}, fallback {status.fallback}",
         f"AI badge   {'on' if status.ai_badge else 'off'}",
+        f"mic        {_mic_line(status)}",
         f"fps        capture {status.capture_fps}, process {status.process_fps}, "
         f"publish {status.publish_fps}; latency {status.latency_ms} ms",
         f"preview    {status.preview_url or '-'}",
@@ -616,7 +641,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _engine(args, sys.argv[1:] if argv is None else argv)
     if args.command == "models":
         return run_models(args)
-    if args.command in ("status", "references", "swap", "badge", "pause", "resume", "stop"):
+    if args.command in ("status", "references", "swap", "mic", "badge", "pause", "resume",
+                        "stop"):
         return _client_command(args)
     if args.command == "service":
         return run_service(args)

@@ -115,6 +115,11 @@ class Settings(BaseModel):
         500.0, ge=0, le=60_000,
         description="a swapped frame this late past its slot gives way to the fallback")
     overlay_output: bool = Field(False, description="burn the stats overlay into the camera")
+    mic: str = Field("off", description="FaceSwap Mic, your microphone delayed to match the "
+                     "swapped video: auto (the system's microphone) | NAME | off")
+    mic_max_delay_s: float = Field(
+        8.0, ge=0.5, le=60, description="the longest voice delay FaceSwap Mic follows; its "
+        "buffer holds this much audio (8 s: 1.5 MB)")
     ai_badge: bool = Field(False, description="mark the virtual camera's swapped frames as "
                            "AI-altered with a small corner badge")
     preview_host: str = "127.0.0.1"

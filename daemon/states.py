@@ -38,3 +38,13 @@ class Showing(StrEnum):
     HELD = "held"
     PLACEHOLDER = "placeholder"
     PAUSED = "paused"
+
+
+class MicState(StrEnum):
+    """FaceSwap Mic (``--mic``): the user's microphone, delayed to match the video."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    NO_INPUT = "no_input"  # the virtual mic plays silence until the microphone is back
+    NO_SERVER = "no_server"  # the sound server is away; retried with backoff
+    STOPPED = "stopped"

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from faceswap_cam.daemon.control.status import DaemonStatus, Devices
+from faceswap_cam.daemon.control.status import DaemonStatus, Devices, MicStatus
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLAYOUTS = ("live", "smooth")
@@ -67,6 +67,8 @@ class InMemoryDaemon:
         self.latency_ms: float | None = 80.0
         self.preview_url: str | None = PREVIEW_URL
         self.ai_badge = False
+        #: FaceSwap Mic: None while off, else the status it reports.
+        self.mic: MicStatus | None = None
         #: Why new references are not checked for one person ("" when they are).
         self.person_check_skipped = ""
 
@@ -84,13 +86,15 @@ class InMemoryDaemon:
                 paused=self.paused, reference=self.selected, reference_error="",
                 camera_error=self.camera_error, camera_fix="", engine_fix=self.engine_fix,
                 devices=Devices(source="demo", outputs=["null"]),
-                preview_url=self.preview_url, api_url=None, ai_badge=self.ai_badge)
+                preview_url=self.preview_url, api_url=None, ai_badge=self.ai_badge,
+                mic=self.mic)
 
     def snapshot(self) -> dict[str, Any]:
         """What the control calls can change, copied."""
         with self._lock:
             return copy.deepcopy({k: v for k, v in vars(self).items()
-                                  if k in ("swap", "paused", "ai_badge", "playout", "fallback",
+                                  if k in ("swap", "paused", "ai_badge", "mic", "playout",
+                                           "fallback",
                                            "library", "selected")})
 
     def set_swap(self, enabled: bool) -> None:
@@ -113,6 +117,12 @@ class InMemoryDaemon:
     def set_paused(self, paused: bool) -> None:
         with self._lock:
             self.paused = paused
+
+    def set_mic(self, enabled: bool) -> None:
+        with self._lock:
+            self.mic = MicStatus(state="running", device="FaceSwap Mic", input="default",
+                                 delay_ms=0.0, target_ms=0.0, av_offset_ms=None, detail="",
+                                 fix="") if enabled else None
 
     def set_ai_badge(self, enabled: bool) -> None:
         with self._lock:

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 python3 installers/bootstrap.py --dev
 
 # Some tests need system tools: the preview page a real headless browser, the tray a virtual X
-# display, the installers shellcheck, the autostart entry desktop-file-validate. Each of those
+# display, the installers shellcheck, the autostart entry desktop-file-validate, FaceSwap Mic a
+# sound server (a headless PulseAudio the tests start themselves). Each of those
 # tests skips without its tool, so install them where we may (CI runs as root on Debian), with
 # one `apt-get update` for all; elsewhere say what is missing and how to install it.
 packages=""
@@ -19,6 +20,7 @@ need chromedriver chromium-driver
 need Xvfb xvfb
 need shellcheck shellcheck
 need desktop-file-validate desktop-file-utils
+need pulseaudio pulseaudio
 if [ -n "$packages" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing$packages for the tests that need them"

@@ -38,6 +38,7 @@ from faceswap_cam.daemon.control.status import (
     DaemonState,
     DaemonStatus,
     EngineState,
+    MicState,
     Showing,
     StatusError,
     parse_status,
@@ -101,6 +102,8 @@ class DaemonClient(Protocol):
     def set_paused(self, paused: bool) -> dict[str, Any]: ...
 
     def set_ai_badge(self, enabled: bool) -> dict[str, Any]: ...
+
+    def set_mic(self, enabled: bool) -> dict[str, Any]: ...
 
     def shutdown(self) -> None: ...
 
@@ -465,6 +468,12 @@ class TrayController:
             reference_error = status.reference_error.strip()
             if reference_error:
                 lines += _wrapped(f"Reference refused: {reference_error}")
+            mic = status.mic
+            if mic is not None and mic.state in (MicState.NO_INPUT, MicState.NO_SERVER):
+                # The camera goes on; the voice is what the user must fix.
+                lines += _wrapped(f"Mic: {mic.detail or mic.state}")
+                if mic.fix:
+                    lines += _wrapped(f"Mic fix: {mic.fix}")
         if view.error:
             lines += _wrapped(f"Error: {view.error}")
         if view.fix:
@@ -487,7 +496,8 @@ class TrayController:
         status = view.status
         references = tuple((r.get("name"), r.get("selected")) for r in view.references)
         switches = (None if status is None
-                    else (status.swap, status.paused, status.ai_badge, status.preview_url))
+                    else (status.swap, status.paused, status.ai_badge, status.mic is not None,
+                          status.preview_url))
         return (tuple(self.status_lines()), references, switches, self.connected,
                 self._login_installed())
 
@@ -524,6 +534,9 @@ class TrayController:
                             enabled=connected))
         entries.append(item("Pause camera", self._action(self.toggle_pause),
                             checked=const(status is not None and status.paused),
+                            enabled=connected))
+        entries.append(item("FaceSwap Mic (voice in sync)", self._action(self.toggle_mic),
+                            checked=const(status is not None and status.mic is not None),
                             enabled=connected))
         entries.append(item('Mark camera "AI altered"', self._action(self.toggle_ai_badge),
                             checked=const(status is not None and status.ai_badge),
@@ -634,6 +647,11 @@ class TrayController:
     def toggle_pause(self) -> None:
         status = self._view.status
         self._get_client().set_paused(status is None or not status.paused)
+        self.refresh()
+
+    def toggle_mic(self) -> None:
+        status = self._view.status
+        self._get_client().set_mic(status is None or status.mic is None)
         self.refresh()
 
     def toggle_ai_badge(self) -> None:

@@ -191,6 +191,9 @@ class ControlClient:
     def set_paused(self, paused: bool) -> dict[str, Any]:
         return self._post_json("/pause", {"paused": paused})
 
+    def set_mic(self, enabled: bool) -> dict[str, Any]:
+        return self._post_json("/mic", {"enabled": enabled})
+
     def set_ai_badge(self, enabled: bool) -> dict[str, Any]:
         return self._post_json("/badge", {"enabled": enabled})
 

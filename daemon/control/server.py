@@ -136,6 +136,10 @@ class DaemonControl(Protocol):
 
     def set_paused(self, paused: bool) -> None: ...
 
+    def set_mic(self, enabled: bool) -> None:
+        """FaceSwap Mic on or off (the sound system's problems show in the status)."""
+        ...
+
     def set_ai_badge(self, enabled: bool) -> None:
         """Mark the virtual camera's swapped frames as AI-altered (a corner badge) or not."""
         ...
@@ -176,6 +180,11 @@ class SwapBody(BaseModel):
 class PauseBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     paused: StrictBool
+
+
+class MicBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: StrictBool
 
 
 class BadgeBody(BaseModel):
@@ -522,6 +531,11 @@ def create_api(
     @app.post("/fallback", response_model=DaemonStatus)
     def post_fallback(body: FallbackBody) -> JSONResponse:
         _calling("setting fallback", control.set_fallback, body.mode, value_error=422)
+        return _status(control)
+
+    @app.post("/mic", response_model=DaemonStatus)
+    def post_mic(body: MicBody) -> JSONResponse:
+        _calling("switching FaceSwap Mic", control.set_mic, body.enabled)
         return _status(control)
 
     @app.post("/badge", response_model=DaemonStatus)

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from faceswap_cam.daemon.config import Fallback, Playout
-from faceswap_cam.daemon.states import CaptureState, DaemonState, EngineState, Showing
+from faceswap_cam.daemon.states import CaptureState, DaemonState, EngineState, MicState, Showing
 
 __all__ = [
     "CaptureState",
@@ -35,6 +35,8 @@ __all__ = [
     "EngineState",
     "Fallback",
     "LiveStats",
+    "MicState",
+    "MicStatus",
     "OutputError",
     "Playout",
     "Showing",
@@ -112,6 +114,24 @@ class EngineHostStatus(_Report):
     fix: str
 
 
+class MicStatus(_Report):
+    """FaceSwap Mic (``--mic``): the user's microphone, late by the video's delay."""
+
+    state: MicState
+    #: The microphone to pick in the call app ("FaceSwap Mic", or the loopback driver's).
+    device: str | None
+    #: The real microphone it carries ("default": the system's).
+    input: str
+    #: The delay applied now, and the video delay it follows, in milliseconds.
+    delay_ms: float
+    target_ms: float
+    #: Voice minus video as the call gets them (positive: the voice is late); None while
+    #: no camera frame is shown.
+    av_offset_ms: Figure
+    detail: str
+    fix: str
+
+
 class OutputError(_Report):
     """An output that stopped (a recording on a full disk): what happened and what to do."""
 
@@ -145,6 +165,8 @@ class DaemonStatus(LiveStats):
     ai_badge: bool = False
     #: The engine preset asked for (quality, balanced, live); None: the settings as they are.
     preset: str | None = None
+    #: None while FaceSwap Mic is off.
+    mic: MicStatus | None = None
 
 
 class StatusError(ValueError):

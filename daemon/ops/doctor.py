@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from faceswap_cam.daemon.audio.backend import AudioBackend
 from faceswap_cam.daemon.capture.devices import CapsQuery
 from faceswap_cam.daemon.capture.source import split_spec
 from faceswap_cam.daemon.config import (
@@ -142,6 +143,8 @@ SettingsLoader = Callable[[Path | None], Settings]
 ClientFactory = Callable[[], StatusClient]
 ServiceProbe = Callable[[], ServiceState]
 VersionLookup = Callable[[str], str | None]
+#: The sound system FaceSwap Mic would use (daemon.audio.mic.default_backend).
+MicBackendFactory = Callable[[], AudioBackend]
 
 
 # --- the real probes ---------------------------------------------------------------------------
@@ -316,6 +319,7 @@ def run_checks(
     version_lookup: VersionLookup = package_version,
     python_version: tuple[int, int, int] | None = None,
     platform: str | None = None,
+    mic_backend: MicBackendFactory | None = None,
 ) -> list[Check]:
     """Run every check, in report order.
 
@@ -341,9 +345,51 @@ def run_checks(
     checks += _guarded("plan", lambda: _plan_checks(settings, gpu_probe))
     checks += _guarded("attention", lambda: [_attention_check(settings, gpu_probe)])
     checks += _guarded("weights", lambda: _weights_checks(settings))
+    checks += _guarded("mic", lambda: [_mic_check(settings, platform, mic_backend)])
     checks += _guarded("control API", lambda: [_control_check(control_client_factory)])
     checks += _guarded("service", lambda: [_service_check(service_probe)])
     return checks
+
+
+def _mic_check(settings: Settings, platform: str,
+               backend_factory: MicBackendFactory | None) -> Check:
+    """FaceSwap Mic: can the sound system carry it, which microphones there are, and (macOS,
+    Windows) which loopback driver to install and which microphone to pick in the call app.
+    Looks only: nothing is loaded into the sound server."""
+    from faceswap_cam.daemon.audio.backend import VIRTUAL_MIC_NAME, AudioDeviceError
+    from faceswap_cam.daemon.audio.portable import loopback_driver_advice
+
+    state = "off" if settings.mic == "off" else f"--mic {settings.mic}"
+    driver, pick = loopback_driver_advice(platform)
+    linux = platform.startswith("linux")
+    if backend_factory is None:
+        from faceswap_cam.daemon.audio.mic import default_backend
+
+        backend_factory = default_backend
+    # Off, a broken sound system is a note; asked for, it is what stands between the user
+    # and a voice in sync.
+    trouble = WARN if settings.mic == "off" else FAIL
+    try:
+        backend = backend_factory()
+        try:
+            inputs = backend.input_names()
+            device = VIRTUAL_MIC_NAME if linux else backend.ensure_virtual_mic()
+        finally:
+            backend.close()
+    except AudioDeviceError as exc:
+        fix = exc.fix if linux else f"install {driver}; then pick \"{pick}\" as the " \
+            "microphone in the call app"
+        return Check("mic", trouble, f"FaceSwap Mic ({state}) cannot run here: {exc}", fix)
+    listed = ", ".join(inputs) or "none"
+    if settings.mic not in ("off", "auto") and settings.mic not in inputs:
+        return Check("mic", FAIL, f"--mic {settings.mic}: no such microphone (microphones: "
+                     f"{listed})", "pick one of them: faceswap-cam run --mic NAME, or --mic auto")
+    detail = (f"FaceSwap Mic {state}; in the call app pick the microphone \"{device}\"; "
+              f"microphones: {listed}")
+    advice = None if settings.mic != "off" else \
+        "to keep your voice in sync with the swapped video: faceswap-cam run --mic auto " \
+        "(or the tray's FaceSwap Mic item)"
+    return Check("mic", PASS, detail, advice)
 
 
 def _guarded(name: str, run: Callable[[], list[Check]]) -> list[Check]:
@@ -687,7 +733,8 @@ def _gpu_check(settings: Settings, probe: GpuProbe) -> Check:
 
 def _plan_checks(settings: Settings, probe: GpuProbe) -> list[Check]:
     """The capacity plan of each preset on the local GPU (analytic FLOPs: no model built)."""
-    from faceswap_cam.models import plan
+    from faceswap_cam.models.plan.gpus import gpu_for_name, gpu_names
+    from faceswap_cam.models.plan.predict import DIT_MODEL_OF, preset_rows
 
     try:
         gpus = [g for g in probe() if g.device.startswith("cuda")]
@@ -695,17 +742,16 @@ def _plan_checks(settings: Settings, probe: GpuProbe) -> list[Check]:
         gpus = []
     if not gpus:
         return [Check("plan", WARN, "no CUDA GPU here, so no capacity plan for it",
-                      f"faceswap-cam plan --gpu NAME predicts one ({plan.gpu_names()})")]
-    gpu = plan.gpu_for_name(gpus[0].name)
+                      f"faceswap-cam plan --gpu NAME predicts one ({gpu_names()})")]
+    gpu = gpu_for_name(gpus[0].name)
     if gpu is None:
         return [Check("plan", WARN, f"{gpus[0].name} is not in the plan's GPU table",
-                      f"faceswap-cam plan --gpu NAME for a similar one ({plan.gpu_names()})")]
-    engines = ([settings.engine] if settings.engine in plan.DIT_MODEL_OF
-               else list(plan.DIT_MODEL_OF))
+                      f"faceswap-cam plan --gpu NAME for a similar one ({gpu_names()})")]
+    engines = [settings.engine] if settings.engine in DIT_MODEL_OF else list(DIT_MODEL_OF)
     checks = []
     for engine in engines:
-        for row in plan.preset_rows(gpu, engine, frame_size=settings.size,
-                                    quantize=settings.quantize.value, camera_fps=settings.fps):
+        for row in preset_rows(gpu, engine, frame_size=settings.size,
+                               quantize=settings.quantize.value, camera_fps=settings.fps):
             assumed = ", ASSUMED efficiency" if row.assumed_efficiency else ""
             detail = (f"{row.width}x{row.height} L={row.segment_frames} {row.steps} steps "
                       f"{row.quantize}: {row.fps:.1f} swapped fps (cadence {row.cadence}), "

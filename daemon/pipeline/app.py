@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from faceswap_cam.daemon import paths
+from faceswap_cam.daemon.audio.control import MicController
 from faceswap_cam.daemon.capture.source import create_source
 from faceswap_cam.daemon.capture.thread import WebcamCapture
 from faceswap_cam.daemon.config import Fallback, Playout, Settings
@@ -46,8 +47,11 @@ from faceswap_cam.daemon.references import ReferenceLibrary
 from faceswap_cam.daemon.single_instance import take_daemon_lock
 from faceswap_cam.daemon.states import CaptureState, Showing
 from faceswap_cam.daemon.stats import RateMeter, Samples, rounded
-from faceswap_cam.models import batching, plan
+from faceswap_cam.models import batching, defaults
 from faceswap_cam.models.engine import SwapEngine, create_engine
+from faceswap_cam.models.plan.engines import load_presets
+from faceswap_cam.models.plan.predict import DIT_MODEL_OF, predict_settings
+from faceswap_cam.models.presets import apply_preset
 from faceswap_cam.models.reference import ReferenceError, decode_reference
 
 logger = logging.getLogger(__name__)
@@ -153,14 +157,28 @@ def engine_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def _mic_report(mic: dict[str, Any] | None) -> report.MicStatus | None:
+    if mic is None:
+        return None
+    return report.MicStatus(
+        state=mic["state"], device=mic["device"], input=mic["input"],
+        delay_ms=mic["delay_ms"], target_ms=mic["target_ms"], av_offset_ms=mic["av_offset_ms"],
+        detail=mic["detail"] or "", fix=mic["fix"] or "")
+
+
 def planned_cadence(settings: Settings, engine: str) -> int:
     """The capacity plan's cadence for a model engine on this machine's GPU; 1 when there is
     no plan (stand-in engines, an unknown GPU, an engine host elsewhere)."""
-    if engine not in plan.DIT_MODEL_OF or settings.engine_url:
+    if engine not in DIT_MODEL_OF or settings.engine_url:
         return 1
-    timing = plan.predict_settings(
-        engine, steps=settings.steps, segment_frames=settings.segment_frames,
-        carry=settings.carry, size=settings.gen_size or batching.generation_size(settings.size),
+    # What the engine will run: its preset's values wherever the user gave none.
+    load_presets(engine)
+    options = apply_preset(engine_options(settings), engine)
+    size = settings.gen_size or batching.generation_size(
+        settings.size, int(options.get("gen_short_side") or defaults.GEN_SHORT_SIDE))
+    timing = predict_settings(
+        engine, steps=int(options["steps"]), segment_frames=int(options["segment_frames"]),
+        carry=int(options["carry"]), size=size,
         preset=settings.preset.value if settings.preset else None,
         quantize=settings.quantize.value, camera_fps=settings.fps)
     if timing is None:
@@ -248,6 +266,7 @@ class RealtimeFaceSwapApp:
         self.swap_enabled = settings.swap
         self.paused = False
         self.ai_badge = settings.ai_badge
+        self.mic = MicController(settings.mic, settings.mic_max_delay_s)
         # The passthrough engine would hand every frame through two more threads to return it
         # unchanged: skip the hop and show the camera directly (same pixels, less latency/CPU).
         self._identity_engine = self.engine_name == "passthrough"
@@ -319,6 +338,8 @@ class RealtimeFaceSwapApp:
             self.control_server.start()
             stack.callback(self.control_server.close)
             logger.info("control API at %s", self.control_server.url)
+        self.mic.start()
+        stack.callback(self.mic.close)
         self.capture.start()
         feeder = threading.Thread(target=self._feed, name="feeder", daemon=True)
         feeder.start()
@@ -401,6 +422,10 @@ class RealtimeFaceSwapApp:
             self._control.notify_all()
         logger.info("output %s", "paused" if paused else "resumed")
 
+    def set_mic(self, enabled: bool) -> None:
+        """FaceSwap Mic on or off while running; the sound system's state shows in status."""
+        self.mic.set_enabled(enabled)
+
     def set_ai_badge(self, enabled: bool) -> None:
         """Mark the virtual camera's swapped frames as AI-altered (a corner badge) or not."""
         from faceswap_cam.daemon.outputs.virtualcam import VirtualCameraSink
@@ -455,6 +480,7 @@ class RealtimeFaceSwapApp:
             engine_host=None if self.engine_host is None else self.engine_host.report(),
             ai_badge=self.ai_badge,
             preset=None if self.settings.preset is None else self.settings.preset.value,
+            mic=_mic_report(self.mic.status()),
         )
 
     def _use_selected_reference(self) -> None:
@@ -607,7 +633,9 @@ class RealtimeFaceSwapApp:
             if self._banner[0] is not pixels:
                 self._banner = (pixels, with_banner(pixels, "camera lost - reconnecting"))
             pixels = self._banner[1]
-        latency = None if choice.frame is None else (now_ns - choice.frame.captured_ns) / 1e6
+        age_ns = None if choice.frame is None else now_ns - choice.frame.captured_ns
+        self.mic.observe(now_ns, age_ns, choice.showing is Showing.SWAPPED)
+        latency = None if age_ns is None else age_ns / 1e6
         if latency is not None:
             self.latency_ms.add(latency)
         self._last_latency = latency

@@ -44,17 +44,35 @@ def _scheduler(folder: Path, shift: float | None) -> Any:
     return scheduler
 
 
-def load_components(folder: Path, dtype: Any, *, shift: float | None = None) -> dict[str, Any]:
-    """Every from-pretrained component of the pipeline, from ``folder``'s subfolders."""
+def transformer_quantization(kind: str, device: str) -> Any:
+    """diffusers' torchao config for the transformer's ``--quantize kind`` (the 14B DiT holds
+    nearly every weight and FLOP; the VAE and encoders stay as they are), checked for
+    ``device`` first: a :class:`~faceswap_cam.models.quantize.QuantizeError` says why fp8
+    cannot run here before minutes of loading. None for ``none``."""
+    if kind == "none":
+        return None
+    import diffusers
+
+    from faceswap_cam.models.quantize import torchao_config
+
+    lib: Any = diffusers
+    return lib.TorchAoConfig(torchao_config(kind, device))
+
+
+def load_components(folder: Path, dtype: Any, *, shift: float | None = None,
+                    quantization: Any = None) -> dict[str, Any]:
+    """Every from-pretrained component of the pipeline, from ``folder``'s subfolders;
+    ``quantization`` (:func:`transformer_quantization`) applies to the transformer."""
     import diffusers
     import transformers
 
     lib: Any = diffusers
     tlib: Any = transformers
     local = {"local_files_only": True}
+    quantized = {} if quantization is None else {"quantization_config": quantization}
     components = {
         "transformer": lib.WanAnimate2Transformer3DModel.from_pretrained(
-            str(folder / "transformer"), torch_dtype=dtype, **local),
+            str(folder / "transformer"), torch_dtype=dtype, **local, **quantized),
         "vae": lib.AutoencoderKLWan.from_pretrained(str(folder / "vae"), torch_dtype=dtype,
                                                     **local),
         "text_encoder": tlib.UMT5EncoderModel.from_pretrained(
@@ -71,8 +89,16 @@ def load_components(folder: Path, dtype: Any, *, shift: float | None = None) -> 
 
 
 def load_pipeline(model: str, variant: Wan2Variant, options: LoadOptions) -> Any:
-    """A ``WanAnimate2(Distilled)ModularPipeline`` from a local folder, placed as ``options``
-    say. LoRAs are not supported here yet (none is published for Wan-Animate-2)."""
+    """A ``WanAnimate2(Distilled)ModularPipeline`` from a local folder, placed and quantized as
+    ``options`` say. LoRAs and offload are refused (a ``ValueError`` saying what to use)."""
+    # Refused before minutes of loading, with what to do instead.
+    if options.loras:
+        raise ValueError("wan-animate-2 does not support --lora yet (none is published for "
+                         "Wan-Animate-2): drop the flag or use --engine wan-animate")
+    if options.offload != "none":
+        raise ValueError(f"wan-animate-2 does not support --offload {options.offload} yet: use "
+                         "--offload none (--quantize int8 halves the transformer's weights) "
+                         "or --engine wan-animate")
     name = WEIGHTS[variant]
     path = resolve_model_path(model, name)
     problems = weights.check_structure(name, path)
@@ -81,26 +107,38 @@ def load_pipeline(model: str, variant: Wan2Variant, options: LoadOptions) -> Any
             f"Wan-Animate-2 weights in {path} are incomplete:\n  "
             + "\n  ".join(f"{problem.path} {problem.detail}" for problem in problems)
             + f"\nFix: {weights.fix_command(name)}")
-    if options.loras:
-        raise ValueError("LoRAs are not supported by the wan-animate-2 engine")
     import torch
 
     device = pick_device(options.device)
     dtype = pick_dtype(options.dtype, device)
-    logger.info("loading Wan-Animate-2 (%s) from %s (%s, %s)", variant, path, device, dtype)
+    quantization = transformer_quantization(options.quantize, device)
+    logger.info("loading Wan-Animate-2 (%s) from %s (%s, %s, quantize %s)", variant, path,
+                device, dtype, options.quantize)
     pipe = _blocks(variant).init_pipeline()
-    pipe.update_components(**load_components(path, dtype, shift=options.shift))
+    pipe.update_components(**load_components(path, dtype, shift=options.shift,
+                                             quantization=quantization))
     if options.vae_fp32:
         pipe.vae.to(torch.float32)
     if options.attention_backend:
         # The generation self-attention always runs on flex; this sets every other one.
-        pipe.transformer.set_attention_backend(options.attention_backend)
+        pipe.transformer.set_attention_backend(attention_backend(options.attention_backend,
+                                                                 device))
     if options.vae_tiling:
         pipe.vae.enable_tiling()
-    if options.offload != "none":
-        raise ValueError("the wan-animate-2 engine has no --offload yet; use none")
     pipe.to(device)
     if options.compile:
         # Flex attention is only memory-efficient compiled: the blocks compile once.
         pipe.transformer.compile_repeated_blocks(fullgraph=True)
     return pipe
+
+
+def attention_backend(name: str, device: str) -> str:
+    """The diffusers backend for ``--attention-backend name``: ``auto`` is chosen for the device
+    (diffusers itself knows no ``auto``)."""
+    if name != "auto":
+        return name
+    from faceswap_cam.models.attention import choose_attention_backend
+
+    choice = choose_attention_backend(device)
+    logger.info("attention backend %s: %s", choice.name, choice.reason)
+    return choice.name

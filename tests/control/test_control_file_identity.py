@@ -1,4 +1,5 @@
-"""The CLI against a stale control file, the `badge` command, and messages the CLI words itself.
+"""The CLI against a stale control file, the `badge` and `mic` commands, and messages the CLI
+words itself.
 
 A control file outlives a daemon killed outright; by then another server may own its port. The
 client must check that the recorded process lives and that the server says it is our daemon,
@@ -165,6 +166,19 @@ def test_badge_command(daemon: tuple[InMemoryDaemon, ControlServer],
     assert main(["badge", "off"]) == 0
     assert fake.status().ai_badge is False
     assert ControlClient.from_token_file(timeout=5.0).status()["ai_badge"] is False
+
+
+def test_mic_command(daemon: tuple[InMemoryDaemon, ControlServer],
+                     capsys: pytest.CaptureFixture[str]) -> None:
+    fake, _ = daemon
+    assert main(["mic", "on"]) == 0
+    assert fake.status().mic is not None
+    assert 'pick "FaceSwap Mic" in the call app' in capsys.readouterr().out
+    assert main(["status"]) == 0
+    assert "mic        running" in capsys.readouterr().out
+    assert main(["mic", "off"]) == 0
+    assert fake.status().mic is None
+    assert "off (faceswap-cam mic on)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("action", ["use", "remove"])

@@ -98,6 +98,12 @@ class FakeClient:
         self.daemon.set_paused(paused)
         return self.daemon.status().model_dump(mode="json")
 
+    def set_mic(self, enabled: bool) -> dict[str, Any]:
+        self._check()
+        self.calls.append(("set_mic", enabled))
+        self.daemon.set_mic(enabled)
+        return self.daemon.status().model_dump(mode="json")
+
     def set_ai_badge(self, enabled: bool) -> dict[str, Any]:
         self._check()
         self.calls.append(("set_ai_badge", enabled))

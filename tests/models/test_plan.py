@@ -13,42 +13,66 @@ import pytest
 from faceswap_cam.daemon import cli
 from faceswap_cam.daemon.config import Settings
 from faceswap_cam.daemon.pipeline.app import planned_cadence
-from faceswap_cam.models import batching, plan
+from faceswap_cam.models import batching
+from faceswap_cam.models.plan import gpus as plan_gpus
+from faceswap_cam.models.plan import predict as plan_predict
+from faceswap_cam.models.plan import rows as plan_rows
+from faceswap_cam.models.plan.animate import (
+    ANIMATE_14B_PARAMS,
+    ANIMATE_14B_TRANSFORMER,
+    analytic_flops,
+    counted_dit_flops,
+)
+from faceswap_cam.models.plan.counter import counted_vae_flops
+from faceswap_cam.models.plan.engines import ENGINE_MODELS
+from faceswap_cam.models.plan.gpus import (
+    ASSUMED_EFFICIENCY,
+    GPUS,
+    Efficiency,
+    Gpu,
+    gpu_for_name,
+    load_efficiency,
+)
+from faceswap_cam.models.plan.meta_models import MetaModels, build_meta_models
+from faceswap_cam.models.plan.predict import predict_settings
+from faceswap_cam.models.plan.rows import build_plan
+from faceswap_cam.models.plan.timing import predict_timing
+from faceswap_cam.models.plan.work import IMAGE_TOKENS, TEXT_TOKENS, Params, Shape, Work
 from faceswap_cam.models.presets import Preset, PresetName
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-LIVE_SHAPE = plan.Shape(848, 480, 8, 9)
+LIVE_SHAPE = Shape(848, 480, 8, 9)
 
 
 @pytest.fixture(scope="module")
-def meta_models() -> plan.MetaModels:
-    return plan.build_meta_models()
+def meta_models() -> MetaModels:
+    return build_meta_models()
 
 
 def test_real_config_is_the_class_defaults_plus_the_checkpoint_override(
-        meta_models: plan.MetaModels) -> None:
+        meta_models: MetaModels) -> None:
     built = dict(meta_models.transformer.config)
-    for key, value in plan.ANIMATE_14B_TRANSFORMER.items():
+    for key, value in ANIMATE_14B_TRANSFORMER.items():
         assert built[key] == value, key
-    assert meta_models.params == plan.ANIMATE_14B_PARAMS
+    assert meta_models.params == ANIMATE_14B_PARAMS
 
 
 @pytest.mark.parametrize("steps", [4, 20])
 def test_plan_agrees_with_the_benchmarks_analytic_count_at_848x480_l9(
-        meta_models: plan.MetaModels, steps: int, monkeypatch: pytest.MonkeyPatch) -> None:
+        meta_models: MetaModels, steps: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The issue's check: plan figures for 848x480 L=9 at 4 and 20 steps within 10 % of the
     analytic count in benchmarks/gpu_engine.py (which imports it from the plan)."""
-    monkeypatch.setattr(plan, "build_meta_models", lambda engine="wan-animate": meta_models)
+    monkeypatch.setattr(plan_rows, "build_meta_models", lambda engine="wan-animate": meta_models)
     preset = Preset(PresetName.LIVE, "wan-animate", steps, 9, 1, 480, 1.0)
-    monkeypatch.setattr(plan, "load_presets", lambda engine: [preset])
-    rows = plan.build_plan(plan.GPUS["h100"], engines=["wan-animate"], sizes=[(848, 480)],
-                           segments=[9])
+    monkeypatch.setattr(plan_rows, "load_presets", lambda engine: [preset])
+    rows = build_plan(GPUS["h100"], engines=["wan-animate"], sizes=[(848, 480)],
+                      segments=[9])
     [row] = rows
     # benchmarks/gpu_engine.py's analytic count is this function (it imports it from here).
-    analytic = plan.analytic_flops(plan.ANIMATE_14B_TRANSFORMER, LIVE_SHAPE,
-                                   plan.TEXT_TOKENS, plan.IMAGE_TOKENS)
+    analytic = analytic_flops(ANIMATE_14B_TRANSFORMER, LIVE_SHAPE,
+                              TEXT_TOKENS, IMAGE_TOKENS)
     per_new_frame = steps * analytic / 8 / 1e12
     assert row.flops_source == "FlopCounterMode"
     assert row.tflop_per_new_frame == pytest.approx(per_new_frame, rel=0.10)
@@ -65,78 +89,78 @@ def test_extrapolated_counts_equal_a_full_count_on_a_reduced_config() -> None:
             num_attention_heads=2, attention_head_dim=32, ffn_dim=96, num_layers=15,
             added_kv_proj_dim=64).to(torch.bfloat16)
         vae = diffusers.AutoencoderKLWan(base_dim=16).to(torch.bfloat16)
-    models = plan.MetaModels(transformer, vae, plan.Params(0, 0, 0, 0))
-    shape = plan.Shape(64, 64, 12, 13)
+    models = MetaModels(transformer, vae, Params(0, 0, 0, 0))
+    shape = Shape(64, 64, 12, 13)
     work = models.work(shape)
     assert len(transformer.blocks) == 15  # put back after counting
-    assert (work.dit_flops, work.dit_linear_flops) == plan.counted_dit_flops(transformer, shape)
+    assert (work.dit_flops, work.dit_linear_flops) == counted_dit_flops(transformer, shape)
     assert 0 < work.dit_linear_flops < work.dit_flops
-    assert work.vae_flops == plan.counted_vae_flops(vae, shape)
+    assert work.vae_flops == counted_vae_flops(vae, shape)
 
 
 def test_gpu_names_resolve_to_the_table() -> None:
-    assert {"h100", "h200", "a100", "l40s", "rtx4090", "rtx5090"} <= set(plan.GPUS)
-    assert plan.gpu_for_name("NVIDIA H100 80GB HBM3").key == "h100"  # type: ignore[union-attr]
-    assert plan.gpu_for_name("NVIDIA H100 PCIe").key == "h100-pcie"  # type: ignore[union-attr]
-    assert plan.gpu_for_name("NVIDIA H200").key == "h200"  # type: ignore[union-attr]
-    assert plan.gpu_for_name("NVIDIA A100-SXM4-80GB").key == "a100"  # type: ignore[union-attr]
-    assert plan.gpu_for_name("NVIDIA GeForce RTX 4090").key == "rtx4090"  # type: ignore[union-attr]
-    assert plan.gpu_for_name("RTX5090").key == "rtx5090"  # type: ignore[union-attr]
-    assert plan.gpu_for_name("Tesla T4") is None
-    assert plan.GPUS["a100"].fp8_tflops is None
+    assert {"h100", "h200", "a100", "l40s", "rtx4090", "rtx5090"} <= set(GPUS)
+    assert gpu_for_name("NVIDIA H100 80GB HBM3").key == "h100"  # type: ignore[union-attr]
+    assert gpu_for_name("NVIDIA H100 PCIe").key == "h100-pcie"  # type: ignore[union-attr]
+    assert gpu_for_name("NVIDIA H200").key == "h200"  # type: ignore[union-attr]
+    assert gpu_for_name("NVIDIA A100-SXM4-80GB").key == "a100"  # type: ignore[union-attr]
+    assert gpu_for_name("NVIDIA GeForce RTX 4090").key == "rtx4090"  # type: ignore[union-attr]
+    assert gpu_for_name("RTX5090").key == "rtx5090"  # type: ignore[union-attr]
+    assert gpu_for_name("Tesla T4") is None
+    assert GPUS["a100"].fp8_tflops is None
 
 
 def test_efficiency_is_assumed_until_measured(tmp_path: Path) -> None:
-    gpu = plan.GPUS["h100"]
-    assumed = plan.load_efficiency(gpu, tmp_path / "missing.json")
-    assert assumed.assumed and assumed.dit == plan.ASSUMED_EFFICIENCY
+    gpu = GPUS["h100"]
+    assumed = load_efficiency(gpu, tmp_path / "missing.json")
+    assert assumed.assumed and assumed.dit == ASSUMED_EFFICIENCY
     assert "ASSUMED" in assumed.source
     measured_file = tmp_path / "gpu_efficiency.json"
     measured_file.write_text(json.dumps({"by_gpu": {"h100": {
         "device": "NVIDIA H100 80GB HBM3", "dit_efficiency": 0.6, "vae_efficiency": 0.3}}}))
-    measured = plan.load_efficiency(gpu, measured_file)
+    measured = load_efficiency(gpu, measured_file)
     assert not measured.assumed and measured.dit == 0.6 and measured.vae == 0.3
-    elsewhere = plan.load_efficiency(plan.GPUS["l40s"], measured_file)
+    elsewhere = load_efficiency(GPUS["l40s"], measured_file)
     assert not elsewhere.assumed and "not l40s" in elsewhere.source
 
 
 def test_timing_follows_the_stated_formulas() -> None:
-    gpu = plan.Gpu("test", "test", 100.0, 200.0, 80, ())
-    efficiency = plan.Efficiency(0.5, 0.25, True, "assumed")
-    work = plan.Work(dit_flops=100 * 10**12, dit_linear_flops=80 * 10**12,
-                     vae_flops=25 * 10**12, source="test")
-    timing = plan.predict_timing(work, steps=4, guidance_scale=1.0, segment=9, carry=1,
-                                 gpu=gpu, efficiency=efficiency, camera_fps=30.0)
+    gpu = Gpu("test", "test", 100.0, 200.0, 80, ())
+    efficiency = Efficiency(0.5, 0.25, True, "assumed")
+    work = Work(dit_flops=100 * 10**12, dit_linear_flops=80 * 10**12,
+                vae_flops=25 * 10**12, source="test")
+    timing = predict_timing(work, steps=4, guidance_scale=1.0, segment=9, carry=1,
+                            gpu=gpu, efficiency=efficiency, camera_fps=30.0)
     assert timing.dit_s == pytest.approx(4 * 100 / 50)  # 4 forwards at 50 TFLOP/s
     assert timing.vae_s == pytest.approx(25 / 25)
     assert timing.batch_s == pytest.approx(9.0)
     assert timing.cadence == batching.cadence_for(9.0 / 8, 30.0) == 30  # capped
     assert timing.fps == pytest.approx(8 / 9.0)  # the engine's rate below camera / k
     assert timing.latency_s == pytest.approx(8 * 30 / 30 + 9.0 + 1 / 30)
-    cfg = plan.predict_timing(work, steps=4, guidance_scale=3.0, segment=9, carry=1, gpu=gpu,
-                              efficiency=efficiency)
+    cfg = predict_timing(work, steps=4, guidance_scale=3.0, segment=9, carry=1, gpu=gpu,
+                         efficiency=efficiency)
     assert cfg.dit_s == pytest.approx(2 * timing.dit_s)
-    fp8 = plan.predict_timing(work, steps=4, guidance_scale=1.0, segment=9, carry=1, gpu=gpu,
-                              efficiency=efficiency, quantize="fp8")
+    fp8 = predict_timing(work, steps=4, guidance_scale=1.0, segment=9, carry=1, gpu=gpu,
+                         efficiency=efficiency, quantize="fp8")
     assert fp8.dit_s == pytest.approx(4 * (80 / 100 + 20 / 50))  # linear layers at 2x
-    two = plan.predict_timing(work, steps=4, guidance_scale=1.0, segment=9, carry=1, gpu=gpu,
-                              efficiency=efficiency, gpus=2, scaling_efficiency=0.8)
+    two = predict_timing(work, steps=4, guidance_scale=1.0, segment=9, carry=1, gpu=gpu,
+                         efficiency=efficiency, gpus=2, scaling_efficiency=0.8)
     assert two.dit_s == pytest.approx(timing.dit_s / 1.6) and two.vae_s == timing.vae_s
 
 
 def _analytic_models(monkeypatch: pytest.MonkeyPatch) -> None:
     class Stub:
         def __init__(self, engine: str) -> None:
-            self.model = plan.ENGINE_MODELS[engine]
+            self.model = ENGINE_MODELS[engine]
             self.params = self.model.params
 
-        def work(self, shape: plan.Shape) -> plan.Work:
+        def work(self, shape: Shape) -> Work:
             return self.model.analytic_work(shape)
 
         def share_vae(self, other: object) -> None:
             pass
 
-    monkeypatch.setattr(plan, "build_meta_models", Stub)
+    monkeypatch.setattr(plan_rows, "build_meta_models", Stub)
 
 
 def test_plan_json_has_a_row_per_preset_and_size(
@@ -174,15 +198,15 @@ def test_plan_text_labels_assumptions_and_unknown_gpus_are_refused(
 
 
 def test_daemon_starting_cadence_comes_from_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(plan, "local_gpu_name", lambda **_: "NVIDIA H100 80GB HBM3")
-    monkeypatch.setattr(plan, "EFFICIENCY_FILE", Path("/nonexistent/gpu_efficiency.json"))
+    monkeypatch.setattr(plan_predict, "local_gpu_name", lambda **_: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(plan_gpus, "EFFICIENCY_FILE", Path("/nonexistent/gpu_efficiency.json"))
     settings = Settings(steps=4, segment_frames=9, carry=1)
-    expected = plan.predict_settings("wan-animate", steps=4, segment_frames=9, carry=1,
-                                     size=(848, 480))
+    expected = predict_settings("wan-animate", steps=4, segment_frames=9, carry=1,
+                                size=(848, 480))
     assert expected is not None and expected.cadence > 1
     assert planned_cadence(settings, "wan-animate") == expected.cadence
     assert planned_cadence(settings, "debug") == 1
     assert planned_cadence(settings.model_copy(update={"engine_url": "ws://x"}),
                            "wan-animate") == 1
-    monkeypatch.setattr(plan, "local_gpu_name", lambda **_: None)
+    monkeypatch.setattr(plan_predict, "local_gpu_name", lambda **_: None)
     assert planned_cadence(settings, "wan-animate") == 1

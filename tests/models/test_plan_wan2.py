@@ -16,7 +16,27 @@ from faceswap_cam.daemon import cli
 from faceswap_cam.daemon.config import Settings
 from faceswap_cam.daemon.ops.doctor import GpuInfo, _plan_checks
 from faceswap_cam.daemon.pipeline.app import planned_cadence
-from faceswap_cam.models import plan
+from faceswap_cam.models.plan import gpus as plan_gpus
+from faceswap_cam.models.plan import predict as plan_predict
+from faceswap_cam.models.plan import rows as plan_rows
+from faceswap_cam.models.plan.animate2 import (
+    ANIMATE_2_14B_PARAMS,
+    ANIMATE_2_14B_TRANSFORMER,
+    FrameMask,
+    analytic_animate_2,
+    analytic_animate_2_work,
+    animate_2_inputs,
+    counted_animate_2_flops,
+    frame_mask_attention,
+)
+from faceswap_cam.models.plan.engines import ENGINE_MODELS
+from faceswap_cam.models.plan.gpus import GPUS, load_efficiency
+from faceswap_cam.models.plan.meta_models import Animate2MetaModels, MetaModels, build_meta_models
+from faceswap_cam.models.plan.predict import predict_settings, preset_rows
+from faceswap_cam.models.plan.report import rows_json
+from faceswap_cam.models.plan.rows import build_plan
+from faceswap_cam.models.plan.timing import predict_timing
+from faceswap_cam.models.plan.work import Params, Shape, Work
 from faceswap_cam.models.presets import PresetName
 
 torch = pytest.importorskip("torch")
@@ -37,14 +57,14 @@ def tiny() -> Any:
 
 
 @pytest.fixture(scope="module")
-def meta_models() -> plan.MetaModels:
-    return plan.build_meta_models(ENGINE)
+def meta_models() -> MetaModels:
+    return build_meta_models(ENGINE)
 
 
-def _segment(transformer: Any, shape: plan.Shape, **uncond: Any) -> Any:
+def _segment(transformer: Any, shape: Shape, **uncond: Any) -> Any:
     """One segment's reference pass and one denoising forward over its cache."""
     torch.manual_seed(0)
-    extract, denoise = plan.animate_2_inputs(
+    extract, denoise = animate_2_inputs(
         transformer.config, shape, device="cpu", dtype=torch.float32,
         image_tokens=TINY_IMAGE_TOKENS)
     with torch.no_grad():
@@ -59,24 +79,24 @@ def test_frame_mask_is_the_models_own_block_mask(
     # torch.compile (the mask, flex attention) draws tqdm bars: no monitor thread to outlive us.
     monkeypatch.setattr(importlib.import_module("tqdm").tqdm, "monitor_interval", 0)
     module: Any = importlib.import_module(type(tiny).__module__)
-    shape = plan.Shape(48, 64, 8, 9)  # 3 latent frames of 4 x 3 tokens: the mask is not dense
+    shape = Shape(48, 64, 8, 9)  # 3 latent frames of 4 x 3 tokens: the mask is not dense
     own = _segment(tiny, shape)
     dispatch = module.dispatch_attention_fn
-    with plan.frame_mask_attention(tiny):
+    with frame_mask_attention(tiny):
         counted = _segment(tiny, shape)
     torch.testing.assert_close(counted, own, rtol=1e-4, atol=1e-5)
     # Put back: the model's own mask cache and attention again.
     assert module.dispatch_attention_fn is dispatch and "create_mask" not in vars(tiny)
-    assert all(not isinstance(m, plan.FrameMask) for m in tiny.block_masks.values())
+    assert all(not isinstance(m, FrameMask) for m in tiny.block_masks.values())
 
 
 def test_counted_segment_equals_the_analytic_count_on_the_tiny_model(tiny: Any) -> None:
     # 2 latent frames of 24 x 24 tokens: attention outweighs the tiny model's fixed 1280-wide
     # image projection.
-    shape = plan.Shape(384, 384, 4, 5)
-    counted = plan.counted_animate_2_flops(tiny, shape, image_tokens=TINY_IMAGE_TOKENS,
-                                           uncond=True)
-    analytic = plan.analytic_animate_2(dict(tiny.config), shape, TINY_IMAGE_TOKENS)
+    shape = Shape(384, 384, 4, 5)
+    counted = counted_animate_2_flops(tiny, shape, image_tokens=TINY_IMAGE_TOKENS,
+                                      uncond=True)
+    analytic = analytic_animate_2(dict(tiny.config), shape, TINY_IMAGE_TOKENS)
     for name in ("extract", "cond", "uncond"):
         assert counted[name][0] == pytest.approx(analytic[name][0], rel=0.02), name
     # The attention over the cached reference K/V (each of 2 frames' 576 queries to its
@@ -86,10 +106,10 @@ def test_counted_segment_equals_the_analytic_count_on_the_tiny_model(tiny: Any) 
     cached = layers * 4 * d * 2 * 576 * 576
     assert cached > 0.1 * counted["cond"][0]
     # And so is the reference pass in a segment of the distilled checkpoint's 10 steps.
-    work = plan.Work(*counted["cond"], 0, "FlopCounterMode", *counted["uncond"],
-                     *counted["extract"])
-    expected = plan.Work(analytic["cond"][0], 0, 0, "analytic", analytic["uncond"][0], 0,
-                         analytic["extract"][0], 0)
+    work = Work(*counted["cond"], 0, "FlopCounterMode", *counted["uncond"],
+                *counted["extract"])
+    expected = Work(analytic["cond"][0], 0, 0, "analytic", analytic["uncond"][0], 0,
+                    analytic["extract"][0], 0)
     segment = work.dit_per_batch(10, cfg=False)[0]
     assert segment == pytest.approx(expected.dit_per_batch(10, cfg=False)[0], rel=0.02)
     assert counted["extract"][0] > 0.05 * segment / 10
@@ -105,37 +125,37 @@ def test_extrapolated_counts_equal_a_full_count_on_a_reduced_config() -> None:
             dim=64, num_heads=2, ffn_dim=96, num_layers=11, text_len=32, freq_dim=32,
             text_dim=48).to(torch.bfloat16)
         vae = diffusers.AutoencoderKLWan(base_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1)
-    models = plan.Animate2MetaModels(transformer, vae.to(torch.bfloat16),
-                                     plan.Params(0, 0, 0, 0))
-    shape = plan.Shape(64, 48, 8, 9)
+    models = Animate2MetaModels(transformer, vae.to(torch.bfloat16),
+                                Params(0, 0, 0, 0))
+    shape = Shape(64, 48, 8, 9)
     work = models.work(shape)
     assert len(transformer.blocks) == 11  # put back after counting
-    full = plan.counted_animate_2_flops(transformer, shape, uncond=True)
+    full = counted_animate_2_flops(transformer, shape, uncond=True)
     assert (work.dit_flops, work.dit_linear_flops) == full["cond"]
     assert (work.uncond_flops, work.uncond_linear_flops) == full["uncond"]
     assert (work.batch_flops, work.batch_linear_flops) == full["extract"]
     assert work.uncond_flops is not None and work.uncond_flops < work.dit_flops
 
 
-def test_real_config_is_the_class_defaults(meta_models: plan.MetaModels) -> None:
+def test_real_config_is_the_class_defaults(meta_models: MetaModels) -> None:
     built = dict(meta_models.transformer.config)
-    for key, value in plan.ANIMATE_2_14B_TRANSFORMER.items():
+    for key, value in ANIMATE_2_14B_TRANSFORMER.items():
         assert built[key] == value, key
-    assert meta_models.params == plan.ANIMATE_2_14B_PARAMS
+    assert meta_models.params == ANIMATE_2_14B_PARAMS
 
 
 def test_real_size_rows_for_each_preset_size_and_length(
-        meta_models: plan.MetaModels, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(plan, "build_meta_models", lambda engine: meta_models)
-    rows = plan.build_plan(plan.GPUS["h100"], engines=[ENGINE],
-                           efficiency_file=tmp_path / "none.json")
+        meta_models: MetaModels, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(plan_rows, "build_meta_models", lambda engine: meta_models)
+    rows = build_plan(GPUS["h100"], engines=[ENGINE],
+                      efficiency_file=tmp_path / "none.json")
     by_key = {(r.preset, r.width, r.height, r.segment_frames): r for r in rows}
     assert set(by_key) == {(preset, w, h, length) for preset in ("quality", "balanced", "live")
                            for w, h in ((848, 480), (1280, 720)) for length in (5, 9, 17)}
-    assert all(set(row) >= REQUIRED for row in json.loads(plan.rows_json(rows)))
+    assert all(set(row) >= REQUIRED for row in json.loads(rows_json(rows)))
     for row in rows:
-        shape = plan.Shape(row.width, row.height, row.segment_frames - 1, row.segment_frames)
-        analytic = plan.analytic_animate_2_work(shape)
+        shape = Shape(row.width, row.height, row.segment_frames - 1, row.segment_frames)
+        analytic = analytic_animate_2_work(shape)
         cfg = row.preset == "quality"
         assert (row.steps, row.forwards_per_step) == {"quality": (40, 2), "balanced": (10, 1),
                                                       "live": (4, 1)}[row.preset]
@@ -149,7 +169,7 @@ def test_real_size_rows_for_each_preset_size_and_length(
     # CFG: the quality preset's batch is two forwards a step (the second a block short), the
     # distilled presets' one; every batch adds the reference pass.
     quality, balanced = by_key["quality", 848, 480, 9], by_key["balanced", 848, 480, 9]
-    work = meta_models.work(plan.Shape(848, 480, 8, 9))
+    work = meta_models.work(Shape(848, 480, 8, 9))
     assert work.uncond_flops is not None
     assert 0.97 * work.dit_flops < work.uncond_flops < work.dit_flops
     assert quality.dit_tflop_per_batch == pytest.approx(
@@ -166,19 +186,19 @@ def test_real_size_rows_for_each_preset_size_and_length(
 def _analytic_models(monkeypatch: pytest.MonkeyPatch) -> None:
     class Stub:
         def __init__(self, engine: str) -> None:
-            self.model = plan.ENGINE_MODELS[engine]
+            self.model = ENGINE_MODELS[engine]
             self.params = self.model.params
 
-        def work(self, shape: plan.Shape) -> plan.Work:
+        def work(self, shape: Shape) -> Work:
             return self.model.analytic_work(shape)
 
         def share_vae(self, other: object) -> None:
             pass
 
-    monkeypatch.setattr(plan, "build_meta_models", Stub)
+    monkeypatch.setattr(plan_rows, "build_meta_models", Stub)
 
 
-def test_plan_json_has_wan_animate_2_rows_unquantized(
+def test_plan_json_has_wan_animate_2_rows_quantized_as_asked(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         tmp_path: Path) -> None:
     _analytic_models(monkeypatch)
@@ -189,25 +209,26 @@ def test_plan_json_has_wan_animate_2_rows_unquantized(
     assert {(r["preset"], r["width"], r["segment_frames"]) for r in rows} == {
         (p, w, length) for p in ("quality", "balanced", "live") for w in (848, 1280)
         for length in (5, 9, 17)}
-    # The engine loads its transformer unquantized whatever --quantize says.
-    assert {r["quantize"] for r in rows} == {"none"}
+    # The engine quantizes its transformer as asked: the linear layers' weights in one byte.
+    assert {r["quantize"] for r in rows} == {"fp8"}
+    assert all(16 < r["weights_gb"] < 20 for r in rows)
 
 
 def test_doctor_and_the_daemon_cadence_use_wan_animate_2s_own_count(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     missing = tmp_path / "none.json"
-    monkeypatch.setattr(plan, "EFFICIENCY_FILE", missing)
-    monkeypatch.setattr(plan, "local_gpu_name", lambda **_: "NVIDIA H100 80GB HBM3")
-    shape = plan.Shape(848, 480, 8, 9)
-    expected = plan.predict_settings(ENGINE, steps=10, segment_frames=9, carry=1,
-                                     size=(848, 480), preset="balanced")
+    monkeypatch.setattr(plan_gpus, "EFFICIENCY_FILE", missing)
+    monkeypatch.setattr(plan_predict, "local_gpu_name", lambda **_: "NVIDIA H100 80GB HBM3")
+    shape = Shape(848, 480, 8, 9)
+    expected = predict_settings(ENGINE, steps=10, segment_frames=9, carry=1,
+                                size=(848, 480), preset="balanced")
     assert expected is not None
-    own = plan.predict_timing(plan.analytic_animate_2_work(shape), steps=10,
-                              guidance_scale=1.0, segment=9, carry=1, gpu=plan.GPUS["h100"],
-                              efficiency=plan.load_efficiency(plan.GPUS["h100"], missing))
+    own = predict_timing(analytic_animate_2_work(shape), steps=10,
+                         guidance_scale=1.0, segment=9, carry=1, gpu=GPUS["h100"],
+                         efficiency=load_efficiency(GPUS["h100"], missing))
     assert expected == own
-    animate = plan.predict_settings("wan-animate", steps=10, segment_frames=9, carry=1,
-                                    size=(848, 480))
+    animate = predict_settings("wan-animate", steps=10, segment_frames=9, carry=1,
+                               size=(848, 480))
     assert animate is not None and animate.batch_s != expected.batch_s
     settings = Settings(engine=ENGINE, preset=PresetName.BALANCED, steps=10, segment_frames=9,
                         carry=1, size=(1280, 720))
@@ -217,7 +238,7 @@ def test_doctor_and_the_daemon_cadence_use_wan_animate_2s_own_count(
                                                      80 * 2**30)])
     assert [c.name for c in checks] == [f"plan {ENGINE} {p}"
                                         for p in ("quality", "balanced", "live")]
-    balanced = next(r for r in plan.preset_rows(plan.GPUS["h100"], ENGINE, frame_size=(1280, 720))
+    balanced = next(r for r in preset_rows(GPUS["h100"], ENGINE, frame_size=(1280, 720))
                     if r.preset == "balanced")
     assert balanced.flops_source == "analytic" and balanced.batch_s == pytest.approx(own.batch_s)
     assert "848x480 L=9 10 steps" in checks[1].detail

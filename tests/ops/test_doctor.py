@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import pyvirtualcam.camera
 
+from faceswap_cam.daemon.audio.backend import AudioDeviceError
 from faceswap_cam.daemon.config import Settings
 from faceswap_cam.daemon.control.client import ControlError
 from faceswap_cam.daemon.ops import doctor
@@ -67,6 +68,29 @@ class FakeClient:
         return self._status
 
 
+class FakeSoundSystem:
+    """The sound system at its boundary: the microphones it lists, or its failure."""
+
+    name = "fake"
+
+    def __init__(self, microphones: list[str] | AudioDeviceError,
+                 loopback: str = "BlackHole 2ch") -> None:
+        self._microphones = microphones
+        self._loopback = loopback
+        self.closed = False
+
+    def input_names(self) -> list[str]:
+        if isinstance(self._microphones, AudioDeviceError):
+            raise self._microphones
+        return list(self._microphones)
+
+    def ensure_virtual_mic(self) -> str:
+        return self._loopback
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class FakeMachine:
     """A Linux box in a folder: sysfs, /proc, and what each probe answers."""
 
@@ -86,6 +110,8 @@ class FakeMachine:
         self.gpus: list[GpuInfo] | None = [GpuInfo("cuda:0", "NVIDIA H100 80GB HBM3", 80 * GIB)]
         self.client: FakeClient | Exception = FakeClient(status_document(engine="wan-animate"))
         self.service: ServiceState | Exception = ServiceState(True, True, "active: active")
+        #: The sound system FaceSwap Mic would use: its microphones, or why it cannot run.
+        self.microphones: list[str] | AudioDeviceError = ["alsa_input.usb-mic"]
 
     def add_loopback(self, number: int, label: str, exclusive_caps: str | None = "Y") -> None:
         self._add_node(self.loopback_root / f"video{number}", label)
@@ -138,8 +164,12 @@ class FakeMachine:
             raise self.service
         return self.service
 
+    def mic_backend(self) -> FakeSoundSystem:
+        return FakeSoundSystem(self.microphones)
+
     def run(self, **overrides: Any) -> list[Check]:
         options: dict[str, Any] = {
+            "mic_backend": self.mic_backend,
             "video4linux_root": self.class_root,
             "loopback_parameters": self.parameters, "proc_root": self.proc,
             "query": self.query, "open_camera": self.open_camera, "gpu_probe": self.gpu_probe,
@@ -780,3 +810,48 @@ def test_plan_without_a_gpu_says_so(machine: FakeMachine) -> None:
     plan_check = find(machine.run(), "plan")
     assert plan_check.status == "WARN" and "no CUDA GPU" in plan_check.detail
     assert plan_check.fix is not None and "faceswap-cam plan --gpu" in plan_check.fix
+
+
+# --- FaceSwap Mic ---------------------------------------------------------------------------
+
+
+def settings_with_mic(mic: str) -> Any:
+    return lambda _path: Settings(mic=mic)
+
+
+def test_the_mic_check_says_what_to_pick_in_the_call_app_and_how_to_turn_it_on(
+        machine: FakeMachine) -> None:
+    check = find(machine.run(), "mic")
+    assert check.status == doctor.PASS
+    assert '"FaceSwap Mic"' in check.detail and "alsa_input.usb-mic" in check.detail
+    assert check.fix is not None and "--mic auto" in check.fix  # it is off by default
+
+
+def test_a_missing_sound_server_fails_the_mic_check_only_when_the_mic_is_asked_for(
+        machine: FakeMachine) -> None:
+    machine.microphones = AudioDeviceError("no sound server",
+                                           fix="systemctl --user start pipewire-pulse")
+    off = find(machine.run(), "mic")
+    assert off.status == doctor.WARN and off.fix == "systemctl --user start pipewire-pulse"
+    asked = find(machine.run(settings_loader=settings_with_mic("auto")), "mic")
+    assert asked.status == doctor.FAIL and "no sound server" in asked.detail
+
+
+def test_a_microphone_that_is_not_there_is_named_with_the_ones_that_are(
+        machine: FakeMachine) -> None:
+    check = find(machine.run(settings_loader=settings_with_mic("headset")), "mic")
+    assert check.status == doctor.FAIL
+    assert "headset" in check.detail and "alsa_input.usb-mic" in check.detail
+    assert check.fix is not None and "--mic NAME" in check.fix
+
+
+def test_on_macos_the_mic_check_names_the_loopback_driver(machine: FakeMachine) -> None:
+    found = find(machine.run(platform="darwin", settings_loader=settings_with_mic("auto")),
+                 "mic")
+    assert found.status == doctor.PASS and '"BlackHole 2ch"' in found.detail
+    machine.microphones = AudioDeviceError("BlackHole is not installed", fix="")
+    missing = find(machine.run(platform="darwin", settings_loader=settings_with_mic("auto")),
+                   "mic")
+    assert missing.status == doctor.FAIL
+    assert missing.fix is not None and "brew install blackhole-2ch" in missing.fix
+    assert '"BlackHole 2ch"' in missing.fix  # the microphone to pick afterwards

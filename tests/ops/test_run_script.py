@@ -17,7 +17,8 @@ RUN_SH = Path(__file__).resolve().parents[2] / "tests" / "run.sh"
 
 #: The tools whose tests skip without them, and the Debian package of each.
 TOOLS = {"chromium": "chromium", "chromedriver": "chromium-driver", "Xvfb": "xvfb",
-         "shellcheck": "shellcheck", "desktop-file-validate": "desktop-file-utils"}
+         "shellcheck": "shellcheck", "desktop-file-validate": "desktop-file-utils",
+         "pulseaudio": "pulseaudio"}
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="run.sh is the Linux CI's script")
@@ -82,7 +83,7 @@ def test_as_root_installs_only_what_is_missing(tmp_path: Path) -> None:
     installs = [call for call in _apt_calls(log) if call[0] == "install"]
     assert len(installs) == 1
     packages = {word for word in installs[0] if not word.startswith("-")} - {"install"}
-    assert packages == {"xvfb", "desktop-file-utils"}
+    assert packages == {"xvfb", "desktop-file-utils", "pulseaudio"}
 
 
 def test_nothing_is_installed_when_every_tool_is_there(tmp_path: Path) -> None:

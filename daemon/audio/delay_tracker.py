@@ -1,0 +1,168 @@
+"""How late the FaceSwap Mic should be: the age of the video the camera shows, smoothed.
+
+The publisher thread reports every frame it publishes (``observe``, 30 times a second); the
+mic thread asks for the delay to apply (``target_delay_s``, every 10 ms block). The answer is
+steadier than the video so that the delay line is not re-faded constantly:
+
+* swapped frames: the median age of the last 0.5 s of them (one late batch does not count),
+  moved only when it differs by more than the 20 ms deadband;
+* passthrough frames (the live camera, shown when no swapped frame is due): the delay drops to
+  their age (near zero) only after passthrough lasted 1 s, because the gap between two batches
+  must not make the audio skip back and forth;
+* swapped frames after passthrough: the delay rises to their age after 3 of them in a row.
+
+Cards with no camera frame behind them (``age_ns is None``) change nothing. Times are
+``time.monotonic_ns()``; every method takes ``now_ns`` so tests need no sleeps. Thread-safe,
+one short lock; each call is O(1) (the windows are bounded: at most 256 frames each).
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections import deque
+from typing import Any
+
+WINDOW_S = 0.5
+DEADBAND_S = 0.02
+PASSTHROUGH_HOLD_S = 1.0
+RISE_FRAMES = 3
+#: Bound on each window whatever the frame rate (0.5 s at 30 fps is 15 frames).
+MAX_WINDOW_FRAMES = 256
+
+_SWAPPED = "swapped"
+_PASSTHROUGH = "passthrough"
+_NONE = "none"
+
+
+class _AgeWindow:
+    """The ages of the last ``WINDOW_S`` of one kind of frame, and their median."""
+
+    def __init__(self, window_ns: int) -> None:
+        self._window_ns = window_ns
+        self._frames: deque[tuple[int, int]] = deque(maxlen=MAX_WINDOW_FRAMES)
+        self.median_ns: float | None = None
+
+    def add(self, now_ns: int, age_ns: int) -> None:
+        frames = self._frames
+        frames.append((now_ns, age_ns))
+        # Relative to the newest frame of this kind, so the window keeps the last ages seen
+        # while the other kind is shown.
+        while now_ns - frames[0][0] > self._window_ns:
+            frames.popleft()
+        self.median_ns = statistics.median(age for _, age in frames)
+
+
+class AudioDelayTracker:
+    def __init__(
+        self,
+        max_delay_s: float = 8.0,
+        *,
+        window_s: float = WINDOW_S,
+        deadband_s: float = DEADBAND_S,
+        passthrough_hold_s: float = PASSTHROUGH_HOLD_S,
+        rise_frames: int = RISE_FRAMES,
+    ) -> None:
+        if max_delay_s < 0 or rise_frames < 1:
+            raise ValueError("max_delay_s must be >= 0 and rise_frames >= 1")
+        self._max_s = max_delay_s
+        self._deadband_s = deadband_s
+        self._hold_ns = round(passthrough_hold_s * 1e9)
+        self._rise_frames = rise_frames
+        self._lock = threading.Lock()
+        self._swapped = _AgeWindow(round(window_s * 1e9))
+        self._passthrough = _AgeWindow(round(window_s * 1e9))
+        self._following = _NONE  # which kind of frame the audio follows
+        self._showing = _NONE  # what the last published frame was
+        self._last_observed_ns: int | None = None
+        self._swapped_run = 0
+        self._passthrough_since_ns: int | None = None
+        self._target_s = 0.0
+        self._target_follows = _NONE
+
+    def observe(self, now_ns: int, age_ns: int | None, swapped: bool) -> None:
+        """One published frame: ``age_ns`` is how old its camera frame is (None: a card)."""
+        with self._lock:
+            self._last_observed_ns = now_ns
+            if age_ns is None:
+                self._showing = _NONE
+                return
+            if swapped:
+                self._showing = _SWAPPED
+                self._swapped.add(now_ns, age_ns)
+                self._swapped_run += 1
+                self._passthrough_since_ns = None
+                if self._following != _SWAPPED and self._swapped_run >= self._rise_frames:
+                    self._following = _SWAPPED
+            else:
+                self._showing = _PASSTHROUGH
+                self._passthrough.add(now_ns, age_ns)
+                self._swapped_run = 0
+                if self._passthrough_since_ns is None:
+                    self._passthrough_since_ns = now_ns
+                if self._following == _NONE:
+                    self._following = _PASSTHROUGH  # nothing to hold on to yet
+
+    def target_delay_s(self, now_ns: int | None = None) -> float:
+        """The delay the audio should have now, in seconds, within [0, max_delay_s]."""
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        with self._lock:
+            since = self._passthrough_since_ns
+            if self._following == _SWAPPED and since is not None and now - since >= self._hold_ns:
+                self._following = _PASSTHROUGH
+            window = self._swapped if self._following == _SWAPPED else self._passthrough
+            if window.median_ns is None:
+                return self._target_s
+            wanted = min(max(window.median_ns / 1e9, 0.0), self._max_s)
+            if (
+                self._following != self._target_follows
+                or abs(wanted - self._target_s) >= self._deadband_s
+            ):
+                self._target_s = wanted
+                self._target_follows = self._following
+            return self._target_s
+
+    def video_age_s(self, now_ns: int | None = None) -> float | None:
+        """The smoothed age of what the camera shows now (None: a card, or nothing yet, or
+        nothing published for over a second)."""
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        with self._lock:
+            return self._video_age_locked(now)
+
+    def _video_age_locked(self, now: int) -> float | None:
+        last = self._last_observed_ns
+        if last is None or now - last > self._hold_ns:
+            return None
+        if self._showing == _SWAPPED:
+            median = self._swapped.median_ns
+        elif self._showing == _PASSTHROUGH:
+            median = self._passthrough.median_ns
+        else:
+            return None
+        return None if median is None else median / 1e9
+
+    def showing(self, now_ns: int | None = None) -> str:
+        """What the camera shows: "swapped", "passthrough" or "none" (a card, or nothing
+        published for a second)."""
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        with self._lock:
+            last = self._last_observed_ns
+            if last is None or now - last > self._hold_ns:
+                return _NONE
+            return self._showing
+
+    def snapshot(self, now_ns: int | None = None) -> dict[str, Any]:
+        """For the status: ``target_ms``, ``video_age_ms`` (None when no camera frame is
+        shown), ``showing`` and ``following`` (which kind of frame the audio follows)."""
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        target = self.target_delay_s(now)
+        age = self.video_age_s(now)
+        with self._lock:
+            following = self._following
+        return {
+            "target_ms": round(target * 1000, 1),
+            "video_age_ms": None if age is None else round(age * 1000, 1),
+            "showing": self.showing(now),
+            "following": following,
+        }

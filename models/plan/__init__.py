@@ -1,0 +1,51 @@
+"""Capacity plan: what a GPU will do with each engine, preset and generation size.
+
+Engines: ``wan-animate`` (Wan2.2-Animate-14B) and ``wan-animate-2`` (Wan-Animate-2-14B, base
+and distilled: one architecture).
+
+``faceswap-cam plan`` and ``doctor`` print it, the daemon takes its starting cadence from it,
+and ``benchmarks/gpu_engine.py`` prints it beside what it measures (and writes the efficiency
+it measured, which :mod:`.gpus` reads back).
+
+The model of one batch (``L`` frames of which ``L - P`` are new):
+
+* DiT: ``steps x forwards-per-step (2 with CFG) x FLOPs of one forward``. The forward is counted
+  with ``torch.utils.flop_counter.FlopCounterMode`` on the real-size transformer built on the
+  meta device from the model's config (no weights, no memory: a few seconds on a CPU), or,
+  where torch must not be imported (the daemon), analytically (:func:`analytic_flops`,
+  :func:`analytic_animate_2`), which agrees with the counter within a few per cent
+  (tests/models/test_plan.py, tests/models/test_plan_wan2.py).
+* Wan-Animate-2 adds, once per segment, a reference-extraction forward over the driving
+  segment's tokens, whose per-layer K/V every denoising forward then attends to (each
+  generated latent frame to its own driving frame's tokens, through a flex block mask); and
+  its unconditional CFG branch skips one block. Nothing is cached from one segment to the
+  next: the previous segment reaches the next only as pixel conditioning (a VAE encode).
+* VAE: two encodes of ``L`` frames (pose video, conditioning video) and one decode, counted the
+  same way.
+* time = DiT FLOPs / (peak x efficiency) + VAE FLOPs / (bf16 peak x VAE efficiency). With
+  ``--quantize fp8`` the DiT's linear layers run at the fp8 peak (torchao's dynamic float8
+  matmuls); attention stays in bf16. int8 is weight-only: it saves memory, not time. Frame
+  pre/post-processing (pose, masks, compositing) is left out.
+* efficiency: the share of the peak our own GPU benchmark measured (``EFFICIENCY_FILE``), else
+  ``ASSUMED_EFFICIENCY``, labelled as an assumption.
+* swapped fps and cadence: the engine makes ``L - P`` frames per batch; the daemon feeds it
+  every k-th camera frame with k = ceil(camera fps x seconds per frame x margin), so the screen
+  shows camera fps / k swapped frames per second.
+* capture-to-screen latency = batch accumulation ((L - P) x k / camera fps) + the batch's
+  generation time + one camera frame.
+* memory: weights (bf16; fp8/int8 store the linear layers' weights in one byte) of the DiT, VAE
+  and CLIP image encoder, plus an activation estimate (:func:`activation_bytes`;
+  Wan-Animate-2's adds its per-segment reference K/V cache:
+  :func:`animate_2_activation_bytes`).
+
+Constants and the analytic count need no torch; everything that builds a model imports torch
+and diffusers lazily.
+
+The modules, each imported from where it defines a name (this package re-exports nothing):
+``work`` (shapes, FLOPs, parameter counts), ``gpus`` (the GPU table, the local GPU, the
+efficiency), ``animate`` and ``animate2`` (each engine's model: analytic and counted),
+``counter`` (FlopCounterMode), ``meta_models`` (the real-size models on the meta device),
+``memory``, ``engines`` (what the plan knows of each engine, its presets), ``timing``,
+``rows`` (:func:`~.rows.build_plan`), ``predict`` (without torch: ``doctor`` and the daemon's
+starting cadence), ``report`` (text, JSON) and ``cli`` (``faceswap-cam plan``).
+"""

@@ -1,0 +1,71 @@
+"""The engines the plan knows a model for: what it knows of each without building it, their
+presets, the shape and quantization of a preset's rows."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from faceswap_cam.models.batching import generation_size
+from faceswap_cam.models.plan.animate import ANIMATE_14B_PARAMS, analytic_work
+from faceswap_cam.models.plan.animate2 import ANIMATE_2_14B_PARAMS, analytic_animate_2_work
+from faceswap_cam.models.plan.gpus import Gpu
+from faceswap_cam.models.plan.memory import activation_bytes, animate_2_activation_bytes
+from faceswap_cam.models.plan.work import Params, Shape, Work
+from faceswap_cam.models.presets import Preset, presets_for
+
+#: Engines the plan knows a model for, with the package whose ``presets`` module registers
+#: their presets.
+PLANNED_ENGINES: dict[str, str] = {"wan-animate": "faceswap_cam.models.wan",
+                                   "wan-animate-2": "faceswap_cam.models.wan2"}
+PRESET_PACKAGES: dict[str, str] = dict(PLANNED_ENGINES)
+
+
+@dataclass(frozen=True)
+class EngineModel:
+    """What the plan knows of an engine's model without building it."""
+
+    params: Params
+    analytic_work: Callable[[Shape], Work]
+    activation_bytes: Callable[[Shape], float]
+    #: Whether the engine applies ``--quantize`` (else its rows run unquantized).
+    quantizes: bool
+
+
+ENGINE_MODELS: dict[str, EngineModel] = {
+    "wan-animate": EngineModel(ANIMATE_14B_PARAMS, analytic_work, activation_bytes, True),
+    "wan-animate-2": EngineModel(ANIMATE_2_14B_PARAMS, analytic_animate_2_work,
+                                 animate_2_activation_bytes, True),
+}
+
+
+def preset_quantize(preset: Preset) -> str:
+    return str(getattr(preset, "quantize", None) or "none")
+
+
+def load_presets(engine: str) -> list[Preset]:
+    """The engine's presets, importing the module that registers them."""
+    package = PRESET_PACKAGES.get(engine)
+    if package and importlib.util.find_spec(f"{package}.presets") is not None:
+        importlib.import_module(f"{package}.presets")
+    return presets_for(engine)
+
+
+def planned_engines() -> list[str]:
+    return [engine for engine in PLANNED_ENGINES if load_presets(engine)]
+
+
+def preset_shape(preset: Preset, frame_size: tuple[int, int] = (1280, 720)) -> Shape:
+    width, height = generation_size(frame_size, preset.gen_short_side)
+    return Shape(width, height, preset.segment_frames - preset.carry, preset.segment_frames)
+
+
+def engine_quantize(engine: str, preset: Preset, quantize: str, gpu: Gpu) -> str:
+    """What a row of ``engine`` runs for ``--quantize quantize`` (auto: the preset's own)."""
+    model = ENGINE_MODELS.get(engine)
+    if model is not None and not model.quantizes:
+        return "none"
+    q = preset_quantize(preset) if quantize == "auto" else quantize
+    return "int8" if q == "fp8" and not gpu.fp8_tflops else q  # --quantize fp8's fallback

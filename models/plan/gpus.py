@@ -1,0 +1,137 @@
+"""The GPUs the plan knows (dense datasheet peaks and memory), the local GPU, and the share of
+the peak our GPU benchmark measured (``EFFICIENCY_FILE``) or that is assumed until it has."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    key: str
+    name: str
+    #: Dense (no sparsity) tensor-core peaks, TFLOP/s, with fp32 accumulation as PyTorch's
+    #: bf16 matmuls and torchao's float8 matmuls use. fp8 None: no FP8 tensor cores (< sm_89).
+    bf16_tflops: float
+    fp8_tflops: float | None
+    memory_gb: float
+    #: Substrings of ``torch.cuda.get_device_name()``; the longest match wins.
+    matches: tuple[str, ...]
+
+
+# Datasheet figures, dense. Sources: NVIDIA H100 Tensor Core GPU datasheet (SXM5: BF16 1,979
+# and FP8 3,958 TFLOPS "with sparsity", halved here; PCIe 1,513/3,026; NVL 1,671/3,341, 94 GB);
+# NVIDIA H200 Tensor Core GPU datasheet (SXM: the H100 SXM's figures, 141 GB); NVIDIA A100
+# datasheet (BF16 312 dense, no FP8, 80 GB); NVIDIA L40S datasheet (BF16 362.05 and FP8 733
+# dense, 48 GB); NVIDIA Ada Lovelace architecture whitepaper, appendix table for the RTX 4090
+# (BF16 with FP32 accumulate 165.2, FP8 with FP32 accumulate 330.3, dense, 24 GB); NVIDIA RTX
+# Blackwell GPU architecture whitepaper for the RTX 5090 (BF16 with FP32 accumulate 209.5, FP8
+# with FP32 accumulate 419, dense, 32 GB).
+GPUS: dict[str, Gpu] = {gpu.key: gpu for gpu in (
+    Gpu("h100", "NVIDIA H100 SXM", 989.4, 1978.9, 80, ("H100", "H800")),
+    Gpu("h100-pcie", "NVIDIA H100 PCIe", 756.5, 1513.0, 80, ("H100 PCIe",)),
+    Gpu("h100-nvl", "NVIDIA H100 NVL", 835.5, 1670.5, 94, ("H100 NVL",)),
+    Gpu("h200", "NVIDIA H200 SXM", 989.4, 1978.9, 141, ("H200", "GH200")),
+    Gpu("a100", "NVIDIA A100 80GB", 312.0, None, 80, ("A100", "A800")),
+    Gpu("l40s", "NVIDIA L40S", 362.05, 733.0, 48, ("L40S",)),
+    Gpu("rtx4090", "NVIDIA GeForce RTX 4090", 165.2, 330.3, 24, ("RTX 4090",)),
+    Gpu("rtx5090", "NVIDIA GeForce RTX 5090", 209.5, 419.0, 32, ("RTX 5090",)),
+)}
+
+
+def gpu_for_name(device_name: str) -> Gpu | None:
+    """The table's GPU for a CUDA device name (``torch.cuda.get_device_name``) or a table key."""
+    key = device_name.strip().lower()
+    if key in GPUS:
+        return GPUS[key]
+    best: tuple[int, Gpu] | None = None
+    for gpu in GPUS.values():
+        for match in gpu.matches:
+            if match.lower() in key and (best is None or len(match) > best[0]):
+                best = (len(match), gpu)
+    return best[1] if best else None
+
+
+def gpu_names() -> str:
+    return ", ".join(GPUS)
+
+
+def local_gpu_name(*, use_torch: bool = False) -> str | None:
+    """The first CUDA GPU's name: from torch when it is imported (or ``use_torch``), else from
+    ``nvidia-smi`` (the daemon does not import torch for this); None without one."""
+    torch = importlib.import_module("torch") if use_torch else sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                return str(torch.cuda.get_device_name(0))
+        except Exception:  # a broken driver is "no GPU" here; doctor reports it
+            logger.debug("torch.cuda failed", exc_info=True)
+        return None
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=5, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names = [line.strip() for line in out.splitlines() if line.strip()]
+    return names[0] if names else None
+
+
+def local_gpu(*, use_torch: bool = False) -> Gpu | None:
+    name = local_gpu_name(use_torch=use_torch)
+    return gpu_for_name(name) if name else None
+
+
+#: Share of the dense peak assumed until our GPU benchmark has measured one: large bf16 GEMMs
+#: reach 60-70 % on Hopper, attention and the DiT's elementwise work pull a forward lower.
+ASSUMED_EFFICIENCY = 0.45
+#: The VAE's 3-D convolutions at video sizes run far from the tensor-core peak.
+ASSUMED_VAE_EFFICIENCY = 0.25
+#: Context parallelism (Ulysses) over N GPUs: the share of the ideal N-fold DiT speed-up.
+ASSUMED_SCALING_EFFICIENCY = 0.8
+#: Where ``benchmarks/gpu_engine.py`` writes what it measured.
+EFFICIENCY_FILE = (Path(__file__).resolve().parent.parent.parent
+                   / "benchmarks/results/gpu_efficiency.json")
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    dit: float
+    vae: float
+    assumed: bool
+    source: str
+
+
+def load_efficiency(gpu: Gpu, path: Path | None = None) -> Efficiency:
+    """The efficiency measured on this GPU, else on another one (said so), else assumed."""
+    path = EFFICIENCY_FILE if path is None else path
+    try:
+        measured = json.loads(path.read_text()).get("by_gpu", {})
+    except (OSError, ValueError, AttributeError):
+        measured = {}
+    entry = measured.get(gpu.key)
+    if entry is None and measured:
+        other = sorted(measured)[0]
+        entry = {**measured[other], "device": f"{measured[other].get('device', other)}, "
+                 f"not {gpu.key}"}
+    if isinstance(entry, dict) and isinstance(entry.get("dit_efficiency"), (int, float)):
+        vae = entry.get("vae_efficiency")
+        return Efficiency(
+            dit=float(entry["dit_efficiency"]),
+            vae=float(vae) if isinstance(vae, (int, float)) and vae > 0
+            else ASSUMED_VAE_EFFICIENCY,
+            assumed=False, source=f"measured on {entry.get('device', gpu.key)} ({path.name})")
+    return Efficiency(ASSUMED_EFFICIENCY, ASSUMED_VAE_EFFICIENCY, True,
+                      f"ASSUMED {ASSUMED_EFFICIENCY:.0%} of peak (DiT), "
+                      f"{ASSUMED_VAE_EFFICIENCY:.0%} (VAE): no GPU measurement yet")

@@ -1,0 +1,69 @@
+"""The plan without torch (analytic FLOPs, the known parameter counts): ``doctor``'s rows and
+the daemon's prediction for its own settings, from which it takes its starting cadence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from faceswap_cam.models import defaults
+from faceswap_cam.models.plan.engines import (
+    ENGINE_MODELS,
+    engine_quantize,
+    load_presets,
+    preset_shape,
+)
+from faceswap_cam.models.plan.gpus import Gpu, gpu_for_name, load_efficiency, local_gpu_name
+from faceswap_cam.models.plan.memory import weight_bytes
+from faceswap_cam.models.plan.rows import PlanRow, row_for
+from faceswap_cam.models.plan.timing import CAMERA_FPS, Timing, predict_timing
+from faceswap_cam.models.plan.work import Shape
+
+#: The engine whose model's analytic count stands for an engine's in ``doctor`` and the
+#: daemon's starting cadence: each its own now.
+DIT_MODEL_OF: dict[str, str] = {engine: engine for engine in ENGINE_MODELS}
+
+
+def preset_rows(gpu: Gpu, engine: str, *, frame_size: tuple[int, int] = (1280, 720),
+                quantize: str = "none", camera_fps: float = CAMERA_FPS,
+                efficiency_file: Path | None = None) -> list[PlanRow]:
+    """Each preset of ``engine`` at its own size for a camera of ``frame_size``, without torch
+    (analytic FLOPs, the parameter counts above): what ``doctor`` shows."""
+    efficiency = load_efficiency(gpu, efficiency_file)
+    model = ENGINE_MODELS.get(engine)
+    if model is None:
+        return []
+    rows = []
+    for preset in load_presets(engine):
+        shape = preset_shape(preset, frame_size)
+        q = engine_quantize(engine, preset, quantize, gpu)
+        rows.append(row_for(preset, shape, model.analytic_work(shape), gpu=gpu,
+                            efficiency=efficiency, quantize=q, gpus=1, camera_fps=camera_fps,
+                            weights=weight_bytes(model.params, q), preset_size=True))
+    return rows
+
+
+def predict_settings(engine: str, *, steps: int, segment_frames: int, carry: int,
+                     size: tuple[int, int], preset: str | None = None,
+                     quantize: str | None = None, gpu_name: str | None = None,
+                     camera_fps: float = CAMERA_FPS,
+                     efficiency_file: Path | None = None) -> Timing | None:
+    """The daemon's prediction for its own settings, without torch (analytic FLOPs); None when
+    the engine has no model here or the GPU is unknown. Guidance is the preset's, else the
+    engine default's."""
+    model = ENGINE_MODELS.get(DIT_MODEL_OF.get(engine, ""))
+    if model is None:
+        return None
+    guidance_scale = defaults.GUIDANCE_SCALE
+    if preset is not None:
+        guidance_scale = next((p.guidance_scale for p in load_presets(engine)
+                               if p.name.value == preset), guidance_scale)
+    name = gpu_name if gpu_name is not None else local_gpu_name()
+    gpu = gpu_for_name(name) if name else None
+    if gpu is None:
+        return None
+    work = model.analytic_work(Shape(size[0], size[1], segment_frames - carry, segment_frames))
+    return predict_timing(work, steps=steps, guidance_scale=guidance_scale,
+                          segment=segment_frames, carry=carry, gpu=gpu,
+                          efficiency=load_efficiency(gpu, efficiency_file),
+                          quantize=(quantize or "none") if model.quantizes else "none",
+                          camera_fps=camera_fps)

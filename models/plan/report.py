@@ -1,0 +1,57 @@
+"""The plan as text (a table with its legend) and as JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from faceswap_cam.models.plan.gpus import ASSUMED_SCALING_EFFICIENCY, Efficiency, Gpu
+from faceswap_cam.models.plan.rows import PlanRow
+
+
+def format_rows(rows: Sequence[PlanRow]) -> list[str]:
+    header = (f"  {'engine':<13} {'preset':<9} {'size':>9} {'L':>3} {'steps':>5} {'quant':>5} "
+              f"{'TFLOP/fwd':>9} {'TFLOP/frame':>11} {'VAE%':>5} {'batch s':>7} {'eng fps':>7} "
+              f"{'k':>2} {'fps':>5} {'latency':>7} {'mem GB':>6}")
+    lines = [header, "  " + "-" * (len(header) - 2)]
+    for r in rows:
+        mark = "*" if r.preset_size else " "
+        lines.append(
+            f"  {r.engine:<13} {r.preset:<9}{mark}{r.width:>4}x{r.height:<4} {r.segment_frames:>3} "
+            f"{r.steps:>3}x{r.forwards_per_step} {r.quantize:>5} {r.tflop_per_forward:>9.1f} "
+            f"{r.tflop_per_new_frame:>11.1f} {100 * r.vae_share:>5.1f} {r.batch_s:>7.2f} "
+            f"{r.engine_fps:>7.2f} {r.cadence:>2} {r.fps:>5.2f} {r.latency_s:>6.2f}s "
+            f"{r.memory_gb:>5.1f}{'' if r.fits else '!'}")
+    return lines
+
+
+def render_text(rows: Sequence[PlanRow], gpu: Gpu, efficiency: Efficiency, *, gpus: int,
+                camera_fps: float) -> str:
+    fp8 = f"{gpu.fp8_tflops:g}" if gpu.fp8_tflops else "none"
+    lines = [f"Capacity plan on {gpus} x {gpu.name} ({gpu.key}: dense bf16 {gpu.bf16_tflops:g} / "
+             f"fp8 {fp8} TFLOP/s, {gpu.memory_gb:g} GB), camera {camera_fps:g} fps",
+             f"  efficiency: {efficiency.source}"]
+    if gpus > 1:
+        lines.append(f"  {gpus} GPUs: the DiT splits over them at an ASSUMED "
+                     f"{ASSUMED_SCALING_EFFICIENCY:.0%} scaling efficiency; the VAE runs on one")
+    lines.append("")
+    lines += format_rows(rows)
+    lines += [
+        "",
+        "  *: the preset's own size and L; steps: steps x forwards per step (2 with CFG);",
+        "  TFLOP/fwd: one denoising forward; TFLOP/frame: the DiT's per new frame (steps x",
+        "  forwards x forward / (L - P); wan-animate-2 adds its reference pass per segment,",
+        "  and its unconditional forwards skip a block);",
+        "  VAE%: the VAE's share of the batch time; eng fps: new frames / batch s; k: the",
+        "  cadence (every k-th camera frame); fps: swapped frames shown per second (camera",
+        "  fps / k); latency: capture to screen = (L - P) x k / camera fps + batch s + a frame;",
+        "  mem GB: weights + estimated activations + runtime, per GPU ('!': more than the GPU",
+        "  has). Frame pre/post-processing is not in batch s.",
+    ]
+    return "\n".join(lines)
+
+
+def rows_json(rows: Sequence[PlanRow]) -> str:
+    return json.dumps([{k: round(v, 4) if isinstance(v, float) else v
+                        for k, v in asdict(row).items()} for row in rows])
