@@ -37,6 +37,7 @@ camera is fed every k = 30 / fps-th frame). Figures are printed, never asserted.
         [--batches 8,16] [--carry 1] [--steps 4,20] [--iters 2] [--attention-backend NAME]
         [--compile] [--peak-tflops N] [--mode replace]
     .venv/bin/python benchmarks/gpu_engine.py --tiny     # CPU, tiny models: checks the script
+    .venv/bin/python benchmarks/gpu_engine.py --preset all [--engine wan-animate-2] [--tiny]
 
 Without CUDA it exits with code 2 unless ``--tiny`` is given, which runs the same code on CPU
 with the tiny random models of ``tests.wan_tiny`` (under a minute). The last line is JSON.
@@ -49,6 +50,22 @@ measured DiT and VAE efficiency to ``benchmarks/results/gpu_efficiency.json``
 (``--efficiency-file``), which ``faceswap-cam plan`` reads. ``--preset all`` should take about
 4 minutes on an H100/H200 (quality's 20 steps at 1280x720 L=17 are most of it; an estimate:
 not yet run on a GPU). Its last line is JSON too.
+
+``--engine wan-animate-2`` (with ``--preset``; the default engine is wan-animate) measures
+wan-animate-2's presets the same way (``benchmarks/gpu_presets.py`` has the details): the
+real-size ``WanAnimate2Transformer3DModel`` (the class defaults, as the plan's meta model) and
+the Wan VAE with random weights in bf16 on the GPU, the base checkpoint's pipeline (CFG) for
+quality and the distilled one for balanced and live, each preset through
+``StreamingWanAnimate2.generate`` at its own size (848x480 for a 1280x720 camera), segment
+length, carry and steps, with the transformer blocks compiled (``--no-compile`` to not: the
+generation attention's flex kernel only fits compiled). Same columns, the plan's prediction
+beside each; the measured efficiency goes to the file's ``engines["wan-animate-2"]`` section,
+which leaves what ``faceswap-cam plan`` reads as it was. ``--engine wan-animate-2 --preset all``
+should take about 6 to 7 minutes on an H100/H200: an estimate from the plan's predictions at its
+assumed 45 % of peak, 58 / 5.1 / 1.7 s a batch for quality / balanced / live and four batches
+each (two warm-up, two timed) make 4.3 minutes, most of it quality's 40 guided steps at 848x480
+L=17, plus building the model and compiling (not yet run on a GPU). ``--tiny`` runs it on the
+CPU with ``tests.wan2_tiny``'s tiny models, at most 2 steps a batch, in well under a minute.
 
 ``--gpus N`` (N > 1) measures context parallelism (``faceswap_cam.models.wan.parallel``,
 Ulysses, as ``faceswap-cam engine serve --gpus N`` runs it): N ranks are spawned, one per GPU
@@ -66,11 +83,9 @@ import importlib
 import json
 import os
 import socket
-import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -91,7 +106,7 @@ from faceswap_cam.models.plan.animate import (
     counted_dit_flops,
 )
 from faceswap_cam.models.plan.engines import load_presets, preset_shape
-from faceswap_cam.models.plan.gpus import EFFICIENCY_FILE, Gpu, gpu_for_name, load_efficiency
+from faceswap_cam.models.plan.gpus import EFFICIENCY_FILE, load_efficiency
 from faceswap_cam.models.plan.memory import RUNTIME_BYTES, activation_bytes, weight_bytes
 from faceswap_cam.models.plan.timing import predict_timing
 from faceswap_cam.models.plan.work import IMAGE_TOKENS, TEXT_TOKENS, Shape, Work
@@ -113,54 +128,27 @@ from benchmarks._timing import (  # noqa: E402
     undone_on_exit,
     wrap_method,
 )
+from benchmarks.gpu_presets import (  # noqa: E402
+    WAN2_ENGINE,
+    Clock,
+    PresetRow,
+    default_dtype,
+    detect_peak,
+    finish,
+    fmt,
+    keep_fp32_parts,
+    median,
+    prediction_gpu,
+    synchronize,
+    wan2_preset_main,
+)
 
 TINY_SIZES = "32x32,64x64"
+#: The engines whose presets ``--preset`` measures (the first is the default).
+ENGINES = ("wan-animate", WAN2_ENGINE)
 
 
 # --- timing --------------------------------------------------------------------------------
-
-_cuda_event: Any = torch.cuda.Event  # untyped constructor
-
-
-class Clock:
-    """Durations of labelled spans: CUDA events on a GPU, ``perf_counter`` on the CPU."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self._pending: list[tuple[str, Any, Any]] = []
-        self._done: dict[str, list[float]] = defaultdict(list)
-
-    def start(self) -> Any:
-        if self.cuda:
-            event = _cuda_event(enable_timing=True)
-            event.record()
-            return event
-        return time.perf_counter()
-
-    def stop(self, label: str, token: Any) -> None:
-        if self.cuda:
-            event = _cuda_event(enable_timing=True)
-            event.record()
-            self._pending.append((label, token, event))
-        else:
-            self._done[label].append(time.perf_counter() - token)
-
-    def take(self) -> dict[str, list[float]]:
-        """Every span since the last take, in seconds (waits for the GPU)."""
-        if self.cuda:
-            torch.cuda.synchronize()
-            for label, begin, end in self._pending:
-                self._done[label].append(begin.elapsed_time(end) / 1000)
-            self._pending.clear()
-        taken = dict(self._done)
-        self._done = defaultdict(list)
-        return taken
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 @contextmanager
 def instrumented(stream: StreamingWanAnimate, clock: Clock) -> Iterator[None]:
@@ -179,24 +167,6 @@ def instrumented(stream: StreamingWanAnimate, clock: Clock) -> Iterator[None]:
 
 def _diffusers() -> Any:
     return importlib.import_module("diffusers")
-
-
-@contextmanager
-def default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
-def keep_fp32_parts(model: Any) -> None:
-    """Parameters ``from_pretrained`` would keep in fp32 (norms, modulation, time embedder)."""
-    names = set(getattr(model, "_keep_in_fp32_modules", None) or ())
-    for name, param in model.named_parameters():
-        if names.intersection(name.split(".")):
-            param.data = param.data.float()
 
 
 def flow_scheduler() -> Any:
@@ -357,10 +327,6 @@ class Row:
     batch_s: float
     fps: float
     peak_mem_gib: float | None
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else 0.0
 
 
 def timed_generate(stream: StreamingWanAnimate, inputs: SegmentInputs, device: torch.device
@@ -582,37 +548,13 @@ def multi_gpu_main(args: argparse.Namespace) -> int:
 
 # --- presets -------------------------------------------------------------------------------
 
-@dataclass
-class PresetRow:
-    preset: str
-    size: str
-    segment: int
-    carry: int
-    steps: int
-    step_s: float
-    peak_share: float | None
-    vae_share: float
-    fps: float
-    batch_s: float
-    peak_mem_gib: float | None
-    dit_efficiency: float | None
-    vae_efficiency: float | None
-    predicted_step_s: float
-    predicted_vae_share: float
-    predicted_fps: float
-    predicted_batch_s: float
-    predicted_memory_gb: float
-    assumed_efficiency: bool
-
-
 def preset_main(args: argparse.Namespace, device: torch.device) -> int:
     """Every asked preset of wan-animate at its own size, measured beside the plan's
     prediction; writes the measured efficiency the plan reads."""
     names = [p.value for p in PresetName] if args.preset == "all" else [args.preset]
     presets = [p for p in load_presets("wan-animate") if p.name.value in names]
     gpu_name, peak = detect_peak(device, args.peak_tflops)
-    table_gpu = gpu_for_name(gpu_name) if device.type == "cuda" else None
-    gpu = table_gpu or Gpu("cpu", gpu_name, peak or 1.0, None, 0, ())
+    table_gpu, gpu = prediction_gpu(device, gpu_name, peak)
     efficiency = load_efficiency(gpu, args.efficiency_file)
     start = time.perf_counter()
     pipe = load(args, device)
@@ -647,10 +589,12 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
         row = measured[0]
         vae_tflops = work.vae_flops / row.vae_s / 1e12 if row.vae_s and work.vae_flops else None
         rows.append(PresetRow(
-            preset=preset.name.value, size=row.size, segment=shape.segment, carry=preset.carry,
-            steps=preset.steps, step_s=row.step_s, peak_share=row.peak_share,
-            vae_share=row.vae_s / row.batch_s, fps=row.fps, batch_s=row.batch_s,
-            peak_mem_gib=row.peak_mem_gib, dit_efficiency=row.peak_share,
+            preset=preset.name.value, engine="wan-animate", variant=None,
+            guidance_scale=preset.guidance_scale, size=row.size, segment=shape.segment,
+            carry=preset.carry, steps=preset.steps, step_s=row.step_s,
+            peak_share=row.peak_share, dit_s=row.dit_batch_share * row.batch_s,
+            vae_s=row.vae_s, vae_share=row.vae_s / row.batch_s, fps=row.fps,
+            batch_s=row.batch_s, peak_mem_gib=row.peak_mem_gib, dit_efficiency=row.peak_share,
             vae_efficiency=vae_tflops / peak if vae_tflops and peak else None,
             predicted_step_s=predicted.dit_s / preset.steps,
             predicted_vae_share=predicted.vae_s / predicted.batch_s,
@@ -659,56 +603,9 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
                                  + activation_bytes(shape) + RUNTIME_BYTES) / 1e9,
             assumed_efficiency=efficiency.assumed))
         print(f"  measured preset {preset.name.value}: {row.batch_s:.3f} s/batch", flush=True)
-
-    print()
-    print(f"Wan2.2-Animate presets, {'TINY (figures mean nothing)' if args.tiny else gpu_name}"
-          f", built in {build_s:.1f} s; prediction (pred.) at {efficiency.source}")
-    header = (f"  {'preset':<9} {'size':>9} {'L':>3} {'steps':>5} {'s/step':>7} {'pred.':>7} "
-              f"{'%peak':>6} {'VAE%':>5} {'pred.':>5} {'fps':>6} {'pred.':>6} {'batch s':>7} "
-              f"{'pred.':>7} {'mem GiB':>7} {'pred. GB':>8}")
-    print(header)
-    print("  " + "-" * (len(header) - 2))
-    for r in rows:
-        print(f"  {r.preset:<9} {r.size:>9} {r.segment:>3} {r.steps:>5} {r.step_s:>7.3f} "
-              f"{r.predicted_step_s:>7.3f} "
-              f"{fmt(None if r.peak_share is None else 100 * r.peak_share, '.1f'):>6} "
-              f"{100 * r.vae_share:>5.1f} {100 * r.predicted_vae_share:>5.1f} {r.fps:>6.2f} "
-              f"{r.predicted_fps:>6.2f} {r.batch_s:>7.3f} {r.predicted_batch_s:>7.3f} "
-              f"{fmt(r.peak_mem_gib, '.1f'):>7} {r.predicted_memory_gb:>8.1f}")
-    print("  s/step: denoising step; %peak: DiT TFLOP/s over the dense bf16 peak; VAE%: its")
-    print("  share of the batch; fps: new frames / batch s (batch s: the batch latency).")
-    written = None
-    if not args.tiny and table_gpu is not None and rows:
-        written = write_efficiency(args.efficiency_file or EFFICIENCY_FILE, table_gpu,
-                                   gpu_name, rows)
-        print(f"  measured efficiency written to {written}")
-    print(json.dumps({
-        "benchmark": "gpu_engine_presets", "device": gpu_name, "tiny": args.tiny,
-        "torch": torch.__version__, "peak_tflops": peak, "build_s": round(build_s, 2),
-        "efficiency_source": efficiency.source, "efficiency_file": str(written) if written
-        else None, "rows": [asdict(r) for r in rows]}))
-    return 0
-
-
-def write_efficiency(path: Path, gpu: Gpu, device_name: str, rows: list[PresetRow]
-                     ) -> Path:
-    """Merge this GPU's measured DiT and VAE efficiency (medians over the presets) into the
-    file ``faceswap-cam plan`` reads."""
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError):
-        document = {}
-    dit = [r.dit_efficiency for r in rows if r.dit_efficiency]
-    vae = [r.vae_efficiency for r in rows if r.vae_efficiency]
-    document.setdefault("by_gpu", {})[gpu.key] = {
-        "device": device_name, "dit_efficiency": round(statistics.median(dit), 4) if dit else None,
-        "vae_efficiency": round(statistics.median(vae), 4) if vae else None,
-        "measured": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-        "presets": {r.preset: {"size": r.size, "segment": r.segment, "steps": r.steps,
-                               "step_s": r.step_s, "fps": r.fps} for r in rows}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path
+    return finish(args, engine="wan-animate", title="Wan2.2-Animate presets",
+                  gpu_name=gpu_name, table_gpu=table_gpu, peak=peak, build_s=build_s,
+                  efficiency=efficiency, rows=rows)
 
 
 # --- CLI -----------------------------------------------------------------------------------
@@ -746,8 +643,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="> 1 runs the DiT twice per step (CFG)")
     parser.add_argument("--attention-backend", default=None,
                         help="diffusers attention backend (e.g. flash, _flash_3, sage, native)")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the repeated transformer blocks")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the repeated transformer blocks (default: off; on "
+                             "for --engine wan-animate-2 on a GPU, whose flex attention needs "
+                             "it)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="dense bf16 peak of this GPU (detected for H100/H200/A100)")
     parser.add_argument("--text-tokens", type=int, default=TEXT_TOKENS,
@@ -758,8 +657,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true",
                         help="CPU, tiny random models from tests.wan_tiny: checks the script")
     parser.add_argument("--preset", choices=[*(p.value for p in PresetName), "all"],
-                        help="measure these wan-animate presets at their own size beside the "
+                        help="measure these presets of --engine at their own size beside the "
                              "plan's prediction, and write the measured efficiency")
+    parser.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
+                        help="whose presets --preset measures (default %(default)s)")
     parser.add_argument("--efficiency-file", type=Path, default=None,
                         help=f"where --preset writes it (default {EFFICIENCY_FILE})")
     parser.add_argument("--gpus", type=int, default=1,
@@ -768,6 +669,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.gpus < 1:
         parser.error("--gpus must be >= 1")
+    if args.engine == WAN2_ENGINE:
+        if not args.preset:
+            parser.error(f"--engine {WAN2_ENGINE} measures presets: add --preset NAME|all")
+        if args.model or args.gpus > 1:
+            parser.error(f"--engine {WAN2_ENGINE} runs random weights on one GPU (no --model, "
+                         "no --gpus)")
+    if args.compile is None:
+        args.compile = args.engine == WAN2_ENGINE and not args.tiny
     if args.sizes is None:
         args.sizes = size_list(TINY_SIZES if args.tiny else "832x480,1280x720")
     for width, height in args.sizes:
@@ -783,16 +692,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def detect_peak(device: torch.device, override: float | None) -> tuple[str, float | None]:
-    if device.type != "cuda":
-        return "cpu", override
-    name = torch.cuda.get_device_name(device)
-    if override is not None:
-        return name, override
-    gpu = gpu_for_name(name)
-    return name, gpu.bf16_tflops if gpu else None
-
-
 def load(args: argparse.Namespace, device: torch.device) -> Any:
     if args.model:
         # Attention backend and compile are applied below, the same way for every model.
@@ -802,10 +701,6 @@ def load(args: argparse.Namespace, device: torch.device) -> Any:
 
 def flop_text(flops: float) -> str:
     return f"{flops / 1e12:9.2f} TFLOP" if flops >= 1e11 else f"{flops / 1e9:9.4f} GFLOP"
-
-
-def fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -820,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet()
     device = torch.device("cpu" if args.tiny else "cuda")
     if args.preset:
+        if args.engine == WAN2_ENGINE:
+            return wan2_preset_main(args, device)
         return preset_main(args, device)
     gpu, peak = detect_peak(device, args.peak_tflops)
 

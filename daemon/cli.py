@@ -129,8 +129,9 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quantize", choices=[q.value for q in defaults.Quantize],
                        help="the transformer's weights: none (default) | fp8 (compute "
                        "capability 8.9+: Ada, Hopper, Blackwell) | int8 (any GPU, the CPU too)")
-    group.add_argument("--compile", action="store_true", default=None,
-                       help="torch.compile the transformer blocks")
+    group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch.compile the transformer blocks (default: off; on for "
+                       "wan-animate-2 on a CUDA GPU, whose flex attention needs it)")
     group.add_argument("--lora", dest="loras", action="append", metavar="PATH[:SCALE]",
                        help="LoRA file (repeat for several), e.g. relighting or step distillation")
     group.add_argument("--shift", type=float, help="scheduler flow shift (distillation LoRAs)")

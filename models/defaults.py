@@ -42,7 +42,8 @@ POSE_FILE = "torch/wholebody/vitpose-h-wholebody.pth"
 SAM2_REPO = "facebook/sam2.1-hiera-tiny"
 
 # LightX2V's step- and CFG-distillation LoRA for Wan2.1-I2V-14B-480P, from its authors' own
-# repo (Apache-2.0, like the Wan2.1 weights it adapts). The rank-64 file (739 MB) is the one the
+# repo. Its card names no licence (checked 2026-11); LightX2V's other Wan distillations and the
+# Wan2.1 weights it adapts are Apache-2.0. The rank-64 file (739 MB) is the one the
 # community runs with Wan-Animate at 4-6 steps and no CFG; the Animate transformer shares the
 # I2V blocks it targets. The `live` preset loads it; it is fetched only by
 # `faceswap-cam models download --only lightx2v-lora`.

@@ -4,8 +4,14 @@ The publisher thread reports every frame it publishes (``observe``, 30 times a s
 mic thread asks for the delay to apply (``target_delay_s``, every 10 ms block). The answer is
 steadier than the video so that the delay line is not re-faded constantly:
 
-* swapped frames: the median age of the last 0.5 s of them (one late batch does not count),
-  moved only when it differs by more than the 20 ms deadband;
+* swapped frames: the centre of their ages over the last 1.5 s (the last 0.5 s while those
+  are steady), halfway between the 10th and the 90th percentile, moved only when it differs
+  by more than the 25 ms deadband. In ``live``
+  playout the age is a saw-tooth (a batch's newest frame is held, ageing, until the next
+  batch): its centre is where the lips are on average, and it does not swing with the phase
+  of the window as a short median does (which re-faded the voice several times a second). In
+  ``smooth`` playout the age is nearly constant and the centre is that age. One late batch
+  (under a tenth of the window) does not count;
 * passthrough frames (the live camera, shown when no swapped frame is due): the delay drops to
   their age (near zero) only after passthrough lasted 1 s, because the gap between two batches
   must not make the audio skip back and forth;
@@ -18,17 +24,20 @@ one short lock; each call is O(1) (the windows are bounded: at most 256 frames e
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from collections import deque
 from typing import Any
 
-WINDOW_S = 0.5
-DEADBAND_S = 0.02
+WINDOW_S = 1.5
+#: While the ages of the last half second stay within two deadbands, they alone decide.
+STEADY_WINDOW_S = 0.5
+DEADBAND_S = 0.025
+#: The centre of the ages: halfway between these percentiles (robust to a late batch).
+LOW_PERCENTILE, HIGH_PERCENTILE = 0.1, 0.9
 PASSTHROUGH_HOLD_S = 1.0
 RISE_FRAMES = 3
-#: Bound on each window whatever the frame rate (0.5 s at 30 fps is 15 frames).
+#: Bound on each window whatever the frame rate (1.5 s at 30 fps is 45 frames).
 MAX_WINDOW_FRAMES = 256
 
 _SWAPPED = "swapped"
@@ -37,12 +46,20 @@ _NONE = "none"
 
 
 class _AgeWindow:
-    """The ages of the last ``WINDOW_S`` of one kind of frame, and their median."""
+    """The ages of the last ``WINDOW_S`` of one kind of frame, and their centre: over the
+    last ``STEADY_WINDOW_S`` alone while the ages there are steady (within ``steady_ns``:
+    ``smooth`` playout, whose delay then follows a changing engine without a long lag), over
+    the whole window otherwise (``live`` playout's saw-tooth)."""
 
-    def __init__(self, window_ns: int) -> None:
+    def __init__(self, window_ns: int, steady_ns: int) -> None:
         self._window_ns = window_ns
+        self._steady_ns = steady_ns
         self._frames: deque[tuple[int, int]] = deque(maxlen=MAX_WINDOW_FRAMES)
         self.median_ns: float | None = None
+
+    def clear(self) -> None:
+        self._frames.clear()
+        self.median_ns = None
 
     def add(self, now_ns: int, age_ns: int) -> None:
         frames = self._frames
@@ -51,7 +68,19 @@ class _AgeWindow:
         # while the other kind is shown.
         while now_ns - frames[0][0] > self._window_ns:
             frames.popleft()
-        self.median_ns = statistics.median(age for _, age in frames)
+        steady_since = now_ns - round(STEADY_WINDOW_S * 1e9)
+        recent = sorted(age for when, age in frames if when >= steady_since)
+        low, high = _percentile(recent, LOW_PERCENTILE), _percentile(recent, HIGH_PERCENTILE)
+        if high - low > self._steady_ns:
+            ages = sorted(age for _, age in frames)
+            low, high = _percentile(ages, LOW_PERCENTILE), _percentile(ages, HIGH_PERCENTILE)
+        self.median_ns = (low + high) / 2
+
+
+def _percentile(ordered: list[int], fraction: float) -> int:
+    """The nearest-rank percentile of a sorted, non-empty list: a step in the ages moves it
+    once, where interpolating between ranks would walk it over in several fades."""
+    return ordered[round(fraction * (len(ordered) - 1))]
 
 
 class AudioDelayTracker:
@@ -71,8 +100,9 @@ class AudioDelayTracker:
         self._hold_ns = round(passthrough_hold_s * 1e9)
         self._rise_frames = rise_frames
         self._lock = threading.Lock()
-        self._swapped = _AgeWindow(round(window_s * 1e9))
-        self._passthrough = _AgeWindow(round(window_s * 1e9))
+        steady_ns = round(2 * deadband_s * 1e9)
+        self._swapped = _AgeWindow(round(window_s * 1e9), steady_ns)
+        self._passthrough = _AgeWindow(round(window_s * 1e9), steady_ns)
         self._following = _NONE  # which kind of frame the audio follows
         self._showing = _NONE  # what the last published frame was
         self._last_observed_ns: int | None = None
@@ -90,6 +120,10 @@ class AudioDelayTracker:
                 return
             if swapped:
                 self._showing = _SWAPPED
+                if self._following != _SWAPPED and self._swapped_run == 0:
+                    # Swapped again after the audio went back to the camera: the ages from
+                    # before are stale, the delay rises to the new ones.
+                    self._swapped.clear()
                 self._swapped.add(now_ns, age_ns)
                 self._swapped_run += 1
                 self._passthrough_since_ns = None

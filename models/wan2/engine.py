@@ -12,6 +12,7 @@ Imported only by the engine factory (it pulls in torch and diffusers).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from faceswap_cam.models import defaults
 from faceswap_cam.models.engine import EngineError, SwapResult
 from faceswap_cam.models.presets import PresetName, apply_preset
 from faceswap_cam.models.wan.engine import load_options, uint8_frames
+from faceswap_cam.models.wan.loading import LoadOptions, pick_device
 from faceswap_cam.models.wan.stream_engine import StreamingSwapEngine, engine_errors
 from faceswap_cam.models.wan2.loading import load_pipeline
 from faceswap_cam.models.wan2.presets import ENGINE
@@ -108,6 +110,19 @@ def stream_settings(options: dict[str, Any]) -> dict[str, Any]:
             "carry": int(resolved["carry"]), "gen_short_side": int(resolved["gen_short_side"])}
 
 
+def compiled_on_gpus(options: dict[str, Any], load: LoadOptions) -> LoadOptions:
+    """``--compile`` on by default on a CUDA GPU: Wan-Animate-2's generation attention runs
+    on flex attention, which is memory-efficient only compiled (uncompiled, quality's
+    attention scores at 848x480 alone would take ~27 GB). A ``compile`` the user gave wins."""
+    explicit = options.get("explicit")
+    given = ("compile" in explicit) if explicit is not None else ("compile" in options)
+    if given or load.compile or not pick_device(load.device).startswith("cuda"):
+        return load
+    logger.info("wan-animate-2 on %s: compiling its transformer blocks (--no-compile to "
+                "skip; the first batch then takes a minute longer)", load.device)
+    return dataclasses.replace(load, compile=True)
+
+
 def create(**options: Any) -> WanAnimate2Engine:
     """Engine factory: daemon settings -> engine."""
     try:
@@ -116,7 +131,7 @@ def create(**options: Any) -> WanAnimate2Engine:
         raise EngineError(str(exc)) from exc
     model = str(options.get(MODEL_SETTING) or REPOS[variant])
     try:
-        pipe = load_pipeline(model, variant, load_options(options))
+        pipe = load_pipeline(model, variant, compiled_on_gpus(options, load_options(options)))
     except WeightsError as exc:
         raise EngineError(str(exc)) from exc
     except torch.OutOfMemoryError as exc:

@@ -28,9 +28,11 @@ Imports torch and diffusers at the top: the engine factory imports it lazily.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -60,6 +62,18 @@ def check_segment(segment_frames: int, carry: int) -> None:
     # The next segment's conditioning frames are the tail of this segment's *new* frames.
     if segment_frames - carry < carry:
         raise ValueError(f"segment length {segment_frames} is too short to carry {carry} frames")
+
+
+@contextlib.contextmanager
+def _quiet_diffusers() -> Iterator[None]:
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 def _run(block: Any, pipe: Any, **inputs: Any) -> Any:
@@ -124,13 +138,19 @@ class StreamingWanAnimate2:
         return self.segment_frames - self.carry
 
     def _release_text_encoder(self) -> None:
-        """The prompts are fixed: the text encoder (UMT5-XXL, ~11 GB) leaves the accelerator."""
+        """The prompts are fixed: the text encoder (UMT5-XXL, ~11 GB) leaves the pipeline.
+        Dropped, not moved to the CPU: a modular pipeline places every block's tensors on the
+        device of its first model, which the text encoder is, so a text encoder on the CPU
+        would send the whole denoising loop there."""
         encoder = getattr(self.pipe, "text_encoder", None)
-        if encoder is not None and self.device.type != "cpu" and not hasattr(encoder, "_hf_hook"):
-            encoder.to("cpu")
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            logger.info("text encoder moved off %s after encoding the prompts", self.device)
+        if encoder is None or self.device.type == "cpu" or hasattr(encoder, "_hf_hook"):
+            return
+        del encoder
+        with _quiet_diffusers():  # it warns that the component becomes None: that is the point
+            self.pipe.update_components(text_encoder=None)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        logger.info("text encoder released from %s after encoding the prompts", self.device)
 
     # --- encode once -----------------------------------------------------------------------
 

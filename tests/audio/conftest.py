@@ -133,8 +133,12 @@ class PulseServer:
                         pulse.module_unload(module.index)
             # Speakers, as on a desktop: the server moves the streams of a vanished sink to
             # the default one, and that must not be our virtual mic's sink.
-            pulse.module_load("module-null-sink", "sink_name=test_speakers channels=2")
-            pulse.sink_default_set("test_speakers")
+            speakers = pulse.module_load("module-null-sink",
+                                         "sink_name=test_speakers channels=2")
+            # By the sink its module made: a busy server may still be tearing down an older
+            # "test_speakers" (then the new one is named "test_speakers.2").
+            sink = next(sink for sink in pulse.sink_list() if sink.owner_module == speakers)
+            pulse.sink_default_set(sink.name)
 
     def stop(self) -> None:
         self.kill()

@@ -9,91 +9,31 @@ within one frame period of each other.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 
 from faceswap_cam.daemon.audio.backend import SAMPLE_RATE
+from faceswap_cam.daemon.audio.delay_tracker import WINDOW_S
 from faceswap_cam.daemon.audio.pulse import SOURCE_NAME
 from faceswap_cam.daemon.config import Settings
-from faceswap_cam.daemon.outputs.base import Tick
-from faceswap_cam.daemon.outputs.file import FileSink
 from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp
 from faceswap_cam.daemon.states import MicState
+from tests.audio.av_harness import (
+    FLASH_EVERY,
+    FPS,
+    FRAME_PERIOD_MS,
+    SIZE,
+    FlashWatcher,
+    LoggedFileSink,
+    recorded_flashes,
+    voice_minus_video_ms,
+    write_flashing_clip,
+)
 from tests.audio.conftest import TEST_MIC, Player, PulseServer, Recorder, wait_for
 from tests.audio.test_mic import _click_onsets
-
-FPS = 30
-SIZE = (320, 240)
-FLASH_EVERY = 40  # frames: 1.33 s, so each click pairs with its own flash
-FLASH_FRAMES = 2
-FRAME_PERIOD_MS = 1000 / FPS
-
-
-def write_flashing_clip(path: Path, frames: int) -> Path:
-    """Mid-grey with a white flash every FLASH_EVERY frames (H.264, as cameras record)."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height = SIZE
-        stream.pix_fmt = "yuv420p"
-        for index in range(frames):
-            value = 255 if index % FLASH_EVERY < FLASH_FRAMES else 128
-            image = np.full((SIZE[1], SIZE[0], 3), value, np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-class LoggedFileSink(FileSink):
-    """The real recorder, noting when each recorded frame was published."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(str(path))
-        self.published: list[tuple[int, int, int]] = []  # (first frame, repeat, published_ns)
-
-    def send(self, pixels: np.ndarray, tick: Tick) -> None:
-        self.published.append((self.frames, tick.repeat, tick.published_ns))
-        super().send(pixels, tick)
-
-    def publish_time_ns(self, frame: int) -> int:
-        for first, repeat, published_ns in self.published:
-            if first <= frame < first + repeat:
-                return published_ns + round((frame - first) * 1e9 / FPS)
-        raise AssertionError(f"recorded frame {frame} was never published")
-
-
-class FlashWatcher:
-    """Watches the daemon's camera frames; at each flash, the test microphone clicks."""
-
-    def __init__(self, app: RealtimeFaceSwapApp, player: Player) -> None:
-        self._app, self._player = app, player
-        self.flashes_ns: list[int] = []
-        self.armed = threading.Event()  # clicks only once the recordings run
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="flash-watcher")
-        self._thread.start()
-
-    def _run(self) -> None:
-        ring, last, bright = self._app.capture.ring, -1, False
-        while not self._stop.is_set():
-            for frame in ring.wait_newer(last, timeout=0.1):
-                last = frame.index
-                now_bright = float(frame.pixels[::8, ::8].mean()) > 200
-                if now_bright and not bright and self.armed.is_set():
-                    self._player.click()
-                    self.flashes_ns.append(frame.captured_ns)
-                bright = now_bright
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 @pytest.fixture
@@ -102,16 +42,6 @@ def closing() -> Iterator[list[object]]:
     yield things
     for thing in reversed(things):
         thing.close()  # type: ignore[attr-defined]
-
-
-def recorded_flashes(path: Path) -> list[int]:
-    """Recorded frame numbers where a swapped flash starts (the debug engine inverts colours:
-    the swapped flash is black among dark-grey frames; passthrough frames are never black)."""
-    with av.open(str(path)) as container:
-        means = [float(frame.to_ndarray(format="gray")[::8, ::8].mean())
-                 for frame in container.decode(video=0)]
-    dark = [mean < 40 for mean in means]
-    return [index for index, is_dark in enumerate(dark) if is_dark and not dark[index - 1]]
 
 
 def test_the_voice_and_the_swapped_video_stay_together(
@@ -130,13 +60,21 @@ def test_the_voice_and_the_swapped_video_stay_together(
     watcher = FlashWatcher(app, player)
     closing.append(watcher)
 
-    def settled() -> bool:
-        mic = app.status().mic
-        return (mic is not None and mic.state is MicState.RUNNING
-                and mic.av_offset_ms is not None and abs(mic.av_offset_ms) < 15
-                and mic.target_ms > 100)
+    targets: list[tuple[float, float]] = []  # (when, the voice delay's target)
 
-    wait_for(settled, 15, "the mic to follow the swapped video")
+    def settled() -> bool:
+        """Running, and the voice delay has not moved for the tracker's whole window: the
+        clicks are not spoken into a fade (a delay change pauses or cross-fades the voice)."""
+        mic = app.status().mic
+        if mic is None or mic.state is not MicState.RUNNING or mic.av_offset_ms is None \
+                or mic.target_ms < 100:
+            return False
+        now = time.monotonic()
+        targets.append((now, mic.target_ms))
+        recent = [target for when, target in targets if now - when <= WINDOW_S]
+        return targets[0][0] <= now - WINDOW_S and len(set(recent)) == 1
+
+    wait_for(settled, 20, "the mic to follow the swapped video")
     direct = Recorder(TEST_MIC)  # the click as spoken, on the monotonic clock
     closing.append(direct)
     heard = Recorder(SOURCE_NAME)  # what the call app hears from "FaceSwap Mic"
@@ -161,7 +99,7 @@ def test_the_voice_and_the_swapped_video_stay_together(
     shown = [t for t in shown if t >= captured[0]][:3]
     assert len(spoken) >= 3 and len(voiced) >= 3 and len(shown) == 3, \
         (spoken, voiced, shown, captured)
-    offsets_ms = [((v - s) - (p - c)) * 1e3 for s, v, p, c
+    offsets_ms = [voice_minus_video_ms(s, v, p, c) for s, v, p, c
                   in zip(spoken[:3], voiced[:3], shown, captured, strict=True)]
     video_delays_ms = [(p - c) * 1e3 for p, c in zip(shown, captured, strict=True)]
     print(f"video delay {[round(d) for d in video_delays_ms]} ms; voice minus video "

@@ -81,7 +81,10 @@ def test_the_delay_is_the_delay_heard(pulse_server: PulseServer,
     errors_ms = [(b - a - 0.3) * 1e3 for a, b in zip(spoken, delayed, strict=True)]
     print(f"delay error per click (ms): {[round(e, 1) for e in errors_ms]}; "
           f"status: {mic.status()}")
-    assert all(abs(e) <= 15 for e in errors_ms), errors_ms
+    # Within one frame period at 30 fps, the bar the lips are held to (issue 13). Runs differ
+    # by up to ~20 ms (constant within a run): where each recording's blocks fall against
+    # the null sinks' render cycles, which neither recorder can see.
+    assert all(abs(e) <= 1000 / 30 for e in errors_ms), errors_ms
     status = mic.status()
     assert status["state"] == "running" and status["device"] == "FaceSwap Mic"
     assert status["target_ms"] == 300.0

@@ -95,3 +95,18 @@ def test_what_cannot_run_is_refused_with_what_to_use(
         tiny_model: Path, options: dict[str, Any], message: str) -> None:
     with pytest.raises(EngineError, match=message):
         create(**{MODEL_SETTING: str(tiny_model), **options})
+
+
+def test_compile_is_on_by_default_on_a_cuda_gpu_and_a_given_one_wins(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from faceswap_cam.models.wan.loading import LoadOptions
+    from faceswap_cam.models.wan2 import engine
+
+    monkeypatch.setattr(engine, "pick_device", lambda device: "cuda:0")
+    load = LoadOptions(device="auto")
+    assert engine.compiled_on_gpus({"explicit": []}, load).compile is True
+    assert engine.compiled_on_gpus({"explicit": ["compile"], "compile": False}, load).compile \
+        is False
+    assert engine.compiled_on_gpus({"compile": False}, load).compile is False  # given
+    monkeypatch.setattr(engine, "pick_device", lambda device: "cpu")
+    assert engine.compiled_on_gpus({"explicit": []}, load).compile is False

@@ -127,3 +127,28 @@ def test_wrong_counts_and_interrupt(pipes: dict[Wan2Variant, Any]) -> None:
     with pytest.raises(ValueError, match="too short to carry 3"):
         StreamingWanAnimate2(pipe, height=HEIGHT, width=WIDTH, segment_frames=5, carry=3,
                              steps=1)
+
+
+def test_releasing_the_text_encoder_keeps_the_pipeline_on_its_device(
+        tmp_path: Any) -> None:
+    """On a GPU the prompts are encoded once and UMT5 leaves. A modular pipeline runs its
+    blocks on its first model's device, which is the text encoder's: moved to the CPU, it
+    would take the whole denoising loop along. Here the encoder is put on the meta device
+    (standing in for "elsewhere") and the stream is told it runs on another device, so the
+    release runs on a CPU-only machine too."""
+    folder = save_tiny_wan_animate_2(tmp_path / "distilled", Wan2Variant.DISTILLED.value)
+    pipe = load_pipeline(str(folder), Wan2Variant.DISTILLED, LoadOptions(device="cpu"))
+    stream = StreamingWanAnimate2(pipe, height=HEIGHT, width=WIDTH, segment_frames=SEGMENT,
+                                  carry=CARRY, steps=STEPS, seed=0, prompt=PROMPT,
+                                  max_sequence_length=PROMPT_MAX_LEN, release_text_encoder=False)
+    pipe.text_encoder.to("meta")
+    assert pipe._execution_device.type == "meta"  # what a moved encoder does to the pipeline
+    device = stream.device
+    stream.device = torch.device("meta")  # "an accelerator": the release applies
+    stream._release_text_encoder()
+    stream.device = device
+    assert pipe.text_encoder is None
+    assert pipe._execution_device == device
+    stream.set_reference(reference())
+    frames = stream.generate(clip(SEGMENT))
+    assert frames.shape[0] == SEGMENT and np.isfinite(frames).all()

@@ -1,0 +1,125 @@
+"""benchmarks/gpu_engine.py --preset --engine wan-animate-2: the tiny models run every preset
+through the engine's own streaming code on the CPU and the JSON line has a row per preset with
+the measured and predicted figures; without CUDA the real run exits at once with code 2; the
+measured efficiency lands where ``faceswap-cam plan`` keeps reading wan-animate's."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="the model extra (torch) is not installed")
+pytest.importorskip("diffusers")
+
+from benchmarks import gpu_engine  # noqa: E402
+from benchmarks.gpu_presets import PresetRow, write_efficiency  # noqa: E402
+from faceswap_cam.models.plan.gpus import GPUS, load_efficiency  # noqa: E402
+from faceswap_cam.models.wan2.presets import BALANCED, LIVE, QUALITY  # noqa: E402
+
+ROW_FIELDS = {
+    "preset", "engine", "variant", "size", "segment", "carry", "steps", "step_s", "peak_share",
+    "vae_share", "fps", "batch_s", "peak_mem_gib", "predicted_step_s", "predicted_vae_share",
+    "predicted_fps", "predicted_batch_s", "predicted_memory_gb", "assumed_efficiency"}
+
+
+@pytest.fixture(autouse=True)
+def _no_tqdm_monitor(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A progress bar drawn while compiling the block mask would leave tqdm's monitor thread.
+    tqdm: Any = importlib.import_module("tqdm")
+    monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)
+
+
+def last_json(text: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(text.strip().splitlines()[-1])
+    return result
+
+
+def test_tiny_wan2_presets_run_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
+    code = gpu_engine.main(["--tiny", "--preset", "all", "--engine", "wan-animate-2",
+                            "--iters", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    result = last_json(out)
+    assert (result["benchmark"], result["engine"], result["tiny"]) == (
+        "gpu_engine_presets", "wan-animate-2", True)
+    assert result["efficiency_file"] is None  # a tiny run writes no efficiency
+    rows = {row["preset"]: row for row in result["rows"]}
+    assert set(rows) == {"quality", "balanced", "live"}
+    for preset, variant in ((QUALITY, "base"), (BALANCED, "distilled"), (LIVE, "distilled")):
+        row = rows[preset.name.value]
+        assert set(row) >= ROW_FIELDS, preset.name
+        assert row["engine"] == "wan-animate-2"
+        assert row["variant"] == variant
+        assert (row["segment"], row["carry"]) == (preset.segment_frames, preset.carry)
+        assert row["guidance_scale"] == preset.guidance_scale  # the checkpoint's guider
+        assert 1 <= row["steps"] <= preset.steps
+        for key in ("step_s", "batch_s", "fps", "predicted_step_s", "predicted_batch_s",
+                    "predicted_fps", "predicted_memory_gb"):
+            assert row[key] > 0, (preset.name, key)
+        # The batch holds its steps, transformer forwards and VAE work, measured apart.
+        assert row["steps"] * row["step_s"] < row["batch_s"]
+        assert row["dit_s"] + row["vae_s"] < row["batch_s"]
+        assert row["fps"] == pytest.approx(
+            (preset.segment_frames - preset.carry) / row["batch_s"])
+    # Guidance doubles the quality preset's forwards: the plan's step takes longer too.
+    assert rows["quality"]["predicted_step_s"] > rows["balanced"]["predicted_step_s"]
+    table = out[:out.rindex("{")]
+    assert "Wan-Animate-2 presets" in table and "pred." in table
+    assert all(f"  {name} " in table for name in rows)
+
+
+def test_real_run_without_cuda_exits_at_once_with_code_2(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    start = time.monotonic()
+    code = gpu_engine.main(["--engine", "wan-animate-2", "--preset", "all"])
+    assert code == 2
+    assert time.monotonic() - start < 5
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_engine_wan2_needs_preset_mode() -> None:
+    with pytest.raises(SystemExit):
+        gpu_engine.parse_args(["--engine", "wan-animate-2"])
+    assert gpu_engine.parse_args(["--preset", "live"]).engine == "wan-animate"
+    # Its flex attention only fits compiled: on by default there, off for wan-animate.
+    assert gpu_engine.parse_args(["--preset", "live", "--engine", "wan-animate-2"]).compile
+    assert not gpu_engine.parse_args(["--preset", "live"]).compile
+    assert not gpu_engine.parse_args(["--preset", "live", "--engine", "wan-animate-2",
+                                      "--no-compile"]).compile
+
+
+def row(engine: str, efficiency: float) -> PresetRow:
+    return PresetRow(
+        preset="live", engine=engine, variant=None, guidance_scale=1.0, size="848x480",
+        segment=5, carry=1, steps=4, step_s=0.3, peak_share=efficiency, dit_s=1.2, vae_s=0.2,
+        vae_share=0.1, fps=2.0, batch_s=2.0, peak_mem_gib=40.0, dit_efficiency=efficiency,
+        vae_efficiency=0.2, predicted_step_s=0.3, predicted_vae_share=0.1, predicted_fps=2.0,
+        predicted_batch_s=2.0, predicted_memory_gb=40.0, assumed_efficiency=True)
+
+
+def test_wan2_efficiency_is_kept_apart_from_what_the_plan_reads(tmp_path: Path) -> None:
+    path = tmp_path / "gpu_efficiency.json"
+    gpu = GPUS["h100"]
+    write_efficiency(path, gpu, "NVIDIA H100 80GB HBM3", [row("wan-animate", 0.5)])
+    write_efficiency(path, gpu, "NVIDIA H100 80GB HBM3", [row("wan-animate-2", 0.3)],
+                     "wan-animate-2")
+    document = json.loads(path.read_text())
+    assert document["engines"]["wan-animate-2"]["by_gpu"]["h100"]["dit_efficiency"] == 0.3
+    efficiency = load_efficiency(gpu, path)
+    assert (efficiency.dit, efficiency.assumed) == (0.5, False)
+    # A later wan-animate run keeps wan-animate-2's section.
+    write_efficiency(path, gpu, "NVIDIA H100 80GB HBM3", [row("wan-animate", 0.6)])
+    document = json.loads(path.read_text())
+    assert document["engines"]["wan-animate-2"]["by_gpu"]["h100"]["dit_efficiency"] == 0.3
+    assert load_efficiency(gpu, path).dit == 0.6
+    # wan-animate-2 alone: the plan still assumes (nothing it reads was measured).
+    alone = tmp_path / "alone.json"
+    write_efficiency(alone, gpu, "NVIDIA H100 80GB HBM3", [row("wan-animate-2", 0.3)],
+                     "wan-animate-2")
+    assert load_efficiency(gpu, alone).assumed
