@@ -148,7 +148,8 @@ def test_timing_follows_the_stated_formulas() -> None:
     assert two.dit_s == pytest.approx(timing.dit_s / 1.6) and two.vae_s == timing.vae_s
 
 
-def _analytic_models(monkeypatch: pytest.MonkeyPatch) -> None:
+def analytic_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan with analytic FLOPs instead of the meta models' count (seconds, not 15)."""
     class Stub:
         def __init__(self, engine: str) -> None:
             self.model = ENGINE_MODELS[engine]
@@ -166,7 +167,7 @@ def _analytic_models(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_plan_json_has_a_row_per_preset_and_size(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         tmp_path: Path) -> None:
-    _analytic_models(monkeypatch)
+    analytic_models(monkeypatch)
     code = cli.main(["plan", "--gpu", "h200", "--json", "--efficiency-file",
                      str(tmp_path / "none.json")])
     assert code == 0
@@ -188,7 +189,7 @@ def test_plan_json_has_a_row_per_preset_and_size(
 def test_plan_text_labels_assumptions_and_unknown_gpus_are_refused(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         tmp_path: Path) -> None:
-    _analytic_models(monkeypatch)
+    analytic_models(monkeypatch)
     assert cli.main(["plan", "--gpu", "rtx4090", "--gpus", "2", "--sizes", "848x480",
                      "--segments", "9", "--efficiency-file", str(tmp_path / "x.json")]) == 0
     text = capsys.readouterr().out

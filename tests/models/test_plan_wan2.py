@@ -29,7 +29,6 @@ from faceswap_cam.models.plan.animate2 import (
     counted_animate_2_flops,
     frame_mask_attention,
 )
-from faceswap_cam.models.plan.engines import ENGINE_MODELS
 from faceswap_cam.models.plan.gpus import GPUS, load_efficiency
 from faceswap_cam.models.plan.meta_models import Animate2MetaModels, MetaModels, build_meta_models
 from faceswap_cam.models.plan.predict import predict_settings, preset_rows
@@ -38,6 +37,7 @@ from faceswap_cam.models.plan.rows import build_plan
 from faceswap_cam.models.plan.timing import predict_timing
 from faceswap_cam.models.plan.work import Params, Shape, Work
 from faceswap_cam.models.presets import PresetName
+from tests.models.test_plan import analytic_models
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -183,25 +183,10 @@ def test_real_size_rows_for_each_preset_size_and_length(
     assert 32 < balanced.weights_gb < 36
 
 
-def _analytic_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Stub:
-        def __init__(self, engine: str) -> None:
-            self.model = ENGINE_MODELS[engine]
-            self.params = self.model.params
-
-        def work(self, shape: Shape) -> Work:
-            return self.model.analytic_work(shape)
-
-        def share_vae(self, other: object) -> None:
-            pass
-
-    monkeypatch.setattr(plan_rows, "build_meta_models", Stub)
-
-
 def test_plan_json_has_wan_animate_2_rows_quantized_as_asked(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         tmp_path: Path) -> None:
-    _analytic_models(monkeypatch)
+    analytic_models(monkeypatch)
     assert cli.main(["plan", "--gpu", "h100", "--json", "--quantize", "fp8",
                      "--efficiency-file", str(tmp_path / "none.json")]) == 0
     rows = [r for r in json.loads(capsys.readouterr().out) if r["engine"] == ENGINE]
