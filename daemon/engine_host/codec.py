@@ -1,17 +1,19 @@
 """Frames across the process boundary: shared memory locally, JPEG over a network.
 
-Shared memory: the host creates one segment per connection (``first_batch`` slots of
-W x H x 3 bytes), the client attaches by the name the host gave it. Per batch the client
-copies its frames in; the host hands the engine read-only views of the slots (the engine
-contract: inputs are not kept past the call) and writes the results back over them; the client
-copies the results out into frames it owns, taken from a pool of its earlier ones. Three copies
-of a batch, none of them into freshly faulted memory after the first batches: a copy into new
-pages costs several times a copy into mapped ones.
+Shared memory: the host creates one segment per connection, input slots then result slots of
+W x H x 3 bytes (``SharedFrames``), and the client attaches by the name the host gave it. The
+client copies each frame into an input slot as it is fed; the host hands the engine read-only
+views of the slots (the engine contract: inputs are not kept past the call) and its results
+go into result slots the client named, which the client then hands out as its frames. One
+copy of a batch on its way (none for an engine that writes into lent outputs), none of them
+into freshly faulted memory after the first batches: a copy into new pages costs several
+times a copy into mapped ones.
 
 Every block of the segment is reserved when it is made, so a full ``/dev/shm`` is an error at
 the start (frames then go as JPEG), never a SIGBUS in either process on a later write. The
 client's mapping stays valid after the host dies or unlinks the segment: the pages live until
-the last mapping goes, and the client holds no view of them outside a call.
+the last array over them goes (arrays are made with ``np.frombuffer``, which holds an export
+of the mapping, so closing cannot unmap a frame still shown).
 
 JPEG (quality 90, 4:2:0, through libjpeg-turbo's ``simplejpeg`` binding, decoded with the
 fast DCT): what a remote host gets. Frames are concatenated, each behind a 4-byte big-endian
