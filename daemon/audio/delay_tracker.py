@@ -6,7 +6,7 @@ steadier than the video so that the delay line is not re-faded constantly:
 
 * swapped frames: the centre of their ages over the last 1.5 s (the last 0.5 s while those
   are steady), halfway between the 10th and the 90th percentile, moved only when it differs
-  by more than the 25 ms deadband. In ``live``
+  by more than the 25 ms deadband (8 ms while the ages are steady). In ``live``
   playout the age is a saw-tooth (a batch's newest frame is held, ageing, until the next
   batch): its centre is where the lips are on average, and it does not swing with the phase
   of the window as a short median does (which re-faded the voice several times a second). In
@@ -30,8 +30,11 @@ from collections import deque
 from typing import Any
 
 WINDOW_S = 1.5
-#: While the ages of the last half second stay within two deadbands, they alone decide.
+#: While the ages of the last half second stay within two deadbands, they alone decide, and
+#: the voice is held closer to them: a steady video delay (``smooth`` playout) rarely moves,
+#: so a small deadband costs few fades there, and a wide one would be a lasting offset.
 STEADY_WINDOW_S = 0.5
+STEADY_DEADBAND_S = 0.008
 DEADBAND_S = 0.025
 #: The centre of the ages: halfway between these percentiles (robust to a late batch).
 LOW_PERCENTILE, HIGH_PERCENTILE = 0.1, 0.9
@@ -56,10 +59,13 @@ class _AgeWindow:
         self._steady_ns = steady_ns
         self._frames: deque[tuple[int, int]] = deque(maxlen=MAX_WINDOW_FRAMES)
         self.median_ns: float | None = None
+        #: Whether the last half second alone decided (the ages there are steady).
+        self.steady = False
 
     def clear(self) -> None:
         self._frames.clear()
         self.median_ns = None
+        self.steady = False
 
     def add(self, now_ns: int, age_ns: int) -> None:
         frames = self._frames
@@ -71,7 +77,8 @@ class _AgeWindow:
         steady_since = now_ns - round(STEADY_WINDOW_S * 1e9)
         recent = sorted(age for when, age in frames if when >= steady_since)
         low, high = _percentile(recent, LOW_PERCENTILE), _percentile(recent, HIGH_PERCENTILE)
-        if high - low > self._steady_ns:
+        self.steady = high - low <= self._steady_ns
+        if not self.steady:
             ages = sorted(age for _, age in frames)
             low, high = _percentile(ages, LOW_PERCENTILE), _percentile(ages, HIGH_PERCENTILE)
         self.median_ns = (low + high) / 2
@@ -151,7 +158,8 @@ class AudioDelayTracker:
             wanted = min(max(window.median_ns / 1e9, 0.0), self._max_s)
             if (
                 self._following != self._target_follows
-                or abs(wanted - self._target_s) >= self._deadband_s
+                or abs(wanted - self._target_s) >= (
+                    STEADY_DEADBAND_S if window.steady else self._deadband_s)
             ):
                 self._target_s = wanted
                 self._target_follows = self._following
