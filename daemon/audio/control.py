@@ -33,10 +33,6 @@ class MicController:
         self._lock = threading.Lock()
         self._closed = False
 
-    @property
-    def enabled(self) -> bool:
-        return self._wanted
-
     def observe(self, now_ns: int, age_ns: int | None, swapped: bool) -> None:
         self.tracker.observe(now_ns, age_ns, swapped)
 

@@ -120,8 +120,6 @@ def _simple_lib() -> _Lib:
     for fn in (lib.pa_simple_read, lib.pa_simple_write):
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, err]
-    lib.pa_simple_flush.restype = ctypes.c_int
-    lib.pa_simple_flush.argtypes = [ctypes.c_void_p, err]
     lib.pa_simple_get_latency.restype = ctypes.c_uint64
     lib.pa_simple_get_latency.argtypes = [ctypes.c_void_p, err]
     core.pa_strerror.restype = ctypes.c_char_p
@@ -139,7 +137,6 @@ def _stream_error(lib: _Lib, code: int, what: str, fix: str) -> AudioDeviceError
 class _SimpleStream:
     """One libpulse-simple stream; used by one thread (the delay thread) only."""
 
-    _client_latency = True  # libpulse-simple's latency figure is right for this direction
     _probe_blocks = _PROBE_BLOCKS
 
     def __init__(self, direction: int, device: str, stream_name: str, attr: _BufferAttr, *,
@@ -172,16 +169,13 @@ class _SimpleStream:
         return self._handle
 
     def _after_block(self) -> None:
+        """Every ``_probe_blocks`` blocks, the server's figure for this stream (a playback
+        stream's: libpulse-simple's own reads 0 on a null sink, see ``_PROBE_BLOCKS``)."""
         self._blocks += 1
-        server_latency = (self._probe(self._name) if self._blocks % self._probe_blocks == 0
-                          else None)
-        if server_latency is not None:
-            self._latency_s = server_latency
-        elif self._client_latency:
-            error = ctypes.c_int(0)
-            usec = self._lib.pa_simple_get_latency(self._live(), ctypes.byref(error))
-            if error.value == 0:  # no timing yet right after the start: keep the last one
-                self._latency_s = usec / 1e6
+        if self._blocks % self._probe_blocks == 0:
+            server_latency = self._probe(self._name)
+            if server_latency is not None:
+                self._latency_s = server_latency
 
     def _call(self, fn: Any, data: int, nbytes: int, what: str) -> None:
         error = ctypes.c_int(0)
@@ -240,7 +234,6 @@ class PulseInput(_SimpleStream):
 
 
 class PulseOutput(_SimpleStream):
-    _client_latency = False
     def write(self, block: np.ndarray) -> None:
         data = np.ascontiguousarray(block, dtype=np.float32)
         if data.ndim != 2 or data.shape[1] != CHANNELS:
