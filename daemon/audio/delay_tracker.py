@@ -19,7 +19,8 @@ steadier than the video so that the delay line is not re-faded constantly:
 
 Cards with no camera frame behind them (``age_ns is None``) change nothing. Times are
 ``time.monotonic_ns()``; every method takes ``now_ns`` so tests need no sleeps. Thread-safe,
-one short lock; each call is O(1) (the windows are bounded: at most 256 frames each).
+one short lock; ``observe`` is O(1), the readers sort a bounded window (at most 256
+frames) only when a frame came since they last asked.
 """
 
 from __future__ import annotations
@@ -58,14 +59,13 @@ class _AgeWindow:
         self._window_ns = window_ns
         self._steady_ns = steady_ns
         self._frames: deque[tuple[int, int]] = deque(maxlen=MAX_WINDOW_FRAMES)
-        self.median_ns: float | None = None
-        #: Whether the last half second alone decided (the ages there are steady).
-        self.steady = False
+        # Worked out when asked (the mic thread), not on every frame the publisher adds: the
+        # publisher's tick stays O(1), and with the mic off nothing is sorted at all.
+        self._centre: tuple[float, bool] | None = None
 
     def clear(self) -> None:
         self._frames.clear()
-        self.median_ns = None
-        self.steady = False
+        self._centre = None
 
     def add(self, now_ns: int, age_ns: int) -> None:
         frames = self._frames
@@ -74,14 +74,24 @@ class _AgeWindow:
         # while the other kind is shown.
         while now_ns - frames[0][0] > self._window_ns:
             frames.popleft()
-        steady_since = now_ns - round(STEADY_WINDOW_S * 1e9)
-        recent = sorted(age for when, age in frames if when >= steady_since)
-        low, high = _percentile(recent, LOW_PERCENTILE), _percentile(recent, HIGH_PERCENTILE)
-        self.steady = high - low <= self._steady_ns
-        if not self.steady:
-            ages = sorted(age for _, age in frames)
-            low, high = _percentile(ages, LOW_PERCENTILE), _percentile(ages, HIGH_PERCENTILE)
-        self.median_ns = (low + high) / 2
+        self._centre = None
+
+    def centre(self) -> tuple[float, bool] | None:
+        """(the centre of the ages in ns, whether the last half second alone decided it
+        because the ages there are steady); None before any frame."""
+        frames = self._frames
+        if self._centre is None and frames:
+            steady_since = frames[-1][0] - round(STEADY_WINDOW_S * 1e9)
+            recent = sorted(age for when, age in frames if when >= steady_since)
+            low = _percentile(recent, LOW_PERCENTILE)
+            high = _percentile(recent, HIGH_PERCENTILE)
+            steady = high - low <= self._steady_ns
+            if not steady:
+                ages = sorted(age for _, age in frames)
+                low = _percentile(ages, LOW_PERCENTILE)
+                high = _percentile(ages, HIGH_PERCENTILE)
+            self._centre = ((low + high) / 2, steady)
+        return self._centre
 
 
 def _percentile(ordered: list[int], fraction: float) -> int:
@@ -153,13 +163,15 @@ class AudioDelayTracker:
             if self._following == _SWAPPED and since is not None and now - since >= self._hold_ns:
                 self._following = _PASSTHROUGH
             window = self._swapped if self._following == _SWAPPED else self._passthrough
-            if window.median_ns is None:
+            centre = window.centre()
+            if centre is None:
                 return self._target_s
-            wanted = min(max(window.median_ns / 1e9, 0.0), self._max_s)
+            centre_ns, steady = centre
+            wanted = min(max(centre_ns / 1e9, 0.0), self._max_s)
             if (
                 self._following != self._target_follows
                 or abs(wanted - self._target_s) >= (
-                    STEADY_DEADBAND_S if window.steady else self._deadband_s)
+                    STEADY_DEADBAND_S if steady else self._deadband_s)
             ):
                 self._target_s = wanted
                 self._target_follows = self._following
@@ -177,12 +189,12 @@ class AudioDelayTracker:
         if last is None or now - last > self._hold_ns:
             return None
         if self._showing == _SWAPPED:
-            median = self._swapped.median_ns
+            centre = self._swapped.centre()
         elif self._showing == _PASSTHROUGH:
-            median = self._passthrough.median_ns
+            centre = self._passthrough.centre()
         else:
             return None
-        return None if median is None else median / 1e9
+        return None if centre is None else centre[0] / 1e9
 
     def showing(self, now_ns: int | None = None) -> str:
         """What the camera shows: "swapped", "passthrough" or "none" (a card, or nothing
