@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from faceswap_cam.models.diffusers_logs import quiet_diffusers
 from faceswap_cam.models.plan.animate import ANIMATE_14B_TRANSFORMER, counted_dit_flops
 from faceswap_cam.models.plan.animate2 import (
     ANIMATE_2_14B_TRANSFORMER,
@@ -127,7 +128,8 @@ def build_meta_models(engine: str = "wan-animate") -> MetaModels:
     diffusers: Any = importlib.import_module("diffusers")
     if engine not in PLANNED_ENGINES:
         raise ValueError(f"no model for engine {engine!r} in the plan")
-    with _quiet_diffusers(), torch.device("meta"):
+    # diffusers warns about fp32 modules on ``.to(bfloat16)``: true and irrelevant here.
+    with quiet_diffusers(), torch.device("meta"):
         if engine == "wan-animate-2":
             transformer = diffusers.WanAnimate2Transformer3DModel(**ANIMATE_2_14B_TRANSFORMER)
         else:
@@ -147,21 +149,3 @@ def build_meta_models(engine: str = "wan-animate") -> MetaModels:
     kind = Animate2MetaModels if engine == "wan-animate-2" else MetaModels
     return kind(transformer, vae,
                 Params(total, linear, fp32, sum(p.numel() for p in vae.parameters())))
-
-
-def _quiet_diffusers() -> Any:
-    """diffusers warns about fp32 modules on ``.to(bfloat16)``: true and irrelevant here."""
-    try:
-        logging_utils: Any = importlib.import_module("diffusers.utils.logging")
-    except ImportError:
-        return nullcontext()
-
-    class _Quiet:
-        def __enter__(self) -> None:
-            self.level = logging_utils.get_verbosity()
-            logging_utils.set_verbosity_error()
-
-        def __exit__(self, *exc: object) -> None:
-            logging_utils.set_verbosity(self.level)
-
-    return _Quiet()

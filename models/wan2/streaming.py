@@ -28,17 +28,16 @@ Imports torch and diffusers at the top: the engine factory imports it lazily.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import inspect
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import PIL.Image
 import torch
 
+from faceswap_cam.models.diffusers_logs import quiet_diffusers
 from faceswap_cam.models.wan.streaming import GenerationInterrupted
 
 logger = logging.getLogger(__name__)
@@ -62,18 +61,6 @@ def check_segment(segment_frames: int, carry: int) -> None:
     # The next segment's conditioning frames are the tail of this segment's *new* frames.
     if segment_frames - carry < carry:
         raise ValueError(f"segment length {segment_frames} is too short to carry {carry} frames")
-
-
-@contextlib.contextmanager
-def _quiet_diffusers() -> Iterator[None]:
-    from diffusers.utils import logging as diffusers_logging
-
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(level)
 
 
 def _run(block: Any, pipe: Any, **inputs: Any) -> Any:
@@ -146,7 +133,7 @@ class StreamingWanAnimate2:
         if encoder is None or self.device.type == "cpu" or hasattr(encoder, "_hf_hook"):
             return
         del encoder
-        with _quiet_diffusers():  # it warns that the component becomes None: that is the point
+        with quiet_diffusers():  # it warns that the component becomes None: that is the point
             self.pipe.update_components(text_encoder=None)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
