@@ -28,6 +28,12 @@ class EngineError(RuntimeError):
     """An engine cannot be created or cannot run; the message says how to fix it."""
 
 
+class EngineLost(EngineError):
+    """The engine itself went away during a call (its process died, its connection broke):
+    the call's input was never judged, so the caller keeps it for the next engine it
+    starts, unlike an input the engine answered by refusing it."""
+
+
 @dataclass(frozen=True, slots=True)
 class SwapResult:
     """What one ``process`` call made of a batch.

@@ -35,7 +35,7 @@ from faceswap_cam.daemon.engine_host.protocol import (
     Stage,
     Welcome,
 )
-from faceswap_cam.models.engine import EngineError, SwapResult
+from faceswap_cam.models.engine import EngineError, EngineLost, SwapResult
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ class EngineHostError(EngineError):
     def __init__(self, message: str, fix: str = "") -> None:
         super().__init__(message)
         self.fix = fix
+
+
+class EngineHostLost(EngineHostError, EngineLost):
+    """The host did not answer: the connection broke or the answer did not come in time."""
 
 
 def open_connection(url: EngineUrl, *, open_timeout: float,
@@ -322,7 +326,7 @@ class EngineHostProxy:
                   timeout: float) -> tuple[Message, memoryview]:
         with self._lock:
             if self._closed:
-                raise EngineHostError("the engine host connection is closed")
+                raise EngineHostLost("the engine host connection is closed")
             self._in_flight = True
             try:
                 data = protocol.encode(header, payload)
@@ -347,8 +351,8 @@ def _receive(connection: Any, timeout: float, *, url: str) -> tuple[Message, mem
     try:
         data = connection.recv(timeout=timeout)
     except TimeoutError:
-        raise EngineHostError(f"the engine host at {url} did not answer within "
-                              f"{timeout:.0f} s") from None
+        raise EngineHostLost(f"the engine host at {url} did not answer within "
+                             f"{timeout:.0f} s") from None
     except Exception as exc:
         raise _lost(url, exc) from exc
     if isinstance(data, str):
@@ -360,12 +364,12 @@ def _receive(connection: Any, timeout: float, *, url: str) -> tuple[Message, mem
             from exc
 
 
-def _lost(url: str, exc: BaseException) -> EngineHostError:
+def _lost(url: str, exc: BaseException) -> EngineHostLost:
     from websockets.exceptions import ConnectionClosed
 
     if isinstance(exc, ConnectionClosed):
         close = exc.rcvd
         parts = [] if close is None else [str(close.code), close.reason]
         why = f" ({' '.join(filter(None, parts))})" if parts else ""
-        return EngineHostError(f"the engine host at {url} closed the connection{why}")
-    return EngineHostError(f"the connection to the engine host at {url} broke: {exc}")
+        return EngineHostLost(f"the engine host at {url} closed the connection{why}")
+    return EngineHostLost(f"the connection to the engine host at {url} broke: {exc}")

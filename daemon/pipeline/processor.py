@@ -17,7 +17,7 @@ from faceswap_cam.daemon.states import EngineState
 from faceswap_cam.daemon.stats import RateMeter
 from faceswap_cam.models import batching
 from faceswap_cam.models.batching import CADENCE_MARGIN, MAX_CADENCE, cadence_for
-from faceswap_cam.models.engine import SwapEngine, SwapResult
+from faceswap_cam.models.engine import EngineLost, SwapEngine, SwapResult
 
 logger = logging.getLogger(__name__)
 
@@ -501,11 +501,13 @@ class AsyncFaceSwapProcessor:
     def _apply_reference(self, engine: SwapEngine, worker: _EngineWorker,
                          reference: np.ndarray) -> None:
         """Hand a new reference to the engine; one it refuses is reported and the reference
-        in use stays (a bad image must not stop the swap or restart the engine)."""
+        in use stays (a bad image must not stop the swap or restart the engine). An engine
+        that hangs or goes away meanwhile has judged nothing: it is restarted, and the new
+        reference is the one the next engine gets."""
         try:
             worker.call(lambda: engine.set_reference(reference), self.timeout_s, self._stop)
-        except (EngineTimeout, _Stopped):
-            raise
+        except (EngineTimeout, _Stopped, EngineLost):
+            raise  # the reference stays: _load_engine hands it to the next engine
         except Exception as exc:
             self.reference_error = str(exc)
             logger.error("reference refused, keeping the previous one: %s", exc)

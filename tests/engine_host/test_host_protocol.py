@@ -18,7 +18,7 @@ from faceswap_cam.daemon.engine_host.address import EngineUrl
 from faceswap_cam.daemon.engine_host.child import ChildEngineHost
 from faceswap_cam.daemon.engine_host.protocol import Error, Hello, Welcome
 from faceswap_cam.daemon.engine_host.proxy import EngineHostError, EngineHostProxy
-from faceswap_cam.models.engine import EngineError
+from faceswap_cam.models.engine import EngineError, EngineLost
 from tests.engine_host.helpers import serving
 
 
@@ -122,11 +122,26 @@ def test_a_bad_reference_is_refused_and_the_connection_stays() -> None:
         proxy = EngineHostProxy.connect(url, url.token or "", frame_size=None,
                                         call_timeout_s=10)
         try:
-            with pytest.raises(EngineError, match="too small"):
+            with pytest.raises(EngineError, match="too small") as refused:
                 proxy.set_reference(np.zeros((8, 8, 3), np.uint8))
+            # A verdict on the image, not a lost host: the daemon keeps its engine.
+            assert not isinstance(refused.value, EngineLost)
             proxy.set_reference(np.zeros((128, 96, 3), np.uint8))
             frame = np.zeros((48, 64, 3), np.uint8)
             assert proxy.process([frame] * proxy.first_batch).swapped
+        finally:
+            proxy.close()
+
+
+def test_a_host_killed_before_a_reference_reads_as_lost_not_as_a_refusal() -> None:
+    with serving("--engine", "debug") as (url, process):
+        proxy = EngineHostProxy.connect(url, url.token or "", frame_size=None,
+                                        call_timeout_s=10)
+        try:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(10)
+            with pytest.raises(EngineLost, match=r"closed the connection|broke"):
+                proxy.set_reference(np.zeros((128, 96, 3), np.uint8))
         finally:
             proxy.close()
 

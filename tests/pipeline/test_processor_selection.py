@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,7 +14,7 @@ from faceswap_cam.daemon.frames import Frame
 from faceswap_cam.daemon.pipeline.processor import AsyncFaceSwapProcessor, SwappedFrame
 from faceswap_cam.daemon.pipeline.selection import OutputSelector
 from faceswap_cam.daemon.states import EngineState, Showing
-from faceswap_cam.models.engine import SwapResult
+from faceswap_cam.models.engine import EngineLost, SwapResult
 from faceswap_cam.models.simple_engines import DebugEngine
 
 MS = 1_000_000
@@ -267,6 +268,44 @@ def test_a_refused_reference_keeps_the_previous_one() -> None:
     assert state is EngineState.RUNNING  # no restart for a bad image
     assert processor.engine_failures == 0
     assert engine.references == 1
+
+
+def test_an_engine_lost_while_taking_a_reference_hands_it_to_the_next_engine() -> None:
+    """A host that dies as the reference goes over has not refused it: the engine is
+    restarted and the new one gets the new reference, not the one in use before."""
+    given: list[tuple[int, int]] = []
+
+    class DiesOnSecondReference(RecordingEngine):
+        def set_reference(self, image: np.ndarray) -> None:
+            if image.shape[0] == 64 and len(engines) == 1:
+                raise EngineLost("the engine host closed the connection")
+            given.append((len(engines), image.shape[0]))
+            super().set_reference(image)
+
+    engines: list[DiesOnSecondReference] = []
+
+    def factory() -> DiesOnSecondReference:
+        engines.append(DiesOnSecondReference(first_batch=1, next_batch=1))
+        return engines[-1]
+
+    processor = AsyncFaceSwapProcessor(factory, fps=30, engine_name="rec", cadence_margin=0.0)
+    processor.backoff_initial_s = 0.01
+    processor.start()
+    with processor:
+        processor.set_reference(np.zeros((32, 32, 3), np.uint8))
+        processor.submit(frame(0))
+        assert processor.wait_swapped(1, timeout=5)
+        processor.set_reference(np.zeros((64, 64, 3), np.uint8))
+        index = 1
+        while len(engines) < 2 or not engines[1].batches:
+            processor.submit(frame(index))  # the camera goes on meanwhile
+            index += 1
+            assert index < 500, "the engine was not restarted"
+            time.sleep(0.01)
+        error, failures = processor.reference_error, processor.engine_failures
+    assert given == [(1, 32), (2, 64)]  # the second engine got the new reference only
+    assert error == ""  # not reported as a refused image
+    assert failures == 1
 
 
 def test_untouched_frames_are_passthrough_and_restart_the_chain() -> None:
