@@ -63,6 +63,9 @@ def _add_run_parser(subparsers: Any) -> None:
                      help="use an engine host elsewhere: the URL its pairing line printed")
     run.add_argument("--engine-token-file", type=Path, metavar="PATH",
                      help="a file holding that host's token (instead of the URL's)")
+    run.add_argument("--engine-gpus", type=_positive_int, metavar="N",
+                     help="split wan-animate over N GPUs of this machine in the local child "
+                     "host (`engine serve --gpus N`; default 1)")
     fps, (width, height) = _default("fps"), _default("size")
     run.add_argument("--fps", type=float, help=f"output frame rate (default {fps:g})")
     run.add_argument("--size", help=f"output size WIDTHxHEIGHT (default {width}x{height})")

@@ -105,6 +105,9 @@ class Settings(BaseModel):
         None, description="an engine host elsewhere: the URL its pairing line printed")
     engine_token_file: Path | None = Field(
         None, description="a file holding the engine host's token (with engine_url)")
+    engine_gpus: int = Field(1, ge=1, le=64, description="GPUs of this machine the local "
+                             "engine host splits wan-animate over (a host elsewhere chooses "
+                             "its own with `engine serve --gpus N`)")
     fps: float = Field(30.0, gt=0, le=120)
     size: tuple[int, int] = Field((1280, 720), description="output WIDTHxHEIGHT, even numbers")
     duration: float | None = Field(None, gt=0, description="stop after SECONDS (default: run)")
@@ -264,6 +267,11 @@ class Settings(BaseModel):
         if self.engine_token_file is not None and not self.engine_url:
             raise ValueError("engine_token_file is the token of an engine host: give "
                              "engine_url too")
+        if self.engine_gpus > 1 and (self.engine_url
+                                     or self.engine_host is EngineHosting.INLINE):
+            raise ValueError("engine_gpus splits the engine of a local child host: a host "
+                             "elsewhere takes `engine serve --gpus N` there, and an inline "
+                             "engine runs on one device")
         return self
 
     @model_validator(mode="after")

@@ -49,8 +49,9 @@ class ChildEngineHost:
     def __init__(self, engine: str, options: dict[str, Any], *,
                  frame_size: tuple[int, int] | None, call_timeout_s: float,
                  start_timeout_s: float = START_TIMEOUT_S, grace_s: float = GRACE_S,
-                 log_level: str = "INFO") -> None:
+                 log_level: str = "INFO", gpus: int = 1) -> None:
         self.engine = engine
+        self.gpus = gpus
         self._options_json = json.dumps(options)
         self._frame_size = frame_size
         self._call_timeout_s = call_timeout_s
@@ -106,9 +107,7 @@ class ChildEngineHost:
             self._state = EngineHostState.STARTING
             self.start_times.append(time.monotonic())
         token = secrets.token_urlsafe(32)
-        command = [sys.executable, "-m", "faceswap_cam.daemon.cli", "engine", "serve",
-                   "--engine", self.engine, "--listen", f"unix:{path}",
-                   "--log-level", self._log_level, "--exit-with-parent", str(os.getpid())]
+        command = self.command(path)
         environment = {**os.environ, TOKEN_ENV: token, OPTIONS_ENV: self._options_json}
         # Its own session: a Ctrl-C in the terminal reaches the daemon, which stops the host
         # in order, rather than both at once.
@@ -121,6 +120,15 @@ class ChildEngineHost:
         log = _HostLog(process.stderr, process.pid)
         logger.info("starting engine host %s (pid %d)", self.engine, process.pid)
         return process, token, path, log
+
+    def command(self, path: Path) -> list[str]:
+        """The host's command line for a socket at ``path`` (the options go by environment)."""
+        command = [sys.executable, "-m", "faceswap_cam.daemon.cli", "engine", "serve",
+                   "--engine", self.engine, "--listen", f"unix:{path}",
+                   "--log-level", self._log_level, "--exit-with-parent", str(os.getpid())]
+        if self.gpus > 1:
+            command += ["--gpus", str(self.gpus)]
+        return command
 
     def _wait_for_pairing(self, process: subprocess.Popen[bytes], log: _HostLog) -> str:
         lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()

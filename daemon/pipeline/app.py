@@ -180,7 +180,7 @@ def planned_cadence(settings: Settings, engine: str) -> int:
         engine, steps=int(options["steps"]), segment_frames=int(options["segment_frames"]),
         carry=int(options["carry"]), size=size,
         preset=settings.preset.value if settings.preset else None,
-        quantize=settings.quantize.value, camera_fps=settings.fps)
+        quantize=settings.quantize.value, gpus=settings.engine_gpus, camera_fps=settings.fps)
     if timing is None:
         return 1
     logger.info("capacity plan: %.2f s per batch, starting at cadence %d (%.1f swapped fps)",

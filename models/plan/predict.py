@@ -45,7 +45,7 @@ def preset_rows(gpu: Gpu, engine: str, *, frame_size: tuple[int, int] = (1280, 7
 def predict_settings(engine: str, *, steps: int, segment_frames: int, carry: int,
                      size: tuple[int, int], preset: str | None = None,
                      quantize: str | None = None, gpu_name: str | None = None,
-                     camera_fps: float = CAMERA_FPS,
+                     gpus: int = 1, camera_fps: float = CAMERA_FPS,
                      efficiency_file: Path | None = None) -> Timing | None:
     """The daemon's prediction for its own settings, without torch (analytic FLOPs); None when
     the engine has no model here or the GPU is unknown. Guidance is the preset's, else the
@@ -66,4 +66,4 @@ def predict_settings(engine: str, *, steps: int, segment_frames: int, carry: int
                           segment=segment_frames, carry=carry, gpu=gpu,
                           efficiency=load_efficiency(gpu, efficiency_file),
                           quantize=(quantize or "none") if model.quantizes else "none",
-                          camera_fps=camera_fps)
+                          gpus=gpus, camera_fps=camera_fps)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from faceswap_cam.daemon.config import ConfigError, Settings, load_settings
@@ -15,6 +17,8 @@ from faceswap_cam.daemon.engine_host.address import (
     parse_engine_url,
     parse_listen,
 )
+from faceswap_cam.daemon.engine_host.child import ChildEngineHost
+from faceswap_cam.daemon.engine_host.launch import plan_engine
 from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp, StartError
 from faceswap_cam.models.engine import REFERENCE_FROM_CLIENT, EngineError, resolve_engine_name
 from tests.engine_host.helpers import daemon, serving, wait_for
@@ -61,6 +65,9 @@ def test_a_url_without_a_token_is_refused_at_start() -> None:
     ({"engine_url": "fscam://gpu-box:7861", "engine_host": "inline"}, "engine_host = inline"),
     ({"engine_token_file": "/tmp/token"}, "give engine_url too"),
     ({"engine_host": "elsewhere"}, "auto | child | inline"),
+    ({"engine_gpus": "2", "engine_url": "fscam://127.0.0.1:7861"}, "engine serve --gpus N"),
+    ({"engine_gpus": "2", "engine_host": "inline"}, "runs on one device"),
+    ({"engine_gpus": "0"}, "engine_gpus"),
 ])
 def test_engine_host_settings_are_checked(values: dict[str, str], words: str) -> None:
     with pytest.raises(ConfigError, match="invalid configuration") as caught:
@@ -103,3 +110,24 @@ def test_a_host_starts_wan_animate_without_a_reference(
     assert host.serve("wan-animate", options, parse_listen("127.0.0.1:0")) == 1
     assert built == [{"name": "wan-animate", **options}]  # the marker stays out of the engine
     assert "stop here" in capsys.readouterr().err
+
+
+def test_engine_gpus_reach_the_local_child_host(tmp_path: Path) -> None:
+    """``run --engine-gpus 2`` starts the child as ``engine serve --gpus 2`` (the group that
+    command makes is tested in test_multi_gpu.py); one GPU adds no flag."""
+    reference = tmp_path / "face.png"
+    cv2.imwrite(str(reference), np.full((96, 80, 3), 128, np.uint8))
+    options = {"wan_model": str(tmp_path), "preprocessor": "stand-in",
+               "reference": str(reference)}  # weights "present"
+    name, link = plan_engine(Settings(engine="wan-animate", engine_gpus=2), options)
+    assert name == "wan-animate" and isinstance(link, ChildEngineHost)
+    command = link.command(tmp_path / "host.sock")
+    assert command[command.index("--gpus") + 1] == "2"
+    _, single = plan_engine(Settings(engine="wan-animate"), options)
+    assert isinstance(single, ChildEngineHost)
+    assert "--gpus" not in single.command(tmp_path / "host.sock")
+
+
+def test_engine_gpus_for_an_engine_that_cannot_split_stop_the_start() -> None:
+    with pytest.raises(EngineError, match=r"engine debug runs on one device: --engine-gpus 2"):
+        plan_engine(Settings(engine="debug", engine_host="child", engine_gpus=2), {})
