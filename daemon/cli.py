@@ -31,6 +31,7 @@ from faceswap_cam.daemon.paths import config_file
 from faceswap_cam.models import defaults
 from faceswap_cam.models.plan.cli import add_plan_parser, run_plan
 from faceswap_cam.models.presets import PresetName
+from faceswap_cam.models.wan2.variants import Wan2Variant
 from faceswap_cam.models.weights.commands import add_models_parser, run_models
 
 logger = logging.getLogger("faceswap_cam")
@@ -107,6 +108,11 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
                        "Steps, segment, carry, size, LoRA and shift given as well win")
     group.add_argument("--wan-model", help="diffusers folder or repo id (downloaded with "
                        "`faceswap-cam models download`)")
+    group.add_argument("--wan2-model", help="wan-animate-2: diffusers folder or repo id "
+                       "(default: the downloaded checkpoint of --wan2-variant)")
+    group.add_argument("--wan2-variant", choices=[v.value for v in Wan2Variant],
+                       help="wan-animate-2's checkpoint: base (40 steps with guidance) or "
+                       "distilled (10 steps); default: the preset's, else distilled")
     group.add_argument("--mode", choices=defaults.MODES,
                        help="replace: keep your room, replace the person; animate: the "
                        f"character in its own scene (default {defaults.MODE})")

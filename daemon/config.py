@@ -26,6 +26,7 @@ from pydantic import (
 from faceswap_cam.daemon import paths
 from faceswap_cam.models import defaults
 from faceswap_cam.models.presets import PresetName
+from faceswap_cam.models.wan2.variants import Wan2Variant
 
 ENV_PREFIX = "FACESWAP_CAM_"
 VIRTUAL_CAMERA_LABEL = "FaceSwap Cam"
@@ -144,6 +145,12 @@ class Settings(BaseModel):
     reference: Path | None = Field(None, description="image of the character to become")
     wan_model: str = Field(defaults.WAN_ANIMATE_REPO,
                            description="diffusers folder or downloaded repo id")
+    wan2_model: str | None = Field(None, description="wan-animate-2: a diffusers folder or "
+                                   "repo id (default: the downloaded checkpoint of "
+                                   "wan2_variant)")
+    wan2_variant: Wan2Variant | None = Field(
+        None, description="wan-animate-2's checkpoint: base (40 steps with guidance) | "
+        "distilled (10 steps); default: the preset's, else distilled")
     mode: defaults.WanMode = defaults.WanMode(defaults.MODE)
     steps: int = Field(defaults.STEPS, ge=1, le=100, description="denoising steps per segment")
     segment_frames: int = Field(defaults.SEGMENT_FRAMES, ge=5, le=161,

@@ -141,7 +141,8 @@ def read_reference(path: Path) -> np.ndarray:
 
 
 #: Settings each engine factory receives (an engine ignores what it does not use).
-ENGINE_SETTINGS = ("wan_model", "mode", "steps", "segment_frames", "carry", "seed", "prompt",
+ENGINE_SETTINGS = ("wan_model", "wan2_model", "wan2_variant", "mode", "steps", "segment_frames",
+                   "carry", "seed", "prompt",
                    "device", "dtype", "vae_fp32", "offload", "vae_tiling", "attention_backend",
                    "compile", "loras", "shift", "gen_size", "reference", "detector_model",
                    "pose_model", "sam2_model", "preprocessor", "colour_match", "feather_px",

@@ -38,17 +38,19 @@ PRESET_VARIANTS: dict[str, Wan2Variant] = {
 }
 #: The setting that may name a local folder (or another repo id) for the checkpoint.
 MODEL_SETTING = "wan2_model"
+#: The setting that picks a checkpoint whatever the preset says.
+VARIANT_SETTING = "wan2_variant"
 
 
 def variant_of(options: Mapping[str, Any]) -> Wan2Variant:
-    """``variant`` if given, else the preset's checkpoint, else :data:`VARIANT`."""
-    explicit = options.get("variant")
+    """``wan2_variant`` if given, else the preset's checkpoint, else :data:`VARIANT`."""
+    explicit = options.get(VARIANT_SETTING)
     if explicit is not None:
         try:
             return Wan2Variant(str(explicit))
         except ValueError:
-            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {explicit!r}") \
-                from None
+            raise ValueError(f"wan2_variant must be one of {', '.join(VARIANTS)}, "
+                             f"got {explicit!r}") from None
     preset = options.get("preset")
     return PRESET_VARIANTS.get(str(preset), VARIANT) if preset is not None else VARIANT
 

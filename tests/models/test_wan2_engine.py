@@ -33,7 +33,7 @@ def test_registered_with_presets_weights_and_auto_first() -> None:
     assert weights.get_model("wan-animate-2-base").repo_id == defaults.WAN_ANIMATE_2_REPO
     assert variant_of({}) is Wan2Variant.DISTILLED
     assert variant_of({"preset": "quality"}) is Wan2Variant.BASE
-    assert variant_of({"preset": "live", "variant": "base"}) is Wan2Variant.BASE
+    assert variant_of({"preset": "live", "wan2_variant": "base"}) is Wan2Variant.BASE
     assert required_weights({"preset": "quality"}) == [("wan-animate-2-base", None)]
 
 
@@ -85,3 +85,21 @@ def test_the_daemons_defaults_do_not_override_the_preset() -> None:
     assert stream_settings({"steps": 3, "preset": "live", "explicit": ["steps"]})["steps"] == 3
     # A caller that does not say what was explicit gave everything it passed.
     assert stream_settings({"steps": 2})["steps"] == 2
+
+
+def test_the_daemons_settings_choose_its_folder_and_checkpoint(tmp_path: Path) -> None:
+    """`run --wan2-model DIR --wan2-variant base` reaches the engine's options (and through
+    them a child host's): the folder counts as its weights and the checkpoint beats the
+    preset's."""
+    pytest.importorskip("torch", reason="the model extra (torch) is not installed")
+    from faceswap_cam.daemon.config import load_settings
+    from faceswap_cam.daemon.pipeline.app import engine_options
+
+    settings = load_settings({"wan2_model": str(tmp_path), "wan2_variant": "base",
+                              "preset": "live", "reference": str(tmp_path / "me.png")},
+                             environ={})
+    options = engine_options(settings)
+    assert variant_of(options) is Wan2Variant.BASE
+    assert required_weights(options) == [("wan-animate-2-base", str(tmp_path))]
+    assert resolve_engine_name("auto", options) == "wan-animate-2"
+    assert variant_of(engine_options(load_settings({}, environ={}))) is Wan2Variant.DISTILLED
