@@ -9,11 +9,12 @@ For each frame size, a batch of 9 frames goes through the same engine three ways
   :class:`~faceswap_cam.daemon.engine_host.remote.RemoteEngineHost`, frames as JPEG.
 
 Each is warmed up, then timed over ``--batches`` batches (milliseconds per batch, p50 and p99),
-from sending a complete batch to having its results. The host paths take each frame of a
-batch as it arrives (``stage``, what the daemon's feeder calls as it feeds the processor):
-locally it is copied into an input slot, remotely encoded, sent, and decoded by the host on
-arrival. That cost is printed apart, per frame ("staging"): it is paid on the feeder's thread
-while the batch fills, not on the batch's way to the screen. By default batches run back to
+from the arrival of a batch's last frame to having its results. The host paths take each frame
+of a batch as it arrives (``stage``, what the daemon's feeder calls before it queues the frame
+for the processor): locally it is copied into an input slot, remotely encoded, sent, and
+decoded by the host on arrival. That cost is printed apart, per frame ("staging"): for all but
+the last frame it is paid on the feeder's thread while the batch fills; the last frame's is on
+the batch's way to the screen, so the timed span includes it. By default batches run back to
 back, so a remote host may still be decoding the last staged frames when the batch comes (the
 batch waits for them); ``--paced`` spaces a batch's frames one frame period apart, as a camera
 does (on a cloud VM, memory work after an idle gap is 2-5x slower, for every path alike).
@@ -142,15 +143,17 @@ def time_batches(engines: dict[str, SwapEngine], frames: list[np.ndarray], batch
         # Paced, the frames arrive one per ``pace_s`` for every engine alike, as from a
         # camera; back to back (0), a remote host may still be decoding the batch's staged
         # frames when it comes, which the batch then waits for.
+        # The batch is complete when its last frame arrives: the clock starts there, so that
+        # frame's staging counts (the processor takes the batch once it is staged).
         stage = getattr(engines[name], "stage", None)
+        start = time.perf_counter()
         for index, frame in enumerate(frames):
             if index and pace_s:
                 time.sleep(pace_s)
+            start = time.perf_counter()
             if stage is not None:
-                begin = time.perf_counter()
                 stage(frame)
-                staging[name].append((time.perf_counter() - begin) * 1000)
-        start = time.perf_counter()
+                staging[name].append((time.perf_counter() - start) * 1000)
         result = engines[name].process(frames)
         elapsed = (time.perf_counter() - start) * 1000
         if not result.swapped:
@@ -367,7 +370,7 @@ def main() -> None:
                   f"   {got['wire_bytes_per_frame']:,} B/frame on the wire"
                   f"   empty round trip p50 {got['empty_round_trip_ms']['p50']:.2f} ms"
                   f"   staging p50 {got['stage_ms_per_frame']['p50']:.2f} ms per frame"
-                  " (feeder thread, before the batch)")
+                  " (feeder thread; the last frame's is in the batch's time)")
         cost = figures["jpeg"]
         print(f"  JPEG q{cost['quality']}: encode {cost['encode_ms_per_frame']:.2f} + decode "
               f"{cost['decode_ms_per_frame']:.2f} ms per frame, PSNR {cost['psnr_db']:.1f} dB, "

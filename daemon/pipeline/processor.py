@@ -206,17 +206,19 @@ class AsyncFaceSwapProcessor:
         return frame_index % self._cadence == 0
 
     def submit(self, frame: Frame) -> None:
+        # An engine in another process takes each frame as it comes, so that a batch is
+        # already there when it is complete (the caller's thread pays: the feeder's). Before
+        # the frame is queued: a batch taken while its last frame was still being staged
+        # would go without it, and a remote host's batch then goes whole, re-encoded.
+        stage = self._stage
+        if stage is not None:
+            stage(frame.pixels)
         with self._input_cond:
             if len(self._input) == self._input.maxlen:
                 self.dropped_input += 1
             self._input.append(frame)
             self.max_input_depth = max(self.max_input_depth, len(self._input))
             self._input_cond.notify_all()
-        # An engine in another process takes each frame as it comes, so that a batch is
-        # already there when it is complete (the caller's thread pays: the feeder's).
-        stage = self._stage
-        if stage is not None:
-            stage(frame.pixels)
 
     def input_depth(self) -> int:
         with self._input_cond:

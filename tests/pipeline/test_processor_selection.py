@@ -308,6 +308,38 @@ def test_an_engine_lost_while_taking_a_reference_hands_it_to_the_next_engine() -
     assert failures == 1
 
 
+def test_every_frame_of_a_batch_is_staged_before_the_batch_runs() -> None:
+    """An engine host takes each frame as it is fed (``stage``); a batch that ran before its
+    last frame was staged would go whole over the wire instead."""
+
+    class Staging(RecordingEngine):
+        def __init__(self) -> None:
+            super().__init__(first_batch=3, next_batch=3)
+            self.staged: set[int] = set()
+            self.unstaged_in_batches = 0
+
+        def stage(self, pixels: np.ndarray) -> None:
+            time.sleep(0.02)  # encoding a 720p frame takes a few ms; widen the window
+            self.staged.add(id(pixels))
+
+        def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
+            self.unstaged_in_batches += sum(id(f) not in self.staged for f in frames)
+            return super().process(frames)
+
+    engine = Staging()
+    frames = [frame(i) for i in range(6)]
+    with start(engine) as processor:
+        for _ in range(500):  # frames fed before the engine is up are not staged
+            if processor.state is EngineState.RUNNING:
+                break
+            time.sleep(0.01)
+        for item in frames:
+            processor.submit(item)
+        assert processor.wait_swapped(6, timeout=5)
+    assert engine.batches == [[0, 1, 2], [3, 4, 5]]
+    assert engine.unstaged_in_batches == 0
+
+
 def test_untouched_frames_are_passthrough_and_restart_the_chain() -> None:
     class NobodyThere(RecordingEngine):
         def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
