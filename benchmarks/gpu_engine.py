@@ -52,20 +52,20 @@ measured DiT and VAE efficiency to ``benchmarks/results/gpu_efficiency.json``
 not yet run on a GPU). Its last line is JSON too.
 
 ``--engine wan-animate-2`` (with ``--preset``; the default engine is wan-animate) measures
-wan-animate-2's presets the same way (``benchmarks/gpu_presets.py`` has the details): the
-real-size ``WanAnimate2Transformer3DModel`` (the class defaults, as the plan's meta model) and
-the Wan VAE with random weights in bf16 on the GPU, the base checkpoint's pipeline (CFG) for
-quality and the distilled one for balanced and live, each preset through
-``StreamingWanAnimate2.generate`` at its own size (848x480 for a 1280x720 camera), segment
-length, carry and steps, with the transformer blocks compiled (``--no-compile`` to not: the
-generation attention's flex kernel only fits compiled). Same columns, the plan's prediction
-beside each; the measured efficiency goes to the file's ``engines["wan-animate-2"]`` section,
-which leaves what ``faceswap-cam plan`` reads as it was. ``--engine wan-animate-2 --preset all``
-should take about 6 to 7 minutes on an H100/H200: an estimate from the plan's predictions at its
-assumed 45 % of peak, 58 / 5.1 / 1.7 s a batch for quality / balanced / live and four batches
-each (two warm-up, two timed) make 4.3 minutes, most of it quality's 40 guided steps at 848x480
-L=17, plus building the model and compiling (not yet run on a GPU). ``--tiny`` runs it on the
-CPU with ``tests.wan2_tiny``'s tiny models, at most 2 steps a batch, in well under a minute.
+wan-animate-2's presets the same way (``benchmarks/gpu_presets.py`` has the details): the real-size
+``WanAnimate2Transformer3DModel`` (the class defaults, as the plan's meta model) and the Wan VAE
+with random weights in bf16 on the GPU, the base checkpoint's pipeline (CFG) for quality and the
+distilled one for balanced and live, each preset through ``StreamingWanAnimate2.generate`` at its
+own size (848x480 for a 1280x720 camera), segment length, carry and steps, with the transformer
+blocks compiled (``--no-compile`` to not: the generation attention's flex kernel only fits
+compiled). Same columns, the plan's prediction beside each; the measured efficiency goes to the
+file's ``engines["wan-animate-2"]`` section, which the plan reads for wan-animate-2's rows
+(wan-animate's stay as measured). ``--engine wan-animate-2 --preset all`` should take about 6 to 7
+minutes on an H100/H200: an estimate from the plan's predictions at its assumed 45 % of peak, 58 /
+5.1 / 1.7 s a batch for quality / balanced / live and four batches each (two warm-up, two timed)
+make 4.3 minutes, most of it quality's 40 guided steps at 848x480 L=17, plus building the model and
+compiling (not yet run on a GPU). ``--tiny`` runs it on the CPU with ``tests.wan2_tiny``'s tiny
+models, at most 2 steps a batch, in well under a minute.
 
 ``--gpus N`` (N > 1) measures context parallelism (``faceswap_cam.models.wan.parallel``,
 Ulysses, as ``faceswap-cam engine serve --gpus N`` runs it): N ranks are spawned, one per GPU

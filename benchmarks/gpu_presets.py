@@ -28,8 +28,9 @@ peak), the VAE's share of the batch, swapped fps (new frames / batch latency), t
 latency and the peak GPU memory, each beside the plan's prediction (its analytic count: the
 figures ``doctor`` shows; ``faceswap-cam plan`` counts the same on the meta model). The
 measured efficiency goes to the efficiency file under ``engines["wan-animate-2"]["by_gpu"]``,
-entries in the same form as the top-level ``by_gpu`` that ``faceswap-cam plan`` reads (that
-one is wan-animate's; the plan ignores the section until it reads engines separately).
+entries in the same form as the top-level ``by_gpu`` (wan-animate's); ``faceswap-cam plan``,
+``doctor`` and the daemon's starting cadence read each engine's own, else the other's on the
+same GPU (``load_efficiency``).
 """
 
 from __future__ import annotations
@@ -472,7 +473,7 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
     presets = [p for p in load_presets(WAN2_ENGINE) if p.name.value in names]
     gpu_name, peak = detect_peak(device, args.peak_tflops)
     table_gpu, gpu = prediction_gpu(device, gpu_name, peak)
-    efficiency = load_efficiency(gpu, args.efficiency_file)
+    efficiency = load_efficiency(gpu, args.efficiency_file, WAN2_ENGINE)
     start = time.perf_counter()
     pipes = build_wan2(device, tiny=args.tiny, image_tokens=args.image_tokens)
     synchronize(device)

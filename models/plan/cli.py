@@ -97,6 +97,7 @@ def run_plan(args: Any) -> int:
     if args.json:
         _say(rows_json(rows))
     else:
-        _say(render_text(rows, gpu, load_efficiency(gpu, args.efficiency_file),
-                          gpus=args.gpus, camera_fps=args.camera_fps))
+        efficiencies = {engine: load_efficiency(gpu, args.efficiency_file, engine)
+                        for engine in dict.fromkeys(row.engine for row in rows)}
+        _say(render_text(rows, gpu, efficiencies, gpus=args.gpus, camera_fps=args.camera_fps))
     return 0

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -113,25 +114,55 @@ class Efficiency:
     source: str
 
 
-def load_efficiency(gpu: Gpu, path: Path | None = None) -> Efficiency:
-    """The efficiency measured on this GPU, else on another one (said so), else assumed."""
+#: The engine whose measurements are the file's top-level ``by_gpu``; every other engine's are
+#: under ``engines[NAME]["by_gpu"]`` in the same form.
+FIRST_ENGINE = "wan-animate"
+
+
+def load_efficiency(gpu: Gpu, path: Path | None = None,
+                    engine: str = FIRST_ENGINE) -> Efficiency:
+    """The efficiency measured for ``engine`` on this GPU, else another engine's on this GPU,
+    else ``engine``'s on another GPU, else another engine's there (each said so), else
+    assumed. Kernels and memory make most of it (both engines' DiTs are the same blocks), so
+    the GPU matters more than the engine."""
     path = EFFICIENCY_FILE if path is None else path
     try:
-        measured = json.loads(path.read_text()).get("by_gpu", {})
-    except (OSError, ValueError, AttributeError):
-        measured = {}
-    entry = measured.get(gpu.key)
-    if entry is None and measured:
-        other = sorted(measured)[0]
-        entry = {**measured[other], "device": f"{measured[other].get('device', other)}, "
-                 f"not {gpu.key}"}
-    if isinstance(entry, dict) and isinstance(entry.get("dit_efficiency"), (int, float)):
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        document = {}
+    sections = _measured_sections(document if isinstance(document, dict) else {})
+    own = sections.pop(engine, {})
+    ordered = [(engine, own), *sorted(sections.items())]
+    candidates = [(name, gpu.key, entries[gpu.key]) for name, entries in ordered
+                  if gpu.key in entries]
+    candidates += [(name, key, entries[key]) for name, entries in ordered
+                   for key in sorted(entries) if key != gpu.key]
+    for name, key, entry in candidates:
+        if not isinstance(entry, dict) or not isinstance(entry.get("dit_efficiency"),
+                                                        (int, float)):
+            continue
         vae = entry.get("vae_efficiency")
+        device = str(entry.get("device", key)) + ("" if key == gpu.key else f", not {gpu.key}")
+        whose = "" if name == engine else f"{name}'s, "
         return Efficiency(
             dit=float(entry["dit_efficiency"]),
             vae=float(vae) if isinstance(vae, (int, float)) and vae > 0
             else ASSUMED_VAE_EFFICIENCY,
-            assumed=False, source=f"measured on {entry.get('device', gpu.key)} ({path.name})")
+            assumed=False, source=f"{whose}measured on {device} ({path.name})")
     return Efficiency(ASSUMED_EFFICIENCY, ASSUMED_VAE_EFFICIENCY, True,
                       f"ASSUMED {ASSUMED_EFFICIENCY:.0%} of peak (DiT), "
                       f"{ASSUMED_VAE_EFFICIENCY:.0%} (VAE): no GPU measurement yet")
+
+
+def _measured_sections(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each engine's ``by_gpu`` entries in the efficiency file."""
+    sections: dict[str, dict[str, Any]] = {}
+    first = document.get("by_gpu")
+    if isinstance(first, dict):
+        sections[FIRST_ENGINE] = first
+    engines = document.get("engines")
+    for name, section in (engines.items() if isinstance(engines, dict) else ()):
+        by_gpu = section.get("by_gpu") if isinstance(section, dict) else None
+        if isinstance(by_gpu, dict) and name != FIRST_ENGINE:
+            sections[str(name)] = by_gpu
+    return sections

@@ -28,7 +28,7 @@ def preset_rows(gpu: Gpu, engine: str, *, frame_size: tuple[int, int] = (1280, 7
                 efficiency_file: Path | None = None) -> list[PlanRow]:
     """Each preset of ``engine`` at its own size for a camera of ``frame_size``, without torch
     (analytic FLOPs, the parameter counts above): what ``doctor`` shows."""
-    efficiency = load_efficiency(gpu, efficiency_file)
+    efficiency = load_efficiency(gpu, efficiency_file, engine)
     model = ENGINE_MODELS.get(engine)
     if model is None:
         return []
@@ -64,6 +64,6 @@ def predict_settings(engine: str, *, steps: int, segment_frames: int, carry: int
     work = model.analytic_work(Shape(size[0], size[1], segment_frames - carry, segment_frames))
     return predict_timing(work, steps=steps, guidance_scale=guidance_scale,
                           segment=segment_frames, carry=carry, gpu=gpu,
-                          efficiency=load_efficiency(gpu, efficiency_file),
+                          efficiency=load_efficiency(gpu, efficiency_file, engine),
                           quantize=(quantize or "none") if model.quantizes else "none",
                           gpus=gpus, camera_fps=camera_fps)

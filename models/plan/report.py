@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
 from faceswap_cam.models.plan.gpus import ASSUMED_SCALING_EFFICIENCY, Efficiency, Gpu
@@ -26,12 +26,14 @@ def format_rows(rows: Sequence[PlanRow]) -> list[str]:
     return lines
 
 
-def render_text(rows: Sequence[PlanRow], gpu: Gpu, efficiency: Efficiency, *, gpus: int,
-                camera_fps: float) -> str:
+def render_text(rows: Sequence[PlanRow], gpu: Gpu, efficiencies: Mapping[str, Efficiency], *,
+                gpus: int, camera_fps: float) -> str:
+    """The table, headed by the GPU and each engine's efficiency (measured or assumed)."""
     fp8 = f"{gpu.fp8_tflops:g}" if gpu.fp8_tflops else "none"
     lines = [f"Capacity plan on {gpus} x {gpu.name} ({gpu.key}: dense bf16 {gpu.bf16_tflops:g} / "
-             f"fp8 {fp8} TFLOP/s, {gpu.memory_gb:g} GB), camera {camera_fps:g} fps",
-             f"  efficiency: {efficiency.source}"]
+             f"fp8 {fp8} TFLOP/s, {gpu.memory_gb:g} GB), camera {camera_fps:g} fps"]
+    lines += [f"  efficiency ({engine}): {efficiency.source}"
+              for engine, efficiency in efficiencies.items()]
     if gpus > 1:
         lines.append(f"  {gpus} GPUs: the DiT splits over them at an ASSUMED "
                      f"{ASSUMED_SCALING_EFFICIENCY:.0%} scaling efficiency; the VAE runs on one")

@@ -108,7 +108,6 @@ def build_plan(gpu: Gpu, *, engines: Sequence[str] | None = None,
     its own size and length; ``segments`` None: :data:`DEFAULT_SEGMENTS` and the engine's
     presets' lengths). Lengths too short to carry a preset's frames are left out. FLOPs are
     counted once per shape."""
-    efficiency = load_efficiency(gpu, efficiency_file)
     sizes = list(sizes)
     rows: list[PlanRow] = []
     shared: MetaModels | None = None
@@ -116,6 +115,7 @@ def build_plan(gpu: Gpu, *, engines: Sequence[str] | None = None,
         presets = load_presets(engine)
         if not presets:
             continue
+        efficiency = load_efficiency(gpu, efficiency_file, engine)
         models = build_meta_models(engine)
         if shared is None:
             shared = models

@@ -103,7 +103,7 @@ def row(engine: str, efficiency: float) -> PresetRow:
         predicted_batch_s=2.0, predicted_memory_gb=40.0, assumed_efficiency=True)
 
 
-def test_wan2_efficiency_is_kept_apart_from_what_the_plan_reads(tmp_path: Path) -> None:
+def test_each_engine_plans_with_its_own_measured_efficiency(tmp_path: Path) -> None:
     path = tmp_path / "gpu_efficiency.json"
     gpu = GPUS["h100"]
     write_efficiency(path, gpu, "NVIDIA H100 80GB HBM3", [row("wan-animate", 0.5)])
@@ -113,13 +113,22 @@ def test_wan2_efficiency_is_kept_apart_from_what_the_plan_reads(tmp_path: Path) 
     assert document["engines"]["wan-animate-2"]["by_gpu"]["h100"]["dit_efficiency"] == 0.3
     efficiency = load_efficiency(gpu, path)
     assert (efficiency.dit, efficiency.assumed) == (0.5, False)
+    assert load_efficiency(gpu, path, "wan-animate-2").dit == 0.3
     # A later wan-animate run keeps wan-animate-2's section.
     write_efficiency(path, gpu, "NVIDIA H100 80GB HBM3", [row("wan-animate", 0.6)])
     document = json.loads(path.read_text())
     assert document["engines"]["wan-animate-2"]["by_gpu"]["h100"]["dit_efficiency"] == 0.3
     assert load_efficiency(gpu, path).dit == 0.6
-    # wan-animate-2 alone: the plan still assumes (nothing it reads was measured).
+    assert load_efficiency(gpu, path, "wan-animate-2").dit == 0.3
+    # wan-animate-2 measured alone: wan-animate plans with it, and says whose it is; on the
+    # same GPU before an engine's own measurement on another one.
     alone = tmp_path / "alone.json"
     write_efficiency(alone, gpu, "NVIDIA H100 80GB HBM3", [row("wan-animate-2", 0.3)],
                      "wan-animate-2")
-    assert load_efficiency(gpu, alone).assumed
+    borrowed = load_efficiency(gpu, alone)
+    assert (borrowed.dit, borrowed.assumed) == (0.3, False)
+    assert borrowed.source.startswith("wan-animate-2's, measured on NVIDIA H100")
+    write_efficiency(alone, GPUS["a100"], "NVIDIA A100-SXM4-80GB", [row("wan-animate", 0.7)])
+    assert load_efficiency(gpu, alone).dit == 0.3  # this GPU's, the other engine's
+    elsewhere = load_efficiency(GPUS["a100"], alone, "wan-animate-2")
+    assert elsewhere.dit == 0.7 and "wan-animate's" in elsewhere.source

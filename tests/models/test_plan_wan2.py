@@ -181,6 +181,24 @@ def test_real_size_rows_for_each_preset_size_and_length(
     assert 190 < balanced.tflop_per_forward < 210
     assert all(r.fits for r in rows if r.height == 480)
     assert 32 < balanced.weights_gb < 36
+    assert all(r.assumed_efficiency for r in rows)
+
+
+def test_rows_use_the_efficiency_measured_for_their_engine(
+        meta_models: MetaModels, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(plan_rows, "build_meta_models", lambda engine: meta_models)
+    measured = tmp_path / "gpu_efficiency.json"
+    measured.write_text(json.dumps({
+        "by_gpu": {"h100": {"device": "H100", "dit_efficiency": 0.6}},
+        "engines": {ENGINE: {"by_gpu": {"h100": {"device": "H100", "dit_efficiency": 0.3}}}}}))
+    slow = build_plan(GPUS["h100"], engines=[ENGINE], sizes=[(848, 480)], segments=[9],
+                      efficiency_file=measured)
+    assert {(r.efficiency, r.assumed_efficiency) for r in slow} == {(0.3, False)}
+    measured.write_text(json.dumps({"by_gpu": {"h100": {"dit_efficiency": 0.6}}}))
+    fast = build_plan(GPUS["h100"], engines=[ENGINE], sizes=[(848, 480)], segments=[9],
+                      efficiency_file=measured)
+    assert {r.efficiency for r in fast} == {0.6}  # wan-animate's, on the same GPU
+    assert all(f.fps > s.fps for f, s in zip(fast, slow, strict=True))
 
 
 def test_plan_json_has_wan_animate_2_rows_quantized_as_asked(
