@@ -67,13 +67,14 @@ make 4.3 minutes, most of it quality's 40 guided steps at 848x480 L=17, plus bui
 compiling (not yet run on a GPU). ``--tiny`` runs it on the CPU with ``tests.wan2_tiny``'s tiny
 models, at most 2 steps a batch, in well under a minute.
 
-``--gpus N`` (N > 1) measures context parallelism (``faceswap_cam.models.wan.parallel``,
-Ulysses, as ``faceswap-cam engine serve --gpus N`` runs it): N ranks are spawned, one per GPU
-over NCCL; rank 0 first measures every configuration alone (the other GPUs idle), then all
-ranks split the DiT and measure again, in lockstep. It prints each rank's seconds per step,
-the speed-up (one GPU's s/step over the slowest rank's) and the scaling efficiency (speed-up /
-N). Without N CUDA GPUs it exits with code 2; ``--tiny --gpus 2`` checks that path on the CPU
-over gloo.
+``--gpus N`` (N > 1) measures context parallelism (``faceswap_cam.models.wan.parallel``, Ulysses, as
+``faceswap-cam engine serve --gpus N`` runs it): N ranks are spawned, one per GPU over NCCL; rank 0
+first measures every configuration alone (the other GPUs idle), then all ranks split the DiT and
+measure again, in lockstep. It prints each rank's seconds per step, the speed-up (one GPU's s/step
+over the slowest rank's) and the scaling efficiency (speed-up / N), and writes the median scaling
+efficiency to the efficiency file's ``scaling`` section, which ``faceswap-cam plan --gpus N`` and
+``run --engine-gpus N`` then use instead of the assumed 80 % (not with ``--tiny``). Without N CUDA
+GPUs it exits with code 2; ``--tiny --gpus 2`` checks that path on the CPU over gloo.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ import importlib
 import json
 import os
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -106,7 +108,12 @@ from faceswap_cam.models.plan.animate import (
     counted_dit_flops,
 )
 from faceswap_cam.models.plan.engines import load_presets, preset_shape
-from faceswap_cam.models.plan.gpus import EFFICIENCY_FILE, load_efficiency
+from faceswap_cam.models.plan.gpus import (
+    EFFICIENCY_FILE,
+    gpu_for_name,
+    load_efficiency,
+    save_scaling,
+)
 from faceswap_cam.models.plan.memory import RUNTIME_BYTES, activation_bytes, weight_bytes
 from faceswap_cam.models.plan.timing import predict_timing
 from faceswap_cam.models.plan.work import IMAGE_TOKENS, TEXT_TOKENS, Shape, Work
@@ -488,6 +495,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def record_scaling(args: argparse.Namespace, device: str,
+                   rows: list[ScalingRow]) -> Path | None:
+    """The median scaling efficiency into the efficiency file, for a GPU of the plan's table
+    (not --tiny): the file's path, or None."""
+    table_gpu = None if args.tiny else gpu_for_name(device)
+    if table_gpu is None or not rows:
+        return None
+    path: Path = args.efficiency_file or EFFICIENCY_FILE
+    save_scaling(path, table_gpu, args.gpus, statistics.median(row.efficiency for row in rows),
+                 device=device, measured=time.strftime("%Y-%m-%d"))
+    return path
+
+
 def multi_gpu_main(args: argparse.Namespace) -> int:
     if not args.tiny and torch.cuda.device_count() < args.gpus:
         print(f"--gpus {args.gpus} needs {args.gpus} CUDA GPUs; torch sees "
@@ -532,6 +552,10 @@ def multi_gpu_main(args: argparse.Namespace) -> int:
     print()
     print("  s/st: seconds per denoising step; speed-up: one GPU's s/step over the slowest")
     print(f"  rank's; eff.: speed-up / {args.gpus}; fps: new frames per second of batch time.")
+    written = record_scaling(args, ranks[0]["device"], rows)
+    if written is not None:
+        print(f"  median scaling efficiency written to {written} (faceswap-cam plan --gpus "
+              f"{args.gpus} reads it)")
     print(json.dumps({
         "benchmark": "gpu_engine_parallel",
         "device": ranks[0]["device"],
@@ -542,6 +566,7 @@ def multi_gpu_main(args: argparse.Namespace) -> int:
         "attention_backend": args.attention_backend,
         "compile": args.compile,
         "rows": [asdict(row) for row in rows],
+        "efficiency_file": None if written is None else str(written),
     }))
     return 0
 
@@ -662,7 +687,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
                         help="whose presets --preset measures (default %(default)s)")
     parser.add_argument("--efficiency-file", type=Path, default=None,
-                        help=f"where --preset writes it (default {EFFICIENCY_FILE})")
+                        help="where --preset writes the measured efficiency and --gpus N the "
+                             f"scaling efficiency (default {EFFICIENCY_FILE})")
     parser.add_argument("--gpus", type=int, default=1,
                         help="N > 1: context parallelism over N GPUs, with speed-up and "
                              "scaling efficiency against one GPU")

@@ -12,6 +12,7 @@ from faceswap_cam.models.plan.gpus import (
     gpu_for_name,
     gpu_names,
     load_efficiency,
+    load_scaling,
     local_gpu,
     local_gpu_name,
 )
@@ -99,5 +100,7 @@ def run_plan(args: Any) -> int:
     else:
         efficiencies = {engine: load_efficiency(gpu, args.efficiency_file, engine)
                         for engine in dict.fromkeys(row.engine for row in rows)}
-        _say(render_text(rows, gpu, efficiencies, gpus=args.gpus, camera_fps=args.camera_fps))
+        scaling = load_scaling(gpu, args.gpus, args.efficiency_file) if args.gpus > 1 else None
+        _say(render_text(rows, gpu, efficiencies, gpus=args.gpus, camera_fps=args.camera_fps,
+                         scaling=scaling))
     return 0

@@ -154,6 +154,53 @@ def load_efficiency(gpu: Gpu, path: Path | None = None,
                       f"{ASSUMED_VAE_EFFICIENCY:.0%} (VAE): no GPU measurement yet")
 
 
+@dataclass(frozen=True)
+class Scaling:
+    """The share of the ideal N-fold DiT speed-up that N GPUs give (context parallelism)."""
+
+    efficiency: float
+    assumed: bool
+    source: str
+
+
+def load_scaling(gpu: Gpu, gpus: int, path: Path | None = None) -> Scaling:
+    """The scaling efficiency ``benchmarks/gpu_engine.py --gpus N`` measured for ``gpus`` of
+    this GPU, else assumed: it hangs on the count and the links between the GPUs, so nothing
+    else stands in for it."""
+    path = EFFICIENCY_FILE if path is None else path
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        document = {}
+    scaling = document.get("scaling") if isinstance(document, dict) else None
+    by_count = scaling.get(gpu.key) if isinstance(scaling, dict) else None
+    entry = by_count.get(str(gpus)) if isinstance(by_count, dict) else None
+    if isinstance(entry, dict) and isinstance(entry.get("efficiency"), (int, float)) \
+            and entry["efficiency"] > 0:
+        return Scaling(float(entry["efficiency"]), False,
+                       f"{entry['efficiency']:.0%}, measured on {entry.get('device', gpu.key)} "
+                       f"x {gpus} ({path.name})")
+    return Scaling(ASSUMED_SCALING_EFFICIENCY, True,
+                   f"ASSUMED {ASSUMED_SCALING_EFFICIENCY:.0%}: not measured on {gpus} x "
+                   f"{gpu.key} yet")
+
+
+def save_scaling(path: Path, gpu: Gpu, gpus: int, efficiency: float, *, device: str,
+                 measured: str) -> None:
+    """Merge one measured scaling efficiency into the efficiency file, keeping the rest."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        document = {}
+    if not isinstance(document, dict):
+        document = {}
+    scaling = document.setdefault("scaling", {})
+    scaling.setdefault(gpu.key, {})[str(gpus)] = {
+        "efficiency": round(efficiency, 4), "device": device, "measured": measured}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
 def _measured_sections(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each engine's ``by_gpu`` entries in the efficiency file."""
     sections: dict[str, dict[str, Any]] = {}

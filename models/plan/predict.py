@@ -12,7 +12,13 @@ from faceswap_cam.models.plan.engines import (
     load_presets,
     preset_shape,
 )
-from faceswap_cam.models.plan.gpus import Gpu, gpu_for_name, load_efficiency, local_gpu_name
+from faceswap_cam.models.plan.gpus import (
+    Gpu,
+    gpu_for_name,
+    load_efficiency,
+    load_scaling,
+    local_gpu_name,
+)
 from faceswap_cam.models.plan.memory import weight_bytes
 from faceswap_cam.models.plan.rows import PlanRow, row_for
 from faceswap_cam.models.plan.timing import CAMERA_FPS, Timing, predict_timing
@@ -66,4 +72,5 @@ def predict_settings(engine: str, *, steps: int, segment_frames: int, carry: int
                           segment=segment_frames, carry=carry, gpu=gpu,
                           efficiency=load_efficiency(gpu, efficiency_file, engine),
                           quantize=(quantize or "none") if model.quantizes else "none",
-                          gpus=gpus, camera_fps=camera_fps)
+                          gpus=gpus, camera_fps=camera_fps,
+                          scaling_efficiency=load_scaling(gpu, gpus, efficiency_file).efficiency)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
-from faceswap_cam.models.plan.gpus import ASSUMED_SCALING_EFFICIENCY, Efficiency, Gpu
+from faceswap_cam.models.plan.gpus import ASSUMED_SCALING_EFFICIENCY, Efficiency, Gpu, Scaling
 from faceswap_cam.models.plan.rows import PlanRow
 
 
@@ -27,7 +27,7 @@ def format_rows(rows: Sequence[PlanRow]) -> list[str]:
 
 
 def render_text(rows: Sequence[PlanRow], gpu: Gpu, efficiencies: Mapping[str, Efficiency], *,
-                gpus: int, camera_fps: float) -> str:
+                gpus: int, camera_fps: float, scaling: Scaling | None = None) -> str:
     """The table, headed by the GPU and each engine's efficiency (measured or assumed)."""
     fp8 = f"{gpu.fp8_tflops:g}" if gpu.fp8_tflops else "none"
     lines = [f"Capacity plan on {gpus} x {gpu.name} ({gpu.key}: dense bf16 {gpu.bf16_tflops:g} / "
@@ -35,8 +35,9 @@ def render_text(rows: Sequence[PlanRow], gpu: Gpu, efficiencies: Mapping[str, Ef
     lines += [f"  efficiency ({engine}): {efficiency.source}"
               for engine, efficiency in efficiencies.items()]
     if gpus > 1:
-        lines.append(f"  {gpus} GPUs: the DiT splits over them at an ASSUMED "
-                     f"{ASSUMED_SCALING_EFFICIENCY:.0%} scaling efficiency; the VAE runs on one")
+        source = scaling.source if scaling else f"ASSUMED {ASSUMED_SCALING_EFFICIENCY:.0%}"
+        lines.append(f"  {gpus} GPUs: the DiT splits over them, the VAE runs on one; scaling "
+                     f"efficiency {source}")
     lines.append("")
     lines += format_rows(rows)
     lines += [

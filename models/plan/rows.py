@@ -18,7 +18,9 @@ from faceswap_cam.models.plan.gpus import (
     ASSUMED_SCALING_EFFICIENCY,
     Efficiency,
     Gpu,
+    Scaling,
     load_efficiency,
+    load_scaling,
 )
 from faceswap_cam.models.plan.memory import GB, RUNTIME_BYTES, activation_bytes, weight_bytes
 from faceswap_cam.models.plan.meta_models import MetaModels, build_meta_models
@@ -64,8 +66,8 @@ class PlanRow:
 
 def row_for(preset: Preset, shape: Shape, work: Work, *, gpu: Gpu, efficiency: Efficiency,
             quantize: str, gpus: int, camera_fps: float, weights: float | None,
-            preset_size: bool, scaling_efficiency: float = ASSUMED_SCALING_EFFICIENCY
-            ) -> PlanRow:
+            preset_size: bool, scaling: Scaling | None = None) -> PlanRow:
+    scaling_efficiency = scaling.efficiency if scaling else ASSUMED_SCALING_EFFICIENCY
     cfg = preset.guidance_scale > 1.0
     dit_batch = work.dit_per_batch(preset.steps, cfg)[0]
     timing = predict_timing(work, steps=preset.steps, guidance_scale=preset.guidance_scale,
@@ -86,7 +88,8 @@ def row_for(preset: Preset, shape: Shape, work: Work, *, gpu: Gpu, efficiency: E
         vae_share=timing.vae_s / timing.batch_s, flops_source=work.source, gpu=gpu.key,
         gpus=gpus, efficiency=efficiency.dit, assumed_efficiency=efficiency.assumed,
         scaling_efficiency=scaling_efficiency if gpus > 1 else None,
-        assumed_scaling_efficiency=gpus > 1, batch_s=timing.batch_s,
+        assumed_scaling_efficiency=gpus > 1 and (scaling is None or scaling.assumed),
+        batch_s=timing.batch_s,
         engine_fps=timing.engine_fps, cadence=timing.cadence, fps=timing.fps,
         latency_s=timing.latency_s, weights_gb=(weights or 0.0) / GB,
         activations_gb=activations / GB, memory_gb=memory / GB,
@@ -102,13 +105,14 @@ def build_plan(gpu: Gpu, *, engines: Sequence[str] | None = None,
                sizes: Iterable[tuple[int, int]] = DEFAULT_SIZES,
                segments: Iterable[int] | None = None, quantize: str = "auto",
                gpus: int = 1, camera_fps: float = CAMERA_FPS,
-               efficiency_file: Path | None = None, presets_only: bool = False,
-               scaling_efficiency: float = ASSUMED_SCALING_EFFICIENCY) -> list[PlanRow]:
+               efficiency_file: Path | None = None, presets_only: bool = False
+               ) -> list[PlanRow]:
     """A row per engine x preset x size x segment length (``presets_only``: each preset at
     its own size and length; ``segments`` None: :data:`DEFAULT_SEGMENTS` and the engine's
     presets' lengths). Lengths too short to carry a preset's frames are left out. FLOPs are
     counted once per shape."""
     sizes = list(sizes)
+    scaling = load_scaling(gpu, gpus, efficiency_file) if gpus > 1 else None
     rows: list[PlanRow] = []
     shared: MetaModels | None = None
     for engine in engines if engines is not None else planned_engines():
@@ -139,5 +143,5 @@ def build_plan(gpu: Gpu, *, engines: Sequence[str] | None = None,
                     preset, shape, models.work(shape), gpu=gpu, efficiency=efficiency,
                     quantize=q, gpus=gpus, camera_fps=camera_fps,
                     weights=weight_bytes(models.params, q), preset_size=shape == own,
-                    scaling_efficiency=scaling_efficiency))
+                    scaling=scaling))
     return rows

@@ -132,3 +132,26 @@ def test_each_engine_plans_with_its_own_measured_efficiency(tmp_path: Path) -> N
     assert load_efficiency(gpu, alone).dit == 0.3  # this GPU's, the other engine's
     elsewhere = load_efficiency(GPUS["a100"], alone, "wan-animate-2")
     assert elsewhere.dit == 0.7 and "wan-animate's" in elsewhere.source
+
+
+def test_a_multi_gpu_run_records_its_median_scaling_for_the_plan(tmp_path: Path) -> None:
+    """What ``gpu_engine.py --gpus N`` keeps (on a GPU of the plan's table, not --tiny)."""
+    from argparse import Namespace
+
+    from faceswap_cam.models.plan.gpus import load_scaling
+
+    def scaling_row(efficiency: float) -> gpu_engine.ScalingRow:
+        return gpu_engine.ScalingRow(size="848x480", segment=9, steps=4, one_gpu_step_s=1.0,
+                                     rank_step_s=[0.6, 0.6], speedup=2 * efficiency,
+                                     efficiency=efficiency, one_gpu_fps=1.0, fps=1.7)
+
+    path = tmp_path / "gpu_efficiency.json"
+    args = Namespace(tiny=False, gpus=2, efficiency_file=path)
+    rows = [scaling_row(0.7), scaling_row(0.9), scaling_row(0.8)]
+    assert gpu_engine.record_scaling(args, "NVIDIA H100 80GB HBM3", rows) == path
+    scaling = load_scaling(GPUS["h100"], 2, path)
+    assert (scaling.efficiency, scaling.assumed) == (0.8, False)
+    tiny = Namespace(tiny=True, gpus=2, efficiency_file=tmp_path / "tiny.json")
+    assert gpu_engine.record_scaling(tiny, "cpu", rows) is None
+    assert gpu_engine.record_scaling(args, "Tesla T4", rows) is None  # not in the table
+    assert not (tmp_path / "tiny.json").exists()

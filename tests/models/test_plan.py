@@ -32,6 +32,8 @@ from faceswap_cam.models.plan.gpus import (
     Gpu,
     gpu_for_name,
     load_efficiency,
+    load_scaling,
+    save_scaling,
 )
 from faceswap_cam.models.plan.meta_models import MetaModels, build_meta_models
 from faceswap_cam.models.plan.predict import predict_settings
@@ -193,9 +195,40 @@ def test_plan_text_labels_assumptions_and_unknown_gpus_are_refused(
     assert cli.main(["plan", "--gpu", "rtx4090", "--gpus", "2", "--sizes", "848x480",
                      "--segments", "9", "--efficiency-file", str(tmp_path / "x.json")]) == 0
     text = capsys.readouterr().out
-    assert "ASSUMED 45% of peak" in text and "ASSUMED 80% scaling efficiency" in text
+    assert "ASSUMED 45% of peak" in text and "scaling efficiency ASSUMED 80%" in text
     assert cli.main(["plan", "--gpu", "t4"]) == 2
     assert "h100, " in capsys.readouterr().err
+
+
+def test_a_measured_scaling_efficiency_replaces_the_assumed_one(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    """What ``gpu_engine.py --gpus N`` writes is what ``plan --gpus N`` and the daemon's
+    starting cadence use, for that GPU and that count only."""
+    analytic_models(monkeypatch)
+    measured = tmp_path / "gpu_efficiency.json"
+    measured.write_text(json.dumps({"by_gpu": {"rtx4090": {"dit_efficiency": 0.5}}}))
+    save_scaling(measured, GPUS["rtx4090"], 2, 0.6, device="NVIDIA GeForce RTX 4090",
+                 measured="2026-11-30")
+    assert json.loads(measured.read_text())["by_gpu"]["rtx4090"]["dit_efficiency"] == 0.5
+    assert load_scaling(GPUS["rtx4090"], 2, measured).efficiency == 0.6
+    assert load_scaling(GPUS["rtx4090"], 4, measured).assumed
+    assert load_scaling(GPUS["h100"], 2, measured).assumed
+    flags = ["plan", "--gpu", "rtx4090", "--gpus", "2", "--sizes", "848x480", "--segments", "9",
+             "--efficiency-file", str(measured)]
+    assert cli.main(flags) == 0
+    assert "scaling efficiency 60%, measured on NVIDIA GeForce RTX 4090 x 2" \
+        in capsys.readouterr().out
+    assert cli.main([*flags, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["scaling_efficiency"], r["assumed_scaling_efficiency"]) for r in rows} \
+        == {(0.6, False)}
+    kwargs: dict[str, Any] = {"steps": 4, "segment_frames": 9, "carry": 1, "size": (848, 480),
+                              "gpu_name": "rtx4090", "gpus": 2}
+    slower = predict_settings("wan-animate", efficiency_file=measured, **kwargs)
+    assumed = predict_settings("wan-animate", efficiency_file=tmp_path / "none.json", **kwargs)
+    assert slower is not None and assumed is not None
+    assert slower.batch_s > assumed.batch_s  # 60 % of a 2-fold speed-up, not 80 %
 
 
 def test_daemon_starting_cadence_comes_from_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
