@@ -212,7 +212,10 @@ class AsyncFaceSwapProcessor:
         # would go without it, and a remote host's batch then goes whole, re-encoded.
         stage = self._stage
         if stage is not None:
-            stage(frame.pixels)
+            try:
+                stage(frame.pixels)
+            except Exception:  # the frame goes with its batch instead; the camera goes on
+                logger.debug("staging a frame failed", exc_info=True)
         with self._input_cond:
             if len(self._input) == self._input.maxlen:
                 self.dropped_input += 1

@@ -340,6 +340,24 @@ def test_every_frame_of_a_batch_is_staged_before_the_batch_runs() -> None:
     assert engine.unstaged_in_batches == 0
 
 
+def test_a_frame_that_fails_to_stage_still_reaches_its_batch() -> None:
+    class FailingStage(RecordingEngine):
+        def stage(self, pixels: np.ndarray) -> None:
+            if int(pixels[0, 0, 0]) == 1:
+                raise OSError("the host went away")
+
+    engine = FailingStage(first_batch=3, next_batch=3)
+    with start(engine) as processor:
+        for _ in range(500):  # frames fed before the engine is up are not staged
+            if processor.state is EngineState.RUNNING:
+                break
+            time.sleep(0.01)
+        for index in range(3):
+            processor.submit(frame(index))
+        assert processor.wait_swapped(3, timeout=5)
+    assert engine.batches == [[0, 1, 2]]
+
+
 def test_untouched_frames_are_passthrough_and_restart_the_chain() -> None:
     class NobodyThere(RecordingEngine):
         def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
