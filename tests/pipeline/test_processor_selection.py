@@ -54,6 +54,15 @@ def start(engine: RecordingEngine) -> AsyncFaceSwapProcessor:
     return processor
 
 
+def wait_running(processor: AsyncFaceSwapProcessor) -> None:
+    """Until the engine is up: frames fed before it are not staged."""
+    for _ in range(500):
+        if processor.state is EngineState.RUNNING:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the engine did not start")
+
+
 def test_first_then_next_batches_are_contiguous_and_stamped() -> None:
     engine = RecordingEngine(first_batch=3, next_batch=2)
     with start(engine) as processor:
@@ -329,10 +338,7 @@ def test_every_frame_of_a_batch_is_staged_before_the_batch_runs() -> None:
     engine = Staging()
     frames = [frame(i) for i in range(6)]
     with start(engine) as processor:
-        for _ in range(500):  # frames fed before the engine is up are not staged
-            if processor.state is EngineState.RUNNING:
-                break
-            time.sleep(0.01)
+        wait_running(processor)
         for item in frames:
             processor.submit(item)
         assert processor.wait_swapped(6, timeout=5)
@@ -348,10 +354,7 @@ def test_a_frame_that_fails_to_stage_still_reaches_its_batch() -> None:
 
     engine = FailingStage(first_batch=3, next_batch=3)
     with start(engine) as processor:
-        for _ in range(500):  # frames fed before the engine is up are not staged
-            if processor.state is EngineState.RUNNING:
-                break
-            time.sleep(0.01)
+        wait_running(processor)
         for index in range(3):
             processor.submit(frame(index))
         assert processor.wait_swapped(3, timeout=5)
