@@ -68,6 +68,8 @@ from faceswap_cam.models.plan.gpus import (
     Gpu,
     gpu_for_name,
     load_efficiency,
+    read_measurements,
+    write_measurements,
 )
 from faceswap_cam.models.plan.memory import weight_bytes
 from faceswap_cam.models.plan.rows import row_for
@@ -244,12 +246,7 @@ def write_efficiency(path: Path, gpu: Gpu, device_name: str, rows: Sequence[Pres
     file ``faceswap-cam plan`` reads: wan-animate's in the top-level ``by_gpu`` (what the plan
     reads), another engine's in ``engines[engine]["by_gpu"]`` in the same form. What else the
     file holds is kept."""
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError):
-        document = {}
-    if not isinstance(document, dict):
-        document = {}
+    document = read_measurements(path)
     dit = [r.dit_efficiency for r in rows if r.dit_efficiency]
     vae = [r.vae_efficiency for r in rows if r.vae_efficiency]
     entry = {
@@ -265,8 +262,7 @@ def write_efficiency(path: Path, gpu: Gpu, device_name: str, rows: Sequence[Pres
         by_gpu = document.setdefault("engines", {}).setdefault(engine, {}).setdefault(
             "by_gpu", {})
     by_gpu[gpu.key] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    write_measurements(path, document)
     return path
 
 

@@ -126,11 +126,7 @@ def load_efficiency(gpu: Gpu, path: Path | None = None,
     assumed. Kernels and memory make most of it (both engines' DiTs are the same blocks), so
     the GPU matters more than the engine."""
     path = EFFICIENCY_FILE if path is None else path
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError):
-        document = {}
-    sections = _measured_sections(document if isinstance(document, dict) else {})
+    sections = _measured_sections(read_measurements(path))
     own = sections.pop(engine, {})
     ordered = [(engine, own), *sorted(sections.items())]
     candidates = [(name, gpu.key, entries[gpu.key]) for name, entries in ordered
@@ -168,11 +164,7 @@ def load_scaling(gpu: Gpu, gpus: int, path: Path | None = None) -> Scaling:
     this GPU, else assumed: it hangs on the count and the links between the GPUs, so nothing
     else stands in for it."""
     path = EFFICIENCY_FILE if path is None else path
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError):
-        document = {}
-    scaling = document.get("scaling") if isinstance(document, dict) else None
+    scaling = read_measurements(path).get("scaling")
     by_count = scaling.get(gpu.key) if isinstance(scaling, dict) else None
     entry = by_count.get(str(gpus)) if isinstance(by_count, dict) else None
     if isinstance(entry, dict) and isinstance(entry.get("efficiency"), (int, float)) \
@@ -188,15 +180,23 @@ def load_scaling(gpu: Gpu, gpus: int, path: Path | None = None) -> Scaling:
 def save_scaling(path: Path, gpu: Gpu, gpus: int, efficiency: float, *, device: str,
                  measured: str) -> None:
     """Merge one measured scaling efficiency into the efficiency file, keeping the rest."""
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError):
-        document = {}
-    if not isinstance(document, dict):
-        document = {}
+    document = read_measurements(path)
     scaling = document.setdefault("scaling", {})
     scaling.setdefault(gpu.key, {})[str(gpus)] = {
         "efficiency": round(efficiency, 4), "device": device, "measured": measured}
+    write_measurements(path, document)
+
+
+def read_measurements(path: Path) -> dict[str, Any]:
+    """The efficiency file's document; empty when it is missing or not ours."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def write_measurements(path: Path, document: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2) + "\n")
 
