@@ -64,6 +64,7 @@ from faceswap_cam.models.plan.animate2 import (
 from faceswap_cam.models.plan.engines import load_presets, preset_shape
 from faceswap_cam.models.plan.gpus import (
     EFFICIENCY_FILE,
+    FIRST_ENGINE,
     Efficiency,
     Gpu,
     gpu_for_name,
@@ -241,7 +242,7 @@ def print_preset_table(title: str, rows: Sequence[PresetRow]) -> None:
 
 
 def write_efficiency(path: Path, gpu: Gpu, device_name: str, rows: Sequence[PresetRow],
-                     engine: str = "wan-animate") -> Path:
+                     engine: str = FIRST_ENGINE) -> Path:
     """Merge this GPU's measured DiT and VAE efficiency (medians over the presets) into the
     file ``faceswap-cam plan`` reads: wan-animate's in the top-level ``by_gpu`` (what the plan
     reads), another engine's in ``engines[engine]["by_gpu"]`` in the same form. What else the
@@ -256,7 +257,7 @@ def write_efficiency(path: Path, gpu: Gpu, device_name: str, rows: Sequence[Pres
         "presets": {r.preset: {"size": r.size, "segment": r.segment, "steps": r.steps,
                                "variant": r.variant, "step_s": r.step_s, "fps": r.fps}
                     for r in rows}}
-    if engine == "wan-animate":
+    if engine == FIRST_ENGINE:
         by_gpu = document.setdefault("by_gpu", {})
     else:
         by_gpu = document.setdefault("engines", {}).setdefault(engine, {}).setdefault(
