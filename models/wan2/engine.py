@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cv2
@@ -123,8 +123,24 @@ def compiled_on_gpus(options: dict[str, Any], load: LoadOptions) -> LoadOptions:
     return dataclasses.replace(load, compile=True)
 
 
+#: wan-animate's settings that mean nothing here: this engine takes the raw camera frames (no
+#: preprocessing) and generates the whole picture (nothing is composited into the room).
+WAN_ANIMATE_ONLY = ("mode", "preprocessor", "colour_match", "feather_px", "wan_model",
+                    "detector_model", "pose_model", "sam2_model")
+
+
+def ignored_settings(options: Mapping[str, Any]) -> list[str]:
+    """The wan-animate-only settings the user gave (``options["explicit"]``)."""
+    return [name for name in WAN_ANIMATE_ONLY if name in (options.get("explicit") or ())]
+
+
 def create(**options: Any) -> WanAnimate2Engine:
     """Engine factory: daemon settings -> engine."""
+    ignored = ignored_settings(options)
+    if ignored:
+        logger.warning("wan-animate-2 ignores %s: it takes the camera frames as they are and "
+                       "generates the whole picture (they are wan-animate's settings)",
+                       ", ".join(f"--{name.replace('_', '-')}" for name in ignored))
     try:
         variant = variant_of(options)
     except ValueError as exc:

@@ -103,3 +103,15 @@ def test_the_daemons_settings_choose_its_folder_and_checkpoint(tmp_path: Path) -
     assert required_weights(options) == [("wan-animate-2-base", str(tmp_path))]
     assert resolve_engine_name("auto", options) == "wan-animate-2"
     assert variant_of(engine_options(load_settings({}, environ={}))) is Wan2Variant.DISTILLED
+
+
+def test_wan_animate_only_settings_the_user_gave_are_named() -> None:
+    """`--mode replace` and the like do nothing to wan-animate-2: the log says so at start
+    (the daemon passes every setting; only the ones the user gave count)."""
+    pytest.importorskip("torch", reason="the model extra (torch) is not installed")
+    from faceswap_cam.models.wan2.engine import ignored_settings
+
+    options = {"mode": "replace", "feather_px": 8, "steps": 4,
+               "explicit": ["mode", "feather_px", "steps"]}
+    assert ignored_settings(options) == ["mode", "feather_px"]
+    assert ignored_settings({"mode": "replace", "explicit": []}) == []
