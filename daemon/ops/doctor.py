@@ -734,7 +734,8 @@ def _gpu_check(settings: Settings, probe: GpuProbe) -> Check:
 def _plan_checks(settings: Settings, probe: GpuProbe) -> list[Check]:
     """The capacity plan of each preset on the local GPU (analytic FLOPs: no model built)."""
     from faceswap_cam.models.plan.gpus import gpu_for_name, gpu_names
-    from faceswap_cam.models.plan.predict import DIT_MODEL_OF, preset_rows
+    from faceswap_cam.models.plan.engines import ENGINE_MODELS
+    from faceswap_cam.models.plan.predict import preset_rows
 
     try:
         gpus = [g for g in probe() if g.device.startswith("cuda")]
@@ -747,7 +748,7 @@ def _plan_checks(settings: Settings, probe: GpuProbe) -> list[Check]:
     if gpu is None:
         return [Check("plan", WARN, f"{gpus[0].name} is not in the plan's GPU table",
                       f"faceswap-cam plan --gpu NAME for a similar one ({gpu_names()})")]
-    engines = [settings.engine] if settings.engine in DIT_MODEL_OF else list(DIT_MODEL_OF)
+    engines = [settings.engine] if settings.engine in ENGINE_MODELS else list(ENGINE_MODELS)
     checks = []
     for engine in engines:
         for row in preset_rows(gpu, engine, frame_size=settings.size,

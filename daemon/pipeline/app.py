@@ -49,8 +49,8 @@ from faceswap_cam.daemon.states import CaptureState, Showing
 from faceswap_cam.daemon.stats import RateMeter, Samples, rounded
 from faceswap_cam.models import batching, defaults
 from faceswap_cam.models.engine import SwapEngine, create_engine
-from faceswap_cam.models.plan.engines import load_presets
-from faceswap_cam.models.plan.predict import DIT_MODEL_OF, predict_settings
+from faceswap_cam.models.plan.engines import ENGINE_MODELS, load_presets
+from faceswap_cam.models.plan.predict import predict_settings
 from faceswap_cam.models.presets import apply_preset
 from faceswap_cam.models.reference import ReferenceError, decode_reference
 
@@ -170,7 +170,7 @@ def _mic_report(mic: dict[str, Any] | None) -> report.MicStatus | None:
 def planned_cadence(settings: Settings, engine: str) -> int:
     """The capacity plan's cadence for a model engine on this machine's GPU; 1 when there is
     no plan (stand-in engines, an unknown GPU, an engine host elsewhere)."""
-    if engine not in DIT_MODEL_OF or settings.engine_url:
+    if engine not in ENGINE_MODELS or settings.engine_url:
         return 1
     # What the engine will run: its preset's values wherever the user gave none.
     load_presets(engine)

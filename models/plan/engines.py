@@ -20,7 +20,6 @@ from faceswap_cam.models.presets import Preset, presets_for
 #: their presets.
 PLANNED_ENGINES: dict[str, str] = {"wan-animate": "faceswap_cam.models.wan",
                                    "wan-animate-2": "faceswap_cam.models.wan2"}
-PRESET_PACKAGES: dict[str, str] = dict(PLANNED_ENGINES)
 
 
 @dataclass(frozen=True)
@@ -30,14 +29,12 @@ class EngineModel:
     params: Params
     analytic_work: Callable[[Shape], Work]
     activation_bytes: Callable[[Shape], float]
-    #: Whether the engine applies ``--quantize`` (else its rows run unquantized).
-    quantizes: bool
 
 
 ENGINE_MODELS: dict[str, EngineModel] = {
-    "wan-animate": EngineModel(ANIMATE_14B_PARAMS, analytic_work, activation_bytes, True),
+    "wan-animate": EngineModel(ANIMATE_14B_PARAMS, analytic_work, activation_bytes),
     "wan-animate-2": EngineModel(ANIMATE_2_14B_PARAMS, analytic_animate_2_work,
-                                 animate_2_activation_bytes, True),
+                                 animate_2_activation_bytes),
 }
 
 
@@ -47,7 +44,7 @@ def preset_quantize(preset: Preset) -> str:
 
 def load_presets(engine: str) -> list[Preset]:
     """The engine's presets, importing the module that registers them."""
-    package = PRESET_PACKAGES.get(engine)
+    package = PLANNED_ENGINES.get(engine)
     if package and importlib.util.find_spec(f"{package}.presets") is not None:
         importlib.import_module(f"{package}.presets")
     return presets_for(engine)
@@ -64,8 +61,5 @@ def preset_shape(preset: Preset, frame_size: tuple[int, int] = (1280, 720)) -> S
 
 def engine_quantize(engine: str, preset: Preset, quantize: str, gpu: Gpu) -> str:
     """What a row of ``engine`` runs for ``--quantize quantize`` (auto: the preset's own)."""
-    model = ENGINE_MODELS.get(engine)
-    if model is not None and not model.quantizes:
-        return "none"
     q = preset_quantize(preset) if quantize == "auto" else quantize
     return "int8" if q == "fp8" and not gpu.fp8_tflops else q  # --quantize fp8's fallback

@@ -24,11 +24,6 @@ from faceswap_cam.models.plan.rows import PlanRow, row_for
 from faceswap_cam.models.plan.timing import CAMERA_FPS, Timing, predict_timing
 from faceswap_cam.models.plan.work import Shape
 
-#: The engine whose model's analytic count stands for an engine's in ``doctor`` and the
-#: daemon's starting cadence: each its own now.
-DIT_MODEL_OF: dict[str, str] = {engine: engine for engine in ENGINE_MODELS}
-
-
 def preset_rows(gpu: Gpu, engine: str, *, frame_size: tuple[int, int] = (1280, 720),
                 quantize: str = "none", camera_fps: float = CAMERA_FPS,
                 efficiency_file: Path | None = None) -> list[PlanRow]:
@@ -56,7 +51,7 @@ def predict_settings(engine: str, *, steps: int, segment_frames: int, carry: int
     """The daemon's prediction for its own settings, without torch (analytic FLOPs); None when
     the engine has no model here or the GPU is unknown. Guidance is the preset's, else the
     engine default's."""
-    model = ENGINE_MODELS.get(DIT_MODEL_OF.get(engine, ""))
+    model = ENGINE_MODELS.get(engine)
     if model is None:
         return None
     guidance_scale = defaults.GUIDANCE_SCALE
@@ -71,6 +66,6 @@ def predict_settings(engine: str, *, steps: int, segment_frames: int, carry: int
     return predict_timing(work, steps=steps, guidance_scale=guidance_scale,
                           segment=segment_frames, carry=carry, gpu=gpu,
                           efficiency=load_efficiency(gpu, efficiency_file, engine),
-                          quantize=(quantize or "none") if model.quantizes else "none",
+                          quantize=quantize or "none",
                           gpus=gpus, camera_fps=camera_fps,
                           scaling_efficiency=load_scaling(gpu, gpus, efficiency_file).efficiency)
