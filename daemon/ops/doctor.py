@@ -733,8 +733,8 @@ def _gpu_check(settings: Settings, probe: GpuProbe) -> Check:
 
 def _plan_checks(settings: Settings, probe: GpuProbe) -> list[Check]:
     """The capacity plan of each preset on the local GPU (analytic FLOPs: no model built)."""
-    from faceswap_cam.models.plan.gpus import gpu_for_name, gpu_names
     from faceswap_cam.models.plan.engines import ENGINE_MODELS
+    from faceswap_cam.models.plan.gpus import gpu_for_name, gpu_names
     from faceswap_cam.models.plan.predict import preset_rows
 
     try:

@@ -24,6 +24,7 @@ from faceswap_cam.models.plan.rows import PlanRow, row_for
 from faceswap_cam.models.plan.timing import CAMERA_FPS, Timing, predict_timing
 from faceswap_cam.models.plan.work import Shape
 
+
 def preset_rows(gpu: Gpu, engine: str, *, frame_size: tuple[int, int] = (1280, 720),
                 quantize: str = "none", camera_fps: float = CAMERA_FPS,
                 efficiency_file: Path | None = None) -> list[PlanRow]:
