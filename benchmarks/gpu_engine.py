@@ -92,6 +92,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,7 @@ from benchmarks.gpu_presets import (  # noqa: E402
     median,
     prediction_gpu,
     synchronize,
+    timed,
     wan2_preset_main,
 )
 
@@ -336,15 +338,6 @@ class Row:
     peak_mem_gib: float | None
 
 
-def timed_generate(stream: StreamingWanAnimate, inputs: SegmentInputs, device: torch.device
-                   ) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    stream.generate(inputs)  # ends with a copy to host memory: the GPU has finished
-    synchronize(device)
-    return time.perf_counter() - start
-
-
 def measure_shape(pipe: Any, shape: Shape, args: argparse.Namespace, device: torch.device, *,
                   cond: Conditioning, flops: int, peak: float | None
                   ) -> tuple[list[Row], dict[str, float]]:
@@ -388,7 +381,9 @@ def measure_shape(pipe: Any, shape: Shape, args: argparse.Namespace, device: tor
         for steps in args.steps:
             stream.steps = steps
             clock.take()
-            batches = [timed_generate(stream, following, device) for _ in range(args.iters)]
+            # generate ends with a copy to host memory: the GPU has finished.
+            batches = [timed(partial(stream.generate, following), device)
+                       for _ in range(args.iters)]
             spans = clock.take()
             # Spans that run once per batch: their median over the timed batches.
             denoise, pose, cond_encode, decode = (

@@ -58,7 +58,6 @@ from benchmarks._timing import hook_module, undone_on_exit, wrap_method
 from faceswap_cam.models.plan.animate2 import (
     ANIMATE_2_14B_PARAMS,
     ANIMATE_2_14B_TRANSFORMER,
-    analytic_animate_2,
     analytic_animate_2_work,
 )
 from faceswap_cam.models.plan.engines import load_presets, preset_shape
@@ -386,11 +385,8 @@ def wan2_work(transformer: Any, shape: Shape, *, tiny: bool, image_tokens: int) 
     ``tiny``, the same formula on the tiny config, the VAE uncounted)."""
     if not tiny:
         return analytic_animate_2_work(shape)
-    flops = analytic_animate_2(dict(transformer.config), shape, image_tokens)
-    (cond, cond_att), (uncond, uncond_att), (extract, extract_att) = (
-        flops["cond"], flops["uncond"], flops["extract"])
-    return Work(cond, cond - cond_att, 0, "analytic (tiny config)", uncond, uncond - uncond_att,
-                extract, extract - extract_att)
+    work = analytic_animate_2_work(shape, dict(transformer.config), image_tokens)
+    return dataclasses.replace(work, vae_flops=0, source="analytic (tiny config)")
 
 
 def driving_frames(count: int, size: tuple[int, int], seed: int) -> list[PIL.Image.Image]:

@@ -12,8 +12,6 @@ from faceswap_cam.models.plan.counter import count_flops
 from faceswap_cam.models.plan.work import (
     IMAGE_TOKENS,
     TEXT_TOKENS,
-    VAE_DECODE_FLOPS_PER_PIXEL_FRAME,
-    VAE_ENCODE_FLOPS_PER_PIXEL_FRAME,
     VAE_SCALE_SPATIAL,
     VAE_SCALE_TEMPORAL,
     Params,
@@ -93,9 +91,8 @@ def analytic_flops(config: Mapping[str, Any], shape: Shape, text_tokens: int = T
 
 def analytic_work(shape: Shape, config: Mapping[str, Any] = ANIMATE_14B_TRANSFORMER) -> Work:
     flops = analytic_breakdown(config, shape)
-    pixels = shape.width * shape.height * shape.segment
-    vae = pixels * (2 * VAE_ENCODE_FLOPS_PER_PIXEL_FRAME + VAE_DECODE_FLOPS_PER_PIXEL_FRAME)
-    return Work(flops["total"], flops["total"] - flops["attention"], int(vae), "analytic")
+    return Work(flops["total"], flops["total"] - flops["attention"], shape.analytic_vae_flops(),
+                "analytic")
 
 
 def dit_inputs(config: Mapping[str, Any], shape: Shape, *, device: Any, dtype: Any,

@@ -14,8 +14,6 @@ from typing import Any
 from faceswap_cam.models.plan.counter import count_flops
 from faceswap_cam.models.plan.work import (
     IMAGE_TOKENS,
-    VAE_DECODE_FLOPS_PER_PIXEL_FRAME,
-    VAE_ENCODE_FLOPS_PER_PIXEL_FRAME,
     VAE_SCALE_SPATIAL,
     VAE_SCALE_TEMPORAL,
     Params,
@@ -90,16 +88,13 @@ def analytic_animate_2(config: Mapping[str, Any], shape: Shape,
 
 
 def analytic_animate_2_work(shape: Shape,
-                            config: Mapping[str, Any] = ANIMATE_2_14B_TRANSFORMER) -> Work:
-    flops = analytic_animate_2(config, shape)
-    pixels = shape.width * shape.height * shape.segment
-    # Per segment the same VAE work as Animate: the driving slice and the previous segment's
-    # tail (padded to L frames) encoded, the segment decoded.
-    vae = pixels * (2 * VAE_ENCODE_FLOPS_PER_PIXEL_FRAME + VAE_DECODE_FLOPS_PER_PIXEL_FRAME)
+                            config: Mapping[str, Any] = ANIMATE_2_14B_TRANSFORMER,
+                            image_tokens: int = IMAGE_TOKENS) -> Work:
+    flops = analytic_animate_2(config, shape, image_tokens)
     (cond, cond_att), (uncond, uncond_att), (extract, extract_att) = (
         flops["cond"], flops["uncond"], flops["extract"])
-    return Work(cond, cond - cond_att, int(vae), "analytic", uncond, uncond - uncond_att,
-                extract, extract - extract_att)
+    return Work(cond, cond - cond_att, shape.analytic_vae_flops(), "analytic", uncond,
+                uncond - uncond_att, extract, extract - extract_att)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,13 @@ class Shape:
     def latent_frames(self, scale_t: int = VAE_SCALE_TEMPORAL) -> int:
         return (self.segment - 1) // scale_t + 1
 
+    def analytic_vae_flops(self) -> int:
+        """A segment's VAE work, the same for both engines: the driving slice and the previous
+        segment's tail (padded to L frames) encoded, the segment decoded."""
+        pixels = self.width * self.height * self.segment
+        return int(pixels * (2 * VAE_ENCODE_FLOPS_PER_PIXEL_FRAME
+                             + VAE_DECODE_FLOPS_PER_PIXEL_FRAME))
+
 
 @dataclass(frozen=True)
 class Work:
