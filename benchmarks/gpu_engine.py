@@ -108,6 +108,7 @@ from faceswap_cam.models.plan.animate import (
     analytic_work,
     counted_dit_flops,
 )
+from faceswap_cam.models.plan.cli import int_list, size_list
 from faceswap_cam.models.plan.engines import load_presets, preset_shape
 from faceswap_cam.models.plan.gpus import (
     EFFICIENCY_FILE,
@@ -629,18 +630,6 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
 
 
 # --- CLI -----------------------------------------------------------------------------------
-
-def int_list(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
-def size_list(text: str) -> list[tuple[int, int]]:
-    sizes = []
-    for item in text.split(","):
-        width, _, height = item.strip().lower().partition("x")
-        sizes.append((int(width), int(height)))
-    return sizes
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(

@@ -27,7 +27,8 @@ def _say(text: str, *, error: bool = False) -> None:
     print(text, file=sys.stderr if error else sys.stdout)
 
 
-def _sizes(text: str) -> list[tuple[int, int]]:
+def size_list(text: str) -> list[tuple[int, int]]:
+    """``WxH,WxH,...`` as (width, height) pairs (the plan's and the GPU benchmark's flags)."""
     sizes = []
     for item in text.split(","):
         width, _, height = item.strip().lower().partition("x")
@@ -35,7 +36,7 @@ def _sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
-def _ints(text: str) -> list[int]:
+def int_list(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
@@ -50,9 +51,9 @@ def add_plan_parser(subparsers: Any) -> Any:
     plan.add_argument("--gpus", type=int, default=1, help="GPUs splitting the DiT (default 1)")
     plan.add_argument("--quantize", choices=("auto", "none", "fp8", "int8"), default="auto",
                       help="auto: each preset's own (default)")
-    plan.add_argument("--sizes", type=_sizes, default=list(DEFAULT_SIZES),
+    plan.add_argument("--sizes", type=size_list, default=list(DEFAULT_SIZES),
                       help="generation sizes WxH (default 848x480,1280x720)")
-    plan.add_argument("--segments", type=_ints, default=None,
+    plan.add_argument("--segments", type=int_list, default=None,
                       help="segment lengths L (default 9,17 and each engine's presets' own)")
     plan.add_argument("--camera-fps", type=float, default=CAMERA_FPS)
     plan.add_argument("--efficiency-file", type=Path, default=None,
