@@ -458,8 +458,8 @@ def measure_wan2(pipe: Any, preset: Preset, shape: Shape, *, camera: tuple[int, 
 def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
     """Every asked preset of wan-animate-2 at its own size, measured beside the plan's
     prediction; writes the measured efficiency under the engine's own section."""
+    from faceswap_cam.models.attention import attention_backend
     from faceswap_cam.models.presets import PresetName
-    from faceswap_cam.models.wan2.loading import attention_backend
     from faceswap_cam.models.wan2.variants import PRESET_VARIANTS, VARIANT
 
     names = [p.value for p in PresetName] if args.preset == "all" else [args.preset]

@@ -16,8 +16,11 @@ The package checks are diffusers' own (``attention_dispatch``), so what is chose
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
 
 FLASH_3 = "_flash_3"
 SAGE = "sage"
@@ -85,3 +88,13 @@ def _cuda_info(device: str) -> tuple[tuple[int, int], str] | None:
     index = torch.device(device).index or 0
     major, minor = torch.cuda.get_device_capability(index)
     return (major, minor), torch.cuda.get_device_name(index)
+
+
+def attention_backend(name: str, device: str) -> str:
+    """The diffusers backend for ``--attention-backend name``: ``auto`` is chosen for the device
+    (diffusers itself knows no ``auto``)."""
+    if name != "auto":
+        return name
+    choice = choose_attention_backend(device)
+    logger.info("attention backend %s: %s", choice.name, choice.reason)
+    return choice.name

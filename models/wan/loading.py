@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from faceswap_cam.models import weights
+from faceswap_cam.models.attention import attention_backend
 
 logger = logging.getLogger(__name__)
 
@@ -161,14 +162,8 @@ def load_pipeline(model: str, options: LoadOptions) -> Any:
             names.append((name, scale))
         pipe.set_adapters([n for n, _ in names], adapter_weights=[s for _, s in names])
     if options.attention_backend:
-        backend = options.attention_backend
-        if backend == "auto":
-            from faceswap_cam.models.attention import choose_attention_backend
-
-            choice = choose_attention_backend(device)
-            logger.info("attention backend %s: %s", choice.name, choice.reason)
-            backend = choice.name
-        pipe.transformer.set_attention_backend(backend)
+        pipe.transformer.set_attention_backend(
+            attention_backend(options.attention_backend, device))
     if options.vae_tiling:
         pipe.vae.enable_tiling()
     if options.offload == "model":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from faceswap_cam.models import weights
+from faceswap_cam.models.attention import attention_backend
 from faceswap_cam.models.wan.loading import LoadOptions, pick_device, pick_dtype, resolve_model_path
 from faceswap_cam.models.wan2.variants import WEIGHTS, Wan2Variant
 
@@ -130,15 +131,3 @@ def load_pipeline(model: str, variant: Wan2Variant, options: LoadOptions) -> Any
         # Flex attention is only memory-efficient compiled: the blocks compile once.
         pipe.transformer.compile_repeated_blocks(fullgraph=True)
     return pipe
-
-
-def attention_backend(name: str, device: str) -> str:
-    """The diffusers backend for ``--attention-backend name``: ``auto`` is chosen for the device
-    (diffusers itself knows no ``auto``)."""
-    if name != "auto":
-        return name
-    from faceswap_cam.models.attention import choose_attention_backend
-
-    choice = choose_attention_backend(device)
-    logger.info("attention backend %s: %s", choice.name, choice.reason)
-    return choice.name
