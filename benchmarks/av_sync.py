@@ -23,7 +23,7 @@ the newest frame of each batch and holds it until the next, so a short flash can
 two batches' newest frames and never be shown (a batch of 4 at cadence 3 spans 12 frames).
 Long flashes are always shown, in both playouts, and both are measured the same way, from the
 flash's first appearance: in ``live`` that is a viewer's experience too (a held frame is late
-by up to a batch period more than when it arrived, and the mic follows the median age, so
+by up to a batch period more than when it arrived, and the mic follows the ages' centre, so
 offsets spread wider there by design). A flash is missed when it was captured but its click
 was not heard, or its swapped frame not shown (a delay change can cut a click out: a shorter
 delay skips audio, a longer one pauses with a fade); the count is printed.
@@ -70,6 +70,7 @@ from faceswap_cam.daemon.audio.pulse import SOURCE_NAME  # noqa: E402
 from faceswap_cam.daemon.config import Playout, Settings  # noqa: E402
 from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp  # noqa: E402
 from faceswap_cam.daemon.states import MicState  # noqa: E402
+from faceswap_cam.daemon.stats import rounded  # noqa: E402
 from faceswap_cam.models.engine import SwapEngine  # noqa: E402
 from faceswap_cam.models.simple_engines import DebugEngine  # noqa: E402
 from tests.audio.av_harness import (  # noqa: E402
@@ -127,10 +128,6 @@ class Flash:
     age_ms: float | None  # how old the frame shown at the flash's first appearance was
 
 
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
-
-
 def _first_in(times: Sequence[float], start: float, end: float) -> float | None:
     return next((t for t in times if start <= t < end), None)
 
@@ -156,7 +153,7 @@ def measure(captured: Sequence[float], spoken: Sequence[float], voiced: Sequence
             voice_ms=None if s is None or v is None else round((v - s) * 1e3, 1),
             offset_ms=(None if s is None or v is None or p is None
                        else round(voice_minus_video_ms(s, v, p, c), 1)),
-            age_ms=_rounded(None if p is None else ages[p])))
+            age_ms=rounded(None if p is None else ages[p], 1)))
     return flashes
 
 

@@ -28,7 +28,7 @@ class MicController:
         self.max_delay_s = max_delay_s
         # What "on" means when the tray switches a mic that started off.
         self.input_name: str | None = None if choice in (OFF, AUTO) else choice
-        self._wanted = choice != OFF
+        self._wanted_at_start = choice != OFF
         self._mic: Any = None  # a FaceSwapMic while on
         self._lock = threading.Lock()
         self._closed = False
@@ -39,14 +39,13 @@ class MicController:
     def start(self) -> None:
         """Start the mic if it was asked for; a failure to start is a status, not an error
         (the camera never waits for the sound system)."""
-        if self._wanted:
+        if self._wanted_at_start:
             self.set_enabled(True)
 
     def set_enabled(self, enabled: bool) -> None:
         with self._lock:
             if self._closed:
                 return
-            self._wanted = enabled
             if enabled and self._mic is None:
                 from faceswap_cam.daemon.audio.mic import FaceSwapMic, default_backend
 
@@ -55,7 +54,9 @@ class MicController:
                 self._mic.start()
                 logger.info("FaceSwap Mic on (input: %s)", self.input_name or "default")
                 return
-            mic, self._mic = (self._mic, None) if not enabled else (None, self._mic)
+            if enabled:
+                return
+            mic, self._mic = self._mic, None
         if mic is not None:
             mic.close()  # outside the lock: it joins the mic's thread
             logger.info("FaceSwap Mic off")
@@ -63,7 +64,7 @@ class MicController:
     def status(self) -> dict[str, Any] | None:
         """The mic's status (see ``FaceSwapMic.status``), None while it is off."""
         mic = self._mic
-        return None if mic is None else dict(mic.status())
+        return None if mic is None else mic.status()
 
     def close(self) -> None:
         with self._lock:

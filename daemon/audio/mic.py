@@ -172,13 +172,8 @@ class FaceSwapMic:
             try:
                 backend = self._factory()
                 backend.remove_stale()
-                device = backend.ensure_virtual_mic()
-                with self._lock:
-                    self._device = device
                 self._serve(backend, server_backoff)
-            except SoundServerGone as exc:
-                self._set_state("no_server", str(exc), exc.fix)
-            except AudioDeviceError as exc:  # the virtual mic cannot be made or opened
+            except AudioDeviceError as exc:  # no server, or the virtual mic cannot be made
                 self._set_state("no_server", str(exc), exc.fix)
             except Exception as exc:  # never let the call lose its microphone for good
                 log.exception("FaceSwap Mic failed; starting again")
@@ -205,7 +200,9 @@ class FaceSwapMic:
         try:
             while not self._stop.is_set():
                 if out is None:
-                    backend.ensure_virtual_mic()  # made again if someone removed it
+                    device = backend.ensure_virtual_mic()  # made again if someone removed it
+                    with self._lock:
+                        self._device = device
                     out = backend.open_output()
                     server_backoff.reset()
                 if inp is None and time.monotonic() >= next_input_try:

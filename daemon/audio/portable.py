@@ -99,6 +99,18 @@ def loopback_driver_advice(platform: str = sys.platform) -> tuple[str, str]:
     return f"{driver.driver}: {driver.install}", driver.microphone
 
 
+def _names_once(inputs: list[dict[str, Any]]) -> list[str]:
+    """Each device's name once, from the host API of the first (the most preferred)."""
+    if not inputs:
+        return []
+    best = inputs[0]["hostapi_name"]
+    names: list[str] = []
+    for device in inputs:
+        if device["hostapi_name"] == best and device["name"] not in names:
+            names.append(str(device["name"]))
+    return names
+
+
 def _is_loopback_input(name: str) -> bool:
     lowered = name.lower()
     return any(pattern in lowered for pattern in LOOPBACK_INPUTS)
@@ -323,19 +335,15 @@ class SoundDeviceBackend:
     def input_names(self) -> list[str]:
         """The microphones, without loopbacks, each once: from the most preferred host API
         that has any (Windows lists every device under up to four of them)."""
-        inputs = [
+        return _names_once(self._microphones())
+
+    def _microphones(self) -> list[dict[str, Any]]:
+        """Every input device that is not a loopback, under every host API."""
+        return [
             d
             for d in self._devices()
             if d["max_input_channels"] > 0 and not _is_loopback_input(str(d["name"]))
         ]
-        if not inputs:
-            return []
-        best = inputs[0]["hostapi_name"]
-        names: list[str] = []
-        for device in inputs:
-            if device["hostapi_name"] == best and device["name"] not in names:
-                names.append(str(device["name"]))
-        return names
 
     def _input_device(self, name: str) -> dict[str, Any]:
         if _is_loopback_input(name):
@@ -343,11 +351,7 @@ class SoundDeviceBackend:
                 f"{name!r} is a loopback (the virtual microphone's own side), not a microphone",
                 fix="pick your real microphone",
             )
-        inputs = [
-            d
-            for d in self._devices()
-            if d["max_input_channels"] > 0 and not _is_loopback_input(str(d["name"]))
-        ]
+        inputs = self._microphones()
         wanted = name.lower()
         exact = [d for d in inputs if str(d["name"]).lower() == wanted]
         partial = [d for d in inputs if wanted in str(d["name"]).lower()]
@@ -361,7 +365,7 @@ class SoundDeviceBackend:
             )
         raise AudioDeviceError(
             f"no microphone named {name!r}",
-            fix="pick one of: " + (", ".join(self.input_names()) or "(none found)"),
+            fix="pick one of: " + (", ".join(_names_once(inputs)) or "(none found)"),
         )
 
     # ---- streams ----------------------------------------------------------------------------
