@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import mmap
 import os
 import struct
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import resource_tracker, shared_memory
 from typing import Any, TypeVar
@@ -80,9 +81,8 @@ class SharedFrames:
         self.inputs, self.results = inputs, results
         self._pool = FramePool(POOL_FRAMES)
         self._lock = threading.Lock()
-        # Client side: which frame each input slot holds (a strong reference keeps its id
-        # unique), the slots a batch in flight uses, and the result slots' buffers.
-        self._staged: dict[int, int] = {}
+        # Client side: which frame each input slot holds, the slots a batch in flight uses,
+        # and the result slots' buffers.
         self._holder: list[np.ndarray | None] = [None] * inputs
         self._pinned: set[int] = set()
         self._next_input = 0
@@ -171,8 +171,9 @@ class SharedFrames:
         with self._lock:
             chosen: list[int] = []
             for frame in frames:
-                slot = self._staged.get(id(frame))
-                if slot is None or slot in chosen or self._holder[slot] is not frame:
+                slot = next((held for held, staged in enumerate(self._holder)
+                             if staged is frame and held not in chosen), None)
+                if slot is None:
                     slot = self._free_input(exclude=chosen)
                     if slot is None:
                         raise ProtocolError(f"{len(frames)} frames do not fit "
@@ -189,20 +190,12 @@ class SharedFrames:
     def free_results(self, count: int) -> list[int] | None:
         """``count`` result slots nobody refers to any more, or None (then the results come
         back over the input slots and are copied out)."""
-        buffers = self._result_arrays
-        if count > len(buffers):
+        chosen = list(itertools.islice(_unreferenced(self._result_arrays, self._next_result),
+                                       count))
+        if len(chosen) < count:
             return None
-        # Held by our list and the call's argument only: a free slot.
-        free_count = 2
-        chosen: list[int] = []
-        for step in range(len(buffers)):
-            slot = (self._next_result + step) % len(buffers)
-            if sys.getrefcount(buffers[slot]) == free_count:
-                chosen.append(slot)
-                if len(chosen) == count:
-                    self._next_result = slot + 1
-                    return chosen
-        return None
+        self._next_result = chosen[-1] + 1
+        return chosen
 
     def result_frames(self, slots: Sequence[int]) -> list[np.ndarray]:
         """The results in ``slots`` as frames the caller may keep: each is a view of the
@@ -229,14 +222,10 @@ class SharedFrames:
         return None
 
     def _fill(self, slot: int, frame: np.ndarray) -> None:
-        old = self._holder[slot]
-        if old is not None and self._staged.get(id(old)) == slot:
-            del self._staged[id(old)]
         view = self._input_view()
         np.copyto(view[slot], frame)
         del view
         self._holder[slot] = frame
-        self._staged[id(frame)] = slot
 
     # --- the host side ---------------------------------------------------------------------
 
@@ -308,7 +297,6 @@ class SharedFrames:
     def close(self) -> None:
         with self._lock:
             self._holder = [None] * self.inputs
-            self._staged.clear()
             self._result_arrays = []
         try:
             self._segment.close()
@@ -344,20 +332,13 @@ class FramePool:
         self._limit = limit
         self._arrays: list[np.ndarray] = []
         self._next = 0
-        # Held by nobody but a list of ours: what a free array's count reads in ``take``
-        # (the interpreter's own references, which vary between versions, included).
-        self._nobody = [np.empty(0, np.uint8)]
 
     def take(self, shape: tuple[int, ...]) -> np.ndarray:
         arrays = self._arrays
-        probe = self._nobody[0]
-        free = sys.getrefcount(probe)
-        for step in range(len(arrays)):
-            index = (self._next + step) % len(arrays)
-            array = arrays[index]
-            if array.shape == shape and sys.getrefcount(array) == free:
+        for index in _unreferenced(arrays, self._next):
+            if arrays[index].shape == shape:
                 self._next = index + 1
-                return array
+                return arrays[index]
         array = np.empty(shape, np.uint8)
         if len(arrays) < self._limit:
             arrays.append(array)
@@ -365,6 +346,21 @@ class FramePool:
 
     def __len__(self) -> int:
         return len(self._arrays)
+
+
+#: Held by nobody but this list: what a free array's count reads in ``_unreferenced`` (the
+#: interpreter's own references, which vary between versions, included).
+_NOBODY = [np.empty(0, np.uint8)]
+
+
+def _unreferenced(arrays: Sequence[np.ndarray], start: int) -> Iterator[int]:
+    """The indices of ``arrays`` (a list of ours) whose array nobody else refers to, in ring
+    order from ``start``: whoever holds an array or any view of it holds a reference."""
+    free = sys.getrefcount(_NOBODY[0])
+    for step in range(len(arrays)):
+        index = (start + step) % len(arrays)
+        if sys.getrefcount(arrays[index]) == free:
+            yield index
 
 
 def _reserve(segment: shared_memory.SharedMemory) -> None:

@@ -243,8 +243,8 @@ class EngineHostProxy:
         with self._stage_lock:
             ids = []
             for frame in frames:
-                entry = self._staged.get(id(frame))
-                if entry is None or entry[1] is not frame:
+                entry = self._staged.get(id(frame))  # the entry holds the frame: ids stay unique
+                if entry is None:
                     return None
                 ids.append(entry[0])
             return ids
