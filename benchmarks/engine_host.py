@@ -146,7 +146,6 @@ def time_batches(engines: dict[str, SwapEngine], frames: list[np.ndarray], batch
         # The batch is complete when its last frame arrives: the clock starts there, so that
         # frame's staging counts (the processor takes the batch once it is staged).
         stage = getattr(engines[name], "stage", None)
-        start = time.perf_counter()
         for index, frame in enumerate(frames):
             if index and pace_s:
                 time.sleep(pace_s)
@@ -164,6 +163,7 @@ def time_batches(engines: dict[str, SwapEngine], frames: list[np.ndarray], batch
     for name in names:
         for _ in range(warmup):
             call(name)
+        staging[name].clear()  # first touches of the slots: not what a running daemon pays
     turn = 0
     while any(len(taken) < batches for taken in samples.values()):
         for name in names[turn % len(names):] + names[:turn % len(names)]:
