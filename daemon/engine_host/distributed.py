@@ -74,28 +74,31 @@ _BATCH, _FAILED = "preprocessed", "preprocessing failed"
 EngineBuilder = Callable[[str, dict[str, Any]], SwapEngine]
 
 
-def requirements(gpus: int) -> str:
-    """What ``--gpus N`` needs, for the help and the errors."""
-    return (f"--gpus {gpus} needs {gpus} CUDA GPUs on this machine (the first {gpus} that "
+def requirements(gpus: int, flag: str = "--gpus") -> str:
+    """What ``--gpus N`` needs (or the daemon's ``flag`` for it), for the help and the
+    errors."""
+    return (f"{flag} {gpus} needs {gpus} CUDA GPUs on this machine (the first {gpus} that "
             "CUDA_VISIBLE_DEVICES shows) and torch with NCCL, and runs only the wan-animate "
             "engine")
 
 
 # --- the launcher (no torch here) -------------------------------------------------------------
 
-def group_problem(gpus: int, engine: str, options: dict[str, Any]) -> str | None:
-    """Why these options cannot run as a group, before any rank is started; None if they can."""
+def group_problem(gpus: int, engine: str, options: dict[str, Any],
+                  flag: str = "--gpus") -> str | None:
+    """Why these options cannot run as a group, before any rank is started; None if they can.
+    ``flag``: the option that asked for the group, as the user typed it."""
     if options.get("offload", "none") != "none":
-        return ("--offload does not combine with --gpus: context parallelism keeps the whole "
+        return (f"--offload does not combine with {flag}: context parallelism keeps the whole "
                 "model on every GPU")
     device = str(options.get("device", "auto"))
     if device not in ("auto", "cuda", "cpu"):
-        return (f"--device {device} does not combine with --gpus: rank N runs on cuda:N (choose "
+        return (f"--device {device} does not combine with {flag}: rank N runs on cuda:N (choose "
                 "the GPUs with CUDA_VISIBLE_DEVICES)")
     # The daemon sends its reference over the wire: none is needed to start.
     name = resolve_engine_name(engine, {**options, REFERENCE_FROM_CLIENT: True})
     if name != ENGINE:
-        return f"engine {name} runs on one device: {requirements(gpus)}"
+        return f"engine {name} runs on one device: {requirements(gpus, flag)}"
     return None
 
 

@@ -62,9 +62,9 @@ def plan_engine(settings: Settings, options: dict[str, Any]) -> tuple[str, Engin
         from faceswap_cam.daemon.engine_host.distributed import group_problem
 
         # Known before any process starts: say it now rather than fail in the child.
-        problem = group_problem(settings.engine_gpus, name, options)
+        problem = group_problem(settings.engine_gpus, name, options, "--engine-gpus")
         if problem is not None:
-            raise EngineError(problem.replace("--gpus", "--engine-gpus"))
+            raise EngineError(problem)
     return name, ChildEngineHost(name, options, frame_size=settings.size,
                                  call_timeout_s=settings.engine_timeout_s,
                                  log_level=settings.log_level, gpus=settings.engine_gpus)
