@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from contextlib import nullcontext
 from typing import Any
 
-from faceswap_cam.models.plan.counter import count_flops
+from faceswap_cam.models.plan.counter import count_flops, counting
 from faceswap_cam.models.plan.work import (
     IMAGE_TOKENS,
     TEXT_TOKENS,
@@ -126,14 +125,9 @@ def counted_dit_flops(transformer: Any, shape: Shape, *, text_tokens: int = TEXT
     """FLOPs of one transformer forward and of its linear layers, counted by
     ``FlopCounterMode`` (on the meta device nothing is computed). On the CPU attention runs
     through the math backend so that its matmuls are counted too."""
-    import torch
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     param = next(transformer.parameters())
     inputs = dit_inputs(transformer.config, shape, device=param.device,
                         dtype=transformer.dtype, text_tokens=text_tokens,
                         image_tokens=image_tokens, scale_t=scale_t, scale_s=scale_s)
-    math_attention = (sdpa_kernel([SDPBackend.MATH])
-                      if param.device.type == "cpu" else nullcontext())
-    with torch.no_grad(), math_attention:
+    with counting(param.device):
         return count_flops(lambda: transformer(**inputs))

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from faceswap_cam.models.plan.counter import count_flops
+from faceswap_cam.models.plan.counter import count_flops, counting
 from faceswap_cam.models.plan.work import (
     IMAGE_TOKENS,
     VAE_SCALE_SPATIAL,
@@ -216,20 +216,15 @@ def counted_animate_2_flops(transformer: Any, shape: Shape, *, image_tokens: int
     """(total, linear) FLOPs of a Wan-Animate-2 segment's reference pass (``extract``) and of
     one denoising forward over its cache (``cond``; with ``uncond`` also the unconditional
     CFG branch's), counted by ``FlopCounterMode`` with the block mask as :class:`FrameMask`."""
-    import torch
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     param = next(transformer.parameters())
     extract, denoise = animate_2_inputs(
         transformer.config, shape, device=param.device, dtype=transformer.dtype,
         image_tokens=image_tokens, scale_t=scale_t, scale_s=scale_s)
-    math_attention = (sdpa_kernel([SDPBackend.MATH])
-                      if param.device.type == "cpu" else nullcontext())
     passes = {"extract": extract, "cond": denoise}
     if uncond:
         passes["uncond"] = {**denoise, "is_uncondtion": True}
     counts = {}
-    with torch.no_grad(), math_attention, frame_mask_attention(transformer):
+    with counting(param.device), frame_mask_attention(transformer):
         for name, inputs in passes.items():  # extract first: it fills the cache
             counts[name] = count_flops(lambda inputs=inputs: transformer(**inputs))
     return counts

@@ -3,6 +3,8 @@ a run's total and linear-layer FLOPs, and one batch's VAE work. Imports torch la
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from faceswap_cam.models.plan.work import VAE_SCALE_SPATIAL, VAE_SCALE_TEMPORAL, Shape
@@ -22,12 +24,23 @@ def count_flops(run: Any) -> tuple[int, int]:
     return int(counter.get_total_flops()), linear
 
 
+@contextmanager
+def counting(device: Any) -> Iterator[None]:
+    """What a count runs under: no autograd and, on the CPU, attention through the math
+    backend so that its matmuls are counted too (on the meta device nothing is computed)."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    math_attention = sdpa_kernel([SDPBackend.MATH]) if device.type == "cpu" else nullcontext()
+    with torch.no_grad(), math_attention:
+        yield
+
+
 def counted_vae_flops(vae: Any, shape: Shape, *, scale_t: int = VAE_SCALE_TEMPORAL,
                       scale_s: int = VAE_SCALE_SPATIAL) -> int:
     """FLOPs of one batch's VAE work: the pose and conditioning encodes of L frames and the
     decode of the segment's latents."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     param = next(vae.parameters())
     device, dtype = param.device, param.dtype
@@ -36,10 +49,7 @@ def counted_vae_flops(vae: Any, shape: Shape, *, scale_t: int = VAE_SCALE_TEMPOR
     latents = torch.zeros(1, int(vae.config.z_dim), shape.latent_frames(scale_t),
                           shape.height // scale_s, shape.width // scale_s, device=device,
                           dtype=dtype)
-    encode, decode = FlopCounterMode(display=False), FlopCounterMode(display=False)
     with torch.no_grad():
-        with encode:
-            vae.encode(video)
-        with decode:
-            vae.decode(latents, return_dict=False)
-    return 2 * int(encode.get_total_flops()) + int(decode.get_total_flops())
+        encode, _ = count_flops(lambda: vae.encode(video))
+        decode, _ = count_flops(lambda: vae.decode(latents, return_dict=False))
+    return 2 * encode + decode
