@@ -68,8 +68,7 @@ from faceswap_cam.models.plan.gpus import (
     Gpu,
     gpu_for_name,
     load_efficiency,
-    read_measurements,
-    write_measurements,
+    save_efficiency,
 )
 from faceswap_cam.models.plan.memory import weight_bytes
 from faceswap_cam.models.plan.rows import row_for
@@ -246,7 +245,6 @@ def write_efficiency(path: Path, gpu: Gpu, device_name: str, rows: Sequence[Pres
     file ``faceswap-cam plan`` reads: wan-animate's in the top-level ``by_gpu`` (what the plan
     reads), another engine's in ``engines[engine]["by_gpu"]`` in the same form. What else the
     file holds is kept."""
-    document = read_measurements(path)
     dit = [r.dit_efficiency for r in rows if r.dit_efficiency]
     vae = [r.vae_efficiency for r in rows if r.vae_efficiency]
     entry = {
@@ -256,13 +254,7 @@ def write_efficiency(path: Path, gpu: Gpu, device_name: str, rows: Sequence[Pres
         "presets": {r.preset: {"size": r.size, "segment": r.segment, "steps": r.steps,
                                "variant": r.variant, "step_s": r.step_s, "fps": r.fps}
                     for r in rows}}
-    if engine == FIRST_ENGINE:
-        by_gpu = document.setdefault("by_gpu", {})
-    else:
-        by_gpu = document.setdefault("engines", {}).setdefault(engine, {}).setdefault(
-            "by_gpu", {})
-    by_gpu[gpu.key] = entry
-    write_measurements(path, document)
+    save_efficiency(path, gpu, engine, entry)
     return path
 
 

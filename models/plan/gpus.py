@@ -187,6 +187,19 @@ def save_scaling(path: Path, gpu: Gpu, gpus: int, efficiency: float, *, device: 
     write_measurements(path, document)
 
 
+def save_efficiency(path: Path, gpu: Gpu, engine: str, entry: dict[str, Any]) -> None:
+    """Merge one engine's measured efficiency on ``gpu`` into the efficiency file, where
+    :func:`load_efficiency` reads it, keeping the rest."""
+    document = read_measurements(path)
+    if engine == FIRST_ENGINE:
+        by_gpu = document.setdefault("by_gpu", {})
+    else:
+        by_gpu = document.setdefault("engines", {}).setdefault(engine, {}).setdefault(
+            "by_gpu", {})
+    by_gpu[gpu.key] = entry
+    write_measurements(path, document)
+
+
 def read_measurements(path: Path) -> dict[str, Any]:
     """The efficiency file's document; empty when it is missing or not ours."""
     try:
