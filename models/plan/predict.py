@@ -13,6 +13,7 @@ from faceswap_cam.models.plan.engines import (
     preset_shape,
 )
 from faceswap_cam.models.plan.gpus import (
+    ASSUMED_SCALING_EFFICIENCY,
     Gpu,
     gpu_for_name,
     load_efficiency,
@@ -69,4 +70,5 @@ def predict_settings(engine: str, *, steps: int, segment_frames: int, carry: int
                           efficiency=load_efficiency(gpu, efficiency_file, engine),
                           quantize=quantize or "none",
                           gpus=gpus, camera_fps=camera_fps,
-                          scaling_efficiency=load_scaling(gpu, gpus, efficiency_file).efficiency)
+                          scaling_efficiency=load_scaling(gpu, gpus, efficiency_file).efficiency
+                          if gpus > 1 else ASSUMED_SCALING_EFFICIENCY)  # unused on one GPU
