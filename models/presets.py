@@ -43,11 +43,20 @@ class Preset:
 
 #: Filled in per engine by the modules that define the engines' presets.
 PRESETS: dict[tuple[str, PresetName], Preset] = {}
+#: The preset an engine runs when none is asked for, for an engine whose checkpoint comes with
+#: its own settings (none: the plain settings, as for wan-animate).
+DEFAULT_PRESETS: dict[str, PresetName] = {}
 
 
 def register_preset(preset: Preset) -> Preset:
     PRESETS[(preset.engine, preset.name)] = preset
     return preset
+
+
+def default_preset(engine: str) -> str | None:
+    """The preset ``engine`` runs when none is asked for (see :data:`DEFAULT_PRESETS`)."""
+    name = DEFAULT_PRESETS.get(engine)
+    return None if name is None else name.value
 
 
 def presets_for(engine: str) -> list[Preset]:
@@ -72,10 +81,10 @@ def apply_preset(options: Mapping[str, Any], engine: str) -> dict[str, Any]:
     """``options`` with its preset's values (``options["preset"]``) for ``engine`` wherever the
     user gave none: ``options["explicit"]`` names the settings given in the config file, the
     environment or a flag, and each of those keeps its value (an explicit ``gen_size`` keeps
-    the preset's size out; explicit ``loras`` replace the preset's). No preset, or an engine
-    without presets: the options as they are."""
+    the preset's size out; explicit ``loras`` replace the preset's). No preset (nor a default
+    one for the engine), or an engine without presets: the options as they are."""
     resolved = dict(options)
-    name = options.get("preset")
+    name = options.get("preset") or DEFAULT_PRESETS.get(engine)
     if not name or not presets_for(engine):
         return resolved
     preset = get_preset(engine, str(name))

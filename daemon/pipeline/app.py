@@ -51,7 +51,7 @@ from faceswap_cam.models import batching, defaults
 from faceswap_cam.models.engine import SwapEngine, create_engine
 from faceswap_cam.models.plan.engines import ENGINE_MODELS, load_presets
 from faceswap_cam.models.plan.predict import predict_settings
-from faceswap_cam.models.presets import apply_preset
+from faceswap_cam.models.presets import apply_preset, default_preset
 from faceswap_cam.models.reference import ReferenceError, decode_reference
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def planned_cadence(settings: Settings, engine: str) -> int:
     timing = predict_settings(
         engine, steps=int(options["steps"]), segment_frames=int(options["segment_frames"]),
         carry=int(options["carry"]), size=size,
-        preset=settings.preset.value if settings.preset else None,
+        preset=settings.preset.value if settings.preset else default_preset(engine),
         quantize=settings.quantize.value, gpus=settings.engine_gpus, camera_fps=settings.fps)
     if timing is None:
         return 1

@@ -24,7 +24,7 @@ import torch
 
 from faceswap_cam.models import defaults
 from faceswap_cam.models.engine import EngineError, SwapResult
-from faceswap_cam.models.presets import PresetName, apply_preset
+from faceswap_cam.models.presets import apply_preset
 from faceswap_cam.models.wan.engine import load_options, uint8_frames
 from faceswap_cam.models.wan.loading import LoadOptions, pick_device
 from faceswap_cam.models.wan.stream_engine import StreamingSwapEngine, engine_errors
@@ -99,12 +99,12 @@ class WanAnimate2Engine(StreamingSwapEngine):
 
 
 def stream_settings(options: dict[str, Any]) -> dict[str, Any]:
-    """Steps and segment geometry from the preset (balanced if none), each overridden by a
-    value the user gave. The daemon lists what was given in ``options["explicit"]``; a caller
-    that does not (tests, scripts) gave everything it passed."""
+    """Steps and segment geometry from the preset (the engine's default preset, balanced, if
+    none), each overridden by a value the user gave. The daemon lists what was given in
+    ``options["explicit"]``; a caller that does not (tests, scripts) gave everything it
+    passed."""
     given = dict(options)
     given.setdefault("explicit", [key for key in options if key != "preset"])
-    given["preset"] = options.get("preset") or PresetName.BALANCED.value
     resolved = apply_preset(given, ENGINE)
     return {"steps": int(resolved["steps"]), "segment_frames": int(resolved["segment_frames"]),
             "carry": int(resolved["carry"]), "gen_short_side": int(resolved["gen_short_side"])}

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from faceswap_cam.models.presets import Preset, PresetName, register_preset
+from faceswap_cam.models.presets import DEFAULT_PRESETS, Preset, PresetName, register_preset
 
 ENGINE = "wan-animate-2"
 
@@ -27,3 +27,6 @@ BALANCED = register_preset(Preset(
 LIVE = register_preset(Preset(
     name=PresetName.LIVE, engine=ENGINE, steps=4, segment_frames=5, carry=1,
     gen_short_side=480, guidance_scale=1.0))
+#: The distilled checkpoint's own settings: the daemon's plain defaults (20 steps, guidance 5)
+#: are wan-animate's and mean nothing to this engine.
+DEFAULT_PRESETS[ENGINE] = PresetName.BALANCED

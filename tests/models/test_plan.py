@@ -242,5 +242,13 @@ def test_daemon_starting_cadence_comes_from_the_plan(monkeypatch: pytest.MonkeyP
     assert planned_cadence(settings, "debug") == 1
     assert planned_cadence(settings.model_copy(update={"engine_url": "ws://x"}),
                            "wan-animate") == 1
+    # wan-animate-2 without a preset runs its default one (balanced: 10 steps, L = 9, no
+    # guidance), not the plain settings' 20 guided steps: the plan must predict the same.
+    balanced = predict_settings("wan-animate-2", steps=10, segment_frames=9, carry=1,
+                                size=(848, 480), preset="balanced")
+    plain = predict_settings("wan-animate-2", steps=20, segment_frames=17, carry=1,
+                             size=(848, 480))
+    assert balanced is not None and plain is not None and balanced.cadence != plain.cadence
+    assert planned_cadence(Settings(), "wan-animate-2") == balanced.cadence
     monkeypatch.setattr(plan_predict, "local_gpu_name", lambda **_: None)
     assert planned_cadence(settings, "wan-animate") == 1
