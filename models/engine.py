@@ -24,6 +24,11 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
+#: ``(x, y, width, height)`` in pixels, as ``cv2.boundingRect`` gives it; width or height 0:
+#: nothing.
+Box = tuple[int, int, int, int]
+
+
 class EngineError(RuntimeError):
     """An engine cannot be created or cannot run; the message says how to fix it."""
 
@@ -48,11 +53,33 @@ class SwapResult:
 
     frames: list[np.ndarray]
     swapped: bool = True
+    #: Per frame, the box ``(x, y, width, height)`` outside which the frame is its input pixel
+    #: for pixel, as an engine that pastes its work into the camera frame knows it; None: the
+    #: whole frame may differ. A remote host sends only these boxes, and the daemon pastes
+    #: them into its own copies of the inputs.
+    changed: list[Box] | None = None
 
     @classmethod
     def untouched(cls, frames: Sequence[np.ndarray]) -> SwapResult:
         """Nothing swapped: the input frames go back as they came."""
         return cls(list(frames), swapped=False)
+
+    def boxes(self) -> list[Box]:
+        """``changed``, with each unknown box the whole frame."""
+        if self.changed is not None:
+            return list(self.changed)
+        return [(0, 0, frame.shape[1], frame.shape[0]) for frame in self.frames]
+
+
+def check_box(box: object, width: int, height: int) -> Box:
+    """``box`` as a :data:`Box` inside a ``width`` x ``height`` frame, or ValueError."""
+    if not isinstance(box, (tuple, list)) or len(box) != 4 \
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in box):
+        raise ValueError(f"a changed box is four integers (x, y, width, height), got {box!r}")
+    x, y, box_w, box_h = box
+    if min(x, y, box_w, box_h) < 0 or x + box_w > width or y + box_h > height:
+        raise ValueError(f"the changed box {tuple(box)} is not inside a {width}x{height} frame")
+    return x, y, box_w, box_h
 
 
 @runtime_checkable

@@ -56,6 +56,7 @@ from faceswap_cam.models.engine import (
     SwapEngine,
     SwapResult,
     WritesIntoOutputs,
+    check_box,
     create_engine,
     resolve_engine_name,
 )
@@ -299,14 +300,18 @@ class EngineHostServer:
                 raise ProtocolError("a staged batch names each of its frames, and only them")
             frames = await staged.take(header.staged, header.width, header.height)
         else:
-            frames = await asyncio.to_thread(codec.decode_jpeg, payload, header.count,
-                                             header.width, header.height)
+            frames = await asyncio.to_thread(codec.decode_jpeg, payload,
+                                             [(header.width, header.height)] * header.count)
         result = await self._calls.run(lambda: engine.process(frames))
         _check_result(result, frames)
         if not result.swapped:
             return Result(swapped=False, count=header.count, codec=header.codec), b""
-        body = await asyncio.to_thread(codec.encode_jpeg, result.frames)
-        return Result(swapped=True, count=header.count, codec=header.codec), body
+        # Only what changed goes back: a swapped person's box is a fraction of a 720p frame,
+        # and the client has the rest already (without the JPEG loss, too).
+        boxes = result.boxes()
+        body = await asyncio.to_thread(codec.encode_boxes, result.frames, boxes)
+        return Result(swapped=True, count=header.count, codec=header.codec,
+                      boxes=boxes), body
 
 
 def _swap_in_place(engine: SwapEngine, inputs: list[np.ndarray], shared: codec.SharedFrames,
@@ -338,7 +343,7 @@ class _StagedFrames:
             # Bounded work: a client staging faster than frames decode is not a camera.
             raise ProtocolError(f"more than {self.capacity} staged frames waiting to decode")
         decoding = asyncio.ensure_future(asyncio.to_thread(
-            codec.decode_jpeg, payload, 1, header.width, header.height))
+            codec.decode_jpeg, payload, [(header.width, header.height)]))
         # A frame never asked for fails nowhere else: read its error here.
         decoding.add_done_callback(_read_error)
         self._frames.pop(header.id, None)
@@ -373,6 +378,16 @@ def _check_result(result: object, frames: list[np.ndarray]) -> None:
             not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != inp.shape
             for out, inp in zip(result.frames, frames, strict=False)):
         raise RuntimeError("the engine returned frames that do not match its batch")
+    if result.changed is not None:
+        if len(result.changed) != len(frames):
+            raise RuntimeError(f"the engine returned {len(result.changed)} changed boxes "
+                               f"for {len(frames)} frames")
+        height, width = frames[0].shape[:2]
+        for box in result.changed:
+            try:
+                check_box(box, width, height)
+            except ValueError as exc:  # the engine's fault, not the client's
+                raise RuntimeError(f"the engine returned a bad box: {exc}") from None
 
 
 async def _receive(ws: WebSocket) -> bytes | None:

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 #: Bumped on any change to the messages; both sides refuse another number.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 #: Bounds every message. A batch of 17 frames at 1920x1080 as JPEG (at most ~1.5 MB each for
 #: a noisy frame) fits, and so does the largest reference image the daemon accepts (50 MB).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -49,6 +49,8 @@ Codec = Literal["shm", "jpeg"]
 Count = Annotated[int, Field(ge=1, le=MAX_BATCH)]
 Slots = Annotated[list[Annotated[int, Field(ge=0, le=1024)]], Field(max_length=MAX_BATCH)]
 Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
+_Offset = Annotated[int, Field(ge=0, le=MAX_SIDE)]
+Boxes = Annotated[list[tuple[_Offset, _Offset, _Offset, _Offset]], Field(max_length=MAX_BATCH)]
 
 
 class Hello(_Header):
@@ -116,13 +118,17 @@ class Process(_Header):
 
 
 class Result(_Header):
-    """Payload as for ``process``; with ``swapped`` False there is none (the frames are the
-    inputs unchanged)."""
+    """``shm``: the results are in the slots the batch named. ``jpeg``: per frame, the box
+    ``(x, y, width, height)`` where it differs from the frame sent, and the payload holds the
+    JPEG of each non-empty box in order (a whole-frame box is the whole frame); the client
+    pastes them into its own frames. With ``swapped`` False there is no payload (the frames
+    are the inputs unchanged)."""
 
     type: Literal["result"] = "result"
     swapped: bool
     count: Count
     codec: Codec
+    boxes: Boxes | None = None
 
 
 class Reset(_Header):

@@ -281,8 +281,11 @@ class EngineHostProxy:
             if into is not None:
                 return SwapResult(shared.result_frames(into))
             return SwapResult(shared.read(header.slots))
+        if reply.boxes is None:
+            raise EngineHostError("the engine host sent a swapped batch without its boxes")
         try:
-            return SwapResult(codec.decode_jpeg(body, count, width, height))
+            return SwapResult(codec.decode_boxes(body, frames, reply.boxes),
+                              changed=list(reply.boxes))
         except ProtocolError as exc:
             raise EngineHostError(f"the engine host's result is unreadable: {exc}") from exc
 

@@ -15,6 +15,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from faceswap_cam.models.engine import Box
 from faceswap_cam.models.preprocessing.segmentation import feather
 
 logger = logging.getLogger(__name__)
@@ -63,8 +64,9 @@ def composite(
     mask: np.ndarray,
     *,
     feather_px: int = 8,
-) -> np.ndarray:
-    """The generated person blended into the full-resolution camera frame.
+) -> tuple[np.ndarray, Box]:
+    """The generated person blended into the full-resolution camera frame, and the box
+    outside which it is ``original_bgr`` exactly (empty when nobody is in the mask).
 
     ``generated_bgr`` may have any size and is scaled to the frame; ``mask`` (nonzero =
     person) is at the frame's size or the generated frame's. Alpha ramps up inside the mask
@@ -83,7 +85,7 @@ def composite(
     person = _resize_mask(person, (width, height))
     out = original_bgr.copy()
     if not person.any():
-        return out
+        return out, (0, 0, 0, 0)
     # Only the mask's box is touched: at 720p and up a person rarely fills the frame, and the
     # blend is the per-frame cost on the output path.
     x0, y0, box_w, box_h = cv2.boundingRect((person > 0).astype(np.uint8))
@@ -95,7 +97,7 @@ def composite(
     # 0 that is region*1 + scaled*0, the camera's own pixel exactly.
     out[y0:y1, x0:x1] = cv2.blendLinear(np.ascontiguousarray(region),
                                         np.ascontiguousarray(scaled), 1.0 - alpha, alpha)
-    return out
+    return out, (x0, y0, box_w, box_h)
 
 
 def match_colour(

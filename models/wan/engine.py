@@ -15,7 +15,7 @@ import PIL.Image
 import torch
 
 from faceswap_cam.models import defaults
-from faceswap_cam.models.engine import EngineError, SwapResult
+from faceswap_cam.models.engine import Box, EngineError, SwapResult
 from faceswap_cam.models.preprocessing.base import Preprocessor, StandInPreprocessor
 from faceswap_cam.models.presets import apply_preset
 from faceswap_cam.models.quantize import QuantizeError
@@ -105,6 +105,7 @@ class WanAnimateEngine(StreamingSwapEngine):
         with engine_errors():
             video = stream.generate(inputs)
         out = []
+        boxes: list[Box] = []
         masks = batch.mask if self.mode == "replace" else None
         for i, pixels in enumerate(uint8_frames(video)):
             bgr = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
@@ -112,12 +113,15 @@ class WanAnimateEngine(StreamingSwapEngine):
                 # Only the person is replaced: the room stays the camera's own pixels.
                 if self.colour_match:
                     bgr = match_colour(bgr, frames[i], masks[i])
-                out.append(composite(frames[i], bgr, masks[i], feather_px=self.feather_px))
+                frame, box = composite(frames[i], bgr, masks[i], feather_px=self.feather_px)
+                out.append(frame)
+                boxes.append(box)
                 continue
             if bgr.shape[:2] != (frame_h, frame_w):
                 bgr = cv2.resize(bgr, (frame_w, frame_h), interpolation=cv2.INTER_LINEAR)
             out.append(bgr)
-        return SwapResult(out)
+        # Animation repaints the whole frame; replacement only the person's box.
+        return SwapResult(out, changed=boxes if masks is not None else None)
 
     def reset(self) -> None:
         super().reset()

@@ -366,7 +366,8 @@ def test_composite_keeps_the_room_bit_identical() -> None:
     generated = _room(120, 160, seed=1)
     mask = np.zeros((120, 160), np.uint8)
     mask[20:100, 50:110] = 255
-    out = composite(room, generated, mask, feather_px=5)
+    out, box = composite(room, generated, mask, feather_px=5)
+    assert box == (50, 20, 60, 80)  # the mask's bounding box: nothing outside it changed
     outside = mask == 0
     np.testing.assert_array_equal(out[outside], room[outside])
     core = np.zeros_like(outside)
@@ -382,13 +383,19 @@ def test_composite_scales_a_smaller_generated_frame_and_mask() -> None:
     generated = np.full((60, 80, 3), (10, 200, 30), np.uint8)  # half size, one colour
     small_mask = np.zeros((60, 80), np.uint8)
     small_mask[10:50, 20:60] = 255
-    out = composite(room, generated, small_mask, feather_px=3)
+    out, box = composite(room, generated, small_mask, feather_px=3)
+    x, y, box_w, box_h = box
+    changed = np.zeros((120, 160), bool)
+    changed[y:y + box_h, x:x + box_w] = True
+    np.testing.assert_array_equal(out[~changed], room[~changed])
+    assert (out != room).any(axis=2)[changed].mean() > 0.5
     full_mask = cv2.resize(small_mask, (160, 120), interpolation=cv2.INTER_NEAREST)
     outside = cv2.dilate(full_mask, np.ones((3, 3), np.uint8)) == 0
     np.testing.assert_array_equal(out[outside], room[outside])
     np.testing.assert_array_equal(out[40:80, 60:100], np.full((40, 40, 3), (10, 200, 30)))
-    nobody = composite(room, generated, np.zeros((60, 80), np.uint8))
+    nobody, empty = composite(room, generated, np.zeros((60, 80), np.uint8))
     np.testing.assert_array_equal(nobody, room)
+    assert empty[2:] == (0, 0)
     with pytest.raises(ValueError):
         composite(room, generated, np.zeros((30, 30), np.uint8))
 
@@ -433,7 +440,7 @@ def test_composite_into_the_real_720p_photo() -> None:
     cv2.ellipse(mask, (gen_w // 2, gen_h // 2), (gen_w // 6, gen_h // 3), 0, 0, 360, 255, -1)
     mask = wan_mask(mask, dilate_px=9, grid=None)
 
-    out = composite(photo, generated, mask, feather_px=8)
+    out, _ = composite(photo, generated, mask, feather_px=8)
     assert out.shape == photo.shape and out.dtype == np.uint8
     full = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR) >= 128
     np.testing.assert_array_equal(out[~full], photo[~full])

@@ -199,6 +199,15 @@ def test_engine_adapts_camera_frames(tiny_model: Path) -> None:
     out = result.frames
     assert result.swapped
     assert len(out) == 5 and out[0].shape == (60, 80, 3) and out[0].dtype == np.uint8
+    # Replacement pastes the person into the room: each frame says where it changed, and
+    # outside that box it is the camera frame exactly (what a remote host leaves unsent).
+    assert result.changed is not None and len(result.changed) == 5
+    for frame, swapped, (x, y, box_w, box_h) in zip(frames, out, result.changed, strict=True):
+        assert 0 < box_w * box_h < 60 * 80
+        outside = np.ones((60, 80), bool)
+        outside[y:y + box_h, x:x + box_w] = False
+        np.testing.assert_array_equal(swapped[outside], frame[outside])
+        assert not np.array_equal(swapped[~outside], frame[~outside])
     assert len(engine.process(frames[:4]).frames) == 4  # a continuing batch: L - P frames
     with pytest.raises(EngineError, match="takes 4 new frames"):
         engine.process(frames[:3])
