@@ -74,6 +74,10 @@ class AudioBackend(Protocol):
     def input_names(self) -> list[str]:
         """The real microphones the user can choose (never our own virtual device)."""
 
+    def resolve_input(self, name: str) -> str:
+        """The microphone ``--mic name`` opens, as ``input_names`` lists it: by any name the
+        sound system accepts (PulseAudio: its description too; elsewhere part of a name)."""
+
     def open_input(self, name: str | None) -> InputStream:
         """``None`` is the system's default microphone."""
 

@@ -345,6 +345,9 @@ class SoundDeviceBackend:
             if d["max_input_channels"] > 0 and not _is_loopback_input(str(d["name"]))
         ]
 
+    def resolve_input(self, name: str) -> str:
+        return str(self._input_device(name)["name"])
+
     def _input_device(self, name: str) -> dict[str, Any]:
         if _is_loopback_input(name):
             raise AudioDeviceError(

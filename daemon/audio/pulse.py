@@ -335,6 +335,10 @@ class PulseBackend:
         listed = ", ".join(f"{s.name} ({s.description})" for s in sources) or "none found"
         return f"pick another input: faceswap-cam run --mic NAME; inputs: {listed}"
 
+    def resolve_input(self, name: str) -> str:
+        with self._control("cannot list microphones"):
+            return self._resolve_input(name)
+
     def _resolve_input(self, name: str | None) -> str:
         if name is None:
             default = self._pulse.server_info().default_source_name or ""

@@ -374,6 +374,15 @@ def _mic_check(settings: Settings, platform: str,
         try:
             inputs = backend.input_names()
             device = VIRTUAL_MIC_NAME if linux else backend.ensure_virtual_mic()
+            chosen = None
+            if settings.mic not in ("off", "auto"):
+                # The backend's own matching, so doctor accepts every name the daemon does.
+                try:
+                    chosen = backend.resolve_input(settings.mic)
+                except AudioDeviceError as exc:
+                    return Check("mic", FAIL, f"--mic {settings.mic}: {exc} (microphones: "
+                                 f"{', '.join(inputs) or 'none'})",
+                                 "pick one of them: faceswap-cam run --mic NAME, or --mic auto")
         finally:
             backend.close()
     except AudioDeviceError as exc:
@@ -381,9 +390,8 @@ def _mic_check(settings: Settings, platform: str,
             "microphone in the call app"
         return Check("mic", trouble, f"FaceSwap Mic ({state}) cannot run here: {exc}", fix)
     listed = ", ".join(inputs) or "none"
-    if settings.mic not in ("off", "auto") and settings.mic not in inputs:
-        return Check("mic", FAIL, f"--mic {settings.mic}: no such microphone (microphones: "
-                     f"{listed})", "pick one of them: faceswap-cam run --mic NAME, or --mic auto")
+    if chosen is not None and chosen != settings.mic:
+        state += f" ({chosen})"
     detail = (f"FaceSwap Mic {state}; in the call app pick the microphone \"{device}\"; "
               f"microphones: {listed}")
     advice = None if settings.mic != "off" else \

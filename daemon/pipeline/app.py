@@ -248,6 +248,11 @@ class RealtimeFaceSwapApp:
             engine_factory, fps=settings.fps, engine_name=self.engine_name,
             timeout_s=settings.engine_timeout_s, start_cadence=planned_cadence(
                 settings, self.engine_name))
+        load_presets(self.engine_name)
+        #: The preset the engine runs, for ``status``: the one asked for, else the engine's own
+        #: (wan-animate-2's checkpoint runs balanced); None: the plain settings.
+        self.preset_name = settings.preset.value if settings.preset \
+            else default_preset(self.engine_name)
         self.references = references if references is not None else _open_library()
         self.reference_name: str | None = None
         if settings.reference is not None:
@@ -480,7 +485,7 @@ class RealtimeFaceSwapApp:
             api_url=None if self.control_server is None else self.control_server.url,
             engine_host=None if self.engine_host is None else self.engine_host.report(),
             ai_badge=self.ai_badge,
-            preset=None if self.settings.preset is None else self.settings.preset.value,
+            preset=self.preset_name,
             mic=_mic_report(self.mic.status()),
         )
 

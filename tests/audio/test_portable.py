@@ -226,6 +226,7 @@ def test_input_listing_never_offers_the_loopback_on_macos(
     mac: tuple[SoundDeviceBackend, FakeSoundDevice],
 ) -> None:
     assert mac[0].input_names() == ["MacBook Pro Microphone", "USB Headset"]
+    assert mac[0].resolve_input("headset") == "USB Headset"  # part of a name, any case
 
 
 def test_input_listing_never_offers_the_loopback_on_windows(

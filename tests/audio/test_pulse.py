@@ -64,6 +64,10 @@ def test_inputs_are_real_microphones_only(pulse_server: PulseServer) -> None:
         backend.ensure_virtual_mic()
         # Neither monitors (test_mic_sink.monitor, ours) nor FaceSwap Mic itself.
         assert backend.input_names() == [TEST_MIC]
+        # --mic takes the description the sound settings show, as well as the name.
+        assert backend.resolve_input("Test Mic") == backend.resolve_input(TEST_MIC) == TEST_MIC
+        with pytest.raises(AudioDeviceError, match="no microphone named 'Headset'"):
+            backend.resolve_input("Headset")
     finally:
         backend.close()
 

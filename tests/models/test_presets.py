@@ -187,3 +187,26 @@ def test_explicit_flags_override_the_preset_in_diffusers(tiny_model: Path) -> No
     run_engine(engine, calls=1)
     assert len(engine.pipe.scheduler.timesteps) == 2 and forwards[0] == 2
     engine.close()
+
+
+@pytest.mark.parametrize(("engine", "asked", "shown"), [
+    ("wan-animate-2", None, "balanced"),  # the checkpoint's own preset, which the engine runs
+    ("wan-animate-2", "live", "live"),
+    ("wan-animate", None, None),  # the plain settings
+    ("debug", None, None),
+])
+def test_status_names_the_preset_the_engine_runs(engine: str, asked: str | None,
+                                                 shown: str | None) -> None:
+    from faceswap_cam.daemon.config import Settings
+    from faceswap_cam.daemon.outputs.null import NullSink
+    from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp
+    from faceswap_cam.models.simple_engines import PassthroughEngine
+
+    app = RealtimeFaceSwapApp(
+        Settings(engine=engine, preset=asked, source="demo", sinks=["null"], fps=30,
+                 size=(320, 240), control_api=False),
+        engine_factory=PassthroughEngine, sinks=[NullSink()])
+    try:
+        assert app.status().preset == shown
+    finally:
+        app.close()

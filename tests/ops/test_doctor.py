@@ -84,6 +84,15 @@ class FakeSoundSystem:
             raise self._microphones
         return list(self._microphones)
 
+    def resolve_input(self, name: str) -> str:
+        """Like the real backends: a listed name, else a name the system knows the device by
+        (here: the part after the last dot, as a description stands in for a PulseAudio
+        name)."""
+        for listed in self.input_names():
+            if name in (listed, listed.rsplit(".", 1)[-1]):
+                return listed
+        raise AudioDeviceError(f"no microphone named {name!r}", fix="pick another")
+
     def ensure_virtual_mic(self) -> str:
         return self._loopback
 
@@ -843,6 +852,12 @@ def test_a_microphone_that_is_not_there_is_named_with_the_ones_that_are(
     assert check.status == doctor.FAIL
     assert "headset" in check.detail and "alsa_input.usb-mic" in check.detail
     assert check.fix is not None and "--mic NAME" in check.fix
+
+
+def test_a_microphone_named_as_the_sound_system_knows_it_passes(machine: FakeMachine) -> None:
+    check = find(machine.run(settings_loader=settings_with_mic("usb-mic")), "mic")
+    assert check.status == doctor.PASS
+    assert "--mic usb-mic (alsa_input.usb-mic)" in check.detail
 
 
 def test_on_macos_the_mic_check_names_the_loopback_driver(machine: FakeMachine) -> None:
