@@ -146,10 +146,6 @@ class SharedFrames:
     def name(self) -> str:
         return self._segment.name
 
-    @property
-    def size(self) -> int:
-        return self._segment.size
-
     def fits(self, count: int, width: int, height: int) -> bool:
         return (width, height) == (self.width, self.height) and count <= self.inputs
 

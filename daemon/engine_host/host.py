@@ -173,7 +173,6 @@ class EngineHostServer:
                 engine=self.engine_name, first_batch=self.engine.first_batch,
                 next_batch=self.engine.next_batch,
                 shm=None if shared is None else shared.name,
-                shm_bytes=0 if shared is None else shared.size,
                 shm_inputs=0 if shared is None else shared.inputs,
                 shm_results=0 if shared is None else shared.results,
                 staged=staged.capacity, codec="jpeg" if shared is None else "shm")))

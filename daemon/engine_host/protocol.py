@@ -75,7 +75,6 @@ class Welcome(_Header):
     #: The shared-memory segment the host made for this client (None: frames go as JPEG):
     #: ``shm_inputs`` slots of WxHx3 bytes for frames, then ``shm_results`` for results.
     shm: str | None
-    shm_bytes: int = 0
     shm_inputs: Annotated[int, Field(ge=0, le=4 * MAX_BATCH)] = 0
     shm_results: Annotated[int, Field(ge=0, le=1024)] = 0
     #: JPEG: how many staged frames the host keeps (the newest; see ``Stage``).
