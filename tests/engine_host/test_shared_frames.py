@@ -139,6 +139,7 @@ def test_shared_memory_is_reserved_when_made_so_a_full_dev_shm_cannot_sigbus() -
     host = SharedFrames.create(640, 480, 3, 1)
     try:
         blocks = os.stat(f"/dev/shm/{host.name.lstrip('/')}").st_blocks * 512
-        assert blocks >= 4 * frame_bytes(640, 480)  # a sparse file would fault its pages in on first write
+        # A sparse file would fault its pages in on first write.
+        assert blocks >= 4 * frame_bytes(640, 480)
     finally:
         host.close()
