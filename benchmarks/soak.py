@@ -1,21 +1,25 @@
 """Soak: run the daemon for N minutes and print whether memory and timing stay flat.
 
 The daemon runs in this process on a demo (or any) source with the ``debug`` engine by default,
-so capture, feeder, processor, engine worker and publisher all work the whole time. Every few
+so capture, feeder, processor, engine worker and publisher all work the whole time; with
+``--engine-host child`` the engine runs in a child engine host (frames through shared memory),
+whose RSS and what /dev/shm holds are sampled too. Every few
 seconds it samples RSS; at the end it prints RSS once warmed up and at the end, the RSS slope
 per hour fitted after the stats buffers are full (the latency/jitter sample rings hold 10,000
 ticks: 333 s at 30 fps, and grow until then by design), missed ticks, and latency and jitter
 p99. Figures are printed, never asserted; the last line is JSON.
 
     .venv/bin/python benchmarks/soak.py --minutes 20 [--engine debug|passthrough]
-        [--source demo] [--size 1280x720] [--fps 30]
+        [--engine-host inline|child] [--source demo] [--size 1280x720] [--fps 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import shutil
 import threading
 import time
 from typing import Any
@@ -48,15 +52,19 @@ def main() -> None:
     parser.add_argument("--source", default="demo")
     parser.add_argument("--size", default="1280x720")
     parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--engine-host", choices=["inline", "child"], default="inline")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     settings = load_settings({"source": args.source, "sinks": ["null"], "engine": args.engine,
                               "engine_delay_ms": args.engine_delay_ms, "size": args.size,
-                              "fps": args.fps, "log_level": "WARNING"}, environ={})
+                              "fps": args.fps, "log_level": "WARNING",
+                              "engine_host": args.engine_host}, environ={})
     app = RealtimeFaceSwapApp(settings)
     process = psutil.Process()
     samples: list[tuple[float, int]] = []
+    host_samples: list[tuple[float, int]] = []
+    shm_used: list[float] = []
     stop = threading.Event()
     warmup_s = min(60.0, args.minutes * 60 / 4)
     buffers_full_s = Samples().capacity / args.fps
@@ -64,7 +72,13 @@ def main() -> None:
     def sample() -> None:
         start = time.monotonic()
         while not stop.wait(SAMPLE_EVERY_S):
-            samples.append((time.monotonic() - start, process.memory_info().rss))
+            now = time.monotonic() - start
+            samples.append((now, process.memory_info().rss))
+            pid = app.engine_host.report().pid if app.engine_host is not None else None
+            if pid is not None:
+                with contextlib.suppress(psutil.NoSuchProcess):  # restarted meanwhile
+                    host_samples.append((now, psutil.Process(pid).memory_info().rss))
+                shm_used.append(_shm_used_mb())
 
     sampler = threading.Thread(target=sample, name="soak-sampler", daemon=True)
     sampler.start()
@@ -89,12 +103,29 @@ def main() -> None:
         "jitter_p99_ms": stats["jitter_p99_ms"],
         "engine_failures": stats["engine_failures"],
     }
+    if host_samples:
+        host_warm = [p for p in host_samples if p[0] >= warmup_s]
+        result.update({
+            "host_rss_warm_mb": round(host_warm[0][1] / 2**20, 1) if host_warm else None,
+            "host_rss_end_mb": round(host_samples[-1][1] / 2**20, 1),
+            "host_rss_slope_mb_per_hour_after_warmup": slope_mb_per_hour(host_warm),
+            "shm_used_mb_min_max": f"{min(shm_used):.0f}-{max(shm_used):.0f}",
+        })
     for key, value in result.items():
         print(f"{key:44}{value!s:>12}")
     if not full or len(full) < 3:
         print(f"note: run longer than {buffers_full_s / 60:.1f} min for a slope after the "
               "stats buffers are full")
     print(json.dumps(result))
+
+
+def _shm_used_mb() -> float:
+    """What /dev/shm holds (mapped segments count, named or not): a host that leaked
+    segments would grow it."""
+    try:
+        return shutil.disk_usage("/dev/shm").used / 2**20
+    except OSError:
+        return 0.0
 
 
 if __name__ == "__main__":

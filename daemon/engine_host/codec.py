@@ -11,9 +11,10 @@ times a copy into mapped ones.
 
 Every block of the segment is reserved when it is made, so a full ``/dev/shm`` is an error at
 the start (frames then go as JPEG), never a SIGBUS in either process on a later write. The
-client's mapping stays valid after the host dies or unlinks the segment: the pages live until
-the last array over them goes (arrays are made with ``np.frombuffer``, which holds an export
-of the mapping, so closing cannot unmap a frame still shown).
+client removes the segment's name once it has attached, so the memory goes with the last
+mapping however either process ends. The client's mapping stays valid after the host dies:
+the pages live until the last array over them goes (arrays are made with ``np.frombuffer``,
+which holds an export of the mapping, so closing cannot unmap a frame still shown).
 
 JPEG (quality 90, 4:2:0, through libjpeg-turbo's ``simplejpeg`` binding, decoded with the
 fast DCT): what a remote host gets. Frames are concatenated, each behind a 4-byte big-endian
@@ -123,9 +124,13 @@ class SharedFrames:
     def attach(cls, name: str, width: int, height: int, inputs: int,
                results: int) -> SharedFrames:
         segment = shared_memory.SharedMemory(name=name)
-        # Python < 3.13 registers an attached segment with this process's resource tracker,
-        # which would unlink it when this process exits: the host owns it, so let go.
-        resource_tracker.unregister(segment._name, "shared_memory")  # type: ignore[attr-defined]
+        # Both sides have it mapped now: its name can go. The memory then lives exactly as
+        # long as a mapping does, so no way either process dies (a kill -9 of the host's whole
+        # process group, its resource tracker included; a service manager's SIGKILL) leaves
+        # hundreds of MB in /dev/shm until the next boot. (unlink also takes it off the
+        # resource tracker that Python < 3.13 registers an attached segment with.)
+        with contextlib.suppress(FileNotFoundError):
+            segment.unlink()
         if segment.size < (inputs + results) * frame_bytes(width, height):
             segment.close()
             raise ProtocolError(f"the shared memory of {segment.size} bytes is smaller than "
@@ -308,8 +313,13 @@ class SharedFrames:
                 os.close(fd)
                 self._segment._fd = -1  # type: ignore[attr-defined]
         if self._owner:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 self._segment.unlink()
+            except FileNotFoundError:
+                # The client unlinked it when it attached; our resource tracker still
+                # lists it, and would warn at exit.
+                resource_tracker.unregister(self._segment._name,  # type: ignore[attr-defined]
+                                            "shared_memory")
 
 
 def _address(array: np.ndarray) -> int:
