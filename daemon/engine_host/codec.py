@@ -18,7 +18,8 @@ which holds an export of the mapping, so closing cannot unmap a frame still show
 
 JPEG (quality 90, 4:2:0, through libjpeg-turbo's ``simplejpeg`` binding, decoded with the
 fast DCT): what a remote host gets. Frames are concatenated, each behind a 4-byte big-endian
-length, and coded on several cores at once.
+length, and coded on several cores at once. Results come back as the JPEGs of only the boxes
+the engine changed (``encode_boxes``), pasted into the client's own frames (``decode_boxes``).
 """
 
 from __future__ import annotations
