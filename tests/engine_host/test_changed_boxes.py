@@ -44,6 +44,12 @@ def test_only_the_boxes_travel_and_the_rest_is_the_original_exactly() -> None:
     assert np.abs(frames[1][inside].astype(int) - results[1][inside]).mean() < 3
     assert frames[2] is originals[2]  # unchanged: the client's own frame
     assert frames[1] is not originals[1] and not np.shares_memory(frames[1], originals[1])
+    # A box is coded where it lies in its frame: the same bytes as from a packed copy.
+    crop = results[1][y:y + box_h, x:x + box_w]
+    assert not crop.flags.c_contiguous
+    assert codec.encode_jpeg([crop]) == codec.encode_jpeg([crop.copy()])
+    upside_down = results[1][::-1]  # rows at a negative stride: packed first
+    assert codec.encode_jpeg([upside_down]) == codec.encode_jpeg([upside_down.copy()])
 
 
 @pytest.mark.parametrize(("boxes", "words"), [
