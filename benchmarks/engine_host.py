@@ -130,6 +130,11 @@ def percentiles(samples: Sequence[float]) -> dict[str, float]:
             "p99": round(float(np.percentile(values, 99)), 2)}
 
 
+def over_baseline(path: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
+    """A path's time over its in-process baseline, at each percentile."""
+    return {key: round(path[key] - baseline[key], 2) for key in baseline}
+
+
 def time_batches(engines: dict[str, SwapEngine], frames: list[np.ndarray], batches: int, *,
                  warmup: int = 5, block: int = 10, pace_s: float = 0.0
                  ) -> dict[str, list[float]]:
@@ -370,12 +375,9 @@ def main() -> None:
                           FRAME_PERIOD_S if args.paced else 0.0)
         inline, shm, jpeg = figures["in_process_ms"], figures["local"], figures["tcp"]
         inline_box, jpeg_box = figures["in_process_box_ms"], figures["tcp_box"]
-        figures["local_overhead_ms"] = {key: round(shm["ms"][key] - inline[key], 2)
-                                        for key in inline}
-        figures["tcp_overhead_ms"] = {key: round(jpeg["ms"][key] - inline[key], 2)
-                                      for key in inline}
-        figures["tcp_box_overhead_ms"] = {key: round(jpeg_box["ms"][key] - inline_box[key], 2)
-                                          for key in inline}
+        figures["local_overhead_ms"] = over_baseline(shm["ms"], inline)
+        figures["tcp_overhead_ms"] = over_baseline(jpeg["ms"], inline)
+        figures["tcp_box_overhead_ms"] = over_baseline(jpeg_box["ms"], inline_box)
         figures["jpeg"] = jpeg_cost(frames)
         report["sizes"][text] = figures
         print(f"\n{text}, {args.batch} frames ({codec.frame_bytes(*size) * args.batch / 1e6:.1f}"

@@ -64,10 +64,12 @@ def main() -> None:
     process = psutil.Process()
     samples: list[tuple[float, int]] = []
     host_samples: list[tuple[float, int]] = []
-    shm_used: list[tuple[float, float]] = []
+    shm_used: list[float] = []
     stop = threading.Event()
     warmup_s = min(60.0, args.minutes * 60 / 4)
     buffers_full_s = Samples().capacity / args.fps
+
+    running_s = args.minutes * 60
 
     def sample() -> None:
         start = time.monotonic()
@@ -75,10 +77,11 @@ def main() -> None:
             now = time.monotonic() - start
             samples.append((now, process.memory_info().rss))
             pid = app.engine_host.report().pid if app.engine_host is not None else None
-            if pid is not None:
+            # Not once the daemon closes: the host unmaps its frames as it stops.
+            if pid is not None and now < running_s:
                 with contextlib.suppress(psutil.NoSuchProcess):  # restarted meanwhile
                     host_samples.append((now, psutil.Process(pid).memory_info().rss))
-                shm_used.append((now, _shm_used_mb()))
+                shm_used.append(_shm_used_mb())
 
     sampler = threading.Thread(target=sample, name="soak-sampler", daemon=True)
     sampler.start()
@@ -103,17 +106,13 @@ def main() -> None:
         "jitter_p99_ms": stats["jitter_p99_ms"],
         "engine_failures": stats["engine_failures"],
     }
-    # Not what was sampled while the daemon closed (the host unmaps its frames as it stops).
-    running_s = args.minutes * 60
-    host_samples = [p for p in host_samples if p[0] < running_s]
     if host_samples:
         host_warm = [p for p in host_samples if p[0] >= warmup_s]
         result.update({
             "host_rss_warm_mb": round(host_warm[0][1] / 2**20, 1) if host_warm else None,
             "host_rss_end_mb": round(host_samples[-1][1] / 2**20, 1),
             "host_rss_slope_mb_per_hour_after_warmup": slope_mb_per_hour(host_warm),
-            "shm_used_mb_min_max": "{:.0f}-{:.0f}".format(*_bounds(
-                [used for at, used in shm_used if at < running_s])),
+            "shm_used_mb_min_max": f"{min(shm_used):.0f}-{max(shm_used):.0f}",
         })
     for key, value in result.items():
         print(f"{key:44}{value!s:>12}")
@@ -121,10 +120,6 @@ def main() -> None:
         print(f"note: run longer than {buffers_full_s / 60:.1f} min for a slope after the "
               "stats buffers are full")
     print(json.dumps(result))
-
-
-def _bounds(values: list[float]) -> tuple[float, float]:
-    return (min(values), max(values)) if values else (0.0, 0.0)
 
 
 def _shm_used_mb() -> float:

@@ -445,14 +445,14 @@ def decode_boxes(payload: memoryview | bytes, originals: Sequence[np.ndarray],
             check_box(box, width, height)
         except ValueError as exc:
             raise ProtocolError(str(exc)) from None
-    changed = [(original, box) for original, box in zip(originals, boxes, strict=True)
-               if box[2] and box[3]]
-    parts = _split(payload, [(box[2], box[3]) for _, box in changed])
-    pasted = iter(_each(_decode_pasted, [(data, original, box)
-                                         for data, (original, box) in zip(parts, changed,
-                                                                          strict=True)]))
-    return [next(pasted) if box[2] and box[3] else original
-            for original, box in zip(originals, boxes, strict=True)]
+    changed = [index for index, (_, _, box_w, box_h) in enumerate(boxes) if box_w and box_h]
+    parts = _split(payload, [(boxes[index][2], boxes[index][3]) for index in changed])
+    frames = list(originals)
+    work = [(part, originals[index], boxes[index])
+            for part, index in zip(parts, changed, strict=True)]
+    for index, frame in zip(changed, _each(_decode_pasted, work), strict=True):
+        frames[index] = frame
+    return frames
 
 
 def _split(payload: memoryview | bytes,

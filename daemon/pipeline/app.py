@@ -167,6 +167,13 @@ def _mic_report(mic: dict[str, Any] | None) -> report.MicStatus | None:
         detail=mic["detail"] or "", fix=mic["fix"] or "")
 
 
+def running_preset(settings: Settings, engine: str) -> str | None:
+    """The preset ``engine`` runs: the one asked for, else the engine's own (wan-animate-2's
+    checkpoint runs balanced); None: the plain settings."""
+    load_presets(engine)
+    return settings.preset.value if settings.preset else default_preset(engine)
+
+
 def planned_cadence(settings: Settings, engine: str) -> int:
     """The capacity plan's cadence for a model engine on this machine's GPU; 1 when there is
     no plan (stand-in engines, an unknown GPU, an engine host elsewhere)."""
@@ -180,7 +187,7 @@ def planned_cadence(settings: Settings, engine: str) -> int:
     timing = predict_settings(
         engine, steps=int(options["steps"]), segment_frames=int(options["segment_frames"]),
         carry=int(options["carry"]), size=size,
-        preset=settings.preset.value if settings.preset else default_preset(engine),
+        preset=running_preset(settings, engine),
         quantize=settings.quantize.value, gpus=settings.engine_gpus, camera_fps=settings.fps)
     if timing is None:
         return 1
@@ -248,11 +255,7 @@ class RealtimeFaceSwapApp:
             engine_factory, fps=settings.fps, engine_name=self.engine_name,
             timeout_s=settings.engine_timeout_s, start_cadence=planned_cadence(
                 settings, self.engine_name))
-        load_presets(self.engine_name)
-        #: The preset the engine runs, for ``status``: the one asked for, else the engine's own
-        #: (wan-animate-2's checkpoint runs balanced); None: the plain settings.
-        self.preset_name = settings.preset.value if settings.preset \
-            else default_preset(self.engine_name)
+        self.preset_name = running_preset(settings, self.engine_name)  # for ``status``
         self.references = references if references is not None else _open_library()
         self.reference_name: str | None = None
         if settings.reference is not None:
