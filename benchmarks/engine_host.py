@@ -39,8 +39,9 @@ Where the local time goes: the debug engine writes its results straight into res
 the shared memory (``process_into``), which the daemon shows without copying them out; an
 engine without ``process_into`` costs one copy more (a 25 MB memory copy for 9 frames at 720p,
 ~2-3 ms on a 2-core cloud VM). The exchange itself is the empty round trip. Remotely, on the
-batch's way: the host encodes the results and the daemon decodes them (both on all cores),
-after the last staged frame's decode on the host.
+batch's way: the host encodes the results and the daemon decodes them (both on all cores;
+on a 2-core VM the two processes share them), after the last staged frame's decode on the
+host.
 
 The frames are a camera-like scene (gradients, shapes, text) with sensor-like noise
 (sigma 3), so JPEG sizes are near a webcam's; pure noise would inflate them, a flat scene

@@ -47,4 +47,12 @@ done
 .venv/bin/python -m mypy build/typecheck/faceswap_cam tests benchmarks
 
 echo "== pytest"
+# The suite writes ~1 GB under the temporary folder (an installer test builds a second virtual
+# environment there); a full disk fails it halfway with "No space left on device", so say it
+# first.
+tmp="${TMPDIR:-/tmp}"
+free_mb=$(df -Pk "$tmp" | awk 'NR == 2 { print int($4 / 1024) }')
+if [ "${free_mb:-0}" -lt 2048 ]; then
+    echo "warning: only ${free_mb} MB free in $tmp; the tests need about 2 GB there" >&2
+fi
 .venv/bin/python -m pytest "$@"

@@ -16,10 +16,12 @@ mapping however either process ends. The client's mapping stays valid after the 
 the pages live until the last array over them goes (arrays are made with ``np.frombuffer``,
 which holds an export of the mapping, so closing cannot unmap a frame still shown).
 
-JPEG (quality 90, 4:2:0, through libjpeg-turbo's ``simplejpeg`` binding, decoded with the
-fast DCT): what a remote host gets. Frames are concatenated, each behind a 4-byte big-endian
-length, and coded on several cores at once. Results come back as the JPEGs of only the boxes
-the engine changed (``encode_boxes``), pasted into the client's own frames (``decode_boxes``).
+JPEG (quality 85, 4:2:0, through libjpeg-turbo's ``simplejpeg`` binding, decoded with the
+fast DCT): what a remote host gets, coded on every core (a ``Coder``'s threads, which live
+as long as the connection). Frames are concatenated, each behind a 4-byte big-endian length.
+Results come back as the JPEGs of only the boxes the engine changed (``encode_boxes``), pasted
+into copies of the client's own frames (``decode_boxes``), made in frames the daemon has let
+go of (a copy into new pages costs several times a copy into mapped ones).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import struct
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing import resource_tracker, shared_memory
 from typing import Any, TypeVar
 
@@ -45,7 +47,10 @@ from faceswap_cam.daemon.engine_host.protocol import ProtocolError
 from faceswap_cam.models.engine import Box, check_box
 from faceswap_cam.models.reference import measure_image
 
-JPEG_QUALITY = 90
+#: libjpeg's and simplejpeg's own default "high quality": 85 codes in ~15 % less time than
+#: 90, at 131 KB instead of 200 KB per noisy 720p frame, for 0.2-0.9 dB of PSNR (benchmarks/
+#: engine_host.py prints it), far above what a video call's own encoder then keeps.
+JPEG_QUALITY = 85
 #: Frames a client keeps for reuse: more than the daemon holds at once (its output buffer of
 #: 60, a held frame, a batch in flight). The pool never holds more than was in use together.
 POOL_FRAMES = 128
@@ -401,62 +406,84 @@ def check_frames(frames: Sequence[np.ndarray]) -> tuple[int, int]:
     return shape[1], shape[0]
 
 
-def encode_jpeg(frames: Sequence[np.ndarray]) -> bytes:
+class Coder:
+    """The threads JPEG is coded on: one per core (at most 8), or none on one core.
+
+    simplejpeg lets go of the GIL while it codes and a batch's frames are independent, so
+    they code on every core at once (9 frames at 720p take ~20 ms on one core). The threads
+    live as long as their owner (the proxy, the host's server), which closes them; a closed
+    coder codes inline.
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
+        threads = min(8, os.cpu_count() or 1) if threads is None else threads
+        self._workers = None if threads < 2 else ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="jpeg")
+
+    def submit(self, work: Callable[..., _T], *args: Any) -> Future[_T]:
+        workers = self._workers
+        if workers is not None:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: code it here
+                return workers.submit(work, *args)
+        done: Future[_T] = Future()
+        try:
+            done.set_result(work(*args))
+        except Exception as exc:
+            done.set_exception(exc)
+        return done
+
+    def map(self, work: Callable[[Any], _T], items: Sequence[Any]) -> list[_T]:
+        if len(items) < 2:
+            return [work(item) for item in items]
+        return [future.result() for future in [self.submit(work, item) for item in items]]
+
+    def close(self) -> None:
+        workers, self._workers = self._workers, None
+        if workers is not None:
+            workers.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> Coder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+#: Coding in the caller's thread, for one frame now and then (tests, the benchmark's cost).
+INLINE = Coder(threads=1)
+
+
+def encode_jpeg(frames: Sequence[np.ndarray], coder: Coder = INLINE) -> bytes:
+    """Frames to a host (a staged frame, a batch not staged): each JPEG behind a 4-byte
+    big-endian length, in order."""
     parts = []
-    for data in _each(_encode_one, frames):
+    for data in coder.map(encode_one, frames):
         parts += [_LENGTH.pack(len(data)), data]
     return b"".join(parts)
 
 
-def _encode_one(frame: np.ndarray) -> bytes:
-    # libjpeg-turbo reads rows at any positive stride, so a box cut out of a frame is coded
-    # in place (the same bytes as from a packed copy, ~6 % less time).
-    in_place = frame.strides[1:] == (3, 1) and frame.strides[0] > 0
-    packed = frame if in_place else np.ascontiguousarray(frame)
+def encode_one(image: np.ndarray) -> bytes:
+    # libjpeg-turbo reads rows at any positive stride, so a box of a frame is coded in
+    # place (the same bytes as from a packed copy, ~6 % less time).
+    in_place = image.strides[1:] == (3, 1) and image.strides[0] > 0
+    packed = image if in_place else np.ascontiguousarray(image)
     data: bytes = simplejpeg.encode_jpeg(packed, quality=JPEG_QUALITY, colorspace="BGR",
                                          colorsubsampling="420")
     return data
 
 
-def decode_jpeg(payload: memoryview | bytes,
-                sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-    """One frame per ``(width, height)`` in ``sizes``, each exactly that size, or
-    ProtocolError."""
-    return _each(_decode_checked, _split(payload, sizes))
-
-
-def encode_boxes(frames: Sequence[np.ndarray], boxes: Sequence[Box]) -> bytes:
-    """What changed in each frame: the JPEG of each non-empty box, in order."""
-    return encode_jpeg([frame[y:y + box_h, x:x + box_w]
-                        for frame, (x, y, box_w, box_h) in zip(frames, boxes, strict=True)
-                        if box_w and box_h])
-
-
-def decode_boxes(payload: memoryview | bytes, originals: Sequence[np.ndarray],
-                 boxes: Sequence[Box]) -> list[np.ndarray]:
-    """Each of ``originals`` with its box replaced by the payload's next JPEG (the frame
-    itself when its box is empty), or ProtocolError. Outside the boxes the frames are the
-    originals exactly: no JPEG loss where nothing changed."""
-    if len(boxes) != len(originals):
-        raise ProtocolError(f"{len(boxes)} changed boxes for {len(originals)} frames")
-    height, width = originals[0].shape[:2]
-    for box in boxes:
-        try:
-            check_box(box, width, height)
-        except ValueError as exc:
-            raise ProtocolError(str(exc)) from None
-    changed = [index for index, (_, _, box_w, box_h) in enumerate(boxes) if box_w and box_h]
-    parts = _split(payload, [(boxes[index][2], boxes[index][3]) for index in changed])
-    frames = list(originals)
-    work = [(part, originals[index], boxes[index])
-            for part, index in zip(parts, changed, strict=True)]
-    for index, frame in zip(changed, _each(_decode_pasted, work), strict=True):
-        frames[index] = frame
+def decode_jpeg(payload: memoryview | bytes, sizes: Sequence[tuple[int, int]],
+                coder: Coder = INLINE) -> list[np.ndarray]:
+    """One frame per ``(width, height)`` in ``sizes`` from ``encode_jpeg``'s payload, each
+    exactly that size, or ProtocolError."""
+    frames = [np.empty((height, width, 3), np.uint8) for width, height in sizes]
+    work = [(data, frame, (0, 0, width, height)) for data, frame, (width, height)
+            in zip(_split(payload, sizes), frames, sizes, strict=True)]
+    coder.map(_decode_into, work)
     return frames
 
 
-def _split(payload: memoryview | bytes,
-           sizes: Sequence[tuple[int, int]]) -> list[tuple[memoryview, tuple[int, int]]]:
+def _split(payload: memoryview | bytes, sizes: Sequence[tuple[int, int]]) -> list[memoryview]:
     """The payload's JPEGs, each checked to be the next of ``sizes`` by its header."""
     parts = []
     offset = 0
@@ -470,57 +497,77 @@ def _split(payload: memoryview | bytes,
             raise ProtocolError("the JPEG payload ends early")
         data = view[offset:offset + length]
         offset += length
-        # Read the size from the header first: a forged one must not make us allocate.
-        if jpeg_size(data) != size:
-            raise ProtocolError(f"a frame is not a {size[0]}x{size[1]} JPEG")
-        parts.append((data, size))
+        check_jpeg(data, size)
+        parts.append(data)
     if offset != len(view):
         raise ProtocolError("the JPEG payload has bytes after its last frame")
     return parts
 
 
-def _decode_checked(part: tuple[memoryview, tuple[int, int]]) -> np.ndarray:
-    data, (width, height) = part
-    frame = _decode_one(data)
-    if frame is None or frame.shape != (height, width, 3):
-        got = "nothing" if frame is None else f"{frame.shape[1]}x{frame.shape[0]}"
-        raise ProtocolError(f"a frame did not decode to {width}x{height} (got {got})")
-    return frame
+def check_jpeg(data: memoryview | bytes, size: tuple[int, int]) -> None:
+    # Read the size from the header first: a forged one must not make us allocate.
+    if jpeg_size(data) != size:
+        raise ProtocolError(f"a frame is not a {size[0]}x{size[1]} JPEG")
 
 
-def _decode_pasted(work: tuple[tuple[memoryview, tuple[int, int]], np.ndarray, Box]
-                   ) -> np.ndarray:
-    part, original, (x, y, box_w, box_h) = work
-    crop = _decode_checked(part)
-    if crop.shape == original.shape:
-        return crop
-    # On the decoding worker too: a 720p copy is ~0.3 ms, and numpy copies without the GIL.
-    frame = original.copy()
-    frame[y:y + box_h, x:x + box_w] = crop
-    return frame
-
-
-def _decode_one(data: memoryview) -> np.ndarray | None:
+def _decode_into(work: tuple[memoryview | bytes, np.ndarray, Box]) -> None:
+    """A JPEG (its size already checked) into its box of ``frame``: straight into the frame
+    when the box is the whole frame, else through a crop pasted in."""
+    data, frame, (x, y, width, height) = work
+    whole = (width, height) == (frame.shape[1], frame.shape[0]) and frame.flags.c_contiguous
+    target = frame if whole else np.empty((height, width, 3), np.uint8)
     try:
         # The fast inverse DCT and chroma upsampling: ~30 % less time for ~1 dB of PSNR
         # (benchmarks/engine_host.py prints both), on the batch's critical path.
-        frame: np.ndarray = simplejpeg.decode_jpeg(data, colorspace="BGR",
-                                                   fastdct=True, fastupsample=True)
-    except ValueError:
-        return None
-    return frame
+        simplejpeg.decode_jpeg(data, colorspace="BGR", fastdct=True, fastupsample=True,
+                               buffer=target)
+    except ValueError as exc:
+        raise ProtocolError(f"a {width}x{height} JPEG did not decode: {exc}") from None
+    if not whole:
+        frame[y:y + height, x:x + width] = target
 
 
-def _each(work: Callable[[Any], _T], items: Sequence[Any]) -> list[_T]:
-    """``work`` on every item, on several cores at once: simplejpeg lets go of the GIL while
-    it codes, and a batch's frames are independent (9 frames at 720p take ~25 ms on one core).
-    The threads live for one batch: starting them costs well under a millisecond."""
-    cores = os.cpu_count() or 1
-    if len(items) < 2 or cores < 2:
-        return [work(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(8, cores, len(items)),
-                            thread_name_prefix="jpeg") as workers:
-        return list(workers.map(work, items))
+def encode_boxes(frames: Sequence[np.ndarray], boxes: Sequence[Box],
+                 coder: Coder = INLINE) -> bytes:
+    """What changed in each frame: the JPEG of each non-empty box, in order."""
+    return encode_jpeg([frame[y:y + box_h, x:x + box_w]
+                        for frame, (x, y, box_w, box_h) in zip(frames, boxes, strict=True)
+                        if box_w and box_h], coder)
+
+
+def decode_boxes(payload: memoryview | bytes, originals: Sequence[np.ndarray],
+                 boxes: Sequence[Box], coder: Coder = INLINE,
+                 pool: FramePool | None = None) -> list[np.ndarray]:
+    """Each of ``originals`` with its box replaced by the payload's next JPEG (the frame
+    itself when its box is empty), or ProtocolError. Outside the boxes the frames are the
+    originals exactly: no JPEG loss where nothing changed. The changed frames are new
+    arrays (from ``pool`` when given: frames the daemon has let go of)."""
+    if len(boxes) != len(originals):
+        raise ProtocolError(f"{len(boxes)} changed boxes for {len(originals)} frames")
+    height, width = originals[0].shape[:2]
+    for box in boxes:
+        try:
+            check_box(box, width, height)
+        except ValueError as exc:
+            raise ProtocolError(str(exc)) from None
+    changed = [index for index, (_, _, box_w, box_h) in enumerate(boxes) if box_w and box_h]
+    parts = _split(payload, [(boxes[index][2], boxes[index][3]) for index in changed])
+    frames = list(originals)
+    for index in changed:
+        shape = originals[index].shape
+        frames[index] = np.empty(shape, np.uint8) if pool is None else pool.take(shape)
+    coder.map(_decode_pasted, [(data, frames[index], originals[index], boxes[index])
+                               for data, index in zip(parts, changed, strict=True)])
+    return frames
+
+
+def _decode_pasted(work: tuple[memoryview, np.ndarray, np.ndarray, Box]) -> None:
+    data, frame, original, box = work
+    if box[2:] != (frame.shape[1], frame.shape[0]):
+        # The rest of the frame is the client's own: copied on the worker too (numpy copies
+        # without the GIL), beside the other frames' decoding.
+        np.copyto(frame, original)
+    _decode_into((data, frame, box))
 
 
 def jpeg_size(data: memoryview | bytes) -> tuple[int, int] | None:

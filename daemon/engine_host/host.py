@@ -133,8 +133,12 @@ class EngineHostServer:
         self._token = token
         self._shared_memory = shared_memory
         self._calls = _EngineThread()
+        self._coder = codec.Coder()
         self._connected = False
         self.app = Starlette(routes=[WebSocketRoute(ROUTE, self._endpoint)])
+
+    def close(self) -> None:
+        self._coder.close()
 
     async def _endpoint(self, ws: WebSocket) -> None:
         await ws.accept()
@@ -167,7 +171,7 @@ class EngineHostServer:
                 if shared is None:
                     logger.warning("not enough room in /dev/shm for %d frames of %dx%d: "
                                    "frames go as JPEG", slots, hello.width, hello.height)
-            staged = _StagedFrames(0 if shared is not None else slots)
+            staged = _StagedFrames(0 if shared is not None else slots, self._coder)
             await ws.send_bytes(protocol.encode(Welcome(
                 protocol=protocol.PROTOCOL_VERSION, version=protocol.package_version(),
                 engine=self.engine_name, first_batch=self.engine.first_batch,
@@ -300,7 +304,8 @@ class EngineHostServer:
             frames = await staged.take(header.staged, header.width, header.height)
         else:
             frames = await asyncio.to_thread(codec.decode_jpeg, payload,
-                                             [(header.width, header.height)] * header.count)
+                                             [(header.width, header.height)] * header.count,
+                                             self._coder)
         result = await self._calls.run(lambda: engine.process(frames))
         _check_result(result, frames)
         if not result.swapped:
@@ -308,7 +313,7 @@ class EngineHostServer:
         # Only what changed goes back: a swapped person's box is a fraction of a 720p frame,
         # and the client has the rest already (without the JPEG loss, too).
         boxes = result.boxes()
-        body = await asyncio.to_thread(codec.encode_boxes, result.frames, boxes)
+        body = await asyncio.to_thread(codec.encode_boxes, result.frames, boxes, self._coder)
         return Result(swapped=True, count=header.count, codec=header.codec,
                       boxes=boxes), body
 
@@ -331,8 +336,9 @@ class _StagedFrames:
     """The frames a JPEG client sent ahead, by id: the newest ``capacity``, each decoded on
     a worker thread as it arrives, so a batch finds its frames decoded (or nearly)."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, coder: codec.Coder) -> None:
         self.capacity = capacity
+        self._coder = coder
         self._frames: OrderedDict[int, asyncio.Future[list[np.ndarray]]] = OrderedDict()
 
     def add(self, header: Stage, payload: memoryview) -> None:
@@ -342,7 +348,7 @@ class _StagedFrames:
             # Bounded work: a client staging faster than frames decode is not a camera.
             raise ProtocolError(f"more than {self.capacity} staged frames waiting to decode")
         decoding = asyncio.ensure_future(asyncio.to_thread(
-            codec.decode_jpeg, payload, [(header.width, header.height)]))
+            codec.decode_jpeg, payload, [(header.width, header.height)], self._coder))
         # A frame never asked for fails nowhere else: read its error here.
         decoding.add_done_callback(_read_error)
         self._frames.pop(header.id, None)
@@ -427,9 +433,17 @@ def open_listener(address: Address, ssl_context: ssl.SSLContext | None) -> socke
                 sock.bind(address.path)
             sock.listen(8)
             return sock
-        return socket.create_server((address.host or "127.0.0.1", address.port),
-                                    family=socket.AF_INET6 if ":" in (address.host or "")
-                                    else socket.AF_INET)
+        sock = socket.socket(socket.AF_INET6 if ":" in (address.host or "")
+                             else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            protocol.widen_buffers(sock)  # each connection inherits them
+            sock.bind((address.host or "127.0.0.1", address.port))
+            sock.listen(8)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
     except OSError as exc:
         raise HostStartError(f"cannot listen on {address.url()}: {exc.strerror or exc}") \
             from exc
@@ -508,14 +522,17 @@ def serve(engine_name: str, options: dict[str, Any], listen: Address, *,
             return 1
         bound = listening_address(sock, listen)
         host = EngineHostServer(engine, name, token, shared_memory=bound.is_unix)
-        server = make_server(host.app, ssl_context)
-        if exit_with_parent is not None:
-            _exit_with_parent(exit_with_parent, server)
-        logger.info("engine host for %s at %s (pid %d)", name, bound.url(), os.getpid())
-        # The pairing line is the last line on stdout; a child's token is its parent's already.
-        _say(sys.stdout, pairing_line(bound.reachable().url(
-            token=None if given_token else token, fingerprint=fingerprint)))
-        server.run(sockets=[sock])
+        try:
+            server = make_server(host.app, ssl_context)
+            if exit_with_parent is not None:
+                _exit_with_parent(exit_with_parent, server)
+            logger.info("engine host for %s at %s (pid %d)", name, bound.url(), os.getpid())
+            # The pairing line is the last line on stdout; a child's token is its parent's.
+            _say(sys.stdout, pairing_line(bound.reachable().url(
+                token=None if given_token else token, fingerprint=fingerprint)))
+            server.run(sockets=[sock])
+        finally:
+            host.close()
     finally:
         engine.close()
         if listen.path is not None:

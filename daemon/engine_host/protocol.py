@@ -11,6 +11,7 @@ One request is in flight at a time (the daemon never queues a second batch behin
 from __future__ import annotations
 
 import json
+import socket
 import struct
 from importlib import metadata
 from typing import Annotated, Literal
@@ -27,7 +28,20 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_BATCH = 161
 MAX_SIDE = 7680
 
+#: Socket buffers for TCP, both ways: a batch's JPEGs are ~1 MB, and the kernel starts a
+#: connection's at 128 KB (a receiver that falls a little behind then closes its window,
+#: and reopening it may wait for a delayed ACK). The kernel caps the value at
+#: net.core.rmem_max / wmem_max.
+SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+
 _LENGTH = struct.Struct(">I")
+
+
+def widen_buffers(sock: socket.socket) -> None:
+    """Set before connecting (or on the listener, whose connections inherit it), so the
+    window scale agreed at the handshake covers it."""
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
 
 
 def package_version() -> str:

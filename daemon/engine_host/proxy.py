@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import socket
 import ssl
 import threading
 from collections import OrderedDict
@@ -83,7 +84,12 @@ def open_connection(url: EngineUrl, *, open_timeout: float,
         if address.path is not None:
             opening = unix_connect(address.path, uri, **options)
         elif ssl_context is None:
-            opening = connect(uri, proxy=None, **options)
+            raw = _open_tcp(url, open_timeout)
+            try:
+                opening = connect(uri, sock=raw, proxy=None, **options)
+            except BaseException:
+                raw.close()
+                raise
         else:
             tls = _open_tls(url, ssl_context, open_timeout, fingerprint)
             try:
@@ -106,14 +112,32 @@ def open_connection(url: EngineUrl, *, open_timeout: float,
     return connection
 
 
+def _open_tcp(url: EngineUrl, timeout: float) -> socket.socket:
+    """A TCP connection to the host, its buffers widened before it connects."""
+    host, port = url.address.host or "127.0.0.1", url.address.port
+    error: OSError = OSError(f"no address for {host}")
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port,
+                                                              type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            protocol.widen_buffers(sock)
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        sock.settimeout(None)
+        return sock
+    raise error
+
+
 def _open_tls(url: EngineUrl, context: ssl.SSLContext, timeout: float,
               fingerprint: str | None) -> ssl.SSLSocket:
     """TCP, then the TLS handshake, then the pin: the socket is handed on only if the
     host's certificate is the paired one."""
-    import socket
-
-    host, port = url.address.host or "127.0.0.1", url.address.port
-    raw = socket.create_connection((host, port), timeout=timeout)
+    host = url.address.host or "127.0.0.1"
+    raw = _open_tcp(url, timeout)
     try:
         tls = context.wrap_socket(raw, server_hostname=host)
     except BaseException:
@@ -158,6 +182,9 @@ class EngineHostProxy:
         # ahead under which id. The host keeps the newest ``welcome.staged``, so do we.
         self._stage_capacity = welcome.staged
         self._staged: OrderedDict[int, tuple[int, np.ndarray]] = OrderedDict()
+        # JPEG coding on every core, into frames reused once the daemon lets go of them.
+        self._coder = codec.Coder() if self._shared is None else codec.INLINE
+        self._pool = codec.FramePool(codec.POOL_FRAMES)
         self._stage_lock = threading.Lock()
         self._next_stage_id = 0
         self._lock = threading.Lock()
@@ -226,7 +253,7 @@ class EngineHostProxy:
 
     def _stage_jpeg(self, pixels: np.ndarray) -> None:
         width, height = codec.check_frames([pixels])
-        data = codec.encode_jpeg([pixels])
+        data = codec.encode_jpeg([pixels], self._coder)
         with self._stage_lock:
             stage_id = self._next_stage_id
             self._next_stage_id += 1
@@ -265,7 +292,7 @@ class EngineHostProxy:
             header = Process(count=count, width=width, height=height, codec="jpeg",
                              staged=staged)
             if staged is None:
-                payload = codec.encode_jpeg(frames)
+                payload = codec.encode_jpeg(frames, self._coder)
         try:
             reply, body = self._request(header, payload,
                                         self._call_timeout_s + CALL_MARGIN_S)
@@ -284,7 +311,8 @@ class EngineHostProxy:
         if reply.boxes is None:
             raise EngineHostError("the engine host sent a swapped batch without its boxes")
         try:
-            return SwapResult(codec.decode_boxes(body, frames, reply.boxes),
+            return SwapResult(codec.decode_boxes(body, frames, reply.boxes, self._coder,
+                                                 self._pool),
                               changed=list(reply.boxes))
         except ProtocolError as exc:
             raise EngineHostError(f"the engine host's result is unreadable: {exc}") from exc
@@ -312,6 +340,7 @@ class EngineHostProxy:
             logger.debug("closing the engine host connection failed", exc_info=True)
         if self._shared is not None:
             self._shared.close()
+        self._coder.close()
         if self._on_close is not None:
             self._on_close(hung, self.failure)
 

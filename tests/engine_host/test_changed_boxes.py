@@ -36,12 +36,12 @@ def test_only_the_boxes_travel_and_the_rest_is_the_original_exactly() -> None:
     assert len(payload) < 0.7 * len(whole)  # one frame whole, one a box, one nothing
 
     frames = codec.decode_boxes(payload, originals, boxes)
-    assert np.abs(frames[0].astype(int) - results[0]).mean() < 3  # all of it through JPEG
+    assert np.abs(frames[0].astype(int) - results[0]).mean() < 4  # all of it through JPEG
     x, y, box_w, box_h = boxes[1]
     inside = np.zeros((HEIGHT, WIDTH), bool)
     inside[y:y + box_h, x:x + box_w] = True
     np.testing.assert_array_equal(frames[1][~inside], originals[1][~inside])
-    assert np.abs(frames[1][inside].astype(int) - results[1][inside]).mean() < 3
+    assert np.abs(frames[1][inside].astype(int) - results[1][inside]).mean() < 4
     assert frames[2] is originals[2]  # unchanged: the client's own frame
     assert frames[1] is not originals[1] and not np.shares_memory(frames[1], originals[1])
     # A box is coded where it lies in its frame: the same bytes as from a packed copy.
@@ -115,13 +115,40 @@ def test_a_remote_host_sends_back_only_the_changed_box(monkeypatch: pytest.Monke
         assert result.swapped
         for frame, out in zip(frames, result.frames, strict=True):
             if box is None:
-                assert np.abs(out.astype(int) - (255 - frame)).mean() < 3
+                assert np.abs(out.astype(int) - (255 - frame)).mean() < 4
                 continue
             inside = np.zeros((HEIGHT, WIDTH), bool)
             inside[24:72, 32:96] = True
             # Outside the box: the daemon's own frame, not its JPEG copy on the host.
             np.testing.assert_array_equal(out[~inside], frame[~inside])
-            assert np.abs(out[inside].astype(int) - (255 - frame[inside])).mean() < 3
+            assert np.abs(out[inside].astype(int) - (255 - frame[inside])).mean() < 4
         assert result.changed == ([(0, 0, WIDTH, HEIGHT)] * 5 if box is None
                                   else [(32, 24, 64, 48)] * 5)
     assert sent_back["box"] < 0.5 * sent_back["whole"]
+
+
+def test_results_decode_on_several_threads_into_frames_the_daemon_let_go_of() -> None:
+    originals = [scene(seed) for seed in range(4)]
+    results = [255 - frame for frame in originals]
+    boxes = [(0, 0, WIDTH, HEIGHT), (16, 8, 40, 50), (0, 0, 0, 0), (0, 0, WIDTH, HEIGHT)]
+    payload = codec.encode_boxes(results, boxes)
+    pool = codec.FramePool(8)
+    with codec.Coder(threads=2) as coder:
+        assert codec.encode_boxes(results, boxes, coder) == payload  # the same bytes
+        first = codec.decode_boxes(payload, originals, boxes, coder, pool)
+        alone = codec.decode_boxes(payload, originals, boxes)
+        for together, inline in zip(first, alone, strict=True):
+            np.testing.assert_array_equal(together, inline)
+        kept = first[0]
+        made = {id(frame) for frame in first}
+        del first, together
+        again = codec.decode_boxes(payload, originals, boxes, coder, pool)
+    # The two frames let go of are reused; the one still held is not handed out twice.
+    changed_again = [again[index] for index in (0, 1, 3)]
+    assert all(frame is not kept for frame in changed_again)
+    assert sum(id(frame) in made for frame in changed_again) == 2
+    assert again[2] is originals[2]
+    broken = bytearray(payload)
+    broken[-200:] = bytes(200)  # the last JPEG's data, its header intact
+    with pytest.raises(ProtocolError, match="did not decode"):
+        codec.decode_boxes(bytes(broken), originals, boxes)
