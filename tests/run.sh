@@ -51,8 +51,8 @@ echo "== pytest"
 # environment there); a full disk fails it halfway with "No space left on device", so say it
 # first.
 tmp="${TMPDIR:-/tmp}"
-free_mb=$(df -Pk "$tmp" | awk 'NR == 2 { print int($4 / 1024) }')
-if [ "${free_mb:-0}" -lt 2048 ]; then
+free_mb=$(df -Pk "$tmp" 2>/dev/null | awk 'NR == 2 { print int($4 / 1024) }') || free_mb=""
+if [ -n "$free_mb" ] && [ "$free_mb" -lt 2048 ]; then
     echo "warning: only ${free_mb} MB free in $tmp; the tests need about 2 GB there" >&2
 fi
 .venv/bin/python -m pytest "$@"

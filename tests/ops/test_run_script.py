@@ -43,7 +43,7 @@ def _sandbox(tmp_path: Path, *, uid: int, present: tuple[str, ...] = ()) -> tupl
     _stand_in(bin_dir / "id", f'echo {uid}')
     for tool in present:
         _stand_in(bin_dir / tool, "exit 0")
-    for tool in ("dirname", "mkdir", "ln"):
+    for tool in ("dirname", "mkdir", "ln", "df", "awk"):
         found = shutil.which(tool)
         assert found is not None, tool
         (bin_dir / tool).symlink_to(found)
@@ -110,3 +110,15 @@ def test_run_sh_passes_shellcheck() -> None:
     result = subprocess.run([shellcheck, str(RUN_SH)], capture_output=True, text=True,
                             timeout=60, check=False)
     assert result.returncode == 0, result.stdout
+
+
+def test_a_nearly_full_temp_folder_is_named_before_the_tests_run(tmp_path: Path) -> None:
+    for name, available_kb, warned in (("full", 512000, True), ("roomy", 5120000, False)):
+        root = tmp_path / name
+        script, _ = _sandbox(root, uid=1000, present=tuple(TOOLS))
+        (root / "bin" / "df").unlink()
+        _stand_in(root / "bin" / "df", "echo 'Filesystem 1024-blocks Used Available'\n"
+                                       f"echo '/dev/vda 263174212 262000000 {available_kb}'")
+        result = _run(script, root)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert ("only 500 MB free" in result.stderr) is warned, result.stderr
