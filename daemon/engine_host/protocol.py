@@ -28,10 +28,11 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_BATCH = 161
 MAX_SIDE = 7680
 
-#: Socket buffers for TCP, both ways: a batch's JPEGs are ~1 MB, and the kernel starts a
-#: connection's at 128 KB (a receiver that falls a little behind then closes its window,
-#: and reopening it may wait for a delayed ACK). The kernel caps the value at
-#: net.core.rmem_max / wmem_max.
+#: Socket buffers for TCP, both ways: a batch's JPEGs are ~1 MB, and Linux starts a
+#: connection's at 128 KB to receive and 16 KB to send, growing them only as traffic goes,
+#: so a batch could wait on a window a receiver just behind has closed. A precaution: the
+#: loopback benchmark does not tell it apart from the VM's noise. The kernel caps the value
+#: at net.core.rmem_max / wmem_max.
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 
 _LENGTH = struct.Struct(">I")
