@@ -35,7 +35,7 @@ import struct
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import resource_tracker, shared_memory
 from typing import Any, TypeVar
 
@@ -420,22 +420,16 @@ class Coder:
         self._workers = None if threads < 2 else ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="jpeg")
 
-    def submit(self, work: Callable[..., _T], *args: Any) -> Future[_T]:
-        workers = self._workers
-        if workers is not None:
-            with contextlib.suppress(RuntimeError):  # closed meanwhile: code it here
-                return workers.submit(work, *args)
-        done: Future[_T] = Future()
-        try:
-            done.set_result(work(*args))
-        except Exception as exc:
-            done.set_exception(exc)
-        return done
-
     def map(self, work: Callable[[Any], _T], items: Sequence[Any]) -> list[_T]:
-        if len(items) < 2:
-            return [work(item) for item in items]
-        return [future.result() for future in [self.submit(work, item) for item in items]]
+        workers = self._workers
+        if workers is not None and len(items) > 1:
+            try:
+                results = workers.map(work, items)  # every item handed over now
+            except RuntimeError:  # closed meanwhile: code them here
+                pass
+            else:
+                return list(results)
+        return [work(item) for item in items]
 
     def close(self) -> None:
         workers, self._workers = self._workers, None
@@ -457,12 +451,12 @@ def encode_jpeg(frames: Sequence[np.ndarray], coder: Coder = INLINE) -> bytes:
     """Frames to a host (a staged frame, a batch not staged): each JPEG behind a 4-byte
     big-endian length, in order."""
     parts = []
-    for data in coder.map(encode_one, frames):
+    for data in coder.map(_encode_one, frames):
         parts += [_LENGTH.pack(len(data)), data]
     return b"".join(parts)
 
 
-def encode_one(image: np.ndarray) -> bytes:
+def _encode_one(image: np.ndarray) -> bytes:
     # libjpeg-turbo reads rows at any positive stride, so a box of a frame is coded in
     # place (the same bytes as from a packed copy, ~6 % less time).
     in_place = image.strides[1:] == (3, 1) and image.strides[0] > 0
@@ -497,17 +491,13 @@ def _split(payload: memoryview | bytes, sizes: Sequence[tuple[int, int]]) -> lis
             raise ProtocolError("the JPEG payload ends early")
         data = view[offset:offset + length]
         offset += length
-        check_jpeg(data, size)
+        # Read the size from the header first: a forged one must not make us allocate.
+        if jpeg_size(data) != size:
+            raise ProtocolError(f"a frame is not a {size[0]}x{size[1]} JPEG")
         parts.append(data)
     if offset != len(view):
         raise ProtocolError("the JPEG payload has bytes after its last frame")
     return parts
-
-
-def check_jpeg(data: memoryview | bytes, size: tuple[int, int]) -> None:
-    # Read the size from the header first: a forged one must not make us allocate.
-    if jpeg_size(data) != size:
-        raise ProtocolError(f"a frame is not a {size[0]}x{size[1]} JPEG")
 
 
 def _decode_into(work: tuple[memoryview | bytes, np.ndarray, Box]) -> None:

@@ -182,8 +182,9 @@ class EngineHostProxy:
         # ahead under which id. The host keeps the newest ``welcome.staged``, so do we.
         self._stage_capacity = welcome.staged
         self._staged: OrderedDict[int, tuple[int, np.ndarray]] = OrderedDict()
-        # JPEG coding on every core, into frames reused once the daemon lets go of them.
-        self._coder = codec.Coder() if self._shared is None else codec.INLINE
+        # JPEG coding on every core (its threads start with the first JPEG batch, so a
+        # shared-memory connection starts none), into frames the daemon has let go of.
+        self._coder = codec.Coder()
         self._pool = codec.FramePool(codec.POOL_FRAMES)
         self._stage_lock = threading.Lock()
         self._next_stage_id = 0
