@@ -433,17 +433,9 @@ def open_listener(address: Address, ssl_context: ssl.SSLContext | None) -> socke
                 sock.bind(address.path)
             sock.listen(8)
             return sock
-        sock = socket.socket(socket.AF_INET6 if ":" in (address.host or "")
-                             else socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            protocol.widen_buffers(sock)  # each connection inherits them
-            sock.bind((address.host or "127.0.0.1", address.port))
-            sock.listen(8)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return socket.create_server((address.host or "127.0.0.1", address.port),
+                                    family=socket.AF_INET6 if ":" in (address.host or "")
+                                    else socket.AF_INET)
     except OSError as exc:
         raise HostStartError(f"cannot listen on {address.url()}: {exc.strerror or exc}") \
             from exc

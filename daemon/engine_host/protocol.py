@@ -11,7 +11,6 @@ One request is in flight at a time (the daemon never queues a second batch behin
 from __future__ import annotations
 
 import json
-import socket
 import struct
 from importlib import metadata
 from typing import Annotated, Literal
@@ -28,21 +27,7 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_BATCH = 161
 MAX_SIDE = 7680
 
-#: Socket buffers for TCP, both ways: a batch's JPEGs are ~1 MB, and Linux starts a
-#: connection's at 128 KB to receive and 16 KB to send, growing them only as traffic goes,
-#: so a batch could wait on a window a receiver just behind has closed. A precaution: the
-#: loopback benchmark does not tell it apart from the VM's noise. The kernel caps the value
-#: at net.core.rmem_max / wmem_max.
-SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
-
 _LENGTH = struct.Struct(">I")
-
-
-def widen_buffers(sock: socket.socket) -> None:
-    """Set before connecting (or on the listener, whose connections inherit it), so the
-    window scale agreed at the handshake covers it."""
-    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
 
 
 def package_version() -> str:

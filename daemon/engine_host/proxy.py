@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import socket
 import ssl
 import threading
 from collections import OrderedDict
@@ -84,12 +83,7 @@ def open_connection(url: EngineUrl, *, open_timeout: float,
         if address.path is not None:
             opening = unix_connect(address.path, uri, **options)
         elif ssl_context is None:
-            raw = _open_tcp(url, open_timeout)
-            try:
-                opening = connect(uri, sock=raw, proxy=None, **options)
-            except BaseException:
-                raw.close()
-                raise
+            opening = connect(uri, proxy=None, **options)
         else:
             tls = _open_tls(url, ssl_context, open_timeout, fingerprint)
             try:
@@ -112,32 +106,14 @@ def open_connection(url: EngineUrl, *, open_timeout: float,
     return connection
 
 
-def _open_tcp(url: EngineUrl, timeout: float) -> socket.socket:
-    """A TCP connection to the host, its buffers widened before it connects."""
-    host, port = url.address.host or "127.0.0.1", url.address.port
-    error: OSError = OSError(f"no address for {host}")
-    for family, kind, proto, _, address in socket.getaddrinfo(host, port,
-                                                              type=socket.SOCK_STREAM):
-        sock = socket.socket(family, kind, proto)
-        try:
-            protocol.widen_buffers(sock)
-            sock.settimeout(timeout)
-            sock.connect(address)
-        except OSError as exc:
-            sock.close()
-            error = exc
-            continue
-        sock.settimeout(None)
-        return sock
-    raise error
-
-
 def _open_tls(url: EngineUrl, context: ssl.SSLContext, timeout: float,
               fingerprint: str | None) -> ssl.SSLSocket:
     """TCP, then the TLS handshake, then the pin: the socket is handed on only if the
     host's certificate is the paired one."""
-    host = url.address.host or "127.0.0.1"
-    raw = _open_tcp(url, timeout)
+    import socket
+
+    host, port = url.address.host or "127.0.0.1", url.address.port
+    raw = socket.create_connection((host, port), timeout=timeout)
     try:
         tls = context.wrap_socket(raw, server_hostname=host)
     except BaseException:
