@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -49,7 +50,8 @@ def measure_image(data: bytes) -> tuple[int, int] | None:
             width, height = struct.unpack_from(">II", data, 16)
             return width, height
         if data.startswith(b"\xff\xd8"):
-            return _jpeg_size(data)
+            header = jpeg_header(data)
+            return None if header is None else (header.width, header.height)
         if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
             return _webp_size(data)
         if data[:2] == b"BM":
@@ -64,11 +66,27 @@ def measure_image(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+class JpegHeader(NamedTuple):
+    """What a JPEG's headers say, read without decoding."""
+
+    #: The start-of-frame marker: 0xC0 baseline, 0xC2 progressive, and so on.
+    sof: int
+    width: int
+    height: int
+    components: int
+    #: Components in the first scan; None when the data ends before it. All of them: one
+    #: interleaved scan holds the whole image (libjpeg-turbo's default).
+    first_scan: int | None
+
+
+def jpeg_header(data: bytes) -> JpegHeader | None:
+    """The frame header and the first scan's, or None when no frame header comes before the
+    first scan or the end. ``struct.error`` when cut off inside a segment."""
+    frame = None
     position = 2
     while position + 4 <= len(data):
         if data[position] != 0xFF:
-            return None
+            break
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte
             position += 1
@@ -76,14 +94,19 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
         if marker in _JPEG_STANDALONE:
             position += 2
             continue
-        if marker in (0xD9, 0xDA):  # end of image, or the scan data, before any frame header
-            return None
+        if marker == 0xD9:  # end of image
+            break
+        if marker == 0xDA:  # start of scan: the coded data follows
+            if frame is None:
+                break
+            (scan,) = struct.unpack_from(">B", data, position + 4)
+            return frame._replace(first_scan=scan)
         length = struct.unpack_from(">H", data, position + 2)[0]
-        if marker in _JPEG_SOF:
-            height, width = struct.unpack_from(">HH", data, position + 5)
-            return width, height
+        if marker in _JPEG_SOF and frame is None:
+            height, width, components = struct.unpack_from(">HHB", data, position + 5)
+            frame = JpegHeader(marker, width, height, components, None)
         position += 2 + length
-    return None
+    return frame
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:

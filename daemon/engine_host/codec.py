@@ -45,7 +45,7 @@ import simplejpeg
 
 from faceswap_cam.daemon.engine_host.protocol import ProtocolError
 from faceswap_cam.models.engine import Box, check_box
-from faceswap_cam.models.reference import measure_image
+from faceswap_cam.models.reference import jpeg_header
 
 #: libjpeg's and simplejpeg's own default "high quality": 85 codes in ~15 % less time than
 #: 90, at 131 KB instead of 200 KB per noisy 720p frame, for 0.2-0.9 dB of PSNR (benchmarks/
@@ -466,18 +466,23 @@ def _encode_one(image: np.ndarray) -> bytes:
     return data
 
 
+#: Baseline and extended sequential Huffman: libjpeg-turbo's (and so simplejpeg's) default.
+_SEQUENTIAL_SOF = (0xC0, 0xC1)
+
+
 def decode_jpeg(payload: memoryview | bytes, sizes: Sequence[tuple[int, int]],
                 coder: Coder = INLINE) -> list[np.ndarray]:
     """One frame per ``(width, height)`` in ``sizes`` from ``encode_jpeg``'s payload, each
     exactly that size, or ProtocolError."""
     frames = [np.empty((height, width, 3), np.uint8) for width, height in sizes]
     work = [(data, frame, (0, 0, width, height)) for data, frame, (width, height)
-            in zip(_split(payload, sizes), frames, sizes, strict=True)]
+            in zip(split_jpeg(payload, sizes), frames, sizes, strict=True)]
     coder.map(_decode_into, work)
     return frames
 
 
-def _split(payload: memoryview | bytes, sizes: Sequence[tuple[int, int]]) -> list[memoryview]:
+def split_jpeg(payload: memoryview | bytes,
+               sizes: Sequence[tuple[int, int]]) -> list[memoryview]:
     """The payload's JPEGs, each checked to be the next of ``sizes`` by its header."""
     parts = []
     offset = 0
@@ -493,7 +498,8 @@ def _split(payload: memoryview | bytes, sizes: Sequence[tuple[int, int]]) -> lis
         offset += length
         # Read the size from the header first: a forged one must not make us allocate.
         if jpeg_size(data) != size:
-            raise ProtocolError(f"a frame is not a {size[0]}x{size[1]} JPEG")
+            raise ProtocolError(f"a frame is not a {size[0]}x{size[1]} JPEG as encode_jpeg "
+                                "writes them (sequential, one scan)")
         parts.append(data)
     if offset != len(view):
         raise ProtocolError("the JPEG payload has bytes after its last frame")
@@ -541,7 +547,7 @@ def decode_boxes(payload: memoryview | bytes, originals: Sequence[np.ndarray],
         except ValueError as exc:
             raise ProtocolError(str(exc)) from None
     changed = [index for index, (_, _, box_w, box_h) in enumerate(boxes) if box_w and box_h]
-    parts = _split(payload, [(boxes[index][2], boxes[index][3]) for index in changed])
+    parts = split_jpeg(payload, [(boxes[index][2], boxes[index][3]) for index in changed])
     frames = list(originals)
     for index in changed:
         shape = originals[index].shape
@@ -561,10 +567,22 @@ def _decode_pasted(work: tuple[memoryview, np.ndarray, np.ndarray, Box]) -> None
 
 
 def jpeg_size(data: memoryview | bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's frame header, without decoding; None for anything that is
-    not a JPEG (the header reader is the one references are measured with)."""
+    """(width, height) of a sequential JPEG whose first scan holds every component (what
+    ``encode_jpeg`` writes), from its headers without decoding; None for anything else.
+
+    libjpeg-turbo refuses a second scan after such a scan, so decoding it takes time bounded
+    by its pixels. A progressive JPEG may hold any number of scans, each a pass over the whole
+    image: 3 MB of them decode for over a minute, and a frame comes from the other side of a
+    connection."""
     head = bytes(data[:65536])
-    return measure_image(head) if head[:2] == b"\xff\xd8" else None
+    try:
+        header = jpeg_header(head) if head[:2] == b"\xff\xd8" else None
+    except struct.error:  # cut off inside a header
+        return None
+    if header is None or header.sof not in _SEQUENTIAL_SOF \
+            or header.first_scan != header.components:
+        return None
+    return header.width, header.height
 
 
 def encode_png(image: np.ndarray) -> bytes:

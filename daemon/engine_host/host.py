@@ -53,6 +53,7 @@ from faceswap_cam.daemon.engine_host.protocol import (
 )
 from faceswap_cam.models.engine import (
     REFERENCE_FROM_CLIENT,
+    EngineError,
     SwapEngine,
     SwapResult,
     WritesIntoOutputs,
@@ -81,14 +82,16 @@ class _EngineThread:
     """Runs engine calls one at a time on a daemon thread and hands results to the loop."""
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]]] = \
-            queue.SimpleQueue()
-        self._last: asyncio.Future[Any] | None = None
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any],
+                                            asyncio.Future[None]]] = queue.SimpleQueue()
+        # Only whether the last call has finished, never its value: results a lost client
+        # left behind (a batch of frames) are freed when the call ends, not at the next one.
+        self._last: asyncio.Future[None] | None = None
         threading.Thread(target=self._loop, name="engine-calls", daemon=True).start()
 
     def _loop(self) -> None:
         while True:
-            job, future = self._jobs.get()
+            job, future, finished = self._jobs.get()
             loop = future.get_loop()
             try:
                 value = job()
@@ -97,21 +100,23 @@ class _EngineThread:
             else:
                 loop.call_soon_threadsafe(_settle, future, value, None)
                 del value
+            loop.call_soon_threadsafe(_settle, finished, None, None)
             # A finished call keeps nothing alive here (its views of shared memory least).
             del job, future
 
     async def run(self, job: Callable[[], Any]) -> Any:
         await self.wait_idle()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._last = future
-        self._jobs.put((job, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._last = finished = loop.create_future()
+        self._jobs.put((job, future, finished))
         # Shielded: a client that goes away cancels its wait, never the record of the call.
         return await asyncio.shield(future)
 
     async def wait_idle(self) -> None:
         last = self._last
         if last is not None and not last.done():
-            await asyncio.wait([last])
+            await asyncio.wait([last])  # not ``await last``: a cancelled waiter cancels it
 
 
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
@@ -142,6 +147,14 @@ class EngineHostServer:
 
     async def _endpoint(self, ws: WebSocket) -> None:
         await ws.accept()
+        try:
+            hello = await self._hello(ws)
+        except WebSocketDisconnect:
+            return
+        if hello is None:
+            return
+        # Taken only once the token is checked: a client without it, or one that never says
+        # hello, cannot keep the daemon out.
         if self._connected:
             await _refuse(ws, Error(message="busy: another daemon is connected to this engine "
                                     "host", fix="stop the other daemon first, or start another "
@@ -150,9 +163,6 @@ class EngineHostServer:
         self._connected = True
         shared: codec.SharedFrames | None = None
         try:
-            hello = await self._hello(ws)
-            if hello is None:
-                return
             # A call a lost client left running finishes first; then a fresh chain.
             self.engine.interrupt()
             await self._calls.wait_idle()
@@ -260,6 +270,10 @@ class EngineHostServer:
             return
         except ReferenceError as exc:
             reply, body = Error(message=str(exc), fix="use another reference image"), b""
+        except EngineError as exc:  # a failure the engine explains (or an interrupted call)
+            logger.warning("engine call failed: %s", exc)
+            reply, body = Error(message=f"{self.engine_name} failed on the host: {exc}",
+                                fix="see the engine host's log"), b""
         except Exception as exc:
             logger.warning("engine call failed: %s", exc, exc_info=True)
             reply, body = Error(message=f"{self.engine_name} failed on the host: {exc}",
@@ -272,7 +286,9 @@ class EngineHostServer:
                         staged: _StagedFrames) -> tuple[Message, bytes]:
         engine = self.engine
         if isinstance(header, Reference):
-            image = decode_reference(bytes(payload))
+            # Off the loop: a large PNG takes a while, and a second client's refusal or an
+            # interrupt must not wait for it.
+            image = await asyncio.to_thread(decode_reference, bytes(payload))
             await self._calls.run(lambda: engine.set_reference(image))
             return Ok(), b""
         if isinstance(header, Reset):
@@ -280,6 +296,12 @@ class EngineHostServer:
             return Ok(), b""
         if not isinstance(header, Process):
             raise ProtocolError(f"unexpected {header.type} from a client")
+        # The engine takes batches of these sizes and no more; with the frame size's bound
+        # this bounds the memory one batch can make the host use.
+        most = max(engine.first_batch, engine.next_batch)
+        if header.count > most:
+            raise ProtocolError(f"a batch of {header.count} frames: {self.engine_name} takes "
+                                f"at most {most}")
         if header.codec == "shm":
             if shared is None:
                 raise ProtocolError("no shared memory on this connection: send JPEG")
@@ -340,17 +362,23 @@ class _StagedFrames:
         self.capacity = capacity
         self._coder = coder
         self._frames: OrderedDict[int, asyncio.Future[list[np.ndarray]]] = OrderedDict()
+        # Every decode not finished, also of frames replaced or pushed out since: those
+        # still hold their payload and a worker thread.
+        self._decoding: set[asyncio.Future[list[np.ndarray]]] = set()
 
     def add(self, header: Stage, payload: memoryview) -> None:
         if not self.capacity:
             raise ProtocolError("frames are staged only on JPEG connections")
-        if sum(not frame.done() for frame in self._frames.values()) >= self.capacity:
+        if len(self._decoding) >= self.capacity:
             # Bounded work: a client staging faster than frames decode is not a camera.
             raise ProtocolError(f"more than {self.capacity} staged frames waiting to decode")
+        # The payload is one JPEG of the size named, read from its header now: anything
+        # else is refused before it takes a thread or stays in memory.
+        codec.split_jpeg(payload, [(header.width, header.height)])
         decoding = asyncio.ensure_future(asyncio.to_thread(
             codec.decode_jpeg, payload, [(header.width, header.height)], self._coder))
-        # A frame never asked for fails nowhere else: read its error here.
-        decoding.add_done_callback(_read_error)
+        self._decoding.add(decoding)
+        decoding.add_done_callback(self._decoded)
         self._frames.pop(header.id, None)
         self._frames[header.id] = decoding
         while len(self._frames) > self.capacity:
@@ -361,21 +389,27 @@ class _StagedFrames:
         if missing:
             raise ProtocolError(f"frames {missing[:4]} were not staged (the host keeps the "
                                 f"newest {self.capacity})")
+        # Held now: frames staged while these decode may push them out of the newest.
+        decodings = [self._frames[frame_id] for frame_id in ids]
         frames = []
-        for frame_id in ids:
-            (frame,) = await self._frames[frame_id]
+        for frame_id, decoding in zip(ids, decodings, strict=True):
+            (frame,) = await decoding
             if frame.shape != (height, width, 3):
                 raise ProtocolError(f"staged frame {frame_id} is not {width}x{height}")
             frames.append(frame)
         return frames
 
     def clear(self) -> None:
+        """The client left: its frames are dropped, and decodes not yet started with them."""
+        for decoding in self._decoding:
+            decoding.cancel()
         self._frames.clear()
 
-
-def _read_error(future: asyncio.Future[list[np.ndarray]]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        logger.debug("a staged frame did not decode: %s", future.exception())
+    def _decoded(self, decoding: asyncio.Future[list[np.ndarray]]) -> None:
+        self._decoding.discard(decoding)
+        # A frame never asked for fails nowhere else: read its error here.
+        if not decoding.cancelled() and decoding.exception() is not None:
+            logger.debug("a staged frame did not decode: %s", decoding.exception())
 
 
 def _check_result(result: object, frames: list[np.ndarray]) -> None:

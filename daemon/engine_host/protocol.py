@@ -10,7 +10,6 @@ One request is in flight at a time (the daemon never queues a second batch behin
 
 from __future__ import annotations
 
-import json
 import struct
 from importlib import metadata
 from typing import Annotated, Literal
@@ -25,7 +24,10 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 #: More frames than any engine's batch (Wan's longest segment is 161 frames at most).
 MAX_BATCH = 161
+#: The daemon's largest output (``--size``, 8K UHD): with the batch sizes the engine states
+#: in its welcome, this bounds the memory one batch takes on either side.
 MAX_SIDE = 7680
+MAX_HEIGHT = 4320
 
 _LENGTH = struct.Struct(">I")
 
@@ -49,6 +51,7 @@ Codec = Literal["shm", "jpeg"]
 Count = Annotated[int, Field(ge=1, le=MAX_BATCH)]
 Slots = Annotated[list[Annotated[int, Field(ge=0, le=1024)]], Field(max_length=MAX_BATCH)]
 Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
+Height = Annotated[int, Field(ge=1, le=MAX_HEIGHT)]
 _Offset = Annotated[int, Field(ge=0, le=MAX_SIDE)]
 Boxes = Annotated[list[tuple[_Offset, _Offset, _Offset, _Offset]], Field(max_length=MAX_BATCH)]
 
@@ -59,10 +62,10 @@ class Hello(_Header):
 
     type: Literal["hello"] = "hello"
     protocol: int
-    version: str
+    version: str = Field(max_length=128)
     token: str = Field(max_length=512)
     width: Side | None = None
-    height: Side | None = None
+    height: Height | None = None
 
 
 class Welcome(_Header):
@@ -97,7 +100,7 @@ class Stage(_Header):
     type: Literal["stage"] = "stage"
     id: Annotated[int, Field(ge=0)]
     width: Side
-    height: Side
+    height: Height
 
 
 class Process(_Header):
@@ -108,7 +111,7 @@ class Process(_Header):
     type: Literal["process"] = "process"
     count: Count
     width: Side
-    height: Side
+    height: Height
     codec: Codec
     slots: Slots | None = None
     results: Slots | None = None
@@ -172,10 +175,14 @@ def decode(data: bytes | bytearray | memoryview) -> tuple[Message, memoryview]:
         raise ProtocolError(f"header length {length} does not fit the message")
     raw = bytes(view[_LENGTH.size:_LENGTH.size + length])
     try:
-        header = _ADAPTER.validate_python(json.loads(raw))
-    except (ValueError, ValidationError) as exc:
-        first = str(exc).splitlines()[0 if not isinstance(exc, ValidationError) else -1]
-        raise ProtocolError(f"malformed header: {first.strip()}") from None
+        # pydantic's own JSON parser, not json.loads: it bounds nesting (json.loads raises
+        # RecursionError on "[[[[...") and refuses lone surrogates, which no reply could echo.
+        header = _ADAPTER.validate_json(raw)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"][1:])  # [0] is the type's tag
+        raise ProtocolError(f"malformed header: {where + ': ' if where else ''}"
+                            f"{error['msg']}") from None
     return header, view[_LENGTH.size + length:]
 
 

@@ -152,11 +152,20 @@ class EngineHostProxy:
             if frame_size is None:
                 raise EngineHostError("the engine host offered shared memory for frames of "
                                       "a size this daemon did not announce")
-            self._shared = codec.SharedFrames.attach(welcome.shm, *frame_size,
-                                                     welcome.shm_inputs, welcome.shm_results)
+            try:
+                self._shared = codec.SharedFrames.attach(welcome.shm, *frame_size,
+                                                         welcome.shm_inputs,
+                                                         welcome.shm_results)
+            except (OSError, ValueError) as exc:  # ProtocolError is a ValueError
+                raise EngineHostError(f"the engine host at {url} offered shared memory "
+                                      f"{welcome.shm!r} that cannot be used: {exc}",
+                                      fix="restart the engine host") from exc
         # JPEG staging: which frame (by identity; the reference keeps the id unique) went
-        # ahead under which id. The host keeps the newest ``welcome.staged``, so do we.
-        self._stage_capacity = welcome.staged
+        # ahead under which id. The host keeps the newest ``welcome.staged``; we keep as
+        # many, up to what a batch and the next one need (as our host offers), whatever a
+        # host says: each is a frame held in memory.
+        self._stage_capacity = min(welcome.staged,
+                                   2 * max(welcome.first_batch, welcome.next_batch) + 1)
         self._staged: OrderedDict[int, tuple[int, np.ndarray]] = OrderedDict()
         # JPEG coding on every core (its threads start with the first JPEG batch, so a
         # shared-memory connection starts none), into frames the daemon has let go of.
@@ -203,6 +212,13 @@ class EngineHostProxy:
                 raise EngineHostError(protocol.version_mismatch(header.protocol, header.version,
                                                                 ours_are="daemon"),
                                       "install the same faceswap-cam on both machines")
+            if header.shm is not None and url.address.path is None:
+                # Only our own child on its private Unix socket makes segments for us; a
+                # name from a host over TCP could be any process's memory on this machine.
+                raise EngineHostError(f"the engine host at {url} offered shared memory over "
+                                      "TCP: only a host on this machine's Unix socket may",
+                                      fix="use a faceswap-cam engine host of the same "
+                                      "version")
             return cls(connection, header, url=str(url), call_timeout_s=call_timeout_s,
                        frame_size=frame_size, on_close=on_close)
         except BaseException:
@@ -254,6 +270,13 @@ class EngineHostProxy:
             return ids
 
     def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
+        try:
+            return self._process(frames)
+        except Exception as exc:
+            self.failure = str(exc) or repr(exc)  # for on_close: the status says it
+            raise
+
+    def _process(self, frames: Sequence[np.ndarray]) -> SwapResult:
         width, height = codec.check_frames(frames)
         count = len(frames)
         shared = self._shared
@@ -276,8 +299,12 @@ class EngineHostProxy:
         finally:
             if shared is not None:
                 shared.release()
-        if not isinstance(reply, Result) or reply.count != count or reply.codec != header.codec:
+        if not isinstance(reply, Result):
             raise EngineHostError(f"the engine host answered {reply.type} to a batch")
+        if reply.count != count or reply.codec != header.codec:
+            raise EngineHostError(f"the engine host answered a batch of {count} frames "
+                                  f"({header.codec}) with a result for {reply.count} "
+                                  f"({reply.codec})")
         if not reply.swapped:
             return SwapResult.untouched(frames)
         if header.codec == "shm":
@@ -327,8 +354,8 @@ class EngineHostProxy:
                  timeout: float) -> tuple[Message, memoryview]:
         try:
             return self._exchange(header, payload, timeout)
-        except EngineHostError as exc:
-            self.failure = str(exc)
+        except Exception as exc:
+            self.failure = str(exc) or repr(exc)
             raise
 
     def _exchange(self, header: Message, payload: bytes,

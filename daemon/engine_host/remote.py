@@ -41,8 +41,8 @@ class RemoteEngineHost:
                                             call_timeout_s=self._call_timeout_s,
                                             ssl_context=self._ssl_context,
                                             on_close=self._lost)
-        except EngineHostError as exc:
-            self._set(EngineHostState.FAILED, str(exc), exc.fix or (
+        except Exception as exc:  # EngineHostError says what to do; anything else is ours
+            self._set(EngineHostState.FAILED, str(exc) or repr(exc), getattr(exc, "fix", "") or (
                 "check the engine host's log; the camera shows the fallback meanwhile and "
                 "the daemon dials again by itself"))
             raise

@@ -17,7 +17,7 @@ from faceswap_cam.daemon.states import EngineState
 from faceswap_cam.daemon.stats import RateMeter
 from faceswap_cam.models import batching
 from faceswap_cam.models.batching import CADENCE_MARGIN, MAX_CADENCE, cadence_for
-from faceswap_cam.models.engine import EngineLost, SwapEngine, SwapResult
+from faceswap_cam.models.engine import EngineError, EngineLost, SwapEngine, SwapResult
 
 logger = logging.getLogger(__name__)
 
@@ -320,6 +320,10 @@ class AsyncFaceSwapProcessor:
             except EngineTimeout as exc:
                 self.engine_timeouts += 1
                 self._fail(EngineState.HUNG, f"{self.engine_name} hung: {exc}", graceful=False)
+            except EngineError as exc:  # it says what went wrong: no stack needed
+                self.engine_failures += 1
+                self._fail(EngineState.FAILED, f"{self.engine_name} failed: {exc}",
+                           graceful=True, trace=False)
             except Exception as exc:
                 self.engine_failures += 1
                 self._fail(EngineState.FAILED, f"{self.engine_name} failed: {exc!r}",
@@ -343,8 +347,10 @@ class AsyncFaceSwapProcessor:
             logger.warning("engine %s did not finish its call within %.0f s of stopping",
                            self.engine_name, self.timeout_s)
 
-    def _fail(self, state: EngineState, message: str, *, graceful: bool) -> None:
-        logger.error("%s; the camera keeps publishing meanwhile", message, exc_info=graceful)
+    def _fail(self, state: EngineState, message: str, *, graceful: bool,
+              trace: bool = True) -> None:
+        logger.error("%s; the camera keeps publishing meanwhile", message,
+                     exc_info=graceful and trace)
         self._set_state(state, message)
         self._drop_engine(graceful=graceful)
 
@@ -387,8 +393,17 @@ class AsyncFaceSwapProcessor:
         self._stage = getattr(engine, "stage", None)
         self._continue_from = None
         self._needs_reset = False
+        largest = max(batching.new_frames(engine, continuing=False),
+                      batching.new_frames(engine, continuing=True))
         with self._input_cond:
             self._reference_dirty = self._reference is not None
+            capacity = self._input.maxlen or 0
+            if largest > capacity:
+                # A batch must fit in the input, or none ever forms (a long segment, say
+                # --segment-frames 161, takes 160 new frames a call).
+                logger.info("engine %s takes batches of up to %d frames: the input holds "
+                            "%d now (was %d)", self.engine_name, largest, largest, capacity)
+                self._input = deque(self._input, maxlen=largest)
         self._set_state(EngineState.RUNNING)
         logger.info("engine %s ready (first batch %d, then %d)", self.engine_name,
                     batching.new_frames(engine, continuing=False),

@@ -133,6 +133,22 @@ def test_input_queue_is_bounded_and_counts_drops() -> None:
     processor.close()
 
 
+def test_a_batch_longer_than_the_input_grows_the_input() -> None:
+    # As --segment-frames 161 does (160 new frames a call, against an input of 60): without
+    # room for a whole batch none ever formed, and the camera showed passthrough for good.
+    engine = RecordingEngine(first_batch=12, next_batch=2)
+    processor = AsyncFaceSwapProcessor(lambda: engine, fps=30, input_capacity=8,
+                                       cadence_margin=0.0)
+    processor.start()
+    wait_running(processor)
+    for i in range(12):
+        processor.submit(frame(i))
+    assert engine.done.acquire(timeout=5)
+    assert engine.batches[0] == list(range(12))
+    assert processor.dropped_input == 0
+    processor.close()
+
+
 def test_wrong_engine_output_is_a_failure() -> None:
     class Shrinking(RecordingEngine):
         def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
