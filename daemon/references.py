@@ -39,6 +39,7 @@ import numpy as np
 
 from faceswap_cam.daemon.paths import atomic_write
 from faceswap_cam.models.reference import (
+    PNG_MAGIC,
     ReferenceError,
     check_reference,
     decode_reference,
@@ -55,7 +56,6 @@ SELECTED_FILE = "selected.json"
 LOCK_FILE = ".lock"
 # What atomic_write names its temporary files, and what earlier versions named theirs.
 TEMP_PATTERNS = (".*.tmp", ".tmp-*")
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 INDEX_VERSION = 1
 
 _NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")

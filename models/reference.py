@@ -29,7 +29,7 @@ FORMATS = "PNG, JPEG, WebP or BMP"
 
 _decoding = threading.BoundedSemaphore(DECODE_SLOTS)
 
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # JPEG start-of-frame markers (every coding but DHT 0xC4, JPG 0xC8 and DAC 0xCC).
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 # Markers that stand alone, without a length.
@@ -44,7 +44,7 @@ def measure_image(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the header of a PNG, JPEG, WebP or BMP, without decoding it; None
     for anything else, or a header too damaged to say."""
     try:
-        if data.startswith(_PNG_MAGIC):
+        if data.startswith(PNG_MAGIC):
             if data[12:16] != b"IHDR":
                 return None
             width, height = struct.unpack_from(">II", data, 16)

@@ -88,6 +88,22 @@ def test_a_batch_larger_than_the_engine_takes_is_refused() -> None:
         assert isinstance(refusal, Error) and f"a batch of {count} frames" in refusal.message
 
 
+def test_the_host_takes_its_reference_as_png_only() -> None:
+    # A progressive JPEG's decoding has no bound but its size on the wire; a PNG's has its
+    # header's (checked against the limits before a pixel is decoded).
+    face = np.random.default_rng(1).integers(0, 255, (160, 128, 3), np.uint8)
+    ok, progressive = cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert ok
+    with serving("--engine", "debug") as (url, _), raw(url) as client:  # type: ignore[attr-defined]
+        client.send(hello(url))
+        assert isinstance(answer(client), Welcome)
+        client.send(protocol.encode(protocol.Reference(), progressive.tobytes()))
+        refusal = answer(client)
+        assert isinstance(refusal, Error) and "must arrive as PNG" in refusal.message
+        client.send(protocol.encode(protocol.Reference(), codec.encode_png(face)))
+        assert isinstance(answer(client), protocol.Ok)  # the connection stayed
+
+
 def jpeg(width: int = 32, height: int = 24, value: int = 90) -> bytes:
     return codec.encode_jpeg([np.full((height, width, 3), value, np.uint8)])
 
