@@ -494,11 +494,40 @@ def make_server(app: Any, ssl_context: ssl.SSLContext | None) -> Any:
     import uvicorn
 
     return uvicorn.Server(uvicorn.Config(
-        app, ws="websockets-sansio", ws_max_size=protocol.MAX_MESSAGE_BYTES,
+        app, http=_upgrade_in_time(), ws="websockets-sansio",
+        ws_max_size=protocol.MAX_MESSAGE_BYTES,
         lifespan="off", log_config=None, log_level="warning", access_log=False,
         timeout_graceful_shutdown=2,
         ssl_context_factory=None if ssl_context is None
         else (lambda _config, _default: ssl_context)))
+
+
+def _upgrade_in_time() -> type[asyncio.Protocol]:
+    """uvicorn's HTTP/1.1 with a deadline for the WebSocket upgrade.
+
+    uvicorn times an idle connection out only after its first request, so one that sends
+    nothing, or half a request line, is held for good: over TLS past its handshake, too, so
+    anyone on the network could fill the host's file descriptors. A connection still not
+    upgraded after ``HELLO_TIMEOUT_S`` is closed (a daemon upgrades at once)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class UpgradeInTime(H11Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._upgrade_deadline = asyncio.get_running_loop().call_later(
+                HELLO_TIMEOUT_S, _close_unless_upgraded, transport, self)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._upgrade_deadline.cancel()
+            super().connection_lost(exc)
+
+    return UpgradeInTime
+
+
+def _close_unless_upgraded(transport: asyncio.BaseTransport, http: asyncio.Protocol) -> None:
+    # The upgrade hands the transport to the WebSocket protocol, which keeps it.
+    if transport.get_protocol() is http:
+        transport.close()
 
 
 def listening_address(sock: socket.socket, address: Address) -> Address:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import socket
 import struct
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,6 +74,23 @@ def test_a_client_that_never_says_hello_does_not_keep_the_daemon_out() -> None:
         works(url)  # within the silent one's 10 s to say hello: it holds nothing
         silent.send(hello(url, token="guess"))
         assert isinstance(answer(silent), Error)
+
+
+def test_a_connection_that_does_not_upgrade_in_time_is_closed() -> None:
+    # uvicorn timed idle connections out only after a first request: these were held for
+    # good, and enough of them (from anyone on the network) fill the host's descriptors.
+    with serving("--engine", "debug") as (url, _):
+        address = (url.address.host or "127.0.0.1", url.address.port)
+        silent = socket.create_connection(address)
+        halfway = socket.create_connection(address)
+        halfway.sendall(b"GET /engine HTTP/1.1\r\nHost: x\r\n")  # and no more
+        started = time.monotonic()
+        works(url)  # meanwhile a daemon connects and swaps
+        for held in (silent, halfway):
+            with held:
+                held.settimeout(host.HELLO_TIMEOUT_S + 10)
+                assert held.recv(1024) == b""  # closed by the host
+        assert time.monotonic() - started < host.HELLO_TIMEOUT_S + 5
 
 
 def test_a_batch_larger_than_the_engine_takes_is_refused() -> None:
