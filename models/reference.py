@@ -80,8 +80,9 @@ class JpegHeader(NamedTuple):
 
 
 def jpeg_header(data: bytes) -> JpegHeader | None:
-    """The frame header and the first scan's, or None when no frame header comes before the
-    first scan or the end. ``struct.error`` when cut off inside a segment."""
+    """The frame header and the first scan's (None when the data ends first), or None when
+    no frame header comes before the first scan or the end. ``struct.error`` when cut off
+    inside the frame header."""
     frame = None
     position = 2
     while position + 4 <= len(data):
@@ -97,10 +98,9 @@ def jpeg_header(data: bytes) -> JpegHeader | None:
         if marker == 0xD9:  # end of image
             break
         if marker == 0xDA:  # start of scan: the coded data follows
-            if frame is None:
+            if frame is None or position + 4 >= len(data):
                 break
-            (scan,) = struct.unpack_from(">B", data, position + 4)
-            return frame._replace(first_scan=scan)
+            return frame._replace(first_scan=data[position + 4])
         length = struct.unpack_from(">H", data, position + 2)[0]
         if marker in _JPEG_SOF and frame is None:
             height, width, components = struct.unpack_from(">HHB", data, position + 5)

@@ -466,10 +466,6 @@ def _encode_one(image: np.ndarray) -> bytes:
     return data
 
 
-#: Baseline and extended sequential Huffman: libjpeg-turbo's (and so simplejpeg's) default.
-_SEQUENTIAL_SOF = (0xC0, 0xC1)
-
-
 def decode_jpeg(payload: memoryview | bytes, sizes: Sequence[tuple[int, int]],
                 coder: Coder = INLINE) -> list[np.ndarray]:
     """One frame per ``(width, height)`` in ``sizes`` from ``encode_jpeg``'s payload, each
@@ -564,6 +560,10 @@ def _decode_pasted(work: tuple[memoryview, np.ndarray, np.ndarray, Box]) -> None
         # without the GIL), beside the other frames' decoding.
         np.copyto(frame, original)
     _decode_into((data, frame, box))
+
+
+#: Baseline and extended sequential Huffman: libjpeg-turbo's (and so simplejpeg's) default.
+_SEQUENTIAL_SOF = (0xC0, 0xC1)
 
 
 def jpeg_size(data: memoryview | bytes) -> tuple[int, int] | None:

@@ -286,13 +286,13 @@ class EngineHostServer:
                         staged: _StagedFrames) -> tuple[Message, bytes]:
         engine = self.engine
         if isinstance(header, Reference):
-            # Off the loop: a large PNG takes a while, and a second client's refusal or an
-            # interrupt must not wait for it.
             if payload[:len(PNG_MAGIC)] != PNG_MAGIC:
                 # PNG only, as the daemon sends it: its decoding is bounded by the size its
                 # header gives, which a progressive JPEG's (any number of scans) is not.
                 raise ReferenceError("the reference image cannot be decoded as an image: it "
                                      "must arrive as PNG, as faceswap-cam sends it")
+            # Off the loop: a large PNG takes a while, and a second client's refusal or an
+            # interrupt must not wait for it.
             image = await asyncio.to_thread(decode_reference, bytes(payload))
             await self._calls.run(lambda: engine.set_reference(image))
             return Ok(), b""

@@ -294,8 +294,8 @@ class EngineHostProxy:
             if staged is None:
                 payload = codec.encode_jpeg(frames, self._coder)
         try:
-            reply, body = self._request(header, payload,
-                                        self._call_timeout_s + CALL_MARGIN_S)
+            reply, body = self._exchange(header, payload,  # process() notes a failure
+                                         self._call_timeout_s + CALL_MARGIN_S)
         finally:
             if shared is not None:
                 shared.release()
@@ -352,6 +352,7 @@ class EngineHostProxy:
 
     def _request(self, header: Message, payload: bytes,
                  timeout: float) -> tuple[Message, memoryview]:
+        """An exchange whose failure is noted for ``on_close`` (a reference, a reset)."""
         try:
             return self._exchange(header, payload, timeout)
         except Exception as exc:
