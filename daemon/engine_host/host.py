@@ -495,7 +495,10 @@ def make_server(app: Any, ssl_context: ssl.SSLContext | None) -> Any:
 
     return uvicorn.Server(uvicorn.Config(
         app, http=_upgrade_in_time(), ws="websockets-sansio",
-        ws_max_size=protocol.MAX_MESSAGE_BYTES,
+        # A daemon never asks for per-message deflate (JPEG and raw frames do not deflate),
+        # and granting it to anyone else lets 64 KB on the wire inflate to MAX_MESSAGE_BYTES
+        # in the host, a message at a time, before any header is read.
+        ws_max_size=protocol.MAX_MESSAGE_BYTES, ws_per_message_deflate=False,
         lifespan="off", log_config=None, log_level="warning", access_log=False,
         timeout_graceful_shutdown=2,
         ssl_context_factory=None if ssl_context is None

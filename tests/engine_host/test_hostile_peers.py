@@ -107,6 +107,19 @@ def test_a_batch_larger_than_the_engine_takes_is_refused() -> None:
         assert isinstance(refusal, Error) and f"a batch of {count} frames" in refusal.message
 
 
+def test_the_host_grants_no_compression_that_would_inflate_a_small_message() -> None:
+    # With per-message deflate granted, 64 MB of zeros crossed as 64 KB and the host inflated
+    # each such message in full: its memory grew 64 MB a message, up to ~1.2 GB.
+    from websockets.sync.client import connect
+
+    with serving("--engine", "debug") as (url, _), connect(
+            url.address.websocket_uri(), compression="deflate", proxy=None) as offering:
+        assert "Sec-WebSocket-Extensions" not in offering.response.headers
+        assert offering.protocol.extensions == []
+        offering.send(hello(url))
+        assert isinstance(answer(offering), Welcome)  # served, uncompressed
+
+
 def test_the_host_takes_its_reference_as_png_only() -> None:
     # A progressive JPEG's decoding has no bound but its size on the wire; a PNG's has its
     # header's (checked against the limits before a pixel is decoded).
