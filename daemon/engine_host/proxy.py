@@ -39,8 +39,13 @@ from faceswap_cam.models.engine import EngineError, EngineLost, SwapResult
 
 logger = logging.getLogger(__name__)
 
-#: Answers to hello, reference and reset come quickly on a healthy host.
+#: Answers to hello, reference and reset come quickly on a healthy host (a welcome waits
+#: for a call a lost daemon left running, seconds on a real engine).
 CONTROL_TIMEOUT_S = 30.0
+#: TCP, TLS and the WebSocket upgrade: a host that is up answers them at once. A listener
+#: that takes the connection and says nothing (another service on the port, a stalled host)
+#: is given up on sooner than a welcome, so the daemon says so and dials again.
+DIAL_TIMEOUT_S = 10.0
 #: A process call gets the processor's timeout plus this, so the processor decides first.
 CALL_MARGIN_S = 5.0
 
@@ -98,7 +103,13 @@ def open_connection(url: EngineUrl, *, open_timeout: float,
                               f"{exc.reason or exc}", fix="check that the URL is the one "
                               "`faceswap-cam engine serve` printed there (a host on another "
                               "machine speaks TLS)") from exc
-    except (OSError, TimeoutError, InvalidHandshake) as exc:
+    except TimeoutError as exc:  # before OSError, whose subclass it is
+        raise EngineHostError(f"cannot reach the engine host at {url}: no answer within "
+                              f"{open_timeout:g} s", fix="check that `faceswap-cam engine "
+                              "serve` runs there, that the URL is the one it printed, and that "
+                              "nothing else listens on its port; the daemon retries by itself") \
+            from exc
+    except (OSError, InvalidHandshake) as exc:
         raise EngineHostError(f"cannot reach the engine host at {url}: {exc}",
                               fix="check that `faceswap-cam engine serve` runs there and the "
                               "URL is the one it printed; the daemon retries by itself") \
@@ -183,7 +194,8 @@ class EngineHostProxy:
 
     @classmethod
     def connect(cls, url: EngineUrl, token: str, *, frame_size: tuple[int, int] | None,
-                call_timeout_s: float, open_timeout_s: float = CONTROL_TIMEOUT_S,
+                call_timeout_s: float, open_timeout_s: float = DIAL_TIMEOUT_S,
+                welcome_timeout_s: float = CONTROL_TIMEOUT_S,
                 ssl_context: ssl.SSLContext | None = None,
                 on_close: Callable[[bool, str], None] | None = None) -> EngineHostProxy:
         """Connect, say hello, and check the host's answer (its version, its refusal).
@@ -201,7 +213,7 @@ class EngineHostProxy:
                 connection.send(protocol.encode(Hello(
                     protocol=protocol.PROTOCOL_VERSION, version=protocol.package_version(),
                     token=token, width=width, height=height)))
-            header, _ = _receive(connection, open_timeout_s, url=str(url))
+            header, _ = _receive(connection, welcome_timeout_s, url=str(url))
             if isinstance(header, Error):
                 raise EngineHostError(f"the engine host at {url} refused: {header.message}",
                                       header.fix)

@@ -8,7 +8,11 @@ import threading
 
 from faceswap_cam.daemon.control.status import EngineHostState, EngineHostStatus
 from faceswap_cam.daemon.engine_host.address import EngineUrl
-from faceswap_cam.daemon.engine_host.proxy import EngineHostError, EngineHostProxy
+from faceswap_cam.daemon.engine_host.proxy import (
+    DIAL_TIMEOUT_S,
+    EngineHostError,
+    EngineHostProxy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -17,12 +21,14 @@ class RemoteEngineHost:
     """The processor's engine factory for a host elsewhere; says what happened to it."""
 
     def __init__(self, url: EngineUrl, token: str, *, frame_size: tuple[int, int] | None,
-                 call_timeout_s: float, ssl_context: ssl.SSLContext | None = None) -> None:
+                 call_timeout_s: float, ssl_context: ssl.SSLContext | None = None,
+                 dial_timeout_s: float = DIAL_TIMEOUT_S) -> None:
         self.url = url
         self._token = token
         self._frame_size = frame_size
         self._call_timeout_s = call_timeout_s
         self._ssl_context = ssl_context
+        self._dial_timeout_s = dial_timeout_s
         self._lock = threading.Lock()
         self._closed = False
         self._dials = 0
@@ -36,10 +42,15 @@ class RemoteEngineHost:
                 raise EngineHostError("the daemon is stopping")
             self._dials += 1
             self._state = EngineHostState.STARTING
+            if not self._error:  # a failed dial's own fix says more, and stays
+                self._fix = (f"connecting to the engine host at {self.url}; the camera shows "
+                             "the fallback meanwhile. If this lasts, check that `faceswap-cam "
+                             "engine serve` runs there and its port is reachable")
         try:
             proxy = EngineHostProxy.connect(self.url, self._token, frame_size=self._frame_size,
                                             call_timeout_s=self._call_timeout_s,
                                             ssl_context=self._ssl_context,
+                                            open_timeout_s=self._dial_timeout_s,
                                             on_close=self._lost)
         except Exception as exc:  # EngineHostError says what to do; anything else is ours
             self._set(EngineHostState.FAILED, str(exc) or repr(exc), getattr(exc, "fix", "") or (

@@ -114,6 +114,7 @@ def test_the_host_grants_no_compression_that_would_inflate_a_small_message() -> 
 
     with serving("--engine", "debug") as (url, _), connect(
             url.address.websocket_uri(), compression="deflate", proxy=None) as offering:
+        assert offering.response is not None
         assert "Sec-WebSocket-Extensions" not in offering.response.headers
         assert offering.protocol.extensions == []
         offering.send(hello(url))

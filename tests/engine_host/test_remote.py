@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import socket
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from faceswap_cam.daemon.engine_host.address import (
 )
 from faceswap_cam.daemon.engine_host.child import ChildEngineHost
 from faceswap_cam.daemon.engine_host.launch import plan_engine
+from faceswap_cam.daemon.engine_host.remote import RemoteEngineHost
 from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp, StartError
 from faceswap_cam.models.engine import REFERENCE_FROM_CLIENT, EngineError, resolve_engine_name
 from tests.engine_host.helpers import daemon, serving, wait_for
@@ -51,6 +54,28 @@ def test_a_url_that_does_not_answer_leaves_the_camera_running(
     assert status is not None and status.restarts >= 1
     assert "cannot reach the engine host" in status.error
     assert "engine serve" in status.fix
+
+
+def test_a_listener_that_never_answers_is_given_up_on_saying_so() -> None:
+    # Something took the connection and said nothing: status showed "starting" with no
+    # word for 30 s a try.
+    with socket.create_server(("127.0.0.1", 0)) as tarpit, \
+            concurrent.futures.ThreadPoolExecutor(1) as pool:
+        url = parse_engine_url(f"fscam://127.0.0.1:{tarpit.getsockname()[1]}?token=t")
+        remote = RemoteEngineHost(url, "t", frame_size=None, call_timeout_s=5,
+                                  dial_timeout_s=1.0)
+        dialling = pool.submit(remote.connect)
+        accepted, _ = tarpit.accept()  # the dial is under way
+        with accepted:
+            meanwhile = remote.report()
+            assert meanwhile.state is EngineHostState.STARTING
+            assert "connecting to the engine host" in meanwhile.fix
+            with pytest.raises(EngineError, match="no answer within 1 s"):
+                dialling.result(timeout=10)
+    after = remote.report()
+    assert after.state is EngineHostState.FAILED and "no answer within 1 s" in after.error
+    assert "nothing else listens on its port" in after.fix
+    remote.close()
 
 
 def test_a_url_without_a_token_is_refused_at_start() -> None:
