@@ -387,6 +387,10 @@ def _describe(exc: ValidationError, merged: Mapping[str, Any], origin: Mapping[s
             lines.append(f"  {field} (from {where}): unknown setting; known settings: {known}")
             continue
         value = merged.get(field, error.get("input"))
+        if field == "engine_url" and isinstance(value, str):
+            from faceswap_cam.daemon.engine_host.address import redact
+
+            value = redact(value)  # the token in it would reach a service's journal
         message = error["msg"].removeprefix("Value error, ")
         allowed = _allowed(field)
         lines.append(f"  {field} = {value!r} (from {where}): {message}"

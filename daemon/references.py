@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import sys
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -37,7 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from faceswap_cam.daemon.paths import atomic_write
+from faceswap_cam.daemon.paths import atomic_write, file_lock
 from faceswap_cam.models.reference import (
     PNG_MAGIC,
     ReferenceError,
@@ -137,42 +135,6 @@ def _png_size(path: Path) -> tuple[int, int] | None:
 def _write_json(path: Path, value: object) -> None:
     atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8"),
                  mode=0o600)
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path``, across threads and processes alike.
-
-    Each call opens its own descriptor: flock and msvcrt locks conflict between separate
-    opens even inside one process, so threads need no extra lock.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        if sys.platform == "win32":
-            import msvcrt
-
-            while True:
-                try:
-                    # LK_LOCK gives up after about ten seconds; keep waiting like flock does.
-                    msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
-                    break
-                except OSError:
-                    continue
-            try:
-                yield
-            finally:
-                os.lseek(fd, 0, os.SEEK_SET)
-                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 class ReferenceLibrary:
@@ -293,7 +255,7 @@ class ReferenceLibrary:
     def _locked(self) -> Iterator[None]:
         # Recreated if someone deleted the folder while we run, rather than failing obscurely.
         self.folder.mkdir(parents=True, exist_ok=True)
-        with _file_lock(self.folder / LOCK_FILE):
+        with file_lock(self.folder / LOCK_FILE):
             yield
 
     def _info(self, name: str, entry: _Entry, selected: str | None) -> ReferenceInfo:

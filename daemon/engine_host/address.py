@@ -25,6 +25,13 @@ ROUTE = "/engine"
 PAIR_COMMAND = "faceswap-cam engine pair"
 #: A certificate fingerprint as the pairing line carries it.
 FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
+#: A host's token, as its pairing line carries it (``secrets.token_urlsafe(32)``: 43).
+MAX_TOKEN_CHARS = 512
+#: Printable ASCII without spaces: what a host makes, and what survives a copy by hand.
+_TOKEN_CHARS = re.compile(r"[!-~]+")
+#: A host name (DNS labels) or an IP address; anything else was not printed by a host.
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]+")
+_SECRET = re.compile(r"(token=)[^&#\s]*", re.IGNORECASE)
 
 
 class AddressError(ValueError):
@@ -57,14 +64,18 @@ class Address:
 
     @property
     def is_loopback(self) -> bool:
+        """A Unix socket, a loopback address, or ``localhost`` when every address it resolves
+        to here is loopback (a hosts file can point it elsewhere; then it is not)."""
         if self.path is not None:
             return True
         if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host or "").is_loopback
-        except ValueError:
-            return False
+            try:
+                resolved = socket.getaddrinfo(self.host, None, proto=socket.IPPROTO_TCP)
+            except OSError:
+                return False
+            return bool(resolved) and all(is_loopback_ip(str(info[4][0]))
+                                          for info in resolved)
+        return is_loopback_ip(self.host or "")
 
     def url(self, *, token: str | None = None, fingerprint: str | None = None) -> str:
         """The pairing URL, with the token and certificate fingerprint when given."""
@@ -80,6 +91,31 @@ class Address:
             return f"ws://localhost{ROUTE}"  # the host part is unused on a Unix socket
         host = f"[{self.host}]" if self.host and ":" in self.host else self.host
         return f"{'wss' if tls else 'ws'}://{host}:{self.port}{ROUTE}"
+
+
+def is_loopback_ip(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text.partition("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def redact(text: str) -> str:
+    """``text`` with any token in it hidden, for messages and logs."""
+    return _SECRET.sub(r"\1...", text)
+
+
+def check_token(token: str, where: str) -> str:
+    """``token``, if a host could have made it: printable ASCII, no spaces, not too long."""
+    if not token:
+        raise AddressError(f"the token in {where} is empty")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise AddressError(f"the token in {where} is longer than {MAX_TOKEN_CHARS} characters: "
+                           "it is not a host's token")
+    if not _TOKEN_CHARS.fullmatch(token):
+        raise AddressError(f"the token in {where} has spaces or characters a host's token "
+                           "never has: copy it again from the host's pairing line")
+    return token
 
 
 def parse_listen(text: str) -> Address:
@@ -112,9 +148,17 @@ class EngineUrl:
 
 
 def parse_engine_url(text: str) -> EngineUrl:
+    """A host's URL as its pairing line printed it; refused, without echoing its token, when
+    it has anything a host does not print (a user name, a port 0, control characters)."""
+    shown = repr(redact(text.strip()))[:300]
+    if any(not char.isprintable() or char.isspace() for char in text.strip()):
+        raise AddressError(f"{shown} has spaces or control characters: copy the URL again "
+                           "from the host's pairing line")
     parts = urlsplit(text.strip())
     query = parse_qs(parts.query)
     token = query.get("token", [None])[-1]
+    if token is not None:
+        check_token(token, "the URL")
     fingerprint = query.get("fp", [None])[-1]
     if fingerprint is not None:
         fingerprint = fingerprint.lower()
@@ -124,15 +168,22 @@ def parse_engine_url(text: str) -> EngineUrl:
                                "64 hex digits")
     if parts.scheme == UNIX_SCHEME:
         if parts.netloc or not parts.path.startswith("/"):
-            raise AddressError(f"{text!r}: a Unix socket URL is {UNIX_SCHEME}:///ABSOLUTE/PATH")
+            raise AddressError(f"{shown}: a Unix socket URL is {UNIX_SCHEME}:///ABSOLUTE/PATH")
         return EngineUrl(Address(path=parts.path), token, fingerprint)
     if parts.scheme != TCP_SCHEME or not parts.hostname:
-        raise AddressError(f"{text!r} is not an engine host URL: use the one the host printed, "
+        raise AddressError(f"{shown} is not an engine host URL: use the one the host printed, "
                            f"{TCP_SCHEME}://HOST:PORT?token=... or {UNIX_SCHEME}:///PATH")
+    if "@" in parts.netloc:
+        raise AddressError(f"{shown} has a user name: an engine host URL is "
+                           f"{TCP_SCHEME}://HOST:PORT?token=..., as the host printed it")
+    if not _HOST_NAME.fullmatch(parts.hostname):
+        raise AddressError(f"{shown}: {parts.hostname[:80]!r} is not a host name or address")
     try:
-        port = parts.port or DEFAULT_PORT
+        port = DEFAULT_PORT if parts.port is None else parts.port
     except ValueError:
-        raise AddressError(f"{text!r}: the port must be 1..65535") from None
+        port = 0
+    if not 1 <= port <= 65535:
+        raise AddressError(f"{shown}: the port must be 1..65535")
     return EngineUrl(Address(host=parts.hostname, port=port), token, fingerprint)
 
 

@@ -35,7 +35,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from faceswap_cam.daemon.engine_host import codec, protocol
-from faceswap_cam.daemon.engine_host.address import ROUTE, Address, pairing_line
+from faceswap_cam.daemon.engine_host.address import ROUTE, Address, is_loopback_ip, pairing_line
 from faceswap_cam.daemon.engine_host.child import TOKEN_ENV
 from faceswap_cam.daemon.engine_host.protocol import (
     Error,
@@ -472,12 +472,20 @@ def open_listener(address: Address, ssl_context: ssl.SSLContext | None) -> socke
                 sock.bind(address.path)
             sock.listen(8)
             return sock
-        return socket.create_server((address.host or "127.0.0.1", address.port),
+        sock = socket.create_server((address.host or "127.0.0.1", address.port),
                                     family=socket.AF_INET6 if ":" in (address.host or "")
                                     else socket.AF_INET)
     except OSError as exc:
         raise HostStartError(f"cannot listen on {address.url()}: {exc.strerror or exc}") \
             from exc
+    bound = str(sock.getsockname()[0])
+    if ssl_context is None and not is_loopback_ip(bound):
+        # A name is resolved again by the bind: "localhost" mapped elsewhere since the check
+        # above would serve the token in the clear on the network.
+        sock.close()
+        raise HostStartError(f"refusing to listen on {address.host}: it is {bound} here, not "
+                             "loopback, and a non-loopback listener needs TLS and a token")
+    return sock
 
 
 class _private_umask:

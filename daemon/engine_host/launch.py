@@ -10,7 +10,11 @@ from faceswap_cam.daemon.control.status import EngineHostStatus
 from faceswap_cam.daemon.engine_host.address import EngineUrl, parse_engine_url
 from faceswap_cam.daemon.engine_host.child import ChildEngineHost
 from faceswap_cam.daemon.engine_host.remote import RemoteEngineHost
-from faceswap_cam.daemon.engine_host.security import SecurityError, find_pairing
+from faceswap_cam.daemon.engine_host.security import (
+    SecurityError,
+    find_pairing,
+    read_token_file,
+)
 from faceswap_cam.models.engine import (
     EngineError,
     SwapEngine,
@@ -102,13 +106,12 @@ def _token(settings: Settings, known: str | None, url: EngineUrl) -> str:
     """The host's token: from --engine-token-file, else the URL's or the stored pairing's."""
     if settings.engine_token_file is not None:
         try:
-            token = settings.engine_token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise EngineError(f"cannot read the engine token file "
-                              f"{settings.engine_token_file}: {exc.strerror or exc}") from exc
-        if not token:
-            raise EngineError(f"the engine token file {settings.engine_token_file} is empty")
-        return token
+            return read_token_file(settings.engine_token_file)
+        except FileNotFoundError:
+            raise EngineError(f"the engine token file {settings.engine_token_file} does not "
+                              "exist") from None
+        except SecurityError as exc:
+            raise EngineError(f"the engine token file: {exc}") from exc
     if known:
         return known
     raise EngineError(f"no token for the engine host at {url}: pair with the line its "

@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from faceswap_cam.daemon.engine_host.address import MAX_TOKEN_CHARS
+
 #: Bumped on any change to the messages; both sides refuse another number.
 PROTOCOL_VERSION = 3
 #: Bounds every message. A batch of 17 frames at 1920x1080 as JPEG (at most ~1.5 MB each for
@@ -63,7 +65,7 @@ class Hello(_Header):
     type: Literal["hello"] = "hello"
     protocol: int
     version: str = Field(max_length=128)
-    token: str = Field(max_length=512)
+    token: str = Field(max_length=MAX_TOKEN_CHARS)
     width: Side | None = None
     height: Height | None = None
 

@@ -207,12 +207,19 @@ class EngineHostProxy:
                                      fingerprint=url.fingerprint)
         try:
             width, height = frame_size if frame_size else (None, None)
+            try:
+                hello = protocol.encode(Hello(
+                    protocol=protocol.PROTOCOL_VERSION, version=protocol.package_version(),
+                    token=token, width=width, height=height))
+            except ValueError:  # said here, not as the host's "no hello within 10 s"
+                raise EngineHostError(f"cannot say hello to the engine host at {url}: the "
+                                      "token or frame size is not one a host takes",
+                                      fix="pair again with the line `faceswap-cam engine "
+                                      "serve` printed there") from None
             # A host that refuses at once (busy) has closed before our hello is out: read
             # its refusal all the same.
             with contextlib.suppress(Exception):
-                connection.send(protocol.encode(Hello(
-                    protocol=protocol.PROTOCOL_VERSION, version=protocol.package_version(),
-                    token=token, width=width, height=height)))
+                connection.send(hello)
             header, _ = _receive(connection, welcome_timeout_s, url=str(url))
             if isinstance(header, Error):
                 raise EngineHostError(f"the engine host at {url} refused: {header.message}",

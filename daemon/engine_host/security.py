@@ -28,8 +28,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import secrets
 import ssl
+import stat
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,9 +39,11 @@ from pathlib import Path
 
 from faceswap_cam.daemon import paths
 from faceswap_cam.daemon.engine_host.address import (
+    MAX_TOKEN_CHARS,
     Address,
     AddressError,
     EngineUrl,
+    check_token,
     parse_engine_url,
     parse_pairing_line,
 )
@@ -49,6 +53,8 @@ logger = logging.getLogger(__name__)
 CERTIFICATE_FILE = "certificate.pem"
 KEY_FILE = "key.pem"
 TOKEN_FILE = "token"
+#: Taken while the identity is made or read, so two hosts starting at once make one.
+LOCK_FILE = ".lock"
 #: Pinned, not checked against a date: long enough never to be in the way.
 CERTIFICATE_DAYS = 3650
 PAIRINGS_VERSION = 1
@@ -83,20 +89,27 @@ def host_identity(folder: Path | None = None, *, new_token: bool = False) -> Hos
     _private_folder(folder)
     certificate, key, token_file = (folder / CERTIFICATE_FILE, folder / KEY_FILE,
                                     folder / TOKEN_FILE)
-    if not certificate.exists() and not key.exists():
-        _make_certificate(certificate, key)
-        logger.info("made a new certificate for this engine host in %s", folder)
-    try:
-        _check_private(key)
-        der = _certificate_der(certificate)
-    except OSError as exc:
-        raise SecurityError(f"cannot read the engine host's certificate in {folder}: "
-                            f"{exc.strerror or exc}; delete {folder} to make a new one (every "
-                            "daemon then pairs again)") from exc
-    token = "" if new_token else _read_token(token_file)
-    if not token:
-        token = secrets.token_urlsafe(32)
-        paths.atomic_write(token_file, (token + "\n").encode(), mode=0o600)
+    remake = f"delete {folder} to make a new one (every daemon then pairs again)"
+    # Two hosts started at once on a fresh folder each made a key and a token: the files
+    # left did not match, and one host printed a pairing line for what it did not serve.
+    with paths.file_lock(folder / LOCK_FILE):
+        if not certificate.exists() and not key.exists():
+            _make_certificate(certificate, key)
+            logger.info("made a new certificate for this engine host in %s", folder)
+        try:
+            _check_private(key)
+            _check_private(certificate, secret=False)
+            der = _certificate_der(certificate)
+        except OSError as exc:
+            raise SecurityError(f"cannot read the engine host's certificate in {folder}: "
+                                f"{exc.strerror or exc}; {remake}") from exc
+        except ValueError as exc:  # not PEM, or not ASCII
+            raise SecurityError(f"the engine host's certificate {certificate} is damaged "
+                                f"({exc}); {remake}") from exc
+        token = "" if new_token else _read_token(token_file)
+        if not token:
+            token = secrets.token_urlsafe(32)
+            paths.atomic_write(token_file, (token + "\n").encode(), mode=0o600)
     return HostIdentity(certificate, key, token, fingerprint(der))
 
 
@@ -151,33 +164,74 @@ def _certificate_der(certificate: Path) -> bytes:
 
 def _read_token(token_file: Path) -> str:
     try:
-        _check_private(token_file)
-        return token_file.read_text(encoding="utf-8").strip()
+        return read_token_file(token_file)
     except FileNotFoundError:
         return ""
+    except SecurityError as exc:
+        raise SecurityError(f"{exc}; or start with --new-token to make a new one (every "
+                            "daemon then pairs again)") from exc
+
+
+def read_token_file(path: Path) -> str:
+    """A token kept in ``path``: a private regular file of this user, one line of printable
+    ASCII. Raises ``FileNotFoundError`` when there is none, ``SecurityError`` for the rest."""
+    try:
+        _check_private(path)  # before opening: a FIFO would block the read for good
+        with path.open("rb") as file:
+            data = file.read(MAX_TOKEN_CHARS + 2)  # the token and a line end
+    except FileNotFoundError:
+        raise
     except OSError as exc:
-        raise SecurityError(f"cannot read the engine host's token {token_file}: "
-                            f"{exc.strerror or exc}") from exc
+        raise SecurityError(f"cannot read the token {path}: {exc.strerror or exc}") from exc
+    try:
+        return check_token(data.decode("ascii").strip(), str(path))
+    except UnicodeDecodeError:
+        raise SecurityError(f"the token {path} is damaged: it is not text") from None
+    except AddressError as exc:
+        raise SecurityError(str(exc)) from None
 
 
 def _private_folder(folder: Path) -> None:
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Every folder made here is 0700 whatever the umask: under umask 000 a parent made
+        # by mkdir(parents=True) was 0777, where anyone could replace our files.
+        for part in [*reversed(folder.parents), folder]:
+            if not part.exists():
+                part.mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
         raise SecurityError(f"cannot make {folder}: {exc.strerror or exc}") from exc
     if not paths.private_enough(folder):
         raise SecurityError(f"{folder} belongs to another user or cannot be written: the "
                             "engine host keeps its key there")
+    _check_unchangeable(folder)
 
 
-def _check_private(path: Path) -> None:
-    """Like ssh, refuse a secret others can read (POSIX permissions only)."""
+def _check_unchangeable(path: Path) -> None:
+    """Like ssh's StrictModes: a folder or file that another user could replace is refused,
+    since a key, certificate or token planted there would be used as ours."""
     if sys.platform == "win32":
         return
     mode = path.stat().st_mode
-    if mode & 0o077:
-        raise SecurityError(f"{path} can be read by other users (mode {mode & 0o777:o}): "
-                            f"run `chmod 600 {path}`")
+    if mode & 0o022:
+        raise SecurityError(f"{path} can be changed by other users (mode {mode & 0o777:o}): "
+                            f"run `chmod go-w {path}`")
+
+
+def _check_private(path: Path, *, secret: bool = True) -> None:
+    """Like ssh, refuse a secret others can read, and any file of ours that is not a regular
+    file this user owns (POSIX permissions only)."""
+    if sys.platform == "win32":
+        return
+    status = path.stat()
+    if not stat.S_ISREG(status.st_mode):
+        raise SecurityError(f"{path} is not a regular file")
+    if status.st_uid != os.getuid():
+        raise SecurityError(f"{path} belongs to another user (uid {status.st_uid}): it is "
+                            f"not ours to trust; delete it")
+    if secret and status.st_mode & 0o077:
+        raise SecurityError(f"{path} can be read by other users (mode "
+                            f"{status.st_mode & 0o777:o}): run `chmod 600 {path}`")
+    _check_unchangeable(path)
 
 
 # --- the daemon's side: pairings -----------------------------------------------------------
@@ -221,13 +275,15 @@ def save_pairing(url: EngineUrl, file: Path | None = None) -> Path:
     if not url.token:
         raise SecurityError(f"{url} carries no token")
     file = file or paths.pairings_file()
-    hosts = _read_pairings(file)
-    hosts[str(url)] = {"token": url.token, "fingerprint": url.fingerprint}
+    _private_folder(file.parent)
     try:
-        file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        paths.atomic_write(file, json.dumps({"version": PAIRINGS_VERSION, "hosts": hosts},
-                                            indent=2, sort_keys=True).encode() + b"\n",
-                           mode=0o600)
+        # Pairings made at once each read the file and wrote it back: all but one were lost.
+        with paths.file_lock(file.with_name(file.name + ".lock")):
+            hosts = _read_pairings(file)
+            hosts[str(url)] = {"token": url.token, "fingerprint": url.fingerprint}
+            paths.atomic_write(file, json.dumps({"version": PAIRINGS_VERSION, "hosts": hosts},
+                                                indent=2, sort_keys=True).encode() + b"\n",
+                               mode=0o600)
     except OSError as exc:
         raise SecurityError(f"cannot write {file}: {exc.strerror or exc}") from exc
     return file
@@ -243,12 +299,23 @@ def find_pairing(address: Address, file: Path | None = None) -> Pairing | None:
     token, fp = entry.get("token"), entry.get("fingerprint")
     if not isinstance(token, str) or not token or not (fp is None or isinstance(fp, str)):
         raise SecurityError(f"the pairing for {key} in {file} is damaged: pair again")
+    try:
+        check_token(token, f"the pairing for {key} in {file}")
+    except AddressError as exc:
+        raise SecurityError(f"{exc}; pair again") from None
     return Pairing(key, token, fp)
 
 
 def _read_pairings(file: Path) -> dict[str, dict[str, str | None]]:
     try:
-        _check_private(file)
+        _check_unchangeable(file.parent)
+        _check_private(file)  # its own fix (chmod), not "delete it"
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise SecurityError(f"cannot read the engine pairings {file}: "
+                            f"{exc.strerror or exc}") from exc
+    try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}

@@ -32,6 +32,7 @@ def test_a_host_elsewhere_swaps_with_the_token_from_a_file(
     with serving("--engine", "debug") as (url, _):
         token_file = tmp_path / "token"
         token_file.write_text(f"{url.token}\n")
+        token_file.chmod(0o600)
         app = daemon(apps, engine_url=str(url), engine_token_file=token_file)
         wait_for(lambda: app.processor.frames_swapped >= 10, 20, "swapped frames")
         status = app.status().engine_host
