@@ -212,6 +212,10 @@ def _check_unchangeable(path: Path) -> None:
     if sys.platform == "win32":
         return
     mode = path.stat().st_mode
+    if stat.S_ISDIR(mode) and mode & stat.S_ISVTX:
+        # Sticky, like /tmp: others cannot replace what we made there, and a file they made
+        # is refused for its owner.
+        return
     if mode & 0o022:
         raise SecurityError(f"{path} can be changed by other users (mode {mode & 0o777:o}): "
                             f"run `chmod go-w {path}`")
