@@ -2,8 +2,9 @@
 
 The process that is started (by a person, or by the daemon as its child host) is the
 *launcher*. It imports no torch: it starts N *rank* processes, ``engine serve ... --group-rank``
-with torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
-``MASTER_PORT``), and supervises them as one group:
+with torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``; they meet at a file
+in a private folder rather than torchrun's TCP store, see ``GROUP_STORE_ENV``), and
+supervises them as one group:
 
 * the ranks share its stdout and stderr, so rank 0's pairing line is the group's, and a rank
   that cannot start says why where the daemon reads it;
@@ -31,14 +32,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
@@ -69,6 +72,13 @@ GRACE_S = 10.0
 #: How long closing waits for a running call to give up after it was interrupted.
 CLOSE_WAIT_S = 10.0
 _POLL_S = 0.1
+#: Where the launcher's ranks meet: a file in a private folder, not torch's TCP store, which
+#: listens on every interface for the group's whole life (anyone on the network could write
+#: into it). Unset (torchrun): torchrun's own MASTER_ADDR:MASTER_PORT.
+GROUP_STORE_ENV = "FACESWAP_CAM_GROUP_STORE"
+#: The ranks' own sockets (gloo's pairs, NCCL's bootstrap) on loopback: the group is on this
+#: machine. Unless the user named an interface.
+_LOOPBACK = {"linux": "lo", "darwin": "lo0"}
 _BATCH, _FAILED = "preprocessed", "preprocessing failed"
 
 EngineBuilder = Callable[[str, dict[str, Any]], SwapEngine]
@@ -118,8 +128,13 @@ def launch(gpus: int, argv: Sequence[str], engine: str, options: dict[str, Any],
         _say(f"faceswap-cam: engine host cannot start: {problem}")
         return 2
     token = os.environ.pop(TOKEN_ENV, "")
+    meeting = Path(tempfile.mkdtemp(prefix="fscam-group-"))  # 0700
     environment = {**os.environ, OPTIONS_ENV: json.dumps(options), "WORLD_SIZE": str(gpus),
-                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+                   GROUP_STORE_ENV: str(meeting / "store")}
+    loopback = _LOOPBACK.get(sys.platform)
+    if loopback:
+        for name in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+            environment.setdefault(name, loopback)
     # The last --exit-with-parent wins: each rank watches this launcher, not the daemon.
     command = [sys.executable, "-m", "faceswap_cam.daemon.cli", *argv,
                "--exit-with-parent", str(os.getpid()), RANK_FLAG]
@@ -143,6 +158,7 @@ def launch(gpus: int, argv: Sequence[str], engine: str, options: dict[str, Any],
             if process.poll() is None:
                 process.kill()
                 process.wait()
+        shutil.rmtree(meeting, ignore_errors=True)
 
 
 def _supervise(ranks: list[subprocess.Popen[bytes]], stop: threading.Event,
@@ -171,12 +187,6 @@ def _supervise(ranks: list[subprocess.Popen[bytes]], stop: threading.Event,
 
 def _describe(code: int) -> str:
     return f"exit code {code}" if code >= 0 else f"signal {-code}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _watch_parent(parent: int, gone: Callable[[], None]) -> None:
@@ -234,7 +244,8 @@ def _rank(gpus: int, options: dict[str, Any],
 
     device = "cpu" if options.get("device") == "cpu" else "cuda"
     try:
-        context = parallel.init_distributed(device)
+        context = parallel.init_distributed(device,
+                                            store_file=os.environ.get(GROUP_STORE_ENV) or None)
     except (RuntimeError, ValueError) as exc:
         _say(f"faceswap-cam: engine host cannot start: {requirements(gpus)}: {exc}")
         return 1

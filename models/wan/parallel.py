@@ -90,20 +90,28 @@ def _env_int(name: str) -> int:
 
 
 def init_distributed(device_type: str | None = None, *,
-                     timeout: timedelta = timedelta(minutes=10)) -> RankContext:
+                     timeout: timedelta = timedelta(minutes=10),
+                     store_file: str | None = None) -> RankContext:
     """Join the process group described by the torchrun environment.
 
     ``device_type`` ``cuda`` (the default when CUDA is there) uses NCCL and GPU ``LOCAL_RANK``;
     ``cpu`` uses gloo (tests). ``timeout`` bounds each collective of the work: a rank that died
     leaves the others raising instead of waiting forever. Waiting for rank 0's next call is not
     bounded (see :attr:`RankContext.control`).
+
+    ``store_file``: the ranks meet at this file rather than at ``MASTER_ADDR:MASTER_PORT``.
+    torch's TCP store listens on every interface for the group's whole life, where anyone on
+    the network could write into it; a file in a private folder is this user's alone.
     """
-    for name in ("MASTER_ADDR", "MASTER_PORT"):
-        if not os.environ.get(name):
-            raise RuntimeError(f"{name} is not set: start the ranks with torchrun (or set "
-                               f"{', '.join(LAUNCH_ENV)} for each process)")
+    if not store_file:
+        for name in ("MASTER_ADDR", "MASTER_PORT"):
+            if not os.environ.get(name):
+                raise RuntimeError(f"{name} is not set: start the ranks with torchrun (or set "
+                                   f"{', '.join(LAUNCH_ENV)} for each process)")
     rank, world_size = _env_int("RANK"), _env_int("WORLD_SIZE")
     local_rank = _env_int("LOCAL_RANK")
+    meeting: dict[str, Any] = {} if not store_file else {
+        "store": dist.FileStore(store_file, world_size)}  # type: ignore[attr-defined]
     kind = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
     if kind == "cuda":
         count = torch.cuda.device_count()
@@ -112,10 +120,11 @@ def init_distributed(device_type: str | None = None, *,
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", rank=rank, world_size=world_size, timeout=timeout,
-                                device_id=device)
+                                device_id=device, **meeting)
     elif kind == "cpu":
         device = torch.device("cpu")
-        dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=timeout)
+        dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=timeout,
+                                **meeting)
     else:
         raise ValueError(f"device_type must be cuda or cpu, got {kind!r}")
     control = dist.new_group(backend="gloo", timeout=IDLE_TIMEOUT)

@@ -31,12 +31,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import psutil
 import pytest
 
 pytest.importorskip("torch", reason="the model extra (torch) is not installed")
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="finds the ranks in /proc")
 
 from faceswap_cam.daemon.engine_host.address import (  # noqa: E402
+    is_loopback_ip,
     parse_engine_url,
     parse_pairing_line,
 )
@@ -165,6 +167,13 @@ def test_two_cpu_ranks_give_the_single_process_frames_and_stop_as_a_group(
         ranks = children(launcher.pid)
         assert len(ranks) == 2, log.read_text()
         got = swap_batches(proxy)
+        # torch's TCP store listened on every interface for the group's life: anyone on the
+        # network could write into it. The group meets at a private file, its sockets on lo.
+        listening = [connection.laddr for pid in (launcher.pid, *ranks)
+                     for connection in psutil.Process(pid).net_connections("inet")
+                     if connection.status == psutil.CONN_LISTEN]
+        assert listening and all(is_loopback_ip(address.ip) for address in listening), \
+            listening
         proxy.close()
         # As the daemon stops its child host: SIGTERM to the process it started.
         launcher.send_signal(signal.SIGTERM)
