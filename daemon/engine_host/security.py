@@ -201,8 +201,8 @@ def _private_folder(folder: Path) -> None:
     except OSError as exc:
         raise SecurityError(f"cannot make {folder}: {exc.strerror or exc}") from exc
     if not paths.private_enough(folder):
-        raise SecurityError(f"{folder} belongs to another user or cannot be written: the "
-                            "engine host keeps its key there")
+        raise SecurityError(f"{folder} belongs to another user or cannot be written: "
+                            "faceswap-cam keeps keys and tokens there")
     _check_unchangeable(folder)
 
 
