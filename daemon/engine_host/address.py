@@ -29,8 +29,11 @@ FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_TOKEN_CHARS = 512
 #: Printable ASCII without spaces: what a host makes, and what survives a copy by hand.
 _TOKEN_CHARS = re.compile(r"[!-~]+")
-#: A host name (DNS labels) or an IP address; anything else was not printed by a host.
-_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]+")
+#: A host name or an IP address; anything else was not printed by a host. A wildcard host
+#: prints ``socket.gethostname()``, which may hold "_" (Windows) or end in "."; an IPv6
+#: link-local address carries its zone.
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?"
+                        r"|[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?")
 _SECRET = re.compile(r"(token=)[^&#\s]*", re.IGNORECASE)
 
 

@@ -30,9 +30,11 @@ import json
 import logging
 import os
 import secrets
+import select
 import ssl
 import stat
 import sys
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,6 +57,8 @@ KEY_FILE = "key.pem"
 TOKEN_FILE = "token"
 #: Taken while the identity is made or read, so two hosts starting at once make one.
 LOCK_FILE = ".lock"
+#: How long a token given as a pipe may take to come.
+PIPE_WAIT_S = 5.0
 #: Pinned, not checked against a date: long enough never to be in the way.
 CERTIFICATE_DAYS = 3650
 PAIRINGS_VERSION = 1
@@ -103,6 +107,8 @@ def host_identity(folder: Path | None = None, *, new_token: bool = False) -> Hos
         except OSError as exc:
             raise SecurityError(f"cannot read the engine host's certificate in {folder}: "
                                 f"{exc.strerror or exc}; {remake}") from exc
+        except SecurityError:
+            raise  # its own fix (chmod, an owner), not a new identity
         except ValueError as exc:  # not PEM, or not ASCII
             raise SecurityError(f"the engine host's certificate {certificate} is damaged "
                                 f"({exc}); {remake}") from exc
@@ -176,9 +182,8 @@ def read_token_file(path: Path) -> str:
     """A token kept in ``path``: a private regular file of this user, one line of printable
     ASCII. Raises ``FileNotFoundError`` when there is none, ``SecurityError`` for the rest."""
     try:
-        _check_private(path)  # before opening: a FIFO would block the read for good
-        with path.open("rb") as file:
-            data = file.read(MAX_TOKEN_CHARS + 2)  # the token and a line end
+        _check_private(path, pipe=True)
+        data = _read_bounded(path, MAX_TOKEN_CHARS + 2)  # the token and a line end
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -191,6 +196,29 @@ def read_token_file(path: Path) -> str:
         raise SecurityError(str(exc)) from None
 
 
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a file, or of a pipe (``--engine-token-file <(pass show
+    ...)``) within ``PIPE_WAIT_S``: a FIFO nobody writes to must not block a start."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return os.read(fd, limit)
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + PIPE_WAIT_S
+        while sum(map(len, chunks)) < limit:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise SecurityError(f"{path} is a pipe that gave no token within "
+                                    f"{PIPE_WAIT_S:g} s")
+            chunk = os.read(fd, limit)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)[:limit]
+    finally:
+        os.close(fd)
+
+
 def _private_folder(folder: Path) -> None:
     try:
         # Every folder made here is 0700 whatever the umask: under umask 000 a parent made
@@ -200,9 +228,9 @@ def _private_folder(folder: Path) -> None:
                 part.mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
         raise SecurityError(f"cannot make {folder}: {exc.strerror or exc}") from exc
-    if not paths.private_enough(folder):
-        raise SecurityError(f"{folder} belongs to another user or cannot be written: "
-                            "faceswap-cam keeps keys and tokens there")
+    if not os.access(folder, os.W_OK):
+        raise SecurityError(f"{folder} cannot be written: faceswap-cam keeps keys and tokens "
+                            "there")
     _check_unchangeable(folder)
 
 
@@ -211,7 +239,11 @@ def _check_unchangeable(path: Path) -> None:
     since a key, certificate or token planted there would be used as ours."""
     if sys.platform == "win32":
         return
-    mode = path.stat().st_mode
+    status = path.stat()
+    if status.st_uid not in (os.getuid(), 0):  # root can change anything anyway
+        raise SecurityError(f"{path} belongs to another user (uid {status.st_uid}): it is "
+                            "not ours to trust")
+    mode = status.st_mode
     if stat.S_ISDIR(mode) and mode & stat.S_ISVTX:
         # Sticky, like /tmp: others cannot replace what we made there, and a file they made
         # is refused for its owner.
@@ -221,13 +253,13 @@ def _check_unchangeable(path: Path) -> None:
                             f"run `chmod go-w {path}`")
 
 
-def _check_private(path: Path, *, secret: bool = True) -> None:
+def _check_private(path: Path, *, secret: bool = True, pipe: bool = False) -> None:
     """Like ssh, refuse a secret others can read, and any file of ours that is not a regular
-    file this user owns (POSIX permissions only)."""
+    file (or, with ``pipe``, a pipe) this user owns (POSIX permissions only)."""
     if sys.platform == "win32":
         return
     status = path.stat()
-    if not stat.S_ISREG(status.st_mode):
+    if not (stat.S_ISREG(status.st_mode) or (pipe and stat.S_ISFIFO(status.st_mode))):
         raise SecurityError(f"{path} is not a regular file")
     if status.st_uid != os.getuid():
         raise SecurityError(f"{path} belongs to another user (uid {status.st_uid}): it is "

@@ -69,15 +69,27 @@ def test_a_folder_others_can_write_is_refused(tmp_path: Path) -> None:
 
 @POSIX
 @AS_ROOT
-def test_files_planted_by_another_user_are_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", [security.CERTIFICATE_FILE, security.KEY_FILE,
+                                  security.TOKEN_FILE])
+def test_files_planted_by_another_user_are_refused(tmp_path: Path, name: str) -> None:
     # Another user's key, certificate and token: the host served them and printed their
     # fingerprint, and whoever holds that key could pose as the host.
     folder = tmp_path / "host"
-    planted = security.host_identity(folder)
-    for file in (planted.certificate, planted.key, folder / security.TOKEN_FILE):
-        os.chown(file, 12345, 12345)
-    with pytest.raises(security.SecurityError, match="belongs to another user"):
+    security.host_identity(folder)
+    os.chown(folder / name, 12345, 12345)
+    with pytest.raises(security.SecurityError, match="belongs to another user") as refused:
         security.host_identity(folder)
+    assert "is damaged" not in str(refused.value)
+
+
+@POSIX
+def test_a_key_others_can_read_is_fixed_with_chmod_not_a_new_identity(tmp_path: Path) -> None:
+    folder = tmp_path / "host"
+    security.host_identity(folder)
+    (folder / security.KEY_FILE).chmod(0o644)
+    with pytest.raises(security.SecurityError, match="chmod 600") as refused:
+        security.host_identity(folder)
+    assert "is damaged" not in str(refused.value) and "delete" not in str(refused.value)
 
 
 @POSIX
@@ -123,8 +135,14 @@ def test_damaged_files_say_what_to_do(tmp_path: Path, damage: object, words: str
         security.host_identity(folder)
 
 
+@pytest.fixture
+def short_pipe_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(security, "PIPE_WAIT_S", 0.5)
+
+
 @POSIX
-def test_a_token_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("short_pipe_wait")
+def test_a_token_that_is_a_fifo_nobody_writes_to_does_not_block(tmp_path: Path) -> None:
     folder = tmp_path / "host"
     security.host_identity(folder)
     (folder / "token").unlink()
@@ -132,7 +150,7 @@ def test_a_token_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> N
     with ThreadPoolExecutor(1) as pool:
         reading = pool.submit(security.host_identity, folder)
         try:
-            with pytest.raises(security.SecurityError, match="not a regular file"):
+            with pytest.raises(security.SecurityError, match=r"gave no token within 0\.5 s"):
                 reading.result(timeout=10)
         finally:
             if not reading.done():  # the old code: let its open() go
@@ -206,21 +224,38 @@ def test_a_token_file_that_cannot_be_a_token_is_refused(
 
 
 @POSIX
+@pytest.mark.usefixtures("short_pipe_wait")
 def test_a_token_file_that_is_not_a_file_is_refused_at_once(tmp_path: Path) -> None:
     # A FIFO hung the start; /dev/zero grew the daemon 400 MB a second.
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo, 0o600)
-    for path in (fifo, Path("/dev/zero")):
+    for path, words in ((fifo, r"gave no token within 0\.5 s"),
+                        (Path("/dev/zero"), "not a regular file")):
         started = time.monotonic()
         with ThreadPoolExecutor(1) as pool:
             planning = pool.submit(plan_with, path)
             try:
-                with pytest.raises(EngineError, match="not a regular file"):
+                with pytest.raises(EngineError, match=words):
                     planning.result(timeout=10)
             finally:
                 if path == fifo and not planning.done():
                     os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         assert time.monotonic() - started < 5
+
+
+@POSIX
+def test_a_token_from_a_pipe_is_read(tmp_path: Path) -> None:
+    # --engine-token-file <(pass show gpu-box): a pipe its writer fills.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+
+    def write() -> None:
+        with fifo.open("w") as pipe:
+            pipe.write("s3cret-Token_1\n")
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(write)
+        assert security.read_token_file(fifo) == "s3cret-Token_1"
 
 
 def test_a_token_too_long_for_hello_fails_at_once_saying_so() -> None:
@@ -248,6 +283,24 @@ def test_a_token_too_long_for_hello_fails_at_once_saying_so() -> None:
 def test_urls_a_host_never_prints_are_refused_not_changed(url: str, words: str) -> None:
     with pytest.raises(AddressError, match=words):
         parse_engine_url(url)
+
+
+@pytest.mark.parametrize("host", ["gpu_box", "gpu-box.lan.", "[::1]", "[fd00::2]",
+                                  "[fe80::1%25eth0]", "10.0.0.5"])
+def test_every_name_a_host_prints_is_taken(host: str) -> None:
+    # A wildcard host prints socket.gethostname(): "_" on Windows, a trailing dot.
+    assert parse_engine_url(f"fscam://{host}:7861?token=t&fp={FP}").address.port == 7861
+
+
+@POSIX
+def test_pairings_may_be_kept_in_a_sticky_folder(tmp_path: Path) -> None:
+    sticky = tmp_path / "shared"
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # like /tmp: nobody can replace what another made there
+    file = sticky / "pairings.json"
+    security.save_pairing(parse_engine_url(f"fscam://gpu-box:7861?token=t&fp={FP}"), file)
+    found = security.find_pairing(Address(host="gpu-box", port=7861), file)
+    assert found is not None and found.token == "t"
 
 
 def test_a_refused_url_does_not_show_its_token(tmp_path: Path) -> None:
