@@ -2,9 +2,9 @@
 
 The process that is started (by a person, or by the daemon as its child host) is the
 *launcher*. It imports no torch: it starts N *rank* processes, ``engine serve ... --group-rank``
-with torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``; they meet at a file
-in a private folder rather than torchrun's TCP store, see ``GROUP_STORE_ENV``), and
-supervises them as one group:
+with torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
+``MASTER_PORT``; rank 0 is handed the store's socket, see ``STORE_FD_ENV``), and supervises
+them as one group:
 
 * the ranks share its stdout and stderr, so rank 0's pairing line is the group's, and a rank
   that cannot start says why where the daemon reads it;
@@ -32,16 +32,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
+import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
@@ -72,12 +70,13 @@ GRACE_S = 10.0
 #: How long closing waits for a running call to give up after it was interrupted.
 CLOSE_WAIT_S = 10.0
 _POLL_S = 0.1
-#: Where the launcher's ranks meet: a file in a private folder, not torch's TCP store, which
-#: listens on every interface for the group's whole life (anyone on the network could write
-#: into it). Unset (torchrun): torchrun's own MASTER_ADDR:MASTER_PORT.
-GROUP_STORE_ENV = "FACESWAP_CAM_GROUP_STORE"
-#: The ranks' own sockets (gloo's pairs, NCCL's bootstrap) on loopback: the group is on this
-#: machine. Unless the user named an interface.
+#: The group's store socket, bound to loopback by the launcher and handed to rank 0 (the
+#: other ranks get it empty): torch's TCP store binds every interface when it makes its own,
+#: for the group's whole life, and anyone on the network could write into it. Unset
+#: (torchrun): torch makes its own.
+STORE_FD_ENV = "FACESWAP_CAM_STORE_FD"
+#: The ranks' own sockets (gloo's pairs, NCCL's bootstrap) on loopback too, unless the user
+#: named an interface: the group is on this machine.
 _LOOPBACK = {"linux": "lo", "darwin": "lo0"}
 _BATCH, _FAILED = "preprocessed", "preprocessing failed"
 
@@ -128,9 +127,9 @@ def launch(gpus: int, argv: Sequence[str], engine: str, options: dict[str, Any],
         _say(f"faceswap-cam: engine host cannot start: {problem}")
         return 2
     token = os.environ.pop(TOKEN_ENV, "")
-    meeting = Path(tempfile.mkdtemp(prefix="fscam-group-"))  # 0700
+    store = socket.create_server(("127.0.0.1", 0))
     environment = {**os.environ, OPTIONS_ENV: json.dumps(options), "WORLD_SIZE": str(gpus),
-                   GROUP_STORE_ENV: str(meeting / "store")}
+                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.getsockname()[1])}
     loopback = _LOOPBACK.get(sys.platform)
     if loopback:
         for name in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
@@ -149,16 +148,22 @@ def launch(gpus: int, argv: Sequence[str], engine: str, options: dict[str, Any],
             env = {**environment, "RANK": str(rank), "LOCAL_RANK": str(rank)}
             if rank == 0 and token:
                 env[TOKEN_ENV] = token
-            ranks.append(subprocess.Popen(command, stdin=subprocess.DEVNULL, env=env))
+            handed: tuple[int, ...] = ()
+            if sys.platform != "win32":  # no fd passing there: torch binds its own
+                env[STORE_FD_ENV] = str(store.fileno()) if rank == 0 else ""
+                handed = (store.fileno(),) if rank == 0 else ()
+            ranks.append(subprocess.Popen(command, stdin=subprocess.DEVNULL, env=env,
+                                          pass_fds=handed))
         logger.info("engine host over %d GPUs: ranks %s", gpus,
                     ", ".join(str(p.pid) for p in ranks))
+        store.close()  # rank 0 holds it now
         return _supervise(ranks, stop, grace_s)
     finally:
+        store.close()
         for process in ranks:  # only after an error in here: _supervise reaps them all
             if process.poll() is None:
                 process.kill()
                 process.wait()
-        shutil.rmtree(meeting, ignore_errors=True)
 
 
 def _supervise(ranks: list[subprocess.Popen[bytes]], stop: threading.Event,
@@ -244,8 +249,9 @@ def _rank(gpus: int, options: dict[str, Any],
 
     device = "cpu" if options.get("device") == "cpu" else "cuda"
     try:
-        context = parallel.init_distributed(device,
-                                            store_file=os.environ.get(GROUP_STORE_ENV) or None)
+        handed = os.environ.get(STORE_FD_ENV)  # the launcher's ranks; the fd, rank 0's
+        context = parallel.init_distributed(device, own_store=handed is not None,
+                                            store_listen_fd=int(handed) if handed else None)
     except (RuntimeError, ValueError) as exc:
         _say(f"faceswap-cam: engine host cannot start: {requirements(gpus)}: {exc}")
         return 1

@@ -91,7 +91,8 @@ def _env_int(name: str) -> int:
 
 def init_distributed(device_type: str | None = None, *,
                      timeout: timedelta = timedelta(minutes=10),
-                     store_file: str | None = None) -> RankContext:
+                     own_store: bool = False,
+                     store_listen_fd: int | None = None) -> RankContext:
     """Join the process group described by the torchrun environment.
 
     ``device_type`` ``cuda`` (the default when CUDA is there) uses NCCL and GPU ``LOCAL_RANK``;
@@ -99,19 +100,24 @@ def init_distributed(device_type: str | None = None, *,
     leaves the others raising instead of waiting forever. Waiting for rank 0's next call is not
     bounded (see :attr:`RankContext.control`).
 
-    ``store_file``: the ranks meet at this file rather than at ``MASTER_ADDR:MASTER_PORT``.
-    torch's TCP store listens on every interface for the group's whole life, where anyone on
-    the network could write into it; a file in a private folder is this user's alone.
+    ``own_store``: every rank makes the group's store at ``MASTER_ADDR:MASTER_PORT`` itself,
+    rank 0 serving it on ``store_listen_fd``, a listening socket its caller bound where only
+    the ranks reach it; torch, making its own, binds every interface for the group's whole
+    life, where anyone on the network could write into it. All ranks or none: torch prefixes
+    the keys of a store it made and not of one it was given.
     """
-    if not store_file:
-        for name in ("MASTER_ADDR", "MASTER_PORT"):
-            if not os.environ.get(name):
-                raise RuntimeError(f"{name} is not set: start the ranks with torchrun (or set "
-                                   f"{', '.join(LAUNCH_ENV)} for each process)")
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        if not os.environ.get(name):
+            raise RuntimeError(f"{name} is not set: start the ranks with torchrun (or set "
+                               f"{', '.join(LAUNCH_ENV)} for each process)")
     rank, world_size = _env_int("RANK"), _env_int("WORLD_SIZE")
     local_rank = _env_int("LOCAL_RANK")
-    meeting: dict[str, Any] = {} if not store_file else {
-        "store": dist.FileStore(store_file, world_size)}  # type: ignore[attr-defined]
+    meeting: dict[str, Any] = {}
+    if own_store:
+        meeting["store"] = dist.TCPStore(  # type: ignore[attr-defined]
+            os.environ["MASTER_ADDR"], _env_int("MASTER_PORT"), world_size,
+            is_master=rank == 0, timeout=timeout,
+            master_listen_fd=store_listen_fd if rank == 0 else None)
     kind = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
     if kind == "cuda":
         count = torch.cuda.device_count()
