@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from faceswap_cam.daemon import paths
+from faceswap_cam.daemon.engine_host.address import parse_engine_url, redact
 from faceswap_cam.models import defaults
 from faceswap_cam.models.presets import PresetName
 from faceswap_cam.models.wan2.variants import Wan2Variant
@@ -253,8 +254,6 @@ class Settings(BaseModel):
     @classmethod
     def _check_engine_url(cls, value: str | None) -> str | None:
         if value is not None:
-            from faceswap_cam.daemon.engine_host.address import parse_engine_url
-
             parse_engine_url(value)  # AddressError (a ValueError) says which form works
         return value
 
@@ -387,13 +386,10 @@ def _describe(exc: ValidationError, merged: Mapping[str, Any], origin: Mapping[s
             lines.append(f"  {field} (from {where}): unknown setting; known settings: {known}")
             continue
         value = merged.get(field, error.get("input"))
-        if field == "engine_url" and isinstance(value, str):
-            from faceswap_cam.daemon.engine_host.address import redact
-
-            value = redact(value)  # the token in it would reach a service's journal
         message = error["msg"].removeprefix("Value error, ")
         allowed = _allowed(field)
-        lines.append(f"  {field} = {value!r} (from {where}): {message}"
+        # A token in a value (engine_url's) would reach a service's journal.
+        lines.append(f"  {field} = {redact(repr(value))} (from {where}): {message}"
                      + (f" [allowed: {allowed}]" if allowed else ""))
     return "\n".join(lines)
 

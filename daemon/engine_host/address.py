@@ -153,11 +153,12 @@ class EngineUrl:
 def parse_engine_url(text: str) -> EngineUrl:
     """A host's URL as its pairing line printed it; refused, without echoing its token, when
     it has anything a host does not print (a user name, a port 0, control characters)."""
-    shown = repr(redact(text.strip()))[:300]
-    if any(not char.isprintable() or char.isspace() for char in text.strip()):
+    text = text.strip()
+    shown = repr(redact(text))[:300]
+    if any(not char.isprintable() or char.isspace() for char in text):
         raise AddressError(f"{shown} has spaces or control characters: copy the URL again "
                            "from the host's pairing line")
-    parts = urlsplit(text.strip())
+    parts = urlsplit(text)
     query = parse_qs(parts.query)
     token = query.get("token", [None])[-1]
     if token is not None:

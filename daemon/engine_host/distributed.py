@@ -148,12 +148,11 @@ def launch(gpus: int, argv: Sequence[str], engine: str, options: dict[str, Any],
             env = {**environment, "RANK": str(rank), "LOCAL_RANK": str(rank)}
             if rank == 0 and token:
                 env[TOKEN_ENV] = token
-            handed: tuple[int, ...] = ()
             if sys.platform != "win32":  # no fd passing there: torch binds its own
                 env[STORE_FD_ENV] = str(store.fileno()) if rank == 0 else ""
-                handed = (store.fileno(),) if rank == 0 else ()
-            ranks.append(subprocess.Popen(command, stdin=subprocess.DEVNULL, env=env,
-                                          pass_fds=handed))
+            ranks.append(subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, env=env,
+                pass_fds=(store.fileno(),) if env.get(STORE_FD_ENV) else ()))
         logger.info("engine host over %d GPUs: ranks %s", gpus,
                     ", ".join(str(p.pid) for p in ranks))
         store.close()  # rank 0 holds it now

@@ -203,18 +203,18 @@ def _read_bounded(path: Path, limit: int) -> bytes:
     try:
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
             return os.read(fd, limit)
-        chunks: list[bytes] = []
+        data = bytearray()
         deadline = time.monotonic() + PIPE_WAIT_S
-        while sum(map(len, chunks)) < limit:
+        while len(data) < limit:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
                 raise SecurityError(f"{path} is a pipe that gave no token within "
                                     f"{PIPE_WAIT_S:g} s")
-            chunk = os.read(fd, limit)
+            chunk = os.read(fd, limit - len(data))
             if not chunk:
                 break
-            chunks.append(chunk)
-        return b"".join(chunks)[:limit]
+            data += chunk
+        return bytes(data)
     finally:
         os.close(fd)
 
@@ -234,12 +234,13 @@ def _private_folder(folder: Path) -> None:
     _check_unchangeable(folder)
 
 
-def _check_unchangeable(path: Path) -> None:
+def _check_unchangeable(path: Path, status: os.stat_result | None = None) -> None:
     """Like ssh's StrictModes: a folder or file that another user could replace is refused,
-    since a key, certificate or token planted there would be used as ours."""
+    since a key, certificate or token planted there would be used as ours. ``status``: the
+    path's, when the caller has it."""
     if sys.platform == "win32":
         return
-    status = path.stat()
+    status = status or path.stat()
     if status.st_uid not in (os.getuid(), 0):  # root can change anything anyway
         raise SecurityError(f"{path} belongs to another user (uid {status.st_uid}): it is "
                             "not ours to trust")
@@ -267,7 +268,7 @@ def _check_private(path: Path, *, secret: bool = True, pipe: bool = False) -> No
     if secret and status.st_mode & 0o077:
         raise SecurityError(f"{path} can be read by other users (mode "
                             f"{status.st_mode & 0o777:o}): run `chmod 600 {path}`")
-    _check_unchangeable(path)
+    _check_unchangeable(path, status)
 
 
 # --- the daemon's side: pairings -----------------------------------------------------------
