@@ -45,7 +45,9 @@ with the tiny random models of ``tests.wan_tiny`` (under a minute). The last lin
 ``--preset live|balanced|quality|all`` measures wan-animate's presets instead, each at its own
 generation size (a 1280x720 camera), segment length, carry, steps and guidance, and prints per
 preset the seconds per step, %-of-peak, VAE share, swapped fps, batch latency and peak memory
-beside the capacity plan's prediction (``faceswap_cam.models.plan``); it then writes the
+beside the capacity plan's prediction (``faceswap_cam.models.plan``), and the live preset once
+more in the square window around the person that replace mode generates (row ``live-win``,
+480x480 for a 1280x720 camera); it then writes the
 measured DiT and VAE efficiency to ``benchmarks/results/gpu_efficiency.json``
 (``--efficiency-file``), which ``faceswap-cam plan`` reads. ``--preset all`` should take about
 4 minutes on an H100/H200 (quality's 20 steps at 1280x720 L=17 are most of it; an estimate:
@@ -119,7 +121,7 @@ from faceswap_cam.models.plan.gpus import (
 from faceswap_cam.models.plan.memory import RUNTIME_BYTES, activation_bytes, weight_bytes
 from faceswap_cam.models.plan.timing import predict_timing
 from faceswap_cam.models.plan.work import IMAGE_TOKENS, TEXT_TOKENS, Shape, Work
-from faceswap_cam.models.presets import PresetName
+from faceswap_cam.models.presets import Preset, PresetName
 from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline
 from faceswap_cam.models.wan.streaming import (
     SegmentInputs,
@@ -569,6 +571,10 @@ def multi_gpu_main(args: argparse.Namespace) -> int:
 
 # --- presets -------------------------------------------------------------------------------
 
+#: The label of the live preset's row in the person window.
+WINDOW_LABEL = "live-win"
+
+
 def preset_main(args: argparse.Namespace, device: torch.device) -> int:
     """Every asked preset of wan-animate at its own size, measured beside the plan's
     prediction; writes the measured efficiency the plan reads."""
@@ -585,10 +591,18 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
         pipe.transformer.set_attention_backend(args.attention_backend)
     scale_t, scale_s = pipe.vae_scale_factor_temporal, pipe.vae_scale_factor_spatial
     rows: list[PresetRow] = []
+    runs: list[tuple[Preset, Shape, str]] = []
     for preset in presets:
         width, height = args.sizes[0]
         shape = (Shape(width, height, preset.segment_frames - preset.carry,
                        preset.segment_frames) if args.tiny else preset_shape(preset))
+        runs.append((preset, shape, preset.name.value))
+        side = min(shape.width, shape.height)
+        if preset.name == PresetName.LIVE and side != max(shape.width, shape.height):
+            # What replace mode generates around a person who fits a square (--gen-window).
+            runs.append((preset, Shape(side, side, shape.new_frames, shape.segment),
+                         WINDOW_LABEL))
+    for preset, shape, label in runs:
         run = argparse.Namespace(**{**vars(args), "steps": [preset.steps],
                                     "carry": preset.carry,
                                     "guidance_scale": preset.guidance_scale})
@@ -610,7 +624,7 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
         row = measured[0]
         vae_tflops = work.vae_flops / row.vae_s / 1e12 if row.vae_s and work.vae_flops else None
         rows.append(PresetRow(
-            preset=preset.name.value, engine="wan-animate", variant=None,
+            preset=label, engine="wan-animate", variant=None,
             guidance_scale=preset.guidance_scale, size=row.size, segment=shape.segment,
             carry=preset.carry, steps=preset.steps, step_s=row.step_s,
             peak_share=row.peak_share, dit_s=row.dit_batch_share * row.batch_s,
@@ -623,10 +637,12 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
             predicted_memory_gb=(weight_bytes(ANIMATE_14B_PARAMS, "none")
                                  + activation_bytes(shape) + RUNTIME_BYTES) / 1e9,
             assumed_efficiency=efficiency.assumed))
-        print(f"  measured preset {preset.name.value}: {row.batch_s:.3f} s/batch", flush=True)
+        print(f"  measured preset {label}: {row.batch_s:.3f} s/batch", flush=True)
+    notes = [f"{WINDOW_LABEL}: live in the square window around the person that replace mode "
+             "generates (--gen-window person)"] if any(r[2] == WINDOW_LABEL for r in runs) else []
     return finish(args, engine="wan-animate", title="Wan2.2-Animate presets",
                   gpu_name=gpu_name, table_gpu=table_gpu, peak=peak, build_s=build_s,
-                  efficiency=efficiency, rows=rows)
+                  efficiency=efficiency, rows=rows, notes=notes)
 
 
 # --- CLI -----------------------------------------------------------------------------------

@@ -154,6 +154,10 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
                        f"{defaults.PREPROCESSOR})")
     group.add_argument("--colour-match", action="store_true", default=None,
                        help="match the swapped person's colours to the room")
+    group.add_argument("--gen-window", choices=defaults.GEN_WINDOWS,
+                       help="replace mode: generate a window around the person, about half "
+                       "the work of the frame at the same detail (person, default) or the "
+                       "whole frame (frame)")
 
 
 def _add_engine_parser(subparsers: Any) -> None:

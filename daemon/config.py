@@ -186,6 +186,9 @@ class Settings(BaseModel):
                                "room")
     feather_px: int = Field(defaults.FEATHER_PX, ge=0, le=64,
                             description="soft edge of the composited person")
+    gen_window: defaults.GenWindow = Field(
+        defaults.GenWindow(defaults.GEN_WINDOW), description="replace mode generates a window "
+        "around the person (person) or the whole frame (frame)")
 
     @field_validator("size", "gen_size", mode="before")
     @classmethod

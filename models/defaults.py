@@ -76,6 +76,17 @@ GUIDANCE_SCALE = 1.0
 GEN_SHORT_SIDE = 480
 #: "wan": Wan-Animate's preprocessing models; "stand-in": image operations only.
 PREPROCESSOR = "wan"
+
+
+class GenWindow(StrEnum):
+    """Where replace mode generates (models/wan/window.py)."""
+
+    PERSON = "person"  # a window around the person: about half the work, the same detail
+    FRAME = "frame"  # the whole frame, as Wan-Animate's own preprocessing does
+
+
+GEN_WINDOWS = tuple(window.value for window in GenWindow)
+GEN_WINDOW = GenWindow.PERSON.value
 #: Soft edge, in camera pixels, of the swapped person composited into the room.
 FEATHER_PX = 8
 #: What the product asks Wan-Animate for. The streaming generator's own default stays "", as

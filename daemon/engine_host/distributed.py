@@ -55,7 +55,8 @@ from faceswap_cam.models.engine import (
 )
 
 if TYPE_CHECKING:
-    from faceswap_cam.models.preprocessing.base import PreprocessedBatch, Preprocessor
+    from faceswap_cam.models.preprocessing.base import PreprocessedBatch, Preprocessor, Window
+    from faceswap_cam.models.preprocessing.person import Box
     from faceswap_cam.models.wan.engine import WanAnimateEngine
     from faceswap_cam.models.wan.parallel import ContextParallel, RankContext
 
@@ -78,7 +79,7 @@ STORE_FD_ENV = "FACESWAP_CAM_STORE_FD"
 #: The ranks' own sockets (gloo's pairs, NCCL's bootstrap) on loopback too, unless the user
 #: named an interface: the group is on this machine.
 _LOOPBACK = {"linux": "lo", "darwin": "lo0"}
-_BATCH, _FAILED = "preprocessed", "preprocessing failed"
+_PEOPLE, _BATCH, _FAILED = "located", "preprocessed", "preprocessing failed"
 
 EngineBuilder = Callable[[str, dict[str, Any]], SwapEngine]
 
@@ -327,25 +328,40 @@ def build_rank_engine(context: RankContext, options: dict[str, Any]
 
 
 class SharedPreprocessing:
-    """Rank 0's preprocessor: its result (or its failure) goes to every other rank."""
+    """Rank 0's preprocessor: its results (or its failure) go to every other rank, so every
+    rank places the same generation window and conditions on the same batch."""
 
     def __init__(self, inner: Preprocessor, context: RankContext) -> None:
         self.inner = inner
         self._context = context
 
-    def process(self, frames: Sequence[np.ndarray], *, size: tuple[int, int], face_size: int,
-                with_background: bool) -> PreprocessedBatch:
+    def _share(self, make: Callable[[], Any], tag: str, payload: Callable[[Any], Any]) -> Any:
         from faceswap_cam.models.wan import parallel
 
         try:
-            batch = self.inner.process(frames, size=size, face_size=face_size,
-                                       with_background=with_background)
+            result = make()
         except Exception:
             parallel.broadcast_call(self._context, _FAILED)  # the others must not wait for it
             raise
-        parallel.broadcast_call(self._context, _BATCH, (), {
-            "pose": batch.pose, "face": batch.face, "background": batch.background,
-            "mask": batch.mask, "present": batch.present})
+        parallel.broadcast_call(self._context, tag, (), {"value": payload(result)})
+        return result
+
+    def locate(self, frames: Sequence[np.ndarray], *, size: tuple[int, int]
+               ) -> list[Box | None]:
+        located: list[Box | None] = self._share(lambda: self.inner.locate(frames, size=size),
+                                                _PEOPLE, lambda boxes: boxes)
+        return located
+
+    def process(self, frames: Sequence[np.ndarray], *, size: tuple[int, int], face_size: int,
+                with_background: bool, window: Window | None = None,
+                people: Sequence[Box | None] | None = None) -> PreprocessedBatch:
+        batch: PreprocessedBatch = self._share(
+            lambda: self.inner.process(frames, size=size, face_size=face_size,
+                                       with_background=with_background, window=window,
+                                       people=people),
+            _BATCH, lambda made: {"pose": made.pose, "face": made.face,
+                                  "background": made.background, "mask": made.mask,
+                                  "present": made.present})
         return batch
 
     def reset(self) -> None:
@@ -353,20 +369,31 @@ class SharedPreprocessing:
 
 
 class ReceivedPreprocessing:
-    """Ranks 1..N-1: the batch rank 0 preprocessed, whatever frames this rank was given."""
+    """Ranks 1..N-1: what rank 0 located and preprocessed, whatever frames this rank was
+    given."""
 
     def __init__(self, context: RankContext) -> None:
         self._context = context
 
-    def process(self, frames: Sequence[np.ndarray], *, size: tuple[int, int], face_size: int,
-                with_background: bool) -> PreprocessedBatch:
-        from faceswap_cam.models.preprocessing.base import PreprocessedBatch
+    def _receive(self, expected: str) -> Any:
         from faceswap_cam.models.wan import parallel
 
-        tag, _, batch = parallel.broadcast_call(self._context)
-        if tag != _BATCH:
+        tag, _, payload = parallel.broadcast_call(self._context)
+        if tag != expected:
             raise EngineError(f"rank 0: {tag}")
-        return PreprocessedBatch(**batch)
+        return payload["value"]
+
+    def locate(self, frames: Sequence[np.ndarray], *, size: tuple[int, int]
+               ) -> list[Box | None]:
+        located: list[Box | None] = self._receive(_PEOPLE)
+        return located
+
+    def process(self, frames: Sequence[np.ndarray], *, size: tuple[int, int], face_size: int,
+                with_background: bool, window: Window | None = None,
+                people: Sequence[Box | None] | None = None) -> PreprocessedBatch:
+        from faceswap_cam.models.preprocessing.base import PreprocessedBatch
+
+        return PreprocessedBatch(**self._receive(_BATCH))
 
     def reset(self) -> None:
         pass  # rank 0's preprocessor holds the temporal state

@@ -38,6 +38,18 @@ ENGINE_MODELS: dict[str, EngineModel] = {
 }
 
 
+#: Engines that generate a window around the person in replace mode (models/wan/window.py):
+#: their plan has a row for the square window beside each whole-frame size.
+WINDOWED_ENGINES = frozenset({"wan-animate"})
+
+
+def square_window(size: tuple[int, int]) -> tuple[int, int]:
+    """The generation size of the square window around a person, for a frame generated at
+    ``size``: the same short side (a centred head-and-shoulders shot fits one)."""
+    side = min(size)
+    return side, side
+
+
 def preset_quantize(preset: Preset) -> str:
     return str(getattr(preset, "quantize", None) or "none")
 

@@ -11,14 +11,16 @@ from faceswap_cam.models.plan.rows import PlanRow
 
 
 def format_rows(rows: Sequence[PlanRow]) -> list[str]:
-    header = (f"  {'engine':<13} {'preset':<9} {'size':>9} {'L':>3} {'steps':>5} {'quant':>5} "
+    header = (f"  {'engine':<13} {'preset':<9} {'size':>9} {'window':<6} {'L':>3} {'steps':>5} "
+              f"{'quant':>5} "
               f"{'TFLOP/fwd':>9} {'TFLOP/frame':>11} {'VAE%':>5} {'batch s':>7} {'eng fps':>7} "
               f"{'k':>2} {'fps':>5} {'latency':>7} {'mem GB':>6}")
     lines = [header, "  " + "-" * (len(header) - 2)]
     for r in rows:
         mark = "*" if r.preset_size else " "
         lines.append(
-            f"  {r.engine:<13} {r.preset:<9}{mark}{r.width:>4}x{r.height:<4} {r.segment_frames:>3} "
+            f"  {r.engine:<13} {r.preset:<9}{mark}{r.width:>4}x{r.height:<4} {r.gen_window:<6} "
+            f"{r.segment_frames:>3} "
             f"{r.steps:>3}x{r.forwards_per_step} {r.quantize:>5} {r.tflop_per_forward:>9.1f} "
             f"{r.tflop_per_new_frame:>11.1f} {100 * r.vae_share:>5.1f} {r.batch_s:>7.2f} "
             f"{r.engine_fps:>7.2f} {r.cadence:>2} {r.fps:>5.2f} {r.latency_s:>6.2f}s "
@@ -42,7 +44,11 @@ def render_text(rows: Sequence[PlanRow], gpu: Gpu, efficiencies: Mapping[str, Ef
     lines += format_rows(rows)
     lines += [
         "",
-        "  *: the preset's own size and L; steps: steps x forwards per step (2 with CFG);",
+        "  *: the preset's own size and L; window: frame, the whole frame at this size;",
+        "  person, the square window around the person that replace mode generates when the",
+        "  person fits one with room to move (a centred head-and-shoulders shot; a wider",
+        "  person takes a 4:3 window or the whole frame, so the daemon's starting cadence",
+        "  comes from the frame row); steps: steps x forwards per step (2 with CFG);",
         "  TFLOP/fwd: one denoising forward; TFLOP/frame: the DiT's per new frame (steps x",
         "  forwards x forward / (L - P); wan-animate-2 adds its reference pass per segment,",
         "  and its unconditional forwards skip a block);",

@@ -9,10 +9,12 @@ from pathlib import Path
 
 from faceswap_cam.models.plan.engines import (
     ENGINE_MODELS,
+    WINDOWED_ENGINES,
     engine_quantize,
     load_presets,
     planned_engines,
     preset_shape,
+    square_window,
 )
 from faceswap_cam.models.plan.gpus import (
     ASSUMED_SCALING_EFFICIENCY,
@@ -62,11 +64,15 @@ class PlanRow:
     memory_gb: float
     fits: bool
     preset_size: bool  # the preset's own size and segment length
+    #: "frame": the whole frame at this size; "person": the square window around the person
+    #: that replace mode generates when the person fits one.
+    gen_window: str = "frame"
 
 
 def row_for(preset: Preset, shape: Shape, work: Work, *, gpu: Gpu, efficiency: Efficiency,
             quantize: str, gpus: int, camera_fps: float, weights: float | None,
-            preset_size: bool, scaling: Scaling | None = None) -> PlanRow:
+            preset_size: bool, scaling: Scaling | None = None,
+            gen_window: str = "frame") -> PlanRow:
     scaling_efficiency = scaling.efficiency if scaling else ASSUMED_SCALING_EFFICIENCY
     cfg = preset.guidance_scale > 1.0
     dit_batch = work.dit_per_batch(preset.steps, cfg)[0]
@@ -93,7 +99,7 @@ def row_for(preset: Preset, shape: Shape, work: Work, *, gpu: Gpu, efficiency: E
         engine_fps=timing.engine_fps, cadence=timing.cadence, fps=timing.fps,
         latency_s=timing.latency_s, weights_gb=(weights or 0.0) / GB,
         activations_gb=activations / GB, memory_gb=memory / GB,
-        fits=memory / GB <= gpu.memory_gb, preset_size=preset_size)
+        fits=memory / GB <= gpu.memory_gb, preset_size=preset_size, gen_window=gen_window)
 
 
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((848, 480), (1280, 720))
@@ -129,19 +135,25 @@ def build_plan(gpu: Gpu, *, engines: Sequence[str] | None = None,
             if segments is None else list(segments)
         for preset in presets:
             own = preset_shape(preset)
-            shapes = [own] if presets_only else []
+            shapes = [(own, "frame")] if presets_only else []
             if not presets_only:
-                for width, height in sizes:
-                    for segment in lengths:
-                        if segment - preset.carry >= preset.carry:
-                            shapes.append(Shape(width, height, segment - preset.carry, segment))
-                if own not in shapes:
-                    shapes.insert(0, own)
+                for size in sizes:
+                    windows = [(size, "frame")]
+                    if engine in WINDOWED_ENGINES and square_window(size) != size:
+                        windows.append((square_window(size), "person"))
+                    for (width, height), window in windows:
+                        for segment in lengths:
+                            if segment - preset.carry >= preset.carry:
+                                shapes.append((Shape(width, height, segment - preset.carry,
+                                                     segment), window))
+                if (own, "frame") not in shapes:
+                    shapes.insert(0, (own, "frame"))
             q = engine_quantize(engine, preset, quantize, gpu)
-            for shape in shapes:
+            for shape, window in shapes:
                 rows.append(row_for(
                     preset, shape, models.work(shape), gpu=gpu, efficiency=efficiency,
                     quantize=q, gpus=gpus, camera_fps=camera_fps,
-                    weights=weight_bytes(models.params, q), preset_size=shape == own,
-                    scaling=scaling))
+                    weights=weight_bytes(models.params, q),
+                    preset_size=shape == own and window == "frame", scaling=scaling,
+                    gen_window=window))
     return rows

@@ -147,9 +147,12 @@ class Keypoints:
     def right_hand(self) -> np.ndarray:
         return self.part(RIGHT_HAND)
 
-    def scaled(self, sx: float, sy: float) -> Keypoints:
-        """The same pose in a frame resized by ``sx`` x ``sy``."""
-        return Keypoints(self.xy * np.array([sx, sy], np.float32), self.scores.copy())
+    def scaled(self, sx: float, sy: float, *, offset: tuple[float, float] = (0.0, 0.0)
+               ) -> Keypoints:
+        """The same pose in a frame resized by ``sx`` x ``sy``, then moved by ``offset`` (a
+        crop's corner in the frame it was cut from)."""
+        return Keypoints(self.xy * np.array([sx, sy], np.float32)
+                         + np.array(offset, np.float32), self.scores.copy())
 
 
 def wan_body(keypoints: Keypoints) -> np.ndarray:

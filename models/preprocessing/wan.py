@@ -13,6 +13,7 @@ is reported as empty: the engine passes it through and every temporal state rest
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from faceswap_cam.models.preprocessing.base import PreprocessedBatch
+from faceswap_cam.models.preprocessing.base import PreprocessedBatch, Window, crop
 from faceswap_cam.models.preprocessing.face import FaceCropper, face_box
 from faceswap_cam.models.preprocessing.person import Box, BoxSmoother, PersonDetector
 from faceswap_cam.models.preprocessing.pose import Keypoints, WholeBodyPoseEstimator, draw_skeleton
@@ -47,6 +48,7 @@ class WanPreprocessor:
         self._face = FaceCropper()
         #: Stage timings of the last batch in seconds (benchmarks and the stats overlay).
         self.timings: dict[str, float] = {}
+        self._locate_timings: dict[str, float] = {"resize": 0.0, "detector": 0.0}
 
     @classmethod
     def load(cls, *, detector_model: str | Path, pose_model: str | Path,
@@ -70,23 +72,50 @@ class WanPreprocessor:
         if self.masker is not None:
             self.masker.reset()
 
-    def process(self, frames: Sequence[np.ndarray], *, size: tuple[int, int], face_size: int,
-                with_background: bool) -> PreprocessedBatch:
-        import time
+    def locate(self, frames: Sequence[np.ndarray], *, size: tuple[int, int]
+               ) -> list[Box | None]:
+        """The largest person's box in each BGR frame, in frame pixels, steadied over time;
+        None where the detector finds nobody (after a short hold). The detector looks at the
+        frames scaled to ``size`` (the whole frame's generation size): it scales every image
+        to its own input size anyway, and a small copy costs less to hand it."""
+        clock = time.perf_counter
+        start = clock()
+        height, width = frames[0].shape[:2] if frames else (0, 0)
+        small_w, small_h = size
+        small = [cv2.cvtColor(cv2.resize(f, (small_w, small_h), interpolation=cv2.INTER_AREA),
+                              cv2.COLOR_BGR2RGB) for f in frames]
+        self._locate_timings = {"resize": clock() - start}
+        start = clock()
+        sx, sy = width / max(small_w, 1), height / max(small_h, 1)
+        boxes = [self._person.update(None if box is None else
+                                     Box(box.x0 * sx, box.y0 * sy, box.x1 * sx, box.y1 * sy))
+                 for box in self.detector.detect(small)]
+        self._locate_timings["detector"] = clock() - start
+        return boxes
 
+    def process(self, frames: Sequence[np.ndarray], *, size: tuple[int, int], face_size: int,
+                with_background: bool, window: Window | None = None,
+                people: Sequence[Box | None] | None = None) -> PreprocessedBatch:
         width, height = size
         clock = time.perf_counter
-        timings: dict[str, float] = {}
-        start = clock()
-        small = [cv2.cvtColor(cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA),
-                              cv2.COLOR_BGR2RGB) for f in frames]
-        timings["resize"] = clock() - start
-
-        start = clock()
-        boxes = [self._person.update(box) for box in self.detector.detect(small)]
-        timings["detector"] = clock() - start
-        if any(box is None for box in boxes):
+        if people is None:
+            people = self.locate(frames, size=size)
+        timings = dict(self._locate_timings)
+        if any(box is None for box in people):
             return self._nobody("no person in view", timings)
+        start = clock()
+        frame_h, frame_w = frames[0].shape[:2]
+        left, top, crop_w, crop_h = window or (0, 0, frame_w, frame_h)
+        small = [cv2.cvtColor(cv2.resize(crop(f, window), (width, height),
+                                         interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+                 for f in frames]
+        timings["resize"] += clock() - start
+        # Generation pixels per frame pixel, and the window's corner in the frame.
+        sx, sy = width / crop_w, height / crop_h
+        boxes = [None if box is None else
+                 Box((box.x0 - left) * sx, (box.y0 - top) * sy,
+                     (box.x1 - left) * sx, (box.y1 - top) * sy).clip(size)
+                 for box in people]
 
         start = clock()
         keypoints: list[Keypoints | None] = self.pose.estimate(
@@ -96,18 +125,17 @@ class WanPreprocessor:
         start = clock()
         faces = []
         for frame, points in zip(frames, keypoints, strict=True):
-            crop = None
+            face = None
             if points is not None:
                 # Crop from the full-resolution camera frame: the face gets every pixel.
-                sx, sy = frame.shape[1] / width, frame.shape[0] / height
-                full = points.scaled(sx, sy)
+                full = points.scaled(1 / sx, 1 / sy, offset=(left, top))
                 box = face_box(full.xy, full.scores, (frame.shape[1], frame.shape[0]),
                                score_threshold=self.keypoint_threshold)
                 steady = self._face.update(box)
                 if steady is not None:
                     rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                    crop = self._face.crop(rgb, steady, face_size)
-            faces.append(crop)
+                    face = self._face.crop(rgb, steady, face_size)
+            faces.append(face)
         timings["face"] = clock() - start
         if any(face is None for face in faces):
             return self._nobody("no face in view", timings)

@@ -17,6 +17,7 @@ import torch
 from faceswap_cam.models import defaults
 from faceswap_cam.models.engine import Box, EngineError, SwapResult
 from faceswap_cam.models.preprocessing.base import Preprocessor, StandInPreprocessor
+from faceswap_cam.models.preprocessing.person import Box as PersonBox
 from faceswap_cam.models.presets import apply_preset
 from faceswap_cam.models.quantize import QuantizeError
 from faceswap_cam.models.wan import presets as wan_presets
@@ -28,9 +29,15 @@ from faceswap_cam.models.wan.stream_engine import (
     engine_errors,
 )
 from faceswap_cam.models.wan.streaming import SegmentInputs, StreamingWanAnimate
+from faceswap_cam.models.wan.window import Window, choose_window, whole_frame
 from faceswap_cam.models.weights import WeightsError
 
 logger = logging.getLogger(__name__)
+
+#: Continuing calls in a row a person must fit a smaller window before the chain moves to
+#: it: moving costs a seam (a new chain), so a lean back for a moment does not.
+SHRINK_AFTER = 3
+
 
 def to_pil(frames: Sequence[np.ndarray], mode: str = "RGB") -> list[PIL.Image.Image]:
     return [PIL.Image.fromarray(np.ascontiguousarray(f), mode=mode) for f in frames]
@@ -63,6 +70,7 @@ class WanAnimateEngine(StreamingSwapEngine):
         pipeline: Any = None,
         colour_match: bool = False,
         feather_px: int = defaults.FEATHER_PX,
+        gen_window: str = defaults.GEN_WINDOW,
     ) -> None:
         try:
             pipe = pipeline if pipeline is not None else load_pipeline(wan_model,
@@ -81,6 +89,18 @@ class WanAnimateEngine(StreamingSwapEngine):
         self.colour_match = colour_match
         self.feather_px = feather_px
         self.mode = mode
+        self.gen_window = defaults.GenWindow(gen_window)
+        self._carry = carry
+        #: Chains started again because the person left the window (tests, the stats).
+        self.window_restarts = 0
+        self._window: Window | None = None
+        self._window_frame: tuple[int, int] | None = None
+        #: The last call's last P camera frames and person boxes: a new chain in a new window
+        #: starts from them (see process).
+        self._kept: list[np.ndarray] = []
+        self._kept_people: list[PersonBox] = []
+        #: Continuing calls in a row whose person fitted a smaller window than the chain's.
+        self._smaller_calls = 0
 
     def _new_stream(self, width: int, height: int) -> StreamingWanAnimate:
         return StreamingWanAnimate(self.pipe, height=height, width=width, **self._options)
@@ -88,15 +108,39 @@ class WanAnimateEngine(StreamingSwapEngine):
     def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
         if not frames:
             return SwapResult([])
-        stream = self._stream_for(frames)
+        self._check_reference()  # before any preprocessing
         frame_h, frame_w = frames[0].shape[:2]
-        face_size = int(self.pipe.transformer.config.motion_encoder_size)
-        batch = self.preprocessor.process(frames, size=(stream.width, stream.height),
-                                          face_size=face_size,
-                                          with_background=self.mode == "replace")
-        if not batch.present:
+        people = self.preprocessor.locate(frames, size=self._full_size((frame_w, frame_h)))
+        if any(box is None for box in people):
             # Nobody to swap: never invent a person. The frames go back as they came; the
             # caller ends the segment chain (resets) before the next batch.
+            return SwapResult.untouched(frames)
+        found = [box for box in people if box is not None]
+        frames_in, people_in = list(frames), found
+        window, kept = self._window, 0
+        if window is None or self._window_frame != (frame_w, frame_h):
+            window = self._choose_window(found, (frame_w, frame_h))
+        elif len(frames) == self.next_batch:
+            moved = self._moved_window(window, found, (frame_w, frame_h))
+            if moved is not None:
+                # The caller's chain goes on, so this call starts a new one in the new window
+                # from the frames the last call kept: a segment of L frames costs what a
+                # continuing one does, and nothing shows the real person. The window is
+                # placed for where the person is now: the kept frames are generated again
+                # only to start the segment, and their output is dropped.
+                window, kept = moved, len(self._kept)
+                frames_in, people_in = self._kept + list(frames), self._kept_people + found
+                self.window_restarts += 1
+                self.preprocessor.reset()
+                for stream in self._streams.values():
+                    stream.reset()
+        stream = self._stream_at(window.gen_size)
+        face_size = int(self.pipe.transformer.config.motion_encoder_size)
+        batch = self.preprocessor.process(
+            frames_in, size=window.gen_size, face_size=face_size,
+            with_background=self.mode == "replace",
+            window=None if window.whole else window.box, people=people_in)
+        if not batch.present:
             return SwapResult.untouched(frames)
         inputs = SegmentInputs(
             pose=to_pil(batch.pose), face=to_pil(batch.face),
@@ -104,28 +148,78 @@ class WanAnimateEngine(StreamingSwapEngine):
             mask=None if batch.mask is None else to_pil(batch.mask, "L"))
         with engine_errors():
             video = stream.generate(inputs)
+        self._window, self._window_frame = window, (frame_w, frame_h)
+        self._kept = [np.array(frame) for frame in frames_in[len(frames_in) - self._carry:]]
+        self._kept_people = people_in[len(people_in) - self._carry:]
+        generated = uint8_frames(video)[kept:]
+        if self.mode != "replace":
+            # Animation repaints the whole frame.
+            return SwapResult([_to_frame(pixels, (frame_w, frame_h)) for pixels in generated])
         out = []
         boxes: list[Box] = []
-        masks = batch.mask if self.mode == "replace" else None
-        for i, pixels in enumerate(uint8_frames(video)):
+        x, y, width, height = window.box
+        for frame, pixels, mask in zip(frames, generated, (batch.mask or [])[kept:],
+                                       strict=True):
             bgr = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-            if masks is not None:
-                # Only the person is replaced: the room stays the camera's own pixels.
-                if self.colour_match:
-                    bgr = match_colour(bgr, frames[i], masks[i])
-                frame, box = composite(frames[i], bgr, masks[i], feather_px=self.feather_px)
-                out.append(frame)
-                boxes.append(box)
-                continue
-            if bgr.shape[:2] != (frame_h, frame_w):
-                bgr = cv2.resize(bgr, (frame_w, frame_h), interpolation=cv2.INTER_LINEAR)
-            out.append(bgr)
-        # Animation repaints the whole frame; replacement only the person's box.
-        return SwapResult(out, changed=boxes if masks is not None else None)
+            # Only the person is replaced: the room stays the camera's own pixels.
+            region = frame[y:y + height, x:x + width]
+            if self.colour_match:
+                bgr = match_colour(bgr, region, mask)
+            patch, (bx, by, bw, bh) = composite(region, bgr, mask, feather_px=self.feather_px)
+            if window.whole:
+                out.append(patch)
+            else:
+                whole = frame.copy()
+                whole[y:y + height, x:x + width] = patch
+                out.append(whole)
+            boxes.append((bx + x, by + y, bw, bh) if bw and bh else (0, 0, 0, 0))
+        return SwapResult(out, changed=boxes)
+
+    def _moved_window(self, window: Window, people: Sequence[PersonBox],
+                      frame_size: tuple[int, int]) -> Window | None:
+        """The window a continuing batch moves the chain to, or None to stay: a new one when
+        the person left this one; a smaller one once the person has fitted it for
+        :data:`SHRINK_AFTER` calls in a row (someone who leaned in and sat back)."""
+        if not window.holds(people, frame_size):
+            moved = self._choose_window(people, frame_size)
+            logger.info("the person left the generation window: a new chain in %s", moved)
+            self._smaller_calls = 0
+            return moved
+        if self.gen_window != defaults.GenWindow.PERSON or self.mode != "replace":
+            return None
+        smaller = choose_window(people, frame_size, full_gen_size=self._full_size(frame_size))
+        width, height = window.gen_size
+        if smaller.gen_size[0] * smaller.gen_size[1] >= width * height:
+            self._smaller_calls = 0
+            return None
+        self._smaller_calls += 1
+        if self._smaller_calls < SHRINK_AFTER:
+            return None
+        self._smaller_calls = 0
+        logger.info("the person fits a smaller generation window: a new chain in %s", smaller)
+        return smaller
+
+    def _choose_window(self, people: Sequence[PersonBox], frame_size: tuple[int, int]
+                       ) -> Window:
+        full = self._full_size(frame_size)
+        if self.gen_window != defaults.GenWindow.PERSON or self.mode != "replace":
+            return whole_frame(frame_size, full)
+        window = choose_window(people, frame_size, full_gen_size=full)
+        logger.debug("generating %s of the %dx%d frame at %dx%d", window.box, *frame_size,
+                     *window.gen_size)
+        return window
 
     def reset(self) -> None:
         super().reset()
+        self._forget_chain()
         self.preprocessor.reset()
+
+    def _forget_chain(self) -> None:
+        self._smaller_calls = 0
+        self._window = None
+        self._window_frame = None
+        self._kept = []
+        self._kept_people = []
 
     def close(self) -> None:
         # The preprocessor holds models too (detector, pose, SAM2).
@@ -190,6 +284,7 @@ def create(**options: Any) -> WanAnimateEngine:
         preprocessor=create_preprocessor(options),
         colour_match=bool(options.get("colour_match", False)),
         feather_px=int(options.get("feather_px", defaults.FEATHER_PX)),
+        gen_window=str(options.get("gen_window", defaults.GEN_WINDOW)),
         **_stream_options(options))
 
 
@@ -199,6 +294,14 @@ def create_stream(options: dict[str, Any], *, width: int, height: int) -> Stream
     pipe = load_pipeline(options.get("wan_model", defaults.WAN_ANIMATE_REPO),
                          load_options(options))
     return StreamingWanAnimate(pipe, height=height, width=width, **_stream_options(options))
+
+
+def _to_frame(rgb: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+    """A generated RGB frame as a camera frame: BGR, at the camera's size."""
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if (bgr.shape[1], bgr.shape[0]) != frame_size:
+        bgr = cv2.resize(bgr, frame_size, interpolation=cv2.INTER_LINEAR)
+    return bgr
 
 
 def uint8_frames(video: np.ndarray) -> np.ndarray:

@@ -51,11 +51,14 @@ class StreamingSwapEngine:
         self.gen_short_side = gen_short_side
         self.first_batch = segment_frames
         self.next_batch = segment_frames - carry
+        #: One stream per generation size (a window shape), each with the reference encoded
+        #: at its size; ``_stream`` is the one the segment chain runs on.
+        self._streams: dict[tuple[int, int], Any] = {}
         self._stream: Any = None
         self._reference: PIL.Image.Image | None = None
         self._interrupted = False
         if gen_size is not None:
-            self._stream = self._make_stream(gen_size)
+            self._stream = self._streams[gen_size] = self._make_stream(gen_size)
 
     def _new_stream(self, width: int, height: int) -> Any:
         raise NotImplementedError
@@ -77,25 +80,42 @@ class StreamingSwapEngine:
         if self._stream is not None:
             with engine_errors():
                 self._stream.set_reference(reference)
+        # The other sizes' streams would each encode it now; made again when next needed,
+        # they encode it then, only if that size comes back.
+        self._streams = {size: stream for size, stream in self._streams.items()
+                         if stream is self._stream}
         # Kept only once encoded: a refused image must not come back with a later stream.
         self._reference = reference
 
-    def _stream_for(self, frames: Sequence[np.ndarray]) -> Any:
-        """The stream for this batch, made at the frames' size the first time."""
+    def _check_reference(self) -> None:
         if self._reference is None:
             raise EngineError("no reference face is set: start with --reference IMAGE")
-        if self._stream is None:
-            frame_h, frame_w = frames[0].shape[:2]
-            self._stream = self._make_stream(
-                self.gen_size or generation_size((frame_w, frame_h), self.gen_short_side))
+
+    def _full_size(self, frame_size: tuple[int, int]) -> tuple[int, int]:
+        """The generation size of a whole (W, H) frame: the configured one, else the frame's
+        aspect at the configured short side."""
+        return self.gen_size or generation_size(frame_size, self.gen_short_side)
+
+    def _stream_for(self, frames: Sequence[np.ndarray]) -> Any:
+        """The stream for this batch, made at the frames' size the first time."""
+        frame_h, frame_w = frames[0].shape[:2]
+        return self._stream_at(self._full_size((frame_w, frame_h)))
+
+    def _stream_at(self, size: tuple[int, int]) -> Any:
+        """The stream generating at ``size`` (made the first time), now the chain's."""
+        self._check_reference()
+        stream = self._streams.get(size)
+        if stream is None:
+            stream = self._streams[size] = self._make_stream(size)
+        self._stream = stream
         if self._interrupted:
-            self._stream.interrupt()  # interrupt() came before this stream existed
-        return self._stream
+            stream.interrupt()  # interrupt() came before this stream existed
+        return stream
 
     def reset(self) -> None:
         self._interrupted = False
-        if self._stream is not None:
-            self._stream.reset()
+        for stream in self._streams.values():
+            stream.reset()
 
     def interrupt(self) -> None:
         # The flag covers a call that is still creating its stream; the stream's own flag
@@ -108,8 +128,9 @@ class StreamingSwapEngine:
     def close(self) -> None:
         """Drop every reference to the models, so a restarted engine does not find the GPU
         still holding this one."""
-        if self._stream is not None:
-            self._stream.pipe = None
+        for stream in self._streams.values():
+            stream.pipe = None
+        self._streams = {}
         self._stream = None
         self.pipe = None
         gc.collect()  # a failed call's traceback forms a cycle that still holds the models

@@ -235,6 +235,7 @@ def test_rank_0_decides_who_is_in_view_for_every_rank(monkeypatch: pytest.Monkey
     )
     from faceswap_cam.models.engine import EngineError
     from faceswap_cam.models.preprocessing.base import PreprocessedBatch
+    from faceswap_cam.models.preprocessing.person import Box
     from faceswap_cam.models.wan import parallel
 
     sent: list[tuple[str, dict[str, object]]] = []
@@ -253,6 +254,9 @@ def test_rank_0_decides_who_is_in_view_for_every_rank(monkeypatch: pytest.Monkey
     class Nobody:
         fail = False
 
+        def locate(self, frames: object, **_: object) -> list[Box | None]:
+            return [Box(1, 2, 3, 4), None]
+
         def process(self, frames: object, **_: object) -> PreprocessedBatch:
             if self.fail:
                 raise RuntimeError("detector out of memory")
@@ -265,6 +269,9 @@ def test_rank_0_decides_who_is_in_view_for_every_rank(monkeypatch: pytest.Monkey
     host = SharedPreprocessing(inner, cast(Any, "rank 0"))
     other = ReceivedPreprocessing(cast(Any, "rank 1"))
     size = (WIDTH, HEIGHT)
+    # Every rank places the generation window around the people rank 0 found.
+    assert host.locate(camera(5, 0), size=size) == other.locate(camera(5, 9), size=size) \
+        == [Box(1, 2, 3, 4), None]
     assert not host.process(camera(5, 0), size=size, face_size=16,
                             with_background=False).present
     received = other.process(camera(5, 9), size=size, face_size=16, with_background=False)

@@ -155,3 +155,15 @@ def test_a_multi_gpu_run_records_its_median_scaling_for_the_plan(tmp_path: Path)
     assert gpu_engine.record_scaling(tiny, "cpu", rows) is None
     assert gpu_engine.record_scaling(args, "Tesla T4", rows) is None  # not in the table
     assert not (tmp_path / "tiny.json").exists()
+
+
+def test_tiny_wan_animate_live_is_measured_in_the_person_window_too(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code = gpu_engine.main(["--tiny", "--preset", "live", "--sizes", "64x32", "--iters", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = {row["preset"]: row for row in last_json(out)["rows"]}
+    assert set(rows) == {"live", gpu_engine.WINDOW_LABEL}
+    assert (rows["live"]["size"], rows[gpu_engine.WINDOW_LABEL]["size"]) == ("64x32", "32x32")
+    assert rows["live"]["segment"] == rows[gpu_engine.WINDOW_LABEL]["segment"]
+    assert f"{gpu_engine.WINDOW_LABEL}: live in the square window" in out

@@ -71,7 +71,12 @@ def test_plan_agrees_with_the_benchmarks_analytic_count_at_848x480_l9(
     monkeypatch.setattr(plan_rows, "load_presets", lambda engine: [preset])
     rows = build_plan(GPUS["h100"], engines=["wan-animate"], sizes=[(848, 480)],
                       segments=[9])
-    [row] = rows
+    row, window = rows
+    assert (row.gen_window, window.gen_window) == ("frame", "person")
+    # The square window around the person: the same short side, about half the work.
+    assert (window.width, window.height) == (480, 480)
+    assert 0.4 < window.tflop_per_new_frame / row.tflop_per_new_frame < 0.6
+    assert window.fps > row.fps and window.latency_s < row.latency_s
     # benchmarks/gpu_engine.py's analytic count is this function (it imports it from here).
     analytic = analytic_flops(ANIMATE_14B_TRANSFORMER, LIVE_SHAPE,
                               TEXT_TOKENS, IMAGE_TOKENS)

@@ -153,6 +153,8 @@ def test_real_size_rows_for_each_preset_size_and_length(
     assert set(by_key) == {(preset, w, h, length) for preset in ("quality", "balanced", "live")
                            for w, h in ((848, 480), (1280, 720)) for length in (5, 9, 17)}
     assert all(set(row) >= REQUIRED for row in json.loads(rows_json(rows)))
+    # It generates the whole picture: no rows for a window around the person.
+    assert {row.gen_window for row in rows} == {"frame"}
     for row in rows:
         shape = Shape(row.width, row.height, row.segment_frames - 1, row.segment_frames)
         analytic = analytic_animate_2_work(shape)

@@ -350,9 +350,9 @@ class SwitchablePreprocessor(StandInPreprocessor):
     present = True
 
     def process(self, frames: Any, *, size: tuple[int, int], face_size: int,
-                with_background: bool) -> PreprocessedBatch:
+                with_background: bool, **window: Any) -> PreprocessedBatch:
         batch = super().process(frames, size=size, face_size=face_size,
-                                with_background=with_background)
+                                with_background=with_background, **window)
         batch.present = self.present
         return batch
 

@@ -40,7 +40,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def make_engine(tiny: dict[str, Path], *, person_threshold: float) -> WanAnimateEngine:
+def make_engine(tiny: dict[str, Path], *, person_threshold: float, **options: Any
+                ) -> WanAnimateEngine:
     # Random weights give arbitrary scores: thresholds pin "someone is there" (0) or
     # "nobody is there" (above any score), so both paths are deterministic.
     preprocessor = WanPreprocessor(
@@ -49,8 +50,9 @@ def make_engine(tiny: dict[str, Path], *, person_threshold: float) -> WanAnimate
         PersonMasker(tiny["sam2"], device="cpu"),
         keypoint_threshold=0.0)
     pipe = load_pipeline(str(tiny["wan"]), LoadOptions(device="cpu"))
+    options = {"gen_size": (WIDTH, HEIGHT), **options}
     return WanAnimateEngine(wan_model=str(tiny["wan"]), pipeline=pipe, steps=1, segment_frames=5,
-                            carry=1, gen_size=(WIDTH, HEIGHT), preprocessor=preprocessor)
+                            carry=1, preprocessor=preprocessor, **options)
 
 
 def run_daemon(clip: Path, tmp_path: Path, engine: WanAnimateEngine, *, wait_swapped: bool
@@ -87,6 +89,27 @@ def test_daemon_swaps_through_the_whole_preprocessing(tiny: dict[str, Path], cli
     assert stats["untouched"] == 0
     timings = preprocessor.timings  # type: ignore[attr-defined]
     assert {"detector", "pose", "face", "skeleton", "sam2"} <= set(timings)
+
+
+def test_the_whole_preprocessing_in_a_window_around_the_person(
+        tiny: dict[str, Path], clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    """The 320x240 clip generates at 48x32 as a whole frame; the person's window (whatever
+    box the random detector gives) is a 32x32 square: detector on the frame, pose, face and
+    SAM2 on the window, the result pasted back."""
+    engine = make_engine(tiny, person_threshold=0.0, gen_size=None, gen_short_side=HEIGHT)
+    made: list[tuple[int, int]] = []
+    new_stream = engine._new_stream
+
+    def recorded(width: int, height: int) -> Any:
+        made.append((width, height))
+        return new_stream(width, height)
+
+    monkeypatch.setattr(engine, "_new_stream", recorded)
+    stats = run_daemon(clip, tmp_path, engine, wait_swapped=True)
+    assert stats["engine_failures"] == 0, stats["engine_error"]
+    assert stats["frames_swapped"] > 0 and stats["untouched"] == 0
+    assert made and set(made) == {(WIDTH, HEIGHT)}
 
 
 def test_nobody_there_passes_frames_through_and_resets(tiny: dict[str, Path], clip: Path,
