@@ -21,6 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from faceswap_cam.models.batching import generation_size
 from faceswap_cam.models.preprocessing.base import PreprocessedBatch, Window, crop
 from faceswap_cam.models.preprocessing.face import FaceCropper, face_box
 from faceswap_cam.models.preprocessing.person import Box, BoxSmoother, PersonDetector
@@ -49,6 +50,8 @@ class WanPreprocessor:
         #: Stage timings of the last batch in seconds (benchmarks and the stats overlay).
         self.timings: dict[str, float] = {}
         self._locate_timings: dict[str, float] = {"resize": 0.0, "detector": 0.0}
+        #: The last located frames, their size and their RGB copies at it (see locate).
+        self._located: tuple[list[np.ndarray], tuple[int, int], list[np.ndarray]] | None = None
 
     @classmethod
     def load(cls, *, detector_model: str | Path, pose_model: str | Path,
@@ -84,6 +87,9 @@ class WanPreprocessor:
         small_w, small_h = size
         small = [cv2.cvtColor(cv2.resize(f, (small_w, small_h), interpolation=cv2.INTER_AREA),
                               cv2.COLOR_BGR2RGB) for f in frames]
+        # The whole-frame conditioning of these frames is made at this same size: process()
+        # takes these copies rather than scaling the frames again.
+        self._located = (list(frames), size, small)
         self._locate_timings = {"resize": clock() - start}
         start = clock()
         sx, sy = width / max(small_w, 1), height / max(small_h, 1)
@@ -98,17 +104,25 @@ class WanPreprocessor:
                 people: Sequence[Box | None] | None = None) -> PreprocessedBatch:
         width, height = size
         clock = time.perf_counter
+        frame_h, frame_w = frames[0].shape[:2]
         if people is None:
-            people = self.locate(frames, size=size)
+            # The detector looks at the whole frame, at its own generation size.
+            people = self.locate(frames, size=generation_size((frame_w, frame_h), min(size))
+                                 if window is not None else size)
+        located, self._located = self._located, None
         timings = dict(self._locate_timings)
         if any(box is None for box in people):
             return self._nobody("no person in view", timings)
         start = clock()
-        frame_h, frame_w = frames[0].shape[:2]
         left, top, crop_w, crop_h = window or (0, 0, frame_w, frame_h)
-        small = [cv2.cvtColor(cv2.resize(crop(f, window), (width, height),
-                                         interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
-                 for f in frames]
+        if (window is None and located is not None and located[1] == size
+                and len(located[0]) == len(frames)
+                and all(a is b for a, b in zip(located[0], frames, strict=True))):
+            small = located[2]
+        else:
+            small = [cv2.cvtColor(cv2.resize(crop(f, window), (width, height),
+                                             interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+                     for f in frames]
         timings["resize"] += clock() - start
         # Generation pixels per frame pixel, and the window's corner in the frame.
         sx, sy = width / crop_w, height / crop_h

@@ -80,6 +80,7 @@ class WanAnimateEngine(StreamingSwapEngine):
         except torch.OutOfMemoryError as exc:
             raise EngineError(f"out of GPU memory while loading Wan-Animate: {MEMORY_ADVICE}") \
                 from exc
+        self._prompt_embeds: tuple[torch.Tensor, torch.Tensor | None] | None = None
         super().__init__(pipe, {
             "mode": mode, "steps": steps, "segment_frames": segment_frames, "carry": carry,
             "seed": seed, "prompt": prompt, "guidance_scale": guidance_scale},
@@ -103,7 +104,11 @@ class WanAnimateEngine(StreamingSwapEngine):
         self._smaller_calls = 0
 
     def _new_stream(self, width: int, height: int) -> StreamingWanAnimate:
-        return StreamingWanAnimate(self.pipe, height=height, width=width, **self._options)
+        # Every window size's stream conditions on the same prompt: encoded once.
+        stream = StreamingWanAnimate(self.pipe, height=height, width=width,
+                                     prompt_embeds=self._prompt_embeds, **self._options)
+        self._prompt_embeds = (stream.prompt_embeds, stream.negative_prompt_embeds)
+        return stream
 
     def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
         if not frames:
@@ -116,24 +121,27 @@ class WanAnimateEngine(StreamingSwapEngine):
             # caller ends the segment chain (resets) before the next batch.
             return SwapResult.untouched(frames)
         found = [box for box in people if box is not None]
+        frame_size = (frame_w, frame_h)
         frames_in, people_in = list(frames), found
         window, kept = self._window, 0
-        if window is None or self._window_frame != (frame_w, frame_h):
-            window = self._choose_window(found, (frame_w, frame_h))
-        elif len(frames) == self.next_batch:
-            moved = self._moved_window(window, found, (frame_w, frame_h))
-            if moved is not None:
-                # The caller's chain goes on, so this call starts a new one in the new window
-                # from the frames the last call kept: a segment of L frames costs what a
-                # continuing one does, and nothing shows the real person. The window is
-                # placed for where the person is now: the kept frames are generated again
-                # only to start the segment, and their output is dropped.
-                window, kept = moved, len(self._kept)
-                frames_in, people_in = self._kept + list(frames), self._kept_people + found
-                self.window_restarts += 1
-                self.preprocessor.reset()
-                for stream in self._streams.values():
-                    stream.reset()
+        moved = None
+        if window is not None and self._kept and len(frames) == self.next_batch:
+            moved = self._moved_window(window, found, frame_size)
+        if moved is not None:
+            # The caller's chain goes on, so this call starts a new one in the new window
+            # from the frames the last call kept: a segment of L frames costs what a
+            # continuing one does, and nothing shows the real person. The kept frames are
+            # generated again only to start the segment; their output is dropped.
+            window, kept = moved, len(self._kept)
+            frames_in, people_in = self._kept + list(frames), self._kept_people + found
+            self.window_restarts += 1
+            # Until this call succeeds there is no chain to go on with.
+            self._forget_chain()
+            self.preprocessor.reset()
+            for stream in self._streams.values():
+                stream.reset()
+        elif window is None or self._window_frame != frame_size:
+            window = self._choose_window(found, frame_size)
         stream = self._stream_at(window.gen_size)
         face_size = int(self.pipe.transformer.config.motion_encoder_size)
         batch = self.preprocessor.process(
@@ -165,7 +173,9 @@ class WanAnimateEngine(StreamingSwapEngine):
             region = frame[y:y + height, x:x + width]
             if self.colour_match:
                 bgr = match_colour(bgr, region, mask)
-            patch, (bx, by, bw, bh) = composite(region, bgr, mask, feather_px=self.feather_px)
+            blend = mask if window.whole else open_inner_sides(
+                mask, window.inner_sides(frame_size))
+            patch, (bx, by, bw, bh) = composite(region, bgr, blend, feather_px=self.feather_px)
             if window.whole:
                 out.append(patch)
             else:
@@ -177,17 +187,26 @@ class WanAnimateEngine(StreamingSwapEngine):
 
     def _moved_window(self, window: Window, people: Sequence[PersonBox],
                       frame_size: tuple[int, int]) -> Window | None:
-        """The window a continuing batch moves the chain to, or None to stay: a new one when
-        the person left this one; a smaller one once the person has fitted it for
-        :data:`SHRINK_AFTER` calls in a row (someone who leaned in and sat back)."""
+        """The window a continuing batch moves the chain to, or None to stay. A new one when
+        the camera's frame size changed (the kept frames are scaled to it) or the person left
+        this window; a smaller one once the person has fitted it for :data:`SHRINK_AFTER`
+        calls in a row (someone who leaned in and sat back). It is placed around the kept
+        frames' person as well as this batch's: all of them start the new segment."""
+        if self._window_frame != frame_size:
+            self._scale_kept(frame_size)
+            moved = self._choose_window(self._kept_people + list(people), frame_size)
+            logger.info("the camera's frame size changed: a new chain in %s", moved)
+            self._smaller_calls = 0
+            return moved
         if not window.holds(people, frame_size):
-            moved = self._choose_window(people, frame_size)
+            moved = self._choose_window(self._kept_people + list(people), frame_size)
             logger.info("the person left the generation window: a new chain in %s", moved)
             self._smaller_calls = 0
             return moved
         if self.gen_window != defaults.GenWindow.PERSON or self.mode != "replace":
             return None
-        smaller = choose_window(people, frame_size, full_gen_size=self._full_size(frame_size))
+        smaller = choose_window(self._kept_people + list(people), frame_size,
+                                full_gen_size=self._full_size(frame_size))
         width, height = window.gen_size
         if smaller.gen_size[0] * smaller.gen_size[1] >= width * height:
             self._smaller_calls = 0
@@ -198,6 +217,15 @@ class WanAnimateEngine(StreamingSwapEngine):
         self._smaller_calls = 0
         logger.info("the person fits a smaller generation window: a new chain in %s", smaller)
         return smaller
+
+    def _scale_kept(self, frame_size: tuple[int, int]) -> None:
+        """The kept frames and their person boxes at a new camera frame size."""
+        old_w, old_h = self._window_frame or frame_size
+        sx, sy = frame_size[0] / old_w, frame_size[1] / old_h
+        self._kept = [cv2.resize(frame, frame_size, interpolation=cv2.INTER_AREA)
+                      for frame in self._kept]
+        self._kept_people = [PersonBox(b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy)
+                             for b in self._kept_people]
 
     def _choose_window(self, people: Sequence[PersonBox], frame_size: tuple[int, int]
                        ) -> Window:
@@ -224,6 +252,7 @@ class WanAnimateEngine(StreamingSwapEngine):
     def close(self) -> None:
         # The preprocessor holds models too (detector, pose, SAM2).
         self.preprocessor = StandInPreprocessor()
+        self._prompt_embeds = None
         super().close()
 
 
@@ -294,6 +323,27 @@ def create_stream(options: dict[str, Any], *, width: int, height: int) -> Stream
     pipe = load_pipeline(options.get("wan_model", defaults.WAN_ANIMATE_REPO),
                          load_options(options))
     return StreamingWanAnimate(pipe, height=height, width=width, **_stream_options(options))
+
+
+def open_inner_sides(mask: np.ndarray, sides: tuple[bool, bool, bool, bool]) -> np.ndarray:
+    """``mask`` with its outermost row or column cleared on each window side inside the frame
+    (left, top, right, bottom): the feather then ramps the person out towards that side, so
+    should the mask reach it, the generated person fades into the camera's own picture there
+    instead of ending in a hard edge. A person leaving the window starts a new one long before
+    (``Window.holds``); this is the safety net."""
+    if not any(sides):
+        return mask
+    opened = np.array(mask, copy=True)
+    left, top, right, bottom = sides
+    if left:
+        opened[:, 0] = 0
+    if top:
+        opened[0, :] = 0
+    if right:
+        opened[:, -1] = 0
+    if bottom:
+        opened[-1, :] = 0
+    return opened
 
 
 def _to_frame(rgb: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:

@@ -110,6 +110,7 @@ class StreamingWanAnimate:
         negative_prompt: str = "",
         max_sequence_length: int = 512,
         release_text_encoder: bool = True,
+        prompt_embeds: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> None:
         if mode not in defaults.MODES:
             raise ValueError(f"mode must be one of {defaults.MODES}, got {mode!r}")
@@ -131,10 +132,15 @@ class StreamingWanAnimate:
         # State the pipeline's own __call__ would set and its helpers read.
         pipe._guidance_scale = guidance_scale
         pipe._interrupt = False
-        self.prompt_embeds, self.negative_prompt_embeds = self._encode_prompt(
-            prompt, negative_prompt, max_sequence_length)
-        if release_text_encoder:
-            self._release_text_encoder()
+        if prompt_embeds is not None:
+            # Another stream of the same engine encoded this prompt already; once released,
+            # the text encoder would run on the CPU.
+            self.prompt_embeds, self.negative_prompt_embeds = prompt_embeds
+        else:
+            self.prompt_embeds, self.negative_prompt_embeds = self._encode_prompt(
+                prompt, negative_prompt, max_sequence_length)
+            if release_text_encoder:
+                self._release_text_encoder()
         self._image_embeds: torch.Tensor | None = None
         self._reference_latents: torch.Tensor | None = None
         self.generator = torch.Generator(device=self.device)

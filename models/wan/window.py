@@ -29,6 +29,9 @@ MARGIN_X = 1.3
 MARGIN_Y = 1.2
 #: Window shapes tried before the whole frame, as long side / short side, narrowest first.
 ASPECTS = (1.0, 4 / 3)
+#: How far inside the window (a share of its short side) a person box must stay from a side
+#: that lies inside the frame. Below the margins' room, so a new window holds its person.
+INSET = 0.05
 #: The window's short side is at least this share of the frame's: a far-away person is not
 #: blown up from a handful of pixels.
 MIN_SHARE = 0.25
@@ -45,13 +48,28 @@ class Window:
     #: True when the window is the whole frame (no crop).
     whole: bool
 
-    def holds(self, people: Sequence[Box], frame_size: tuple[int, int]) -> bool:
-        """Whether every box (cut to the frame) lies inside the window, to a pixel."""
+    def inner_sides(self, frame_size: tuple[int, int]) -> tuple[bool, bool, bool, bool]:
+        """(left, top, right, bottom): which of the window's sides lie inside the frame, where
+        the camera's own picture of the person goes on past them."""
         x, y, width, height = self.box
+        return x > 0, y > 0, x + width < frame_size[0], y + height < frame_size[1]
+
+    def holds(self, people: Sequence[Box], frame_size: tuple[int, int]) -> bool:
+        """Whether every box (cut to the frame) keeps :data:`INSET` of the window's short side
+        away from each side of the window that lies inside the frame. The mask the model is
+        given reaches past the person (dilated), and where it met such a side the generated
+        person would end in a hard edge against the camera's."""
+        x, y, width, height = self.box
+        inset = INSET * min(width, height)
+        left, top, right, bottom = self.inner_sides(frame_size)
         for person in people:
             inside = person.clip(frame_size)
-            if (inside.x0 < x - 1 or inside.y0 < y - 1 or inside.x1 > x + width + 1
-                    or inside.y1 > y + height + 1):
+            if not all(map(math.isfinite, (inside.x0, inside.y0, inside.x1, inside.y1))):
+                return False
+            if (inside.x0 < x + (inset if left else 0) - 1
+                    or inside.y0 < y + (inset if top else 0) - 1
+                    or inside.x1 > x + width - (inset if right else 0) + 1
+                    or inside.y1 > y + height - (inset if bottom else 0) + 1):
                 return False
         return True
 
@@ -90,7 +108,8 @@ def choose_window(people: Sequence[Box], frame_size: tuple[int, int], *,
     them inside the frame; the whole frame when none does (someone close to the camera)."""
     full = full_gen_size or generation_size(frame_size, short_side)
     width, height = frame_size
-    boxes = [p.clip(frame_size) for p in people if not p.clip(frame_size).is_empty]
+    boxes = [b for b in (p.clip(frame_size) for p in people)
+             if not b.is_empty and all(map(math.isfinite, (b.x0, b.y0, b.x1, b.y1)))]
     if not boxes:
         return whole_frame(frame_size, full)
     union = Box(min(b.x0 for b in boxes), min(b.y0 for b in boxes),

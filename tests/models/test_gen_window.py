@@ -53,14 +53,21 @@ def test_a_far_away_person_is_not_blown_up_from_a_few_pixels() -> None:
     assert min(window.box[2:]) >= 0.25 * 720 - 1
 
 
-def test_the_window_holds_only_what_stays_inside_it() -> None:
+def test_the_window_holds_only_what_stays_well_inside_it() -> None:
     person = Box(500, 60, 780, 720)
     window = choose_window([person], HD)
-    x, _, width, _ = window.box
-    assert window.holds([Box(x + 5, 100, x + width - 5, 720)], HD)
+    x, y, width, height = window.box
+    assert (y, height) == (0, 720)  # the frame's full height: top and bottom are its edges
+    inset = 0.05 * 720
+    assert window.holds([Box(x + inset + 1, 0, x + width - inset - 1, 720)], HD)
+    # Near a side inside the frame the dilated mask would meet it: a new window is due.
+    assert not window.holds([Box(x + 5, 100, x + 200, 720)], HD)
+    assert not window.holds([Box(x + 100, 100, x + width - 5, 720)], HD)
     assert not window.holds([Box(x - 40, 100, x + 200, 720)], HD)
     # A box reaching past the frame's edge counts as far as the frame goes.
     assert window.holds([Box(500, 60, 780, 900)], HD)
+    assert not window.holds([Box(float("nan"), 60, 780, 720)], HD)
+    assert window.inner_sides(HD) == (True, False, True, False)
 
 
 def test_window_shapes_per_camera() -> None:
@@ -128,6 +135,18 @@ class MovablePerson(StandInPreprocessor):
         self.resets += 1
 
 
+class ScriptedPerson(MovablePerson):
+    """The person's box per frame of the next call, as the test lists them."""
+
+    def __init__(self, boxes: list[Box]) -> None:
+        super().__init__(boxes[0])
+        self.script = boxes
+
+    def locate(self, frames: Sequence[np.ndarray], *, size: tuple[int, int]
+               ) -> list[Box | None]:
+        return list(self.script[:len(frames)])
+
+
 def camera(count: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, (FRAME[1], FRAME[0], 3), np.uint8) for _ in range(count)]
@@ -187,27 +206,93 @@ def test_the_window_is_crop_swap_paste(tiny_model: Path) -> None:
 
 def test_leaving_the_window_starts_a_new_chain_without_showing_the_real_person(
         tiny_model: Path) -> None:
-    person = MovablePerson(Box(20, 20, 52, 108))  # near the left edge
+    before, after = Box(20, 20, 52, 108), Box(78, 20, 110, 108)  # stepping to the right
+    person = MovablePerson(before)
     engine = make_engine(tiny_model, person)
-    assert engine.process(camera(5)).swapped
+    first_frames = camera(5)
+    assert engine.process(first_frames).swapped
     first = person.windows[0]
-    person.box = Box(150, 20, 182, 108)  # walked to the right
+    assert first is not None and not inside(first, after)
+    person.box = after
     resets = person.resets
-    result = engine.process(camera(4, 1))
+    new_frames = camera(4, 1)
+    result = engine.process(new_frames)
     # The caller's chain goes on (L - P new frames in, as many out), all swapped, in a new
     # window around the person, from the last call's kept frame plus these: L frames.
     assert result.swapped and len(result.frames) == 4
     assert engine.window_restarts == 1 and person.resets == resets + 1
     second = person.windows[-1]
-    assert second is not None and second != first and inside(second, person.box)
+    assert second is not None and second != first
+    # Around where the person is now and where the kept frame had them: both start it.
+    assert inside(second, after) and inside(second, before)
     assert result.changed is not None
     assert all(box[0] >= second[0] for box in result.changed)
+    # Exactly a new chain on the kept frame and the new ones, the kept frame's output dropped.
+    fresh = make_engine(tiny_model, ScriptedPerson([before] + [after] * 4))
+    restarted = fresh.process([first_frames[-1], *new_frames])
+    for ours, theirs in zip(result.frames, restarted.frames[1:], strict=True):
+        np.testing.assert_array_equal(ours, theirs)
     assert len(engine.process(camera(4, 2)).frames) == 4  # and it continues from there
     assert engine.window_restarts == 1
     # A batch of the wrong length is still the caller's error, never a silent restart.
-    person.box = Box(20, 20, 52, 108)
+    person.box = before
     with pytest.raises(EngineError, match="takes 4 new frames"):
         engine.process(camera(5, 3))
+    engine.close()
+    fresh.close()
+
+
+def test_a_restart_that_fails_leaves_no_chain_to_continue(
+        tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    person = MovablePerson(Box(20, 20, 52, 108))
+    engine = make_engine(tiny_model, person)
+    engine.process(camera(5))
+    person.box = Box(150, 20, 182, 108)
+
+    def out_of_memory(*_: Any) -> Any:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    from faceswap_cam.models.wan.streaming import StreamingWanAnimate
+
+    monkeypatch.setattr(StreamingWanAnimate, "generate", out_of_memory)
+    with pytest.raises(EngineError, match="out of GPU memory"):
+        engine.process(camera(4, 1))
+    assert engine._window is None and engine._kept == []
+    engine.close()
+
+
+def test_a_new_camera_size_mid_chain_goes_on_in_a_new_chain(tiny_model: Path) -> None:
+    person = MovablePerson(Box(80, 20, 112, 108))
+    engine = make_engine(tiny_model, person, gen_window="frame")
+    assert engine.process(camera(5)).swapped
+    person.box = Box(160, 40, 224, 216)
+    rng = np.random.default_rng(5)
+    larger = [rng.integers(0, 256, (216, 384, 3), np.uint8) for _ in range(4)]
+    result = engine.process(larger)  # a continuing call at twice the size
+    assert result.swapped and [f.shape for f in result.frames] == [(216, 384, 3)] * 4
+    assert engine.window_restarts == 1
+    assert len(engine.process(larger).frames) == 4
+    engine.close()
+
+
+def test_every_window_size_shares_one_encoded_prompt(tiny_model: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    person = MovablePerson(Box(80, 20, 112, 108))
+    engine = make_engine(tiny_model, person)
+    encoded: list[Any] = []
+    encode = engine.pipe.encode_prompt
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        encoded.append(kwargs.get("prompt"))
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(engine.pipe, "encode_prompt", counted)
+    engine.process(camera(5))
+    engine.reset()
+    person.box = Box(0, 0, 192, 108)
+    engine.process(camera(5))
+    assert set(engine._streams) == {(32, 32), (64, 32)}
+    assert len(encoded) == 1  # the first stream's encoding serves the second
     engine.close()
 
 
@@ -259,7 +344,9 @@ def test_a_person_who_sits_back_moves_the_chain_to_a_smaller_window(tiny_model: 
     engine = make_engine(tiny_model, person)
     assert engine.process(camera(5)).swapped and person.sizes[-1] == (64, 32)
     person.box = Box(80, 20, 112, 108)  # sat back: a square would do
-    for call in range(SHRINK_AFTER - 1):
+    # The first call still starts from a kept frame of the leaning person; then the person
+    # must fit the square for SHRINK_AFTER calls in a row.
+    for call in range(SHRINK_AFTER):
         assert engine.process(camera(4, call)).swapped
         assert person.sizes[-1] == (64, 32)  # a moment is not enough to move
     result = engine.process(camera(4, 9))
@@ -271,3 +358,58 @@ def test_a_person_who_sits_back_moves_the_chain_to_a_smaller_window(tiny_model: 
         engine.process(camera(4, 20 + call))
     assert engine.window_restarts == 1 and person.sizes[-1] == (32, 32)
     engine.close()
+
+
+def test_a_mask_reaching_a_window_side_inside_the_frame_fades_out_there() -> None:
+    from faceswap_cam.models.wan.compositing import composite
+    from faceswap_cam.models.wan.engine import open_inner_sides
+
+    region = np.full((60, 60, 3), 200, np.uint8)
+    generated = np.zeros((32, 32, 3), np.uint8)
+    mask = np.full((32, 32), 255, np.uint8)  # the person fills the window
+    hard, _ = composite(region, generated, mask, feather_px=8)
+    assert (hard[:, 0] == 0).all()  # the generated person cut off at the window's side
+    soft, _ = composite(region, generated, open_inner_sides(mask, (True, False, False, False)),
+                        feather_px=8)
+    # The window's left side lies inside the frame: the camera's pixels there, and a ramp in.
+    np.testing.assert_array_equal(soft[:, 0], region[:, 0])
+    assert (soft[30, :12, 0] >= soft[30, 1:13, 0]).all() and soft[30, 20, 0] == 0
+    # Sides on the frame's edge stay as they were.
+    np.testing.assert_array_equal(soft[:, -1], hard[:, -1])
+
+
+def test_the_preprocessing_maps_the_window_between_frame_and_generation() -> None:
+    """WanPreprocessor with stand-in models: the pose model gets the person box in the
+    window's generation pixels, and the face is cut from the camera frame where the pose's
+    face points land once mapped back through the window."""
+    from faceswap_cam.models.preprocessing.pose import FACE, Keypoints
+    from faceswap_cam.models.preprocessing.wan import WanPreprocessor
+
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    frame[250:350, 650:750] = (0, 0, 255)  # the face, red in BGR
+    person = Box(500, 100, 900, 720)
+    window = (340, 0, 720, 720)  # 720 px of frame -> 480 px of generation: 2/3
+    seen: dict[str, Any] = {}
+
+    class Pose:
+        def estimate(self, frames: Any, boxes: Any) -> list[Keypoints | None]:
+            seen["boxes"], seen["size"] = boxes, frames[0].shape
+            xy = np.zeros((133, 2), np.float32)
+            # The face points around (700, 300) in the frame: ((700 - 340), 300) x 2/3.
+            ring = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+            xy[FACE] = np.stack([240 + 20 * np.cos(ring), 200 + 20 * np.sin(ring)], axis=1)
+            return [Keypoints(xy, np.ones(133, np.float32)) for _ in frames]
+
+    class Detector:
+        def detect(self, frames: Any) -> list[Box | None]:
+            raise AssertionError("the engine's located boxes are used")
+
+    preprocessor = WanPreprocessor(Detector(), Pose(), None, keypoint_threshold=0.0)
+    batch = preprocessor.process([frame], size=(480, 480), face_size=64,
+                                 with_background=False, window=window, people=[person])
+    assert seen["size"] == (480, 480, 3)
+    x0, y0, x1, y1 = seen["boxes"][0]
+    expected = ((500 - 340) * 2 / 3, 100 * 2 / 3, (900 - 340) * 2 / 3, 720 * 2 / 3)
+    assert (x0, y0, x1, y1) == pytest.approx(expected)
+    face = batch.face[0]  # RGB: the red square fills it
+    assert face.shape == (64, 64, 3) and face[32, 32, 0] > 200 and face[32, 32, 2] < 50
