@@ -47,7 +47,11 @@ generation size (a 1280x720 camera), segment length, carry, steps and guidance, 
 preset the seconds per step, %-of-peak, VAE share, swapped fps, batch latency and peak memory
 beside the capacity plan's prediction (``faceswap_cam.models.plan``), and the live preset once
 more in the square window around the person that replace mode generates (row ``live-win``,
-480x480 for a 1280x720 camera); it then writes the
+480x480 for a 1280x720 camera). Each runs with its preset's quantization (``--quantize``
+overrides): the live rows in fp8 where the GPU has fp8 tensor cores, through the same torchao
+config the daemon loads a checkpoint with, applied to the random-weight transformer in place
+(so they run after the unquantized presets; a machine whose torchao does not import measures
+them unquantized and says so). It then writes the
 measured DiT and VAE efficiency to ``benchmarks/results/gpu_efficiency.json``
 (``--efficiency-file``), which ``faceswap-cam plan`` reads. ``--preset all`` should take about
 4 minutes on an H100/H200 (quality's 20 steps at 1280x720 L=17 are most of it; an estimate:
@@ -111,7 +115,7 @@ from faceswap_cam.models.plan.animate import (
     counted_dit_flops,
 )
 from faceswap_cam.models.plan.cli import int_list, size_list
-from faceswap_cam.models.plan.engines import load_presets, preset_shape
+from faceswap_cam.models.plan.engines import engine_quantize, load_presets, preset_shape
 from faceswap_cam.models.plan.gpus import (
     EFFICIENCY_FILE,
     gpu_for_name,
@@ -575,6 +579,30 @@ def multi_gpu_main(args: argparse.Namespace) -> int:
 WINDOW_LABEL = "live-win"
 
 
+def quantize_transformer(transformer: Any, kind: str, device: torch.device,
+                         notes: list[str]) -> str:
+    """The random-weight transformer quantized in place as the daemon loads a checkpoint
+    (the same torchao config); what it runs afterwards: ``none`` with the reason in ``notes``
+    where this machine cannot (no torchao for this torch, no fp8 tensor cores)."""
+    if kind == "none":
+        return kind
+    from faceswap_cam.models.quantize import torchao_config
+
+    start = time.perf_counter()
+    try:
+        config = torchao_config(kind, str(device))
+        quantize_: Any = importlib.import_module("torchao.quantization").quantize_
+        quantize_(transformer, config)
+    except Exception as exc:  # torchao built for another torch fails in many ways: measure on
+        notes.append(f"{kind} not measured: {type(exc).__name__}: {exc}"[:300])
+        print(f"  cannot quantize to {kind} here ({exc}): measuring unquantized", flush=True)
+        return "none"
+    synchronize(device)
+    print(f"  transformer quantized to {kind} in {time.perf_counter() - start:.1f} s",
+          flush=True)
+    return kind
+
+
 def preset_main(args: argparse.Namespace, device: torch.device) -> int:
     """Every asked preset of wan-animate at its own size, measured beside the plan's
     prediction; writes the measured efficiency the plan reads."""
@@ -591,6 +619,8 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
         pipe.transformer.set_attention_backend(args.attention_backend)
     scale_t, scale_s = pipe.vae_scale_factor_temporal, pipe.vae_scale_factor_spatial
     rows: list[PresetRow] = []
+    notes: list[str] = []
+    running = "none"  # the transformer's quantization so far (it cannot be undone)
     runs: list[tuple[Preset, Shape, str]] = []
     for preset in presets:
         width, height = args.sizes[0]
@@ -603,6 +633,14 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
             runs.append((preset, Shape(side, side, shape.new_frames, shape.segment),
                          WINDOW_LABEL))
     for preset, shape, label in runs:
+        wanted = engine_quantize("wan-animate", preset, args.quantize, table_gpu or gpu)
+        if args.tiny or not str(device).startswith("cuda"):
+            wanted = "none"  # fp8 needs the GPU; the tiny run checks the code path
+        if wanted != running:
+            if running != "none":
+                notes.append(f"skipped {label}: needs {wanted}, the transformer is {running}")
+                continue
+            running = quantize_transformer(pipe.transformer, wanted, device, notes)
         run = argparse.Namespace(**{**vars(args), "steps": [preset.steps],
                                     "carry": preset.carry,
                                     "guidance_scale": preset.guidance_scale})
@@ -618,9 +656,13 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
                     work.vae_flops, work.source)
         predicted = predict_timing(
             work, steps=preset.steps, guidance_scale=preset.guidance_scale,
-            segment=shape.segment, carry=preset.carry, gpu=gpu, efficiency=efficiency)
+            segment=shape.segment, carry=preset.carry, gpu=gpu, efficiency=efficiency,
+            quantize=running)
+        run_peak = peak
+        if running == "fp8":
+            run_peak = table_gpu.fp8_tflops if table_gpu and table_gpu.fp8_tflops else None
         measured, _ = measure_shape(pipe, shape, run, device, cond=cond, flops=forward,
-                                    peak=peak)
+                                    peak=run_peak)
         row = measured[0]
         vae_tflops = work.vae_flops / row.vae_s / 1e12 if row.vae_s and work.vae_flops else None
         rows.append(PresetRow(
@@ -630,16 +672,17 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
             peak_share=row.peak_share, dit_s=row.dit_batch_share * row.batch_s,
             vae_s=row.vae_s, vae_share=row.vae_s / row.batch_s, fps=row.fps,
             batch_s=row.batch_s, peak_mem_gib=row.peak_mem_gib, dit_efficiency=row.peak_share,
-            vae_efficiency=vae_tflops / peak if vae_tflops and peak else None,
+            vae_efficiency=vae_tflops / peak if vae_tflops and peak else None, quantize=running,
             predicted_step_s=predicted.dit_s / preset.steps,
             predicted_vae_share=predicted.vae_s / predicted.batch_s,
             predicted_fps=predicted.engine_fps, predicted_batch_s=predicted.batch_s,
-            predicted_memory_gb=(weight_bytes(ANIMATE_14B_PARAMS, "none")
+            predicted_memory_gb=(weight_bytes(ANIMATE_14B_PARAMS, running)
                                  + activation_bytes(shape) + RUNTIME_BYTES) / 1e9,
             assumed_efficiency=efficiency.assumed))
         print(f"  measured preset {label}: {row.batch_s:.3f} s/batch", flush=True)
-    notes = [f"{WINDOW_LABEL}: live in the square window around the person that replace mode "
-             "generates (--gen-window person)"] if any(r[2] == WINDOW_LABEL for r in runs) else []
+    if any(r[2] == WINDOW_LABEL for r in runs):
+        notes.insert(0, f"{WINDOW_LABEL}: live in the square window around the person that "
+                     "replace mode generates (--gen-window person)")
     return finish(args, engine="wan-animate", title="Wan2.2-Animate presets",
                   gpu_name=gpu_name, table_gpu=table_gpu, peak=peak, build_s=build_s,
                   efficiency=efficiency, rows=rows, notes=notes)
@@ -672,6 +715,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch.compile the repeated transformer blocks (default: off; on "
                              "for --engine wan-animate-2 on a GPU, whose flex attention needs "
                              "it)")
+    parser.add_argument("--quantize", choices=("auto", "none", "fp8", "int8"), default="auto",
+                        help="with --preset (wan-animate): the transformer's quantization, "
+                        "auto: each preset's own (live: fp8 where the GPU has it)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="dense bf16 peak of this GPU (detected for H100/H200/A100)")
     parser.add_argument("--text-tokens", type=int, default=TEXT_TOKENS,

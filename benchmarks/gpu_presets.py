@@ -215,12 +215,15 @@ class PresetRow:
     predicted_batch_s: float
     predicted_memory_gb: float
     assumed_efficiency: bool
+    #: The transformer's quantization this row ran with (the peak share is of its peak).
+    quantize: str = "none"
 
 
 def print_preset_table(title: str, rows: Sequence[PresetRow]) -> None:
     variants = any(r.variant for r in rows)
     var_head = f" {'ckpt':<9}" if variants else ""
-    header = (f"  {'preset':<9}{var_head} {'size':>9} {'L':>3} {'steps':>5} {'s/step':>7} "
+    header = (f"  {'preset':<9}{var_head} {'size':>9} {'quant':>5} {'L':>3} {'steps':>5} "
+              f"{'s/step':>7} "
               f"{'pred.':>7} {'%peak':>6} {'VAE%':>5} {'pred.':>5} {'fps':>6} {'pred.':>6} "
               f"{'batch s':>7} {'pred.':>7} {'mem GiB':>7} {'pred. GB':>8}")
     print()
@@ -229,14 +232,15 @@ def print_preset_table(title: str, rows: Sequence[PresetRow]) -> None:
     print("  " + "-" * (len(header) - 2))
     for r in rows:
         var_cell = f" {r.variant or '-':<9}" if variants else ""
-        print(f"  {r.preset:<9}{var_cell} {r.size:>9} {r.segment:>3} {r.steps:>5} "
+        print(f"  {r.preset:<9}{var_cell} {r.size:>9} {r.quantize:>5} {r.segment:>3} {r.steps:>5} "
               f"{r.step_s:>7.3f} {r.predicted_step_s:>7.3f} "
               f"{fmt(None if r.peak_share is None else 100 * r.peak_share, '.1f'):>6} "
               f"{100 * r.vae_share:>5.1f} {100 * r.predicted_vae_share:>5.1f} {r.fps:>6.2f} "
               f"{r.predicted_fps:>6.2f} {r.batch_s:>7.3f} {r.predicted_batch_s:>7.3f} "
               f"{fmt(r.peak_mem_gib, '.1f'):>7} {r.predicted_memory_gb:>8.1f}")
-    print("  s/step: denoising step; %peak: DiT TFLOP/s over the dense bf16 peak; VAE%: its")
-    print("  share of the batch; fps: new frames / batch s (batch s: the batch latency).")
+    print("  s/step: denoising step; %peak: DiT TFLOP/s over the dense bf16 peak (the fp8 peak")
+    print("  for an fp8 row); VAE%: its share of the batch; fps: new frames / batch s (batch s:")
+    print("  the batch latency).")
 
 
 def write_efficiency(path: Path, gpu: Gpu, device_name: str, rows: Sequence[PresetRow],
@@ -245,14 +249,18 @@ def write_efficiency(path: Path, gpu: Gpu, device_name: str, rows: Sequence[Pres
     file ``faceswap-cam plan`` reads: wan-animate's in the top-level ``by_gpu`` (what the plan
     reads), another engine's in ``engines[engine]["by_gpu"]`` in the same form. What else the
     file holds is kept."""
-    dit = [r.dit_efficiency for r in rows if r.dit_efficiency]
+    # The plan scales one DiT efficiency by each kind's peak: it comes from the unquantized
+    # rows where there are any (fp8's share of its own peak is in the rows beside it).
+    plain = [r for r in rows if r.quantize == "none"] or list(rows)
+    dit = [r.dit_efficiency for r in plain if r.dit_efficiency]
     vae = [r.vae_efficiency for r in rows if r.vae_efficiency]
     entry = {
         "device": device_name, "dit_efficiency": round(statistics.median(dit), 4) if dit else None,
         "vae_efficiency": round(statistics.median(vae), 4) if vae else None,
         "measured": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
         "presets": {r.preset: {"size": r.size, "segment": r.segment, "steps": r.steps,
-                               "variant": r.variant, "step_s": r.step_s, "fps": r.fps}
+                               "variant": r.variant, "step_s": r.step_s, "fps": r.fps,
+                               "quantize": r.quantize, "dit_efficiency": r.dit_efficiency}
                     for r in rows}}
     save_efficiency(path, gpu, engine, entry)
     return path

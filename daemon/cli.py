@@ -104,8 +104,9 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Wan-Animate engine")
     group.add_argument("--preset", choices=[p.value for p in PresetName],
                        help="quality: 20 steps at 720p; balanced: 6 steps with the "
-                       "step-distillation LoRA; live: 4 steps with it, 480p, short segments. "
-                       "Steps, segment, carry, size, LoRA and shift given as well win")
+                       "step-distillation LoRA; live: 4 steps with it, 480p, short segments, "
+                       "fp8 where the GPU has it. Steps, segment, carry, size, LoRA, shift and "
+                       "quantize given as well win")
     group.add_argument("--wan-model", help="diffusers folder or repo id (downloaded with "
                        "`faceswap-cam models download`)")
     group.add_argument("--wan2-model", help="wan-animate-2: diffusers folder or repo id "

@@ -39,6 +39,9 @@ class Preset:
     lora_scale: float = 1.0
     #: Starting engine cadence k (every k-th camera frame); None: chosen from the plan.
     cadence: int | None = None
+    #: The transformer's quantization where the device can run it (fp8: compute capability
+    #: 8.9+); elsewhere the preset runs unquantized. A --quantize the user gives wins.
+    quantize: str | None = None
 
 
 #: Filled in per engine by the modules that define the engines' presets.
@@ -74,7 +77,11 @@ def get_preset(engine: str, name: str) -> Preset:
 
 #: The options (engine options, as the daemon passes them) each preset sets.
 PRESET_OPTIONS = ("steps", "segment_frames", "carry", "gen_short_side", "guidance_scale",
-                  "shift", "loras", "cadence")
+                  "shift", "loras", "cadence", "quantize")
+
+
+#: The key of :func:`apply_preset`'s result that lists the options the preset chose.
+FROM_PRESET = "from_preset"
 
 
 def apply_preset(options: Mapping[str, Any], engine: str) -> dict[str, Any]:
@@ -94,12 +101,16 @@ def apply_preset(options: Mapping[str, Any], engine: str) -> dict[str, Any]:
     values: dict[str, Any] = {
         "steps": preset.steps, "segment_frames": preset.segment_frames, "carry": preset.carry,
         "gen_short_side": preset.gen_short_side, "guidance_scale": preset.guidance_scale,
-        "shift": preset.shift, "cadence": preset.cadence,
+        "shift": preset.shift, "cadence": preset.cadence, "quantize": preset.quantize,
         "loras": [f"{preset.lora}:{preset.lora_scale:g}"] if preset.lora else None}
+    chosen = []
     for key, value in values.items():
         # None: the preset leaves this one to the model (shift) or the plan (cadence).
         if key not in explicit and value is not None:
             resolved[key] = value
+            chosen.append(key)
+    #: What the preset chose: its fp8 gives way where the device has none (quantize.py).
+    resolved[FROM_PRESET] = chosen
     segment, carry = int(resolved.get("segment_frames", 0)), int(resolved.get("carry", 0))
     if segment and segment - carry < carry:
         shortest = next(n for n in range(5, 200, 4) if n >= 2 * carry)

@@ -9,9 +9,12 @@ GPU faster where loading weights is the limit.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 from faceswap_cam.models import defaults
+
+logger = logging.getLogger(__name__)
 
 #: The first compute capability with fp8 tensor cores (Ada Lovelace).
 FP8_MIN_CAPABILITY = (8, 9)
@@ -45,6 +48,21 @@ def check_quantize(kind: str, device: str, *,
         raise QuantizeError(f"--quantize fp8 needs compute capability "
                             f"{_text(FP8_MIN_CAPABILITY)} or newer (Ada, Hopper, Blackwell); "
                             f"{gpu_name} is {_text(capability)}: use --quantize int8")
+
+
+def runnable_quantize(kind: str, device: str, *, explicit: bool) -> str:
+    """``kind``, or ``none`` where a preset's fp8 cannot run on ``device`` (an older GPU, the
+    CPU): the preset stays usable everywhere. A ``--quantize`` the user gave is kept as it is,
+    and fails with its reason when loading."""
+    if explicit or kind != defaults.Quantize.FP8:
+        return kind
+    try:
+        check_quantize(kind, device)
+    except QuantizeError as exc:
+        logger.info("the preset's fp8 cannot run here, so the transformer is not quantized (%s)",
+                    str(exc).split("; ")[-1] if "; " in str(exc) else exc)
+        return defaults.Quantize.NONE.value
+    return kind
 
 
 def torchao_config(kind: str, device: str) -> Any:

@@ -759,8 +759,10 @@ def _plan_checks(settings: Settings, probe: GpuProbe) -> list[Check]:
     engines = [settings.engine] if settings.engine in ENGINE_MODELS else list(ENGINE_MODELS)
     checks = []
     for engine in engines:
-        for row in preset_rows(gpu, engine, frame_size=settings.size,
-                               quantize=settings.quantize.value, camera_fps=settings.fps):
+        # Each preset's own quantization, unless the user chose one for all.
+        quantize = (settings.quantize.value if "quantize" in settings.explicit() else "auto")
+        for row in preset_rows(gpu, engine, frame_size=settings.size, quantize=quantize,
+                               camera_fps=settings.fps):
             assumed = ", ASSUMED efficiency" if row.assumed_efficiency else ""
             detail = (f"{row.width}x{row.height} L={row.segment_frames} {row.steps} steps "
                       f"{row.quantize}: {row.fps:.1f} swapped fps (cadence {row.cadence}), "

@@ -188,7 +188,8 @@ def planned_cadence(settings: Settings, engine: str) -> int:
         engine, steps=int(options["steps"]), segment_frames=int(options["segment_frames"]),
         carry=int(options["carry"]), size=size,
         preset=running_preset(settings, engine),
-        quantize=settings.quantize.value, gpus=settings.engine_gpus, camera_fps=settings.fps)
+        quantize=str(options.get("quantize") or settings.quantize.value),
+        gpus=settings.engine_gpus, camera_fps=settings.fps)
     if timing is None:
         return 1
     logger.info("capacity plan: %.2f s per batch, starting at cadence %d (%.1f swapped fps)",

@@ -73,5 +73,8 @@ def preset_shape(preset: Preset, frame_size: tuple[int, int] = (1280, 720)) -> S
 
 def engine_quantize(engine: str, preset: Preset, quantize: str, gpu: Gpu) -> str:
     """What a row of ``engine`` runs for ``--quantize quantize`` (auto: the preset's own)."""
-    q = preset_quantize(preset) if quantize == "auto" else quantize
-    return "int8" if q == "fp8" and not gpu.fp8_tflops else q  # --quantize fp8's fallback
+    if quantize == "auto":
+        # A preset's fp8 runs unquantized where the GPU has none (quantize.runnable_quantize).
+        q = preset_quantize(preset)
+        return "none" if q == "fp8" and not gpu.fp8_tflops else q
+    return "int8" if quantize == "fp8" and not gpu.fp8_tflops else quantize  # the fallback

@@ -18,11 +18,11 @@ from faceswap_cam.models import defaults
 from faceswap_cam.models.engine import Box, EngineError, SwapResult
 from faceswap_cam.models.preprocessing.base import Preprocessor, StandInPreprocessor
 from faceswap_cam.models.preprocessing.person import Box as PersonBox
-from faceswap_cam.models.presets import apply_preset
-from faceswap_cam.models.quantize import QuantizeError
+from faceswap_cam.models.presets import FROM_PRESET, apply_preset
+from faceswap_cam.models.quantize import QuantizeError, runnable_quantize
 from faceswap_cam.models.wan import presets as wan_presets
 from faceswap_cam.models.wan.compositing import composite, match_colour
-from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline, parse_lora
+from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline, parse_lora, pick_device
 from faceswap_cam.models.wan.stream_engine import (
     MEMORY_ADVICE,
     StreamingSwapEngine,
@@ -257,6 +257,10 @@ class WanAnimateEngine(StreamingSwapEngine):
 
 
 def load_options(options: dict[str, Any]) -> LoadOptions:
+    device = options.get("device", "auto")
+    quantize = runnable_quantize(
+        str(options.get("quantize", defaults.QUANTIZE)), pick_device(device),
+        explicit="quantize" not in (options.get(FROM_PRESET) or ()))
     return LoadOptions(
         device=options.get("device", "auto"), dtype=options.get("dtype", "auto"),
         vae_fp32=options.get("vae_fp32", False), offload=options.get("offload", "none"),
@@ -264,7 +268,7 @@ def load_options(options: dict[str, Any]) -> LoadOptions:
         attention_backend=options.get("attention_backend"),
         compile=options.get("compile", False),
         loras=[parse_lora(spec) for spec in options.get("loras", [])],
-        shift=options.get("shift"), quantize=options.get("quantize", defaults.QUANTIZE))
+        shift=options.get("shift"), quantize=quantize)
 
 
 def _stream_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import torch
 
 from faceswap_cam.models import defaults
 from faceswap_cam.models.engine import EngineError, SwapResult
-from faceswap_cam.models.presets import apply_preset
+from faceswap_cam.models.presets import FROM_PRESET, apply_preset
 from faceswap_cam.models.wan.engine import load_options, uint8_frames
 from faceswap_cam.models.wan.loading import LoadOptions, pick_device
 from faceswap_cam.models.wan.stream_engine import StreamingSwapEngine, engine_errors
@@ -98,14 +98,18 @@ class WanAnimate2Engine(StreamingSwapEngine):
                            for pixels in uint8_frames(video)])
 
 
-def stream_settings(options: dict[str, Any]) -> dict[str, Any]:
-    """Steps and segment geometry from the preset (the engine's default preset, balanced, if
-    none), each overridden by a value the user gave. The daemon lists what was given in
-    ``options["explicit"]``; a caller that does not (tests, scripts) gave everything it
-    passed."""
+def preset_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options with the preset's values (the engine's default preset, balanced, if none)
+    wherever the user gave none. The daemon lists what was given in ``options["explicit"]``;
+    a caller that does not (tests, scripts) gave everything it passed."""
     given = dict(options)
     given.setdefault("explicit", [key for key in options if key != "preset"])
-    resolved = apply_preset(given, ENGINE)
+    return apply_preset(given, ENGINE)
+
+
+def stream_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """Steps and segment geometry from the preset, each overridden by a value the user gave."""
+    resolved = preset_options(options)
     return {"steps": int(resolved["steps"]), "segment_frames": int(resolved["segment_frames"]),
             "carry": int(resolved["carry"]), "gen_short_side": int(resolved["gen_short_side"])}
 
@@ -148,7 +152,10 @@ def create(**options: Any) -> WanAnimate2Engine:
         raise EngineError(str(exc)) from exc
     model = str(options.get(MODEL_SETTING) or REPOS[variant])
     try:
-        pipe = load_pipeline(model, variant, compiled_on_gpus(options, load_options(options)))
+        resolved = preset_options(options)
+        load = load_options({**options, "quantize": resolved.get("quantize", defaults.QUANTIZE),
+                             FROM_PRESET: resolved[FROM_PRESET]})
+        pipe = load_pipeline(model, variant, compiled_on_gpus(options, load))
     except WeightsError as exc:
         raise EngineError(str(exc)) from exc
     except torch.OutOfMemoryError as exc:

@@ -10,10 +10,12 @@
   somewhat higher cost per new frame (3 latent frames of tokens for 4 new frames instead of 4
   for 8). Together they aim at the 1.5 s capture-to-screen goal; 4 steps is below what the
   checkpoint was distilled for, so its quality is the price (unmeasured on real weights yet).
+  The transformer runs in fp8 where the GPU has fp8 tensor cores (unquantized elsewhere).
 """
 
 from __future__ import annotations
 
+from faceswap_cam.models.defaults import Quantize
 from faceswap_cam.models.presets import DEFAULT_PRESETS, Preset, PresetName, register_preset
 
 ENGINE = "wan-animate-2"
@@ -26,7 +28,7 @@ BALANCED = register_preset(Preset(
     gen_short_side=480, guidance_scale=1.0))
 LIVE = register_preset(Preset(
     name=PresetName.LIVE, engine=ENGINE, steps=4, segment_frames=5, carry=1,
-    gen_short_side=480, guidance_scale=1.0))
+    gen_short_side=480, guidance_scale=1.0, quantize=Quantize.FP8.value))
 #: The distilled checkpoint's own settings: the daemon's plain defaults (20 steps, guidance 5)
 #: are wan-animate's and mean nothing to this engine.
 DEFAULT_PRESETS[ENGINE] = PresetName.BALANCED

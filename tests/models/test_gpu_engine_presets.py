@@ -167,3 +167,20 @@ def test_tiny_wan_animate_live_is_measured_in_the_person_window_too(
     assert (rows["live"]["size"], rows[gpu_engine.WINDOW_LABEL]["size"]) == ("64x32", "32x32")
     assert rows["live"]["segment"] == rows[gpu_engine.WINDOW_LABEL]["segment"]
     assert f"{gpu_engine.WINDOW_LABEL}: live in the square window" in out
+
+
+def test_the_benchmark_quantizes_the_transformer_as_the_daemon_loads_it() -> None:
+    """int8 (weight-only) runs on the CPU, so the CPU checks the path the GPU run takes for the
+    live preset's fp8; fp8 itself needs the GPU, and the run says so and goes on unquantized."""
+    pipe = gpu_engine.build_tiny(torch.device("cpu"))
+    notes: list[str] = []
+    assert gpu_engine.quantize_transformer(pipe.transformer, "fp8", torch.device("cpu"),
+                                           notes) == "none"
+    assert notes and "fp8 not measured" in notes[0] and "NVIDIA GPU" in notes[0]
+    before = sum(1 for m in pipe.transformer.modules()
+                 if type(getattr(m, "weight", None)).__name__ != "Parameter")
+    assert gpu_engine.quantize_transformer(pipe.transformer, "int8", torch.device("cpu"),
+                                           notes) == "int8"
+    after = sum(1 for m in pipe.transformer.modules()
+                if type(getattr(m, "weight", None)).__name__ != "Parameter")
+    assert after > before  # the linear layers now hold quantized weights

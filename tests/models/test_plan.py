@@ -190,7 +190,11 @@ def test_plan_json_has_a_row_per_preset_and_size(
     sizes = {(row["width"], row["height"], row["segment_frames"]) for row in rows}
     assert {(848, 480, 9), (848, 480, 17), (1280, 720, 9), (1280, 720, 17)} <= sizes
     live = next(r for r in rows if r["preset"] == "live" and r["preset_size"])
-    assert live["fps"] > 0 and live["latency_s"] > 0 and live["memory_gb"] > 34
+    # The live preset's fp8 halves the 34.5 GB of bf16 weights on a GPU that has fp8.
+    assert live["quantize"] == "fp8" and 17 < live["memory_gb"] < 34
+    assert live["fps"] > 0 and live["latency_s"] > 0
+    quality = next(r for r in rows if r["preset"] == "quality" and r["preset_size"])
+    assert quality["quantize"] == "none" and quality["memory_gb"] > 34
 
 
 def test_plan_text_labels_assumptions_and_unknown_gpus_are_refused(

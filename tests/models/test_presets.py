@@ -30,6 +30,7 @@ def test_wan_animate_presets() -> None:
     live = get_preset("wan-animate", "live")
     assert (live.steps, live.segment_frames, live.carry, live.gen_short_side) == (4, 9, 1, 480)
     assert (live.lora, live.shift, live.guidance_scale) == ("lightx2v-lora", 5.0, 1.0)
+    assert live.quantize == "fp8" and get_preset("wan-animate-2", "live").quantize == "fp8"
     quality = get_preset("wan-animate", "quality")
     assert (quality.steps, quality.segment_frames, quality.carry, quality.lora) == (20, 17, 5,
                                                                                   None)
@@ -44,7 +45,9 @@ def test_explicit_settings_win_over_the_preset(tmp_path: Path) -> None:
     options = resolved({"preset": "live"}, environ={})
     assert (options["steps"], options["segment_frames"], options["carry"]) == (4, 9, 1)
     assert options["loras"] == ["lightx2v-lora:1"] and options["shift"] == 5.0
-    assert options["gen_short_side"] == 480
+    assert options["gen_short_side"] == 480 and options["quantize"] == "fp8"
+    assert {"steps", "quantize", "loras"} <= set(options["from_preset"])
+    assert resolved({"preset": "live", "quantize": "int8"}, environ={})["quantize"] == "int8"
     # A flag, the environment and the config file are all explicit.
     config = tmp_path / "config.toml"
     config.write_text("segment_frames = 13\n")
@@ -169,6 +172,31 @@ def test_live_preset_reaches_diffusers(tiny_model: Path) -> None:
     again = run_engine(engine)
     assert all(np.array_equal(a, b) for a, b in zip(with_lora, again, strict=True))
     engine.close()
+
+
+def test_the_live_presets_fp8_gives_way_where_the_device_has_none(
+        tiny_model: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """On the CPU (or a GPU older than compute capability 8.9) the live preset loads
+    unquantized and says why; fp8 the user asked for is refused with the fix."""
+    from faceswap_cam.models.engine import EngineError
+    from faceswap_cam.models.wan.engine import create, load_options
+
+    install_tiny_lora(tiny_model)
+    given = {"preset": "live", "wan_model": str(tiny_model), "device": "cpu",
+             "gen_size": "32x32", "preprocessor": "stand-in", "mode": "animate"}
+    options = engine_options(load_settings(given, environ={}))
+    with caplog.at_level("INFO", logger="faceswap_cam.models.quantize"):
+        from faceswap_cam.models.wan.engine import resolved_options
+
+        assert load_options(resolved_options(options)).quantize == "none"
+    assert "the preset's fp8 cannot run here" in caplog.text
+    engine = create(**options)  # loads, unquantized
+    assert not any("Float8" in type(m.weight).__name__ for m in engine.pipe.transformer.modules()
+                   if hasattr(m, "weight"))
+    engine.close()
+    asked = engine_options(load_settings({**given, "quantize": "fp8"}, environ={}))
+    with pytest.raises(EngineError, match="--quantize fp8 needs an NVIDIA GPU"):
+        create(**asked)
 
 
 def test_explicit_flags_override_the_preset_in_diffusers(tiny_model: Path) -> None:

@@ -3,6 +3,7 @@ the hardware has no fp8, with the reason and the alternative."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,18 @@ def test_fp8_on_the_cpu_is_refused_by_the_engine(tiny_model: Path) -> None:
                "preprocessor": "stand-in"}
     with pytest.raises(EngineError, match=r"--quantize fp8 needs an NVIDIA GPU.*int8"):
         create(**options)
+
+
+def test_a_presets_fp8_runs_unquantized_where_fp8_cannot_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from faceswap_cam.models import quantize
+
+    assert quantize.runnable_quantize("fp8", "cpu", explicit=False) == "none"
+    assert quantize.runnable_quantize("fp8", "cpu", explicit=True) == "fp8"  # fails at load
+    assert quantize.runnable_quantize("int8", "cpu", explicit=False) == "int8"
+    # A GPU with fp8 tensor cores keeps it; an older one runs unquantized.
+    real = quantize.check_quantize
+    for capability, expected in (((9, 0), "fp8"), ((8, 0), "none")):
+        monkeypatch.setattr(quantize, "check_quantize", functools.partial(
+            real, capability=capability, gpu_name="GPU"))
+        assert quantize.runnable_quantize("fp8", "cuda:0", explicit=False) == expected

@@ -806,12 +806,18 @@ def test_plan_lines_for_the_local_gpu(machine: FakeMachine) -> None:
     live = find(checks, "plan wan-animate live")
     assert live.status == "PASS"
     assert "848x480 L=9 4 steps" in live.detail and "swapped fps" in live.detail
-    assert "on h100" in live.detail
-    # A 24 GB card cannot hold the bf16 weights: the plan says so.
+    assert "on h100" in live.detail and "fp8" in live.detail  # the live preset's own
+    # A 24 GB card cannot hold the bf16 weights: the plan says so. The live preset's fp8
+    # halves them, and they fit.
     machine.gpus = [GpuInfo("cuda:0", "NVIDIA GeForce RTX 4090", 24 * GIB)]
-    small = find(machine.run(settings_loader=lambda _: Settings(engine="wan-animate")),
-                 "plan wan-animate live")
+    checks = machine.run(settings_loader=lambda _: Settings(engine="wan-animate"))
+    small = find(checks, "plan wan-animate quality")
     assert small.status == "WARN" and small.fix is not None
+    assert find(checks, "plan wan-animate live").status == "PASS"
+    # A quantization the user chose holds for every preset.
+    checks = machine.run(settings_loader=lambda _: Settings(engine="wan-animate",
+                                                            quantize="none"))
+    assert find(checks, "plan wan-animate live").status == "WARN"
 
 
 def test_plan_without_a_gpu_says_so(machine: FakeMachine) -> None:
