@@ -55,6 +55,8 @@ def render_text(rows: Sequence[PlanRow], gpu: Gpu, efficiencies: Mapping[str, Ef
         "  VAE%: the VAE's share of the batch time; eng fps: new frames / batch s; k: the",
         "  cadence (every k-th camera frame); fps: swapped frames shown per second (camera",
         "  fps / k); latency: capture to screen = (L - P) x k / camera fps + batch s + a frame;",
+        "  both with --playout smooth: the live playout shows each batch's newest frame only",
+        "  (fps / (L - P) swapped frames a second, about batch s after capture);",
         "  mem GB: weights + estimated activations + runtime, per GPU ('!': more than the GPU",
         "  has). Frame pre/post-processing is not in batch s.",
     ]

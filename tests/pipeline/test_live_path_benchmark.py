@@ -1,0 +1,23 @@
+"""benchmarks/live_path.py runs the daemon with the plan's batch time and prints its figures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import live_path
+
+
+def test_live_path_prints_the_plan_beside_what_the_daemon_showed(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code = live_path.main(["--seconds", "2", "--warmup", "1", "--playout", "smooth"])
+    out = capsys.readouterr().out
+    assert code == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["benchmark"] == "live_path" and result["size"] == [480, 480]
+    assert result["plan"]["cadence"] >= 1 and result["plan"]["batch_s"] > 0
+    [run] = result["runs"]
+    assert run["playout"] == "smooth" and run["seconds"] >= 1.9
+    assert set(run["shown"]) <= {"swapped", "held", "passthrough", "placeholder", "paused"}
+    assert "plan" in out and "swapped fps" in out
