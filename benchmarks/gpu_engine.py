@@ -115,7 +115,7 @@ from faceswap_cam.models.plan.animate import (
     counted_dit_flops,
 )
 from faceswap_cam.models.plan.cli import int_list, size_list
-from faceswap_cam.models.plan.engines import engine_quantize, load_presets, preset_shape
+from faceswap_cam.models.plan.engines import load_presets, preset_quantize, preset_shape
 from faceswap_cam.models.plan.gpus import (
     EFFICIENCY_FILE,
     gpu_for_name,
@@ -126,6 +126,7 @@ from faceswap_cam.models.plan.memory import RUNTIME_BYTES, activation_bytes, wei
 from faceswap_cam.models.plan.timing import predict_timing
 from faceswap_cam.models.plan.work import IMAGE_TOKENS, TEXT_TOKENS, Shape, Work
 from faceswap_cam.models.presets import Preset, PresetName
+from faceswap_cam.models.quantize import runnable_quantize
 from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline
 from faceswap_cam.models.wan.streaming import (
     SegmentInputs,
@@ -580,10 +581,11 @@ WINDOW_LABEL = "live-win"
 
 
 def quantize_transformer(transformer: Any, kind: str, device: torch.device,
-                         notes: list[str]) -> str:
+                         notes: list[str]) -> str | None:
     """The random-weight transformer quantized in place as the daemon loads a checkpoint
     (the same torchao config); what it runs afterwards: ``none`` with the reason in ``notes``
-    where this machine cannot (no torchao for this torch, no fp8 tensor cores)."""
+    where this machine cannot (no torchao for this torch, no fp8 tensor cores), None when the
+    conversion failed part-way (the transformer is then unusable)."""
     if kind == "none":
         return kind
     from faceswap_cam.models.quantize import torchao_config
@@ -592,11 +594,16 @@ def quantize_transformer(transformer: Any, kind: str, device: torch.device,
     try:
         config = torchao_config(kind, str(device))
         quantize_: Any = importlib.import_module("torchao.quantization").quantize_
-        quantize_(transformer, config)
     except Exception as exc:  # torchao built for another torch fails in many ways: measure on
         notes.append(f"{kind} not measured: {type(exc).__name__}: {exc}"[:300])
         print(f"  cannot quantize to {kind} here ({exc}): measuring unquantized", flush=True)
         return "none"
+    try:
+        quantize_(transformer, config)
+    except Exception as exc:
+        notes.append(f"{kind} failed while converting: {type(exc).__name__}: {exc}"[:300])
+        print(f"  quantizing to {kind} failed part-way ({exc})", flush=True)
+        return None
     synchronize(device)
     print(f"  transformer quantized to {kind} in {time.perf_counter() - start:.1f} s",
           flush=True)
@@ -632,15 +639,27 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
             # What replace mode generates around a person who fits a square (--gen-window).
             runs.append((preset, Shape(side, side, shape.new_frames, shape.segment),
                          WINDOW_LABEL))
+    # What each run asks for, as the daemon would load it here: a preset's fp8 only where this
+    # GPU runs fp8 (compute capability, torchao), a --quantize given as it is.
+    asked = {label: runnable_quantize(
+        preset_quantize(preset) if args.quantize == "auto" else args.quantize, str(device),
+        explicit=args.quantize != "auto") for preset, _, label in runs}
+    # Quantizing cannot be undone: the unquantized runs first.
+    runs.sort(key=lambda run: asked[run[2]] != "none")
+    unavailable: set[str] = set()  # kinds this machine cannot run: measured unquantized
     for preset, shape, label in runs:
-        wanted = engine_quantize("wan-animate", preset, args.quantize, table_gpu or gpu)
-        if args.tiny or not str(device).startswith("cuda"):
-            wanted = "none"  # fp8 needs the GPU; the tiny run checks the code path
+        wanted = "none" if asked[label] in unavailable else asked[label]
         if wanted != running:
             if running != "none":
                 notes.append(f"skipped {label}: needs {wanted}, the transformer is {running}")
                 continue
-            running = quantize_transformer(pipe.transformer, wanted, device, notes)
+            outcome = quantize_transformer(pipe.transformer, wanted, device, notes)
+            if outcome is None:  # failed part-way: the weights may be half converted
+                notes.append(f"skipped {label} and every run after it")
+                break
+            if outcome != wanted:
+                unavailable.add(wanted)
+            running = outcome
         run = argparse.Namespace(**{**vars(args), "steps": [preset.steps],
                                     "carry": preset.carry,
                                     "guidance_scale": preset.guidance_scale})

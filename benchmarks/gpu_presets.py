@@ -68,6 +68,7 @@ from faceswap_cam.models.plan.gpus import (
     Gpu,
     gpu_for_name,
     load_efficiency,
+    read_measurements,
     save_efficiency,
 )
 from faceswap_cam.models.plan.memory import weight_bytes
@@ -243,19 +244,29 @@ def print_preset_table(title: str, rows: Sequence[PresetRow]) -> None:
     print("  the batch latency).")
 
 
+def stored_entry(path: Path, gpu: Gpu, engine: str) -> dict[str, Any]:
+    """What the efficiency file holds for ``engine`` on ``gpu`` (empty when nothing)."""
+    document = read_measurements(path)
+    section = document if engine == FIRST_ENGINE else document.get("engines", {}).get(engine, {})
+    entry = section.get("by_gpu", {}).get(gpu.key, {}) if isinstance(section, dict) else {}
+    return entry if isinstance(entry, dict) else {}
+
+
 def write_efficiency(path: Path, gpu: Gpu, device_name: str, rows: Sequence[PresetRow],
                      engine: str = FIRST_ENGINE) -> Path:
     """Merge this GPU's measured DiT and VAE efficiency (medians over the presets) into the
     file ``faceswap-cam plan`` reads: wan-animate's in the top-level ``by_gpu`` (what the plan
     reads), another engine's in ``engines[engine]["by_gpu"]`` in the same form. What else the
     file holds is kept."""
-    # The plan scales one DiT efficiency by each kind's peak: it comes from the unquantized
-    # rows where there are any (fp8's share of its own peak is in the rows beside it).
-    plain = [r for r in rows if r.quantize == "none"] or list(rows)
-    dit = [r.dit_efficiency for r in plain if r.dit_efficiency]
+    # The plan scales one DiT efficiency by each kind's peak (attention at bf16's): it comes
+    # from the unquantized rows only; a run of quantized rows alone keeps what the file held
+    # (fp8's share of its own peak is in its rows below).
+    dit = [r.dit_efficiency for r in rows if r.quantize == "none" and r.dit_efficiency]
     vae = [r.vae_efficiency for r in rows if r.vae_efficiency]
+    held = stored_entry(path, gpu, engine).get("dit_efficiency")
     entry = {
-        "device": device_name, "dit_efficiency": round(statistics.median(dit), 4) if dit else None,
+        "device": device_name,
+        "dit_efficiency": round(statistics.median(dit), 4) if dit else held,
         "vae_efficiency": round(statistics.median(vae), 4) if vae else None,
         "measured": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
         "presets": {r.preset: {"size": r.size, "segment": r.segment, "steps": r.steps,
@@ -541,6 +552,8 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
                       "tower this run stands in for; %peak counts the reference pass too.",
                       *([f"TINY: at most {TINY_STEPS} steps a batch (each preset's own "
                           "count on a GPU)."] if args.tiny else []),
+                      "every row unquantized: the live preset's fp8 is not measured here "
+                      "(its blocks are compiled first).",
                       *(f"skipped {name}: {why}" for name, why in skipped.items())),
                   extra={"compile": bool(args.compile), "attention_backend": backend,
                                     "flops_source": "analytic", "skipped": skipped})

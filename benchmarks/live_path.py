@@ -7,8 +7,9 @@ fps / k, and (L - P) x k / camera fps + batch time + a frame. That arithmetic, n
 what this measures, on any machine: the whole daemon runs in this process (demo source at
 1280x720, the real capture, feeder, processor, cadence adaptation, playout and publisher), with
 the ``debug`` engine standing in for the GPU. It takes the plan's segment shape (L new frames,
-then L - P a call) and sleeps the plan's predicted batch time per call, so the processor sees
-the same timing a GPU that meets the prediction would give it.
+then L - P a call) and each call takes the plan's predicted batch time (its own work included),
+so the processor sees the same timing a GPU that meets the prediction would give it; what the
+daemon adds around the engine call is its own.
 
 After a warm-up (the cadence starts at 1 and adapts, as it does for an engine the plan does
 not know), it counts, per playout:
@@ -17,7 +18,8 @@ not know), it counts, per playout:
   once), beside the plan's fps;
 * latency: capture to screen of each swapped frame when first shown, p50 / p90 / max, beside
   the plan's figure (which is the oldest frame of a batch: the worst case);
-* the cadence the processor settled on, beside the plan's k;
+* the cadence the processor kept most of the window (and every one it used), beside the
+  plan's k;
 * what the ticks showed: the share of swapped, held and passthrough (the fallback) ticks.
 
     .venv/bin/python benchmarks/live_path.py [--engine wan-animate] [--preset live]
@@ -34,8 +36,11 @@ import json
 import logging
 import os
 import statistics
+import tempfile
 import threading
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +49,7 @@ from faceswap_cam.daemon.config import load_settings
 from faceswap_cam.daemon.outputs.base import Tick
 from faceswap_cam.daemon.outputs.null import NullSink
 from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp
+from faceswap_cam.models.engine import SwapResult
 from faceswap_cam.models.plan.cli import size_list
 from faceswap_cam.models.plan.engines import engine_quantize, load_presets
 from faceswap_cam.models.plan.gpus import gpu_for_name
@@ -52,6 +58,32 @@ from faceswap_cam.models.simple_engines import DebugEngine
 
 CAMERA = (1280, 720)
 CAMERA_FPS = 30.0
+
+
+class PlannedEngine(DebugEngine):
+    """The debug engine with every call taking the plan's batch time, its own work (inverting
+    the frames) included: the processor sees what a GPU meeting the prediction gives it."""
+
+    def __init__(self, *, batch_s: float, first_batch: int, next_batch: int) -> None:
+        super().__init__(delay_ms=0.0, first_batch=first_batch, next_batch=next_batch)
+        self.batch_s = batch_s
+
+    def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
+        start = time.perf_counter()
+        result = super().process(frames)
+        self._rest(start)
+        return result
+
+    def process_into(self, frames: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> bool:
+        start = time.perf_counter()
+        done = super().process_into(frames, outputs)
+        self._rest(start)
+        return done
+
+    def _rest(self, start: float) -> None:
+        left = self.batch_s - (time.perf_counter() - start)
+        if left > 0:
+            self._interrupted.wait(left)
 
 
 class TickLog(NullSink):
@@ -72,35 +104,41 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def run(playout: str, *, first: int, following: int, delay_ms: float, seconds: float,
-        warmup: float) -> dict[str, Any]:
+def run(playout: str, *, first: int, following: int, batch_s: float, seconds: float,
+        warmup: float, config: Path) -> dict[str, Any]:
+    # The user's config file and control API stay out of it: only these settings count.
     settings = load_settings({"source": "demo", "engine": "debug", "size": "1280x720",
-                              "fps": CAMERA_FPS, "sinks": ["null"], "playout": playout},
-                             environ={})
+                              "fps": CAMERA_FPS, "sinks": ["null"], "playout": playout,
+                              "control_api": False}, config_path=config, environ={})
     log = TickLog()
-    engine = DebugEngine(delay_ms=delay_ms, first_batch=first, next_batch=following)
+    engine = PlannedEngine(batch_s=batch_s, first_batch=first, next_batch=following)
     app = RealtimeFaceSwapApp(settings, engine_factory=lambda: engine, sinks=[log])
+    cadences: list[int] = []
     with app:
         time.sleep(warmup)  # the cadence adapts from 1: not what a steady call sees
         start_ns = time.monotonic_ns()
-        time.sleep(seconds)
+        while time.monotonic_ns() - start_ns < seconds * 1e9:
+            cadences.append(app.processor.cadence)
+            time.sleep(0.25)
         end_ns = time.monotonic_ns()
-        cadence = app.processor.cadence
-    first_shown: dict[int, float] = {}  # capture time (ms, rounded) -> latency when first shown
+    # Each swapped frame once, when it was first shown (before the window too, so a frame
+    # already on screen when the window opens is not counted as new).
+    first_shown: dict[int, tuple[int, float]] = {}  # capture ms -> (shown ns, latency ms)
     kinds: dict[str, int] = {}
     for kind, published_ns, latency_ms in log.ticks:
-        if not start_ns <= published_ns < end_ns:
-            continue
-        kinds[kind] = kinds.get(kind, 0) + 1
-        if kind != "swapped" or latency_ms is None:
-            continue
-        captured = round(published_ns / 1e6 - latency_ms)
-        first_shown.setdefault(captured, latency_ms)
-    latencies = list(first_shown.values())
+        if start_ns <= published_ns < end_ns:
+            kinds[kind] = kinds.get(kind, 0) + 1
+        if kind == "swapped" and latency_ms is not None:
+            first_shown.setdefault(round(published_ns / 1e6 - latency_ms),
+                                   (published_ns, latency_ms))
+    latencies = [latency for shown_ns, latency in first_shown.values()
+                 if start_ns <= shown_ns < end_ns]
+    cadence = max(set(cadences), key=cadences.count) if cadences else 0
     span_s = (end_ns - start_ns) / 1e9
     ticks = sum(kinds.values()) or 1
     return {
         "playout": playout, "seconds": round(span_s, 1), "cadence": cadence,
+        "cadences": sorted(set(cadences)),
         "shown": {kind: round(count / ticks, 3) for kind, count in sorted(kinds.items())},
         "swapped_fps": round(len(latencies) / span_s, 2),
         "latency_p50_s": round(percentile(latencies, 0.5) / 1000, 3) if latencies else None,
@@ -118,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=size_list, default=[(480, 480)],
                         help="generation size WxH (default 480x480, the person window)")
     parser.add_argument("--quantize", default="auto", help="auto: the preset's own")
+    parser.add_argument("--batch-s", type=float, default=None,
+                        help="seconds a call takes instead of the plan's (what if the GPU, or "
+                        "the preprocessing around it, is slower)")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=8.0)
     parser.add_argument("--playout", choices=("smooth", "live", "both"), default="both")
@@ -137,20 +178,27 @@ def main(argv: list[str] | None = None) -> int:
     if timing is None:
         parser.error("the plan has no prediction for this engine and GPU")
     first, following = preset.segment_frames, preset.segment_frames - preset.carry
+    batch_s = args.batch_s if args.batch_s is not None else timing.batch_s
     print(f"plan: {args.engine} {args.preset} {args.size[0][0]}x{args.size[0][1]} L={first} "
           f"{quantize} on {gpu.key}: {timing.batch_s:.3f} s a batch -> cadence {timing.cadence}, "
           f"{timing.fps:.2f} swapped fps, {timing.latency_s:.2f} s capture to screen (oldest "
           "frame of a batch)", flush=True)
     print(f"daemon: debug engine, L={first} then {following} a call, "
-          f"{timing.batch_s * 1000:.0f} ms a call; {os.cpu_count()} CPUs, load "
+          f"{batch_s * 1000:.0f} ms a call; {os.cpu_count()} CPUs, load "
           f"{os.getloadavg()[0]:.2f}", flush=True)
     playouts = ["smooth", "live"] if args.playout == "both" else [args.playout]
     results = []
-    for playout in playouts:
-        result = run(playout, first=first, following=following,
-                     delay_ms=timing.batch_s * 1000, seconds=args.seconds, warmup=args.warmup)
-        results.append(result)
-        print(f"  {playout:<6} cadence {result['cadence']} (plan {timing.cadence}), "
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "config.toml"
+        config.write_text("")
+        for playout in playouts:
+            results.append(run(playout, first=first, following=following,
+                               batch_s=batch_s, seconds=args.seconds,
+                               warmup=args.warmup, config=config))
+    for result in results:
+        playout = result["playout"]
+        print(f"  {playout:<6} cadence {result['cadence']} (plan {timing.cadence}; seen "
+              f"{result['cadences']}), "
               f"{result['swapped_fps']:.2f} swapped fps (plan {timing.fps:.2f}), latency "
               f"p50 {result['latency_p50_s']} s, p90 {result['latency_p90_s']} s, max "
               f"{result['latency_max_s']} s (plan {timing.latency_s:.2f} s); ticks: "
@@ -161,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                       "plan": {"batch_s": round(timing.batch_s, 4), "cadence": timing.cadence,
                                "fps": round(timing.fps, 2),
                                "latency_s": round(timing.latency_s, 3)},
-                      "load": round(os.getloadavg()[0], 2), "runs": results}))
+                      "batch_s": round(batch_s, 4), "load": round(os.getloadavg()[0], 2),
+                      "runs": results}))
     return 0
 
 

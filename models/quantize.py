@@ -52,12 +52,12 @@ def check_quantize(kind: str, device: str, *,
 
 def runnable_quantize(kind: str, device: str, *, explicit: bool) -> str:
     """``kind``, or ``none`` where a preset's fp8 cannot run on ``device`` (an older GPU, the
-    CPU): the preset stays usable everywhere. A ``--quantize`` the user gave is kept as it is,
-    and fails with its reason when loading."""
+    CPU, no torchao): the preset stays usable everywhere. A ``--quantize`` the user gave is
+    kept as it is, and fails with its reason when loading."""
     if explicit or kind != defaults.Quantize.FP8:
         return kind
     try:
-        check_quantize(kind, device)
+        torchao_config(kind, device)  # the device's fp8, and a torchao that imports
     except QuantizeError as exc:
         logger.info("the preset's fp8 cannot run here, so the transformer is not quantized (%s)",
                     str(exc).split("; ")[-1] if "; " in str(exc) else exc)
@@ -70,7 +70,7 @@ def torchao_config(kind: str, device: str) -> Any:
     check_quantize(kind, device)
     try:
         torchao: Any = importlib.import_module("torchao.quantization")  # untyped
-    except ImportError as exc:
+    except Exception as exc:  # not installed, or built for another torch (fails variously)
         raise QuantizeError(f"--quantize {kind} needs torchao: install the model extra "
                             f"({defaults.MODELS_EXTRA_INSTALL})") from exc
     if kind == defaults.Quantize.FP8:

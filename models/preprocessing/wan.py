@@ -97,6 +97,8 @@ class WanPreprocessor:
                                      Box(box.x0 * sx, box.y0 * sy, box.x1 * sx, box.y1 * sy))
                  for box in self.detector.detect(small)]
         self._locate_timings["detector"] = clock() - start
+        if any(box is None for box in boxes):
+            self._located = None  # no process() follows: let go of the frames now
         return boxes
 
     def process(self, frames: Sequence[np.ndarray], *, size: tuple[int, int], face_size: int,

@@ -258,9 +258,9 @@ class WanAnimateEngine(StreamingSwapEngine):
 
 def load_options(options: dict[str, Any]) -> LoadOptions:
     device = options.get("device", "auto")
-    quantize = runnable_quantize(
-        str(options.get("quantize", defaults.QUANTIZE)), pick_device(device),
-        explicit="quantize" not in (options.get(FROM_PRESET) or ()))
+    quantize = str(options.get("quantize", defaults.QUANTIZE))
+    if quantize != defaults.Quantize.NONE and "quantize" in (options.get(FROM_PRESET) or ()):
+        quantize = runnable_quantize(quantize, pick_device(device), explicit=False)
     return LoadOptions(
         device=options.get("device", "auto"), dtype=options.get("dtype", "auto"),
         vae_fp32=options.get("vae_fp32", False), offload=options.get("offload", "none"),
@@ -284,8 +284,12 @@ def _stream_options(options: dict[str, Any]) -> dict[str, Any]:
 def resolved_options(options: dict[str, Any]) -> dict[str, Any]:
     """The engine options with the preset applied (``--preset``: see models/wan/presets.py);
     a preset that does not fit the explicit options is an EngineError saying which."""
+    given = dict(options)
+    # The daemon lists what the user gave; a caller that does not (tests, scripts) gave
+    # everything it passed.
+    given.setdefault("explicit", [key for key in options if key != "preset"])
     try:
-        return apply_preset(options, wan_presets.ENGINE)
+        return apply_preset(given, wan_presets.ENGINE)
     except ValueError as exc:
         raise EngineError(str(exc)) from exc
 

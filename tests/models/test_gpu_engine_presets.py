@@ -167,6 +167,13 @@ def test_tiny_wan_animate_live_is_measured_in_the_person_window_too(
     assert (rows["live"]["size"], rows[gpu_engine.WINDOW_LABEL]["size"]) == ("64x32", "32x32")
     assert rows["live"]["segment"] == rows[gpu_engine.WINDOW_LABEL]["segment"]
     assert f"{gpu_engine.WINDOW_LABEL}: live in the square window" in out
+    assert {row["quantize"] for row in rows.values()} == {"none"}  # the CPU has no fp8
+    # What the GPU run does for fp8, with int8 (which the CPU runs): quantized in place, once.
+    code = gpu_engine.main(["--tiny", "--preset", "live", "--sizes", "64x32", "--iters", "1",
+                            "--quantize", "int8"])
+    out = capsys.readouterr().out
+    assert code == 0 and out.count("transformer quantized to int8") == 1
+    assert {row["quantize"] for row in last_json(out)["rows"]} == {"int8"}
 
 
 def test_the_benchmark_quantizes_the_transformer_as_the_daemon_loads_it() -> None:

@@ -107,3 +107,15 @@ def test_a_presets_fp8_runs_unquantized_where_fp8_cannot_run(
         monkeypatch.setattr(quantize, "check_quantize", functools.partial(
             real, capability=capability, gpu_name="GPU"))
         assert quantize.runnable_quantize("fp8", "cuda:0", explicit=False) == expected
+    # A torchao that does not import (built for another torch) is the same: no fp8 here.
+    import importlib
+
+    import_module = importlib.import_module
+
+    def no_torchao(name: str, package: str | None = None) -> object:
+        if name.startswith("torchao"):
+            raise ImportError("torchao built for another torch")
+        return import_module(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", no_torchao)
+    assert quantize.runnable_quantize("fp8", "cuda:0", explicit=False) == "none"
