@@ -68,7 +68,7 @@ from faceswap_cam.models.plan.gpus import (
     Gpu,
     gpu_for_name,
     load_efficiency,
-    read_measurements,
+    measured_entry,
     save_efficiency,
 )
 from faceswap_cam.models.plan.memory import weight_bytes
@@ -244,14 +244,6 @@ def print_preset_table(title: str, rows: Sequence[PresetRow]) -> None:
     print("  the batch latency).")
 
 
-def stored_entry(path: Path, gpu: Gpu, engine: str) -> dict[str, Any]:
-    """What the efficiency file holds for ``engine`` on ``gpu`` (empty when nothing)."""
-    document = read_measurements(path)
-    section = document if engine == FIRST_ENGINE else document.get("engines", {}).get(engine, {})
-    entry = section.get("by_gpu", {}).get(gpu.key, {}) if isinstance(section, dict) else {}
-    return entry if isinstance(entry, dict) else {}
-
-
 def write_efficiency(path: Path, gpu: Gpu, device_name: str, rows: Sequence[PresetRow],
                      engine: str = FIRST_ENGINE) -> Path:
     """Merge this GPU's measured DiT and VAE efficiency (medians over the presets) into the
@@ -263,7 +255,7 @@ def write_efficiency(path: Path, gpu: Gpu, device_name: str, rows: Sequence[Pres
     # (fp8's share of its own peak is in its rows below).
     dit = [r.dit_efficiency for r in rows if r.quantize == "none" and r.dit_efficiency]
     vae = [r.vae_efficiency for r in rows if r.vae_efficiency]
-    held = stored_entry(path, gpu, engine).get("dit_efficiency")
+    held = measured_entry(path, gpu, engine).get("dit_efficiency")
     entry = {
         "device": device_name,
         "dit_efficiency": round(statistics.median(dit), 4) if dit else held,

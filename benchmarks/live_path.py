@@ -37,7 +37,6 @@ import logging
 import os
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,17 +90,11 @@ class TickLog(NullSink):
 
     def __init__(self) -> None:
         super().__init__()
+        #: Written by the publisher alone, read once the daemon has stopped.
         self.ticks: list[tuple[str, int, float | None]] = []
-        self._lock = threading.Lock()
 
     def send(self, pixels: np.ndarray, tick: Tick) -> None:
-        with self._lock:
-            self.ticks.append((tick.kind, tick.published_ns, tick.latency_ms))
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+        self.ticks.append((tick.kind, tick.published_ns, tick.latency_ms))
 
 
 def run(playout: str, *, first: int, following: int, batch_s: float, seconds: float,
@@ -136,15 +129,16 @@ def run(playout: str, *, first: int, following: int, batch_s: float, seconds: fl
     cadence = max(set(cadences), key=cadences.count) if cadences else 0
     span_s = (end_ns - start_ns) / 1e9
     ticks = sum(kinds.values()) or 1
+    p50, p90, most, mean = ([round(float(v) / 1000, 3) for v in (
+        *np.percentile(latencies, [50, 90]), max(latencies), statistics.fmean(latencies))]
+        if latencies else [None] * 4)
     return {
         "playout": playout, "seconds": round(span_s, 1), "cadence": cadence,
         "cadences": sorted(set(cadences)),
         "shown": {kind: round(count / ticks, 3) for kind, count in sorted(kinds.items())},
         "swapped_fps": round(len(latencies) / span_s, 2),
-        "latency_p50_s": round(percentile(latencies, 0.5) / 1000, 3) if latencies else None,
-        "latency_p90_s": round(percentile(latencies, 0.9) / 1000, 3) if latencies else None,
-        "latency_max_s": round(max(latencies) / 1000, 3) if latencies else None,
-        "latency_mean_s": round(statistics.fmean(latencies) / 1000, 3) if latencies else None,
+        "latency_p50_s": p50, "latency_p90_s": p90, "latency_max_s": most,
+        "latency_mean_s": mean,
     }
 
 

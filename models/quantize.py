@@ -60,7 +60,7 @@ def runnable_quantize(kind: str, device: str, *, explicit: bool) -> str:
         torchao_config(kind, device)  # the device's fp8, and a torchao that imports
     except QuantizeError as exc:
         logger.info("the preset's fp8 cannot run here, so the transformer is not quantized (%s)",
-                    str(exc).split("; ")[-1] if "; " in str(exc) else exc)
+                    str(exc).split("; ")[-1])
         return defaults.Quantize.NONE.value
     return kind
 

@@ -71,10 +71,14 @@ def preset_shape(preset: Preset, frame_size: tuple[int, int] = (1280, 720)) -> S
     return Shape(width, height, preset.segment_frames - preset.carry, preset.segment_frames)
 
 
+def as_run(quantize: str, gpu: Gpu) -> str:
+    """A preset's ``quantize`` as the daemon runs it on ``gpu``: fp8 unquantized where the GPU
+    has none (quantize.runnable_quantize)."""
+    return "none" if quantize == "fp8" and not gpu.fp8_tflops else quantize
+
+
 def engine_quantize(engine: str, preset: Preset, quantize: str, gpu: Gpu) -> str:
     """What a row of ``engine`` runs for ``--quantize quantize`` (auto: the preset's own)."""
     if quantize == "auto":
-        # A preset's fp8 runs unquantized where the GPU has none (quantize.runnable_quantize).
-        q = preset_quantize(preset)
-        return "none" if q == "fp8" and not gpu.fp8_tflops else q
+        return as_run(preset_quantize(preset), gpu)
     return "int8" if quantize == "fp8" and not gpu.fp8_tflops else quantize  # the fallback

@@ -214,6 +214,12 @@ def write_measurements(path: Path, document: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 
+def measured_entry(path: Path, gpu: Gpu, engine: str = FIRST_ENGINE) -> dict[str, Any]:
+    """What the efficiency file holds for ``engine`` on ``gpu`` (empty when nothing)."""
+    entry = _measured_sections(read_measurements(path)).get(engine, {}).get(gpu.key)
+    return entry if isinstance(entry, dict) else {}
+
+
 def _measured_sections(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each engine's ``by_gpu`` entries in the efficiency file."""
     sections: dict[str, dict[str, Any]] = {}

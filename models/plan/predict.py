@@ -8,6 +8,7 @@ from pathlib import Path
 from faceswap_cam.models import defaults
 from faceswap_cam.models.plan.engines import (
     ENGINE_MODELS,
+    as_run,
     engine_quantize,
     load_presets,
     preset_shape,
@@ -68,8 +69,7 @@ def predict_settings(engine: str, *, steps: int, segment_frames: int, carry: int
     return predict_timing(work, steps=steps, guidance_scale=guidance_scale,
                           segment=segment_frames, carry=carry, gpu=gpu,
                           efficiency=load_efficiency(gpu, efficiency_file, engine),
-                          quantize=("none" if quantize == "fp8" and not gpu.fp8_tflops
-                                    else quantize or "none"),
+                          quantize=as_run(quantize or "none", gpu),
                           gpus=gpus, camera_fps=camera_fps,
                           scaling_efficiency=load_scaling(gpu, gpus, efficiency_file).efficiency
                           if gpus > 1 else ASSUMED_SCALING_EFFICIENCY)  # unused on one GPU

@@ -60,6 +60,10 @@ class Box:
         return (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
 
     @property
+    def is_finite(self) -> bool:
+        return all(map(math.isfinite, (self.x0, self.y0, self.x1, self.y1)))
+
+    @property
     def is_empty(self) -> bool:
         return not (self.width > 0 and self.height > 0)
 
@@ -128,7 +132,7 @@ def largest_person(scores: np.ndarray, labels: np.ndarray, boxes: np.ndarray,
         box = Box(*(float(v) for v in xyxy))
         if frame_size is not None:
             box = box.clip(frame_size)
-        if box.is_empty or not all(map(math.isfinite, (box.x0, box.y0, box.x1, box.y1))):
+        if box.is_empty or not box.is_finite:
             continue
         if best is None or box.area > best.area:
             best = box

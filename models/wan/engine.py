@@ -91,6 +91,8 @@ class WanAnimateEngine(StreamingSwapEngine):
         self.feather_px = feather_px
         self.mode = mode
         self.gen_window = defaults.GenWindow(gen_window)
+        #: Whether calls may generate a window: animation repaints the whole frame.
+        self._windowed = self.gen_window == defaults.GenWindow.PERSON and mode == "replace"
         self._carry = carry
         #: Chains started again because the person left the window (tests, the stats).
         self.window_restarts = 0
@@ -115,13 +117,13 @@ class WanAnimateEngine(StreamingSwapEngine):
             return SwapResult([])
         self._check_reference()  # before any preprocessing
         frame_h, frame_w = frames[0].shape[:2]
-        people = self.preprocessor.locate(frames, size=self._full_size((frame_w, frame_h)))
+        frame_size = (frame_w, frame_h)
+        people = self.preprocessor.locate(frames, size=self._full_size(frame_size))
         if any(box is None for box in people):
             # Nobody to swap: never invent a person. The frames go back as they came; the
             # caller ends the segment chain (resets) before the next batch.
             return SwapResult.untouched(frames)
         found = [box for box in people if box is not None]
-        frame_size = (frame_w, frame_h)
         frames_in, people_in = list(frames), found
         window, kept = self._window, 0
         moved = None
@@ -156,13 +158,13 @@ class WanAnimateEngine(StreamingSwapEngine):
             mask=None if batch.mask is None else to_pil(batch.mask, "L"))
         with engine_errors():
             video = stream.generate(inputs)
-        self._window, self._window_frame = window, (frame_w, frame_h)
+        self._window, self._window_frame = window, frame_size
         self._kept = [np.array(frame) for frame in frames_in[len(frames_in) - self._carry:]]
         self._kept_people = people_in[len(people_in) - self._carry:]
         generated = uint8_frames(video)[kept:]
         if self.mode != "replace":
             # Animation repaints the whole frame.
-            return SwapResult([_to_frame(pixels, (frame_w, frame_h)) for pixels in generated])
+            return SwapResult([_to_frame(pixels, frame_size) for pixels in generated])
         out = []
         boxes: list[Box] = []
         x, y, width, height = window.box
@@ -192,21 +194,19 @@ class WanAnimateEngine(StreamingSwapEngine):
         this window; a smaller one once the person has fitted it for :data:`SHRINK_AFTER`
         calls in a row (someone who leaned in and sat back). It is placed around the kept
         frames' person as well as this batch's: all of them start the new segment."""
-        if self._window_frame != frame_size:
+        resized = self._window_frame != frame_size
+        if resized:
             self._scale_kept(frame_size)
-            moved = self._choose_window(self._kept_people + list(people), frame_size)
-            logger.info("the camera's frame size changed: a new chain in %s", moved)
+        everyone = self._kept_people + list(people)
+        if resized or not window.holds(people, frame_size):
+            moved = self._choose_window(everyone, frame_size)
+            logger.info("%s: a new chain in %s", "the camera's frame size changed" if resized
+                        else "the person left the generation window", moved)
             self._smaller_calls = 0
             return moved
-        if not window.holds(people, frame_size):
-            moved = self._choose_window(self._kept_people + list(people), frame_size)
-            logger.info("the person left the generation window: a new chain in %s", moved)
-            self._smaller_calls = 0
-            return moved
-        if self.gen_window != defaults.GenWindow.PERSON or self.mode != "replace":
+        if not self._windowed:
             return None
-        smaller = choose_window(self._kept_people + list(people), frame_size,
-                                full_gen_size=self._full_size(frame_size))
+        smaller = choose_window(everyone, frame_size, full_gen_size=self._full_size(frame_size))
         width, height = window.gen_size
         if smaller.gen_size[0] * smaller.gen_size[1] >= width * height:
             self._smaller_calls = 0
@@ -230,7 +230,7 @@ class WanAnimateEngine(StreamingSwapEngine):
     def _choose_window(self, people: Sequence[PersonBox], frame_size: tuple[int, int]
                        ) -> Window:
         full = self._full_size(frame_size)
-        if self.gen_window != defaults.GenWindow.PERSON or self.mode != "replace":
+        if not self._windowed:
             return whole_frame(frame_size, full)
         window = choose_window(people, frame_size, full_gen_size=full)
         logger.debug("generating %s of the %dx%d frame at %dx%d", window.box, *frame_size,
@@ -262,7 +262,7 @@ def load_options(options: dict[str, Any]) -> LoadOptions:
     if quantize != defaults.Quantize.NONE and "quantize" in (options.get(FROM_PRESET) or ()):
         quantize = runnable_quantize(quantize, pick_device(device), explicit=False)
     return LoadOptions(
-        device=options.get("device", "auto"), dtype=options.get("dtype", "auto"),
+        device=device, dtype=options.get("dtype", "auto"),
         vae_fp32=options.get("vae_fp32", False), offload=options.get("offload", "none"),
         vae_tiling=options.get("vae_tiling", False),
         attention_backend=options.get("attention_backend"),

@@ -64,9 +64,7 @@ class Window:
         left, top, right, bottom = self.inner_sides(frame_size)
         for person in people:
             inside = person.clip(frame_size)
-            if not all(map(math.isfinite, (inside.x0, inside.y0, inside.x1, inside.y1))):
-                return False
-            if (inside.x0 < x + (inset if left else 0) - 1
+            if not inside.is_finite or (inside.x0 < x + (inset if left else 0) - 1
                     or inside.y0 < y + (inset if top else 0) - 1
                     or inside.x1 > x + width - (inset if right else 0) + 1
                     or inside.y1 > y + height - (inset if bottom else 0) + 1):
@@ -109,7 +107,7 @@ def choose_window(people: Sequence[Box], frame_size: tuple[int, int], *,
     full = full_gen_size or generation_size(frame_size, short_side)
     width, height = frame_size
     boxes = [b for b in (p.clip(frame_size) for p in people)
-             if not b.is_empty and all(map(math.isfinite, (b.x0, b.y0, b.x1, b.y1)))]
+             if not b.is_empty and b.is_finite]
     if not boxes:
         return whole_frame(frame_size, full)
     union = Box(min(b.x0 for b in boxes), min(b.y0 for b in boxes),

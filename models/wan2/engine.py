@@ -24,7 +24,7 @@ import torch
 
 from faceswap_cam.models import defaults
 from faceswap_cam.models.engine import EngineError, SwapResult
-from faceswap_cam.models.presets import FROM_PRESET, apply_preset
+from faceswap_cam.models.presets import apply_preset
 from faceswap_cam.models.wan.engine import load_options, uint8_frames
 from faceswap_cam.models.wan.loading import LoadOptions, pick_device
 from faceswap_cam.models.wan.stream_engine import StreamingSwapEngine, engine_errors
@@ -109,7 +109,10 @@ def preset_options(options: dict[str, Any]) -> dict[str, Any]:
 
 def stream_settings(options: dict[str, Any]) -> dict[str, Any]:
     """Steps and segment geometry from the preset, each overridden by a value the user gave."""
-    resolved = preset_options(options)
+    return _geometry(preset_options(options))
+
+
+def _geometry(resolved: dict[str, Any]) -> dict[str, Any]:
     return {"steps": int(resolved["steps"]), "segment_frames": int(resolved["segment_frames"]),
             "carry": int(resolved["carry"]), "gen_short_side": int(resolved["gen_short_side"])}
 
@@ -153,9 +156,8 @@ def create(**options: Any) -> WanAnimate2Engine:
     model = str(options.get(MODEL_SETTING) or REPOS[variant])
     try:
         resolved = preset_options(options)
-        load = load_options({**options, "quantize": resolved.get("quantize", defaults.QUANTIZE),
-                             FROM_PRESET: resolved[FROM_PRESET]})
-        pipe = load_pipeline(model, variant, compiled_on_gpus(options, load))
+        pipe = load_pipeline(model, variant,
+                             compiled_on_gpus(options, load_options(resolved)))
     except WeightsError as exc:
         raise EngineError(str(exc)) from exc
     except torch.OutOfMemoryError as exc:
@@ -169,5 +171,5 @@ def create(**options: Any) -> WanAnimate2Engine:
         pipeline=pipe, seed=int(options.get("seed", defaults.SEED)),
         prompt=str(options.get("prompt", defaults.PROMPT)),
         gen_size=None if gen_size is None else (int(gen_size[0]), int(gen_size[1])),
-        **stream_settings(options))
+        **_geometry(resolved))
 
