@@ -31,8 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 #: Installed on the device, checked against the library's list of what its image holds.
 MISSING_THERE = ("diffusers", "platformdirs", "importlib_metadata",
-                 # The live preset's fp8 (torchao 0.18 is newer than the device's torch 2.11:
-                 # the benchmark measures unquantized, and says why, if it does not import).
+                 # The live preset's fp8. torchao 0.18 loads its compiled ops from torch 2.11
+                 # on, the device's; should they fail there, the benchmark measures
+                 # unquantized and says why.
                  "torchao")
 #: Everything pip must know to pick wheels for the device rather than for this machine.
 DEVICE_PLATFORM = ["--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",

@@ -22,8 +22,13 @@ not know), it counts, per playout:
   plan's k;
 * what the ticks showed: the share of swapped, held and passthrough (the fallback) ticks.
 
+``--batch-s`` asks what a slower GPU (or the preprocessing around it) would show, and
+``--hiccup-every N`` whether one slow call in N costs the cadence (it should not: a change of
+cadence restarts the segment chain, and the camera shows its fallback meanwhile).
+
     .venv/bin/python benchmarks/live_path.py [--engine wan-animate] [--preset live]
         [--gpu h200] [--size 480x480] [--seconds 30] [--playout smooth|live|both]
+        [--batch-s S] [--hiccup-every N --hiccup-s S]
 
 The default is the plan's ``person`` row for the live preset on an H200 (480x480, L = 9, fp8).
 Figures are printed, never asserted; the last line is JSON.
@@ -63,9 +68,13 @@ class PlannedEngine(DebugEngine):
     """The debug engine with every call taking the plan's batch time, its own work (inverting
     the frames) included: the processor sees what a GPU meeting the prediction gives it."""
 
-    def __init__(self, *, batch_s: float, first_batch: int, next_batch: int) -> None:
+    def __init__(self, *, batch_s: float, first_batch: int, next_batch: int,
+                 hiccup_every: int = 0, hiccup_s: float = 0.0) -> None:
         super().__init__(delay_ms=0.0, first_batch=first_batch, next_batch=next_batch)
         self.batch_s = batch_s
+        self.hiccup_every = hiccup_every
+        self.hiccup_s = hiccup_s
+        self._calls = 0
 
     def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
         start = time.perf_counter()
@@ -80,7 +89,10 @@ class PlannedEngine(DebugEngine):
         return done
 
     def _rest(self, start: float) -> None:
-        left = self.batch_s - (time.perf_counter() - start)
+        self._calls += 1
+        hiccup = self.hiccup_s if self.hiccup_every and self._calls % self.hiccup_every == 0 \
+            else 0.0
+        left = self.batch_s + hiccup - (time.perf_counter() - start)
         if left > 0:
             self._interrupted.wait(left)
 
@@ -98,13 +110,15 @@ class TickLog(NullSink):
 
 
 def run(playout: str, *, first: int, following: int, batch_s: float, seconds: float,
-        warmup: float, config: Path) -> dict[str, Any]:
+        warmup: float, config: Path, hiccup_every: int = 0,
+        hiccup_s: float = 0.0) -> dict[str, Any]:
     # The user's config file and control API stay out of it: only these settings count.
     settings = load_settings({"source": "demo", "engine": "debug", "size": "1280x720",
                               "fps": CAMERA_FPS, "sinks": ["null"], "playout": playout,
                               "control_api": False}, config_path=config, environ={})
     log = TickLog()
-    engine = PlannedEngine(batch_s=batch_s, first_batch=first, next_batch=following)
+    engine = PlannedEngine(batch_s=batch_s, first_batch=first, next_batch=following,
+                           hiccup_every=hiccup_every, hiccup_s=hiccup_s)
     app = RealtimeFaceSwapApp(settings, engine_factory=lambda: engine, sinks=[log])
     cadences: list[int] = []
     with app:
@@ -153,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-s", type=float, default=None,
                         help="seconds a call takes instead of the plan's (what if the GPU, or "
                         "the preprocessing around it, is slower)")
+    parser.add_argument("--hiccup-every", type=int, default=0, metavar="N",
+                        help="every N-th call takes --hiccup-s longer (a stalled CPU, a "
+                        "garbage collection): does one slow call cost the cadence?")
+    parser.add_argument("--hiccup-s", type=float, default=0.2)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=8.0)
     parser.add_argument("--playout", choices=("smooth", "live", "both"), default="both")
@@ -177,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{quantize} on {gpu.key}: {timing.batch_s:.3f} s a batch -> cadence {timing.cadence}, "
           f"{timing.fps:.2f} swapped fps, {timing.latency_s:.2f} s capture to screen (oldest "
           "frame of a batch)", flush=True)
+    hiccups = (f" (every {args.hiccup_every}th {args.hiccup_s * 1000:.0f} ms more)"
+               if args.hiccup_every else "")
     print(f"daemon: debug engine, L={first} then {following} a call, "
-          f"{batch_s * 1000:.0f} ms a call; {os.cpu_count()} CPUs, load "
+          f"{batch_s * 1000:.0f} ms a call{hiccups}; {os.cpu_count()} CPUs, load "
           f"{os.getloadavg()[0]:.2f}", flush=True)
     playouts = ["smooth", "live"] if args.playout == "both" else [args.playout]
     results = []
@@ -188,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         for playout in playouts:
             results.append(run(playout, first=first, following=following,
                                batch_s=batch_s, seconds=args.seconds,
-                               warmup=args.warmup, config=config))
+                               warmup=args.warmup, config=config,
+                               hiccup_every=args.hiccup_every, hiccup_s=args.hiccup_s))
     for result in results:
         playout = result["playout"]
         print(f"  {playout:<6} cadence {result['cadence']} (plan {timing.cadence}; seen "
@@ -203,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                       "plan": {"batch_s": round(timing.batch_s, 4), "cadence": timing.cadence,
                                "fps": round(timing.fps, 2),
                                "latency_s": round(timing.latency_s, 3)},
-                      "batch_s": round(batch_s, 4), "load": round(os.getloadavg()[0], 2),
+                      "batch_s": round(batch_s, 4), "hiccup_every": args.hiccup_every,
+                      "hiccup_s": args.hiccup_s if args.hiccup_every else 0.0,
+                      "load": round(os.getloadavg()[0], 2),
                       "runs": results}))
     return 0
 

@@ -13,10 +13,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 from faceswap_cam.daemon.frames import Frame
+from faceswap_cam.daemon.pipeline.cadence import CadenceController
 from faceswap_cam.daemon.states import EngineState
 from faceswap_cam.daemon.stats import RateMeter
 from faceswap_cam.models import batching
-from faceswap_cam.models.batching import CADENCE_MARGIN, MAX_CADENCE, cadence_for
+from faceswap_cam.models.batching import CADENCE_MARGIN, MAX_CADENCE
 from faceswap_cam.models.engine import EngineError, EngineLost, SwapEngine, SwapResult
 
 logger = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class AsyncFaceSwapProcessor:
     frames after any gap, then ``next_batch`` frames that continue the last one. When more
     than a batch is waiting the engine has fallen behind: the older frames are skipped whole
     (``skipped``) and the engine is reset, so latency never builds up. The cadence k is chosen
-    from the engine's measured speed.
+    from the engine's measured speed (:class:`.cadence.CadenceController`).
     The processor alone owns segment continuity: a gap, a backlog, a cadence or reference
     change, or a batch the engine swapped nothing in ends the chain, and the engine is reset
     on its own thread before the next batch.
@@ -153,8 +154,6 @@ class AsyncFaceSwapProcessor:
         self.load_timeout_s = load_timeout_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
-        self.cadence_margin = cadence_margin
-        self.max_cadence = max_cadence
 
         self._input: deque[Frame] = deque(maxlen=input_capacity)
         self._input_cond = threading.Condition()
@@ -172,8 +171,8 @@ class AsyncFaceSwapProcessor:
         self.last_error = ""
         # The capacity plan's guess for a model engine, so the first batches are not all
         # skipped while the measured speed catches up; measurements take over from there.
-        self._cadence = max(1, min(max_cadence, start_cadence))
-        self._per_frame_s: float | None = None
+        self._cadence = CadenceController(fps, start=start_cadence, margin=cadence_margin,
+                                          max_cadence=max_cadence)
         self._continue_from: int | None = None  # index of the last frame of the last batch
         self._needs_reset = False
         self._abandoned: _EngineWorker | None = None
@@ -199,11 +198,11 @@ class AsyncFaceSwapProcessor:
 
     @property
     def cadence(self) -> int:
-        return self._cadence
+        return self._cadence.cadence
 
     def wants(self, frame_index: int) -> bool:
         """Whether the feeder should hand this camera frame to the engine (every k-th)."""
-        return frame_index % self._cadence == 0
+        return frame_index % self._cadence.cadence == 0
 
     def submit(self, frame: Frame) -> None:
         # An engine in another process takes each frame as it comes, so that a batch is
@@ -268,7 +267,7 @@ class AsyncFaceSwapProcessor:
     def expected_batch_period_s(self) -> float:
         engine = self._engine
         frames = batching.new_frames(engine, continuing=True) if engine is not None else 1
-        return frames * self._cadence / self.fps
+        return frames * self._cadence.cadence / self.fps
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -390,6 +389,7 @@ class AsyncFaceSwapProcessor:
             self._worker = None
             raise
         self._engine = engine
+        self._cadence.engine_loaded()
         self._stage = getattr(engine, "stage", None)
         self._continue_from = None
         self._needs_reset = False
@@ -412,7 +412,7 @@ class AsyncFaceSwapProcessor:
     def _take_batch(self) -> list[Frame] | None:
         engine = self._engine
         assert engine is not None
-        k = self._cadence
+        k = self._cadence.cadence
         with self._input_cond:
             while not self._stop.is_set():
                 batch = self._select(list(self._input), engine, k)
@@ -509,14 +509,15 @@ class AsyncFaceSwapProcessor:
         with self._output_lock:
             if result.swapped:
                 self._output.extend(
-                    SwappedFrame(source.with_pixels(out), arrived_ns, self._cadence)
+                    SwappedFrame(source.with_pixels(out), arrived_ns, self._cadence.cadence)
                     for source, out in zip(batch, result.frames, strict=True))
                 self.frames_swapped += len(batch)
             self._output_lock.notify_all()
         for _ in batch:
             self.rate.tick(arrived_ns)
         self.batches += 1
-        self._adapt_cadence(elapsed / len(batch))
+        if self._cadence.observe(elapsed / len(batch)):
+            self._reset_continuity("cadence changed")
 
     def _apply_reference(self, engine: SwapEngine, worker: _EngineWorker,
                          reference: np.ndarray) -> None:
@@ -552,31 +553,13 @@ class AsyncFaceSwapProcessor:
                 got = getattr(out, "shape", type(out).__name__)
                 raise RuntimeError(f"engine returned {got} for a {source.pixels.shape} uint8 frame")
 
-    def _adapt_cadence(self, per_frame_s: float) -> None:
-        previous = self._per_frame_s
-        smoothed = per_frame_s if previous is None else 0.7 * previous + 0.3 * per_frame_s
-        self._per_frame_s = smoothed
-        # Speed up at once when too slow; slow down only when clearly fast enough, so k
-        # does not flap (every change resets the engine's temporal state).
-        needed = cadence_for(per_frame_s, self.fps, margin=self.cadence_margin,
-                             max_cadence=self.max_cadence)
-        relaxed = cadence_for(smoothed, self.fps, margin=self.cadence_margin * 1.25,
-                              max_cadence=self.max_cadence)
-        k = self._cadence
-        new_k = needed if needed > k else (relaxed if relaxed < k else k)
-        if new_k != k:
-            logger.info("engine cadence %d -> %d (%.1f ms per frame)", k, new_k,
-                        per_frame_s * 1000)
-            self._cadence = new_k
-            self._reset_continuity("cadence changed")
-
     def stats(self) -> dict[str, Any]:
         return {
             "engine": self.engine_name,
             "engine_state": self.state.value,
             "engine_error": self.last_error,
             "reference_error": self.reference_error,
-            "cadence": self._cadence,
+            "cadence": self._cadence.cadence,
             "process_fps": round(self.rate.rate(), 2),
             "batches": self.batches,
             "frames_swapped": self.frames_swapped,

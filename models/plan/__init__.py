@@ -30,7 +30,9 @@ The model of one batch (``L`` frames of which ``L - P`` are new):
   ``ASSUMED_EFFICIENCY``, labelled as an assumption.
 * swapped fps and cadence: the engine makes ``L - P`` frames per batch; the daemon feeds it
   every k-th camera frame with k = ceil(camera fps x seconds per frame x margin), so the screen
-  shows camera fps / k swapped frames per second.
+  shows camera fps / k swapped frames per second. That is the daemon's starting choice; it
+  keeps k while the engine keeps up within a smaller margin (daemon/pipeline/cadence.py), so a
+  GPU a little slower than predicted still shows these fps.
 * capture-to-screen latency = batch accumulation ((L - P) x k / camera fps) + the batch's
   generation time + one camera frame.
 * memory: weights (bf16; fp8/int8 store the linear layers' weights in one byte) of the DiT, VAE

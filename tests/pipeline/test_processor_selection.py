@@ -165,19 +165,6 @@ def test_wrong_engine_output_is_a_failure() -> None:
     assert "engine returned (2, 4, 3)" in processor.last_error
 
 
-def test_cadence_follows_engine_speed() -> None:
-    processor = AsyncFaceSwapProcessor(RecordingEngine, fps=30)
-    processor._adapt_cadence(0.1)  # 100 ms a frame: 10 fps at most
-    assert processor.cadence == 4  # 30/4 = 7.5 fps, with margin
-    assert [processor.wants(i) for i in range(9)] == [i % 4 == 0 for i in range(9)]
-    processor._adapt_cadence(0.001)
-    assert processor.cadence == 4  # one fast batch is not enough to go back (no flapping)
-    for _ in range(10):
-        processor._adapt_cadence(0.001)
-    assert processor.cadence == 1
-    processor.close()
-
-
 # --- selection -------------------------------------------------------------------------------
 
 def swapped(index: int, arrived_ms: float, cadence: int = 1) -> SwappedFrame:
