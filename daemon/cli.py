@@ -74,8 +74,8 @@ def _add_run_parser(subparsers: Any) -> None:
     run.add_argument("--fallback", choices=[f.value for f in Fallback],
                      help="what to show while no swapped frame is due")
     run.add_argument("--playout", choices=[p.value for p in Playout],
-                     help="live: swapped frames as soon as they arrive; smooth: at capture "
-                     "cadence behind an adaptive delay")
+                     help="smooth (default): every swapped frame, at capture cadence behind "
+                     "an adaptive delay; live: each batch's newest as soon as it arrives")
     run.add_argument("--swap", dest="swap", action=argparse.BooleanOptionalAction, default=None,
                      help="swap faces (default) or pass the camera through")
     run.add_argument("--preview-port", type=int, help="port of the preview page (0: any free)")

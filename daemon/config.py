@@ -114,7 +114,7 @@ class Settings(BaseModel):
     size: tuple[int, int] = Field((1280, 720), description="output WIDTHxHEIGHT, even numbers")
     duration: float | None = Field(None, gt=0, description="stop after SECONDS (default: run)")
     fallback: Fallback = Fallback.PASSTHROUGH
-    playout: Playout = Playout.LIVE
+    playout: Playout = Playout.SMOOTH
     swap: bool = True
     stale_after_ms: float = Field(
         500.0, ge=0, le=60_000,

@@ -47,7 +47,7 @@ class InMemoryDaemon:
         self._lock = threading.Lock()
         self.swap = True
         self.paused = False
-        self.playout = "live"
+        self.playout = "smooth"
         self.fallback = "passthrough"
         self.library: dict[str, dict[str, Any]] = {
             reference: {"name": reference, "width": 512, "height": 640,

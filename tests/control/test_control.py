@@ -147,7 +147,7 @@ def test_settings(client: ControlClient, daemon: FakeDaemon) -> None:
     assert daemon.swap is False
     assert client.set_paused(True)["paused"] is True
     assert daemon.paused is True
-    assert client.set_playout("smooth")["playout"] == "smooth"
+    assert client.set_playout("live")["playout"] == "live"
     assert client.set_fallback("placeholder")["fallback"] == "placeholder"
     assert daemon.snapshot()["fallback"] == "placeholder"
     assert client.set_paused(False)["state"] == "running"

@@ -99,7 +99,7 @@ def test_every_operation_while_the_camera_keeps_publishing(
     assert client.set_swap(False)["swap"] is False
     assert counter.advances()
     assert client.set_swap(True)["swap"] is True
-    assert client.set_playout("smooth")["playout"] == "smooth"
+    assert client.set_playout("live")["playout"] == "live"
     assert client.set_fallback("hold")["fallback"] == "hold"
     assert client.set_paused(True)["paused"] is True
     assert counter.advances()
@@ -140,7 +140,7 @@ def test_refused_requests_change_nothing(daemon: tuple[RealtimeFaceSwapApp, Tick
                      headers=huge)
     assert code == 422 and "cannot be decoded" in str(body)
     assert raw(f"{url}/references/ghost/select", method="POST", headers=auth)[0] == 404
-    assert app.swap_enabled and app.selector.playout.value == "live"
+    assert app.swap_enabled and app.selector.playout.value == "smooth"
     assert client.references() == []
     assert counter.advances()
 

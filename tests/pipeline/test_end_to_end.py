@@ -6,6 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import faceswap_cam_exe
 from tests.media import CYAN_BGR, RED_BGR, near, patch_colour, read_frame, read_video
 
@@ -48,11 +50,12 @@ def test_passthrough_recording_plays_in_order_with_true_colours(
         assert key in stats
 
 
+@pytest.mark.parametrize("playout", ["live", "smooth"])
 def test_debug_engine_inverts_and_keeps_order(
-        clip: Path, tmp_path: Path, cli_env: dict[str, str]) -> None:
+        clip: Path, tmp_path: Path, cli_env: dict[str, str], playout: str) -> None:
     out = tmp_path / "debug.mp4"
     stats = record(clip, out, cli_env, "--engine", "debug", "--engine-delay-ms", "0",
-                   "--sink", "null")  # several sinks at once
+                   "--playout", playout, "--sink", "null")  # several sinks at once
     frames, _ = read_video(out)
     assert abs(len(frames) - FPS * DURATION) <= 1
     decoded = [read_frame(f) for f in frames]
@@ -66,7 +69,15 @@ def test_debug_engine_inverts_and_keeps_order(
         if not inverted:
             assert near(patch_colour(frame), RED_BGR)
     indices = [i for i, _ in decoded]
-    assert indices == sorted(indices)
+    if playout == "live":
+        assert indices == sorted(indices)
+        return
+    # Smooth playout plays the swapped frames a playout delay behind the camera: when they
+    # take over from the passthrough frames the picture steps back by that delay, once, and
+    # from then on moves forward only.
+    steps_back = [n for n in range(1, len(indices)) if indices[n] < indices[n - 1]]
+    assert len(steps_back) == 1, indices
+    assert decoded[steps_back[0]][1] and not decoded[steps_back[0] - 1][1]
 
 
 def test_slow_engine_passthrough_fills_gaps(

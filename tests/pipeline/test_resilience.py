@@ -246,11 +246,11 @@ def test_pause_resume_and_live_mode_changes() -> None:
         app.set_paused(False)
         resumed_from = len(sink.ticks)
         assert sink.wait_for(resumed_from + 15)
-        app.set_playout("smooth")
+        app.set_playout("live")
         app.set_fallback("placeholder")
         with pytest.raises(ValueError, match="'fast' is not one of: live, smooth"):
             app.set_playout("fast")
-        assert app.selector.playout is Playout.SMOOTH
+        assert app.selector.playout is Playout.LIVE
         assert app.selector.fallback is Fallback.PLACEHOLDER
     kinds = [kind for kind, _, _ in sink.ticks]
     # Every tick after the pause took effect is the privacy card, until resumed.

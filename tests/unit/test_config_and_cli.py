@@ -26,7 +26,7 @@ def test_defaults() -> None:
     assert settings.fps == 30
     assert settings.size == (1280, 720)
     assert settings.fallback is Fallback.PASSTHROUGH
-    assert settings.playout is Playout.LIVE
+    assert settings.playout is Playout.SMOOTH
     assert settings.sinks == ["auto"]
 
 
@@ -185,7 +185,7 @@ def test_status_printing(capsys: pytest.CaptureFixture[str]) -> None:
     assert _print_status(document, as_json=False) == EXIT_OK
     text = capsys.readouterr().out
     for line in ("state      error", "swap       on, showing swapped", "reference  alice",
-                 "engine     debug: failed", "playout    live, fallback passthrough",
+                 "engine     debug: failed", "playout    smooth, fallback passthrough",
                  "engine error CUDA out of memory"):
         assert line in text
     assert _print_status(document, as_json=True) == EXIT_OK
