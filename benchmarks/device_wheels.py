@@ -17,7 +17,10 @@ The command runs one benchmark, so that each fits the 10-minute limit of a call:
 ``--gpus N`` on a machine with N GPUs. The log and the efficiency file come back through
 ``$OUT``: copy the file over ``benchmarks/results/gpu_efficiency.json`` before the next call
 (which adds its engine's section to it) and commit it at the end, and ``faceswap-cam plan``
-predicts from the measurement instead of its assumption.
+predicts from the measurement instead of its assumption. ``preprocess`` times the real-size
+detector, pose and SAM2 models around a batch in the person window, against the plan's H200
+live batch (the figure to replace with the measured ``live-win`` one): the daemon keeps the
+plan's cadence while the whole call, these included, stays under 95 % of a batch period.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ DEVICE_PLATFORM = ["--only-binary=:all:", "--python-version", "3.12", "--impleme
 BENCHMARKS = {
     "wan-animate": "benchmarks/gpu_engine.py --preset all",
     "wan-animate-2": "benchmarks/gpu_engine.py --preset all --engine wan-animate-2",
+    "preprocess": "benchmarks/preprocess.py --gpu --wan-batch-s 0.692",
 }
 
 

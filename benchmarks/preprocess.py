@@ -10,6 +10,13 @@ batches of N new frames (the segment is L = N + P frames, P carried) of a camera
 prints milliseconds per frame and per batch by stage, and the share of preprocessing in the
 batch latency, preprocessing / (preprocessing + generate).
 
+``--gen-window person`` (the default, what the daemon runs for wan-animate's replace mode)
+takes the engine's windowed path: the person located on the whole frame at its generation
+size, a window around them chosen on the first batch and kept (models/wan/window.py; 480x480
+for a 720p camera), the conditioning made from the window's crop, and the generated window
+composited and pasted back into the frame. ``--gen-window frame`` makes it from the whole
+frame.
+
 The clip: ``shared/data/person-720p.jpg`` beside the repo (a photo of a person), slowly
 shifted and zoomed frame by frame at the camera size (default 1280x720); where that file is
 absent, a drawn room with a person-like figure, moved the same way. Frames are consecutive
@@ -45,7 +52,8 @@ one batch; the median over repeats is printed for each row (so rows need not add
 totals are medians of per-batch totals). Figures are printed, never asserted.
 
     .venv/bin/python benchmarks/preprocess.py [--frames 8] [--carry 1] [--repeats 5]
-        [--warmup 1] [--steps 4] [--camera 1280x720] [--gen-size 848x480] [--threads N]
+        [--warmup 1] [--steps 4] [--camera 1280x720] [--gen-size 848x480]
+        [--gen-window person|frame] [--threads N]
         [--gpu | --no-gpu] [--dtype bf16] [--wan-batch-s S] [--real-on-cpu]
 
 ``--gpu`` without CUDA exits with code 2. ``--real-on-cpu`` runs the real-size section on the
@@ -85,9 +93,10 @@ from faceswap_cam.models.preprocessing.pose import WholeBodyPoseEstimator
 from faceswap_cam.models.preprocessing.segmentation import PersonMasker
 from faceswap_cam.models.preprocessing.wan import WanPreprocessor
 from faceswap_cam.models.wan.compositing import composite
-from faceswap_cam.models.wan.engine import to_pil, uint8_frames
+from faceswap_cam.models.wan.engine import open_inner_sides, to_pil, uint8_frames
 from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline
 from faceswap_cam.models.wan.streaming import SegmentInputs, StreamingWanAnimate, check_segment
+from faceswap_cam.models.wan.window import Window, choose_window
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -229,6 +238,9 @@ class Setup:
     face_size: int
     build_s: float
     parameters: dict[str, int] = field(default_factory=dict)
+    #: ``--gen-window person``: the window of this run's segment chain, chosen around the
+    #: person of its first batch and kept, as the engine keeps it while the person stays.
+    window: Window | None = None
 
 
 def count_parameters(model: Any) -> int:
@@ -402,10 +414,27 @@ def run_batch(setup: Setup, frames: list[np.ndarray], args: argparse.Namespace) 
     """One batch the way WanAnimateEngine.process runs it, each part timed."""
     clock = time.perf_counter
     stream = setup.stream
-    gen_w, gen_h = (int(v) for v in args.gen_size)
+    full_size = (int(args.gen_size[0]), int(args.gen_size[1]))
+    frame_size = (frames[0].shape[1], frames[0].shape[0])
     start = clock()
-    batch = setup.preprocessor.process(frames, size=(gen_w, gen_h), face_size=setup.face_size,
-                                       with_background=True)
+    window = None
+    if args.gen_window == "person":
+        # The engine's order: the person located on the whole frame first, then the window's
+        # crop made into the conditioning (locate's time is in the resize and detector rows).
+        people = setup.preprocessor.locate(frames, size=full_size)
+        found = [box for box in people if box is not None]
+        if len(found) == len(people):
+            if setup.window is None:
+                setup.window = choose_window(found, frame_size, full_gen_size=full_size)
+            window = setup.window
+        batch = setup.preprocessor.process(
+            frames, size=window.gen_size if window else full_size, face_size=setup.face_size,
+            with_background=True, window=None if window is None or window.whole else window.box,
+            people=people)
+    else:
+        batch = setup.preprocessor.process(frames, size=full_size, face_size=setup.face_size,
+                                           with_background=True)
+    gen_w, gen_h = window.gen_size if window else full_size
     pre_s = clock() - start
     stages = dict(setup.preprocessor.timings)
     seconds = {stage: stages.get(stage, 0.0) for stage in STAGES}
@@ -427,7 +456,15 @@ def run_batch(setup: Setup, frames: list[np.ndarray], args: argparse.Namespace) 
                             interpolation=cv2.INTER_LINEAR) for pixels in uint8_frames(video)]
     start = clock()
     for frame, bgr, mask in zip(frames, generated, batch.mask, strict=True):
-        composite(frame, bgr, mask, feather_px=FEATHER_PX)
+        if window is None or window.whole:
+            composite(frame, bgr, mask, feather_px=FEATHER_PX)
+            continue
+        x, y, width, height = window.box
+        blend = open_inner_sides(mask, window.inner_sides(frame_size))
+        patch, _ = composite(frame[y:y + height, x:x + width], bgr, blend,
+                             feather_px=FEATHER_PX)
+        whole = frame.copy()
+        whole[y:y + height, x:x + width] = patch
     seconds["compositing"] = clock() - start
     seconds["batch"] = pre_s + seconds["generate"] + seconds["compositing"]
     cover = float(np.mean([np.count_nonzero(m) / m.size for m in batch.mask]))
@@ -460,6 +497,7 @@ def measure(setup: Setup, clip: CameraClip, args: argparse.Namespace) -> Result:
     timed batches of N new frames, consecutive in the clip."""
     setup.preprocessor.reset()
     setup.stream.reset()
+    setup.window = None
     start = time.perf_counter()
     run_batch(setup, clip.frames(0, args.segment), args)
     index = args.segment
@@ -490,6 +528,12 @@ def print_table(result: Result, args: argparse.Namespace) -> None:
     print(f"  {len(result.batches)} timed batches of {frames} new frames (L={args.segment}, "
           f"P={args.carry}), generate: tiny Wan {setup.stream.width}x{setup.stream.height}, "
           f"{args.steps} steps; Wan mask covers {100 * cover(result):.0f} % of the frame")
+    if setup.window is not None:
+        x, y, width, height = setup.window.box
+        print(f"  generation window: {width}x{height} at ({x}, {y}) of the camera frame, "
+              f"generated at {setup.window.gen_size[0]}x{setup.window.gen_size[1]}"
+              + (" (the whole frame: no smaller window holds the person)"
+                 if setup.window.whole else ""))
     header = f"  {'stage':<22}{'ms/frame':>10}{'ms/batch':>10}{'% batch':>9}"
     print(header)
     print("  " + "-" * (len(header) - 2))
@@ -522,6 +566,9 @@ def result_json(result: Result, args: argparse.Namespace) -> dict[str, Any]:
         "tiny_wan_size": f"{setup.stream.width}x{setup.stream.height}",
         "face_size": setup.face_size,
         "mask_cover": round(cover(result), 3),
+        "window": None if setup.window is None else {
+            "box": list(setup.window.box), "gen_size": list(setup.window.gen_size),
+            "whole": setup.window.whole},
         "ms_per_frame": {row: round(result.per_frame_ms(row), 3) for row in ROWS},
         "ms_per_batch": {row: round(1000 * result.median_s(row), 2) for row in ROWS},
         "preprocessing_share": round(result.share, 4),
@@ -554,6 +601,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gen-size", type=parse_size, default=None,
                         help="generation size WxH that preprocessing makes (default: the "
                              "product's for the camera, 848x480 for 720p)")
+    parser.add_argument("--gen-window", choices=defaults.GEN_WINDOWS, default=defaults.GEN_WINDOW,
+                        help="person (default, as the daemon generates wan-animate's replace "
+                             "mode): locate the person on the whole frame, then make the "
+                             "conditioning of a window around them; frame: the whole frame")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's)")
     gpu = parser.add_mutually_exclusive_group()
@@ -599,7 +650,8 @@ def main(argv: list[str] | None = None) -> int:
     print("Wan-Animate preprocessing by stage, and its share of a batch's latency")
     print(f"  torch {torch.__version__}, CPU threads {torch.get_num_threads()} of "
           f"{os.cpu_count()}; camera {args.camera[0]}x{args.camera[1]} from {clip.source}; "
-          f"preprocessing at {args.gen_size[0]}x{args.gen_size[1]}; batch of {args.frames} "
+          f"preprocessing at {args.gen_size[0]}x{args.gen_size[1]} ({args.gen_window} "
+          f"window); batch of {args.frames} "
           f"new frames; {args.repeats} timed batches after warm-up (medians)")
 
     results: list[Result] = []
@@ -638,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         "camera": f"{args.camera[0]}x{args.camera[1]}",
         "camera_source": clip.source,
         "gen_size": f"{args.gen_size[0]}x{args.gen_size[1]}",
+        "gen_window": args.gen_window,
         "new_frames_per_batch": args.frames,
         "segment_frames": args.segment,
         "carry": args.carry,

@@ -1,0 +1,33 @@
+"""benchmarks/preprocess.py times the engine's own preprocessing path, window included."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import preprocess
+
+
+@pytest.mark.parametrize("gen_window", ["person", "frame"])
+def test_the_cpu_section_runs_the_engines_path(capsys: pytest.CaptureFixture[str],
+                                               gen_window: str) -> None:
+    code = preprocess.main(["--repeats", "1", "--warmup", "0", "--no-gpu",
+                            "--gen-window", gen_window])
+    out = capsys.readouterr().out
+    assert code == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["gen_window"] == gen_window and result["gen_size"] == "848x480"
+    [section] = result["sections"].values()
+    window = section["window"]
+    if gen_window == "frame":
+        assert window is None
+    else:
+        # The product's square window for a 720p camera, placed inside the frame.
+        assert window["gen_size"] == [480, 480]
+        x, y, width, height = window["box"]
+        assert width == height
+        assert 0 <= x <= x + width <= 1280 and 0 <= y <= y + height <= 720
+        assert "generation window" in out
+    for stage in ("detector", "pose", "sam2", "preprocessing", "compositing", "batch"):
+        assert section["ms_per_batch"][stage] > 0
