@@ -11,8 +11,9 @@ then L - P a call) and each call takes the plan's predicted batch time (its own 
 so the processor sees the same timing a GPU that meets the prediction would give it; what the
 daemon adds around the engine call is its own.
 
-After a warm-up (the cadence starts at 1 and adapts, as it does for an engine the plan does
-not know), it counts, per playout:
+The processor starts at the plan's cadence, as the daemon does for a model engine
+(``--start-cadence 1``: as for an engine the plan does not know, adapting from measurements),
+and after a warm-up it counts, per playout:
 
 * swapped fps: distinct swapped frames shown per second (a frame held for several ticks counts
   once), beside the plan's fps;
@@ -110,8 +111,8 @@ class TickLog(NullSink):
 
 
 def run(playout: str, *, first: int, following: int, batch_s: float, seconds: float,
-        warmup: float, config: Path, hiccup_every: int = 0,
-        hiccup_s: float = 0.0) -> dict[str, Any]:
+        warmup: float, config: Path, hiccup_every: int = 0, hiccup_s: float = 0.0,
+        start_cadence: int = 1) -> dict[str, Any]:
     # The user's config file and control API stay out of it: only these settings count.
     settings = load_settings({"source": "demo", "engine": "debug", "size": "1280x720",
                               "fps": CAMERA_FPS, "sinks": ["null"], "playout": playout,
@@ -119,10 +120,11 @@ def run(playout: str, *, first: int, following: int, batch_s: float, seconds: fl
     log = TickLog()
     engine = PlannedEngine(batch_s=batch_s, first_batch=first, next_batch=following,
                            hiccup_every=hiccup_every, hiccup_s=hiccup_s)
-    app = RealtimeFaceSwapApp(settings, engine_factory=lambda: engine, sinks=[log])
+    app = RealtimeFaceSwapApp(settings, engine_factory=lambda: engine, sinks=[log],
+                              start_cadence=start_cadence)
     cadences: list[int] = []
     with app:
-        time.sleep(warmup)  # the cadence adapts from 1: not what a steady call sees
+        time.sleep(warmup)  # the first batches and the playout delay settle
         start_ns = time.monotonic_ns()
         while time.monotonic_ns() - start_ns < seconds * 1e9:
             cadences.append(app.processor.cadence)
@@ -171,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="every N-th call takes --hiccup-s longer (a stalled CPU, a "
                         "garbage collection): does one slow call cost the cadence?")
     parser.add_argument("--hiccup-s", type=float, default=0.2)
+    parser.add_argument("--start-cadence", type=int, default=None,
+                        help="the cadence the processor starts at (default: the plan's)")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=8.0)
     parser.add_argument("--playout", choices=("smooth", "live", "both"), default="both")
@@ -191,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the plan has no prediction for this engine and GPU")
     first, following = preset.segment_frames, preset.segment_frames - preset.carry
     batch_s = args.batch_s if args.batch_s is not None else timing.batch_s
+    start_cadence = args.start_cadence or timing.cadence
     print(f"plan: {args.engine} {args.preset} {args.size[0][0]}x{args.size[0][1]} L={first} "
           f"{quantize} on {gpu.key}: {timing.batch_s:.3f} s a batch -> cadence {timing.cadence}, "
           f"{timing.fps:.2f} swapped fps, {timing.latency_s:.2f} s capture to screen (oldest "
@@ -198,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     hiccups = (f" (every {args.hiccup_every}th {args.hiccup_s * 1000:.0f} ms more)"
                if args.hiccup_every else "")
     print(f"daemon: debug engine, L={first} then {following} a call, "
-          f"{batch_s * 1000:.0f} ms a call{hiccups}; {os.cpu_count()} CPUs, load "
+          f"{batch_s * 1000:.0f} ms a call{hiccups}, starting at cadence {start_cadence}; "
+          f"{os.cpu_count()} CPUs, load "
           f"{os.getloadavg()[0]:.2f}", flush=True)
     playouts = ["smooth", "live"] if args.playout == "both" else [args.playout]
     results = []
@@ -209,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run(playout, first=first, following=following,
                                batch_s=batch_s, seconds=args.seconds,
                                warmup=args.warmup, config=config,
-                               hiccup_every=args.hiccup_every, hiccup_s=args.hiccup_s))
+                               hiccup_every=args.hiccup_every, hiccup_s=args.hiccup_s,
+                               start_cadence=start_cadence))
     for result in results:
         playout = result["playout"]
         print(f"  {playout:<6} cadence {result['cadence']} (plan {timing.cadence}; seen "
@@ -224,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                       "plan": {"batch_s": round(timing.batch_s, 4), "cadence": timing.cadence,
                                "fps": round(timing.fps, 2),
                                "latency_s": round(timing.latency_s, 3)},
-                      "batch_s": round(batch_s, 4), "hiccup_every": args.hiccup_every,
+                      "batch_s": round(batch_s, 4), "start_cadence": start_cadence,
+                      "hiccup_every": args.hiccup_every,
                       "hiccup_s": args.hiccup_s if args.hiccup_every else 0.0,
                       "load": round(os.getloadavg()[0], 2),
                       "runs": results}))

@@ -205,9 +205,11 @@ class RealtimeFaceSwapApp:
         engine_factory: Callable[[], SwapEngine] | None = None,
         sinks: list[Sink] | None = None,
         references: ReferenceLibrary | None = None,
+        start_cadence: int | None = None,
     ) -> None:
         """Build everything from ``settings``; ``engine_factory`` and ``sinks`` let callers
-        (tests, benchmarks) supply their own instead of the registry's."""
+        (tests, benchmarks) supply their own instead of the registry's, and ``start_cadence``
+        the cadence to start at for an engine the capacity plan does not know."""
         self.settings = settings
         self._stop = threading.Event()
         self._control = threading.Condition()
@@ -218,13 +220,14 @@ class RealtimeFaceSwapApp:
         # One daemon per user: taken before any device or port is opened, held until close().
         self._instance = take_daemon_lock()
         try:
-            self._build(settings, engine_factory, sinks, references)
+            self._build(settings, engine_factory, sinks, references, start_cadence)
         except BaseException:
             self._release_instance()
             raise
 
     def _build(self, settings: Settings, engine_factory: Callable[[], SwapEngine] | None,
-               sinks: list[Sink] | None, references: ReferenceLibrary | None) -> None:
+               sinks: list[Sink] | None, references: ReferenceLibrary | None,
+               start_cadence: int | None) -> None:
         try:
             self.source = create_source(settings.source, size=settings.size, fps=settings.fps)
         except Exception as exc:
@@ -254,8 +257,8 @@ class RealtimeFaceSwapApp:
             self.source, ring_size=2 if self.engine_name == "passthrough" else RING_FRAMES)
         self.processor = AsyncFaceSwapProcessor(
             engine_factory, fps=settings.fps, engine_name=self.engine_name,
-            timeout_s=settings.engine_timeout_s, start_cadence=planned_cadence(
-                settings, self.engine_name))
+            timeout_s=settings.engine_timeout_s,
+            start_cadence=start_cadence or planned_cadence(settings, self.engine_name))
         self.preset_name = running_preset(settings, self.engine_name)  # for ``status``
         self.references = references if references is not None else _open_library()
         self.reference_name: str | None = None

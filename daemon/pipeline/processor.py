@@ -516,7 +516,11 @@ class AsyncFaceSwapProcessor:
         for _ in batch:
             self.rate.tick(arrived_ns)
         self.batches += 1
-        if self._cadence.observe(elapsed / len(batch)):
+        # A call that found nobody stopped early and says nothing of the engine's speed. A
+        # chain's first call takes more frames than a continuing one for about the same
+        # work, so the time is per new frame of a continuing call, the steady rate.
+        if result.swapped and self._cadence.observe(
+                elapsed / batching.new_frames(engine, continuing=True)):
             self._reset_continuity("cadence changed")
 
     def _apply_reference(self, engine: SwapEngine, worker: _EngineWorker,

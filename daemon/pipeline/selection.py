@@ -11,6 +11,11 @@ from faceswap_cam.daemon.frames import Frame
 from faceswap_cam.daemon.pipeline.processor import SwappedFrame
 from faceswap_cam.daemon.states import Showing
 
+#: ``smooth`` playout lowers its delay 1 ms a tick (playing 3 % fast), which nobody notices;
+#: a delay this much above what the engine needs (a slow first call after the engine loads,
+#: a stall) would take minutes that way, so it drops at once and the picture skips ahead.
+SNAP_DOWN_S = 0.3
+
 
 @dataclass(frozen=True, slots=True)
 class Choice:
@@ -25,7 +30,8 @@ class OutputSelector:
     expected (one batch period) plus ``grace_s``.
     ``smooth``: each swapped frame is due at its capture time plus a playout delay, so the
     frames play at the cadence they were captured; the delay adapts to the worst recent
-    lateness (rising at once, falling slowly) and is reported.
+    lateness (rising at once, falling slowly, or at once when it is ``SNAP_DOWN_S`` too long)
+    and is reported.
     Either way, a frame shown is never older than the one shown before it, and when no swapped
     frame is valid the fallback decides.
     """
@@ -37,6 +43,7 @@ class OutputSelector:
         self.fps = fps
         self.grace_ns = int(grace_s * 1e9)
         self.delay_window_ns = int(delay_window_s * 1e9)
+        self.snap_down_ns = int(SNAP_DOWN_S * 1e9)
         self.playout_delay_ns = 0
         self._lateness: deque[tuple[int, int]] = deque(maxlen=512)  # (arrived_ns, lateness_ns)
         self._newest_seen = -1
@@ -111,7 +118,7 @@ class OutputSelector:
             return
         tick_ns = int(1e9 / self.fps)
         target = max(late for _, late in self._lateness) + tick_ns
-        if target > self.playout_delay_ns:
+        if target > self.playout_delay_ns or self.playout_delay_ns - target > self.snap_down_ns:
             self.playout_delay_ns = target
         else:
             # Fall slowly (1 ms per tick) so the delay does not saw-tooth with each batch.

@@ -228,6 +228,63 @@ def test_smooth_plays_frames_at_capture_cadence_behind_a_delay() -> None:
     assert shown[-1] is None
 
 
+def smooth_delays(first_late_ms: float, later_late_ms: list[float], until_ms: float
+                  ) -> dict[int, float]:
+    """Smooth playout's delay at each tick (ms -> ms) for batches of 8 frames taken every 3rd
+    camera frame: the first batch arrives ``first_late_ms`` after its first frame was captured,
+    the later ones (the newest frames when the first is back) each ``later_late_ms[i]`` after."""
+    selector = OutputSelector(fallback=Fallback.PASSTHROUGH, playout=Playout.SMOOTH, fps=30,
+                              grace_s=0.5)
+    items = [swapped(i, first_late_ms, cadence=3) for i in range(0, 24, 3)]
+    for i, item in enumerate(items):
+        items[i] = SwappedFrame(frame(item.frame.index, i * 100 * MS), item.arrived_ns, 3)
+    start_ms = first_late_ms - 700  # the engine takes the newest frames next
+    for batch, late in enumerate(later_late_ms):
+        first_ms = start_ms + 800 * batch
+        for n in range(8):
+            index = 10_000 + 3 * (8 * batch + n)
+            items.append(SwappedFrame(frame(index, int((first_ms + 100 * n) * MS)),
+                                      int((first_ms + late) * MS), 3))
+    delays = {}
+    tick_ms = 1000 / 30
+    now_ms = first_late_ms
+    live = frame(99_999)
+    while now_ms < until_ms:
+        arrived = [item for item in items if item.arrived_ns <= now_ms * MS]
+        selector.choose(int(now_ms * MS), live, arrived[-60:], batch_period_s=0.8)
+        delays[int(now_ms)] = selector.playout_delay_ms
+        now_ms += tick_ms
+    return delays
+
+
+def at(delays: dict[int, float], ms: float) -> float:
+    return delays[min(delays, key=lambda t: abs(t - ms))]
+
+
+def test_smooth_delay_drops_at_once_after_a_slow_first_call() -> None:
+    # The first call after the engine loads took 5 s (the device's warm-up); the engine then
+    # returns each batch 1.4 s after its first frame, as the plan's live preset would.
+    delays = smooth_delays(5000, [1400] * 12, until_ms=12_000)
+    assert at(delays, 5100) > 5000  # those frames play late rather than not at all
+    # Once the slow batch leaves the 3 s window, the delay is what the engine needs: not
+    # minutes of falling 1 ms a tick.
+    assert 1400 < at(delays, 8600) < 1500
+    assert 1400 < at(delays, 11_900) < 1500
+
+
+def test_smooth_delay_glides_down_after_a_small_hiccup() -> None:
+    lateness = [1400.0] * 14
+    lateness[2] = 1600  # one call 0.2 s slower
+    delays = smooth_delays(1400, lateness, until_ms=9000)
+    peak = at(delays, 4200)  # the slow batch is back at 3.9 s
+    assert 1600 < peak < 1700
+    # Out of the window it falls 1 ms a tick, the picture playing 3 % fast: no skip.
+    later = at(delays, 7500)
+    assert 1450 < later < peak
+    steps = [delays[t] - delays[u] for u, t in zip(delays, list(delays)[1:], strict=False)]
+    assert min(steps) >= -1.0001
+
+
 def test_close_interrupts_and_waits_for_the_call_in_progress() -> None:
     class Interruptible(RecordingEngine):
         def __init__(self) -> None:
