@@ -209,7 +209,8 @@ class RealtimeFaceSwapApp:
     ) -> None:
         """Build everything from ``settings``; ``engine_factory`` and ``sinks`` let callers
         (tests, benchmarks) supply their own instead of the registry's, and ``start_cadence``
-        the cadence to start at for an engine the capacity plan does not know."""
+        the cadence the processor starts at instead of the capacity plan's (which has none
+        for their engines)."""
         self.settings = settings
         self._stop = threading.Event()
         self._control = threading.Condition()
@@ -258,7 +259,8 @@ class RealtimeFaceSwapApp:
         self.processor = AsyncFaceSwapProcessor(
             engine_factory, fps=settings.fps, engine_name=self.engine_name,
             timeout_s=settings.engine_timeout_s,
-            start_cadence=start_cadence or planned_cadence(settings, self.engine_name))
+            start_cadence=start_cadence if start_cadence is not None
+            else planned_cadence(settings, self.engine_name))
         self.preset_name = running_preset(settings, self.engine_name)  # for ``status``
         self.references = references if references is not None else _open_library()
         self.reference_name: str | None = None

@@ -10,7 +10,7 @@ from faceswap_cam.models.batching import CADENCE_MARGIN, MAX_CADENCE, cadence_fo
 
 logger = logging.getLogger(__name__)
 
-#: The median of at most this many batches since the last change decides.
+#: A rise is decided on the median of at most this many batches since the last change.
 WINDOW = 12
 #: Batches a decision needs after a change (or after the warm-up).
 MIN_SAMPLES = 3
@@ -18,11 +18,16 @@ MIN_SAMPLES = 3
 #: choice leaves the full margin: a change costs a chain restart, so a speed that sits at the
 #: margin (the plan's H200 live batch is 0.5 % inside it) must not flip k on noise.
 KEEP_MARGIN = 1.05
-#: Batches after a change before k may fall; every reversal (a move against the one before)
-#: doubles it up to ``MAX_HOLD`` (about five minutes of batches), so that an engine too noisy
-#: for either k settles on the higher one rather than flapping.
+#: Batches after a change before k may fall one step. Every reversal (a move against the one
+#: before) doubles it, up to ``MAX_HOLD`` (384 batches of 8 new frames: seven minutes at
+#: k = 4), so that an engine too noisy for either k settles on the higher one rather than
+#: flapping. The fall is decided on the median of every batch since the change (the last
+#: ``MAX_HOLD``), so the longer k has held, the more evidence a fall takes.
 HOLD = WINDOW
 MAX_HOLD = 384
+#: Batches after a change before k may fall two steps or more (the engine is far faster
+#: than k needs: whatever slowed it, another program on the GPU say, has gone).
+HOLD_FAR = 6
 
 
 class CadenceController:
@@ -30,16 +35,16 @@ class CadenceController:
 
     Every change of k ends the engine's segment chain (its carried frames would no longer be
     k ticks apart), and until the new chain's first batch is back the camera shows its
-    fallback: so k moves on evidence, not on one batch. The evidence is the median time per
-    frame of the batches since the last change (at least ``MIN_SAMPLES``, at most ``WINDOW``):
-    k rises when that misses k with ``KEEP_MARGIN``, and falls, once ``HOLD`` batches have
-    passed since the last change, when it fits a lower k with the full margin; either way to
-    the k a fresh choice with the full margin takes, which the other rule then keeps. One slow
-    batch only delays the next (the input absorbs it, and the processor skips ahead if a
-    whole batch backs up) and, for a few seconds, smooth playout's delay. Batches that found
-    nobody in view are not measured (they stop early), nor is the first batch after an engine
-    loads: it pays once for the device's warm-up (kernel selection, memory pools,
-    compilation).
+    fallback: so k moves on evidence, not on one batch, and the evidence is the batches since
+    the last change (at least ``MIN_SAMPLES``). k rises when the median time per frame of the
+    last ``WINDOW`` of them misses k with ``KEEP_MARGIN``; it falls, once the hold has passed
+    (``HOLD``, backed off on reversals; ``HOLD_FAR`` for two steps or more), when the median
+    of all of them fits a lower k with the full margin. Either way it goes to the k a fresh
+    choice with the full margin takes, which the other rule then keeps. One slow batch only
+    delays the next (the input absorbs it, and the processor skips ahead if a whole batch
+    backs up) and, for a few seconds, smooth playout's delay. Batches that found nobody in
+    view are not measured (they stop early), nor is the first batch after an engine loads: it
+    pays once for the device's warm-up (kernel selection, memory pools, compilation).
     """
 
     def __init__(self, fps: float, *, start: int = 1, margin: float = CADENCE_MARGIN,
@@ -48,7 +53,7 @@ class CadenceController:
         self.margin = margin
         self.max_cadence = max_cadence
         self.cadence = max(1, min(max_cadence, start))
-        self._per_frame: deque[float] = deque(maxlen=WINDOW)
+        self._per_frame: deque[float] = deque(maxlen=MAX_HOLD)  # since the last change
         self._warming_up = True
         self._since_change = 0
         self._hold = HOLD
@@ -73,12 +78,14 @@ class CadenceController:
         self._since_change += 1
         if len(self._per_frame) < MIN_SAMPLES:
             return False
-        typical = statistics.median(self._per_frame)
         k = self.cadence
+        recent = statistics.median(list(self._per_frame)[-WINDOW:])
+        if self._cadence_for(recent, min(self.margin, KEEP_MARGIN)) > k:
+            return self._move(self._cadence_for(recent, self.margin), recent)
+        typical = statistics.median(self._per_frame)
         chosen = self._cadence_for(typical, self.margin)
-        if self._cadence_for(typical, min(self.margin, KEEP_MARGIN)) > k:
-            return self._move(chosen, typical)
-        if self._since_change >= self._hold and chosen < k:
+        if chosen < k and (self._since_change >= self._hold
+                           or (chosen <= k - 2 and self._since_change >= HOLD_FAR)):
             return self._move(chosen, typical)
         return False
 

@@ -242,6 +242,12 @@ class AsyncFaceSwapProcessor:
         with self._output_lock:
             return self._output_lock.wait_for(done, timeout)
 
+    def wait_batches(self, total: int, timeout: float) -> bool:
+        """Wait until ``total`` batches have been handled since start, the cadence's
+        measurement included; False on timeout."""
+        with self._output_lock:
+            return self._output_lock.wait_for(lambda: self.batches >= total, timeout)
+
     def output_depth(self) -> int:
         with self._output_lock:
             return len(self._output)
@@ -515,13 +521,15 @@ class AsyncFaceSwapProcessor:
             self._output_lock.notify_all()
         for _ in batch:
             self.rate.tick(arrived_ns)
-        self.batches += 1
         # A call that found nobody stopped early and says nothing of the engine's speed. A
         # chain's first call takes more frames than a continuing one for about the same
         # work, so the time is per new frame of a continuing call, the steady rate.
         if result.swapped and self._cadence.observe(
                 elapsed / batching.new_frames(engine, continuing=True)):
             self._reset_continuity("cadence changed")
+        with self._output_lock:  # last: a batch counted is a batch wholly handled
+            self.batches += 1
+            self._output_lock.notify_all()
 
     def _apply_reference(self, engine: SwapEngine, worker: _EngineWorker,
                          reference: np.ndarray) -> None:

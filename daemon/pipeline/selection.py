@@ -12,9 +12,12 @@ from faceswap_cam.daemon.pipeline.processor import SwappedFrame
 from faceswap_cam.daemon.states import Showing
 
 #: ``smooth`` playout lowers its delay 1 ms a tick (playing 3 % fast), which nobody notices;
-#: a delay this much above what the engine needs (a slow first call after the engine loads,
-#: a stall) would take minutes that way, so it drops at once and the picture skips ahead.
+#: a delay this much above what the engine has needed for ``SNAP_MEMORY_S`` (a slow first
+#: call after the engine loads, a stall) would take minutes that way, so it drops at once and
+#: the picture skips ahead. The long memory keeps a slow call that recurs (a chain restart
+#: every few seconds) from making the delay jump up and down with it.
 SNAP_DOWN_S = 0.3
+SNAP_MEMORY_S = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +33,8 @@ class OutputSelector:
     expected (one batch period) plus ``grace_s``.
     ``smooth``: each swapped frame is due at its capture time plus a playout delay, so the
     frames play at the cadence they were captured; the delay adapts to the worst recent
-    lateness (rising at once, falling slowly, or at once when it is ``SNAP_DOWN_S`` too long)
-    and is reported.
+    lateness (rising at once, falling slowly, or at once to the worst lateness of the last
+    ``SNAP_MEMORY_S`` when it is ``SNAP_DOWN_S`` above that) and is reported.
     Either way, a frame shown is never older than the one shown before it, and when no swapped
     frame is valid the fallback decides.
     """
@@ -44,8 +47,10 @@ class OutputSelector:
         self.grace_ns = int(grace_s * 1e9)
         self.delay_window_ns = int(delay_window_s * 1e9)
         self.snap_down_ns = int(SNAP_DOWN_S * 1e9)
+        self.snap_memory_ns = int(SNAP_MEMORY_S * 1e9)
         self.playout_delay_ns = 0
-        self._lateness: deque[tuple[int, int]] = deque(maxlen=512)  # (arrived_ns, lateness_ns)
+        # (arrived_ns, lateness_ns) of each swapped frame over SNAP_MEMORY_S, at up to 60 fps.
+        self._lateness: deque[tuple[int, int]] = deque(maxlen=int(60 * SNAP_MEMORY_S))
         self._newest_seen = -1
         self._shown: SwappedFrame | None = None
 
@@ -112,14 +117,19 @@ class OutputSelector:
             if item.frame.index > self._newest_seen:
                 self._newest_seen = item.frame.index
                 self._lateness.append((item.arrived_ns, item.arrived_ns - item.frame.captured_ns))
-        while self._lateness and now_ns - self._lateness[0][0] > self.delay_window_ns:
+        while self._lateness and now_ns - self._lateness[0][0] > self.snap_memory_ns:
             self._lateness.popleft()
-        if not self._lateness:
+        recent = [late for arrived, late in self._lateness
+                  if now_ns - arrived <= self.delay_window_ns]
+        if not recent:
             return
         tick_ns = int(1e9 / self.fps)
-        target = max(late for _, late in self._lateness) + tick_ns
-        if target > self.playout_delay_ns or self.playout_delay_ns - target > self.snap_down_ns:
+        target = max(recent) + tick_ns
+        floor = max(late for _, late in self._lateness) + tick_ns
+        if target > self.playout_delay_ns:
             self.playout_delay_ns = target
+        elif self.playout_delay_ns - floor > self.snap_down_ns:
+            self.playout_delay_ns = floor
         else:
             # Fall slowly (1 ms per tick) so the delay does not saw-tooth with each batch.
             self.playout_delay_ns = max(target, self.playout_delay_ns - 1_000_000)

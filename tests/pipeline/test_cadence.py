@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from faceswap_cam.daemon.config import load_settings
+from faceswap_cam.daemon.outputs.null import NullSink
 from faceswap_cam.daemon.pipeline import processor as processor_module
-from faceswap_cam.daemon.pipeline.cadence import HOLD, MAX_HOLD, CadenceController
+from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp
+from faceswap_cam.daemon.pipeline.cadence import HOLD, HOLD_FAR, MAX_HOLD, CadenceController
 from faceswap_cam.daemon.pipeline.processor import AsyncFaceSwapProcessor
 from faceswap_cam.models.engine import SwapResult
+from faceswap_cam.models.simple_engines import DebugEngine
 from tests.pipeline.test_processor_selection import RecordingEngine, frame
 
 #: The capacity plan's H200 batch for live fp8 in the person window: 0.692 s for 8 new frames.
@@ -107,6 +112,40 @@ def test_every_reversal_doubles_the_wait_before_k_falls() -> None:
         assert controller.cadence == 3
 
 
+def test_a_far_faster_engine_falls_several_steps_without_the_backed_off_hold() -> None:
+    controller = warmed(3)
+    for wait in (HOLD, 4 * HOLD):  # noise: reversals have backed the hold off to 48
+        for _ in range(3):
+            controller.observe(0.1)
+        for _ in range(wait):
+            controller.observe(PLANNED_PER_FRAME)
+    assert controller.cadence == 3
+    for _ in range(3):  # another program takes the GPU for three calls
+        controller.observe(0.6)
+    assert controller.cadence == 21
+    for _ in range(HOLD_FAR - 1):  # and leaves it
+        assert not controller.observe(PLANNED_PER_FRAME)
+    assert controller.observe(PLANNED_PER_FRAME)
+    assert controller.cadence == 3
+
+
+def test_a_new_engine_starts_with_the_short_hold() -> None:
+    controller = warmed(3)
+    for wait in (HOLD, 4 * HOLD):
+        for _ in range(3):
+            controller.observe(0.1)
+        for _ in range(wait):
+            controller.observe(PLANNED_PER_FRAME)
+    controller.engine_loaded()
+    controller.observe(1.0)  # its warm-up
+    for _ in range(3):
+        controller.observe(0.1)
+    assert controller.cadence == 4
+    for _ in range(HOLD - 1):
+        assert not controller.observe(PLANNED_PER_FRAME)
+    assert controller.observe(PLANNED_PER_FRAME)
+
+
 def test_a_raise_and_a_fall_land_where_the_other_rule_keeps_them() -> None:
     for per_frame in np.linspace(0.02, 0.4, 97):
         controller = warmed(1)
@@ -189,11 +228,25 @@ def test_the_processor_keeps_its_chain_through_one_slow_batch_and_ends_it_on_a_r
     with processor:
         processor.start()
         index = feed(processor, engine, 0, (3, 2, 2, 2, 2))  # warm-up, a slow batch among
+        assert processor.wait_batches(5, timeout=5)
         assert (processor.cadence, processor.resets) == (3, 0)
         feed(processor, engine, index, (2, 2, 2))  # the engine slows for good
-    # Closed: the thread has finished the last batch, its measurement included.
-    assert (processor.cadence, processor.resets) == (4, 1)
-    assert len(engine.batches) == 8
+        assert processor.wait_batches(8, timeout=5)
+        assert (processor.cadence, processor.resets) == (4, 1)
+
+
+def test_the_warm_up_is_the_first_call_that_swapped(clock: Clock) -> None:
+    # Nobody in view at first, then the device's warm-up: two slow calls (the first swap and
+    # the first continuing call's own shapes) before the engine's own speed.
+    engine = CostlyEngine(clock, [0.001, 1.0, 1.0, PLANNED_PER_FRAME, PLANNED_PER_FRAME],
+                          nobody={0})
+    processor = AsyncFaceSwapProcessor(lambda: engine, fps=30, engine_name="costly",
+                                       start_cadence=3)
+    with processor:
+        processor.start()
+        feed(processor, engine, 0, (3, 3, 2, 2, 2))
+        assert processor.wait_batches(5, timeout=5)
+        assert processor.cadence == 3
 
 
 def test_calls_that_found_nobody_do_not_count_as_speed(clock: Clock) -> None:
@@ -206,7 +259,8 @@ def test_calls_that_found_nobody_do_not_count_as_speed(clock: Clock) -> None:
     with processor:
         processor.start()
         feed(processor, engine, 0, [3] * calls)  # every untouched call ends the chain
-    assert processor.cadence == 3
+        assert processor.wait_batches(calls, timeout=5)
+        assert processor.cadence == 3
     assert processor.frames_untouched == 3 * calls
 
 
@@ -221,5 +275,19 @@ def test_a_chain_start_is_timed_per_frame_of_a_continuing_call(clock: Clock) -> 
         index = 0
         for _ in range(4):  # a gap before each batch: each is a chain's first
             index = feed(processor, engine, index, (3,)) + 3
+        assert processor.wait_batches(4, timeout=5)
+        assert processor.cadence == 4
     assert [len(batch) for batch in engine.batches] == [3, 3, 3, 3]
-    assert processor.cadence == 4
+
+
+def test_the_app_starts_an_engine_the_plan_does_not_know_where_asked(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    settings = load_settings({"source": "demo", "engine": "debug", "sinks": ["null"],
+                              "control_api": False}, config_path=config, environ={})
+    app = RealtimeFaceSwapApp(settings, engine_factory=DebugEngine,
+                              sinks=[NullSink()], start_cadence=4)
+    try:
+        assert app.processor.cadence == 4
+    finally:
+        app.close()

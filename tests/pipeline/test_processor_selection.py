@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Sequence
@@ -261,15 +262,28 @@ def at(delays: dict[int, float], ms: float) -> float:
     return delays[min(delays, key=lambda t: abs(t - ms))]
 
 
-def test_smooth_delay_drops_at_once_after_a_slow_first_call() -> None:
-    # The first call after the engine loads took 5 s (the device's warm-up); the engine then
+@pytest.mark.parametrize("first_late_ms", [5000, 2800])
+def test_smooth_delay_drops_at_once_after_a_slow_first_call(first_late_ms: float) -> None:
+    # The first call after the engine loads was slow (the device's warm-up); the engine then
     # returns each batch 1.4 s after its first frame, as the plan's live preset would.
-    delays = smooth_delays(5000, [1400] * 12, until_ms=12_000)
-    assert at(delays, 5100) > 5000  # those frames play late rather than not at all
-    # Once the slow batch leaves the 3 s window, the delay is what the engine needs: not
-    # minutes of falling 1 ms a tick.
-    assert 1400 < at(delays, 8600) < 1500
-    assert 1400 < at(delays, 11_900) < 1500
+    delays = smooth_delays(first_late_ms, [1400] * 40, until_ms=first_late_ms + 30_000)
+    assert at(delays, first_late_ms + 100) > first_late_ms  # played late, not dropped
+    # Falling 1 ms a tick while the slow call is remembered...
+    assert at(delays, first_late_ms + 15_000) > first_late_ms - 500
+    # ...then at once to what the engine needs: not minutes more of falling.
+    settled = at(delays, first_late_ms + 21_000)
+    assert 1400 < settled < 1500
+    assert 1400 < at(delays, first_late_ms + 29_000) < 1500
+
+
+def test_smooth_delay_does_not_jump_with_a_slow_call_that_recurs() -> None:
+    # Every 4th call 0.4 s slower (a chain restart's longer segment, say): the delay rises
+    # with each and glides down between them, never snapping down to rise again.
+    lateness = [1800.0 if n % 4 == 3 else 1400.0 for n in range(60)]
+    delays = smooth_delays(1400, lateness, until_ms=45_000)
+    steps = [b - a for a, b in itertools.pairwise(delays.values())]
+    assert min(steps) >= -1.0001
+    assert max(steps) > 300  # it did rise with the slow calls
 
 
 def test_smooth_delay_glides_down_after_a_small_hiccup() -> None:
@@ -281,7 +295,7 @@ def test_smooth_delay_glides_down_after_a_small_hiccup() -> None:
     # Out of the window it falls 1 ms a tick, the picture playing 3 % fast: no skip.
     later = at(delays, 7500)
     assert 1450 < later < peak
-    steps = [delays[t] - delays[u] for u, t in zip(delays, list(delays)[1:], strict=False)]
+    steps = [b - a for a, b in itertools.pairwise(delays.values())]
     assert min(steps) >= -1.0001
 
 
