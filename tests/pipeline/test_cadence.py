@@ -99,27 +99,33 @@ def test_k_falls_after_the_hold_when_the_full_margin_fits() -> None:
     assert controller.cadence == 3
 
 
+def rise_and_fall(controller: CadenceController, wait: int) -> None:
+    """Three slow batches raise k from 3 to 4; it falls back on exactly the wait-th fast one."""
+    for _ in range(3):
+        controller.observe(0.1)
+    assert controller.cadence == 4
+    for _ in range(wait - 1):
+        assert not controller.observe(PLANNED_PER_FRAME)
+    assert controller.observe(PLANNED_PER_FRAME)
+    assert controller.cadence == 3
+
+
 def test_every_reversal_doubles_the_wait_before_k_falls() -> None:
     controller = warmed(3)
     # Each round is two reversals (up after a fall, down after a rise) but the first rise.
     for wait in (HOLD, 4 * HOLD, 16 * HOLD, MAX_HOLD):
-        for _ in range(3):
-            controller.observe(0.1)
-        assert controller.cadence == 4
-        for _ in range(wait - 1):
-            assert not controller.observe(PLANNED_PER_FRAME)
-        assert controller.observe(PLANNED_PER_FRAME)
-        assert controller.cadence == 3
+        rise_and_fall(controller, wait)
+
+
+def flapped(controller: CadenceController) -> CadenceController:
+    """Up and down twice, as a noisy engine goes: three reversals back the hold off to 96."""
+    rise_and_fall(controller, HOLD)
+    rise_and_fall(controller, 4 * HOLD)
+    return controller
 
 
 def test_a_far_faster_engine_falls_several_steps_without_the_backed_off_hold() -> None:
-    controller = warmed(3)
-    for wait in (HOLD, 4 * HOLD):  # noise: reversals have backed the hold off to 48
-        for _ in range(3):
-            controller.observe(0.1)
-        for _ in range(wait):
-            controller.observe(PLANNED_PER_FRAME)
-    assert controller.cadence == 3
+    controller = flapped(warmed(3))
     for _ in range(3):  # another program takes the GPU for three calls
         controller.observe(0.6)
     assert controller.cadence == 21
@@ -130,20 +136,10 @@ def test_a_far_faster_engine_falls_several_steps_without_the_backed_off_hold() -
 
 
 def test_a_new_engine_starts_with_the_short_hold() -> None:
-    controller = warmed(3)
-    for wait in (HOLD, 4 * HOLD):
-        for _ in range(3):
-            controller.observe(0.1)
-        for _ in range(wait):
-            controller.observe(PLANNED_PER_FRAME)
+    controller = flapped(warmed(3))
     controller.engine_loaded()
     controller.observe(1.0)  # its warm-up
-    for _ in range(3):
-        controller.observe(0.1)
-    assert controller.cadence == 4
-    for _ in range(HOLD - 1):
-        assert not controller.observe(PLANNED_PER_FRAME)
-    assert controller.observe(PLANNED_PER_FRAME)
+    rise_and_fall(controller, HOLD)
 
 
 def test_a_raise_and_a_fall_land_where_the_other_rule_keeps_them() -> None:
