@@ -59,6 +59,11 @@ class CadenceController:
         self._hold = HOLD
         self._last_move = 0  # +1 up, -1 down, 0 none yet
 
+    @property
+    def warming_up(self) -> bool:
+        """Whether the next swapped batch is the engine's warm-up (not measured)."""
+        return self._warming_up
+
     def engine_loaded(self) -> None:
         """A new engine: its first batch is its warm-up, and the old one's speed is no guide."""
         self._warming_up = True

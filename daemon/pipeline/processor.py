@@ -40,6 +40,9 @@ class SwappedFrame:
     frame: Frame
     arrived_ns: int
     cadence: int  # k: the engine saw every k-th camera frame when this was made
+    #: From the first call after the engine loaded, slowed by the device's warm-up: how late
+    #: it came says nothing of the engine's pace (smooth playout's delay leaves it out).
+    warm_up: bool = False
 
 
 class _EngineWorker:
@@ -512,10 +515,12 @@ class AsyncFaceSwapProcessor:
             # and the next batch starts a new segment chain from a reset engine.
             self.frames_untouched += len(batch)
             self._reset_continuity("engine swapped nothing")
+        warm_up = self._cadence.warming_up
         with self._output_lock:
             if result.swapped:
                 self._output.extend(
-                    SwappedFrame(source.with_pixels(out), arrived_ns, self._cadence.cadence)
+                    SwappedFrame(source.with_pixels(out), arrived_ns, self._cadence.cadence,
+                                 warm_up)
                     for source, out in zip(batch, result.frames, strict=True))
                 self.frames_swapped += len(batch)
             self._output_lock.notify_all()

@@ -12,10 +12,11 @@ from faceswap_cam.daemon.pipeline.processor import SwappedFrame
 from faceswap_cam.daemon.states import Showing
 
 #: ``smooth`` playout lowers its delay 1 ms a tick (playing 3 % fast), which nobody notices;
-#: a delay this much above what the engine has needed for ``SNAP_MEMORY_S`` (a slow first
-#: call after the engine loads, a stall) would take minutes that way, so it drops at once and
-#: the picture skips ahead. The long memory keeps a slow call that recurs (a chain restart
-#: every few seconds) from making the delay jump up and down with it.
+#: a delay this much above what the engine has needed for ``SNAP_MEMORY_S`` (after a stall)
+#: would take minutes that way, so it drops at once and the picture skips ahead. The long
+#: memory keeps a slow call that recurs (a chain restart every few seconds) from making the
+#: delay jump up and down with it. (The engine's warm-up call is left out from the start:
+#: ``SwappedFrame.warm_up``.)
 SNAP_DOWN_S = 0.3
 SNAP_MEMORY_S = 20.0
 
@@ -116,7 +117,9 @@ class OutputSelector:
         for item in swapped:
             if item.frame.index > self._newest_seen:
                 self._newest_seen = item.frame.index
-                self._lateness.append((item.arrived_ns, item.arrived_ns - item.frame.captured_ns))
+                if not item.warm_up:
+                    self._lateness.append((item.arrived_ns,
+                                           item.arrived_ns - item.frame.captured_ns))
         while self._lateness and now_ns - self._lateness[0][0] > self.snap_memory_ns:
             self._lateness.popleft()
         recent = [late for arrived, late in self._lateness

@@ -11,7 +11,8 @@ from benchmarks import live_path
 
 def test_live_path_prints_the_plan_beside_what_the_daemon_showed(
         capsys: pytest.CaptureFixture[str]) -> None:
-    code = live_path.main(["--seconds", "2", "--warmup", "1", "--playout", "smooth"])
+    code = live_path.main(["--seconds", "2", "--warmup", "1", "--playout", "smooth",
+                           "--first-call-s", "1"])
     out = capsys.readouterr().out
     assert code == 0
     result = json.loads(out.strip().splitlines()[-1])
@@ -19,5 +20,7 @@ def test_live_path_prints_the_plan_beside_what_the_daemon_showed(
     assert result["plan"]["cadence"] >= 1 and result["plan"]["batch_s"] > 0
     [run] = result["runs"]
     assert run["playout"] == "smooth" and run["seconds"] >= 1.9
+    assert result["first_call_s"] == 1 and result["start_cadence"] == result["plan"]["cadence"]
+    assert run["settled_s"] is None or run["settled_s"] > 0
     assert set(run["shown"]) <= {"swapped", "held", "passthrough", "placeholder", "paused"}
     assert "plan" in out and "swapped fps" in out

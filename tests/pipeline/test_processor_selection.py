@@ -229,8 +229,8 @@ def test_smooth_plays_frames_at_capture_cadence_behind_a_delay() -> None:
     assert shown[-1] is None
 
 
-def smooth_delays(first_late_ms: float, later_late_ms: list[float], until_ms: float
-                  ) -> dict[int, float]:
+def smooth_delays(first_late_ms: float, later_late_ms: list[float], until_ms: float, *,
+                  warm_up: bool = False) -> dict[int, float]:
     """Smooth playout's delay at each tick (ms -> ms) for batches of 8 frames taken every 3rd
     camera frame: the first batch arrives ``first_late_ms`` after its first frame was captured,
     the later ones (the newest frames when the first is back) each ``later_late_ms[i]`` after."""
@@ -238,7 +238,8 @@ def smooth_delays(first_late_ms: float, later_late_ms: list[float], until_ms: fl
                               grace_s=0.5)
     items = [swapped(i, first_late_ms, cadence=3) for i in range(0, 24, 3)]
     for i, item in enumerate(items):
-        items[i] = SwappedFrame(frame(item.frame.index, i * 100 * MS), item.arrived_ns, 3)
+        items[i] = SwappedFrame(frame(item.frame.index, i * 100 * MS), item.arrived_ns, 3,
+                                warm_up)
     start_ms = first_late_ms - 700  # the engine takes the newest frames next
     for batch, late in enumerate(later_late_ms):
         first_ms = start_ms + 800 * batch
@@ -263,8 +264,8 @@ def at(delays: dict[int, float], ms: float) -> float:
 
 
 @pytest.mark.parametrize("first_late_ms", [5000, 2800])
-def test_smooth_delay_drops_at_once_after_a_slow_first_call(first_late_ms: float) -> None:
-    # The first call after the engine loads was slow (the device's warm-up); the engine then
+def test_smooth_delay_drops_at_once_after_a_stall(first_late_ms: float) -> None:
+    # One call stalled for seconds (the GPU taken by another program, say); the engine then
     # returns each batch 1.4 s after its first frame, as the plan's live preset would.
     delays = smooth_delays(first_late_ms, [1400] * 40, until_ms=first_late_ms + 30_000)
     assert at(delays, first_late_ms + 100) > first_late_ms  # played late, not dropped
@@ -274,6 +275,15 @@ def test_smooth_delay_drops_at_once_after_a_slow_first_call(first_late_ms: float
     settled = at(delays, first_late_ms + 21_000)
     assert 1400 < settled < 1500
     assert 1400 < at(delays, first_late_ms + 29_000) < 1500
+
+
+def test_smooth_delay_leaves_the_engines_warm_up_call_out() -> None:
+    delays = smooth_delays(5000, [1400] * 10, until_ms=9000, warm_up=True)
+    # Its frames came 5 s late: too late to play (the camera shows meanwhile); the next
+    # batch, back 5.7 s after the start, sets the delay.
+    assert at(delays, 5100) < 100
+    assert 1400 < at(delays, 5800) < 1500
+    assert 1400 < at(delays, 8900) < 1500
 
 
 def test_smooth_delay_does_not_jump_with_a_slow_call_that_recurs() -> None:
