@@ -26,8 +26,11 @@ KEEP_MARGIN = 1.05
 HOLD = WINDOW
 MAX_HOLD = 384
 #: Batches after a change before k may fall two steps or more (the engine is far faster
-#: than k needs: whatever slowed it, another program on the GPU say, has gone).
+#: than k needs: whatever slowed it, another program on the GPU say, has gone). Undoing a
+#: far move doubles it, up to ``MAX_HOLD_FAR``: a GPU shared in bursts must not swing k
+#: between far-apart values.
 HOLD_FAR = 6
+MAX_HOLD_FAR = 96
 
 
 class CadenceController:
@@ -38,7 +41,7 @@ class CadenceController:
     fallback: so k moves on evidence, not on one batch, and the evidence is the batches since
     the last change (at least ``MIN_SAMPLES``). k rises when the median time per frame of the
     last ``WINDOW`` of them misses k with ``KEEP_MARGIN``; it falls, once the hold has passed
-    (``HOLD``, backed off on reversals; ``HOLD_FAR`` for two steps or more), when the median
+    (``HOLD``; ``HOLD_FAR`` for two steps or more; both backed off on reversals), when the median
     of all of them fits a lower k with the full margin. Either way it goes to the k a fresh
     choice with the full margin takes, which the other rule then keeps. One slow batch only
     delays the next (the input absorbs it, and the processor skips ahead if a whole batch
@@ -57,7 +60,9 @@ class CadenceController:
         self._warming_up = True
         self._since_change = 0
         self._hold = HOLD
+        self._hold_far = HOLD_FAR
         self._last_move = 0  # +1 up, -1 down, 0 none yet
+        self._last_far = False  # whether the last move was two steps or more
 
     @property
     def warming_up(self) -> bool:
@@ -70,7 +75,9 @@ class CadenceController:
         self._per_frame.clear()
         self._since_change = 0
         self._hold = HOLD
+        self._hold_far = HOLD_FAR
         self._last_move = 0
+        self._last_far = False
 
     def observe(self, per_frame_s: float) -> bool:
         """Count one batch's seconds per new frame; True when k changed (the chain must end)."""
@@ -90,14 +97,18 @@ class CadenceController:
         typical = statistics.median(self._per_frame)
         chosen = self._cadence_for(typical, self.margin)
         if chosen < k and (self._since_change >= self._hold
-                           or (chosen <= k - 2 and self._since_change >= HOLD_FAR)):
+                           or (chosen <= k - 2 and self._since_change >= self._hold_far)):
             return self._move(chosen, typical)
         return False
 
     def _move(self, new_k: int, typical: float) -> bool:
         direction = 1 if new_k > self.cadence else -1
+        far = abs(new_k - self.cadence) >= 2
         if self._last_move and direction != self._last_move:
             self._hold = min(MAX_HOLD, 2 * self._hold)
+            if self._last_far:  # a far move undone
+                self._hold_far = min(MAX_HOLD_FAR, 2 * self._hold_far)
+        self._last_far = far
         logger.info("engine cadence %d -> %d (%.1f ms per frame)", self.cadence, new_k,
                     typical * 1000)
         self.cadence = new_k

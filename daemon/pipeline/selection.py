@@ -53,6 +53,8 @@ class OutputSelector:
         # (arrived_ns, lateness_ns) of each swapped frame over SNAP_MEMORY_S, at up to 60 fps.
         self._lateness: deque[tuple[int, int]] = deque(maxlen=int(60 * SNAP_MEMORY_S))
         self._newest_seen = -1
+        #: Whether a batch that was not the engine's warm-up has set the delay yet.
+        self._paced = False
         self._shown: SwappedFrame | None = None
 
     @property
@@ -99,6 +101,10 @@ class OutputSelector:
         delay = self.playout_delay_ns
         due = None
         for item in reversed(swapped):
+            if item.warm_up and not self._paced:
+                # No delay yet to play it at: shown now, it would be followed by the camera
+                # and then by itself again once the next batch sets the delay.
+                continue
             if item.frame.captured_ns + delay <= now_ns and item.arrived_ns <= now_ns:
                 due = item
                 break
@@ -118,6 +124,7 @@ class OutputSelector:
             if item.frame.index > self._newest_seen:
                 self._newest_seen = item.frame.index
                 if not item.warm_up:
+                    self._paced = True
                     self._lateness.append((item.arrived_ns,
                                            item.arrived_ns - item.frame.captured_ns))
         while self._lateness and now_ns - self._lateness[0][0] > self.snap_memory_ns:

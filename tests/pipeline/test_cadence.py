@@ -14,7 +14,14 @@ from faceswap_cam.daemon.config import load_settings
 from faceswap_cam.daemon.outputs.null import NullSink
 from faceswap_cam.daemon.pipeline import processor as processor_module
 from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp
-from faceswap_cam.daemon.pipeline.cadence import HOLD, HOLD_FAR, MAX_HOLD, CadenceController
+from faceswap_cam.daemon.pipeline.cadence import (
+    HOLD,
+    HOLD_FAR,
+    MAX_HOLD,
+    MAX_HOLD_FAR,
+    WINDOW,
+    CadenceController,
+)
 from faceswap_cam.daemon.pipeline.processor import AsyncFaceSwapProcessor
 from faceswap_cam.models.engine import SwapResult
 from faceswap_cam.models.simple_engines import DebugEngine
@@ -132,6 +139,45 @@ def test_a_far_faster_engine_falls_several_steps_without_the_backed_off_hold() -
     for _ in range(HOLD_FAR - 1):  # and leaves it
         assert not controller.observe(PLANNED_PER_FRAME)
     assert controller.observe(PLANNED_PER_FRAME)
+    assert controller.cadence == 3
+
+
+def test_undoing_a_far_move_backs_the_far_hold_off() -> None:
+    controller = warmed(3)
+    # A GPU shared in bursts: k must not keep swinging between 3 and 21.
+    for wait in (HOLD_FAR, 4 * HOLD_FAR, MAX_HOLD_FAR, MAX_HOLD_FAR):
+        for _ in range(3):
+            controller.observe(0.6)
+        assert controller.cadence == 21
+        for _ in range(wait - 1):
+            assert not controller.observe(PLANNED_PER_FRAME)
+        assert controller.observe(PLANNED_PER_FRAME)
+        assert controller.cadence == 3
+
+
+def test_a_rise_looks_at_the_recent_batches_only() -> None:
+    controller = warmed(3)
+    for _ in range(100):
+        controller.observe(PLANNED_PER_FRAME)
+    slow = 0
+    while not controller.observe(0.1):  # the engine slows for good
+        slow += 1
+    assert slow == WINDOW // 2  # the median of the last 12 turned: not of all 100 before
+    assert controller.cadence == 4
+
+
+def test_a_fall_weighs_every_batch_since_the_change() -> None:
+    controller = warmed(3)
+    for _ in range(3):
+        controller.observe(0.1)
+    assert controller.cadence == 4
+    for _ in range(40):  # 0.70 s: keeps 4, would not choose 3
+        controller.observe(0.0875)
+    fast = 0
+    while not controller.observe(PLANNED_PER_FRAME):
+        fast += 1
+    # Not after the 7 that turn a 12-batch median: after most of all 80-odd since the rise.
+    assert fast == 40
     assert controller.cadence == 3
 
 

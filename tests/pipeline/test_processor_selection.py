@@ -286,6 +286,30 @@ def test_smooth_delay_leaves_the_engines_warm_up_call_out() -> None:
     assert 1400 < at(delays, 8900) < 1500
 
 
+def test_smooth_playout_does_not_flash_a_quick_warm_up_call() -> None:
+    # The engine's first call was quick (a warm engine host, the debug engine): its frames
+    # wait for the delay the next batch sets rather than show at once, fall stale, and show
+    # again behind the camera.
+    selector = OutputSelector(fallback=Fallback.PASSTHROUGH, playout=Playout.SMOOTH, fps=30,
+                              grace_s=0.5)
+    items = [SwappedFrame(frame(i, i * 100 * MS), 800 * MS, 3, warm_up=True)
+             for i in range(8)]
+    items += [SwappedFrame(frame(i, i * 100 * MS), 1600 * MS, 3) for i in range(8, 16)]
+    shown: list[tuple[Showing, int]] = []
+    for tick in range(120):
+        now = int(tick * 1e9 / 30)
+        arrived = [item for item in items if item.arrived_ns <= now]
+        choice = selector.choose(now, frame(10_000 + tick, now), arrived, batch_period_s=0.8)
+        shown.append((choice.showing, choice.frame.index if choice.frame else -1))
+    swapped_at = [n for n, (showing, _) in enumerate(shown) if showing is Showing.SWAPPED]
+    assert swapped_at and swapped_at[0] * 1000 / 30 >= 1600  # nothing before the delay
+    # From then on only swapped frames, forward in time, until they run out.
+    run = shown[swapped_at[0]:swapped_at[-1] + 1]
+    assert all(showing is Showing.SWAPPED for showing, _ in run)
+    indices = [index for _, index in run]
+    assert indices == sorted(indices) and indices[0] < 8  # the warm-up's frames play too
+
+
 def test_smooth_delay_does_not_jump_with_a_slow_call_that_recurs() -> None:
     # Every 4th call 0.4 s slower (a chain restart's longer segment, say): the delay rises
     # with each and glides down between them, never snapping down to rise again.
