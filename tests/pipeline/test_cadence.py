@@ -106,11 +106,13 @@ def test_k_falls_after_the_hold_when_the_full_margin_fits() -> None:
     assert controller.cadence == 3
 
 
-def rise_and_fall(controller: CadenceController, wait: int) -> None:
-    """Three slow batches raise k from 3 to 4; it falls back on exactly the wait-th fast one."""
+def rise_and_fall(controller: CadenceController, wait: int, *, slow: float = 0.1,
+                  high: int = 4) -> None:
+    """Three slow batches raise k from 3 to ``high``; it falls back on exactly the wait-th
+    fast one."""
     for _ in range(3):
-        controller.observe(0.1)
-    assert controller.cadence == 4
+        controller.observe(slow)
+    assert controller.cadence == high
     for _ in range(wait - 1):
         assert not controller.observe(PLANNED_PER_FRAME)
     assert controller.observe(PLANNED_PER_FRAME)
@@ -133,26 +135,15 @@ def flapped(controller: CadenceController) -> CadenceController:
 
 def test_a_far_faster_engine_falls_several_steps_without_the_backed_off_hold() -> None:
     controller = flapped(warmed(3))
-    for _ in range(3):  # another program takes the GPU for three calls
-        controller.observe(0.6)
-    assert controller.cadence == 21
-    for _ in range(HOLD_FAR - 1):  # and leaves it
-        assert not controller.observe(PLANNED_PER_FRAME)
-    assert controller.observe(PLANNED_PER_FRAME)
-    assert controller.cadence == 3
+    # Another program takes the GPU for three calls, and leaves it.
+    rise_and_fall(controller, HOLD_FAR, slow=0.6, high=21)
 
 
 def test_undoing_a_far_move_backs_the_far_hold_off() -> None:
     controller = warmed(3)
     # A GPU shared in bursts: k must not keep swinging between 3 and 21.
     for wait in (HOLD_FAR, 4 * HOLD_FAR, MAX_HOLD_FAR, MAX_HOLD_FAR):
-        for _ in range(3):
-            controller.observe(0.6)
-        assert controller.cadence == 21
-        for _ in range(wait - 1):
-            assert not controller.observe(PLANNED_PER_FRAME)
-        assert controller.observe(PLANNED_PER_FRAME)
-        assert controller.cadence == 3
+        rise_and_fall(controller, wait, slow=0.6, high=21)
 
 
 def test_a_rise_looks_at_the_recent_batches_only() -> None:
