@@ -4,8 +4,9 @@ The live path of one batch of camera frames (``WanAnimateEngine.process``) is: p
 (:class:`~faceswap_cam.models.preprocessing.wan.WanPreprocessor`: resize to the generation size,
 RT-DETR person box, ViTPose whole-body keypoints, face crops, Wan's skeleton drawing, SAM2 person
 mask + Wan's dilated/boxed mask + background), then the streaming engine's ``generate``, then
-compositing (:func:`~faceswap_cam.models.wan.compositing.composite`: the generated frame blended
-into the full-resolution camera frame through the mask). This script times each of these for
+compositing (the engine's own :func:`~faceswap_cam.models.wan.engine.paste_batch`, the frames
+side by side on its threads: each generated frame blended into the full-resolution camera
+frame through the mask). This script times each of these for
 batches of N new frames (the segment is L = N + P frames, P carried) of a camera-like clip and
 prints milliseconds per frame and per batch by stage, and the share of preprocessing in the
 batch latency, preprocessing / (preprocessing + generate).
@@ -76,6 +77,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,11 +94,16 @@ from faceswap_cam.models.preprocessing.person import PersonDetector
 from faceswap_cam.models.preprocessing.pose import WholeBodyPoseEstimator
 from faceswap_cam.models.preprocessing.segmentation import PersonMasker
 from faceswap_cam.models.preprocessing.wan import WanPreprocessor
-from faceswap_cam.models.wan.compositing import composite
-from faceswap_cam.models.wan.engine import open_inner_sides, to_pil, uint8_frames
+from faceswap_cam.models.wan.engine import (
+    compositor,
+    paste,
+    paste_batch,
+    to_pil,
+    uint8_frames,
+)
 from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline
 from faceswap_cam.models.wan.streaming import SegmentInputs, StreamingWanAnimate, check_segment
-from faceswap_cam.models.wan.window import Window, choose_window
+from faceswap_cam.models.wan.window import Window, choose_window, whole_frame
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -112,7 +119,8 @@ FEATHER_PX = 8  # WanAnimateEngine's default
 
 # Rows of the table, in order. The first six are WanPreprocessor.timings' keys.
 STAGES = ("resize", "detector", "pose", "face", "skeleton", "sam2")
-ROWS = (*STAGES, "rest of process()", "preprocessing", "generate", "compositing", "batch")
+ROWS = (*STAGES, "rest of process()", "preprocessing", "generate", "compositing", "batch",
+        "compositing, 1 thread")
 LABELS = {
     "resize": "resize + RGB",
     "detector": "detector (RT-DETR)",
@@ -125,6 +133,8 @@ LABELS = {
     "generate": "generate (tiny Wan)",
     "compositing": "compositing",
     "batch": "= batch latency",
+    # The baseline for compositing on the engine's threads, not part of the batch.
+    "compositing, 1 thread": "(compositing, 1 thread)",
 }
 
 # Keypoint scores of random heatmaps can be negative: -inf keeps every keypoint, so the face
@@ -241,6 +251,8 @@ class Setup:
     #: ``--gen-window person``: the window of this run's segment chain, chosen around the
     #: person of its first batch and kept, as the engine keeps it while the person stays.
     window: Window | None = None
+    #: The engine's compositing threads.
+    compositor: ThreadPoolExecutor = field(default_factory=compositor)
 
 
 def count_parameters(model: Any) -> int:
@@ -452,20 +464,17 @@ def run_batch(setup: Setup, frames: list[np.ndarray], args: argparse.Namespace) 
 
     # The tiny generator's frames, scaled to the generation size the real model would give
     # (untimed: an artefact of the tiny model), then composited as the engine does.
-    generated = [cv2.resize(cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), (gen_w, gen_h),
-                            interpolation=cv2.INTER_LINEAR) for pixels in uint8_frames(video)]
+    generated = [cv2.resize(pixels, (gen_w, gen_h), interpolation=cv2.INTER_LINEAR)
+                 for pixels in uint8_frames(video)]
+    pasted_into = window or whole_frame(frame_size, full_size)
     start = clock()
-    for frame, bgr, mask in zip(frames, generated, batch.mask, strict=True):
-        if window is None or window.whole:
-            composite(frame, bgr, mask, feather_px=FEATHER_PX)
-            continue
-        x, y, width, height = window.box
-        blend = open_inner_sides(mask, window.inner_sides(frame_size))
-        patch, _ = composite(frame[y:y + height, x:x + width], bgr, blend,
-                             feather_px=FEATHER_PX)
-        whole = frame.copy()
-        whole[y:y + height, x:x + width] = patch
+    paste_batch(setup.compositor, frames, generated, batch.mask, pasted_into,
+                feather_px=FEATHER_PX)
     seconds["compositing"] = clock() - start
+    start = clock()
+    for frame, pixels, mask in zip(frames, generated, batch.mask, strict=True):
+        paste(frame, pixels, mask, pasted_into, feather_px=FEATHER_PX)
+    seconds["compositing, 1 thread"] = clock() - start
     seconds["batch"] = pre_s + seconds["generate"] + seconds["compositing"]
     cover = float(np.mean([np.count_nonzero(m) / m.size for m in batch.mask]))
     return Batch(seconds, len(frames), True, cover)
@@ -663,6 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="preprocess-bench-") as folder:
             setup = build(Path(folder))
         result = measure(setup, clip, args)
+        setup.compositor.shutdown()
         absent = [b for b in result.batches if not b.present]
         if absent:
             print(f"[{setup.name}] a batch took the 'nobody there' path after the "

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import threading
@@ -9,6 +10,15 @@ from pathlib import Path
 import pytest
 
 from tests.media import write_clip
+
+try:
+    tqdm = importlib.import_module("tqdm")
+except ImportError:  # the model stack is not installed: nothing shows progress bars
+    pass
+else:
+    # tqdm watches its bars from a thread it starts with the first bar and that lingers 10 s
+    # after the last: whichever test drew the first bar would seem to leak it.
+    tqdm.tqdm.monitor_interval = 0
 
 
 @pytest.fixture(scope="session")

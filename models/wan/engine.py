@@ -6,7 +6,9 @@ Imported only by the engine factory (it pulls in torch and diffusers).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
@@ -98,6 +100,11 @@ class WanAnimateEngine(StreamingSwapEngine):
         self.window_restarts = 0
         self._window: Window | None = None
         self._window_frame: tuple[int, int] | None = None
+        #: Composites a batch's frames side by side: OpenCV lets go of the GIL, and at 720p
+        #: one frame's blend (its feather's distance transform mostly) takes about 8 ms, so
+        #: a batch of 8 in series would spend the whole room the cadence keeps. Made on the
+        #: first call that composites, shut in close().
+        self._compositor: ThreadPoolExecutor | None = None
         #: The last call's last P camera frames and person boxes: a new chain in a new window
         #: starts from them (see process).
         self._kept: list[np.ndarray] = []
@@ -165,27 +172,13 @@ class WanAnimateEngine(StreamingSwapEngine):
         if self.mode != "replace":
             # Animation repaints the whole frame.
             return SwapResult([_to_frame(pixels, frame_size) for pixels in generated])
-        out = []
-        boxes: list[Box] = []
-        x, y, width, height = window.box
-        for frame, pixels, mask in zip(frames, generated, (batch.mask or [])[kept:],
-                                       strict=True):
-            bgr = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-            # Only the person is replaced: the room stays the camera's own pixels.
-            region = frame[y:y + height, x:x + width]
-            if self.colour_match:
-                bgr = match_colour(bgr, region, mask)
-            blend = mask if window.whole else open_inner_sides(
-                mask, window.inner_sides(frame_size))
-            patch, (bx, by, bw, bh) = composite(region, bgr, blend, feather_px=self.feather_px)
-            if window.whole:
-                out.append(patch)
-            else:
-                whole = frame.copy()
-                whole[y:y + height, x:x + width] = patch
-                out.append(whole)
-            boxes.append((bx + x, by + y, bw, bh) if bw and bh else (0, 0, 0, 0))
-        return SwapResult(out, changed=boxes)
+        masks = (batch.mask or [])[kept:]
+        if self._compositor is None:
+            self._compositor = compositor()
+        frames_out, boxes = paste_batch(self._compositor, frames, generated, masks, window,
+                                        feather_px=self.feather_px,
+                                        colour_match=self.colour_match)
+        return SwapResult(frames_out, changed=boxes)
 
     def _moved_window(self, window: Window, people: Sequence[PersonBox],
                       frame_size: tuple[int, int]) -> Window | None:
@@ -253,7 +246,55 @@ class WanAnimateEngine(StreamingSwapEngine):
         # The preprocessor holds models too (detector, pose, SAM2).
         self.preprocessor = StandInPreprocessor()
         self._prompt_embeds = None
+        compositor, self._compositor = self._compositor, None
+        if compositor is not None:
+            compositor.shutdown(wait=True)
         super().close()
+
+
+def compositor() -> ThreadPoolExecutor:
+    """The threads a batch's frames are composited on, side by side: OpenCV lets go of the
+    GIL while it works."""
+    return ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)),
+                              thread_name_prefix="wan-composite")
+
+
+def paste(frame: np.ndarray, pixels: np.ndarray, mask: np.ndarray, window: Window, *,
+          feather_px: int, colour_match: bool = False) -> tuple[np.ndarray, Box]:
+    """One generated frame (RGB, the window's generation size) composited into its camera
+    frame (BGR) through the person mask, and the box it changed."""
+    frame_size = (frame.shape[1], frame.shape[0])
+    x, y, width, height = window.box
+    bgr = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    # Only the person is replaced: the room stays the camera's own pixels.
+    region = frame[y:y + height, x:x + width]
+    if colour_match:
+        bgr = match_colour(bgr, region, mask)
+    blend = mask if window.whole else open_inner_sides(mask, window.inner_sides(frame_size))
+    patch, (bx, by, bw, bh) = composite(region, bgr, blend, feather_px=feather_px)
+    if window.whole:
+        whole = patch
+    else:
+        whole = frame.copy()
+        whole[y:y + height, x:x + width] = patch
+    return whole, ((bx + x, by + y, bw, bh) if bw and bh else (0, 0, 0, 0))
+
+
+def paste_batch(executor: ThreadPoolExecutor, frames: Sequence[np.ndarray],
+                generated: Sequence[np.ndarray] | np.ndarray, masks: Sequence[np.ndarray],
+                window: Window,
+                *, feather_px: int, colour_match: bool = False
+                ) -> tuple[list[np.ndarray], list[Box]]:
+    """:func:`paste` for each frame of a batch, on ``executor``'s threads, in order."""
+    def one(frame: np.ndarray, pixels: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, Box]:
+        return paste(frame, pixels, mask, window, feather_px=feather_px,
+                     colour_match=colour_match)
+
+    if not len(frames) == len(generated) == len(masks):
+        raise EngineError(f"{len(generated)} generated frames and {len(masks)} masks for "
+                          f"{len(frames)} camera frames")
+    pasted = list(executor.map(one, frames, generated, masks))
+    return [frame for frame, _ in pasted], [box for _, box in pasted]
 
 
 def load_options(options: dict[str, Any]) -> LoadOptions:

@@ -413,3 +413,30 @@ def test_the_preprocessing_maps_the_window_between_frame_and_generation() -> Non
     assert (x0, y0, x1, y1) == pytest.approx(expected)
     face = batch.face[0]  # RGB: the red square fills it
     assert face.shape == (64, 64, 3) and face[32, 32, 0] > 200 and face[32, 32, 2] < 50
+
+
+def test_a_batch_is_composited_side_by_side_in_order() -> None:
+    from faceswap_cam.models.wan.engine import compositor, paste, paste_batch
+
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 255, (72, 128, 3), dtype=np.uint8) for _ in range(8)]
+    generated = [rng.integers(0, 255, (48, 48, 3), dtype=np.uint8) for _ in range(8)]
+    masks = []
+    for n in range(8):
+        mask = np.zeros((48, 48), np.uint8)
+        mask[4 + n:40, 8:40 - n] = 1  # each frame its own person
+        masks.append(mask)
+    window = choose_window([Box(50, 20, 70, 60)], (128, 72), full_gen_size=(128, 72))
+    assert not window.whole
+    executor = compositor()
+    try:
+        out, boxes = paste_batch(executor, frames, generated, masks, window, feather_px=3)
+        with pytest.raises(EngineError, match="7 masks for 8 camera frames"):
+            paste_batch(executor, frames, generated, masks[:7], window, feather_px=3)
+    finally:
+        executor.shutdown()
+    serial = [paste(f, g, m, window, feather_px=3) for f, g, m in zip(frames, generated, masks,
+                                                                      strict=True)]
+    assert boxes == [box for _, box in serial]
+    for got, (want, _) in zip(out, serial, strict=True):
+        assert np.array_equal(got, want)
