@@ -252,10 +252,14 @@ class WanAnimateEngine(StreamingSwapEngine):
         super().close()
 
 
+def compositing_threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
 def compositor() -> ThreadPoolExecutor:
     """The threads a batch's frames are composited on, side by side: OpenCV lets go of the
     GIL while it works."""
-    return ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)),
+    return ThreadPoolExecutor(max_workers=compositing_threads(),
                               thread_name_prefix="wan-composite")
 
 
