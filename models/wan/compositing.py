@@ -90,7 +90,14 @@ def composite(
     # blend is the per-frame cost on the output path.
     x0, y0, box_w, box_h = cv2.boundingRect((person > 0).astype(np.uint8))
     y1, x1 = y0 + box_h, x0 + box_w
-    alpha = np.ascontiguousarray(feather(person, feather_px)[y0:y1, x0:x1])
+    # The ramp is cut from the box and a margin one pixel wider than it: the ring just outside
+    # the box is all background, so within the box that gives the whole frame's alpha, for
+    # the price of the box (the distance transform is most of a frame's compositing).
+    margin = feather_px + 1
+    cx0, cy0 = max(0, x0 - margin), max(0, y0 - margin)
+    cx1, cy1 = min(width, x1 + margin), min(height, y1 + margin)
+    ramp = feather(person[cy0:cy1, cx0:cx1], feather_px)
+    alpha = np.ascontiguousarray(ramp[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0])
     scaled = _resize_image(generated_bgr, (width, height))[y0:y1, x0:x1]
     region = out[y0:y1, x0:x1]
     # blendLinear computes region*(1-alpha) + scaled*alpha in one SIMD pass; where alpha is

@@ -378,6 +378,26 @@ def test_composite_keeps_the_room_bit_identical() -> None:
     assert out.dtype == np.uint8 and out.shape == room.shape
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_composite_feathers_the_box_as_the_whole_frame_would(seed: int) -> None:
+    # The ramp is cut from the mask's box and a margin, not the whole frame: people of every
+    # shape, near the edges or not, with holes, get the whole frame's blend.
+    rng = np.random.default_rng(seed)
+    height, width = (int(v) for v in rng.integers(40, 160, 2))
+    mask = np.zeros((height, width), np.uint8)
+    for _ in range(3):
+        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        axes = (int(rng.integers(3, width // 2)), int(rng.integers(3, height // 2)))
+        cv2.ellipse(mask, centre, axes, float(rng.integers(0, 180)), 0, 360, 255, -1)
+    cv2.circle(mask, (width // 2, height // 2), 3, 0, -1)
+    room, generated = _room(height, width, seed), _room(height, width, seed + 100)
+    pixels = int(rng.integers(1, 12))
+    out, _ = composite(room, generated, mask, feather_px=pixels)
+    alpha = feather(mask > 0, pixels)[..., None]
+    whole_frame = np.clip(room * (1 - alpha) + generated * alpha, 0, 255)
+    assert np.abs(out.astype(np.float32) - whole_frame).max() <= 1.0
+
+
 def test_composite_scales_a_smaller_generated_frame_and_mask() -> None:
     room = _room(120, 160)
     generated = np.full((60, 80, 3), (10, 200, 30), np.uint8)  # half size, one colour
