@@ -56,9 +56,9 @@ class CadenceController:
         self.margin = margin
         self.max_cadence = max_cadence
         self.cadence = max(1, min(max_cadence, start))
-        self._per_frame: deque[float] = deque(maxlen=MAX_HOLD)  # since the last change
+        # Since the last change; no hold is longer, so its length is the batches since then.
+        self._per_frame: deque[float] = deque(maxlen=MAX_HOLD)
         self._warming_up = True
-        self._since_change = 0
         self._hold = HOLD
         self._hold_far = HOLD_FAR
         self._last_move = 0  # +1 up, -1 down, 0 none yet
@@ -73,7 +73,6 @@ class CadenceController:
         """A new engine: its first batch is its warm-up, and the old one's speed is no guide."""
         self._warming_up = True
         self._per_frame.clear()
-        self._since_change = 0
         self._hold = HOLD
         self._hold_far = HOLD_FAR
         self._last_move = 0
@@ -87,8 +86,8 @@ class CadenceController:
                          per_frame_s * 1000)
             return False
         self._per_frame.append(per_frame_s)
-        self._since_change += 1
-        if len(self._per_frame) < MIN_SAMPLES:
+        since_change = len(self._per_frame)
+        if since_change < MIN_SAMPLES:
             return False
         k = self.cadence
         recent = statistics.median(list(self._per_frame)[-WINDOW:])
@@ -96,8 +95,8 @@ class CadenceController:
             return self._move(self._cadence_for(recent, self.margin), recent)
         typical = statistics.median(self._per_frame)
         chosen = self._cadence_for(typical, self.margin)
-        if chosen < k and (self._since_change >= self._hold
-                           or (chosen <= k - 2 and self._since_change >= self._hold_far)):
+        if chosen < k and (since_change >= self._hold
+                           or (chosen <= k - 2 and since_change >= self._hold_far)):
             return self._move(chosen, typical)
         return False
 
@@ -114,7 +113,6 @@ class CadenceController:
         self.cadence = new_k
         self._last_move = direction
         self._per_frame.clear()
-        self._since_change = 0
         return True
 
     def _cadence_for(self, per_frame_s: float, margin: float) -> int:

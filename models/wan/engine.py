@@ -101,8 +101,8 @@ class WanAnimateEngine(StreamingSwapEngine):
         self._window: Window | None = None
         self._window_frame: tuple[int, int] | None = None
         #: Composites a batch's frames side by side: OpenCV lets go of the GIL, and at 720p
-        #: one frame's blend (its feather's distance transform mostly) takes about 8 ms, so
-        #: a batch of 8 in series would spend the whole room the cadence keeps. Made on the
+        #: one frame's blend (its feather's distance transform mostly) takes about 5 ms, so
+        #: a batch of 8 in series would spend much of the room the cadence keeps. Made on the
         #: first call that composites, shut in close().
         self._compositor: ThreadPoolExecutor | None = None
         #: The last call's last P camera frames and person boxes: a new chain in a new window
