@@ -24,7 +24,10 @@ and after a warm-up it counts, per playout:
 * what the ticks showed: the share of swapped, held and passthrough (the fallback) ticks;
 * until when, from the daemon's start, swapped frames came more than 0.15 s later than the
   window's p50 (``--first-call-s S``: the engine's first call takes S seconds, as a device's
-  warm-up does, and this says how long the delay it leaves lasts).
+  warm-up does, and this says how long the delay it leaves lasts);
+* from the daemon's start, how often the picture stepped back in time (and by how much at
+  most), and the longest one frame stayed on screen: swapped frames taking over from the
+  camera, or handing back to it (``--nobody-every N``: every N-th call finds nobody).
 
 ``--batch-s`` asks what a slower GPU (or the preprocessing around it) would show, and
 ``--hiccup-every N`` whether one slow call in N costs the cadence (it should not: a change of
@@ -32,7 +35,7 @@ cadence restarts the segment chain, and the camera shows its fallback meanwhile)
 
     .venv/bin/python benchmarks/live_path.py [--engine wan-animate] [--preset live]
         [--gpu h200] [--size 480x480] [--seconds 30] [--playout smooth|live|both]
-        [--batch-s S] [--hiccup-every N --hiccup-s S]
+        [--batch-s S] [--hiccup-every N --hiccup-s S] [--nobody-every N]
 
 The default is the plan's ``person`` row for the live preset on an H200 (480x480, L = 9, fp8).
 Figures are printed, never asserted; the last line is JSON.
@@ -41,6 +44,7 @@ Figures are printed, never asserted; the last line is JSON.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -74,22 +78,33 @@ class PlannedEngine(DebugEngine):
 
     def __init__(self, *, batch_s: float, first_batch: int, next_batch: int,
                  hiccup_every: int = 0, hiccup_s: float = 0.0,
-                 first_call_s: float | None = None) -> None:
+                 first_call_s: float | None = None, nobody_every: int = 0) -> None:
         super().__init__(delay_ms=0.0, first_batch=first_batch, next_batch=next_batch)
         self.batch_s = batch_s
         self.first_call_s = first_call_s
+        self.nobody_every = nobody_every
         self.hiccup_every = hiccup_every
         self.hiccup_s = hiccup_s
         self._calls = 0
 
     def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
         start = time.perf_counter()
+        if self._nobody_next():
+            # As the detector answers: at once, before any generating.
+            self._calls += 1
+            return SwapResult.untouched(frames)
         result = super().process(frames)
         self._rest(start)
         return result
 
+    def _nobody_next(self) -> bool:
+        return bool(self.nobody_every) and (self._calls + 1) % self.nobody_every == 0
+
     def process_into(self, frames: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> bool:
         start = time.perf_counter()
+        if self._nobody_next():
+            self._calls += 1
+            return False
         done = super().process_into(frames, outputs)
         self._rest(start)
         return done
@@ -118,7 +133,8 @@ class TickLog(NullSink):
 
 def run(playout: str, *, first: int, following: int, batch_s: float, seconds: float,
         warmup: float, config: Path, hiccup_every: int = 0, hiccup_s: float = 0.0,
-        start_cadence: int = 1, first_call_s: float | None = None) -> dict[str, Any]:
+        start_cadence: int = 1, first_call_s: float | None = None,
+        nobody_every: int = 0) -> dict[str, Any]:
     # The user's config file and control API stay out of it: only these settings count.
     settings = load_settings({"source": "demo", "engine": "debug", "size": "1280x720",
                               "fps": CAMERA_FPS, "sinks": ["null"], "playout": playout,
@@ -126,7 +142,7 @@ def run(playout: str, *, first: int, following: int, batch_s: float, seconds: fl
     log = TickLog()
     engine = PlannedEngine(batch_s=batch_s, first_batch=first, next_batch=following,
                            hiccup_every=hiccup_every, hiccup_s=hiccup_s,
-                           first_call_s=first_call_s)
+                           first_call_s=first_call_s, nobody_every=nobody_every)
     app = RealtimeFaceSwapApp(settings, engine_factory=lambda: engine, sinks=[log],
                               start_cadence=start_cadence)
     cadences: list[int] = []
@@ -158,6 +174,7 @@ def run(playout: str, *, first: int, following: int, batch_s: float, seconds: fl
             if latency > usual_ms + 150 and shown_ns < end_ns]
     settled_s = round((max(late) - started_ns) / 1e9, 1) if late and latencies else None
     span_s = (end_ns - start_ns) / 1e9
+    timeline = _timeline(log.ticks)
     ticks = sum(kinds.values()) or 1
     p50, p90, most, mean = ([round(float(v) / 1000, 3) for v in (
         *np.percentile(latencies, [50, 90]), max(latencies), statistics.fmean(latencies))]
@@ -168,8 +185,24 @@ def run(playout: str, *, first: int, following: int, batch_s: float, seconds: fl
         "shown": {kind: round(count / ticks, 3) for kind, count in sorted(kinds.items())},
         "swapped_fps": round(len(latencies) / span_s, 2),
         "latency_p50_s": p50, "latency_p90_s": p90, "latency_max_s": most,
-        "latency_mean_s": mean, "settled_s": settled_s,
+        "latency_mean_s": mean, "settled_s": settled_s, **timeline,
     }
+
+
+def _timeline(ticks: Sequence[tuple[str, int, float | None]]) -> dict[str, Any]:
+    """From the daemon's start: how often the picture stepped back in time (a tick showing a
+    frame captured before the one shown before it), by how much at most, and the longest the
+    same frame stayed on screen (a take-over's hold, a stall)."""
+    captured = [published_ns / 1e6 - latency_ms for _, published_ns, latency_ms in ticks
+                if latency_ms is not None]
+    backs = [a - b for a, b in itertools.pairwise(captured) if b < a - 1.0]
+    longest = run_length = 1
+    for a, b in itertools.pairwise(captured):
+        run_length = run_length + 1 if abs(b - a) <= 1.0 else 1
+        longest = max(longest, run_length)
+    return {"steps_back": len(backs),
+            "most_back_s": round(max(backs) / 1000, 3) if backs else 0.0,
+            "longest_hold_s": round(longest / CAMERA_FPS, 2) if captured else 0.0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-call-s", type=float, default=None,
                         help="the engine's first call takes this long (the device's warm-up): "
                         "how long does the delay it leaves last? (give --warmup room: 30)")
+    parser.add_argument("--nobody-every", type=int, default=0, metavar="N",
+                        help="every N-th call finds nobody (returns at once, frames untouched): "
+                        "a person leaving, a detector miss; the camera shows meanwhile")
     parser.add_argument("--start-cadence", type=int, default=None,
                         help="the cadence the processor starts at (default: the plan's)")
     parser.add_argument("--seconds", type=float, default=30.0)
@@ -233,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                                batch_s=batch_s, seconds=args.seconds,
                                warmup=args.warmup, config=config,
                                hiccup_every=args.hiccup_every, hiccup_s=args.hiccup_s,
-                               start_cadence=start_cadence, first_call_s=args.first_call_s))
+                               start_cadence=start_cadence, first_call_s=args.first_call_s,
+                               nobody_every=args.nobody_every))
     for result in results:
         playout = result["playout"]
         print(f"  {playout:<6} cadence {result['cadence']} (plan {timing.cadence}; seen "
@@ -244,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
               + ("no frame 0.15 s over the p50" if result["settled_s"] is None else
                  f"frames 0.15 s over the p50 until {result['settled_s']} s after start")
               + "; ticks: "
-              + ", ".join(f"{kind} {share:.0%}" for kind, share in result["shown"].items()),
+              + ", ".join(f"{kind} {share:.0%}" for kind, share in result["shown"].items())
+              + f"; from the start: stepped back {result['steps_back']} times (at most "
+              f"{result['most_back_s']} s), longest hold {result['longest_hold_s']} s",
               flush=True)
     print(json.dumps({"benchmark": "live_path", "engine": args.engine, "preset": args.preset,
                       "gpu": gpu.key, "size": list(args.size[0]), "quantize": quantize,
@@ -253,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                                "latency_s": round(timing.latency_s, 3)},
                       "batch_s": round(batch_s, 4), "start_cadence": start_cadence,
                       "hiccup_every": args.hiccup_every, "first_call_s": args.first_call_s,
+                      "nobody_every": args.nobody_every,
                       "hiccup_s": args.hiccup_s if args.hiccup_every else 0.0,
                       "load": round(os.getloadavg()[0], 2),
                       "runs": results}))

@@ -48,7 +48,7 @@ class ConfigError(ValueError):
 
 
 class Fallback(StrEnum):
-    PASSTHROUGH = "passthrough"  # the live camera while no swapped frame is due
+    PASSTHROUGH = "passthrough"  # the camera (behind smooth playout's delay) while none is due
     HOLD = "hold"  # repeat the last swapped frame
     PLACEHOLDER = "placeholder"  # a card: never show the real face while swap is on
 

@@ -12,9 +12,10 @@ steadier than the video so that the delay line is not re-faded constantly:
   of the window as a short median does (which re-faded the voice several times a second). In
   ``smooth`` playout the age is nearly constant and the centre is that age. One late batch
   (under a tenth of the window) does not count;
-* passthrough frames (the live camera, shown when no swapped frame is due): the delay drops to
-  their age (near zero) only after passthrough lasted 1 s, because the gap between two batches
-  must not make the audio skip back and forth;
+* passthrough frames (the camera, shown when no swapped frame is due): the delay drops to
+  their age (near zero live; ``smooth`` playout shows them at its delay until it lets go of
+  it) only after passthrough lasted 1 s, because the gap between two batches must not make
+  the audio skip back and forth;
 * swapped frames after passthrough: the delay rises to their age after 3 of them in a row.
 
 Cards with no camera frame behind them (``age_ns is None``) change nothing. Times are

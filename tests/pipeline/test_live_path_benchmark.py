@@ -12,7 +12,7 @@ from benchmarks import live_path
 def test_live_path_prints_the_plan_beside_what_the_daemon_showed(
         capsys: pytest.CaptureFixture[str]) -> None:
     code = live_path.main(["--seconds", "2", "--warmup", "1", "--playout", "smooth",
-                           "--first-call-s", "1"])
+                           "--first-call-s", "1", "--nobody-every", "3"])
     out = capsys.readouterr().out
     assert code == 0
     result = json.loads(out.strip().splitlines()[-1])
@@ -22,5 +22,10 @@ def test_live_path_prints_the_plan_beside_what_the_daemon_showed(
     assert run["playout"] == "smooth" and run["seconds"] >= 1.9
     assert result["first_call_s"] == 1 and result["start_cadence"] == result["plan"]["cadence"]
     assert "settled_s" in run
+    assert result["nobody_every"] == 3
+    # Smooth playout keeps one timeline, also as swapped frames hand back to the camera
+    # (every third call found nobody) and take over again.
+    assert run["steps_back"] == 0 and run["most_back_s"] == 0.0
+    assert run["longest_hold_s"] > 0
     assert set(run["shown"]) <= {"swapped", "held", "passthrough", "placeholder", "paused"}
     assert "plan" in out and "swapped fps" in out

@@ -211,9 +211,11 @@ def test_swap_off_shows_the_camera() -> None:
 def test_smooth_plays_frames_at_capture_cadence_behind_a_delay() -> None:
     selector = OutputSelector(fallback=Fallback.PASSTHROUGH, playout=Playout.SMOOTH, fps=30,
                               grace_s=0.05)
-    # A batch of frames 0..3 (captured 0, 33, 66, 99 ms) arrives at 300 ms.
+    # A batch of frames 0..3 (captured 0, 33, 66, 99 ms) arrives at 300 ms. No camera frame
+    # to fall back on (a camera frame would hold the picture at the take-over: see
+    # test_smooth_timeline.py), so the placeholder shows around them.
     batch = [swapped(i, 300) for i in range(4)]
-    live = frame(9)
+    live = None
     shown = []
     for tick in range(9, 20):
         now = tick * 33 * MS + 1
@@ -286,28 +288,35 @@ def test_smooth_delay_leaves_the_engines_warm_up_call_out() -> None:
     assert 1400 < at(delays, 8900) < 1500
 
 
-def test_smooth_playout_does_not_flash_a_quick_warm_up_call() -> None:
+@pytest.mark.parametrize("fallback", [Fallback.PASSTHROUGH, Fallback.PLACEHOLDER])
+def test_smooth_playout_does_not_flash_a_quick_warm_up_call(fallback: Fallback) -> None:
     # The engine's first call was quick (a warm engine host, the debug engine): its frames
     # wait for the delay the next batch sets rather than show at once, fall stale, and show
-    # again behind the camera.
-    selector = OutputSelector(fallback=Fallback.PASSTHROUGH, playout=Playout.SMOOTH, fps=30,
-                              grace_s=0.5)
-    items = [SwappedFrame(frame(i, i * 100 * MS), 800 * MS, 3, warm_up=True)
-             for i in range(8)]
-    items += [SwappedFrame(frame(i, i * 100 * MS), 1600 * MS, 3) for i in range(8, 16)]
+    # again behind the fallback. Camera frame n is captured at n / 30 s; the engine takes every
+    # 3rd, 8 a batch, each batch back 0.1 s after its last frame.
+    selector = OutputSelector(fallback=fallback, playout=Playout.SMOOTH, fps=30, grace_s=0.5)
+    items = [SwappedFrame(frame(3 * i, i * 100 * MS), (i // 8 + 1) * 800 * MS, 3,
+                          warm_up=i < 8)
+             for i in range(48)]
     shown: list[tuple[Showing, int]] = []
-    for tick in range(120):
+    for tick in range(150):
         now = int(tick * 1e9 / 30)
         arrived = [item for item in items if item.arrived_ns <= now]
-        choice = selector.choose(now, frame(10_000 + tick, now), arrived, batch_period_s=0.8)
+        choice = selector.choose(now, frame(tick, now), arrived, batch_period_s=0.8)
         shown.append((choice.showing, choice.frame.index if choice.frame else -1))
     swapped_at = [n for n, (showing, _) in enumerate(shown) if showing is Showing.SWAPPED]
     assert swapped_at and swapped_at[0] * 1000 / 30 >= 1600  # nothing before the delay
     # From then on only swapped frames, forward in time, until they run out.
     run = shown[swapped_at[0]:swapped_at[-1] + 1]
     assert all(showing is Showing.SWAPPED for showing, _ in run)
-    indices = [index for _, index in run]
-    assert indices == sorted(indices) and indices[0] < 8  # the warm-up's frames play too
+    indices = [index for _, index in shown if index >= 0]
+    assert indices == sorted(indices)
+    if fallback is Fallback.PLACEHOLDER:
+        assert run[0][1] < 24  # the warm-up's frames play too
+    else:
+        # The camera was on screen up to the take-over: the picture holds there while the
+        # delay grows, and the warm-up's older frames never show.
+        assert run[0][1] >= 48
 
 
 def test_smooth_delay_does_not_jump_with_a_slow_call_that_recurs() -> None:
