@@ -346,6 +346,16 @@ def test_crop_size_and_black_padding_at_the_edge() -> None:
     assert crop_resized(gray, Box(-10, 0, 30, 20), 8).shape == (8, 8)
 
 
+def test_cropping_a_bgr_frame_then_turning_it_rgb_is_the_crop_of_the_rgb_frame() -> None:
+    # WanPreprocessor turns only the crop to RGB, not the whole camera frame.
+    rng = np.random.default_rng(5)
+    bgr = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    for box in (Box(10.4, 7.2, 90.9, 100.1), Box(-30, -12, 60, 70), Box(130, 90, 200, 150)):
+        assert np.array_equal(cv2.cvtColor(crop_resized(bgr, box, 64), cv2.COLOR_BGR2RGB),
+                              crop_resized(rgb, box, 64))
+
+
 def test_cropper_steadies_holds_and_resets() -> None:
     frame = np.zeros((200, 200, 3), np.uint8)
     cropper = FaceCropper(size=16, smoother=BoxSmoother(hold=1))
