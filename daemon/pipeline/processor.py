@@ -43,6 +43,10 @@ class SwappedFrame:
     #: From the first call after the engine loaded, slowed by the device's warm-up: how late
     #: it came says nothing of the engine's pace (smooth playout's delay leaves it out).
     warm_up: bool = False
+    #: Not a swapped frame but a mark: from this camera frame on the engine swapped nothing
+    #: (nobody in view), so the fallback may take over from here without waiting for the
+    #: grace a late batch gets. ``frame`` is the camera's own.
+    untouched: bool = False
 
 
 class _EngineWorker:
@@ -523,6 +527,9 @@ class AsyncFaceSwapProcessor:
                                  warm_up)
                     for source, out in zip(batch, result.frames, strict=True))
                 self.frames_swapped += len(batch)
+            else:
+                self._output.append(SwappedFrame(batch[0], arrived_ns, self._cadence.cadence,
+                                                 untouched=True))
             self._output_lock.notify_all()
         for _ in batch:
             self.rate.tick(arrived_ns)

@@ -183,7 +183,8 @@ class OutputSelector:
             return None
         newest = swapped[-1]
         valid_for = int(batch_period_s * 1e9) + self.grace_ns
-        if now_ns - newest.arrived_ns > valid_for or not self._not_older(newest):
+        if newest.untouched or now_ns - newest.arrived_ns > valid_for \
+                or not self._not_older(newest):
             return None
         return newest
 
@@ -198,8 +199,8 @@ class OutputSelector:
             if item.frame.captured_ns + delay <= now_ns and item.arrived_ns <= now_ns:
                 due = item
                 break
-        if due is None:
-            return None
+        if due is None or due.untouched:
+            return None  # an untouched batch: nothing to hold out for
         # The next frame should become due one cadence step later; past that (plus grace)
         # the engine has stalled and this frame is stale.
         step_ns = int(due.cadence * 1e9 / self.fps)
@@ -211,7 +212,7 @@ class OutputSelector:
         for item in swapped:
             if item.frame.index > self._newest_seen:
                 self._newest_seen = item.frame.index
-                if item.arrived_ns < (self._on_since_ns or 0):
+                if item.untouched or item.arrived_ns < (self._on_since_ns or 0):
                     continue
                 self._newest_arrived_ns = item.arrived_ns
                 if not item.warm_up:

@@ -184,6 +184,17 @@ def test_live_shows_newest_arrived_until_stale() -> None:
     assert (choice.showing, choice.frame) == (Showing.PASSTHROUGH, live)
 
 
+def test_live_hands_over_to_the_camera_as_soon_as_the_engine_finds_nobody() -> None:
+    selector = OutputSelector(fallback=Fallback.PASSTHROUGH, playout=Playout.LIVE, fps=30)
+    out = [swapped(5, 200), swapped(6, 200),
+           SwappedFrame(frame(7), 260 * MS, 1, untouched=True)]
+    live = frame(9)
+    assert selector.choose(250 * MS, live, out[:2], batch_period_s=0.066).showing \
+        is Showing.SWAPPED
+    choice = selector.choose(270 * MS, live, out, batch_period_s=0.066)
+    assert (choice.showing, choice.frame) == (Showing.PASSTHROUGH, live)
+
+
 @pytest.mark.parametrize(("fallback", "before", "after"), [
     (Fallback.PASSTHROUGH, Showing.PASSTHROUGH, Showing.PASSTHROUGH),
     (Fallback.HOLD, Showing.PLACEHOLDER, Showing.HELD),
@@ -495,7 +506,9 @@ def test_untouched_frames_are_passthrough_and_restart_the_chain() -> None:
         assert processor.wait_swapped(4, timeout=5, untouched_too=True)
         untouched, swapped = processor.frames_untouched, processor.swapped_frames()
     assert engine.batches == [[0, 1], [2, 3]]  # a first batch again, not a continuation
-    assert untouched == 4 and swapped == []
+    assert untouched == 4
+    # No swapped frame: a mark from each batch's first frame that the engine found nobody.
+    assert [(item.untouched, item.frame.index) for item in swapped] == [(True, 0), (True, 2)]
     assert engine.resets == 1  # the processor reset the engine before the second batch
 
 
