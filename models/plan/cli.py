@@ -89,6 +89,12 @@ def run_plan(args: Any) -> int:
             seen = f"the local GPU {name!r} is not in the table" if name else "no local CUDA GPU"
             _say(f"plan: {seen}; name one with --gpu: {gpu_names()}", error=True)
             return 2
+    if args.quantize == "fp8" and not gpu.fp8_tflops:
+        # The daemon refuses --quantize fp8 there (models/quantize.py): no rows for it.
+        _say(f"plan: --quantize fp8 needs FP8 tensor cores (compute capability 8.9 or newer: "
+             f"Ada, Hopper, Blackwell), which the {gpu.name} lacks; plan --quantize int8, or "
+             "auto (each preset as the daemon would run it there)", error=True)
+        return 2
     engines = planned_engines()
     if not engines:
         _say("plan: no engine has presets registered", error=True)

@@ -207,6 +207,10 @@ def test_plan_text_labels_assumptions_and_unknown_gpus_are_refused(
     assert "ASSUMED 45% of peak" in text and "scaling efficiency ASSUMED 80%" in text
     assert cli.main(["plan", "--gpu", "t4"]) == 2
     assert "h100, " in capsys.readouterr().err
+    # fp8 where the daemon would refuse it: refused here too, not planned as something else.
+    assert cli.main(["plan", "--gpu", "a100", "--quantize", "fp8"]) == 2
+    captured = capsys.readouterr()
+    assert "--quantize fp8 needs FP8 tensor cores" in captured.err and not captured.out
 
 
 def test_a_measured_scaling_efficiency_replaces_the_assumed_one(
