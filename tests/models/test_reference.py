@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from faceswap_cam.models.reference import (
+    MAX_JPEG_SCANS,
     MAX_PIXELS,
     ReferenceError,
     check_reference,
     decode_reference,
+    jpeg_scans,
 )
 from tests.shared_data import SHARED_DATA, needs_shared_data
 
@@ -52,6 +54,32 @@ def test_huge_image_is_refused_before_decoding() -> None:
     assert len(data) < 2_000_000
     with pytest.raises(ReferenceError, match="too large"):
         decode_reference(data)
+
+
+def jpeg(image: np.ndarray, *, progressive: bool) -> bytes:
+    import io
+
+    import PIL.Image
+
+    out = io.BytesIO()
+    PIL.Image.fromarray(image).save(out, "JPEG", progressive=progressive, quality=85)
+    return out.getvalue()
+
+
+def test_progressive_jpegs_decode_and_a_scan_bomb_is_refused_before_decoding() -> None:
+    rng = np.random.default_rng(1)
+    face = cv2.GaussianBlur(rng.integers(0, 256, (240, 200, 3), dtype=np.uint8), (9, 9), 3)
+    assert jpeg_scans(jpeg(face, progressive=False)) == 1
+    progressive = jpeg(face, progressive=True)
+    assert jpeg_scans(progressive) == 10  # libjpeg's script for a colour image
+    assert decode_reference(progressive).shape == (240, 200, 3)
+    # The last scan again and again: each one a pass over the whole image when decoded (at
+    # 36 MP, 20 ms a scan however few its bytes).
+    last_scan = progressive.rindex(b"\xff\xda")
+    bomb = progressive[:-2] + progressive[last_scan:-2] * MAX_JPEG_SCANS + b"\xff\xd9"
+    assert jpeg_scans(bomb) == MAX_JPEG_SCANS + 1  # counting stops there
+    with pytest.raises(ReferenceError, match=f"over {MAX_JPEG_SCANS} scans"):
+        decode_reference(bomb)
 
 
 def test_daemon_refuses_a_bad_reference_at_start(tmp_path: Path, cli_env: dict[str, str]
