@@ -141,14 +141,15 @@ def test_frozen_camera_is_detected_and_reopened() -> None:
     assert capture.frames_captured == 6  # the repeats were never pushed as new frames
 
 
-def test_latency_stays_bounded_with_a_slow_engine() -> None:
+@pytest.mark.parametrize("playout", [Playout.LIVE, Playout.SMOOTH])
+def test_latency_stays_bounded_with_a_slow_engine(playout: Playout) -> None:
     """Frames the engine cannot keep up with are skipped whole: latency does not grow."""
 
     def factory() -> SwapEngine:
         from faceswap_cam.models.simple_engines import DebugEngine
         return DebugEngine(delay_ms=250, first_batch=5, next_batch=4)
 
-    app, _sink = make_app(NumberedSource(), factory, seconds=5.0)
+    app, _sink = make_app(NumberedSource(), factory, seconds=5.0, playout=playout)
     latencies: list[float] = []
     original = app._tick
 
@@ -168,14 +169,16 @@ def test_latency_stays_bounded_with_a_slow_engine() -> None:
     assert stats["cadence"] >= 2  # 250 ms per 4 frames cannot keep up with 30 fps at k=1
 
 
+@pytest.mark.parametrize("playout", [Playout.LIVE, Playout.SMOOTH])
 @pytest.mark.parametrize("fallback,expected", [("hold", {"held", "swapped"}),
                                                 ("placeholder", {"placeholder", "swapped"})])
-def test_fallback_modes_never_show_the_live_face(fallback: str, expected: set[str]) -> None:
+def test_fallback_modes_never_show_the_live_face(fallback: str, expected: set[str],
+                                                 playout: Playout) -> None:
     from faceswap_cam.models.simple_engines import DebugEngine
 
     register_source("numbered-test", lambda arg, size, fps: NumberedSource())
     settings = Settings(source="numbered-test", sinks=["null"], fps=30, size=(320, 240),
-                        fallback=Fallback(fallback))
+                        fallback=Fallback(fallback), playout=playout)
     sink = RecordingSink()
     app = RealtimeFaceSwapApp(settings, engine_factory=lambda: DebugEngine(delay_ms=300),
                               sinks=[sink, NullSink()])
