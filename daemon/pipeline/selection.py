@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
-import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,9 +29,10 @@ SNAP_MEMORY_S = 20.0
 #: frame (the person gone, the engine failing) the delay is let go and the camera is live again.
 RELEASE_S = 10.0
 #: The camera frames kept for the delayed passthrough are those from the one due now on, and
-#: never more than this many seconds of them (about 250 MB at 720p): a delay past it (a stall
-#: the delay has not let go of yet) freezes on the oldest kept.
-MAX_DELAYED_S = 3.0
+#: never more than this many (about 165 MB at 720p): at 30 fps that is 2 s of every frame; a
+#: longer delay (a slow GPU, whole frames, the lateness a stall leaves for a while) keeps
+#: them spaced out over it, the camera then playing at fewer frames a second.
+MAX_DELAYED_FRAMES = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,7 @@ class OutputSelector:
         self._last: Choice | None = None
         self._shown_index = -1
         #: Camera frames as the ticks saw them, from the one the delayed passthrough shows on.
-        self._camera: deque[Frame] = deque(maxlen=max(2, math.ceil(fps * MAX_DELAYED_S)))
+        self._camera: deque[Frame] = deque()
 
     @property
     def playout_delay_ms(self) -> float:
@@ -95,6 +96,8 @@ class OutputSelector:
 
     def choose(self, now_ns: int, live: Frame | None, swapped: Sequence[SwappedFrame],
                *, batch_period_s: float, swap_enabled: bool = True) -> Choice:
+        # Read once: the control thread may change it during a tick.
+        fallback = self.fallback
         if not swap_enabled:
             self._shown = None
             self._let_go()
@@ -103,43 +106,45 @@ class OutputSelector:
         if self._on_since_ns is None:
             self._on_since_ns = now_ns
         if self.playout is Playout.SMOOTH:
-            return self._smooth(now_ns, live, swapped)
+            return self._smooth(now_ns, live, swapped, fallback)
         self._camera.clear()
         candidate = self._choose_live(now_ns, swapped, batch_period_s)
         if candidate is not None:
             self._shown = candidate
             return self._record(Choice(Showing.SWAPPED, candidate.frame))
-        if self.fallback is Fallback.PASSTHROUGH:
+        if fallback is Fallback.PASSTHROUGH:
             return self._record(self._passthrough(live))
-        return self._no_frame()
+        return self._no_frame(fallback)
 
-    def _smooth(self, now_ns: int, live: Frame | None,
-                swapped: Sequence[SwappedFrame]) -> Choice:
+    def _smooth(self, now_ns: int, live: Frame | None, swapped: Sequence[SwappedFrame],
+                fallback: Fallback) -> Choice:
         self._update_delay(now_ns, swapped)
-        self._keep_camera(now_ns, live)
+        # Kept for the passthrough fallback alone: a switch to it from another fallback (or
+        # from live playout) starts from the live camera, which then holds for the delay.
+        self._keep_camera(now_ns, live if fallback is Fallback.PASSTHROUGH else None)
         candidate = self._choose_smooth(now_ns, swapped)
         if candidate is not None:
             choice = Choice(Showing.SWAPPED, candidate.frame)
-        elif self.fallback is Fallback.PASSTHROUGH:
+        elif fallback is Fallback.PASSTHROUGH:
             # The camera frame captured a playout delay ago (the live one while there is no
             # delay).
             choice = self._passthrough(self._camera[0] if self._camera else live)
         else:
-            return self._no_frame()
+            choice = self._no_frame(fallback)
         if choice.frame is not None and choice.frame.index < self._shown_index \
                 and self._last is not None:
-            # The delay grew: hold what is on screen rather than step back in time, unless
-            # that is the camera (shown while the swap was off) and the fallback hides it.
+            # The delay grew (or the fallback changed to hold): hold what is on screen rather
+            # than step back in time, unless that is the camera and the fallback hides it.
             if self._last.showing is Showing.PASSTHROUGH \
-                    and self.fallback is not Fallback.PASSTHROUGH:
-                return self._no_frame()
+                    and fallback is not Fallback.PASSTHROUGH:
+                return Choice(Showing.PLACEHOLDER, None)
             return self._last
         if candidate is not None:
             self._shown = candidate
         return self._record(choice)
 
-    def _no_frame(self) -> Choice:
-        if self.fallback is Fallback.HOLD and self._shown is not None:
+    def _no_frame(self, fallback: Fallback) -> Choice:
+        if fallback is Fallback.HOLD and self._shown is not None:
             return Choice(Showing.HELD, self._shown.frame)
         # PLACEHOLDER, or HOLD before any swapped frame: never reveal the real face.
         return Choice(Showing.PLACEHOLDER, None)
@@ -157,12 +162,19 @@ class OutputSelector:
 
     def _keep_camera(self, now_ns: int, live: Frame | None) -> None:
         """Keep the camera frames from the one due now (captured a playout delay ago) on: the
-        older ones are never needed again."""
-        if self.fallback is not Fallback.PASSTHROUGH:
+        older ones are never needed again. At most :data:`MAX_DELAYED_FRAMES`, spread over
+        the delay. ``live`` None: keep none."""
+        if live is None:
             self._camera.clear()
             return
-        if live is not None and (not self._camera or live.index > self._camera[-1].index):
+        if not self._camera or (live.index > self._camera[-1].index and (
+                live.captured_ns - self._camera[-1].captured_ns
+                >= self.playout_delay_ns // MAX_DELAYED_FRAMES)):
             self._camera.append(live)
+        if len(self._camera) > MAX_DELAYED_FRAMES:
+            # The delay grew past what was kept at its old spacing: halve the frames rather
+            # than drop the oldest, which the delay may reach back to.
+            self._camera = deque(itertools.islice(self._camera, 0, None, 2))
         due_by = now_ns - self.playout_delay_ns
         while len(self._camera) > 1 and self._camera[1].captured_ns <= due_by:
             self._camera.popleft()

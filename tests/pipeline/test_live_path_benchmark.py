@@ -26,6 +26,7 @@ def test_live_path_prints_the_plan_beside_what_the_daemon_showed(
     # Smooth playout keeps one timeline, also as swapped frames hand back to the camera
     # (every third call found nobody) and take over again.
     assert run["steps_back"] == 0 and run["most_back_s"] == 0.0
-    assert run["longest_hold_s"] > 0
+    # The take-over: the camera holds while the delay (about 1.4 s) grows.
+    assert run["longest_hold_s"] >= 0.5
     assert set(run["shown"]) <= {"swapped", "held", "passthrough", "placeholder", "paused"}
     assert "plan" in out and "swapped fps" in out

@@ -18,7 +18,11 @@ import pytest
 from faceswap_cam.daemon.config import Fallback, Playout
 from faceswap_cam.daemon.frames import Frame
 from faceswap_cam.daemon.pipeline.processor import SwappedFrame
-from faceswap_cam.daemon.pipeline.selection import RELEASE_S, OutputSelector
+from faceswap_cam.daemon.pipeline.selection import (
+    MAX_DELAYED_FRAMES,
+    RELEASE_S,
+    OutputSelector,
+)
 from faceswap_cam.daemon.states import Showing
 
 FPS = 30
@@ -55,27 +59,31 @@ class Run:
 
 
 def simulate(seconds: float, *, nobody: range = range(0), slow: dict[int, float] | None = None,
-             warm_up: tuple[int, ...] = (0,), swap_off: range = range(0),
-             live_playout: range = range(0),
-             fallback: Fallback = Fallback.PASSTHROUGH) -> Run:
+             warm_up: tuple[int, ...] = (0,), skipped: range = range(0),
+             swap_off: range = range(0),
+             live_playout: range = range(0), batch_s: float = BATCH_S,
+             fallback: Fallback = Fallback.PASSTHROUGH,
+             fallback_at: dict[int, Fallback] | None = None) -> Run:
     """Tick the selector for ``seconds``. Batches numbered in ``nobody`` swap nothing, those in
     ``slow`` come back that many seconds later (earlier if negative), those in ``warm_up`` are
-    an engine's first call after it loaded, and ticks in ``swap_off`` have the swap off
+    an engine's first call after it loaded, those in ``skipped`` never reach the engine (the
+    processor skips ahead after a slow call), and ticks in ``swap_off`` have the swap off
     (the engine is not fed their frames), and in ticks in ``live_playout`` the playout is
-    ``live``."""
+    ``live``. Each batch is back ``batch_s`` after its last frame; ``fallback_at`` changes the
+    fallback at those ticks."""
     slow = slow or {}
     batch_frames = CADENCE * NEW_FRAMES
     items: list[SwappedFrame] = []
     for batch in range(int(seconds * FPS) // batch_frames + 1):
         indices = [batch * batch_frames + CADENCE * n for n in range(NEW_FRAMES)]
-        if any(index in swap_off for index in indices):
+        if batch in skipped or any(index in swap_off for index in indices):
             continue
         if batch in nobody:
             # The detector found nobody: back at once, marked from the batch's first frame.
             items.append(SwappedFrame(camera(indices[0]), indices[-1] * TICK_NS + 50_000_000,
                                       CADENCE, untouched=True))
             continue
-        arrived_ns = indices[-1] * TICK_NS + int((BATCH_S + slow.get(batch, 0.0)) * 1e9)
+        arrived_ns = indices[-1] * TICK_NS + int((batch_s + slow.get(batch, 0.0)) * 1e9)
         items += [SwappedFrame(camera(i), arrived_ns, CADENCE, warm_up=batch in warm_up)
                   for i in indices]
     selector = OutputSelector(fallback=fallback, playout=Playout.SMOOTH, fps=FPS)
@@ -83,6 +91,7 @@ def simulate(seconds: float, *, nobody: range = range(0), slow: dict[int, float]
     for tick in range(int(seconds * FPS)):
         now_ns = tick * TICK_NS + 1_000_000  # just after this tick's camera frame
         selector.playout = Playout.LIVE if tick in live_playout else Playout.SMOOTH
+        selector.fallback = (fallback_at or {}).get(tick, selector.fallback)
         arrived = [item for item in items if item.arrived_ns <= now_ns][-120:]
         choice = selector.choose(now_ns, camera(tick), arrived, batch_period_s=0.8,
                                  swap_enabled=tick not in swap_off)
@@ -176,6 +185,9 @@ def test_other_fallbacks_keep_no_camera_frames_and_never_show_the_camera(
     assert all(tick.showing is not Showing.PASSTHROUGH
                for n, tick in enumerate(run.ticks) if n not in off)
     assert Showing.SWAPPED in {tick.showing for tick in run.ticks[off.stop:]}
+    assert run.indices() == sorted(run.indices())
+    # Turned on again, nothing from before it is held: the card until new swapped frames.
+    assert run.ticks[off.stop].showing is Showing.PLACEHOLDER
 
 
 def test_back_from_live_playout_smooth_holds_rather_than_steps_back() -> None:
@@ -197,3 +209,64 @@ def test_an_engine_restarted_after_the_delay_was_let_go_does_not_flash_its_warm_
     after_gap = [n for n, tick in enumerate(run.ticks)
                  if tick.showing is Showing.SWAPPED and n > 12 * FPS]
     assert after_gap and after_gap[0] / FPS >= batch_26_arrives_s
+
+
+def test_hold_holds_the_last_swapped_frame_while_nobody_is_in_view() -> None:
+    # Batches 8 and 9 (frames 192 to 239, 6.4 s to 8 s) find nobody; 1.43 s later on screen.
+    run = simulate(12, nobody=range(8, 10), fallback=Fallback.HOLD)
+    gap = run.ticks[round(8.0 * FPS):round(9.3 * FPS)]
+    assert {tick.showing for tick in gap} == {Showing.HELD}
+    assert len({tick.index for tick in gap}) == 1 and gap[0].index == 8 * 24 - CADENCE
+    assert run.indices() == sorted(run.indices())
+
+
+def test_a_delay_of_several_seconds_keeps_one_timeline_within_bounded_memory() -> None:
+    # A slow GPU (or whole frames): each batch back 4.5 s after its last frame, nobody in
+    # view for batches 14 and 15.
+    run = simulate(30, nobody=range(14, 16), batch_s=4.5)
+    indices = run.indices()
+    assert indices == sorted(indices)
+    assert run.most_camera_frames_held <= MAX_DELAYED_FRAMES
+    # The delay: a batch's first frame 0.7 s before its last, plus 4.5 s, plus a tick.
+    assert all(5200 < tick.delay_ms < 5300 for tick in run.ticks[round(10 * FPS):])
+    gap = run.ticks[round(16.7 * FPS):round(17.9 * FPS)]
+    assert all(tick.showing is Showing.PASSTHROUGH
+               and 0 <= tick.age_ms - tick.delay_ms < 100 for tick in gap)
+    # The camera is kept spaced out over the delay, never a frame more than a cadence step.
+    around = indices[round(15 * FPS):round(22 * FPS)]
+    assert max(b - a for a, b in itertools.pairwise(around)) <= CADENCE
+
+
+def test_a_short_swap_off_forgets_the_delay() -> None:
+    off = range(6 * FPS, 7 * FPS)
+    run = simulate(9, swap_off=off)
+    assert run.ticks[off.stop].delay_ms == 0 and run.ticks[off.stop].age_ms < 5
+
+
+def test_switching_the_fallback_to_hold_in_a_gap_does_not_step_back() -> None:
+    # The camera shows (nobody in view) when the fallback becomes hold: the last swapped
+    # frame is older than the camera frames shown, so the card shows instead.
+    switch = round(9 * FPS)
+    run = simulate(14, nobody=range(8, 12), fallback_at={switch: Fallback.HOLD})
+    assert run.ticks[switch - 1].showing is Showing.PASSTHROUGH
+    assert run.indices() == sorted(run.indices())
+    assert run.ticks[switch].showing is Showing.PLACEHOLDER
+    assert all(tick.camera_frames_held == 0 for tick in run.ticks[switch:])  # none needed
+
+
+def test_a_delay_that_grows_past_the_frames_kept_spreads_them_rather_than_drops_the_due_one(
+        ) -> None:
+    # Batch 8 is 3.5 s late (another program took the GPU), the processor skips ahead to
+    # the newest frames, and from there on nobody is in view. Batch 8 arrives at 11.3 s and
+    # the delay grows from 1.43 s to 4.93 s: the camera shown at the old delay holds until
+    # 14.8 s, while the frames kept at the old spacing (every one) and the new fill up. Then
+    # the camera plays on from there, at the delay.
+    run = simulate(20, slow={8: 3.5}, skipped=range(9, 14), nobody=range(14, 100))
+    indices = run.indices()
+    assert indices == sorted(indices)
+    assert run.most_camera_frames_held <= MAX_DELAYED_FRAMES
+    moving = [tick for previous, tick in itertools.pairwise(run.ticks)
+              if tick.showing is Showing.PASSTHROUGH and tick.delay_ms > 4000
+              and tick.index != previous.index]
+    assert len(moving) > FPS
+    assert all(0 <= tick.age_ms - tick.delay_ms < 200 for tick in moving)
