@@ -519,6 +519,14 @@ def _mic_line(status: DaemonStatus) -> str:
     return line
 
 
+def _generation_line(status: DaemonStatus) -> str:
+    window = status.generation
+    if window is None:
+        return "-"
+    return (f"{window.gen_width}x{window.gen_height}, from the camera frame's "
+            f"{window.width}x{window.height} at ({window.x}, {window.y})")
+
+
 def _print_status(document: object, *, as_json: bool) -> int:
     try:
         status = parse_status(document)
@@ -534,6 +542,7 @@ def _print_status(document: object, *, as_json: bool) -> int:
         f"reference  {status.reference or 'none'}",
         f"engine     {status.engine}: {status.engine_state}"
         + (f", preset {status.preset}" if status.preset else ""),
+        f"generating {_generation_line(status)}",
         f"playout    {status.playout}, fallback {status.fallback}",
         f"AI badge   {'on' if status.ai_badge else 'off'}",
         f"mic        {_mic_line(status)}",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -126,6 +126,25 @@ class WritesIntoOutputs(Protocol):
 
     def process_into(self, frames: Sequence[np.ndarray],
                      outputs: Sequence[np.ndarray]) -> bool: ...
+
+
+class GenerationWindow(NamedTuple):
+    """Where a model engine generated its last batch: the part of the camera frame
+    (``x``, ``y``, ``width``, ``height``) and the size it was generated at. An engine may say
+    it as ``generation_window`` (None before its first batch); ``status`` shows it."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    gen_width: int
+    gen_height: int
+
+
+def generation_window(engine: object) -> GenerationWindow | None:
+    """``engine``'s generation window, where it says one."""
+    window = getattr(engine, "generation_window", None)
+    return window if isinstance(window, GenerationWindow) else None
 
 
 EngineFactory = Callable[..., SwapEngine]

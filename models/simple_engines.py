@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from faceswap_cam.models.engine import Box, EngineError, SwapResult
+from faceswap_cam.models.engine import Box, EngineError, GenerationWindow, SwapResult
 
 
 class PassthroughEngine:
@@ -46,7 +46,8 @@ class DebugEngine:
     Its batch shape mimics Wan-Animate (a first segment, then new frames per call) so the
     processor's first/next batching and cadence logic run exactly as with the real engine.
     ``interrupt()`` (and ``close()``) cut a delay in progress short and make the call raise,
-    as a real engine's denoising loop checks an interrupt flag.
+    as a real engine's denoising loop checks an interrupt flag. Like a model engine it says
+    where it worked (``generation_window``: its box, "generated" at its own size).
     """
 
     def __init__(self, *, delay_ms: float = 0.0, first_batch: int = 5, next_batch: int = 4,
@@ -66,6 +67,7 @@ class DebugEngine:
         self.next_batch = next_batch
         self.calls = 0
         self.resets = 0
+        self.generation_window: GenerationWindow | None = None
         self._closed = False
         self._interrupted = threading.Event()
 
@@ -103,6 +105,7 @@ class DebugEngine:
             inside = (slice(y, y + box_h), slice(x, x + box_w))
             np.subtract(255, frame[inside], out=output[inside], dtype=np.uint8)
             boxes.append((x, y, box_w, box_h))
+            self.generation_window = GenerationWindow(x, y, box_w, box_h, box_w, box_h)
         return boxes
 
     def reset(self) -> None:

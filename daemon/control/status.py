@@ -114,6 +114,20 @@ class EngineHostStatus(_Report):
     fix: str
 
 
+class GenerationStatus(_Report):
+    """Where the engine generated its last swapped batch: a window of the camera frame around
+    the person, or the whole frame, and the size the model made it at (its cost)."""
+
+    #: The window in camera pixels.
+    x: int
+    y: int
+    width: int
+    height: int
+    #: What the model generated it at.
+    gen_width: int
+    gen_height: int
+
+
 class MicStatus(_Report):
     """FaceSwap Mic (``--mic``): the user's microphone, late by the video's delay."""
 
@@ -165,6 +179,8 @@ class DaemonStatus(LiveStats):
     ai_badge: bool = False
     #: The engine preset asked for (quality, balanced, live); None: the settings as they are.
     preset: str | None = None
+    #: None until a model engine has swapped a batch (and for engines that do not say).
+    generation: GenerationStatus | None = None
     #: None while FaceSwap Mic is off.
     mic: MicStatus | None = None
 

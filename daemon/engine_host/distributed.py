@@ -49,6 +49,7 @@ from faceswap_cam.daemon.engine_host.host import exit_in_order
 from faceswap_cam.models.engine import (
     REFERENCE_FROM_CLIENT,
     EngineError,
+    GenerationWindow,
     SwapEngine,
     SwapResult,
     resolve_engine_name,
@@ -432,6 +433,10 @@ class DistributedEngine:
     def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
         result: SwapResult = self._call("process", list(frames))
         return result
+
+    @property
+    def generation_window(self) -> GenerationWindow | None:
+        return self._engine.generation_window  # rank 0's, where the host runs
 
     def reset(self) -> None:
         self._handle.clear_stop()

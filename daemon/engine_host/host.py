@@ -59,6 +59,7 @@ from faceswap_cam.models.engine import (
     WritesIntoOutputs,
     check_box,
     create_engine,
+    generation_window,
     resolve_engine_name,
 )
 from faceswap_cam.models.reference import PNG_MAGIC, ReferenceError, decode_reference
@@ -322,7 +323,8 @@ class EngineHostServer:
             inputs = shared.input_views(slots)
             swapped = await self._calls.run(
                 lambda: _swap_in_place(engine, inputs, shared, slots, into))
-            return Result(swapped=swapped, count=header.count, codec="shm"), b""
+            return Result(swapped=swapped, count=header.count, codec="shm",
+                          window=_window(engine) if swapped else None), b""
         if header.slots is not None or header.results is not None:
             raise ProtocolError("slots are for shared-memory batches")
         if header.staged is not None:
@@ -342,7 +344,12 @@ class EngineHostServer:
         boxes = result.boxes()
         body = await asyncio.to_thread(codec.encode_boxes, result.frames, boxes, self._coder)
         return Result(swapped=True, count=header.count, codec=header.codec,
-                      boxes=boxes), body
+                      boxes=boxes, window=_window(engine)), body
+
+
+def _window(engine: SwapEngine) -> list[int] | None:
+    window = generation_window(engine)
+    return None if window is None else list(window)
 
 
 def _swap_in_place(engine: SwapEngine, inputs: list[np.ndarray], shared: codec.SharedFrames,

@@ -133,6 +133,10 @@ class Result(_Header):
     count: Count
     codec: Codec
     boxes: Boxes | None = None
+    #: Where the engine generated the batch, where it says: x, y, width, height in the
+    #: frame, then the generation's width and height.
+    window: Annotated[list[Annotated[int, Field(ge=0)]],
+                      Field(min_length=6, max_length=6)] | None = None
 
 
 class Reset(_Header):

@@ -35,7 +35,7 @@ from faceswap_cam.daemon.engine_host.protocol import (
     Stage,
     Welcome,
 )
-from faceswap_cam.models.engine import EngineError, EngineLost, SwapResult
+from faceswap_cam.models.engine import EngineError, EngineLost, GenerationWindow, SwapResult
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +184,9 @@ class EngineHostProxy:
         self._pool = codec.FramePool(codec.POOL_FRAMES)
         self._stage_lock = threading.Lock()
         self._next_stage_id = 0
+        #: Where the host's engine generated the last swapped batch (it says, the daemon
+        #: reads it like an engine's own).
+        self.generation_window: GenerationWindow | None = None
         self._lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._in_flight = False
@@ -326,6 +329,8 @@ class EngineHostProxy:
                                   f"({reply.codec})")
         if not reply.swapped:
             return SwapResult.untouched(frames)
+        if reply.window is not None:
+            self.generation_window = GenerationWindow(*reply.window)
         if header.codec == "shm":
             assert shared is not None and header.slots is not None
             if into is not None:

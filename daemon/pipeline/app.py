@@ -48,7 +48,7 @@ from faceswap_cam.daemon.single_instance import take_daemon_lock
 from faceswap_cam.daemon.states import CaptureState, Showing
 from faceswap_cam.daemon.stats import RateMeter, Samples, rounded
 from faceswap_cam.models import batching, defaults
-from faceswap_cam.models.engine import SwapEngine, create_engine
+from faceswap_cam.models.engine import GenerationWindow, SwapEngine, create_engine
 from faceswap_cam.models.plan.engines import ENGINE_MODELS, load_presets
 from faceswap_cam.models.plan.predict import predict_settings
 from faceswap_cam.models.presets import apply_preset, default_preset
@@ -165,6 +165,10 @@ def _mic_report(mic: dict[str, Any] | None) -> report.MicStatus | None:
         state=mic["state"], device=mic["device"], input=mic["input"],
         delay_ms=mic["delay_ms"], target_ms=mic["target_ms"], av_offset_ms=mic["av_offset_ms"],
         detail=mic["detail"] or "", fix=mic["fix"] or "")
+
+
+def _generation_report(window: GenerationWindow | None) -> report.GenerationStatus | None:
+    return None if window is None else report.GenerationStatus(**window._asdict())
 
 
 def running_preset(settings: Settings, engine: str) -> str | None:
@@ -495,6 +499,7 @@ class RealtimeFaceSwapApp:
             engine_host=None if self.engine_host is None else self.engine_host.report(),
             ai_badge=self.ai_badge,
             preset=self.preset_name,
+            generation=_generation_report(self.processor.generation_window),
             mic=_mic_report(self.mic.status()),
         )
 

@@ -18,7 +18,14 @@ from faceswap_cam.daemon.states import EngineState
 from faceswap_cam.daemon.stats import RateMeter
 from faceswap_cam.models import batching
 from faceswap_cam.models.batching import CADENCE_MARGIN, MAX_CADENCE
-from faceswap_cam.models.engine import EngineError, EngineLost, SwapEngine, SwapResult
+from faceswap_cam.models.engine import (
+    EngineError,
+    EngineLost,
+    GenerationWindow,
+    SwapEngine,
+    SwapResult,
+    generation_window,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +202,8 @@ class AsyncFaceSwapProcessor:
         self.batches = 0
         self.frames_swapped = 0
         self.frames_untouched = 0  # the engine swapped nothing (nobody in view)
+        #: Where the engine generated its last swapped batch, where it says (status).
+        self.generation_window: GenerationWindow | None = None
         self.engine_failures = 0
         self.engine_timeouts = 0
         self.engine_restarts = 0
@@ -514,6 +523,8 @@ class AsyncFaceSwapProcessor:
         self._check_result(batch, result)
         arrived_ns = time.monotonic_ns()
         self._continue_from = batch[-1].index
+        if result.swapped:
+            self.generation_window = generation_window(engine)
         if not result.swapped:
             # Nothing to swap (nobody in view): the camera shows as passthrough meanwhile,
             # and the next batch starts a new segment chain from a reset engine.

@@ -17,7 +17,7 @@ import PIL.Image
 import torch
 
 from faceswap_cam.models import defaults
-from faceswap_cam.models.engine import Box, EngineError, SwapResult
+from faceswap_cam.models.engine import Box, EngineError, GenerationWindow, SwapResult
 from faceswap_cam.models.preprocessing.base import Preprocessor, StandInPreprocessor
 from faceswap_cam.models.preprocessing.person import Box as PersonBox
 from faceswap_cam.models.presets import FROM_PRESET, apply_preset
@@ -166,6 +166,7 @@ class WanAnimateEngine(StreamingSwapEngine):
         with engine_errors():
             video = stream.generate(inputs)
         self._window, self._window_frame = window, frame_size
+        self.generation_window = GenerationWindow(*window.box, *window.gen_size)
         self._kept = [np.array(frame) for frame in frames_in[len(frames_in) - self._carry:]]
         self._kept_people = people_in[len(people_in) - self._carry:]
         generated = uint8_frames(video)[kept:]

@@ -20,7 +20,7 @@ import PIL.Image
 import torch
 
 from faceswap_cam.models.batching import generation_size
-from faceswap_cam.models.engine import EngineError
+from faceswap_cam.models.engine import EngineError, GenerationWindow
 from faceswap_cam.models.reference import ReferenceError, check_reference
 
 #: What to change when the GPU runs out of memory.
@@ -57,6 +57,8 @@ class StreamingSwapEngine:
         self._stream: Any = None
         self._reference: PIL.Image.Image | None = None
         self._interrupted = False
+        #: Where the last batch was generated (``status`` shows it).
+        self.generation_window: GenerationWindow | None = None
         if gen_size is not None:
             self._stream = self._streams[gen_size] = self._make_stream(gen_size)
 

@@ -23,7 +23,7 @@ import PIL.Image
 import torch
 
 from faceswap_cam.models import defaults
-from faceswap_cam.models.engine import EngineError, SwapResult
+from faceswap_cam.models.engine import EngineError, GenerationWindow, SwapResult
 from faceswap_cam.models.presets import apply_preset
 from faceswap_cam.models.wan.engine import load_options, uint8_frames
 from faceswap_cam.models.wan.loading import LoadOptions, pick_device
@@ -94,6 +94,9 @@ class WanAnimate2Engine(StreamingSwapEngine):
         driving = [PIL.Image.fromarray(cv2.cvtColor(f, cv2.COLOR_BGR2RGB)) for f in frames]
         with engine_errors():
             video = stream.generate(driving)
+        # The whole frame, fitted into the generation size.
+        self.generation_window = GenerationWindow(0, 0, frame_w, frame_h, stream.width,
+                                                  stream.height)
         return SwapResult([fit_into(cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), frame_w, frame_h)
                            for pixels in uint8_frames(video)])
 

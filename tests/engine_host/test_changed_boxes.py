@@ -7,13 +7,15 @@ import json
 import numpy as np
 import pytest
 
+from faceswap_cam.daemon.cli import _print_status
 from faceswap_cam.daemon.engine_host import codec, host
 from faceswap_cam.daemon.engine_host.child import OPTIONS_ENV
 from faceswap_cam.daemon.engine_host.protocol import ProtocolError
 from faceswap_cam.daemon.engine_host.proxy import EngineHostProxy
+from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp
 from faceswap_cam.models.engine import EngineError, SwapResult, check_box
 from faceswap_cam.models.simple_engines import DebugEngine
-from tests.engine_host.helpers import serving
+from tests.engine_host.helpers import daemon, serving, status_when
 
 HEIGHT, WIDTH = 96, 128
 
@@ -124,6 +126,9 @@ def test_a_remote_host_sends_back_only_the_changed_box(monkeypatch: pytest.Monke
             assert np.abs(out[inside].astype(int) - (255 - frame[inside])).mean() < 4
         assert result.changed == ([(0, 0, WIDTH, HEIGHT)] * 5 if box is None
                                   else [(32, 24, 64, 48)] * 5)
+        # Where the host's engine worked comes back too, for the daemon's status.
+        assert proxy.generation_window == ((0, 0, WIDTH, HEIGHT, WIDTH, HEIGHT) if box is None
+                                           else (32, 24, 64, 48, 64, 48))
     assert sent_back["box"] < 0.5 * sent_back["whole"]
 
 
@@ -152,3 +157,15 @@ def test_results_decode_on_several_threads_into_frames_the_daemon_let_go_of() ->
     broken[-200:] = bytes(200)  # the last JPEG's data, its header intact
     with pytest.raises(ProtocolError, match="did not decode"):
         codec.decode_boxes(bytes(broken), originals, boxes)
+
+
+def test_status_says_where_the_engine_in_its_own_process_generated(
+        apps: list[RealtimeFaceSwapApp], capsys: pytest.CaptureFixture[str]) -> None:
+    # A child host on this machine: the batches go through shared memory.
+    app = daemon(apps, engine="debug", engine_host="child")
+    status = status_when(app, lambda s: s.generation is not None, 60, "a swapped batch")
+    assert status.generation is not None
+    assert tuple(status.generation.model_dump().values()) == (0, 0, 320, 240, 320, 240)
+    _print_status(status.model_dump(mode="json"), as_json=False)
+    assert "generating 320x240, from the camera frame's 320x240 at (0, 0)" \
+        in capsys.readouterr().out

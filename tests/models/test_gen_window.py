@@ -184,6 +184,7 @@ def test_replace_mode_generates_only_a_window_around_the_person(tiny_model: Path
         np.testing.assert_array_equal(out[outside], frame[outside])
     assert len(engine.process(camera(4, 1)).frames) == 4
     assert person.windows[1] == window  # the chain keeps its window
+    assert engine.generation_window == (*window, 32, 32)  # what status shows
     engine.close()
 
 
@@ -316,6 +317,7 @@ def test_the_whole_frame_when_asked_or_when_animating(tiny_model: Path,
     result = engine.process(camera(5))
     assert result.swapped and person.sizes == [(64, 32)] and person.windows == [None]
     assert result.frames[0].shape == (FRAME[1], FRAME[0], 3)
+    assert engine.generation_window == (0, 0, *FRAME, 64, 32)
     engine.close()
 
 

@@ -66,6 +66,7 @@ def test_engine_swaps_camera_frames(tmp_path: Path) -> None:
     result = engine.process(camera)
     assert result.swapped and len(result.frames) == 5
     assert all(f.shape == (48, 64, 3) and f.dtype == np.uint8 for f in result.frames)
+    assert engine.generation_window == (0, 0, 64, 48, WIDTH, HEIGHT)  # the whole frame
     # A square reference in a 4:3 camera: bars left and right, never a stretch.
     assert not result.frames[0][:, :4].any() and result.frames[0][:, 16:48].any()
     assert fit_into(np.ones((30, 40, 3), np.uint8), 64, 48).min() == 1
