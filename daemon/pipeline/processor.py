@@ -523,8 +523,14 @@ class AsyncFaceSwapProcessor:
         self._check_result(batch, result)
         arrived_ns = time.monotonic_ns()
         self._continue_from = batch[-1].index
+        # A call at a new generation size (the person moved to another window shape) made its
+        # stream, maybe compiled new kernels: its time is not the engine's pace either.
+        resized = False
         if result.swapped:
-            self.generation_window = generation_window(engine)
+            window, last = generation_window(engine), self.generation_window
+            resized = window is not None and last is not None \
+                and (window.gen_width, window.gen_height) != (last.gen_width, last.gen_height)
+            self.generation_window = window
         if not result.swapped:
             # Nothing to swap (nobody in view): the camera shows as passthrough meanwhile,
             # and the next batch starts a new segment chain from a reset engine.
@@ -547,7 +553,7 @@ class AsyncFaceSwapProcessor:
         # A call that found nobody stopped early and says nothing of the engine's speed. A
         # chain's first call takes more frames than a continuing one for about the same
         # work, so the time is per new frame of a continuing call, the steady rate.
-        if result.swapped and self._cadence.observe(
+        if result.swapped and not resized and self._cadence.observe(
                 elapsed / batching.new_frames(engine, continuing=True)):
             self._reset_continuity("cadence changed")
         with self._output_lock:  # last: a batch counted is a batch wholly handled

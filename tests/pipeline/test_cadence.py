@@ -23,7 +23,7 @@ from faceswap_cam.daemon.pipeline.cadence import (
     CadenceController,
 )
 from faceswap_cam.daemon.pipeline.processor import AsyncFaceSwapProcessor
-from faceswap_cam.models.engine import SwapResult
+from faceswap_cam.models.engine import GenerationWindow, SwapResult
 from faceswap_cam.models.simple_engines import DebugEngine
 from tests.pipeline.test_processor_selection import RecordingEngine, frame
 
@@ -283,6 +283,31 @@ def test_the_warm_up_is_the_first_call_that_swapped(clock: Clock) -> None:
         # Smooth playout's delay leaves the warm-up call's frames out as well.
         assert [f.warm_up for f in processor.swapped_frames() if not f.untouched] \
             == [True] * 3 + [False] * 6
+
+
+def test_calls_at_a_new_generation_size_do_not_count_as_speed(clock: Clock) -> None:
+    # The person moves about: three calls in a row each at another window shape, slow from
+    # making their streams (and kernels); then the engine's own speed again.
+    class Moving(CostlyEngine):
+        def __init__(self) -> None:
+            super().__init__(clock, [1.0, PLANNED_PER_FRAME, PLANNED_PER_FRAME, 0.3, 0.3, 0.3,
+                                     PLANNED_PER_FRAME])
+
+        def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
+            size = 32 * (1 + max(0, len(self.batches) - 2))  # calls 3 on: a new size each
+            result = super().process(frames)
+            self.generation_window = GenerationWindow(0, 0, 64, 64, size, size)
+            return result
+
+    engine = Moving()
+    processor = AsyncFaceSwapProcessor(lambda: engine, fps=30, engine_name="costly",
+                                       start_cadence=3)
+    with processor:
+        processor.start()
+        feed(processor, engine, 0, (3, 2, 2, 2, 2, 2, 2))
+        assert processor.wait_batches(7, timeout=5)
+        assert (processor.cadence, processor.resets) == (3, 0)
+        assert processor.generation_window == (0, 0, 64, 64, 160, 160)
 
 
 def test_calls_that_found_nobody_do_not_count_as_speed(clock: Clock) -> None:
