@@ -523,8 +523,9 @@ def _generation_line(status: DaemonStatus) -> str:
     window = status.generation
     if window is None:
         return "-"
-    return (f"{window.gen_width}x{window.gen_height}, from the camera frame's "
-            f"{window.width}x{window.height} at ({window.x}, {window.y})")
+    x, y, width, height = window.window
+    return (f"{window.size[0]}x{window.size[1]}, from the camera frame's {width}x{height} "
+            f"at ({x}, {y})")
 
 
 def _print_status(document: object, *, as_json: bool) -> int:

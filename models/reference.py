@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import struct
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -90,29 +91,27 @@ def jpeg_header(data: bytes) -> JpegHeader | None:
     no frame header comes before the first scan or the end. ``struct.error`` when cut off
     inside the frame header."""
     frame = None
-    position = 2
-    while position + 4 <= len(data):
-        if data[position] != 0xFF:
-            break
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        if marker in _JPEG_STANDALONE:
-            position += 2
-            continue
-        if marker == 0xD9:  # end of image
-            break
+    for marker, position in _jpeg_segments(data):
         if marker == 0xDA:  # start of scan: the coded data follows
             if frame is None or position + 4 >= len(data):
                 break
             return frame._replace(first_scan=data[position + 4])
-        length = struct.unpack_from(">H", data, position + 2)[0]
         if marker in _JPEG_SOF and frame is None:
             height, width, components = struct.unpack_from(">HHB", data, position + 5)
             frame = JpegHeader(marker, width, height, components, None)
-        position += 2 + length
     return frame
+
+
+def jpeg_scans(data: bytes, limit: int = MAX_JPEG_SCANS) -> int:
+    """How many scans the JPEG ``data`` holds, counting no further than ``limit`` + 1, read
+    from its markers without decoding."""
+    scans = 0
+    for marker, _ in _jpeg_segments(data):
+        if marker == 0xDA:
+            scans += 1
+            if scans > limit:
+                break
+    return scans
 
 
 #: The marker that ends a scan's entropy-coded data: 0xFF followed by anything but a stuffed
@@ -120,14 +119,14 @@ def jpeg_header(data: bytes) -> JpegHeader | None:
 _SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
-def jpeg_scans(data: bytes, limit: int = MAX_JPEG_SCANS) -> int:
-    """How many scans the JPEG ``data`` holds, counting no further than ``limit`` + 1, read
-    from its markers without decoding."""
-    scans = 0
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int]]:
+    """Each marker segment of a JPEG after its start (a marker with a length), as (marker,
+    position), until the end of the image or the first damage; a scan's coded data is
+    skipped on to the marker after it."""
     position = 2
-    while position + 4 <= len(data) and scans <= limit:
+    while position + 4 <= len(data):
         if data[position] != 0xFF:
-            break
+            return
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte
             position += 1
@@ -136,15 +135,14 @@ def jpeg_scans(data: bytes, limit: int = MAX_JPEG_SCANS) -> int:
             position += 2
             continue
         if marker == 0xD9:  # end of image
-            break
+            return
+        yield marker, position
         position += 2 + struct.unpack_from(">H", data, position + 2)[0]
         if marker == 0xDA:
-            scans += 1
             found = _SCAN_END.search(data, position)
             if found is None:
-                break
+                return
             position = found.start()
-    return scans
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:

@@ -118,14 +118,10 @@ class GenerationStatus(_Report):
     """Where the engine generated its last swapped batch: a window of the camera frame around
     the person, or the whole frame, and the size the model made it at (its cost)."""
 
-    #: The window in camera pixels.
-    x: int
-    y: int
-    width: int
-    height: int
-    #: What the model generated it at.
-    gen_width: int
-    gen_height: int
+    #: ``(x, y, width, height)`` in camera pixels.
+    window: tuple[int, int, int, int]
+    #: ``(width, height)`` the model generated it at.
+    size: tuple[int, int]
 
 
 class MicStatus(_Report):

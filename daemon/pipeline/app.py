@@ -168,7 +168,10 @@ def _mic_report(mic: dict[str, Any] | None) -> report.MicStatus | None:
 
 
 def _generation_report(window: GenerationWindow | None) -> report.GenerationStatus | None:
-    return None if window is None else report.GenerationStatus(**window._asdict())
+    if window is None:
+        return None
+    x, y, width, height, gen_width, gen_height = window
+    return report.GenerationStatus(window=(x, y, width, height), size=(gen_width, gen_height))
 
 
 def running_preset(settings: Settings, engine: str) -> str | None:
