@@ -502,7 +502,8 @@ class RealtimeFaceSwapApp:
             engine_host=None if self.engine_host is None else self.engine_host.report(),
             ai_badge=self.ai_badge,
             preset=self.preset_name,
-            generation=_generation_report(self.processor.generation_window),
+            generation=_generation_report(self.processor.generation_window)
+            if self._swapping else None,
             mic=_mic_report(self.mic.status()),
         )
 

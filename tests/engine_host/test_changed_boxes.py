@@ -169,3 +169,5 @@ def test_status_says_where_the_engine_in_its_own_process_generated(
     _print_status(status.model_dump(mode="json"), as_json=False)
     assert "generating 320x240, from the camera frame's 320x240 at (0, 0)" \
         in capsys.readouterr().out
+    app.set_swap(False)
+    assert app.status().generation is None  # nothing is generated meanwhile
