@@ -63,7 +63,7 @@ from faceswap_cam.daemon.outputs.null import NullSink
 from faceswap_cam.daemon.pipeline.app import RealtimeFaceSwapApp
 from faceswap_cam.models.engine import SwapResult
 from faceswap_cam.models.plan.cli import size_list
-from faceswap_cam.models.plan.engines import engine_quantize, load_presets
+from faceswap_cam.models.plan.engines import engine_quantize, fp8_refused, load_presets
 from faceswap_cam.models.plan.gpus import gpu_for_name
 from faceswap_cam.models.plan.predict import predict_settings
 from faceswap_cam.models.simple_engines import DebugEngine
@@ -239,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     preset = next((p for p in load_presets(args.engine) if p.name.value == args.preset), None)
     if preset is None:
         parser.error(f"{args.engine} has no preset {args.preset!r}")
+    refused = fp8_refused(args.quantize, gpu)
+    if refused:
+        parser.error(refused)
     quantize = engine_quantize(args.engine, preset, args.quantize, gpu)
     timing = predict_settings(args.engine, steps=preset.steps,
                               segment_frames=preset.segment_frames, carry=preset.carry,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import struct
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -91,58 +90,43 @@ def jpeg_header(data: bytes) -> JpegHeader | None:
     no frame header comes before the first scan or the end. ``struct.error`` when cut off
     inside the frame header."""
     frame = None
-    for marker, position in _jpeg_segments(data):
-        if marker == 0xDA:  # start of scan: the coded data follows
-            if frame is None or position + 4 >= len(data):
-                break
-            return frame._replace(first_scan=data[position + 4])
-        if marker in _JPEG_SOF and frame is None:
-            height, width, components = struct.unpack_from(">HHB", data, position + 5)
-            frame = JpegHeader(marker, width, height, components, None)
-    return frame
-
-
-def jpeg_scans(data: bytes, limit: int = MAX_JPEG_SCANS) -> int:
-    """How many scans the JPEG ``data`` holds, counting no further than ``limit`` + 1, read
-    from its markers without decoding."""
-    scans = 0
-    for marker, _ in _jpeg_segments(data):
-        if marker == 0xDA:
-            scans += 1
-            if scans > limit:
-                break
-    return scans
-
-
-#: The marker that ends a scan's entropy-coded data: 0xFF followed by anything but a stuffed
-#: zero, a restart marker (inside the scan) or another 0xFF (fill).
-_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
-
-
-def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int]]:
-    """Each marker segment of a JPEG after its start (a marker with a length), as (marker,
-    position), until the end of the image or the first damage; a scan's coded data is
-    skipped on to the marker after it."""
     position = 2
     while position + 4 <= len(data):
         if data[position] != 0xFF:
-            return
+            break
         marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
+        if marker == 0xFF:  # fill bytes: a run of them is skipped at once
+            fill = _FILL.match(data, position)
+            assert fill is not None
+            position = fill.end() - 1
             continue
         if marker in _JPEG_STANDALONE:
             position += 2
             continue
         if marker == 0xD9:  # end of image
-            return
-        yield marker, position
-        position += 2 + struct.unpack_from(">H", data, position + 2)[0]
-        if marker == 0xDA:
-            found = _SCAN_END.search(data, position)
-            if found is None:
-                return
-            position = found.start()
+            break
+        if marker == 0xDA:  # start of scan: the coded data follows
+            if frame is None or position + 4 >= len(data):
+                break
+            return frame._replace(first_scan=data[position + 4])
+        length = struct.unpack_from(">H", data, position + 2)[0]
+        if marker in _JPEG_SOF and frame is None:
+            height, width, components = struct.unpack_from(">HHB", data, position + 5)
+            frame = JpegHeader(marker, width, height, components, None)
+        position += 2 + length
+    return frame
+
+
+_FILL = re.compile(rb"\xff+")
+
+
+def jpeg_scans(data: bytes) -> int:
+    """At most how many scans a decoder can find in the JPEG ``data``: every scan starts with
+    the bytes FF DA, which coded data never holds (an FF there is followed by 00 or a
+    restart marker). Counting the pairs rather than walking the markers also counts what a
+    forgiving decoder (libjpeg skips damage to the next marker) would find past a broken
+    segment; a thumbnail in the metadata adds its own few."""
+    return data.count(b"\xff\xda")
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:

@@ -347,9 +347,14 @@ class EngineHostServer:
                       boxes=boxes, window=_window(engine)), body
 
 
-def _window(engine: SwapEngine) -> list[int] | None:
+def _window(engine: SwapEngine) -> tuple[int, int, int, int, int, int] | None:
     window = generation_window(engine)
-    return None if window is None else list(window)
+    if window is None:
+        return None
+    x, y, width, height, gen_width, gen_height = window
+    if min(x, y) < 0 or min(width, height, gen_width, gen_height) < 1:
+        return None  # nothing to show (an empty debug box); the batch stands
+    return x, y, width, height, gen_width, gen_height
 
 
 def _swap_in_place(engine: SwapEngine, inputs: list[np.ndarray], shared: codec.SharedFrames,

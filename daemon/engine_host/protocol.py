@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from faceswap_cam.daemon.engine_host.address import MAX_TOKEN_CHARS
 
 #: Bumped on any change to the messages; both sides refuse another number.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 #: Bounds every message. A batch of 17 frames at 1920x1080 as JPEG (at most ~1.5 MB each for
 #: a noisy frame) fits, and so does the largest reference image the daemon accepts (50 MB).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -135,8 +135,7 @@ class Result(_Header):
     boxes: Boxes | None = None
     #: Where the engine generated the batch, where it says: x, y, width, height in the
     #: frame, then the generation's width and height.
-    window: Annotated[list[Annotated[int, Field(ge=0)]],
-                      Field(min_length=6, max_length=6)] | None = None
+    window: tuple[_Offset, _Offset, Side, Height, Side, Height] | None = None
 
 
 class Reset(_Header):

@@ -741,7 +741,7 @@ def _gpu_check(settings: Settings, probe: GpuProbe) -> Check:
 
 def _plan_checks(settings: Settings, probe: GpuProbe) -> list[Check]:
     """The capacity plan of each preset on the local GPU (analytic FLOPs: no model built)."""
-    from faceswap_cam.models.plan.engines import ENGINE_MODELS
+    from faceswap_cam.models.plan.engines import ENGINE_MODELS, fp8_refused
     from faceswap_cam.models.plan.gpus import gpu_for_name, gpu_names
     from faceswap_cam.models.plan.predict import preset_rows
 
@@ -758,9 +758,15 @@ def _plan_checks(settings: Settings, probe: GpuProbe) -> list[Check]:
                       f"faceswap-cam plan --gpu NAME for a similar one ({gpu_names()})")]
     engines = [settings.engine] if settings.engine in ENGINE_MODELS else list(ENGINE_MODELS)
     checks = []
+    # Each preset's own quantization, unless the user chose one for all.
+    quantize = (settings.quantize.value if "quantize" in settings.explicit() else "auto")
+    refused = fp8_refused(quantize, gpu)
+    if refused:
+        # The daemon would not start with it: say so, and plan what it can run.
+        checks.append(Check("plan quantize", FAIL, refused,
+                            'set quantize = "int8" in the config file, or remove it'))
+        quantize = "auto"
     for engine in engines:
-        # Each preset's own quantization, unless the user chose one for all.
-        quantize = (settings.quantize.value if "quantize" in settings.explicit() else "auto")
         for row in preset_rows(gpu, engine, frame_size=settings.size, quantize=quantize,
                                camera_fps=settings.fps):
             assumed = ", ASSUMED efficiency" if row.assumed_efficiency else ""

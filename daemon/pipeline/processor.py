@@ -133,8 +133,9 @@ class AsyncFaceSwapProcessor:
     Queues and their drop policies:
     - input (``input_capacity``, default 60): the feeder appends every k-th camera frame; when
       full the oldest is dropped (``dropped_input``).
-    - output (``output_capacity``, default 60): swapped frames for the publisher; when full
-      the oldest goes (it is stale by then).
+    - output (``output_capacity``, default 60): swapped frames for the publisher, and a mark
+      (``SwappedFrame.untouched``) where a batch found nobody; when full the oldest goes (it
+      is stale by then).
     Batches (the rule in :mod:`faceswap_cam.models.batching`): ``first_batch`` contiguous
     frames after any gap, then ``next_batch`` frames that continue the last one. When more
     than a batch is waiting the engine has fallen behind: the older frames are skipped whole
@@ -245,6 +246,8 @@ class AsyncFaceSwapProcessor:
     # --- publisher side ------------------------------------------------------------------
 
     def swapped_frames(self) -> list[SwappedFrame]:
+        """The output, oldest first: swapped frames, and the marks of batches that found
+        nobody (``untouched``)."""
         with self._output_lock:
             return list(self._output)
 
@@ -412,6 +415,7 @@ class AsyncFaceSwapProcessor:
             raise
         self._engine = engine
         self._cadence.engine_loaded()
+        self.generation_window = None  # the old engine's: says nothing of this one's calls
         self._stage = getattr(engine, "stage", None)
         self._continue_from = None
         self._needs_reset = False

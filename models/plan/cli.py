@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from faceswap_cam.models.plan.engines import planned_engines
+from faceswap_cam.models.plan.engines import fp8_refused, planned_engines
 from faceswap_cam.models.plan.gpus import (
     EFFICIENCY_FILE,
     gpu_for_name,
@@ -89,11 +89,9 @@ def run_plan(args: Any) -> int:
             seen = f"the local GPU {name!r} is not in the table" if name else "no local CUDA GPU"
             _say(f"plan: {seen}; name one with --gpu: {gpu_names()}", error=True)
             return 2
-    if args.quantize == "fp8" and not gpu.fp8_tflops:
-        # The daemon refuses --quantize fp8 there (models/quantize.py): no rows for it.
-        _say(f"plan: --quantize fp8 needs FP8 tensor cores (compute capability 8.9 or newer: "
-             f"Ada, Hopper, Blackwell), which the {gpu.name} lacks; plan --quantize int8, or "
-             "auto (each preset as the daemon would run it there)", error=True)
+    refused = fp8_refused(args.quantize, gpu)
+    if refused:
+        _say(f"plan: {refused}", error=True)  # no rows for what cannot run
         return 2
     engines = planned_engines()
     if not engines:

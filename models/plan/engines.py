@@ -78,7 +78,18 @@ def as_run(quantize: str, gpu: Gpu) -> str:
 
 
 def engine_quantize(engine: str, preset: Preset, quantize: str, gpu: Gpu) -> str:
-    """What a row of ``engine`` runs for ``--quantize quantize`` (auto: the preset's own)."""
+    """What a row of ``engine`` runs for ``--quantize quantize`` (auto: the preset's own).
+    An fp8 the GPU lacks is planned as int8 here; what a user asks for is checked first
+    (:func:`fp8_refused`), as the daemon refuses it there."""
     if quantize == "auto":
         return as_run(preset_quantize(preset), gpu)
-    return "int8" if quantize == "fp8" and not gpu.fp8_tflops else quantize  # the fallback
+    return "int8" if quantize == "fp8" and not gpu.fp8_tflops else quantize
+
+
+def fp8_refused(quantize: str, gpu: Gpu) -> str | None:
+    """Why ``--quantize fp8`` cannot run on ``gpu`` (and what to use), or None when it can."""
+    if quantize != "fp8" or gpu.fp8_tflops:
+        return None
+    return (f"--quantize fp8 needs FP8 tensor cores (compute capability 8.9 or newer: Ada, "
+            f"Hopper, Blackwell), which the {gpu.name} lacks, so the daemon refuses it there: "
+            "use --quantize int8, or leave it out (each preset as the daemon runs it there)")

@@ -107,9 +107,10 @@ class FaceCropper:
         """This frame's face box (None = not found) in, the steadied box to crop out."""
         return self.smoother.update(box)
 
-    def crop(self, frame_rgb: np.ndarray, box: Box, size: int | None = None) -> np.ndarray:
-        """``size`` x ``size`` RGB (default this cropper's size), black outside the frame."""
-        return crop_resized(frame_rgb, box, self.size if size is None else size)
+    def crop(self, frame: np.ndarray, box: Box, size: int | None = None) -> np.ndarray:
+        """``size`` x ``size`` of ``frame`` (default this cropper's size), its channels in
+        their order, black outside the frame."""
+        return crop_resized(frame, box, self.size if size is None else size)
 
     def __call__(self, frame_rgb: np.ndarray, box: Box | None) -> np.ndarray | None:
         """Steady ``box`` and crop it; None while there is no face (after the hold)."""

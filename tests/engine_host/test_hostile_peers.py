@@ -46,6 +46,13 @@ def header(text: bytes) -> bytes:
     (b'{"type": "hello", "protocol": 3, "version": "x", "token": "t", "rm": 1}',
      "rm: Extra inputs are not permitted"),
     (b'{"type": "stage", "id": -1, "width": 8, "height": 8}', "id: Input should be greater"),
+    # A generation window is a box in the frame and a size, each side at least a pixel.
+    (b'{"type": "result", "swapped": true, "count": 1, "codec": "shm", '
+     b'"window": [0, 0, 0, 64, 32, 32]}', "window.2: Input should be greater"),
+    (b'{"type": "result", "swapped": true, "count": 1, "codec": "shm", '
+     b'"window": [0, 0, 64, 64, 32, 100000000000]}', "window.5: Input should be less"),
+    (b'{"type": "result", "swapped": true, "count": 1, "codec": "shm", "window": [0, 0]}',
+     "window: Tuple should have at most 6 items|window.2: Field required"),
 ])
 def test_malformed_headers_are_refused_saying_what_is_wrong(text: bytes, words: str) -> None:
     with pytest.raises(ProtocolError, match=words) as caught:

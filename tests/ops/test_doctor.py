@@ -818,6 +818,15 @@ def test_plan_lines_for_the_local_gpu(machine: FakeMachine) -> None:
     checks = machine.run(settings_loader=lambda _: Settings(engine="wan-animate",
                                                             quantize="none"))
     assert find(checks, "plan wan-animate live").status == "WARN"
+    # fp8 chosen for a GPU without it: the daemon refuses it, and doctor says so, planning
+    # each preset as the daemon runs it there instead.
+    machine.gpus = [GpuInfo("cuda:0", "NVIDIA A100-SXM4-80GB", 80 * GIB)]
+    checks = machine.run(settings_loader=lambda _: Settings(engine="wan-animate",
+                                                            quantize="fp8"))
+    refused = find(checks, "plan quantize")
+    assert refused.status == "FAIL" and "FP8 tensor cores" in refused.detail
+    assert refused.fix is not None and "int8" in refused.fix
+    assert "int8" not in find(checks, "plan wan-animate live").detail
 
 
 def test_plan_without_a_gpu_says_so(machine: FakeMachine) -> None:

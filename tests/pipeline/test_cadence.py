@@ -23,7 +23,8 @@ from faceswap_cam.daemon.pipeline.cadence import (
     CadenceController,
 )
 from faceswap_cam.daemon.pipeline.processor import AsyncFaceSwapProcessor
-from faceswap_cam.models.engine import GenerationWindow, SwapResult
+from faceswap_cam.daemon.states import EngineState
+from faceswap_cam.models.engine import EngineError, GenerationWindow, SwapResult
 from faceswap_cam.models.simple_engines import DebugEngine
 from tests.pipeline.test_processor_selection import RecordingEngine, frame
 
@@ -308,6 +309,39 @@ def test_calls_at_a_new_generation_size_do_not_count_as_speed(clock: Clock) -> N
         assert processor.wait_batches(7, timeout=5)
         assert (processor.cadence, processor.resets) == (3, 0)
         assert processor.generation_window == (0, 0, 64, 64, 160, 160)
+
+
+def test_a_restarted_engine_has_its_own_warm_up_whatever_the_old_ones_window(
+        clock: Clock) -> None:
+    class Sized(CostlyEngine):
+        def __init__(self, size: int, fail_at: int | None = None) -> None:
+            super().__init__(clock, [PLANNED_PER_FRAME] * 4)
+            self.size, self.fail_at = size, fail_at
+
+        def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
+            if len(self.batches) == self.fail_at:
+                self.done.release()
+                raise EngineError("lost the GPU")
+            result = super().process(frames)
+            self.generation_window = GenerationWindow(0, 0, 64, 64, self.size, self.size)
+            return result
+
+    old, new = Sized(32, fail_at=2), Sized(48)
+    engines = [old, new]
+    processor = AsyncFaceSwapProcessor(lambda: engines.pop(0), fps=30, engine_name="costly",
+                                       start_cadence=3, backoff_initial_s=0.01)
+    with processor:
+        processor.start()
+        index = feed(processor, old, 0, (3, 2, 2))  # the third call fails
+        for _ in range(500):
+            if processor.state is EngineState.RUNNING and not engines:
+                break
+            time.sleep(0.01)
+        feed(processor, new, index, (3, 2))
+        assert processor.wait_batches(4, timeout=5)
+    flags = [f.warm_up for f in processor.swapped_frames() if not f.untouched]
+    # The old engine's warm-up and one steady call, the new one's warm-up, then its pace.
+    assert flags == [True] * 3 + [False] * 2 + [True] * 3 + [False] * 2
 
 
 def test_calls_that_found_nobody_do_not_count_as_speed(clock: Clock) -> None:

@@ -190,6 +190,10 @@ def test_status_printing(capsys: pytest.CaptureFixture[str]) -> None:
         assert line in text
     assert _print_status(document, as_json=True) == EXIT_OK
     assert json.loads(capsys.readouterr().out) == document
+    document["generation"] = {"window": [280, 8, 720, 704], "size": [480, 464]}
+    assert _print_status(document, as_json=False) == EXIT_OK
+    assert "generating 480x464, from the camera frame's 720x704 at (280, 8)" \
+        in capsys.readouterr().out
 
 
 def test_status_printing_names_a_stopped_output(capsys: pytest.CaptureFixture[str]) -> None:
