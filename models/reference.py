@@ -87,12 +87,12 @@ class JpegHeader(NamedTuple):
 
 def jpeg_header(data: bytes) -> JpegHeader | None:
     """The frame header and the first scan's (None when the data ends first), or None when
-    no frame header comes before the first scan or the end. ``struct.error`` when cut off
-    inside the frame header."""
+    no frame header comes before the first scan, the end, or :data:`_MAX_MARKERS` markers.
+    ``struct.error`` when cut off inside the frame header."""
     frame = None
     position = 2
-    while position + 4 <= len(data):
-        if data[position] != 0xFF:
+    for _ in range(_MAX_MARKERS):
+        if position + 4 > len(data) or data[position] != 0xFF:
             break
         marker = data[position + 1]
         if marker == 0xFF:  # fill bytes: a run of them is skipped at once
@@ -118,15 +118,59 @@ def jpeg_header(data: bytes) -> JpegHeader | None:
 
 
 _FILL = re.compile(rb"\xff+")
+#: The next marker after damage, as libjpeg finds it: FFs, then a byte that is not 00.
+_NEXT_MARKER = re.compile(rb"\xff+[^\x00\xff]")
+#: The marker that ends a scan's coded data: FF followed by anything but a stuffed 00, a
+#: restart marker (inside the scan) or another FF (fill).
+_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+#: Markers walked before the image's end is taken to be the file's: no camera or editor
+#: writes this many outside the coded data, and a walk of millions costs seconds.
+_MAX_MARKERS = 10_000
 
 
 def jpeg_scans(data: bytes) -> int:
     """At most how many scans a decoder can find in the JPEG ``data``: every scan starts with
     the bytes FF DA, which coded data never holds (an FF there is followed by 00 or a
-    restart marker). Counting the pairs rather than walking the markers also counts what a
-    forgiving decoder (libjpeg skips damage to the next marker) would find past a broken
-    segment; a thumbnail in the metadata adds its own few."""
-    return data.count(b"\xff\xda")
+    restart marker), so the pairs up to where libjpeg stops decoding are counted. What
+    follows the image (a motion photo's video, an MPO's other pictures) is not decoded."""
+    return data.count(b"\xff\xda", 0, _jpeg_end(data))
+
+
+def _jpeg_end(data: bytes) -> int:
+    """Where libjpeg stops reading the JPEG ``data``: after its end-of-image marker, found
+    as libjpeg walks (segment lengths honoured, scans' coded data skipped, damage skipped
+    on to the next marker); the whole file where that is not clear."""
+    position = 2
+    for _ in range(_MAX_MARKERS):
+        if position + 2 > len(data):
+            break
+        if data[position] != 0xFF or data[position + 1] == 0x00:  # damage
+            found = _NEXT_MARKER.search(data, position)
+            if found is None:
+                break
+            position = found.end() - 2
+            continue
+        marker = data[position + 1]
+        if marker == 0xFF:
+            fill = _FILL.match(data, position)
+            assert fill is not None
+            position = fill.end() - 1
+            continue
+        if marker == 0xD9:
+            return position + 2
+        if marker in _JPEG_STANDALONE or marker == 0xD8:
+            position += 2
+            continue
+        if position + 4 > len(data):
+            break
+        # libjpeg skips length - 2 bytes, none for a length under 2.
+        position += 2 + max(2, struct.unpack_from(">H", data, position + 2)[0])
+        if marker == 0xDA:
+            found = _SCAN_END.search(data, position)
+            if found is None:
+                break
+            position = found.start()
+    return len(data)
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:

@@ -352,8 +352,10 @@ def _window(engine: SwapEngine) -> tuple[int, int, int, int, int, int] | None:
     if window is None:
         return None
     x, y, width, height, gen_width, gen_height = window
-    if min(x, y) < 0 or min(width, height, gen_width, gen_height) < 1:
-        return None  # nothing to show (an empty debug box); the batch stands
+    if not (min(x, y) >= 0 and max(x, width, gen_width) <= protocol.MAX_SIDE
+            and max(y, height, gen_height) <= protocol.MAX_HEIGHT
+            and min(width, height, gen_width, gen_height) >= 1):
+        return None  # nothing the protocol can say (an empty debug box); the batch stands
     return x, y, width, height, gen_width, gen_height
 
 

@@ -329,8 +329,8 @@ class EngineHostProxy:
                                   f"({reply.codec})")
         if not reply.swapped:
             return SwapResult.untouched(frames)
-        if reply.window is not None:
-            self.generation_window = GenerationWindow(*reply.window)
+        self.generation_window = None if reply.window is None \
+            else GenerationWindow(*reply.window)
         if header.codec == "shm":
             assert shared is not None and header.slots is not None
             if into is not None:

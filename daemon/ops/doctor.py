@@ -761,10 +761,12 @@ def _plan_checks(settings: Settings, probe: GpuProbe) -> list[Check]:
     # Each preset's own quantization, unless the user chose one for all.
     quantize = (settings.quantize.value if "quantize" in settings.explicit() else "auto")
     refused = fp8_refused(quantize, gpu)
-    if refused:
-        # The daemon would not start with it: say so, and plan what it can run.
+    if refused and (settings.engine == "auto" or settings.engine in ENGINE_MODELS):
+        # A model engine would not load with it: say so, and plan what it can run.
         checks.append(Check("plan quantize", FAIL, refused,
-                            'set quantize = "int8" in the config file, or remove it'))
+                            "set quantize to int8 (config file, FACESWAP_CAM_QUANTIZE or "
+                            "--quantize), or leave it out"))
+    if refused:
         quantize = "auto"
     for engine in engines:
         for row in preset_rows(gpu, engine, frame_size=settings.size, quantize=quantize,

@@ -79,12 +79,28 @@ def test_progressive_jpegs_decode_and_a_scan_bomb_is_refused_before_decoding() -
     scans = progressive[last_scan:-2] * MAX_JPEG_SCANS
     bomb = progressive[:-2] + scans + b"\xff\xd9"
     assert jpeg_scans(bomb) == 10 + MAX_JPEG_SCANS
+    with pytest.raises(ReferenceError, match=f"over {MAX_JPEG_SCANS} scans"):
+        decode_reference(bomb)
     # A broken segment before them stops a strict walk of the markers, not libjpeg, which
     # skips on to the next marker and decodes every scan after it.
-    for damage in (b"\xff\xfe\x00\x02\x00", b"\xff\xe1\x00\x01", b"\xff\xfe\x00\x02\xff\x00"):
-        for image in (bomb, progressive[:-2] + damage + scans + b"\xff\xd9"):
-            with pytest.raises(ReferenceError, match=f"over {MAX_JPEG_SCANS} scans"):
-                decode_reference(image)
+    for damage in (b"\xff\xfe\x00\x02\x00", b"\xff\xe1\x00\x01",
+                   b"\xff\xfe\x00\x02\xff\x00", b"\x00\x00garbage"):
+        with pytest.raises(ReferenceError, match=f"over {MAX_JPEG_SCANS} scans"):
+            decode_reference(progressive[:-2] + damage + scans + b"\xff\xd9")
+
+
+def test_what_follows_a_jpeg_is_not_counted_as_its_scans() -> None:
+    # A motion photo: a video after the picture's end (high-entropy bytes hold about 16 FF DA
+    # pairs a MB); an MPO: more pictures after the first. libjpeg decodes only the first.
+    rng = np.random.default_rng(2)
+    face = cv2.GaussianBlur(rng.integers(0, 256, (240, 200, 3), dtype=np.uint8), (9, 9), 3)
+    progressive = jpeg(face, progressive=True)
+    trailer = rng.integers(0, 256, 8_000_000, dtype=np.uint8).tobytes()
+    assert trailer.count(b"\xff\xda") > MAX_JPEG_SCANS
+    motion_photo = progressive + trailer
+    assert jpeg_scans(motion_photo) == 10
+    assert decode_reference(motion_photo).shape == (240, 200, 3)
+    assert jpeg_scans(progressive + progressive[:-2] * 20 + b"\xff\xd9") == 10
 
 
 def test_daemon_refuses_a_bad_reference_at_start(tmp_path: Path, cli_env: dict[str, str]

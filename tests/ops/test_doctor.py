@@ -827,6 +827,9 @@ def test_plan_lines_for_the_local_gpu(machine: FakeMachine) -> None:
     assert refused.status == "FAIL" and "FP8 tensor cores" in refused.detail
     assert refused.fix is not None and "int8" in refused.fix
     assert "int8" not in find(checks, "plan wan-animate live").detail
+    # The debug engine loads no model: nothing to refuse.
+    checks = machine.run(settings_loader=lambda _: Settings(engine="debug", quantize="fp8"))
+    assert "plan quantize" not in {c.name for c in checks}
 
 
 def test_plan_without_a_gpu_says_so(machine: FakeMachine) -> None:
