@@ -40,6 +40,8 @@ OPTIONS_ENV = "FACESWAP_CAM_ENGINE_HOST_OPTIONS"
 START_TIMEOUT_S = 900.0
 #: How long a host may take to stop after being asked before it is killed.
 GRACE_S = 3.0
+#: How long a host whose connection broke is given to be seen exiting (it died, or not).
+LOST_EXIT_WAIT_S = 1.0
 _DIAGNOSIS_LINES = 20
 
 
@@ -161,7 +163,9 @@ class ChildEngineHost:
 
     def _proxy_closed(self, process: subprocess.Popen[bytes], path: Path, hung: bool,
                       failure: str) -> None:
-        died = process.poll()
+        # A host that died closes its connection as it goes, a moment before its exit status
+        # can be read: wait for it briefly, so the error says how it ended.
+        died = _wait(process, LOST_EXIT_WAIT_S) if failure and not hung else process.poll()
         self._stop(process, kill=hung)
         self._remove(path)
         if self._closed.is_set():

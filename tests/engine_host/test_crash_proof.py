@@ -169,3 +169,30 @@ def test_the_cli_runs_the_debug_engine_in_a_child(cli_env: dict[str, str], clip:
     assert stats["engine_host_restarts"] == 0
     assert stats["engine_frames"] > 0 and stats["frames_swapped"] > 0
     assert "starting engine host debug" in result.stderr
+
+
+class _DyingProcess:
+    """A host process that closed its connection as it died, a moment before its exit status
+    can be read (what a SIGKILL mid-batch looks like to the daemon)."""
+
+    pid = 4242
+
+    def __init__(self) -> None:
+        self.code: int | None = None
+
+    def poll(self) -> int | None:
+        return self.code
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.code = -signal.SIGKILL
+        return self.code
+
+
+def test_a_host_lost_mid_call_is_reported_by_how_it_ended(tmp_path: Path) -> None:
+    child = ChildEngineHost("debug", {}, frame_size=None, call_timeout_s=1.0)
+    child._proxy_closed(_DyingProcess(), tmp_path / "gone.sock",  # type: ignore[arg-type]
+                        hung=False, failure="the engine host closed the connection")
+    status = child.report()
+    assert status.state is EngineHostState.RESTARTING
+    assert "(pid 4242) died: killed by SIGKILL" in status.error
+    child.close()
