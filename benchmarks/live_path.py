@@ -89,21 +89,23 @@ class PlannedEngine(DebugEngine):
 
     def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
         start = time.perf_counter()
-        if self._nobody_next():
-            # As the detector answers: at once, before any generating.
-            self._calls += 1
+        if self._finds_nobody():
             return SwapResult.untouched(frames)
         result = super().process(frames)
         self._rest(start)
         return result
 
-    def _nobody_next(self) -> bool:
-        return bool(self.nobody_every) and (self._calls + 1) % self.nobody_every == 0
+    def _finds_nobody(self) -> bool:
+        """Whether this call finds nobody: it then answers at once, as the detector does,
+        before any generating (and counts as a call)."""
+        if not self.nobody_every or (self._calls + 1) % self.nobody_every:
+            return False
+        self._calls += 1
+        return True
 
     def process_into(self, frames: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> bool:
         start = time.perf_counter()
-        if self._nobody_next():
-            self._calls += 1
+        if self._finds_nobody():
             return False
         done = super().process_into(frames, outputs)
         self._rest(start)

@@ -347,16 +347,10 @@ class EngineHostServer:
                       boxes=boxes, window=_window(engine)), body
 
 
-def _window(engine: SwapEngine) -> tuple[int, int, int, int, int, int] | None:
+def _window(engine: SwapEngine) -> protocol.Window | None:
+    # One the protocol cannot hold (an empty debug box) is left out; the batch stands.
     window = generation_window(engine)
-    if window is None:
-        return None
-    x, y, width, height, gen_width, gen_height = window
-    if not (min(x, y) >= 0 and max(x, width, gen_width) <= protocol.MAX_SIDE
-            and max(y, height, gen_height) <= protocol.MAX_HEIGHT
-            and min(width, height, gen_width, gen_height) >= 1):
-        return None  # nothing the protocol can say (an empty debug box); the batch stands
-    return x, y, width, height, gen_width, gen_height
+    return None if window is None else protocol.window_or_none(window)
 
 
 def _swap_in_place(engine: SwapEngine, inputs: list[np.ndarray], shared: codec.SharedFrames,

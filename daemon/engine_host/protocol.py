@@ -11,6 +11,7 @@ One request is in flight at a time (the daemon never queues a second batch behin
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from importlib import metadata
 from typing import Annotated, Literal
 
@@ -56,6 +57,17 @@ Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
 Height = Annotated[int, Field(ge=1, le=MAX_HEIGHT)]
 _Offset = Annotated[int, Field(ge=0, le=MAX_SIDE)]
 Boxes = Annotated[list[tuple[_Offset, _Offset, _Offset, _Offset]], Field(max_length=MAX_BATCH)]
+#: A generation window: x, y, width, height in the frame, then the generation's size.
+Window = tuple[_Offset, _Offset, Side, Height, Side, Height]
+_WINDOW = TypeAdapter(Window)
+
+
+def window_or_none(values: Sequence[int]) -> Window | None:
+    """``values`` as a :data:`Window`, or None where a result cannot carry them."""
+    try:
+        return _WINDOW.validate_python(tuple(values))
+    except ValidationError:
+        return None
 
 
 class Hello(_Header):
@@ -135,7 +147,7 @@ class Result(_Header):
     boxes: Boxes | None = None
     #: Where the engine generated the batch, where it says: x, y, width, height in the
     #: frame, then the generation's width and height.
-    window: tuple[_Offset, _Offset, Side, Height, Side, Height] | None = None
+    window: Window | None = None
 
 
 class Reset(_Header):

@@ -535,7 +535,7 @@ class AsyncFaceSwapProcessor:
             resized = window is not None and last is not None \
                 and (window.gen_width, window.gen_height) != (last.gen_width, last.gen_height)
             self.generation_window = window
-        if not result.swapped:
+        else:
             # Nothing to swap (nobody in view): the camera shows as passthrough meanwhile,
             # and the next batch starts a new segment chain from a reset engine.
             self.frames_untouched += len(batch)

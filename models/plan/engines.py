@@ -15,6 +15,7 @@ from faceswap_cam.models.plan.gpus import Gpu
 from faceswap_cam.models.plan.memory import activation_bytes, animate_2_activation_bytes
 from faceswap_cam.models.plan.work import Params, Shape, Work
 from faceswap_cam.models.presets import Preset, presets_for
+from faceswap_cam.models.quantize import FP8_MIN_CAPABILITY
 
 #: Engines the plan knows a model for, with the package whose ``presets`` module registers
 #: their presets.
@@ -90,6 +91,8 @@ def fp8_refused(quantize: str, gpu: Gpu) -> str | None:
     """Why ``--quantize fp8`` cannot run on ``gpu`` (and what to use), or None when it can."""
     if quantize != "fp8" or gpu.fp8_tflops:
         return None
-    return (f"--quantize fp8 needs FP8 tensor cores (compute capability 8.9 or newer: Ada, "
-            f"Hopper, Blackwell), which the {gpu.name} lacks, so the daemon refuses it there: "
-            "use --quantize int8, or leave it out (each preset as the daemon runs it there)")
+    major, minor = FP8_MIN_CAPABILITY
+    return (f"--quantize fp8 needs FP8 tensor cores (compute capability {major}.{minor} or "
+            f"newer: Ada, Hopper, Blackwell), which the {gpu.name} lacks, so the daemon "
+            "refuses it there: use --quantize int8, or leave it out (each preset as the "
+            "daemon runs it there)")
