@@ -3,7 +3,7 @@ batch time?
 
 ``faceswap-cam plan`` turns a GPU's batch time into swapped fps and capture-to-screen latency
 with arithmetic (models/plan/timing.py): the cadence k that keeps up with the engine, camera
-fps / k, and (L - P) x k / camera fps + batch time + a frame. That arithmetic, not the GPU, is
+fps / k, and (L - P - 1) x k / camera fps + batch time + a frame. That arithmetic, not the GPU, is
 what this measures, on any machine: the whole daemon runs in this process (demo source at
 1280x720, the real capture, feeder, processor, cadence adaptation, playout and publisher), with
 the ``debug`` engine standing in for the GPU. It takes the plan's segment shape (L new frames,

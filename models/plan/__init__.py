@@ -33,8 +33,9 @@ The model of one batch (``L`` frames of which ``L - P`` are new):
   shows camera fps / k swapped frames per second. That is the daemon's starting choice; it
   keeps k while the engine keeps up within a smaller margin (daemon/pipeline/cadence.py), so a
   GPU a little slower than predicted still shows these fps.
-* capture-to-screen latency = batch accumulation ((L - P) x k / camera fps) + the batch's
-  generation time + one camera frame.
+* capture-to-screen latency of a batch's oldest frame (smooth playout shows every frame that
+  late) = the wait for the batch's last frame ((L - P - 1) x k / camera fps) + the batch's
+  generation time + one camera frame (to the next publish tick).
 * memory: weights (bf16; fp8/int8 store the linear layers' weights in one byte) of the DiT, VAE
   and CLIP image encoder, plus an activation estimate (:func:`activation_bytes`;
   Wan-Animate-2's adds its per-segment reference K/V cache:

@@ -40,7 +40,9 @@ def predict_timing(work: Work, *, steps: int, guidance_scale: float, segment: in
     batch_s = dit_s + vae_s
     new = segment - carry
     cadence = cadence_for(batch_s / new, camera_fps)
-    latency = new * cadence / camera_fps + batch_s + 1 / camera_fps
+    # The batch's oldest frame waits for its last, (new - 1) x k ticks later; its result then
+    # reaches the screen at the next publish tick.
+    latency = (new - 1) * cadence / camera_fps + batch_s + 1 / camera_fps
     # At the largest cadence an engine slower still skips batches: the engine's rate shows.
     shown = min(camera_fps / cadence, new / batch_s)
     return Timing(dit_s, vae_s, batch_s, new / batch_s, cadence, shown, latency)

@@ -143,7 +143,8 @@ def test_timing_follows_the_stated_formulas() -> None:
     assert timing.batch_s == pytest.approx(9.0)
     assert timing.cadence == batching.cadence_for(9.0 / 8, 30.0) == 30  # capped
     assert timing.fps == pytest.approx(8 / 9.0)  # the engine's rate below camera / k
-    assert timing.latency_s == pytest.approx(8 * 30 / 30 + 9.0 + 1 / 30)
+    # The oldest of 8 frames waits 7 x k ticks for the last, then the batch, then a tick.
+    assert timing.latency_s == pytest.approx(7 * 30 / 30 + 9.0 + 1 / 30)
     cfg = predict_timing(work, steps=4, guidance_scale=3.0, segment=9, carry=1, gpu=gpu,
                          efficiency=efficiency)
     assert cfg.dit_s == pytest.approx(2 * timing.dit_s)
