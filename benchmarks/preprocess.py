@@ -2,14 +2,14 @@
 
 The live path of one batch of camera frames (``WanAnimateEngine.process``) is: preprocessing
 (:class:`~faceswap_cam.models.preprocessing.wan.WanPreprocessor`: resize to the generation size,
-RT-DETR person box, ViTPose whole-body keypoints, face crops, Wan's skeleton drawing, SAM2 person
-mask + Wan's dilated/boxed mask + background), then the streaming engine's ``generate``, then
-compositing (the engine's own :func:`~faceswap_cam.models.wan.engine.paste_batch`, the frames
-side by side on its threads: each generated frame blended into the full-resolution camera
-frame through the mask). This script times each of these for
-batches of N new frames (the segment is L = N + P frames, P carried) of a camera-like clip and
-prints milliseconds per frame and per batch by stage, and the share of preprocessing in the
-batch latency, preprocessing / (preprocessing + generate).
+RT-DETR person box, ViTPose whole-body keypoints, face crops, Wan's skeleton drawing, the person
+mask (SAM2's, or the detector's box) + Wan's dilated/boxed mask + background), then the
+streaming engine's ``generate``, then compositing (the engine's own
+:func:`~faceswap_cam.models.wan.engine.paste_batch`, the frames side by side on its threads:
+each generated frame blended into the full-resolution camera frame through the mask). This
+script times each of these for batches of N new frames (the segment is L = N + P frames, P
+carried) of a camera-like clip and prints milliseconds per frame and per batch by stage, and
+the share of preprocessing in the batch latency, preprocessing / (preprocessing + generate).
 
 ``--gen-window person`` (the default, what the daemon runs for wan-animate's replace mode)
 takes the engine's windowed path: the person located on the whole frame at its generation
@@ -42,6 +42,14 @@ Sections:
   model (on the GPU): the 14B model's batch time comes from ``benchmarks/gpu_engine.py``; pass
   it with ``--wan-batch-s`` to get the share of preprocessing against it.
 
+The table's person mask is ``--person-mask``'s (default ``sam2``). Under each section's
+table, the mask stage is measured for each way of making it, on the same frames: SAM2 with a
+batch's frames through its image encoder in one call (what ``PersonMasker`` does on a
+CUDA GPU), SAM2
+encoding frame by frame (transformers' own way; what it does on a CPU, where batching
+measured slower), and the detector's box (``box``, the live preset's: Wan fills its mask to a
+box either way).
+
 A last line of figures, ``[compositing]``, composites a person-shaped mask in the square
 window of a centred person (the frame's height) on the engine's threads and on one: the
 sections' random SAM2 masks the whole window, which skips the feather's distance transform,
@@ -59,7 +67,7 @@ totals are medians of per-batch totals). Figures are printed, never asserted.
 
     .venv/bin/python benchmarks/preprocess.py [--frames 8] [--carry 1] [--repeats 5]
         [--warmup 1] [--steps 4] [--camera 1280x720] [--gen-size 848x480]
-        [--gen-window person|frame] [--threads N]
+        [--gen-window person|frame] [--person-mask sam2|box] [--threads N]
         [--gpu | --no-gpu] [--dtype bf16] [--wan-batch-s S] [--real-on-cpu]
 
 ``--gpu`` without CUDA exits with code 2. ``--real-on-cpu`` runs the real-size section on the
@@ -124,7 +132,7 @@ PROMPT = "a person talking to the camera"
 FEATHER_PX = 8  # WanAnimateEngine's default
 
 # Rows of the table, in order. The first six are WanPreprocessor.timings' keys.
-STAGES = ("resize", "detector", "pose", "face", "skeleton", "sam2")
+STAGES = ("resize", "detector", "pose", "face", "skeleton", "mask")
 ROWS = (*STAGES, "rest of process()", "preprocessing", "generate", "compositing", "batch",
         "compositing, 1 thread")
 LABELS = {
@@ -133,7 +141,7 @@ LABELS = {
     "pose": "pose (ViTPose)",
     "face": "face crops",
     "skeleton": "skeleton drawing",
-    "sam2": "SAM2 mask + bg",
+    "mask": "person mask + bg",
     "rest of process()": "rest of process()",
     "preprocessing": "= preprocessing",
     "generate": "generate (tiny Wan)",
@@ -345,8 +353,10 @@ def save_tiny_models(folder: Path) -> dict[str, Path]:
     }
 
 
-def load_preprocessor(paths: dict[str, Path], device: str, dtype: str) -> WanPreprocessor:
-    """The three models through the product's own loaders, thresholds pinned."""
+def load_preprocessor(paths: dict[str, Path], device: str, dtype: str, person_mask: str
+                      ) -> WanPreprocessor:
+    """The three models through the product's own loaders, thresholds pinned (SAM2 loaded for
+    either person mask: the sections compare them)."""
     detector = PersonDetector(str(paths["detector"]), device=device, dtype=dtype,
                               threshold=PERSON_THRESHOLD)
     _pin_person_class(detector.model)
@@ -354,7 +364,7 @@ def load_preprocessor(paths: dict[str, Path], device: str, dtype: str) -> WanPre
         detector,
         WholeBodyPoseEstimator(paths["pose"], device=device, dtype=dtype),
         PersonMasker(paths["sam2"], device=device, dtype=dtype),
-        keypoint_threshold=KEYPOINT_THRESHOLD)
+        keypoint_threshold=KEYPOINT_THRESHOLD, person_mask=person_mask)
 
 
 def tiny_stream(wan: Path, device: str, args: argparse.Namespace) -> StreamingWanAnimate:
@@ -382,7 +392,7 @@ def model_parameters(preprocessor: WanPreprocessor, stream: StreamingWanAnimate
 def build_tiny(folder: Path, args: argparse.Namespace) -> Setup:
     start = time.perf_counter()
     paths = save_tiny_models(folder)
-    preprocessor = load_preprocessor(paths, "cpu", "fp32")
+    preprocessor = load_preprocessor(paths, "cpu", "fp32", args.person_mask)
     stream = tiny_stream(paths["wan"], "cpu", args)
     return Setup("cpu-tiny", "tiny random models (tests' builders) on the CPU, fp32", "cpu",
                  "fp32", preprocessor, stream, face_size=int(
@@ -399,7 +409,7 @@ def build_real(folder: Path, args: argparse.Namespace, device: str) -> Setup:
     from tests.wan_tiny import save_tiny_wan_animate
 
     wan = save_tiny_wan_animate(folder / "wan-for-real")
-    preprocessor = load_preprocessor(paths, device, dtype_name)
+    preprocessor = load_preprocessor(paths, device, dtype_name, args.person_mask)
     stream = tiny_stream(wan, device, args)
     synchronize(device)
     where = torch.cuda.get_device_name() if device.startswith("cuda") else "the CPU"
@@ -606,6 +616,39 @@ def person_compositing(clip: CameraClip, args: argparse.Namespace, repeats: int 
     return out
 
 
+#: The person mask variants the sections compare: (name, --person-mask, SAM2's batched
+#: image encoding).
+MASK_VARIANTS = (("sam2 batched", "sam2", True), ("sam2 frame by frame", "sam2", False),
+                 ("box", "box", True))
+
+
+def person_mask_costs(setup: Setup, clip: CameraClip, result: Result,
+                      args: argparse.Namespace) -> dict[str, float]:
+    """The mask stage (mask + Wan's dilation and box + background) in ms per batch, median,
+    for each of :data:`MASK_VARIANTS`: SAM2 with a batch's frames encoded in one call (the
+    product's way on a CUDA device), SAM2 encoding frame by frame (transformers' own way, the
+    product's on a CPU), and the detector's box (``--person-mask box``). The section's own run
+    (``result``) is the variant it ran; the others are measured the same way, on the same
+    frames, after it."""
+    preprocessor = setup.preprocessor
+    masker = preprocessor.masker
+    assert masker is not None
+    ran = (preprocessor.person_mask.value, bool(masker.encode_together))
+    costs: dict[str, float] = {}
+    try:
+        for name, person_mask, together in MASK_VARIANTS:
+            measured = result
+            if (person_mask, together) != ran:
+                preprocessor.person_mask = defaults.PersonMask(person_mask)
+                masker.encode_together = together
+                measured = measure(setup, clip, args)
+            costs[name] = round(1000 * measured.median_s("mask"), 2)
+    finally:
+        preprocessor.person_mask = defaults.PersonMask(ran[0])
+        masker.encode_together = ran[1]
+    return costs
+
+
 def cover(result: Result) -> float:
     return statistics.median(b.mask_cover for b in result.batches)
 
@@ -661,6 +704,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="person (default, as the daemon generates wan-animate's replace "
                              "mode): locate the person on the whole frame, then make the "
                              "conditioning of a window around them; frame: the whole frame")
+    parser.add_argument("--person-mask", choices=defaults.PERSON_MASKS,
+                        default=defaults.PERSON_MASK,
+                        help="the person mask of the sections' tables (default "
+                             f"{defaults.PERSON_MASK}); each section then measures the others")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's)")
     gpu = parser.add_mutually_exclusive_group()
@@ -711,6 +758,7 @@ def main(argv: list[str] | None = None) -> int:
           f"new frames; {args.repeats} timed batches after warm-up (medians)")
 
     results: list[Result] = []
+    mask_costs: dict[str, dict[str, float]] = {}
     sections: list[Callable[[Path], Setup]] = [lambda folder: build_tiny(folder, args)]
     if real_device is not None:
         device = real_device
@@ -718,15 +766,23 @@ def main(argv: list[str] | None = None) -> int:
     for build in sections:
         with tempfile.TemporaryDirectory(prefix="preprocess-bench-") as folder:
             setup = build(Path(folder))
-        result = measure(setup, clip, args)
-        setup.compositor.shutdown()
-        absent = [b for b in result.batches if not b.present]
-        if absent:
-            print(f"[{setup.name}] a batch took the 'nobody there' path after the "
-                  f"{absent[0].stopped_after} stage: the figures would not be those of the "
-                  "preprocessing; the thresholds are not pinned as expected", file=sys.stderr)
-            return 1
-        print_table(result, args)
+        try:
+            result = measure(setup, clip, args)
+            absent = [b for b in result.batches if not b.present]
+            if absent:
+                print(f"[{setup.name}] a batch took the 'nobody there' path after the "
+                      f"{absent[0].stopped_after} stage: the figures would not be those of the "
+                      "preprocessing; the thresholds are not pinned as expected",
+                      file=sys.stderr)
+                return 1
+            print_table(result, args)
+            costs = person_mask_costs(setup, clip, result, args)
+        finally:
+            setup.compositor.shutdown()
+        print(f"  person mask + bg, ms a batch: SAM2 {costs['sam2 batched']:.1f} with a "
+              f"batch's frames encoded in one call, {costs['sam2 frame by frame']:.1f} frame "
+              f"by frame; the detector's box {costs['box']:.1f}")
+        mask_costs[setup.name] = costs
         results.append(result)
         del setup
         if real_device is not None and real_device != "cpu":
@@ -764,6 +820,7 @@ def main(argv: list[str] | None = None) -> int:
         "wan_batch_s": args.wan_batch_s,
         "sections": {r.setup.name: result_json(r, args) for r in results},
         "person_compositing": composited,
+        "person_mask_ms_per_batch": mask_costs,
         "load_average": [round(load_before, 2), round(load_after, 2)],
         "cpus": os.cpu_count(),
     }))

@@ -159,6 +159,11 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
                        help="replace mode: generate a window around the person, about half "
                        "the work of the frame at the same detail (person, default) or the "
                        "whole frame (frame)")
+    group.add_argument("--person-mask", choices=defaults.PERSON_MASKS,
+                       help="replace mode: where the person mask comes from: sam2 (Wan's "
+                       f"recipe, default {defaults.PERSON_MASK}) or box (the detector's person "
+                       "box: Wan fills the mask to its box anyway, so this is the same kind of "
+                       "mask without running SAM2; the live preset's choice)")
 
 
 def _add_engine_parser(subparsers: Any) -> None:

@@ -189,6 +189,9 @@ class Settings(BaseModel):
     gen_window: defaults.GenWindow = Field(
         defaults.GenWindow(defaults.GEN_WINDOW), description="replace mode generates a window "
         "around the person (person) or the whole frame (frame)")
+    person_mask: defaults.PersonMask = Field(
+        defaults.PersonMask(defaults.PERSON_MASK), description="replace mode's person mask: "
+        "SAM2's tracked person (sam2, Wan's recipe) or the detector's box (box, no SAM2)")
 
     @field_validator("size", "gen_size", mode="before")
     @classmethod

@@ -87,6 +87,19 @@ class GenWindow(StrEnum):
 
 GEN_WINDOWS = tuple(window.value for window in GenWindow)
 GEN_WINDOW = GenWindow.PERSON.value
+
+
+class PersonMask(StrEnum):
+    """Where replace mode's person mask comes from (models/preprocessing/wan.py). Either way
+    the mask Wan-Animate gets is a box: Wan's recipe fills the dilated mask to its bounding
+    box (``segmentation.WAN_GRID``)."""
+
+    SAM2 = "sam2"  # Wan's recipe: SAM2's tracked person, dilated, filled to its box
+    BOX = "box"  # the detector's person box, dilated: the same kind of box without SAM2
+
+
+PERSON_MASKS = tuple(source.value for source in PersonMask)
+PERSON_MASK = PersonMask.SAM2.value
 #: Soft edge, in camera pixels, of the swapped person composited into the room.
 FEATHER_PX = 8
 #: What the product asks Wan-Animate for. The streaming generator's own default stays "", as

@@ -42,6 +42,8 @@ class Preset:
     #: The transformer's quantization where the device can run it (fp8: compute capability
     #: 8.9+); elsewhere the preset runs unquantized. A --quantize the user gives wins.
     quantize: str | None = None
+    #: Replace mode's person mask (``defaults.PersonMask``); None keeps the engine's default.
+    person_mask: str | None = None
 
 
 #: Filled in per engine by the modules that define the engines' presets.
@@ -77,7 +79,7 @@ def get_preset(engine: str, name: str) -> Preset:
 
 #: The options (engine options, as the daemon passes them) each preset sets.
 PRESET_OPTIONS = ("steps", "segment_frames", "carry", "gen_short_side", "guidance_scale",
-                  "shift", "loras", "cadence", "quantize")
+                  "shift", "loras", "cadence", "quantize", "person_mask")
 
 
 #: The key of :func:`apply_preset`'s result that lists the options the preset chose.
@@ -102,10 +104,12 @@ def apply_preset(options: Mapping[str, Any], engine: str) -> dict[str, Any]:
         "steps": preset.steps, "segment_frames": preset.segment_frames, "carry": preset.carry,
         "gen_short_side": preset.gen_short_side, "guidance_scale": preset.guidance_scale,
         "shift": preset.shift, "cadence": preset.cadence, "quantize": preset.quantize,
+        "person_mask": preset.person_mask,
         "loras": [f"{preset.lora}:{preset.lora_scale:g}"] if preset.lora else None}
     chosen = []
     for key, value in values.items():
-        # None: the preset leaves this one to the model (shift) or the plan (cadence).
+        # None: the preset leaves this one to the model (shift), the plan (cadence) or the
+        # engine (person_mask).
         if key not in explicit and value is not None:
             resolved[key] = value
             chosen.append(key)

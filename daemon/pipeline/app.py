@@ -146,7 +146,7 @@ ENGINE_SETTINGS = ("wan_model", "wan2_model", "wan2_variant", "mode", "steps", "
                    "device", "dtype", "vae_fp32", "offload", "vae_tiling", "attention_backend",
                    "compile", "loras", "shift", "gen_size", "reference", "detector_model",
                    "pose_model", "sam2_model", "preprocessor", "colour_match", "feather_px",
-                   "gen_window", "quantize", "preset")
+                   "gen_window", "person_mask", "quantize", "preset")
 
 
 def engine_options(settings: Settings) -> dict[str, Any]:

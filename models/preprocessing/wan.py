@@ -3,8 +3,9 @@
 Per frame, following Wan-Animate's own recipe: the largest person (RT-DETR), whole-body
 133-keypoint pose (ViTPose) drawn as the skeleton video it was trained on, a face crop from the
 face keypoints, and in replace mode a SAM2 person mask (streaming session, memory carried
-across batches), dilated and boxed, with background = frame x (1 - mask). Boxes and face crops
-are smoothed over time so the conditioning does not jitter.
+across batches; or the detector's box, ``--person-mask box``), dilated and boxed, with
+background = frame x (1 - mask). Boxes and face crops are smoothed over time so the
+conditioning does not jitter.
 
 When any frame of a batch has no person or no face (empty room, user walks away), the batch
 is reported as empty: the engine passes it through and every temporal state restarts.
@@ -13,6 +14,7 @@ is reported as empty: the engine passes it through and every temporal state rest
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,12 +23,14 @@ from typing import Any
 import cv2
 import numpy as np
 
+from faceswap_cam.models import defaults
 from faceswap_cam.models.batching import generation_size
 from faceswap_cam.models.preprocessing.base import PreprocessedBatch, Window, crop
 from faceswap_cam.models.preprocessing.face import FaceCropper, face_box
 from faceswap_cam.models.preprocessing.person import Box, BoxSmoother, PersonDetector
 from faceswap_cam.models.preprocessing.pose import Keypoints, WholeBodyPoseEstimator, draw_skeleton
 from faceswap_cam.models.preprocessing.segmentation import (
+    WAN_DILATE_PX,
     PersonMasker,
     prompt_from_keypoints,
     wan_mask,
@@ -37,14 +41,23 @@ logger = logging.getLogger(__name__)
 
 
 class WanPreprocessor:
-    """Detector + pose + face crops (+ SAM2 masks) behind the engine's Preprocessor seam."""
+    """Detector + pose + face crops (+ person masks) behind the engine's Preprocessor seam.
+
+    Replace mode's person mask (``person_mask``): ``sam2`` is Wan's recipe, SAM2's tracked
+    person prompted by body keypoints; ``box`` is the detector's person box. Wan dilates either
+    and fills it to its bounding box (:func:`~.segmentation.wan_mask`), so both give Wan a box
+    around the person; ``box`` takes it from the detector, which has run anyway, instead of
+    from SAM2, most of the preprocessing's work (benchmarks/preprocess.py).
+    """
 
     def __init__(self, detector: Any, pose: Any, masker: Any | None, *,
-                 keypoint_threshold: float = 0.3) -> None:
+                 keypoint_threshold: float = 0.3,
+                 person_mask: str = defaults.PERSON_MASK) -> None:
         self.keypoint_threshold = keypoint_threshold
         self.detector = detector
         self.pose = pose
         self.masker = masker
+        self.person_mask = defaults.PersonMask(person_mask)
         self._person = BoxSmoother()
         self._face = FaceCropper()
         #: Stage timings of the last batch in seconds (benchmarks and the stats overlay).
@@ -54,8 +67,10 @@ class WanPreprocessor:
     @classmethod
     def load(cls, *, detector_model: str | Path, pose_model: str | Path,
              sam2_model: str | Path | None, device: str = "auto",
-             keypoint_threshold: float = 0.3) -> WanPreprocessor:
-        """Load the three models from local folders or downloaded repo ids."""
+             keypoint_threshold: float = 0.3,
+             person_mask: str = defaults.PERSON_MASK) -> WanPreprocessor:
+        """Load the models from local folders or downloaded repo ids (SAM2 only when
+        ``sam2_model`` is given)."""
         from faceswap_cam.models.wan.loading import pick_device, resolve_model_path
 
         resolved = pick_device(device)
@@ -65,7 +80,8 @@ class WanPreprocessor:
                                       device=resolved)
         masker = None if sam2_model is None else PersonMasker(
             resolve_model_path(sam2_model, "sam2"), device=resolved)
-        return cls(detector, pose, masker, keypoint_threshold=keypoint_threshold)
+        return cls(detector, pose, masker, keypoint_threshold=keypoint_threshold,
+                   person_mask=person_mask)
 
     def reset(self) -> None:
         self._person.reset()
@@ -153,19 +169,32 @@ class WanPreprocessor:
         timings["skeleton"] = clock() - start
         batch = PreprocessedBatch(pose=pose, face=[f for f in faces if f is not None])
         if with_background:
-            if self.masker is None:
-                raise RuntimeError("replace mode needs the SAM2 model (--sam2-model)")
             start = clock()
-            prompts = [None if p is None else prompt_from_keypoints(
-                p.xy, p.scores, threshold=self.keypoint_threshold, frame_size=size)
-                for p in keypoints]
-            masks = [wan_mask(m) for m in self.masker.masks(small, prompts)]
+            masks = self._person_masks(small, keypoints, boxes, size)
             batch.mask = masks
             batch.background = [background(frame, mask) for frame, mask in zip(small, masks,
                                                                                 strict=True)]
-            timings["sam2"] = clock() - start
+            timings["mask"] = clock() - start
         self.timings = timings
         return batch
+
+    def _person_masks(self, small: Sequence[np.ndarray], keypoints: Sequence[Keypoints | None],
+                      boxes: Sequence[Box | None], size: tuple[int, int]) -> list[np.ndarray]:
+        """Wan's mask of the person on each generation-size frame: dilated, filled to its box."""
+        if self.person_mask == defaults.PersonMask.BOX:
+            # What wan_mask makes of a box, without its image operations (about 2 ms a
+            # frame): dilating a filled box grows its sides.
+            grow = WAN_DILATE_PX
+            return [box_mask(None if box is None else
+                             Box(box.x0 - grow, box.y0 - grow, box.x1 + grow, box.y1 + grow),
+                             size) for box in boxes]
+        if self.masker is None:
+            raise RuntimeError("replace mode's sam2 person mask needs the SAM2 model "
+                               "(--sam2-model), or use --person-mask box")
+        prompts = [None if p is None else prompt_from_keypoints(
+            p.xy, p.scores, threshold=self.keypoint_threshold, frame_size=size)
+            for p in keypoints]
+        return [wan_mask(m) for m in self.masker.masks(small, prompts)]
 
     def _nobody(self, why: str, timings: dict[str, float]) -> PreprocessedBatch:
         logger.debug("batch passes through: %s", why)
@@ -194,3 +223,15 @@ def pose_folder(path: Path) -> Path:
 
 def _xyxy(box: Box | None) -> tuple[float, float, float, float] | None:
     return None if box is None else (box.x0, box.y0, box.x1, box.y1)
+
+
+def box_mask(box: Box | None, size: tuple[int, int]) -> np.ndarray:
+    """A uint8 mask (H, W) of ``size`` (W, H), 255 on the pixels ``box`` covers (any pixel it
+    reaches into), 0 elsewhere and everywhere for no box."""
+    width, height = size
+    mask = np.zeros((height, width), np.uint8)
+    if box is not None:
+        x0, y0 = max(0, math.floor(box.x0)), max(0, math.floor(box.y0))
+        x1, y1 = min(width, math.ceil(box.x1)), min(height, math.ceil(box.y1))
+        mask[y0:y1, x0:x1] = 255
+    return mask

@@ -341,17 +341,20 @@ def resolved_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_preprocessor(options: dict[str, Any]) -> Preprocessor:
+    """The preprocessing ``options`` ask for (the preset already applied)."""
     if options.get("preprocessor", defaults.PREPROCESSOR) == "stand-in":
         return StandInPreprocessor()
     from faceswap_cam.models.preprocessing.wan import WanPreprocessor
 
+    person_mask = defaults.PersonMask(options.get("person_mask") or defaults.PERSON_MASK)
     try:
         return WanPreprocessor.load(
             detector_model=options.get("detector_model", defaults.DETECTOR_REPO),
             pose_model=options.get("pose_model", defaults.POSE_REPO),
             sam2_model=(options.get("sam2_model", defaults.SAM2_REPO)
-                        if options.get("mode", defaults.MODE) == "replace" else None),
-            device=options.get("device", "auto"))
+                        if options.get("mode", defaults.MODE) == "replace"
+                        and person_mask == defaults.PersonMask.SAM2 else None),
+            person_mask=person_mask, device=options.get("device", "auto"))
     except (WeightsError, OSError, ValueError, RuntimeError) as exc:
         raise EngineError(f"preprocessing models cannot be loaded: {exc}") from exc
 

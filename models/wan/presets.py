@@ -5,8 +5,10 @@
 - ``balanced``: the step-distillation LoRA at 6 steps (the upper end of the 4-6 the community
   runs it with), 480p, long segments carrying 5 frames.
 - ``live``: the LoRA at 4 steps (what it was distilled for), 480p, the shortest segment that
-  carries 1 frame, so each call makes 8 new frames with the least delay, and the transformer
-  in fp8 where the GPU has fp8 tensor cores (twice bf16's peak; unquantized elsewhere).
+  carries 1 frame, so each call makes 8 new frames with the least delay, the transformer
+  in fp8 where the GPU has fp8 tensor cores (twice bf16's peak; unquantized elsewhere), and
+  the detector's person box as the person mask instead of SAM2's: Wan fills its mask to a box
+  anyway, and SAM2 was most of the preprocessing (benchmarks/preprocess.py).
 
 The LoRA runs without classifier-free guidance (it distils CFG away) at LightX2V's flow shift.
 The starting cadence is left to the capacity plan: it depends on the GPU, not the preset.
@@ -31,4 +33,5 @@ BALANCED = register_preset(Preset(
 LIVE = register_preset(Preset(
     name=PresetName.LIVE, engine=ENGINE, steps=4, segment_frames=9, carry=1,
     gen_short_side=480, guidance_scale=1.0, shift=defaults.LIGHTX2V_SHIFT,
-    lora=DISTILL_LORA, quantize=defaults.Quantize.FP8.value))
+    lora=DISTILL_LORA, quantize=defaults.Quantize.FP8.value,
+    person_mask=defaults.PersonMask.BOX.value))

@@ -24,32 +24,38 @@ WEIGHT_SETTINGS: dict[str, str] = {
 def required_weights(options: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     """(registered model name, what its setting says or None) for every model the engine
     loads with ``options`` (the engine options, as the daemon passes them)."""
+    resolved = _with_preset(options)
     names = ["wan-animate"]
     # The stand-in preprocessor uses image operations only; the real one runs the detector
-    # and pose model, and SAM2 masks only where the person is composited into the room.
+    # and pose model, and SAM2 only for a sam2 person mask, which only replace mode makes.
     if str(options.get("preprocessor", defaults.PREPROCESSOR)) != "stand-in":
         names += ["detector", "pose"]
-        if str(options.get("mode", defaults.MODE)) == defaults.WanMode.REPLACE:
+        if (str(options.get("mode", defaults.MODE)) == defaults.WanMode.REPLACE
+                and str(resolved.get("person_mask") or defaults.PERSON_MASK)
+                == defaults.PersonMask.SAM2):
             names.append("sam2")
     needed = [(name, _setting(options, WEIGHT_SETTINGS[name])) for name in names]
     # A LoRA named by its registered weights (the live preset's step-distillation LoRA).
     return needed + [(name, None) for name in lora_weights(options)]
 
 
-def lora_weights(options: Mapping[str, Any]) -> list[str]:
-    """The registered weights among the LoRAs ``options`` load, the preset's included."""
-    from faceswap_cam.models import weights
+def _with_preset(options: Mapping[str, Any]) -> dict[str, Any]:
     from faceswap_cam.models.presets import apply_preset
     from faceswap_cam.models.wan.presets import ENGINE
 
     try:
-        resolved = apply_preset(options, ENGINE)
+        return apply_preset(options, ENGINE)
     except ValueError:
-        resolved = dict(options)  # the engine itself reports a preset that does not fit
+        return dict(options)  # the engine itself reports a preset that does not fit
+
+
+def lora_weights(options: Mapping[str, Any]) -> list[str]:
+    """The registered weights among the LoRAs ``options`` load, the preset's included."""
+    from faceswap_cam.models import weights
     from faceswap_cam.models.wan.loading import parse_lora
 
     names = []
-    for spec in resolved.get("loras") or []:
+    for spec in _with_preset(options).get("loras") or []:
         name = parse_lora(str(spec))[0]
         if name in weights.model_names() and not Path(name).expanduser().exists():
             names.append(name)

@@ -136,7 +136,7 @@ def compiled_on_gpus(options: dict[str, Any], load: LoadOptions) -> LoadOptions:
 #: wan-animate's settings that mean nothing here: this engine takes the raw camera frames (no
 #: preprocessing) and generates the whole picture (nothing is composited into the room).
 WAN_ANIMATE_ONLY = ("mode", "preprocessor", "colour_match", "feather_px", "gen_window",
-                    "wan_model",
+                    "person_mask", "wan_model",
                     "detector_model", "pose_model", "sam2_model")
 
 

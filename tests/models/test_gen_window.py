@@ -417,6 +417,61 @@ def test_the_preprocessing_maps_the_window_between_frame_and_generation() -> Non
     assert face.shape == (64, 64, 3) and face[32, 32, 0] > 200 and face[32, 32, 2] < 50
 
 
+def test_box_person_mask_is_the_detectors_box_grown_as_wan_grows_a_mask() -> None:
+    """--person-mask box: the person box in generation pixels, dilated and filled by Wan's
+    own rule, without SAM2 (none is loaded); the background is the frame outside it."""
+    from faceswap_cam.models.preprocessing.pose import FACE, Keypoints
+    from faceswap_cam.models.preprocessing.segmentation import WAN_DILATE_PX, wan_mask
+    from faceswap_cam.models.preprocessing.wan import WanPreprocessor, box_mask
+
+    class Pose:
+        def estimate(self, frames: Any, boxes: Any) -> list[Keypoints | None]:
+            xy = np.zeros((133, 2), np.float32)
+            ring = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+            xy[FACE] = np.stack([240 + 20 * np.cos(ring), 200 + 20 * np.sin(ring)], axis=1)
+            return [Keypoints(xy, np.ones(133, np.float32)) for _ in frames]
+
+    class Detector:
+        def detect(self, frames: Any) -> list[Box | None]:
+            raise AssertionError("the engine's located boxes are used")
+
+    frame = np.full((720, 1280, 3), 200, np.uint8)
+    window = (340, 0, 720, 720)  # 2/3 of a generation pixel per frame pixel
+    person = Box(500.5, 100, 900, 720)  # -> (107, 66.7, 373.3, 480) in the window
+    preprocessor = WanPreprocessor(Detector(), Pose(), None, keypoint_threshold=0.0,
+                                   person_mask="box")
+    batch = preprocessor.process([frame, frame], size=(480, 480), face_size=64,
+                                 with_background=True, window=window, people=[person, person])
+    assert batch.mask is not None and batch.background is not None
+    expected = np.zeros((480, 480), np.uint8)
+    d = WAN_DILATE_PX
+    expected[66 - d:480, 107 - d:374 + d] = 255
+    # What Wan's own rule makes of the box.
+    in_window = Box(107, 100 * 2 / 3, (900 - 340) * 2 / 3, 480)
+    assert wan_mask(box_mask(in_window, (480, 480))).tobytes() == expected.tobytes()
+    for mask, background in zip(batch.mask, batch.background, strict=True):
+        assert mask.tobytes() == expected.tobytes()
+        assert not background[expected > 0].any() and (background[expected == 0] == 200).all()
+    assert "mask" in preprocessor.timings
+    # Anywhere, edges and fractions included: exactly Wan's rule applied to the box.
+    rng = np.random.default_rng(3)
+    square = np.full((480, 480, 3), 200, np.uint8)
+    for _ in range(25):
+        x0, y0 = rng.uniform(-20, 470, 2)
+        box = Box(x0, y0, x0 + rng.uniform(1, 300), y0 + rng.uniform(1, 300))
+        [mask] = preprocessor.process([square], size=(480, 480), face_size=64,
+                                      with_background=True, people=[box]).mask or []
+        assert mask.tobytes() == wan_mask(box_mask(box.clip((480, 480)), (480, 480))).tobytes()
+    assert box_mask(None, (8, 4)).shape == (4, 8) and not box_mask(None, (8, 4)).any()
+    assert wan_mask(box_mask(Box(2.6, 1.0, 5.0, 3.5), (8, 6)), dilate_px=0).sum() == \
+        255 * 3 * 3  # the pixels it reaches into, x 2..4 and y 1..3
+    # Wan's recipe without its model says what to do.
+    sam2 = WanPreprocessor(Detector(), Pose(), None, keypoint_threshold=0.0)
+    with pytest.raises(RuntimeError, match="--person-mask box"):
+        sam2.process([frame], size=(480, 480), face_size=64, with_background=True,
+                     window=window, people=[person])
+
+
 def test_a_batch_is_composited_side_by_side_in_order() -> None:
     from faceswap_cam.models.wan.engine import compositor, paste, paste_batch
 

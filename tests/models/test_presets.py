@@ -81,6 +81,23 @@ def test_live_preset_names_the_lora_download_when_it_is_missing(tmp_path: Path) 
                                                             "explicit": ["loras", "preset"]})
 
 
+def test_the_live_preset_masks_with_the_detectors_box_and_needs_no_sam2() -> None:
+    def needs_sam2(cli: dict[str, Any]) -> bool:
+        options = engine_options(load_settings(cli, environ={}))
+        return "sam2" in [name for name, _ in required_weights(options)]
+
+    live = resolved({"preset": "live"}, environ={})
+    assert live["person_mask"] == "box" and "person_mask" in live["from_preset"]
+    assert resolved({}, environ={})["person_mask"] == "sam2"  # Wan's recipe by default
+    assert resolved({"preset": "balanced"}, environ={})["person_mask"] == "sam2"
+    assert resolved({"preset": "live", "person_mask": "sam2"}, environ={})["person_mask"] == \
+        "sam2"
+    assert not needs_sam2({"preset": "live"})
+    assert needs_sam2({"preset": "live", "person_mask": "sam2"})
+    assert needs_sam2({}) and not needs_sam2({"person_mask": "box"})
+    assert not needs_sam2({"person_mask": "sam2", "mode": "animate"})  # nothing composited
+
+
 def test_cli_takes_the_new_flags() -> None:
     from faceswap_cam.daemon.cli import build_parser
 
@@ -88,10 +105,13 @@ def test_cli_takes_the_new_flags() -> None:
     for command in (["run"], ["render", "--input", "x.mp4", "--output", "o"],
                     ["engine", "serve"]):
         args = parser.parse_args([*command, "--preset", "live", "--quantize", "int8",
-                                  "--attention-backend", "auto"])
+                                  "--attention-backend", "auto", "--person-mask", "box"])
         assert (args.preset, args.quantize, args.attention_backend) == ("live", "int8", "auto")
+        assert args.person_mask == "box"
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "--quantize", "int4"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--person-mask", "outline"])
 
 
 # --- on the tiny model -----------------------------------------------------------------------

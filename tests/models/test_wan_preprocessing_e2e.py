@@ -40,15 +40,15 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def make_engine(tiny: dict[str, Path], *, person_threshold: float, **options: Any
-                ) -> WanAnimateEngine:
+def make_engine(tiny: dict[str, Path], *, person_threshold: float, person_mask: str = "sam2",
+                **options: Any) -> WanAnimateEngine:
     # Random weights give arbitrary scores: thresholds pin "someone is there" (0) or
     # "nobody is there" (above any score), so both paths are deterministic.
     preprocessor = WanPreprocessor(
         PersonDetector(str(tiny["detector"]), device="cpu", threshold=person_threshold),
         WholeBodyPoseEstimator(tiny["pose"], device="cpu"),
-        PersonMasker(tiny["sam2"], device="cpu"),
-        keypoint_threshold=0.0)
+        PersonMasker(tiny["sam2"], device="cpu") if person_mask == "sam2" else None,
+        keypoint_threshold=0.0, person_mask=person_mask)
     pipe = load_pipeline(str(tiny["wan"]), LoadOptions(device="cpu"))
     options = {"gen_size": (WIDTH, HEIGHT), **options}
     return WanAnimateEngine(wan_model=str(tiny["wan"]), pipeline=pipe, steps=1, segment_frames=5,
@@ -79,16 +79,17 @@ def run_daemon(clip: Path, tmp_path: Path, engine: WanAnimateEngine, *, wait_swa
     return stats
 
 
+@pytest.mark.parametrize("person_mask", ["sam2", "box"])
 def test_daemon_swaps_through_the_whole_preprocessing(tiny: dict[str, Path], clip: Path,
-                                                       tmp_path: Path) -> None:
-    engine = make_engine(tiny, person_threshold=0.0)
+                                                       tmp_path: Path, person_mask: str) -> None:
+    engine = make_engine(tiny, person_threshold=0.0, person_mask=person_mask)
     preprocessor = engine.preprocessor  # closing the engine lets go of it
     stats = run_daemon(clip, tmp_path, engine, wait_swapped=True)
     assert stats["engine_failures"] == 0, stats["engine_error"]
     assert stats["frames_swapped"] > 0
     assert stats["untouched"] == 0
     timings = preprocessor.timings  # type: ignore[attr-defined]
-    assert {"detector", "pose", "face", "skeleton", "sam2"} <= set(timings)
+    assert {"detector", "pose", "face", "skeleton", "mask"} <= set(timings)
 
 
 def test_the_whole_preprocessing_in_a_window_around_the_person(
@@ -110,6 +111,20 @@ def test_the_whole_preprocessing_in_a_window_around_the_person(
     assert stats["engine_failures"] == 0, stats["engine_error"]
     assert stats["frames_swapped"] > 0 and stats["untouched"] == 0
     assert made and set(made) == {(WIDTH, HEIGHT)}
+
+
+def test_only_the_sam2_person_mask_loads_sam2(tiny: dict[str, Path], tmp_path: Path) -> None:
+    from faceswap_cam.models.engine import EngineError
+    from faceswap_cam.models.wan.engine import create_preprocessor
+
+    options = {"detector_model": str(tiny["detector"]), "pose_model": str(tiny["pose"]),
+               "sam2_model": str(tmp_path / "no-sam2-here"), "device": "cpu"}
+    boxed = create_preprocessor({**options, "person_mask": "box"})
+    assert isinstance(boxed, WanPreprocessor) and boxed.masker is None
+    with pytest.raises(EngineError, match="no-sam2-here"):
+        create_preprocessor(options)  # sam2 by default: its model is needed
+    animated = create_preprocessor({**options, "mode": "animate"})
+    assert isinstance(animated, WanPreprocessor) and animated.masker is None
 
 
 def test_nobody_there_passes_frames_through_and_resets(tiny: dict[str, Path], clip: Path,

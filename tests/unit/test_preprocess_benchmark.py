@@ -29,9 +29,14 @@ def test_the_cpu_section_runs_the_engines_path(capsys: pytest.CaptureFixture[str
         assert width == height
         assert 0 <= x <= x + width <= 1280 and 0 <= y <= y + height <= 720
         assert "generation window" in out
-    for stage in ("detector", "pose", "sam2", "preprocessing", "compositing", "batch",
+    for stage in ("detector", "pose", "mask", "preprocessing", "compositing", "batch",
                   "compositing, 1 thread"):
         assert section["ms_per_batch"][stage] > 0
     person = result["person_compositing"]
     assert person["window"] == 720 and person["threads"] >= 1
     assert person["threads_ms_per_batch"] > 0 and person["one_thread_ms_per_batch"] > 0
+    [costs] = result["person_mask_ms_per_batch"].values()
+    assert set(costs) == {"sam2 batched", "sam2 frame by frame", "box"}
+    assert all(ms > 0 for ms in costs.values())
+    # The table's own run: SAM2, frame by frame on a CPU.
+    assert section["ms_per_batch"]["mask"] == costs["sam2 frame by frame"]
