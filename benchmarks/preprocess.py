@@ -44,11 +44,13 @@ Sections:
 
 The table's person mask is ``--person-mask``'s (default ``sam2``). Under each section's
 table, the mask stage is measured for each way of making it, on the same frames: SAM2 with a
-batch's frames through its image encoder in one call (what ``PersonMasker`` does on a
-CUDA GPU), SAM2
-encoding frame by frame (transformers' own way; what it does on a CPU, where batching
-measured slower), and the detector's box (``box``, the live preset's: Wan fills its mask to a
-box either way).
+batch's frames through its image encoder in one call (what ``PersonMasker`` does on a CUDA
+GPU), SAM2 encoding frame by frame (transformers' own way; what it does on a CPU, where
+batching measured slower), and the detector's box (``box``, the live preset's: Wan fills its
+mask to a box either way). Then the engine's conversions around the model, each way, at the
+section's generation size: the conditioning handed to diffusers' processors as PIL images
+(what the engine did) or as the uint8 arrays (converted on the device, what it does), and the
+decoded frames made uint8 through numpy or on the device; the results are checked equal.
 
 A last line of figures, ``[compositing]``, composites a person-shaped mask in the square
 window of a centred person (the frame's height) on the engine's threads and on one: the
@@ -112,11 +114,16 @@ from faceswap_cam.models.wan.engine import (
     compositor,
     paste,
     paste_batch,
-    to_pil,
-    uint8_frames,
 )
 from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline
-from faceswap_cam.models.wan.streaming import SegmentInputs, StreamingWanAnimate, check_segment
+from faceswap_cam.models.wan.streaming import (
+    SegmentInputs,
+    StreamingWanAnimate,
+    check_segment,
+    converts_on,
+    frames_to_video,
+    video_to_uint8,
+)
 from faceswap_cam.models.wan.window import Window, choose_window, whole_frame
 
 REPO = Path(__file__).resolve().parent.parent
@@ -472,16 +479,16 @@ def run_batch(setup: Setup, frames: list[np.ndarray], args: argparse.Namespace) 
         return Batch(seconds, len(frames), False, 0.0, stopped_after=list(stages)[-1])
 
     start = clock()
-    inputs = SegmentInputs(pose=to_pil(batch.pose), face=to_pil(batch.face),
-                           background=to_pil(batch.background), mask=to_pil(batch.mask, "L"))
-    video = stream.generate(inputs)
+    inputs = SegmentInputs(pose=batch.pose, face=batch.face, background=batch.background,
+                           mask=batch.mask)
+    video = stream.generate_uint8(inputs)
     synchronize(setup.device)
     seconds["generate"] = clock() - start
 
     # The tiny generator's frames, scaled to the generation size the real model would give
     # (untimed: an artefact of the tiny model), then composited as the engine does.
     generated = [cv2.resize(pixels, (gen_w, gen_h), interpolation=cv2.INTER_LINEAR)
-                 for pixels in uint8_frames(video)]
+                 for pixels in video]
     pasted_into = window or whole_frame(frame_size, full_size)
     start = clock()
     paste_batch(setup.compositor, frames, generated, batch.mask, pasted_into,
@@ -575,6 +582,63 @@ def print_table(result: Result, args: argparse.Namespace) -> None:
               f"{100 * pre_s / (pre_s + args.wan_batch_s):.1f} %")
 
 
+def conversions(setup: Setup, args: argparse.Namespace, repeats: int = 5) -> dict[str, float]:
+    """The engine's conversions around the model for one batch at the section's generation
+    size (faces at Wan's 512 px), each way, on the section's device: the conditioning (pose,
+    face, background, mask) through diffusers' processors from PIL images (what the engine
+    did) or from the uint8 arrays (:func:`~faceswap_cam.models.wan.streaming.frames_to_video`,
+    what it does), and the decoded frames to uint8 through numpy (``postprocess_video`` +
+    ``uint8_frames``) or on the device (:func:`~...streaming.video_to_uint8`). ms per batch,
+    median of ``repeats``; the two ways' results are checked equal."""
+    pipe, device = setup.stream.pipe, setup.device
+    width, height = args.gen_size if setup.window is None else setup.window.gen_size
+    rng = np.random.default_rng(5)
+    frames = args.frames + args.carry
+    rgb = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(frames)]
+    faces = [rng.integers(0, 256, (WAN_FACE_SIZE, WAN_FACE_SIZE, 3), dtype=np.uint8)
+             for _ in range(frames)]
+    masks = [np.where(rng.random((height, width)) < 0.3, 255, 0).astype(np.uint8)
+             for _ in range(frames)]
+    inputs = ((pipe.video_processor, rgb, (height, width)),
+              (pipe.video_processor, faces, (WAN_FACE_SIZE, WAN_FACE_SIZE)),
+              (pipe.video_processor, rgb, (height, width)),
+              (pipe.video_processor_for_mask, masks, (height, width)))
+    decoded = torch.rand(1, 3, args.frames, height, width, device=device) * 2 - 1
+
+    def from_pil() -> list[torch.Tensor]:
+        return [processor.preprocess_video([PIL.Image.fromarray(a) for a in arrays],
+                                           height=size[0], width=size[1]).to(device)
+                for processor, arrays, size in inputs]
+
+    def from_arrays() -> list[torch.Tensor]:
+        return [frames_to_video(processor, arrays, size, device)
+                for processor, arrays, size in inputs]
+
+    def through_numpy() -> np.ndarray:
+        video = pipe.video_processor.postprocess_video(decoded, output_type="np")
+        return np.asarray((np.clip(video[0], 0, 1) * 255).round(), dtype=np.uint8)
+
+    def on_device() -> np.ndarray:
+        return video_to_uint8(pipe.video_processor, decoded)
+
+    same = (all(torch.equal(a, b) for a, b in zip(from_pil(), from_arrays(), strict=True))
+            and np.array_equal(through_numpy(), on_device()))
+    out: dict[str, float] = {}
+    for name, run in (("conditioning_from_pil", from_pil), ("conditioning_from_arrays",
+                                                             from_arrays),
+                      ("output_through_numpy", through_numpy), ("output_on_device", on_device)):
+        times = []
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            run()
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+        out[name] = round(1000 * statistics.median(times), 2)
+    out["equal"] = same
+    return out
+
+
 def person_compositing(clip: CameraClip, args: argparse.Namespace, repeats: int = 5
                        ) -> dict[str, float]:
     """Compositing with a person-shaped mask in the square window a centred person gets (the
@@ -633,19 +697,24 @@ def person_mask_costs(setup: Setup, clip: CameraClip, result: Result,
     preprocessor = setup.preprocessor
     masker = preprocessor.masker
     assert masker is not None
-    ran = (preprocessor.person_mask.value, bool(masker.encode_together))
+    together_ran = bool(masker.encode_together)
+    ran = (preprocessor.person_mask.value, together_ran)
+
+    def variant(person_mask: str, together: bool) -> tuple[str, bool | None]:
+        return person_mask, together if person_mask == defaults.PersonMask.SAM2 else None
+
     costs: dict[str, float] = {}
     try:
         for name, person_mask, together in MASK_VARIANTS:
             measured = result
-            if (person_mask, together) != ran:
+            if variant(person_mask, together) != variant(*ran):
                 preprocessor.person_mask = defaults.PersonMask(person_mask)
                 masker.encode_together = together
                 measured = measure(setup, clip, args)
             costs[name] = round(1000 * measured.median_s("mask"), 2)
     finally:
         preprocessor.person_mask = defaults.PersonMask(ran[0])
-        masker.encode_together = ran[1]
+        masker.encode_together = together_ran
     return costs
 
 
@@ -759,6 +828,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[Result] = []
     mask_costs: dict[str, dict[str, float]] = {}
+    conversion_costs: dict[str, dict[str, float]] = {}
     sections: list[Callable[[Path], Setup]] = [lambda folder: build_tiny(folder, args)]
     if real_device is not None:
         device = real_device
@@ -783,6 +853,16 @@ def main(argv: list[str] | None = None) -> int:
               f"batch's frames encoded in one call, {costs['sam2 frame by frame']:.1f} frame "
               f"by frame; the detector's box {costs['box']:.1f}")
         mask_costs[setup.name] = costs
+        converted = conversions(setup, args)
+        print(f"  conversions around the model, ms a batch: conditioning "
+              f"{converted['conditioning_from_pil']:.1f} from PIL images, "
+              f"{converted['conditioning_from_arrays']:.1f} from the arrays; output "
+              f"{converted['output_through_numpy']:.1f} through numpy, "
+              f"{converted['output_on_device']:.1f} on the device"
+              + ("" if converts_on(setup.device) else
+                 " (on the CPU the engine takes PIL and numpy both ways)")
+              + ("" if converted["equal"] else " (RESULTS DIFFER)"))
+        conversion_costs[setup.name] = converted
         results.append(result)
         del setup
         if real_device is not None and real_device != "cpu":
@@ -821,6 +901,7 @@ def main(argv: list[str] | None = None) -> int:
         "sections": {r.setup.name: result_json(r, args) for r in results},
         "person_compositing": composited,
         "person_mask_ms_per_batch": mask_costs,
+        "conversions_ms_per_batch": conversion_costs,
         "load_average": [round(load_before, 2), round(load_after, 2)],
         "cpus": os.cpu_count(),
     }))

@@ -53,6 +53,13 @@ PRESETS: dict[tuple[str, PresetName], Preset] = {}
 DEFAULT_PRESETS: dict[str, PresetName] = {}
 
 
+def _registered() -> None:
+    """Every engine's presets in :data:`PRESETS`: their modules register them on import, and
+    a caller that never imported one (a script, a test alone) would find none."""
+    from faceswap_cam.models.wan import presets as _wan  # noqa: F401
+    from faceswap_cam.models.wan2 import presets as _wan2  # noqa: F401
+
+
 def register_preset(preset: Preset) -> Preset:
     PRESETS[(preset.engine, preset.name)] = preset
     return preset
@@ -60,16 +67,19 @@ def register_preset(preset: Preset) -> Preset:
 
 def default_preset(engine: str) -> str | None:
     """The preset ``engine`` runs when none is asked for (see :data:`DEFAULT_PRESETS`)."""
+    _registered()
     name = DEFAULT_PRESETS.get(engine)
     return None if name is None else name.value
 
 
 def presets_for(engine: str) -> list[Preset]:
     """The engine's presets in quality -> live order."""
+    _registered()
     return [PRESETS[(engine, name)] for name in PresetName if (engine, name) in PRESETS]
 
 
 def get_preset(engine: str, name: str) -> Preset:
+    _registered()
     try:
         return PRESETS[(engine, PresetName(name))]
     except (KeyError, ValueError):
@@ -92,6 +102,7 @@ def apply_preset(options: Mapping[str, Any], engine: str) -> dict[str, Any]:
     environment or a flag, and each of those keeps its value (an explicit ``gen_size`` keeps
     the preset's size out; explicit ``loras`` replace the preset's). No preset (nor a default
     one for the engine), or an engine without presets: the options as they are."""
+    _registered()
     resolved = dict(options)
     name = options.get("preset") or DEFAULT_PRESETS.get(engine)
     if not name or not presets_for(engine):

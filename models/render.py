@@ -149,7 +149,6 @@ def render_clip(stream: StreamingWanAnimate, clip: PreprocessedClip) -> list[np.
     """
     import PIL.Image
 
-    from faceswap_cam.models.wan.engine import to_pil, uint8_frames
     from faceswap_cam.models.wan.streaming import SegmentInputs
 
     if clip.size != (stream.width, stream.height):
@@ -165,10 +164,10 @@ def render_clip(stream: StreamingWanAnimate, clip: PreprocessedClip) -> list[np.
     for count, new in enumerate(calls, start=1):
         window = slice(start, start + new)
         inputs = SegmentInputs(
-            pose=to_pil(pose[window]), face=to_pil(face[window]),
-            background=None if background is None else to_pil(background[window]),
-            mask=None if mask is None else to_pil(mask[window], "L"))
-        frames.extend(uint8_frames(stream.generate(inputs)))
+            pose=pose[window], face=face[window],
+            background=None if background is None else background[window],
+            mask=None if mask is None else mask[window])
+        frames.extend(stream.generate_uint8(inputs))
         logger.info("segment %d/%d done", count, len(calls))
         start += new
     return frames[: len(clip)]

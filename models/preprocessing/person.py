@@ -84,6 +84,11 @@ class Box:
         side = math.sqrt(self.area)
         return Box.from_center(*self.center, side, side)
 
+    def union(self, other: Box) -> Box:
+        """The smallest box holding both."""
+        return Box(min(self.x0, other.x0), min(self.y0, other.y0),
+                   max(self.x1, other.x1), max(self.y1, other.y1))
+
     def clip(self, frame_size: tuple[int, int]) -> Box:
         """Cut to the frame (``frame_size`` is width, height); may become empty."""
         w, h = frame_size

@@ -431,29 +431,35 @@ class PersonMasker:
                 session.mask_inputs_per_obj.get(obj_idx, {}).pop(key, None)
 
 
+#: Frames per batched image-encoder call: a long segment (``--segment-frames 77``) in one call
+#: would hold every frame's activations at once.
+ENCODE_CHUNK = 8
+
+
 class _EncodedFrames:
-    """A batch's frames through SAM2's image encoder in one call, made when the tracker first
-    needs a frame's features: from that frame to the batch's end (frames before a track starts
-    are never run, so they are not encoded either)."""
+    """A batch's frames through SAM2's image encoder, :data:`ENCODE_CHUNK` to a call, each
+    call made when the tracker first needs a frame it holds: from that frame on (frames before
+    a track starts are never run, so they are not encoded either)."""
 
     def __init__(self, model: Any, pixels: Any, dtype: Any) -> None:
         self._model = model
         self._pixels = pixels
         self._dtype = dtype
-        self._first = len(pixels)
+        self._first = self._end = 0
         self._feats: list[Any] = []
         self._pos: list[Any] = []
 
     def features(self, index: int) -> dict[str, Any]:
         """Frame ``index``'s features as the session cache holds them: per feature level,
-        (positions, 1, channels), as the model's own encoding of that one frame gives them."""
-        if index < self._first:
+        (positions, 1, channels), the values the model's own encoding of that one frame
+        gives."""
+        if not self._first <= index < self._end:
+            self._first, self._end = index, min(len(self._pixels), index + ENCODE_CHUNK)
             output = self._model.get_image_features(
-                self._pixels[index:].to(self._dtype), return_dict=True)
-            self._first = index
+                self._pixels[self._first:self._end].to(self._dtype), return_dict=True)
             self._feats = list(output.fpn_hidden_states)
             self._pos = list(output.fpn_position_encoding)
         row = index - self._first
-        # contiguous: the tracker reshapes them as it would a frame encoded on its own.
+        # Copies, so the session cache holds this frame's features, not the whole chunk's.
         return {"vision_feats": [f[:, row:row + 1].contiguous() for f in self._feats],
                 "vision_pos_embeds": [p[:, row:row + 1].contiguous() for p in self._pos]}

@@ -63,6 +63,9 @@ class WanPreprocessor:
         #: Stage timings of the last batch in seconds (benchmarks and the stats overlay).
         self.timings: dict[str, float] = {}
         self._locate_timings: dict[str, float] = {"resize": 0.0, "detector": 0.0}
+        #: The frames :meth:`locate` last looked at, each with the detector's own box for it
+        #: (frame pixels, unsteadied; None where it found nobody).
+        self._detected: list[tuple[np.ndarray, Box | None]] = []
 
     @classmethod
     def load(cls, *, detector_model: str | Path, pose_model: str | Path,
@@ -107,9 +110,11 @@ class WanPreprocessor:
         self._locate_timings = {"resize": clock() - start}
         start = clock()
         sx, sy = width / max(small_w, 1), height / max(small_h, 1)
-        boxes = [self._person.update(None if box is None else
-                                     Box(box.x0 * sx, box.y0 * sy, box.x1 * sx, box.y1 * sy))
-                 for box in self.detector.detect(small)]
+        detected = [None if box is None else
+                    Box(box.x0 * sx, box.y0 * sy, box.x1 * sx, box.y1 * sy)
+                    for box in self.detector.detect(small)]
+        self._detected = list(zip(frames, detected, strict=True))
+        boxes = [self._person.update(box) for box in detected]
         self._locate_timings["detector"] = clock() - start
         return boxes
 
@@ -134,10 +139,12 @@ class WanPreprocessor:
         timings["resize"] += clock() - start
         # Generation pixels per frame pixel, and the window's corner in the frame.
         sx, sy = width / crop_w, height / crop_h
-        boxes = [None if box is None else
-                 Box((box.x0 - left) * sx, (box.y0 - top) * sy,
-                     (box.x1 - left) * sx, (box.y1 - top) * sy).clip(size)
-                 for box in people]
+
+        def generation_box(box: Box) -> Box:
+            return Box((box.x0 - left) * sx, (box.y0 - top) * sy,
+                       (box.x1 - left) * sx, (box.y1 - top) * sy).clip(size)
+
+        boxes = [None if box is None else generation_box(box) for box in people]
 
         start = clock()
         keypoints: list[Keypoints | None] = self.pose.estimate(
@@ -170,7 +177,9 @@ class WanPreprocessor:
         batch = PreprocessedBatch(pose=pose, face=[f for f in faces if f is not None])
         if with_background:
             start = clock()
-            masks = self._person_masks(small, keypoints, boxes, size)
+            masks = self._person_masks(
+                small, keypoints, [generation_box(box) for box in self._mask_boxes(frames, people)
+                                   if box is not None], size)
             batch.mask = masks
             batch.background = [background(frame, mask) for frame, mask in zip(small, masks,
                                                                                 strict=True)]
@@ -178,16 +187,26 @@ class WanPreprocessor:
         self.timings = timings
         return batch
 
+    def _mask_boxes(self, frames: Sequence[np.ndarray], people: Sequence[Box | None]
+                    ) -> list[Box | None]:
+        """The box a ``box`` person mask covers on each frame (frame pixels): the steadied box
+        and, on the frames :meth:`locate` last looked at, the detector's own box for that frame
+        as well. The steadied box trails a moving person (by design: crops made from it must
+        not jitter), and a mask must cover where the person is now, or their edge stays in the
+        background Wan is given and in the camera pixels around the swapped person."""
+        detected = [next((box for located, box in self._detected if located is frame), None)
+                    for frame in frames]
+        return [person if person is None or box is None else person.union(box)
+                for person, box in zip(people, detected, strict=True)]
+
     def _person_masks(self, small: Sequence[np.ndarray], keypoints: Sequence[Keypoints | None],
-                      boxes: Sequence[Box | None], size: tuple[int, int]) -> list[np.ndarray]:
-        """Wan's mask of the person on each generation-size frame: dilated, filled to its box."""
+                      boxes: Sequence[Box], size: tuple[int, int]) -> list[np.ndarray]:
+        """Wan's mask of the person on each generation-size frame: dilated, filled to its box.
+        ``boxes`` (generation pixels) are the ``box`` mask's; SAM2 is prompted by keypoints."""
         if self.person_mask == defaults.PersonMask.BOX:
             # What wan_mask makes of a box, without its image operations (about 2 ms a
             # frame): dilating a filled box grows its sides.
-            grow = WAN_DILATE_PX
-            return [box_mask(None if box is None else
-                             Box(box.x0 - grow, box.y0 - grow, box.x1 + grow, box.y1 + grow),
-                             size) for box in boxes]
+            return [box_mask(box, size, grow=WAN_DILATE_PX) for box in boxes]
         if self.masker is None:
             raise RuntimeError("replace mode's sam2 person mask needs the SAM2 model "
                                "(--sam2-model), or use --person-mask box")
@@ -225,13 +244,18 @@ def _xyxy(box: Box | None) -> tuple[float, float, float, float] | None:
     return None if box is None else (box.x0, box.y0, box.x1, box.y1)
 
 
-def box_mask(box: Box | None, size: tuple[int, int]) -> np.ndarray:
-    """A uint8 mask (H, W) of ``size`` (W, H), 255 on the pixels ``box`` covers (any pixel it
-    reaches into), 0 elsewhere and everywhere for no box."""
+def box_mask(box: Box | None, size: tuple[int, int], *, grow: int = 0) -> np.ndarray:
+    """A uint8 mask (H, W) of ``size`` (W, H), 255 on the pixels ``box`` covers inside the
+    frame (any pixel it reaches into) and ``grow`` pixels around them, 0 elsewhere: what
+    ``wan_mask`` makes of the box's pixels with ``dilate_px=grow``. All 0 for no box, or one
+    with no pixel inside the frame."""
     width, height = size
     mask = np.zeros((height, width), np.uint8)
-    if box is not None:
-        x0, y0 = max(0, math.floor(box.x0)), max(0, math.floor(box.y0))
-        x1, y1 = min(width, math.ceil(box.x1)), min(height, math.ceil(box.y1))
-        mask[y0:y1, x0:x1] = 255
+    if box is None:
+        return mask
+    x0, y0 = max(0, math.floor(box.x0)), max(0, math.floor(box.y0))
+    x1, y1 = min(width, math.ceil(box.x1)), min(height, math.ceil(box.y1))
+    if x1 > x0 and y1 > y0:  # else nothing inside (and a negative end would wrap a slice)
+        mask[max(0, y0 - grow):min(height, y1 + grow),
+             max(0, x0 - grow):min(width, x1 + grow)] = 255
     return mask

@@ -13,7 +13,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import PIL.Image
 import torch
 
 from faceswap_cam.models import defaults
@@ -39,10 +38,6 @@ logger = logging.getLogger(__name__)
 #: Continuing calls in a row a person must fit a smaller window before the chain moves to
 #: it: moving costs a seam (a new chain), so a lean back for a moment does not.
 SHRINK_AFTER = 3
-
-
-def to_pil(frames: Sequence[np.ndarray], mode: str = "RGB") -> list[PIL.Image.Image]:
-    return [PIL.Image.fromarray(np.ascontiguousarray(f), mode=mode) for f in frames]
 
 
 class WanAnimateEngine(StreamingSwapEngine):
@@ -159,17 +154,15 @@ class WanAnimateEngine(StreamingSwapEngine):
             window=None if window.whole else window.box, people=people_in)
         if not batch.present:
             return SwapResult.untouched(frames)
-        inputs = SegmentInputs(
-            pose=to_pil(batch.pose), face=to_pil(batch.face),
-            background=None if batch.background is None else to_pil(batch.background),
-            mask=None if batch.mask is None else to_pil(batch.mask, "L"))
+        # The arrays as they are: at the generation size they go to the device unconverted.
+        inputs = SegmentInputs(pose=batch.pose, face=batch.face, background=batch.background,
+                               mask=batch.mask)
         with engine_errors():
-            video = stream.generate(inputs)
+            generated = stream.generate_uint8(inputs)[kept:]
         self._window, self._window_frame = window, frame_size
         self.generation_window = GenerationWindow(*window.box, *window.gen_size)
         self._kept = [np.array(frame) for frame in frames_in[len(frames_in) - self._carry:]]
         self._kept_people = people_in[len(people_in) - self._carry:]
-        generated = uint8_frames(video)[kept:]
         if self.mode != "replace":
             # Animation repaints the whole frame.
             return SwapResult([_to_frame(pixels, frame_size) for pixels in generated])

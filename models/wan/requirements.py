@@ -43,8 +43,11 @@ def _with_preset(options: Mapping[str, Any]) -> dict[str, Any]:
     from faceswap_cam.models.presets import apply_preset
     from faceswap_cam.models.wan.presets import ENGINE
 
+    # As the engine resolves them: a caller that lists no explicit settings gave them all.
+    given = dict(options)
+    given.setdefault("explicit", [key for key in options if key != "preset"])
     try:
-        return apply_preset(options, ENGINE)
+        return apply_preset(given, ENGINE)
     except ValueError:
         return dict(options)  # the engine itself reports a preset that does not fit
 

@@ -18,6 +18,7 @@ wanted (the engine factory imports it lazily).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,12 +45,16 @@ def check_segment(segment_frames: int, carry: int) -> None:
 
 @dataclass
 class SegmentInputs:
-    """One segment's conditioning frames, as PIL images the pipeline's processors take."""
+    """One segment's conditioning frames: PIL images, as the pipeline takes them, or uint8
+    arrays (RGB (H, W, 3); masks (H, W)), which at the generation size (the face crops at the
+    motion encoder's) go to the device as they are and become the same tensors there (see
+    :func:`frames_to_video`)."""
 
-    pose: list[PIL.Image.Image]
-    face: list[PIL.Image.Image]
-    background: list[PIL.Image.Image] | None = None
-    mask: list[PIL.Image.Image] | None = None  # "L" images, white = person (generated)
+    pose: Sequence[PIL.Image.Image] | Sequence[np.ndarray]
+    face: Sequence[PIL.Image.Image] | Sequence[np.ndarray]
+    background: Sequence[PIL.Image.Image] | Sequence[np.ndarray] | None = None
+    #: White (nonzero) = person (generated); "L" images or (H, W) arrays.
+    mask: Sequence[PIL.Image.Image] | Sequence[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.pose)
@@ -212,16 +217,17 @@ class StreamingWanAnimate:
         pipe, device = self.pipe, self.device
         processor = pipe.video_processor
         face_size = pipe.transformer.config.motion_encoder_size
-        pose = processor.preprocess_video(inputs.pose, height=self.height, width=self.width)
-        face = processor.preprocess_video(inputs.face, height=face_size, width=face_size)
+        size = (self.height, self.width)
+        pose = frames_to_video(processor, inputs.pose, size, device)
+        face = frames_to_video(processor, inputs.face, (face_size, face_size), device)
         background = mask = None
         if self.mode == "replace":
             if inputs.background is None or inputs.mask is None:
                 raise ValueError("replace mode needs background and mask frames")
-            background = processor.preprocess_video(
-                inputs.background, height=self.height, width=self.width).to(device, torch.float32)
-            mask = pipe.video_processor_for_mask.preprocess_video(
-                inputs.mask, height=self.height, width=self.width).to(device, torch.float32)
+            background = frames_to_video(processor, inputs.background, size, device).to(
+                device, torch.float32)
+            mask = frames_to_video(pipe.video_processor_for_mask, inputs.mask, size, device).to(
+                device, torch.float32)
         return _Conditioning(pose.to(device, torch.float32), face.to(device, torch.float32),
                              background, mask)
 
@@ -239,6 +245,18 @@ class StreamingWanAnimate:
     @torch.no_grad()
     def generate(self, inputs: SegmentInputs) -> np.ndarray:
         """Generate the next segment's new frames: ``(T, H, W, 3)`` float RGB in [0, 1]."""
+        video = self.pipe.video_processor.postprocess_video(self._generate(inputs),
+                                                            output_type="np")
+        return np.asarray(video[0])
+
+    @torch.no_grad()
+    def generate_uint8(self, inputs: SegmentInputs) -> np.ndarray:
+        """:meth:`generate`'s frames as ``(T, H, W, 3)`` uint8 RGB, rounded as
+        ``engine.uint8_frames`` rounds them, on a GPU made there (:func:`video_to_uint8`)."""
+        return video_to_uint8(self.pipe.video_processor, self._generate(inputs))
+
+    def _generate(self, inputs: SegmentInputs) -> torch.Tensor:
+        """The next segment's new frames as the VAE decodes them, (1, C, T, H, W) in [-1, 1]."""
         if self._reference_latents is None or self._image_embeds is None:
             raise RuntimeError("no reference image set")
         self._check(inputs)
@@ -270,8 +288,7 @@ class StreamingWanAnimate:
         # pin whole segment tensors in (GPU) memory between calls.
         self._carried = segment.tail(self.carry).cloned()
         self._previous_output = frames[:, :, -self.carry:].clone()
-        video = pipe.video_processor.postprocess_video(frames, output_type="np")
-        return np.asarray(video[0])
+        return frames
 
     def _denoise(self, latents: torch.Tensor, reference_latents: torch.Tensor,
                  pose_latents: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
@@ -319,3 +336,53 @@ class StreamingWanAnimate:
         # The first latent frame is the reference image's: not part of the video.
         decoded: Any = vae.decode(latents[:, :, 1:], return_dict=False)[0]
         return torch.as_tensor(decoded)
+
+
+def converts_on(device: Any) -> bool:
+    """Whether the frames' conversions around the model run on ``device`` (a GPU) rather than
+    through PIL and numpy (the CPU, where torch's tensor ops measured slower)."""
+    return torch.device(device).type != "cpu"
+
+
+def frames_to_video(processor: Any, frames: Sequence[PIL.Image.Image] | Sequence[np.ndarray],
+                    size: tuple[int, int], device: Any) -> torch.Tensor:
+    """``processor.preprocess_video`` of ``frames`` at ``size`` (height, width): (1, C, T, H, W).
+
+    On a GPU (any device but the CPU), uint8 arrays already at ``size`` go to ``device`` as
+    they are (a quarter of the bytes of float32) and are scaled to [0, 1] there, then handed to
+    the processor as the tensor it would have made of the same frames as PIL images: ``x /
+    255`` in float32, which a resize to the same size leaves alone. What the processor does
+    next (normalising, a mask's single channel) it does on the device too. The PIL path's
+    per-image conversions cost about 220 ms of this 2-core CPU for a batch's four inputs at
+    480x480; on the CPU itself torch's tensor path measured slower still (360 ms), so there,
+    and for anything else (PIL images, other sizes, other types), the processor takes PIL
+    images as it always did.
+    """
+    height, width = size
+    arrays = [f for f in frames if isinstance(f, np.ndarray)]
+    # The mask processor makes one channel of (H, W) images; the others take RGB.
+    shape = (height, width) if processor.config.do_convert_grayscale else (height, width, 3)
+    if (not converts_on(device) or len(arrays) != len(frames)
+            or {(a.dtype, a.shape) for a in arrays} != {(np.dtype(np.uint8), shape)}):
+        images = [PIL.Image.fromarray(np.ascontiguousarray(f)) if isinstance(f, np.ndarray)
+                  else f for f in frames]
+        return torch.as_tensor(processor.preprocess_video(images, height=height, width=width))
+    pixels = torch.from_numpy(np.stack(arrays)).to(device)
+    scaled = pixels.to(torch.float32) / 255.0
+    if scaled.ndim == 4:
+        scaled = scaled.permute(0, 3, 1, 2)  # (T, C, H, W)
+    return torch.as_tensor(processor.preprocess_video(scaled, height=height, width=width))
+
+
+def video_to_uint8(processor: Any, video: torch.Tensor) -> np.ndarray:
+    """The first video of decoded ``video`` (B, C, T, H, W) as ``(T, H, W, 3)`` uint8 frames:
+    ``processor.postprocess_video`` to [0, 1] and ``engine.uint8_frames``' rounding, on the
+    video's device: on a GPU a quarter of the bytes come back and the CPU does no per-pixel
+    work. On the CPU numpy does it (torch measured 115 ms a batch of 8 at 480x480 there,
+    numpy 69)."""
+    if not converts_on(video.device):
+        floats = processor.postprocess_video(video, output_type="np")[0]
+        return np.asarray((np.clip(floats, 0, 1) * 255).round(), dtype=np.uint8)
+    frames = processor.postprocess_video(video, output_type="pt")[0]  # (T, C, H, W)
+    pixels = (frames.to(torch.float32).clamp(0, 1) * 255).round().to(torch.uint8)
+    return np.asarray(pixels.permute(0, 2, 3, 1).cpu().numpy())

@@ -255,7 +255,7 @@ def test_a_restart_that_fails_leaves_no_chain_to_continue(
 
     from faceswap_cam.models.wan.streaming import StreamingWanAnimate
 
-    monkeypatch.setattr(StreamingWanAnimate, "generate", out_of_memory)
+    monkeypatch.setattr(StreamingWanAnimate, "_generate", out_of_memory)
     with pytest.raises(EngineError, match="out of GPU memory"):
         engine.process(camera(4, 1))
     assert engine._window is None and engine._kept == []
@@ -456,12 +456,20 @@ def test_box_person_mask_is_the_detectors_box_grown_as_wan_grows_a_mask() -> Non
     # Anywhere, edges and fractions included: exactly Wan's rule applied to the box.
     rng = np.random.default_rng(3)
     square = np.full((480, 480, 3), 200, np.uint8)
-    for _ in range(25):
-        x0, y0 = rng.uniform(-20, 470, 2)
-        box = Box(x0, y0, x0 + rng.uniform(1, 300), y0 + rng.uniform(1, 300))
+    corners = [tuple(rng.uniform(-350, 470, 2)) for _ in range(40)]
+    # Explicit edges: a box wholly left of / above the frame, one ending on its edge, a
+    # zero-width one on the edge, one past the far corner.
+    cases = [Box(x0, y0, x0 + rng.uniform(1, 300), y0 + rng.uniform(1, 300))
+             for x0, y0 in corners] + [Box(-30, 5, -10, 20), Box(5, -40, 20, -20),
+                                       Box(-30, 5, 0, 20), Box(0, 5, 0, 20),
+                                       Box(470.5, 470.5, 600, 600)]
+    outside = 0
+    for box in cases:
         [mask] = preprocessor.process([square], size=(480, 480), face_size=64,
                                       with_background=True, people=[box]).mask or []
         assert mask.tobytes() == wan_mask(box_mask(box.clip((480, 480)), (480, 480))).tobytes()
+        outside += not mask.any()
+    assert outside >= 4  # the boxes with no pixel in the frame give no mask
     assert box_mask(None, (8, 4)).shape == (4, 8) and not box_mask(None, (8, 4)).any()
     assert wan_mask(box_mask(Box(2.6, 1.0, 5.0, 3.5), (8, 6)), dilate_px=0).sum() == \
         255 * 3 * 3  # the pixels it reaches into, x 2..4 and y 1..3
@@ -470,6 +478,47 @@ def test_box_person_mask_is_the_detectors_box_grown_as_wan_grows_a_mask() -> Non
     with pytest.raises(RuntimeError, match="--person-mask box"):
         sam2.process([frame], size=(480, 480), face_size=64, with_background=True,
                      window=window, people=[person])
+
+
+def test_box_person_mask_covers_where_the_detector_sees_the_person_now() -> None:
+    """The steadied person box trails someone moving (crops made from it must not jitter);
+    the box mask also covers the detector's own box of each frame, or the person's edge
+    would be left in Wan's background and in the camera pixels around the swap."""
+    from faceswap_cam.models.preprocessing.pose import FACE, Keypoints
+    from faceswap_cam.models.preprocessing.segmentation import WAN_DILATE_PX
+    from faceswap_cam.models.preprocessing.wan import WanPreprocessor
+
+    class Pose:
+        def estimate(self, frames: Any, boxes: Any) -> list[Keypoints | None]:
+            xy = np.zeros((133, 2), np.float32)
+            ring = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+            xy[FACE] = np.stack([240 + 20 * np.cos(ring), 200 + 20 * np.sin(ring)], axis=1)
+            return [Keypoints(xy, np.ones(133, np.float32)) for _ in frames]
+
+    class Walking:  # the person moves 40 px right per frame, in the detector's 480x480 copy
+        x = 100.0
+
+        def detect(self, frames: Any) -> list[Box | None]:
+            boxes: list[Box | None] = []
+            for _ in frames:
+                boxes.append(Box(self.x, 60, self.x + 200, 480))
+                self.x += 40
+            return boxes
+
+    preprocessor = WanPreprocessor(Walking(), Pose(), None, keypoint_threshold=0.0,
+                                   person_mask="box")
+    frames = [np.full((480, 480, 3), 200, np.uint8) for _ in range(4)]
+    people = preprocessor.locate(frames, size=(480, 480))
+    batch = preprocessor.process(frames, size=(480, 480), face_size=64, with_background=True,
+                                 people=people)
+    assert batch.mask is not None
+    for index, (steadied, mask) in enumerate(zip(people, batch.mask, strict=True)):
+        assert steadied is not None
+        now = 100 + 40 * index  # where the detector saw them on this frame
+        columns = np.flatnonzero(mask[240])
+        assert steadied.x1 < now + 200 or index == 0  # the steadied box trails...
+        assert columns[0] == max(0, min(now, int(steadied.x0)) - WAN_DILATE_PX)
+        assert columns[-1] + 1 == min(480, now + 200 + WAN_DILATE_PX)  # ...the mask does not
 
 
 def test_a_batch_is_composited_side_by_side_in_order() -> None:

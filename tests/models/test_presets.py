@@ -96,6 +96,10 @@ def test_the_live_preset_masks_with_the_detectors_box_and_needs_no_sam2() -> Non
     assert needs_sam2({"preset": "live", "person_mask": "sam2"})
     assert needs_sam2({}) and not needs_sam2({"person_mask": "box"})
     assert not needs_sam2({"person_mask": "sam2", "mode": "animate"})  # nothing composited
+    # A caller that lists no explicit settings gave every one it passed, as for the engine.
+    assert "sam2" in [name for name, _ in required_weights({"preset": "live",
+                                                            "person_mask": "sam2"})]
+    assert "sam2" not in [name for name, _ in required_weights({"preset": "live"})]
 
 
 def test_cli_takes_the_new_flags() -> None:

@@ -217,17 +217,47 @@ def test_a_batch_is_encoded_in_one_call_with_the_masks_of_frame_by_frame(
     assert PersonMasker(sam2_present, device="cpu", dtype="fp32").encode_together is False
 
 
+def _features_read(masker: Any) -> list[Any]:
+    """The image features each of the masker's tracker steps reads, as it reads them."""
+    read: list[Any] = []
+    model = masker._model
+    prepare = model._prepare_vision_features
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        features = prepare(*args, **kwargs)
+        read.append(features[0][-1].clone())  # the coarsest level, the tracker's input
+        return features
+
+    model._prepare_vision_features = recorded
+    return read
+
+
 def test_batched_encoding_survives_a_track_lost_and_restarted_mid_batch(
-        sam2_absent: Path) -> None:
+        sam2_absent: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each tracker step reads its own frame's features, through a restarted session and
+    across encoder calls (two frames to a call here)."""
+    import torch
+
+    from faceswap_cam.models.preprocessing import segmentation
     from faceswap_cam.models.preprocessing.segmentation import PersonMasker
 
+    monkeypatch.setattr(segmentation, "ENCODE_CHUNK", 2)
     maskers = [PersonMasker(sam2_absent, device="cpu", dtype="fp32", lost_after=2,
                             encode_together=together) for together in (True, False)]
+    read = [_features_read(m) for m in maskers]
+    calls = _encoder_calls(maskers[0])
     frames = _frames(5, 24)
     prompts = [_prompt(), None, None, _prompt(), None]  # lost after 2, restarted at frame 3
     results = [m.masks(frames, prompts) for m in maskers]
     assert [m.tobytes() for m in results[0]] == [m.tobytes() for m in results[1]]
     assert all(m.frames_in_session == 2 for m in maskers)  # frames 3 and 4, a new session
+    assert calls == [2, 2, 1]
+    # Every step of the five frames (transformers reads them twice: tracking, memory).
+    assert len(read[0]) == len(read[1]) == 10
+    for together, alone in zip(*read, strict=True):
+        torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+    # Different frames' features differ: a step reading a neighbour's would be caught.
+    assert not torch.allclose(read[1][0], read[1][-1])
 
 
 def test_no_prompt_before_a_track_gives_empty_masks(sam2_present: Path) -> None:
@@ -484,6 +514,12 @@ def test_background_zeroes_the_person() -> None:
     assert not bg[5:20, 10:30].any()
     np.testing.assert_array_equal(bg[mask == 0], frame[mask == 0])
     np.testing.assert_array_equal(background(frame, mask // 255), bg)  # {0, 1} masks too
+    # Any nonzero value is the person, and a view of a bigger frame (channels reversed) works.
+    rng = np.random.default_rng(4)
+    big = rng.integers(0, 256, (60, 70, 3), dtype=np.uint8)
+    view = big[10:50, 5:55, ::-1]
+    spotty = rng.integers(0, 4, (40, 50)).astype(np.uint8)
+    np.testing.assert_array_equal(background(view, spotty), view * (spotty == 0)[..., None])
 
 
 def test_match_colour_removes_a_cast_measured_on_the_room() -> None:

@@ -216,7 +216,7 @@ def test_engine_adapts_camera_frames(tiny_model: Path) -> None:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     assert engine._stream is not None
-    engine._stream.generate = out_of_memory
+    engine._stream._generate = out_of_memory
     with pytest.raises(EngineError, match=r"out of GPU memory: reduce memory with --offload"):
         engine.process(frames)
     engine.close()

@@ -156,3 +156,69 @@ def test_wrong_frame_counts_are_refused(pipe: Any) -> None:
     with pytest.raises(ValueError, match="too short to carry 5"):
         StreamingWanAnimate(pipe, height=HEIGHT, width=WIDTH, segment_frames=9, carry=5,
                             prompt=PROMPT)
+
+
+def _arrays(clip: dict[str, list[PIL.Image.Image]]) -> dict[str, list[np.ndarray]]:
+    return {name: [np.asarray(image) for image in images] for name, images in clip.items()}
+
+
+@pytest.mark.parametrize("mode", ["animate", "replace"])
+def test_arrays_at_the_generation_size_give_the_frames_of_pil_images(
+        pipe: Any, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU, uint8 arrays at the generation size (faces at the motion encoder's) skip
+    PIL: they are scaled on the device and handed to diffusers' processors as tensors, and the
+    frames are the PIL path's exactly, as floats and as generate_uint8's uint8 (converted on
+    the device, rounded as uint8_frames rounds). Arrays at another size take the PIL path, and
+    so does everything on the CPU. The GPU's path runs here on the CPU: the same operations."""
+    from faceswap_cam.models.wan import streaming
+    from faceswap_cam.models.wan.engine import uint8_frames
+
+    assert not streaming.converts_on("cpu") and streaming.converts_on("cuda:0")
+    monkeypatch.setattr(streaming, "converts_on", lambda device: True)
+
+    clip = clip_inputs(9)
+    clip["face"] = [image.resize((FACE_SIZE, FACE_SIZE)) for image in clip["face"]]
+    seen: list[str] = []
+    for processor in (pipe.video_processor, pipe.video_processor_for_mask):
+        original = processor.preprocess_video
+
+        def recorded(video: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            seen.append(type(video).__name__)
+            return _original(video, *args, **kwargs)
+
+        monkeypatch.setattr(processor, "preprocess_video", recorded)
+
+    def run(inputs: dict[str, Any], uint8: bool = False) -> np.ndarray:
+        stream = StreamingWanAnimate(pipe, height=HEIGHT, width=WIDTH, mode=mode,
+                                     segment_frames=5, carry=1, steps=STEPS, seed=0,
+                                     prompt=PROMPT, max_sequence_length=PROMPT_MAX_LEN)
+        stream.set_reference(reference())
+        replace = mode == "replace"
+        out = []
+        for window in (slice(0, 5), slice(5, 9)):
+            segment = SegmentInputs(
+                pose=inputs["pose"][window], face=inputs["face"][window],
+                background=inputs["background"][window] if replace else None,
+                mask=inputs["mask"][window] if replace else None)
+            out.append(stream.generate_uint8(segment) if uint8 else stream.generate(segment))
+        return np.concatenate(out)
+
+    from_pil = run(clip)
+    assert set(seen) == {"list"}
+    seen.clear()
+    from_arrays = run(_arrays(clip))
+    assert set(seen) == {"Tensor"}
+    np.testing.assert_array_equal(from_arrays, from_pil)
+    as_uint8 = run(_arrays(clip), uint8=True)
+    assert as_uint8.dtype == np.uint8
+    np.testing.assert_array_equal(as_uint8, uint8_frames(from_pil))
+    # Faces at twice the motion encoder's size: resized by the processor, from PIL images.
+    seen.clear()
+    bigger = _arrays(clip_inputs(9))
+    run(bigger)
+    assert seen.count("list") == 2 and "Tensor" in seen  # the faces of the 2 segments only
+    # The CPU's own way: PIL images throughout, the same frames.
+    monkeypatch.setattr(streaming, "converts_on", lambda device: False)
+    seen.clear()
+    np.testing.assert_array_equal(run(_arrays(clip), uint8=True), as_uint8)
+    assert set(seen) == {"list"}

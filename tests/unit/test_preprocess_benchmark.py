@@ -40,3 +40,8 @@ def test_the_cpu_section_runs_the_engines_path(capsys: pytest.CaptureFixture[str
     assert all(ms > 0 for ms in costs.values())
     # The table's own run: SAM2, frame by frame on a CPU.
     assert section["ms_per_batch"]["mask"] == costs["sam2 frame by frame"]
+    [converted] = result["conversions_ms_per_batch"].values()
+    assert converted["equal"] is True
+    assert all(converted[name] > 0 for name in ("conditioning_from_pil",
+                                                "conditioning_from_arrays",
+                                                "output_through_numpy", "output_on_device"))
