@@ -122,6 +122,7 @@ from faceswap_cam.models.wan.streaming import (
     check_segment,
     converts_on,
     frames_to_video,
+    uint8_frames,
     video_to_uint8,
 )
 from faceswap_cam.models.wan.window import Window, choose_window, whole_frame
@@ -615,8 +616,7 @@ def conversions(setup: Setup, args: argparse.Namespace, repeats: int = 5) -> dic
                 for processor, arrays, size in inputs]
 
     def through_numpy() -> np.ndarray:
-        video = pipe.video_processor.postprocess_video(decoded, output_type="np")
-        return np.asarray((np.clip(video[0], 0, 1) * 255).round(), dtype=np.uint8)
+        return uint8_frames(pipe.video_processor.postprocess_video(decoded, output_type="np")[0])
 
     def on_device() -> np.ndarray:
         return video_to_uint8(pipe.video_processor, decoded)

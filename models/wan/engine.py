@@ -402,8 +402,3 @@ def _to_frame(rgb: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
     if (bgr.shape[1], bgr.shape[0]) != frame_size:
         bgr = cv2.resize(bgr, frame_size, interpolation=cv2.INTER_LINEAR)
     return bgr
-
-
-def uint8_frames(video: np.ndarray) -> np.ndarray:
-    """Float frames in [0, 1] -> uint8, rounded the way the diffusers exporters do."""
-    return np.asarray((np.clip(video, 0, 1) * 255).round(), dtype=np.uint8)

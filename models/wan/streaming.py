@@ -252,7 +252,7 @@ class StreamingWanAnimate:
     @torch.no_grad()
     def generate_uint8(self, inputs: SegmentInputs) -> np.ndarray:
         """:meth:`generate`'s frames as ``(T, H, W, 3)`` uint8 RGB, rounded as
-        ``engine.uint8_frames`` rounds them, on a GPU made there (:func:`video_to_uint8`)."""
+        :func:`uint8_frames` rounds them, on a GPU made there (:func:`video_to_uint8`)."""
         return video_to_uint8(self.pipe.video_processor, self._generate(inputs))
 
     def _generate(self, inputs: SegmentInputs) -> torch.Tensor:
@@ -374,15 +374,19 @@ def frames_to_video(processor: Any, frames: Sequence[PIL.Image.Image] | Sequence
     return torch.as_tensor(processor.preprocess_video(scaled, height=height, width=width))
 
 
+def uint8_frames(video: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] -> uint8, rounded the way the diffusers exporters do."""
+    return np.asarray((np.clip(video, 0, 1) * 255).round(), dtype=np.uint8)
+
+
 def video_to_uint8(processor: Any, video: torch.Tensor) -> np.ndarray:
     """The first video of decoded ``video`` (B, C, T, H, W) as ``(T, H, W, 3)`` uint8 frames:
-    ``processor.postprocess_video`` to [0, 1] and ``engine.uint8_frames``' rounding, on the
+    ``processor.postprocess_video`` to [0, 1] and :func:`uint8_frames`' rounding, on the
     video's device: on a GPU a quarter of the bytes come back and the CPU does no per-pixel
     work. On the CPU numpy does it (torch measured 115 ms a batch of 8 at 480x480 there,
     numpy 69)."""
     if not converts_on(video.device):
-        floats = processor.postprocess_video(video, output_type="np")[0]
-        return np.asarray((np.clip(floats, 0, 1) * 255).round(), dtype=np.uint8)
+        return uint8_frames(processor.postprocess_video(video, output_type="np")[0])
     frames = processor.postprocess_video(video, output_type="pt")[0]  # (T, C, H, W)
     pixels = (frames.to(torch.float32).clamp(0, 1) * 255).round().to(torch.uint8)
     return np.asarray(pixels.permute(0, 2, 3, 1).cpu().numpy())

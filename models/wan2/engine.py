@@ -25,7 +25,7 @@ import torch
 from faceswap_cam.models import defaults
 from faceswap_cam.models.engine import EngineError, GenerationWindow, SwapResult
 from faceswap_cam.models.presets import apply_preset
-from faceswap_cam.models.wan.engine import load_options, uint8_frames
+from faceswap_cam.models.wan.engine import load_options
 from faceswap_cam.models.wan.loading import LoadOptions, pick_device
 from faceswap_cam.models.wan.stream_engine import StreamingSwapEngine, engine_errors
 from faceswap_cam.models.wan2.loading import load_pipeline
@@ -93,12 +93,12 @@ class WanAnimate2Engine(StreamingSwapEngine):
         frame_h, frame_w = frames[0].shape[:2]
         driving = [PIL.Image.fromarray(cv2.cvtColor(f, cv2.COLOR_BGR2RGB)) for f in frames]
         with engine_errors():
-            video = stream.generate(driving)
+            generated = stream.generate_uint8(driving)
         # The whole frame, fitted into the generation size.
         self.generation_window = GenerationWindow(0, 0, frame_w, frame_h, stream.width,
                                                   stream.height)
         return SwapResult([fit_into(cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), frame_w, frame_h)
-                           for pixels in uint8_frames(video)])
+                           for pixels in generated])
 
 
 def preset_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -197,6 +197,20 @@ class StreamingWanAnimate2:
     def generate(self, frames: list[PIL.Image.Image]) -> np.ndarray:
         """The next segment's new frames from as many new driving frames: ``(T, H, W, 3)``
         float RGB in [0, 1], at :attr:`frame_size`."""
+        video = self._generate(frames).cpu()
+        return np.asarray(self.pipe.video_processor.postprocess_video(video, output_type="np")[0])
+
+    @torch.no_grad()
+    def generate_uint8(self, frames: list[PIL.Image.Image]) -> np.ndarray:
+        """:meth:`generate`'s frames as ``(T, H, W, 3)`` uint8 RGB, made on the device on a
+        GPU (:func:`~faceswap_cam.models.wan.streaming.video_to_uint8`)."""
+        from faceswap_cam.models.wan.streaming import video_to_uint8
+
+        return video_to_uint8(self.pipe.video_processor, self._generate(frames))
+
+    def _generate(self, frames: list[PIL.Image.Image]) -> torch.Tensor:
+        """The next segment's new frames as decoded, cropped to :attr:`frame_size`:
+        (1, 3, T, H, W) in [-1, 1], on the device."""
         reference = self._reference
         if reference is None:
             raise RuntimeError("no reference image set")
@@ -247,8 +261,7 @@ class StreamingWanAnimate2:
         self._driving_tail = driving[:, :, -self.carry:].clone()
         self._segment += 1
         top, left, crop_h, crop_w = reference["crop_region"]
-        video = out[:, :, :, top:top + crop_h, left:left + crop_w].cpu()
-        return np.asarray(pipe.video_processor.postprocess_video(video, output_type="np")[0])
+        return torch.as_tensor(out[:, :, :, top:top + crop_h, left:left + crop_w])
 
     def _encode_segment(self, state: Any) -> None:
         """The segment VAE encoder, fed incrementally: ``driving_video_pixels`` is this

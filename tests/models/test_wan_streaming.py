@@ -171,7 +171,7 @@ def test_arrays_at_the_generation_size_give_the_frames_of_pil_images(
     the device, rounded as uint8_frames rounds). Arrays at another size take the PIL path, and
     so does everything on the CPU. The GPU's path runs here on the CPU: the same operations."""
     from faceswap_cam.models.wan import streaming
-    from faceswap_cam.models.wan.engine import uint8_frames
+    from faceswap_cam.models.wan.streaming import uint8_frames
 
     assert not streaming.converts_on("cpu") and streaming.converts_on("cuda:0")
     monkeypatch.setattr(streaming, "converts_on", lambda device: True)
