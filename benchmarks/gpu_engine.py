@@ -1,7 +1,8 @@
 """Wan2.2-Animate-14B streaming engine on a GPU: step time, DiT TFLOP/s, VAE time, swapped fps.
 
-Runs the product's per-batch path, ``StreamingWanAnimate.generate`` (pose and conditioning VAE
-encodes, the denoising loop, the VAE decode, frame pre/post-processing), at each generation
+Runs the product's per-batch path, ``StreamingWanAnimate.generate_uint8`` on the uint8 arrays
+the engine hands it (pose and conditioning VAE encodes, the denoising loop, the VAE decode,
+the conversions of the frames in and out), at each generation
 size, batch size (new frames per batch, L = new + P) and step count, and prints:
 
 * seconds per denoising step (DiT forward + scheduler step; CUDA events, after a warm-up),
@@ -61,8 +62,8 @@ not yet run on a GPU). Its last line is JSON too.
 wan-animate-2's presets the same way (``benchmarks/gpu_presets.py`` has the details): the real-size
 ``WanAnimate2Transformer3DModel`` (the class defaults, as the plan's meta model) and the Wan VAE
 with random weights in bf16 on the GPU, the base checkpoint's pipeline (CFG) for quality and the
-distilled one for balanced and live, each preset through ``StreamingWanAnimate2.generate`` at its
-own size (848x480 for a 1280x720 camera), segment length, carry and steps, with the transformer
+distilled one for balanced and live, each preset through ``StreamingWanAnimate2.generate_uint8`` at
+its own size (848x480 for a 1280x720 camera), segment length, carry and steps, with the transformer
 blocks compiled (``--no-compile`` to not: the generation attention's flex kernel only fits
 compiled). Same columns, the plan's prediction beside each; the measured efficiency goes to the
 file's ``engines["wan-animate-2"]`` section, which the plan reads for wan-animate-2's rows
@@ -312,12 +313,11 @@ def segment_inputs(count: int, shape: Shape, face_size: int, seed: int) -> Segme
     face = rng.integers(0, 255, (face_size, face_size, 3), dtype=np.uint8)
     person = np.zeros((shape.height, shape.width), np.uint8)
     person[shape.height // 4: 3 * shape.height // 4, shape.width // 3: 2 * shape.width // 3] = 255
-    frames = [PIL.Image.fromarray(np.roll(scene, i, axis=1)) for i in range(count)]
+    # uint8 arrays, as the engine hands them (converted on the device on a GPU).
+    frames = [np.roll(scene, i, axis=1) for i in range(count)]
     return SegmentInputs(
-        pose=frames, face=[PIL.Image.fromarray(np.roll(face, i, axis=0)) for i in range(count)],
-        background=[PIL.Image.fromarray(np.asarray(f) * (person[..., None] == 0))
-                    for f in frames],
-        mask=[PIL.Image.fromarray(person, mode="L")] * count)
+        pose=frames, face=[np.roll(face, i, axis=0) for i in range(count)],
+        background=[f * (person[..., None] == 0) for f in frames], mask=[person] * count)
 
 
 def without_background(inputs: SegmentInputs) -> SegmentInputs:
@@ -378,8 +378,8 @@ def measure_shape(pipe: Any, shape: Shape, args: argparse.Namespace, device: tor
 
     # Warm-up: the first segment and one that carries frames (compiles, allocator, kernels).
     start = time.perf_counter()
-    stream.generate(first)
-    stream.generate(following)
+    stream.generate_uint8(first)
+    stream.generate_uint8(following)
     synchronize(device)
     once["warmup_s"] = time.perf_counter() - start
 
@@ -389,8 +389,8 @@ def measure_shape(pipe: Any, shape: Shape, args: argparse.Namespace, device: tor
         for steps in args.steps:
             stream.steps = steps
             clock.take()
-            # generate ends with a copy to host memory: the GPU has finished.
-            batches = [timed(partial(stream.generate, following), device)
+            # generate_uint8 ends with a copy to host memory: the GPU has finished.
+            batches = [timed(partial(stream.generate_uint8, following), device)
                        for _ in range(args.iters)]
             spans = clock.take()
             # Spans that run once per batch: their median over the timed batches.

@@ -4,7 +4,7 @@ capacity plan's prediction (``faceswap_cam.models.plan``); and the pieces of tha
 timing both preset modes share (the CUDA-event clock, building in bf16, the GPU's peak).
 
 wan-animate's presets are measured in gpu_engine.py (its ``measure_shape`` runs
-``StreamingWanAnimate.generate``); this module measures wan-animate-2's and prints and writes
+``StreamingWanAnimate.generate_uint8``); this module measures wan-animate-2's and prints and writes
 both engines' rows.
 
 wan-animate-2 (``--engine wan-animate-2``): ``WanAnimate2Transformer3DModel`` with the class
@@ -13,7 +13,7 @@ defaults (the released 14B's config, as the plan's meta model uses: 40 layers, d
 the two checkpoints' modular pipelines (one architecture): the base one (``WanAnimate2Blocks``,
 its guider's CFG 3.0, DPM-Solver) for ``quality`` and the distilled one (no CFG, flow-matching
 Euler) for ``balanced`` and ``live``, as ``models/wan2/variants.PRESET_VARIANTS`` says. Each
-preset runs ``StreamingWanAnimate2.generate`` (the engine's own segment code: the letterboxing
+preset runs ``StreamingWanAnimate2.generate_uint8`` (the engine's own segment code: the letterboxing
 of 1280x720 camera frames, the per-segment VAE encodes, the reference pass, the denoising loop,
 the decode) at the preset's own size for a 1280x720 camera. The text encoder, tokenizer and
 CLIP tower are stand-ins giving random features of their real widths: what they compute is per
@@ -411,11 +411,10 @@ class Wan2Measured:
 
 def measure_wan2(pipe: Any, preset: Preset, shape: Shape, *, camera: tuple[int, int],
                  iters: int, device: torch.device) -> Wan2Measured:
-    """``StreamingWanAnimate2.generate`` at the preset's size, segment, carry and steps:
-    after a warm-up (the first segment, on a GPU also one that carries frames), ``iters``
-    batches of
-    L - P new camera frames, with every transformer forward, the denoising loop and the VAE's
-    encodes and decode timed."""
+    """``StreamingWanAnimate2.generate_uint8`` (the engine's call) at the preset's size,
+    segment, carry and steps: after a warm-up (the first segment, on a GPU also one that
+    carries frames), ``iters`` batches of L - P new camera frames, with every transformer
+    forward, the denoising loop and the VAE's encodes and decode timed."""
     from faceswap_cam.models.wan2.streaming import StreamingWanAnimate2
 
     if device.type == "cuda":
@@ -430,11 +429,11 @@ def measure_wan2(pipe: Any, preset: Preset, shape: Shape, *, camera: tuple[int, 
     stream.set_reference(driving_frames(1, (shape.width, shape.height), seed=7)[0])
     first = driving_frames(shape.segment, camera, seed=1)
     following = driving_frames(shape.new_frames, camera, seed=2)
-    stream.generate(first)
+    stream.generate_uint8(first)
     if device.type == "cuda":
         # And one carrying frames: compiled kernels, allocator and autotuning all warm. (On the
         # CPU the timed batches are the first to carry: --tiny checks the code, quickly.)
-        stream.generate(following)
+        stream.generate_uint8(following)
     clock = Clock(device)
     with undone_on_exit([
         hook_module(transformer, "dit", clock),
@@ -443,7 +442,8 @@ def measure_wan2(pipe: Any, preset: Preset, shape: Shape, *, camera: tuple[int, 
         wrap_method(pipe.vae, "decode", "vae_decode", clock),
     ]):
         clock.take()
-        batches = [timed(lambda: stream.generate(following), device) for _ in range(iters)]
+        batches = [timed(lambda: stream.generate_uint8(following), device)
+                   for _ in range(iters)]
         spans = clock.take()
 
     def per_batch(*labels: str) -> float:
