@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,10 @@ class WanPreprocessor:
         self.timings: dict[str, float] = {}
         self._locate_timings: dict[str, float] = {"resize": 0.0, "detector": 0.0}
         #: The frames :meth:`locate` last looked at, each with the detector's own box for it
-        #: (frame pixels, unsteadied; None where it found nobody).
-        self._detected: list[tuple[np.ndarray, Box | None]] = []
+        #: (frame pixels, unsteadied; None where it found nobody), until :meth:`process`.
+        #: Weak references: the frames are the caller's (shared-memory views on the engine
+        #: host), and holding them would keep a whole segment mapped.
+        self._detected: list[tuple[weakref.ref[np.ndarray], Box | None]] = []
 
     @classmethod
     def load(cls, *, detector_model: str | Path, pose_model: str | Path,
@@ -113,7 +116,8 @@ class WanPreprocessor:
         detected = [None if box is None else
                     Box(box.x0 * sx, box.y0 * sy, box.x1 * sx, box.y1 * sy)
                     for box in self.detector.detect(small)]
-        self._detected = list(zip(frames, detected, strict=True))
+        self._detected = [(weakref.ref(frame), box)
+                          for frame, box in zip(frames, detected, strict=True)]
         boxes = [self._person.update(box) for box in detected]
         self._locate_timings["detector"] = clock() - start
         return boxes
@@ -129,6 +133,8 @@ class WanPreprocessor:
             people = self.locate(frames, size=generation_size((frame_w, frame_h), min(size))
                                  if window is not None else size)
         timings = dict(self._locate_timings)
+        # Taken: a later batch is matched against its own locate().
+        located, self._detected = self._detected, []
         if any(box is None for box in people):
             return self._nobody("no person in view", timings)
         start = clock()
@@ -178,8 +184,9 @@ class WanPreprocessor:
         if with_background:
             start = clock()
             masks = self._person_masks(
-                small, keypoints, [generation_box(box) for box in self._mask_boxes(frames, people)
-                                   if box is not None], size)
+                small, keypoints, [generation_box(box) for box in
+                                   self._mask_boxes(frames, people, located) if box is not None],
+                size)
             batch.mask = masks
             batch.background = [background(frame, mask) for frame, mask in zip(small, masks,
                                                                                 strict=True)]
@@ -187,14 +194,15 @@ class WanPreprocessor:
         self.timings = timings
         return batch
 
-    def _mask_boxes(self, frames: Sequence[np.ndarray], people: Sequence[Box | None]
+    def _mask_boxes(self, frames: Sequence[np.ndarray], people: Sequence[Box | None],
+                    located: Sequence[tuple[weakref.ref[np.ndarray], Box | None]]
                     ) -> list[Box | None]:
         """The box a ``box`` person mask covers on each frame (frame pixels): the steadied box
         and, on the frames :meth:`locate` last looked at, the detector's own box for that frame
         as well. The steadied box trails a moving person (by design: crops made from it must
         not jitter), and a mask must cover where the person is now, or their edge stays in the
         background Wan is given and in the camera pixels around the swapped person."""
-        detected = [next((box for located, box in self._detected if located is frame), None)
+        detected = [next((box for seen, box in located if seen() is frame), None)
                     for frame in frames]
         return [person if person is None or box is None else person.union(box)
                 for person, box in zip(people, detected, strict=True)]

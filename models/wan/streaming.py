@@ -344,6 +344,18 @@ def converts_on(device: Any) -> bool:
     return torch.device(device).type != "cpu"
 
 
+_UNIT_SCALES: dict[torch.device, torch.Tensor] = {}
+
+
+def _unit_scale(device: torch.device) -> torch.Tensor:
+    """uint8 value -> its float32 value / 255, as diffusers' ``pil_to_numpy`` computes it."""
+    table = _UNIT_SCALES.get(device)
+    if table is None:
+        table = _UNIT_SCALES[device] = torch.from_numpy(
+            np.arange(256, dtype=np.float32) / np.float32(255)).to(device)
+    return table
+
+
 def frames_to_video(processor: Any, frames: Sequence[PIL.Image.Image] | Sequence[np.ndarray],
                     size: tuple[int, int], device: Any) -> torch.Tensor:
     """``processor.preprocess_video`` of ``frames`` at ``size`` (height, width): (1, C, T, H, W).
@@ -351,7 +363,8 @@ def frames_to_video(processor: Any, frames: Sequence[PIL.Image.Image] | Sequence
     On a GPU (any device but the CPU), uint8 arrays already at ``size`` go to ``device`` as
     they are (a quarter of the bytes of float32) and are scaled to [0, 1] there, then handed to
     the processor as the tensor it would have made of the same frames as PIL images: ``x /
-    255`` in float32, which a resize to the same size leaves alone. What the processor does
+    255`` in float32 (numpy's values, looked up), which a resize to the same size leaves
+    alone. What the processor does
     next (normalising, a mask's single channel) it does on the device too. The PIL path's
     per-image conversions cost about 220 ms of this 2-core CPU for a batch's four inputs at
     480x480; on the CPU itself torch's tensor path measured slower still (360 ms), so there,
@@ -362,13 +375,17 @@ def frames_to_video(processor: Any, frames: Sequence[PIL.Image.Image] | Sequence
     arrays = [f for f in frames if isinstance(f, np.ndarray)]
     # The mask processor makes one channel of (H, W) images; the others take RGB.
     shape = (height, width) if processor.config.do_convert_grayscale else (height, width, 3)
-    if (not converts_on(device) or len(arrays) != len(frames)
+    # A size off the VAE's grid the PIL path rounds down and resizes (lanczos).
+    scale = int(processor.config.vae_scale_factor)
+    if (not converts_on(device) or len(arrays) != len(frames) or height % scale or width % scale
             or {(a.dtype, a.shape) for a in arrays} != {(np.dtype(np.uint8), shape)}):
         images = [PIL.Image.fromarray(np.ascontiguousarray(f)) if isinstance(f, np.ndarray)
                   else f for f in frames]
         return torch.as_tensor(processor.preprocess_video(images, height=height, width=width))
     pixels = torch.from_numpy(np.stack(arrays)).to(device)
-    scaled = pixels.to(torch.float32) / 255.0
+    # Not pixels / 255.0: CUDA divides by a CPU scalar as x * (1 / 255), one ulp off numpy's
+    # division for 126 of the 256 values. A table numpy made is exact on any device.
+    scaled = _unit_scale(pixels.device)[pixels.int()]
     if scaled.ndim == 4:
         scaled = scaled.permute(0, 3, 1, 2)  # (T, C, H, W)
     return torch.as_tensor(processor.preprocess_video(scaled, height=height, width=width))

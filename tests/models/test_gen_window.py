@@ -519,6 +519,21 @@ def test_box_person_mask_covers_where_the_detector_sees_the_person_now() -> None
         assert steadied.x1 < now + 200 or index == 0  # the steadied box trails...
         assert columns[0] == max(0, min(now, int(steadied.x0)) - WAN_DILATE_PX)
         assert columns[-1] + 1 == min(480, now + 200 + WAN_DILATE_PX)  # ...the mask does not
+    # The preprocessor holds no camera frame (on the engine host they are shared memory):
+    # neither after a batch nor after a locate that found nobody.
+    import gc
+    import weakref
+
+    held = weakref.ref(frames[0])
+    del frames, people, batch
+    gc.collect()
+    assert held() is None
+    nobody = [np.full((480, 480, 3), 200, np.uint8)]
+    preprocessor.locate(nobody, size=(480, 480))
+    held = weakref.ref(nobody[0])
+    del nobody
+    gc.collect()
+    assert held() is None
 
 
 def test_a_batch_is_composited_side_by_side_in_order() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import PIL.Image
@@ -14,6 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the model extra (torch) is not installed")
 
+from faceswap_cam.models.wan import streaming  # noqa: E402
 from faceswap_cam.models.wan.loading import LoadOptions  # noqa: E402
 from faceswap_cam.models.wan.streaming import GenerationInterrupted, uint8_frames  # noqa: E402
 from faceswap_cam.models.wan2.loading import load_pipeline  # noqa: E402
@@ -109,11 +111,14 @@ def test_text_and_reference_are_encoded_once(pipes: dict[Wan2Variant, Any]) -> N
         # A new chain starts identically (and CLIP-encodes its own first frame).
         np.testing.assert_array_equal(stream.generate(clip(5)), first[:SEGMENT])
         assert calls == {"text": 3, "clip": 3}
-        # The engine's uint8 frames are generate's, rounded as uint8_frames rounds them.
-        stream.reset()
-        as_uint8 = stream.generate_uint8(clip(5))
-        assert as_uint8.dtype == np.uint8
-        np.testing.assert_array_equal(as_uint8, uint8_frames(first[:SEGMENT]))
+        # The engine's uint8 frames are generate's, rounded as uint8_frames rounds them, also
+        # made the GPU's way (here on the CPU).
+        for on_device in (False, True):
+            with mock.patch.object(streaming, "converts_on", lambda _device, on=on_device: on):
+                stream.reset()
+                as_uint8 = stream.generate_uint8(clip(5))
+            assert as_uint8.dtype == np.uint8
+            np.testing.assert_array_equal(as_uint8, uint8_frames(first[:SEGMENT]))
     finally:
         for hook in hooks:
             hook.remove()
