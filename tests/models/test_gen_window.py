@@ -380,37 +380,47 @@ def test_a_mask_reaching_a_window_side_inside_the_frame_fades_out_there() -> Non
     np.testing.assert_array_equal(soft[:, -1], hard[:, -1])
 
 
+class RingPose:
+    """A stand-in pose model: on every frame the face points lie on a ring around (240, 200)
+    of the generation-size frame; it records the boxes and frame shape it was given."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, Any] = {}
+
+    def estimate(self, frames: Any, boxes: Any) -> list[Any]:
+        from faceswap_cam.models.preprocessing.pose import FACE, Keypoints
+
+        self.seen["boxes"], self.seen["size"] = boxes, frames[0].shape
+        xy = np.zeros((133, 2), np.float32)
+        ring = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+        xy[FACE] = np.stack([240 + 20 * np.cos(ring), 200 + 20 * np.sin(ring)], axis=1)
+        return [Keypoints(xy, np.ones(133, np.float32)) for _ in frames]
+
+
+class LocatedOnly:
+    """A detector that must not run: the engine's located boxes are used."""
+
+    def detect(self, frames: Any) -> list[Box | None]:
+        raise AssertionError("the engine's located boxes are used")
+
+
 def test_the_preprocessing_maps_the_window_between_frame_and_generation() -> None:
     """WanPreprocessor with stand-in models: the pose model gets the person box in the
     window's generation pixels, and the face is cut from the camera frame where the pose's
     face points land once mapped back through the window."""
-    from faceswap_cam.models.preprocessing.pose import FACE, Keypoints
     from faceswap_cam.models.preprocessing.wan import WanPreprocessor
 
     frame = np.zeros((720, 1280, 3), np.uint8)
     frame[250:350, 650:750] = (0, 0, 255)  # the face, red in BGR
     person = Box(500, 100, 900, 720)
     window = (340, 0, 720, 720)  # 720 px of frame -> 480 px of generation: 2/3
-    seen: dict[str, Any] = {}
-
-    class Pose:
-        def estimate(self, frames: Any, boxes: Any) -> list[Keypoints | None]:
-            seen["boxes"], seen["size"] = boxes, frames[0].shape
-            xy = np.zeros((133, 2), np.float32)
-            # The face points around (700, 300) in the frame: ((700 - 340), 300) x 2/3.
-            ring = np.linspace(0, 2 * np.pi, 68, endpoint=False)
-            xy[FACE] = np.stack([240 + 20 * np.cos(ring), 200 + 20 * np.sin(ring)], axis=1)
-            return [Keypoints(xy, np.ones(133, np.float32)) for _ in frames]
-
-    class Detector:
-        def detect(self, frames: Any) -> list[Box | None]:
-            raise AssertionError("the engine's located boxes are used")
-
-    preprocessor = WanPreprocessor(Detector(), Pose(), None, keypoint_threshold=0.0)
+    # The face points around (700, 300) in the frame: ((700 - 340), 300) x 2/3.
+    pose = RingPose()
+    preprocessor = WanPreprocessor(LocatedOnly(), pose, None, keypoint_threshold=0.0)
     batch = preprocessor.process([frame], size=(480, 480), face_size=64,
                                  with_background=False, window=window, people=[person])
-    assert seen["size"] == (480, 480, 3)
-    x0, y0, x1, y1 = seen["boxes"][0]
+    assert pose.seen["size"] == (480, 480, 3)
+    x0, y0, x1, y1 = pose.seen["boxes"][0]
     expected = ((500 - 340) * 2 / 3, 100 * 2 / 3, (900 - 340) * 2 / 3, 720 * 2 / 3)
     assert (x0, y0, x1, y1) == pytest.approx(expected)
     face = batch.face[0]  # RGB: the red square fills it
@@ -420,25 +430,13 @@ def test_the_preprocessing_maps_the_window_between_frame_and_generation() -> Non
 def test_box_person_mask_is_the_detectors_box_grown_as_wan_grows_a_mask() -> None:
     """--person-mask box: the person box in generation pixels, dilated and filled by Wan's
     own rule, without SAM2 (none is loaded); the background is the frame outside it."""
-    from faceswap_cam.models.preprocessing.pose import FACE, Keypoints
     from faceswap_cam.models.preprocessing.segmentation import WAN_DILATE_PX, wan_mask
     from faceswap_cam.models.preprocessing.wan import WanPreprocessor, box_mask
-
-    class Pose:
-        def estimate(self, frames: Any, boxes: Any) -> list[Keypoints | None]:
-            xy = np.zeros((133, 2), np.float32)
-            ring = np.linspace(0, 2 * np.pi, 68, endpoint=False)
-            xy[FACE] = np.stack([240 + 20 * np.cos(ring), 200 + 20 * np.sin(ring)], axis=1)
-            return [Keypoints(xy, np.ones(133, np.float32)) for _ in frames]
-
-    class Detector:
-        def detect(self, frames: Any) -> list[Box | None]:
-            raise AssertionError("the engine's located boxes are used")
 
     frame = np.full((720, 1280, 3), 200, np.uint8)
     window = (340, 0, 720, 720)  # 2/3 of a generation pixel per frame pixel
     person = Box(500.5, 100, 900, 720)  # -> (107, 66.7, 373.3, 480) in the window
-    preprocessor = WanPreprocessor(Detector(), Pose(), None, keypoint_threshold=0.0,
+    preprocessor = WanPreprocessor(LocatedOnly(), RingPose(), None, keypoint_threshold=0.0,
                                    person_mask="box")
     batch = preprocessor.process([frame, frame], size=(480, 480), face_size=64,
                                  with_background=True, window=window, people=[person, person])
@@ -474,7 +472,7 @@ def test_box_person_mask_is_the_detectors_box_grown_as_wan_grows_a_mask() -> Non
     assert wan_mask(box_mask(Box(2.6, 1.0, 5.0, 3.5), (8, 6)), dilate_px=0).sum() == \
         255 * 3 * 3  # the pixels it reaches into, x 2..4 and y 1..3
     # Wan's recipe without its model says what to do.
-    sam2 = WanPreprocessor(Detector(), Pose(), None, keypoint_threshold=0.0)
+    sam2 = WanPreprocessor(LocatedOnly(), RingPose(), None, keypoint_threshold=0.0)
     with pytest.raises(RuntimeError, match="--person-mask box"):
         sam2.process([frame], size=(480, 480), face_size=64, with_background=True,
                      window=window, people=[person])
@@ -484,16 +482,8 @@ def test_box_person_mask_covers_where_the_detector_sees_the_person_now() -> None
     """The steadied person box trails someone moving (crops made from it must not jitter);
     the box mask also covers the detector's own box of each frame, or the person's edge
     would be left in Wan's background and in the camera pixels around the swap."""
-    from faceswap_cam.models.preprocessing.pose import FACE, Keypoints
     from faceswap_cam.models.preprocessing.segmentation import WAN_DILATE_PX
     from faceswap_cam.models.preprocessing.wan import WanPreprocessor
-
-    class Pose:
-        def estimate(self, frames: Any, boxes: Any) -> list[Keypoints | None]:
-            xy = np.zeros((133, 2), np.float32)
-            ring = np.linspace(0, 2 * np.pi, 68, endpoint=False)
-            xy[FACE] = np.stack([240 + 20 * np.cos(ring), 200 + 20 * np.sin(ring)], axis=1)
-            return [Keypoints(xy, np.ones(133, np.float32)) for _ in frames]
 
     class Walking:  # the person moves 40 px right per frame, in the detector's 480x480 copy
         x = 100.0
@@ -505,7 +495,7 @@ def test_box_person_mask_covers_where_the_detector_sees_the_person_now() -> None
                 self.x += 40
             return boxes
 
-    preprocessor = WanPreprocessor(Walking(), Pose(), None, keypoint_threshold=0.0,
+    preprocessor = WanPreprocessor(Walking(), RingPose(), None, keypoint_threshold=0.0,
                                    person_mask="box")
     frames = [np.full((480, 480, 3), 200, np.uint8) for _ in range(4)]
     people = preprocessor.locate(frames, size=(480, 480))
