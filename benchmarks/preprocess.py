@@ -82,7 +82,6 @@ The last line printed is JSON.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import logging
@@ -125,7 +124,6 @@ from faceswap_cam.models.wan.streaming import (
     check_segment,
     converts_on,
     frames_to_video,
-    uint8_frames,
     video_to_uint8,
 )
 from faceswap_cam.models.wan.window import Window, choose_window, whole_frame
@@ -588,12 +586,12 @@ def print_table(result: Result, args: argparse.Namespace) -> None:
 
 def conversions(setup: Setup, args: argparse.Namespace, repeats: int = 5) -> dict[str, float]:
     """The engine's conversions around the model for one batch at the section's generation
-    size (faces at Wan's 512 px), each way, on the section's device: the conditioning (pose,
-    face, background, mask) through diffusers' processors from PIL images (what the engine
-    did) or from the uint8 arrays (:func:`~faceswap_cam.models.wan.streaming.frames_to_video`,
-    what it does), and the decoded frames to uint8 through numpy (``postprocess_video`` +
-    ``uint8_frames``) or on the device (:func:`~...streaming.video_to_uint8`). ms per batch,
-    median of ``repeats``; the two ways' results are checked equal."""
+    size (faces at Wan's 512 px), each way, on the section's device, both through the
+    product's own functions with ``streaming.converts_on`` set: the conditioning (pose, face,
+    background, mask) into diffusers' processors as PIL images or, the device's way, as the
+    uint8 arrays (:func:`~faceswap_cam.models.wan.streaming.frames_to_video`), and the decoded
+    frames to uint8 through numpy or on the device (:func:`~...streaming.video_to_uint8`). ms
+    per batch, median of ``repeats``; the two ways' results are checked equal."""
     pipe, device = setup.stream.pipe, setup.device
     width, height = args.gen_size if setup.window is None else setup.window.gen_size
     rng = np.random.default_rng(5)
@@ -609,35 +607,32 @@ def conversions(setup: Setup, args: argparse.Namespace, repeats: int = 5) -> dic
               (pipe.video_processor_for_mask, masks, (height, width)))
     decoded = torch.rand(1, 3, args.frames, height, width, device=device) * 2 - 1
 
-    def from_pil() -> list[torch.Tensor]:
-        return [processor.preprocess_video([PIL.Image.fromarray(a) for a in arrays],
-                                           height=size[0], width=size[1]).to(device)
+    def the_way(on_device: bool) -> Any:
+        # Both ways run the product's own functions, the switch set: the device's way even on
+        # the CPU (where the engine keeps PIL and numpy), so two pieces of code are compared,
+        # and the CPU's figure says why it keeps them.
+        return unittest.mock.patch.object(streaming, "converts_on", lambda _device: on_device)
+
+    def conditioning() -> list[torch.Tensor]:
+        return [frames_to_video(processor, arrays, size, device).to(device)
                 for processor, arrays, size in inputs]
 
-    def from_arrays() -> list[torch.Tensor]:
-        return [frames_to_video(processor, arrays, size, device)
-                for processor, arrays, size in inputs]
-
-    # The device's way even on the CPU (where the engine keeps PIL and numpy): two different
-    # pieces of code are compared, and the CPU's figure says why it keeps them.
-    device_path = unittest.mock.patch.object(streaming, "converts_on", lambda _device: True)
-
-    def through_numpy() -> np.ndarray:
-        return uint8_frames(pipe.video_processor.postprocess_video(decoded, output_type="np")[0])
-
-    def on_device() -> np.ndarray:
+    def output() -> np.ndarray:
         return video_to_uint8(pipe.video_processor, decoded)
 
-    with device_path:
-        same = (all(torch.equal(a, b) for a, b in zip(from_pil(), from_arrays(), strict=True))
-                and np.array_equal(through_numpy(), on_device()))
+    made = {}
+    for on_device in (False, True):
+        with the_way(on_device):
+            made[on_device] = (conditioning(), output())
+    same = (all(torch.equal(a, b) for a, b in zip(made[False][0], made[True][0], strict=True))
+            and np.array_equal(made[False][1], made[True][1]))
     out: dict[str, float] = {}
-    for name, run, forced in (("conditioning_from_pil", from_pil, False),
-                              ("conditioning_from_arrays", from_arrays, True),
-                              ("output_through_numpy", through_numpy, False),
-                              ("output_on_device", on_device, True)):
+    for name, run, on_device in (("conditioning_from_pil", conditioning, False),
+                                 ("conditioning_from_arrays", conditioning, True),
+                                 ("output_through_numpy", output, False),
+                                 ("output_on_device", output, True)):
         times = []
-        with device_path if forced else contextlib.nullcontext():
+        with the_way(on_device):
             for _ in range(repeats):
                 synchronize(device)
                 start = time.perf_counter()

@@ -100,15 +100,17 @@ def apply_preset(options: Mapping[str, Any], engine: str) -> dict[str, Any]:
     """``options`` with its preset's values (``options["preset"]``) for ``engine`` wherever the
     user gave none: ``options["explicit"]`` names the settings given in the config file, the
     environment or a flag, and each of those keeps its value (an explicit ``gen_size`` keeps
-    the preset's size out; explicit ``loras`` replace the preset's). No preset (nor a default
-    one for the engine), or an engine without presets: the options as they are."""
+    the preset's size out; explicit ``loras`` replace the preset's). A caller that lists none
+    (tests, scripts) gave every option it passed: the result lists them. No preset (nor a
+    default one for the engine), or an engine without presets: the options as they are."""
     _registered()
     resolved = dict(options)
+    resolved.setdefault("explicit", [key for key in options if key != "preset"])
     name = options.get("preset") or DEFAULT_PRESETS.get(engine)
     if not name or not presets_for(engine):
         return resolved
     preset = get_preset(engine, str(name))
-    explicit = set(options.get("explicit") or ())
+    explicit = set(resolved["explicit"] or ())
     if "gen_size" in explicit:
         explicit.add("gen_short_side")
     values: dict[str, Any] = {

@@ -323,12 +323,8 @@ def _stream_options(options: dict[str, Any]) -> dict[str, Any]:
 def resolved_options(options: dict[str, Any]) -> dict[str, Any]:
     """The engine options with the preset applied (``--preset``: see models/wan/presets.py);
     a preset that does not fit the explicit options is an EngineError saying which."""
-    given = dict(options)
-    # The daemon lists what the user gave; a caller that does not (tests, scripts) gave
-    # everything it passed.
-    given.setdefault("explicit", [key for key in options if key != "preset"])
     try:
-        return apply_preset(given, wan_presets.ENGINE)
+        return apply_preset(options, wan_presets.ENGINE)
     except ValueError as exc:
         raise EngineError(str(exc)) from exc
 

@@ -36,29 +36,26 @@ def required_weights(options: Mapping[str, Any]) -> list[tuple[str, str | None]]
             names.append("sam2")
     needed = [(name, _setting(options, WEIGHT_SETTINGS[name])) for name in names]
     # A LoRA named by its registered weights (the live preset's step-distillation LoRA).
-    return needed + [(name, None) for name in lora_weights(options)]
+    return needed + [(name, None) for name in _registered_loras(resolved)]
 
 
 def _with_preset(options: Mapping[str, Any]) -> dict[str, Any]:
     from faceswap_cam.models.presets import apply_preset
     from faceswap_cam.models.wan.presets import ENGINE
 
-    # As the engine resolves them: a caller that lists no explicit settings gave them all.
-    given = dict(options)
-    given.setdefault("explicit", [key for key in options if key != "preset"])
     try:
-        return apply_preset(given, ENGINE)
+        return apply_preset(options, ENGINE)
     except ValueError:
         return dict(options)  # the engine itself reports a preset that does not fit
 
 
-def lora_weights(options: Mapping[str, Any]) -> list[str]:
-    """The registered weights among the LoRAs ``options`` load, the preset's included."""
+def _registered_loras(resolved: Mapping[str, Any]) -> list[str]:
+    """The registered weights among the LoRAs the options (the preset applied) load."""
     from faceswap_cam.models import weights
     from faceswap_cam.models.wan.loading import parse_lora
 
     names = []
-    for spec in _with_preset(options).get("loras") or []:
+    for spec in resolved.get("loras") or []:
         name = parse_lora(str(spec))[0]
         if name in weights.model_names() and not Path(name).expanduser().exists():
             names.append(name)

@@ -105,9 +105,7 @@ def preset_options(options: dict[str, Any]) -> dict[str, Any]:
     """The options with the preset's values (the engine's default preset, balanced, if none)
     wherever the user gave none. The daemon lists what was given in ``options["explicit"]``;
     a caller that does not (tests, scripts) gave everything it passed."""
-    given = dict(options)
-    given.setdefault("explicit", [key for key in options if key != "preset"])
-    return apply_preset(given, ENGINE)
+    return apply_preset(options, ENGINE)
 
 
 def stream_settings(options: dict[str, Any]) -> dict[str, Any]:
