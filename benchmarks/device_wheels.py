@@ -20,7 +20,8 @@ The command runs one benchmark, so that each fits the 10-minute limit of a call:
 predicts from the measurement instead of its assumption. ``preprocess`` times the real-size
 detector, pose and SAM2 models around a batch in the person window, against the plan's H200
 live batch (the figure to replace with the measured ``live-win`` one): the daemon keeps the
-plan's cadence while the whole call, these included, stays under 95 % of a batch period.
+plan's cadence while the whole call, these included, stays under 95 % of a batch period. It
+writes the preprocessing's measured efficiency into the same file, for the plan's ``pre s``.
 """
 
 from __future__ import annotations

@@ -33,14 +33,20 @@ Sections:
   (32x32, the pipeline resizes the conditioning to it) and its frames are scaled to the
   generation size, untimed, before compositing, so compositing costs what it costs live.
 * ``gpu-real`` (with ``--gpu``, or whenever torch sees CUDA; ``--no-gpu`` skips it): REAL-SIZE
-  models with random weights, in half precision on the GPU: RT-DETRv2-r18vd (``RTDetrV2Config``
-  defaults with the r18vd backbone/encoder settings of the PekingU checkpoint, 80 classes,
-  640x640 input), ViTPose-H whole-body (hidden 1280, 32 layers, 16 heads, 256x192 input, 133
-  keypoints, classic deconvolution decoder) and SAM2.1 hiera-tiny (``Sam2VideoConfig``
-  defaults, 1024 px input), face crops at Wan's 512 px. They are written to a temporary folder
-  and loaded by the product's loaders, like the tiny ones. ``generate`` is still the tiny Wan
-  model (on the GPU): the 14B model's batch time comes from ``benchmarks/gpu_engine.py``; pass
-  it with ``--wan-batch-s`` to get the share of preprocessing against it.
+  models with random weights, on the GPU in the product's precisions (``--dtype``):
+  RT-DETRv2-r18vd (``RTDetrV2Config`` defaults with the r18vd backbone/encoder settings of the
+  PekingU checkpoint, 80 classes, 640x640 input), ViTPose-H whole-body (hidden 1280, 32 layers,
+  16 heads, 256x192 input, 133 keypoints, classic deconvolution decoder) and SAM2.1 hiera-tiny
+  (``Sam2VideoConfig`` defaults, 1024 px input), face crops at Wan's 512 px. They are written
+  to a temporary folder and loaded by the product's loaders, like the tiny ones. ``generate``
+  is still the tiny Wan model (on the GPU): the 14B model's batch time comes from
+  ``benchmarks/gpu_engine.py``; pass it with ``--wan-batch-s`` to get the share of
+  preprocessing against it. The section's detector and pose times and its SAM2 mask stage
+  become the preprocessing efficiency the capacity plan reads (``--efficiency-file``; see
+  models/plan/preprocessing.py), when the run is the product's: its precisions, batches of 8.
+
+``--count-flops`` counts the three models' FLOPs a frame at real size on the CPU instead and
+prints them beside the plan's constants.
 
 The table's person mask is ``--person-mask``'s (default ``sam2``). Under each section's
 table, the mask stage is measured for each way of making it, on the same frames: SAM2 with a
@@ -92,7 +98,7 @@ import sys
 import tempfile
 import time
 import unittest.mock
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,10 +111,12 @@ import torch
 
 from faceswap_cam.models import defaults
 from faceswap_cam.models.batching import generation_size
+from faceswap_cam.models.plan import preprocessing as plan_preprocessing
+from faceswap_cam.models.plan.gpus import EFFICIENCY_FILE, Gpu, gpu_for_name
 from faceswap_cam.models.preprocessing.face import WAN_FACE_SIZE
 from faceswap_cam.models.preprocessing.person import PersonDetector
 from faceswap_cam.models.preprocessing.pose import WholeBodyPoseEstimator
-from faceswap_cam.models.preprocessing.segmentation import PersonMasker
+from faceswap_cam.models.preprocessing.segmentation import PersonMasker, Prompt
 from faceswap_cam.models.preprocessing.wan import WanPreprocessor
 from faceswap_cam.models.wan import streaming
 from faceswap_cam.models.wan.engine import (
@@ -303,46 +311,58 @@ def _pin_sam2_object_score(model: Any) -> None:
         head.bias.fill_(OBJECT_SCORE)
 
 
-def save_real_models(folder: Path, device: str, dtype: torch.dtype) -> dict[str, Path]:
-    """Real-size random-weight detector, pose and SAM2 folders in transformers format, built
-    directly on ``device`` (fast initialisation) and saved in ``dtype``."""
+def real_detector(device: str | torch.device) -> Any:
+    """RT-DETRv2-r18vd at real size, random weights."""
     transformers = _untyped("transformers")
     rt_detr = _untyped("transformers.models.rt_detr")
-    sam2_image = _untyped("transformers.models.sam2.image_processing_sam2")
-    sam2_video = _untyped("transformers.models.sam2_video.video_processing_sam2_video")
-    paths = {name: folder / name for name in ("detector", "pose", "sam2")}
-
     id2label = {0: "person", **{i: f"coco_{i}" for i in range(1, COCO_CLASSES)}}
     config = transformers.RTDetrV2Config(
         backbone_config=rt_detr.RTDetrResNetConfig(**RTDETR_R18_BACKBONE), **RTDETR_R18,
         id2label=id2label, label2id={v: k for k, v in id2label.items()})
     torch.manual_seed(0)
     with torch.device(device):
-        model = transformers.RTDetrV2ForObjectDetection(config)
-    model.to(dtype).save_pretrained(paths["detector"])
-    transformers.RTDetrImageProcessor().save_pretrained(paths["detector"])  # 640x640
-    del model
+        return transformers.RTDetrV2ForObjectDetection(config)
 
+
+def real_pose(device: str | torch.device) -> Any:
+    """ViTPose-H whole-body at real size, random weights."""
+    transformers = _untyped("transformers")
     backbone = transformers.VitPoseBackboneConfig(**VITPOSE_H)
     config = transformers.VitPoseConfig(backbone_config=backbone, num_labels=VITPOSE_KEYPOINTS,
                                         use_simple_decoder=False)
     torch.manual_seed(0)
     with torch.device(device):
-        model = transformers.VitPoseForPoseEstimation(config)
-    model.to(dtype).save_pretrained(paths["pose"])
-    transformers.VitPoseImageProcessor(size={"height": 256, "width": 192}).save_pretrained(
-        paths["pose"])
-    del model
+        return transformers.VitPoseForPoseEstimation(config)
 
+
+def save_real_sam2(folder: Path, device: str, dtype: torch.dtype) -> Path:
+    """SAM2.1 Hiera-T (``Sam2VideoConfig``'s defaults) at real size, random weights, saying
+    "the person is there", with its processor, saved in ``dtype``."""
+    transformers = _untyped("transformers")
+    sam2_image = _untyped("transformers.models.sam2.image_processing_sam2")
+    sam2_video = _untyped("transformers.models.sam2_video.video_processing_sam2_video")
     torch.manual_seed(0)
     with torch.device(device):
         model = transformers.Sam2VideoModel(transformers.Sam2VideoConfig())
     _pin_sam2_object_score(model)
-    model.to(dtype).save_pretrained(paths["sam2"])
+    model.to(dtype).save_pretrained(folder)
     transformers.Sam2VideoProcessor(
         image_processor=sam2_image.Sam2ImageProcessor(),
-        video_processor=sam2_video.Sam2VideoVideoProcessor()).save_pretrained(paths["sam2"])
-    del model
+        video_processor=sam2_video.Sam2VideoVideoProcessor()).save_pretrained(folder)
+    return folder
+
+
+def save_real_models(folder: Path, device: str, dtype: torch.dtype) -> dict[str, Path]:
+    """Real-size random-weight detector, pose and SAM2 folders in transformers format, built
+    directly on ``device`` (fast initialisation) and saved in ``dtype``."""
+    transformers = _untyped("transformers")
+    paths = {name: folder / name for name in ("detector", "pose", "sam2")}
+    real_detector(device).to(dtype).save_pretrained(paths["detector"])
+    transformers.RTDetrImageProcessor().save_pretrained(paths["detector"])  # 640x640
+    real_pose(device).to(dtype).save_pretrained(paths["pose"])
+    transformers.VitPoseImageProcessor(size={"height": 256, "width": 192}).save_pretrained(
+        paths["pose"])
+    save_real_sam2(paths["sam2"], device, dtype)
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     return paths
@@ -362,17 +382,28 @@ def save_tiny_models(folder: Path) -> dict[str, Path]:
     }
 
 
+#: ``--dtype``'s default: each model in the precision the product loads it in (the detector
+#: and the pose model float32, their products on TF32 on a GPU; SAM2 "auto", bf16 on a GPU).
+PRODUCT_DTYPES = "product"
+#: The default batch (the daemon's and the live preset's new frames): the only one whose
+#: efficiency is written, since a smaller batch runs further from the peak.
+PLAN_NEW_FRAMES = defaults.SEGMENT_FRAMES - defaults.CARRY
+
+
 def load_preprocessor(paths: dict[str, Path], device: str, dtype: str, person_mask: str
                       ) -> WanPreprocessor:
     """The three models through the product's own loaders, thresholds pinned (SAM2 loaded for
-    either person mask: the sections compare them)."""
-    detector = PersonDetector(str(paths["detector"]), device=device, dtype=dtype,
+    either person mask: the sections compare them). ``dtype``: one for all three, or
+    :data:`PRODUCT_DTYPES`."""
+    detector_dtype, pose_dtype, sam2_dtype = (
+        ("fp32", "fp32", "auto") if dtype == PRODUCT_DTYPES else (dtype, dtype, dtype))
+    detector = PersonDetector(str(paths["detector"]), device=device, dtype=detector_dtype,
                               threshold=PERSON_THRESHOLD)
     _pin_person_class(detector.model)
     return WanPreprocessor(
         detector,
-        WholeBodyPoseEstimator(paths["pose"], device=device, dtype=dtype),
-        PersonMasker(paths["sam2"], device=device, dtype=dtype),
+        WholeBodyPoseEstimator(paths["pose"], device=device, dtype=pose_dtype),
+        PersonMasker(paths["sam2"], device=device, dtype=sam2_dtype),
         keypoint_threshold=KEYPOINT_THRESHOLD, person_mask=person_mask)
 
 
@@ -412,7 +443,7 @@ def build_tiny(folder: Path, args: argparse.Namespace) -> Setup:
 
 def build_real(folder: Path, args: argparse.Namespace, device: str) -> Setup:
     dtype_name = "fp32" if device == "cpu" else args.dtype
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype_name, torch.float32)
     start = time.perf_counter()
     paths = save_real_models(folder / "real", device, dtype)
     from tests.wan_tiny import save_tiny_wan_animate
@@ -723,6 +754,106 @@ def person_mask_costs(setup: Setup, clip: CameraClip, result: Result,
     return costs
 
 
+def count_stage_flops(names: Sequence[str] = tuple(plan_preprocessing.STAGES),
+                      sam2_frames: int = 10) -> dict[str, float]:
+    """FLOPs a frame of each named preprocessing model at real size, counted with
+    FlopCounterMode as the plan's constants were (models/plan/preprocessing.py): the
+    detector at 640x640 on the CPU (its post-processing reads values, which the meta device
+    cannot), the pose model at 256x192 on the meta device, SAM2 through the product's
+    ``PersonMasker`` on the CPU, the mean of two frames once its memory is full (after
+    ``sam2_frames - 2``). Attention runs PyTorch's reference kernel, the one the counter has
+    a formula for."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counts: dict[str, float] = {}
+    with sdpa_kernel(SDPBackend.MATH), torch.inference_mode():
+        if "detector" in names:
+            model = real_detector("cpu").eval()
+            with FlopCounterMode(display=False) as counter:
+                model(pixel_values=torch.zeros(1, 3, 640, 640))
+            counts["detector"] = float(counter.get_total_flops())
+        if "pose" in names:
+            model = real_pose("meta")
+            with FlopCounterMode(display=False) as counter:
+                model(pixel_values=torch.empty(1, 3, 256, 192, device="meta"))
+            counts["pose"] = float(counter.get_total_flops())
+        if "sam2" in names:
+            with tempfile.TemporaryDirectory(prefix="sam2-flops-") as folder:
+                masker = PersonMasker(save_real_sam2(Path(folder), "cpu", torch.float32),
+                                      device="cpu", dtype="fp32")
+            masker.encode_together = False
+            frames = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB)
+                      for f in CameraClip((640, 480)).frames(0, sam2_frames)]
+            start = Prompt(box=(160.0, 60.0, 480.0, 470.0))
+            masker.masks(frames[:-2], [start] + [None] * (len(frames) - 3))
+            with FlopCounterMode(display=False) as counter:
+                masker.masks(frames[-2:])
+            counts["sam2"] = counter.get_total_flops() / 2
+    return counts
+
+
+def preprocess_efficiency(result: Result, costs: dict[str, float], gpu: Gpu
+                          ) -> dict[str, Any]:
+    """The efficiency-file entry for the plan (models/plan/preprocessing.py) from a GPU
+    section run in the product's precisions: the detector's and the pose model's stage
+    seconds against their FLOPs at the TF32 peak, SAM2's (the mask stage the product's way
+    on a GPU, its batch's frames encoded in one call) at the BF16 peak. The stages' seconds
+    include their CPU work (resizing, crops, decoding), so this is the efficiency that
+    predicts their time, not the kernels' own."""
+    frames = result.batches[0].frames
+    stages = plan_preprocessing.STAGES
+    batched_flops = frames * (stages["detector"].flops_per_frame
+                              + stages["pose"].flops_per_frame)
+    batched_s = result.median_s("detector") + result.median_s("pose")
+    sam2_s = costs["sam2 batched"] / 1000
+    return {
+        "device": torch.cuda.get_device_name(),
+        "batched_efficiency": round(batched_flops / (gpu.tf32_tflops * 1e12 * batched_s), 4),
+        "tracker_efficiency": round(frames * stages["sam2"].flops_per_frame
+                                    / (gpu.bf16_tflops * 1e12 * sam2_s), 4),
+        "frames": frames,
+        "detector_pose_s": round(batched_s, 4),
+        "sam2_s": round(sam2_s, 4),
+        "measured": time.strftime("%Y-%m-%d"),
+        "by": "benchmarks/preprocess.py --gpu",
+    }
+
+
+def save_gpu_efficiency(result: Result, costs: dict[str, float], args: argparse.Namespace
+                        ) -> dict[str, Any]:
+    """Write the GPU section's preprocessing efficiency into the efficiency file when it ran
+    what the product runs on a GPU the plan knows; say why not otherwise."""
+    name = torch.cuda.get_device_name()
+    gpu = gpu_for_name(name)
+    entry = preprocess_efficiency(result, costs, gpu) if gpu else {}
+    if gpu is None or args.dtype != PRODUCT_DTYPES or args.frames != PLAN_NEW_FRAMES:
+        print(f"  (efficiency not written: {name} is not in the plan's GPU table"
+              if gpu is None else
+              f"  (efficiency not written: --dtype {args.dtype} is not what the product runs"
+              if args.dtype != PRODUCT_DTYPES else
+              f"  (efficiency not written: batches of {args.frames} frames, not the live "
+              f"preset's {PLAN_NEW_FRAMES})")
+        return entry
+    plan_preprocessing.save_preprocess_efficiency(args.efficiency_file, gpu, entry)
+    print(f"  preprocessing efficiency on {gpu.key}: detector + pose "
+          f"{entry['batched_efficiency']:.1%} of the TF32 peak, SAM2 "
+          f"{entry['tracker_efficiency']:.1%} of the BF16 peak -> {args.efficiency_file}")
+    return entry
+
+
+def print_flop_counts() -> dict[str, Any]:
+    counted = count_stage_flops()
+    print("Preprocessing models' GFLOP a frame at real size: counted now / the plan's constant")
+    out: dict[str, Any] = {}
+    for name, stage in plan_preprocessing.STAGES.items():
+        ratio = counted[name] / stage.flops_per_frame
+        print(f"  {name:<9} {counted[name] / 1e9:8.2f} / {stage.flops_per_frame / 1e9:8.2f} "
+              f"({ratio:.3f})")
+        out[name] = {"counted": counted[name], "plan": stage.flops_per_frame}
+    return out
+
+
 def cover(result: Result) -> float:
     return statistics.median(b.mask_cover for b in result.batches)
 
@@ -761,7 +892,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--frames", type=int, default=defaults.SEGMENT_FRAMES - defaults.CARRY,
+    parser.add_argument("--frames", type=int, default=PLAN_NEW_FRAMES,
                         help="new frames per batch N; the segment is L = N + carry (4n+1)")
     parser.add_argument("--carry", type=int, default=defaults.CARRY,
                         choices=defaults.CARRY_CHOICES, help="carried frames P")
@@ -790,8 +921,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     gpu.add_argument("--no-gpu", action="store_true", help="skip the real-size GPU section")
     gpu.add_argument("--real-on-cpu", action="store_true",
                      help="run the real-size section on the CPU (slow; checks the script)")
-    parser.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16",
-                        help="half precision of the real-size models on the GPU")
+    parser.add_argument("--dtype", choices=(PRODUCT_DTYPES, "bf16", "fp16"),
+                        default=PRODUCT_DTYPES,
+                        help="precision of the real-size models on the GPU: the product's "
+                             "own (default; the only one whose figures go into the efficiency "
+                             "file), or all three in bf16 or fp16")
+    parser.add_argument("--efficiency-file", type=Path, default=EFFICIENCY_FILE,
+                        help="where a GPU run writes the preprocessing efficiency the "
+                             f"capacity plan reads (default {EFFICIENCY_FILE})")
+    parser.add_argument("--count-flops", action="store_true",
+                        help="count the real-size models' FLOPs a frame on the CPU, print "
+                             "them beside the plan's constants and exit (about a minute)")
     parser.add_argument("--wan-batch-s", type=float, default=None,
                         help="the 14B model's seconds per batch (benchmarks/gpu_engine.py) to "
                              "compare the GPU preprocessing with")
@@ -812,6 +952,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.count_flops:
+        quiet(logging.ERROR)
+        print(json.dumps({"benchmark": "preprocess", "flops_per_frame": print_flop_counts()}))
+        return 0
     cuda = torch.cuda.is_available()
     if args.gpu and not cuda:
         print("preprocess.py --gpu needs a CUDA GPU and torch sees none (torch "
@@ -832,6 +976,7 @@ def main(argv: list[str] | None = None) -> int:
           f"new frames; {args.repeats} timed batches after warm-up (medians)")
 
     results: list[Result] = []
+    efficiency: dict[str, dict[str, Any]] = {}
     mask_costs: dict[str, dict[str, float]] = {}
     conversion_costs: dict[str, dict[str, float]] = {}
     sections: list[Callable[[Path], Setup]] = [lambda folder: build_tiny(folder, args)]
@@ -858,6 +1003,8 @@ def main(argv: list[str] | None = None) -> int:
               f"batch's frames encoded in one call, {costs['sam2 frame by frame']:.1f} frame "
               f"by frame; the detector's box {costs['box']:.1f}")
         mask_costs[setup.name] = costs
+        if setup.name == "gpu-real":
+            efficiency[setup.name] = save_gpu_efficiency(result, costs, args)
         converted = conversions(setup, args)
         print(f"  conversions around the model, ms a batch: conditioning "
               f"{converted['conditioning_from_pil']:.1f} from PIL images, "
@@ -906,6 +1053,7 @@ def main(argv: list[str] | None = None) -> int:
         "sections": {r.setup.name: result_json(r, args) for r in results},
         "person_compositing": composited,
         "person_mask_ms_per_batch": mask_costs,
+        "preprocess_efficiency": efficiency,
         "conversions_ms_per_batch": conversion_costs,
         "load_average": [round(load_before, 2), round(load_after, 2)],
         "cpus": os.cpu_count(),

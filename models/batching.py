@@ -79,8 +79,13 @@ def pad(items: Sequence[T], target: int) -> list[T]:
     return [items[i] for i in pad_order(len(items), target)]
 
 
-#: The cadence keeps this margin over the engine's measured time per frame.
+#: A cadence is chosen with this margin over the engine's measured time per frame.
 CADENCE_MARGIN = 1.15
+#: A cadence in use is kept while the engine keeps up with this much to spare, though a fresh
+#: choice leaves the full margin: a change costs a chain restart, so a speed that sits at the
+#: margin must not flip k on noise (daemon/pipeline/cadence.py). The capacity plan's k, where
+#: the daemon starts, is the lowest k kept this way.
+KEEP_MARGIN = 1.05
 MAX_CADENCE = 30
 
 

@@ -771,7 +771,8 @@ def _plan_checks(settings: Settings, probe: GpuProbe) -> list[Check]:
     for engine in engines:
         for row in preset_rows(gpu, engine, frame_size=settings.size, quantize=quantize,
                                camera_fps=settings.fps):
-            assumed = ", ASSUMED efficiency" if row.assumed_efficiency else ""
+            assumed = (", ASSUMED efficiency"
+                       if row.assumed_efficiency or row.assumed_preprocess_efficiency else "")
             detail = (f"{row.width}x{row.height} L={row.segment_frames} {row.steps} steps "
                       f"{row.quantize}: {row.fps:.1f} swapped fps (cadence {row.cadence}), "
                       f"{row.latency_s:.1f} s capture to screen, {row.memory_gb:.0f} GB on "

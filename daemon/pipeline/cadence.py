@@ -6,7 +6,7 @@ import logging
 import statistics
 from collections import deque
 
-from faceswap_cam.models.batching import CADENCE_MARGIN, MAX_CADENCE, cadence_for
+from faceswap_cam.models.batching import CADENCE_MARGIN, KEEP_MARGIN, MAX_CADENCE, cadence_for
 
 logger = logging.getLogger(__name__)
 
@@ -14,10 +14,6 @@ logger = logging.getLogger(__name__)
 WINDOW = 12
 #: Batches a decision needs after a change (or after the warm-up).
 MIN_SAMPLES = 3
-#: A cadence in use is kept while the engine keeps up with this much to spare, though a fresh
-#: choice leaves the full margin: a change costs a chain restart, so a speed that sits at the
-#: margin (the plan's H200 live batch is 0.5 % inside it) must not flip k on noise.
-KEEP_MARGIN = 1.05
 #: Batches after a change before k may fall one step. Every reversal (a move against the one
 #: before) doubles it, up to ``MAX_HOLD`` (384 batches of 8 new frames: seven minutes at
 #: k = 4), so that an engine too noisy for either k settles on the higher one rather than

@@ -16,6 +16,7 @@ from faceswap_cam.models.plan.gpus import (
     local_gpu,
     local_gpu_name,
 )
+from faceswap_cam.models.plan.preprocessing import load_preprocess_efficiency
 from faceswap_cam.models.plan.report import render_text, rows_json
 from faceswap_cam.models.plan.rows import DEFAULT_SIZES, build_plan
 from faceswap_cam.models.plan.timing import CAMERA_FPS
@@ -107,5 +108,6 @@ def run_plan(args: Any) -> int:
                         for engine in dict.fromkeys(row.engine for row in rows)}
         scaling = load_scaling(gpu, args.gpus, args.efficiency_file) if args.gpus > 1 else None
         _say(render_text(rows, gpu, efficiencies, gpus=args.gpus, camera_fps=args.camera_fps,
-                         scaling=scaling))
+                         scaling=scaling,
+                         preprocess=load_preprocess_efficiency(gpu, args.efficiency_file)))
     return 0

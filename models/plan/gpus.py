@@ -28,15 +28,23 @@ class Gpu:
     #: Substrings of ``torch.cuda.get_device_name()``; the longest match wins.
     matches: tuple[str, ...]
 
+    @property
+    def tf32_tflops(self) -> float:
+        """Dense TF32 tensor-core peak, TFLOP/s, where the preprocessing models' float32
+        products run (models/preprocessing/precision.py): half the BF16 peak, as each
+        datasheet below gives it."""
+        return self.bf16_tflops / 2
 
-# Datasheet figures, dense. Sources: NVIDIA H100 Tensor Core GPU datasheet (SXM5: BF16 1,979
-# and FP8 3,958 TFLOPS "with sparsity", halved here; PCIe 1,513/3,026; NVL 1,671/3,341, 94 GB);
-# NVIDIA H200 Tensor Core GPU datasheet (SXM: the H100 SXM's figures, 141 GB); NVIDIA A100
-# datasheet (BF16 312 dense, no FP8, 80 GB); NVIDIA L40S datasheet (BF16 362.05 and FP8 733
-# dense, 48 GB); NVIDIA Ada Lovelace architecture whitepaper, appendix table for the RTX 4090
-# (BF16 with FP32 accumulate 165.2, FP8 with FP32 accumulate 330.3, dense, 24 GB); NVIDIA RTX
-# Blackwell GPU architecture whitepaper for the RTX 5090 (BF16 with FP32 accumulate 209.5, FP8
-# with FP32 accumulate 419, dense, 32 GB).
+
+# Datasheet figures, dense. Sources: NVIDIA H100 Tensor Core GPU datasheet (SXM5: BF16 1,979,
+# FP8 3,958 and TF32 989 TFLOPS "with sparsity", halved here; PCIe 1,513/3,026/756; NVL
+# 1,671/3,341/835, 94 GB); NVIDIA H200 Tensor Core GPU datasheet (SXM: the H100 SXM's figures,
+# 141 GB); NVIDIA A100 datasheet (BF16 312 and TF32 156 dense, no FP8, 80 GB); NVIDIA L40S
+# datasheet (BF16 362.05, FP8 733 and TF32 183 dense, 48 GB); NVIDIA Ada Lovelace architecture
+# whitepaper, appendix table for the RTX 4090 (BF16 with FP32 accumulate 165.2, FP8 with FP32
+# accumulate 330.3, TF32 82.6, dense, 24 GB); NVIDIA RTX Blackwell GPU architecture whitepaper
+# for the RTX 5090 (BF16 with FP32 accumulate 209.5, FP8 with FP32 accumulate 419, TF32 104.8,
+# dense, 32 GB).
 GPUS: dict[str, Gpu] = {gpu.key: gpu for gpu in (
     Gpu("h100", "NVIDIA H100 SXM", 989.4, 1978.9, 80, ("H100", "H800")),
     Gpu("h100-pcie", "NVIDIA H100 PCIe", 756.5, 1513.0, 80, ("H100 PCIe",)),

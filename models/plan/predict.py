@@ -22,6 +22,11 @@ from faceswap_cam.models.plan.gpus import (
     local_gpu_name,
 )
 from faceswap_cam.models.plan.memory import weight_bytes
+from faceswap_cam.models.plan.preprocessing import (
+    load_preprocess_efficiency,
+    preprocess_seconds,
+    stages_for,
+)
 from faceswap_cam.models.plan.rows import PlanRow, row_for
 from faceswap_cam.models.plan.timing import CAMERA_FPS, Timing, predict_timing
 from faceswap_cam.models.plan.work import Shape
@@ -33,6 +38,7 @@ def preset_rows(gpu: Gpu, engine: str, *, frame_size: tuple[int, int] = (1280, 7
     """Each preset of ``engine`` at its own size for a camera of ``frame_size``, without torch
     (analytic FLOPs, the parameter counts above): what ``doctor`` shows."""
     efficiency = load_efficiency(gpu, efficiency_file, engine)
+    preprocess = load_preprocess_efficiency(gpu, efficiency_file)
     model = ENGINE_MODELS.get(engine)
     if model is None:
         return []
@@ -42,7 +48,8 @@ def preset_rows(gpu: Gpu, engine: str, *, frame_size: tuple[int, int] = (1280, 7
         q = engine_quantize(engine, preset, quantize, gpu)
         rows.append(row_for(preset, shape, model.analytic_work(shape), gpu=gpu,
                             efficiency=efficiency, quantize=q, gpus=1, camera_fps=camera_fps,
-                            weights=weight_bytes(model.params, q), preset_size=True))
+                            weights=weight_bytes(model.params, q), preset_size=True,
+                            preprocess=preprocess))
     return rows
 
 
@@ -50,26 +57,34 @@ def predict_settings(engine: str, *, steps: int, segment_frames: int, carry: int
                      size: tuple[int, int], preset: str | None = None,
                      quantize: str | None = None, gpu_name: str | None = None,
                      gpus: int = 1, camera_fps: float = CAMERA_FPS,
-                     efficiency_file: Path | None = None) -> Timing | None:
+                     efficiency_file: Path | None = None, person_mask: str | None = None,
+                     mode: str = defaults.MODE) -> Timing | None:
     """The daemon's prediction for its own settings, without torch (analytic FLOPs); None when
     the engine has no model here or the GPU is unknown. Guidance is the preset's, else the
-    engine default's."""
+    engine default's; ``person_mask`` (else the preset's) and ``mode`` say which preprocessing
+    models run."""
     model = ENGINE_MODELS.get(engine)
     if model is None:
         return None
     guidance_scale = defaults.GUIDANCE_SCALE
-    if preset is not None:
-        guidance_scale = next((p.guidance_scale for p in load_presets(engine)
-                               if p.name.value == preset), guidance_scale)
+    chosen = next((p for p in load_presets(engine) if p.name.value == preset), None) \
+        if preset is not None else None
+    if chosen is not None:
+        guidance_scale = chosen.guidance_scale
+        person_mask = person_mask or chosen.person_mask
     name = gpu_name if gpu_name is not None else local_gpu_name()
     gpu = gpu_for_name(name) if name else None
     if gpu is None:
         return None
     work = model.analytic_work(Shape(size[0], size[1], segment_frames - carry, segment_frames))
+    stages = stages_for(engine, person_mask, mode)
     return predict_timing(work, steps=steps, guidance_scale=guidance_scale,
                           segment=segment_frames, carry=carry, gpu=gpu,
                           efficiency=load_efficiency(gpu, efficiency_file, engine),
                           quantize=as_run(quantize or "none", gpu),
                           gpus=gpus, camera_fps=camera_fps,
                           scaling_efficiency=load_scaling(gpu, gpus, efficiency_file).efficiency
-                          if gpus > 1 else ASSUMED_SCALING_EFFICIENCY)  # unused on one GPU
+                          if gpus > 1 else ASSUMED_SCALING_EFFICIENCY,  # unused on one GPU
+                          preprocess_s=preprocess_seconds(
+                              stages, segment_frames - carry, gpu,
+                              load_preprocess_efficiency(gpu, efficiency_file)))

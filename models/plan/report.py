@@ -7,14 +7,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
 from faceswap_cam.models.plan.gpus import ASSUMED_SCALING_EFFICIENCY, Efficiency, Gpu, Scaling
+from faceswap_cam.models.plan.preprocessing import PreprocessEfficiency
 from faceswap_cam.models.plan.rows import PlanRow
 
 
 def format_rows(rows: Sequence[PlanRow]) -> list[str]:
     header = (f"  {'engine':<13} {'preset':<9} {'size':>9} {'window':<6} {'L':>3} {'steps':>5} "
               f"{'quant':>5} "
-              f"{'TFLOP/fwd':>9} {'TFLOP/frame':>11} {'VAE%':>5} {'batch s':>7} {'eng fps':>7} "
-              f"{'k':>2} {'fps':>5} {'latency':>7} {'mem GB':>6}")
+              f"{'TFLOP/fwd':>9} {'TFLOP/frame':>11} {'VAE%':>5} {'pre s':>5} {'batch s':>7} "
+              f"{'eng fps':>7} "
+              f"{'k':>2} {'spare':>5} {'fps':>5} {'latency':>7} {'mem GB':>6}")
     lines = [header, "  " + "-" * (len(header) - 2)]
     for r in rows:
         mark = "*" if r.preset_size else " "
@@ -22,20 +24,26 @@ def format_rows(rows: Sequence[PlanRow]) -> list[str]:
             f"  {r.engine:<13} {r.preset:<9}{mark}{r.width:>4}x{r.height:<4} {r.gen_window:<6} "
             f"{r.segment_frames:>3} "
             f"{r.steps:>3}x{r.forwards_per_step} {r.quantize:>5} {r.tflop_per_forward:>9.1f} "
-            f"{r.tflop_per_new_frame:>11.1f} {100 * r.vae_share:>5.1f} {r.batch_s:>7.2f} "
-            f"{r.engine_fps:>7.2f} {r.cadence:>2} {r.fps:>5.2f} {r.latency_s:>6.2f}s "
+            f"{r.tflop_per_new_frame:>11.1f} {100 * r.vae_share:>5.1f} {r.preprocess_s:>5.3f} "
+            f"{r.batch_s:>7.2f} "
+            f"{r.engine_fps:>7.2f} {r.cadence:>2} {100 * r.spare:>4.0f}% {r.fps:>5.2f} "
+            f"{r.latency_s:>6.2f}s "
             f"{r.memory_gb:>5.1f}{'' if r.fits else '!'}")
     return lines
 
 
 def render_text(rows: Sequence[PlanRow], gpu: Gpu, efficiencies: Mapping[str, Efficiency], *,
-                gpus: int, camera_fps: float, scaling: Scaling | None = None) -> str:
-    """The table, headed by the GPU and each engine's efficiency (measured or assumed)."""
+                gpus: int, camera_fps: float, scaling: Scaling | None = None,
+                preprocess: PreprocessEfficiency | None = None) -> str:
+    """The table, headed by the GPU and each engine's efficiency (measured or assumed), and
+    the preprocessing's where a row has any."""
     fp8 = f"{gpu.fp8_tflops:g}" if gpu.fp8_tflops else "none"
     lines = [f"Capacity plan on {gpus} x {gpu.name} ({gpu.key}: dense bf16 {gpu.bf16_tflops:g} / "
              f"fp8 {fp8} TFLOP/s, {gpu.memory_gb:g} GB), camera {camera_fps:g} fps"]
     lines += [f"  efficiency ({engine}): {efficiency.source}"
               for engine, efficiency in efficiencies.items()]
+    if preprocess is not None and any(row.preprocess_models for row in rows):
+        lines.append(f"  efficiency (preprocessing): {preprocess.source}")
     if gpus > 1:
         source = scaling.source if scaling else f"ASSUMED {ASSUMED_SCALING_EFFICIENCY:.0%}"
         lines.append(f"  {gpus} GPUs: the DiT splits over them, the VAE runs on one; scaling "
@@ -52,14 +60,20 @@ def render_text(rows: Sequence[PlanRow], gpu: Gpu, efficiencies: Mapping[str, Ef
         "  TFLOP/fwd: one denoising forward; TFLOP/frame: the DiT's per new frame (steps x",
         "  forwards x forward / (L - P); wan-animate-2 adds its reference pass per segment,",
         "  and its unconditional forwards skip a block);",
-        "  VAE%: the VAE's share of the batch time; eng fps: new frames / batch s; k: the",
-        "  cadence (every k-th camera frame); fps: swapped frames shown per second (camera",
+        "  VAE%: the VAE's share of the batch time; pre s: the new frames' preprocessing models",
+        "  on the GPU (wan-animate: detector and pose, and SAM2 where the preset's person mask",
+        "  is sam2), which run before the generation and are part of batch s; eng fps: new",
+        "  frames / batch s; k: the cadence (every k-th camera frame), the lowest the daemon",
+        "  keeps (batches fit it with 5 % to spare; it starts there); spare: the share of the",
+        "  time between batches at k that a batch leaves unused (under 0: the engine falls",
+        "  behind even at the largest k); fps: swapped frames shown per second (camera",
         "  fps / k); latency: capture to screen = (L - P - 1) x k / camera fps + batch s + a",
         "  frame (the oldest frame of a batch waits for its last, then the batch's generation);",
         "  both with --playout smooth: the live playout shows each batch's newest frame only",
         "  (fps / (L - P) swapped frames a second, about batch s after capture);",
         "  mem GB: weights + estimated activations + runtime, per GPU ('!': more than the GPU",
-        "  has). Frame pre/post-processing is not in batch s.",
+        "  has). The CPU's part of the pre/post-processing (scaling, drawing, compositing)",
+        "  is not in batch s.",
     ]
     return "\n".join(lines)
 

@@ -26,6 +26,13 @@ from faceswap_cam.models.plan.gpus import (
 )
 from faceswap_cam.models.plan.memory import GB, RUNTIME_BYTES, activation_bytes, weight_bytes
 from faceswap_cam.models.plan.meta_models import MetaModels, build_meta_models
+from faceswap_cam.models.plan.preprocessing import (
+    PreprocessEfficiency,
+    load_preprocess_efficiency,
+    preprocess_flops,
+    preprocess_seconds,
+    stages_for,
+)
 from faceswap_cam.models.plan.timing import CAMERA_FPS, predict_timing
 from faceswap_cam.models.plan.work import Shape, Work
 from faceswap_cam.models.presets import Preset
@@ -47,6 +54,12 @@ class PlanRow:
     dit_tflop_per_batch: float  # steps x forwards x forward (+ wan-animate-2's reference pass)
     vae_tflop_per_batch: float
     vae_share: float  # of the batch's predicted time
+    #: The new frames' preprocessing models on the GPU (plan/preprocessing.py): which, their
+    #: FLOPs and predicted seconds (part of batch_s), and whether their efficiency is assumed.
+    preprocess_models: str
+    preprocess_tflop_per_batch: float
+    preprocess_s: float
+    assumed_preprocess_efficiency: bool
     flops_source: str
     gpu: str
     gpus: int
@@ -57,6 +70,7 @@ class PlanRow:
     batch_s: float
     engine_fps: float
     cadence: int
+    spare: float  # of the time between batches at this cadence, unused by a batch
     fps: float
     latency_s: float
     weights_gb: float
@@ -72,14 +86,21 @@ class PlanRow:
 def row_for(preset: Preset, shape: Shape, work: Work, *, gpu: Gpu, efficiency: Efficiency,
             quantize: str, gpus: int, camera_fps: float, weights: float | None,
             preset_size: bool, scaling: Scaling | None = None,
-            gen_window: str = "frame") -> PlanRow:
+            gen_window: str = "frame",
+            preprocess: PreprocessEfficiency | None = None) -> PlanRow:
+    """``preprocess``: the preprocessing efficiency (None: the efficiency file's)."""
     scaling_efficiency = scaling.efficiency if scaling else ASSUMED_SCALING_EFFICIENCY
     cfg = preset.guidance_scale > 1.0
     dit_batch = work.dit_per_batch(preset.steps, cfg)[0]
+    stages = stages_for(preset.engine, preset.person_mask)
+    if preprocess is None:
+        preprocess = load_preprocess_efficiency(gpu)
     timing = predict_timing(work, steps=preset.steps, guidance_scale=preset.guidance_scale,
                             segment=shape.segment, carry=shape.segment - shape.new_frames,
                             gpu=gpu, efficiency=efficiency, quantize=quantize, gpus=gpus,
-                            scaling_efficiency=scaling_efficiency, camera_fps=camera_fps)
+                            scaling_efficiency=scaling_efficiency, camera_fps=camera_fps,
+                            preprocess_s=preprocess_seconds(stages, shape.new_frames, gpu,
+                                                            preprocess))
     model = ENGINE_MODELS.get(preset.engine)
     activations = model.activation_bytes(shape) if model else activation_bytes(shape)
     memory = (weights or 0.0) + activations + RUNTIME_BYTES
@@ -91,12 +112,18 @@ def row_for(preset: Preset, shape: Shape, work: Work, *, gpu: Gpu, efficiency: E
         tflop_per_new_frame=dit_batch / shape.new_frames / 1e12,
         dit_tflop_per_batch=dit_batch / 1e12,
         vae_tflop_per_batch=work.vae_flops / 1e12,
-        vae_share=timing.vae_s / timing.batch_s, flops_source=work.source, gpu=gpu.key,
+        vae_share=timing.vae_s / timing.batch_s,
+        preprocess_models="+".join(stage.name for stage in stages),
+        preprocess_tflop_per_batch=preprocess_flops(stages, shape.new_frames) / 1e12,
+        preprocess_s=timing.preprocess_s,
+        assumed_preprocess_efficiency=bool(stages) and preprocess.assumed,
+        flops_source=work.source, gpu=gpu.key,
         gpus=gpus, efficiency=efficiency.dit, assumed_efficiency=efficiency.assumed,
         scaling_efficiency=scaling_efficiency if gpus > 1 else None,
         assumed_scaling_efficiency=gpus > 1 and (scaling is None or scaling.assumed),
         batch_s=timing.batch_s,
-        engine_fps=timing.engine_fps, cadence=timing.cadence, fps=timing.fps,
+        engine_fps=timing.engine_fps, cadence=timing.cadence, spare=timing.spare,
+        fps=timing.fps,
         latency_s=timing.latency_s, weights_gb=(weights or 0.0) / GB,
         activations_gb=activations / GB, memory_gb=memory / GB,
         fits=memory / GB <= gpu.memory_gb, preset_size=preset_size, gen_window=gen_window)
@@ -119,6 +146,7 @@ def build_plan(gpu: Gpu, *, engines: Sequence[str] | None = None,
     counted once per shape."""
     sizes = list(sizes)
     scaling = load_scaling(gpu, gpus, efficiency_file) if gpus > 1 else None
+    preprocess = load_preprocess_efficiency(gpu, efficiency_file)
     rows: list[PlanRow] = []
     shared: MetaModels | None = None
     for engine in engines if engines is not None else planned_engines():
@@ -155,5 +183,5 @@ def build_plan(gpu: Gpu, *, engines: Sequence[str] | None = None,
                     quantize=q, gpus=gpus, camera_fps=camera_fps,
                     weights=weight_bytes(models.params, q),
                     preset_size=shape == own and window == "frame", scaling=scaling,
-                    gen_window=window))
+                    gen_window=window, preprocess=preprocess))
     return rows

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from faceswap_cam.models import defaults
+from faceswap_cam.models.preprocessing.precision import tf32_matmuls
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +166,8 @@ class PersonDetector:
         self.threshold = threshold
         self.device = pick_device(device)
         # fp32 by default: a 20M-parameter detector costs little next to the 14B video
-        # model, and half precision would nudge scores that sit near the threshold.
+        # model, and half precision would nudge scores that sit near the threshold. On a GPU
+        # its products run on TF32 tensor cores, as Wan's recipe runs it (precision.py).
         self.dtype = pick_dtype(dtype, self.device)
         try:
             config = AutoConfig.from_pretrained(model, local_files_only=local_files_only)
@@ -218,7 +220,7 @@ class PersonDetector:
         inputs = self.processor(images=list(frames_rgb), return_tensors="pt", **extra)
         pixel_values = inputs["pixel_values"].to(self.device, self.dtype)
         sizes = [(int(f.shape[0]), int(f.shape[1])) for f in frames_rgb]
-        with torch.inference_mode():
+        with torch.inference_mode(), tf32_matmuls(self.device):
             outputs = self.model(pixel_values=pixel_values)
             results = self.processor.post_process_object_detection(
                 outputs, threshold=self.threshold, target_sizes=sizes,

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from faceswap_cam.models import defaults
+from faceswap_cam.models.preprocessing.precision import tf32_matmuls
 
 logger = logging.getLogger(__name__)
 
@@ -320,7 +321,7 @@ class WholeBodyPoseEstimator:
         if self.dataset_index is not None:
             kwargs["dataset_index"] = torch.full((len(crops),), self.dataset_index,
                                                  dtype=torch.long, device=self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), tf32_matmuls(self.device):
             heatmaps = self.model(pixel_values=pixels.to(self.torch_dtype), **kwargs).heatmaps
             coords, scores = decode_heatmaps(heatmaps.float())
         coords_np = coords.cpu().numpy()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+from pathlib import Path
+from typing import cast
 
 import pytest
 
 from benchmarks import preprocess
+from faceswap_cam.models.plan import preprocessing as plan_preprocessing
+from faceswap_cam.models.plan.gpus import GPUS
 
 
 @pytest.mark.parametrize("gen_window", ["person", "frame"])
@@ -45,3 +50,39 @@ def test_the_cpu_section_runs_the_engines_path(capsys: pytest.CaptureFixture[str
     assert all(converted[name] > 0 for name in ("conditioning_from_pil",
                                                 "conditioning_from_arrays",
                                                 "output_through_numpy", "output_on_device"))
+
+
+def test_a_gpu_run_of_the_products_precisions_writes_the_plans_efficiency(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """What a GPU section measured becomes the efficiency the plan reads, only for the run
+    the product makes (its precisions, its batch) on a GPU the plan knows."""
+    monkeypatch.setattr("torch.cuda.get_device_name", lambda *_: "NVIDIA H200")
+    batches = [preprocess.Batch({"detector": 0.010, "pose": 0.030}, 8, True, 0.5)
+               for _ in range(3)]
+    result = preprocess.Result(cast(preprocess.Setup, None), batches, 0.0)
+    costs = {"sam2 batched": 80.0, "sam2 frame by frame": 90.0, "box": 1.0}
+    target = tmp_path / "gpu_efficiency.json"
+    args = argparse.Namespace(dtype=preprocess.PRODUCT_DTYPES, frames=8, efficiency_file=target)
+    entry = preprocess.save_gpu_efficiency(result, costs, args)
+    h200 = GPUS["h200"]
+    stages = plan_preprocessing.STAGES
+    batched = 8 * (stages["detector"].flops_per_frame + stages["pose"].flops_per_frame) \
+        / (h200.tf32_tflops * 1e12 * 0.040)
+    tracker = 8 * stages["sam2"].flops_per_frame / (h200.bf16_tflops * 1e12 * 0.080)
+    assert entry["batched_efficiency"] == pytest.approx(batched, abs=1e-4)
+    assert entry["tracker_efficiency"] == pytest.approx(tracker, abs=1e-4)
+    loaded = plan_preprocessing.load_preprocess_efficiency(h200, target)
+    assert not loaded.assumed and loaded.batched == entry["batched_efficiency"]
+    assert "preprocessing efficiency on h200" in capsys.readouterr().out
+    for changed, why in (({"dtype": "bf16"}, "--dtype bf16"), ({"frames": 4}, "batches of 4")):
+        other = tmp_path / f"{why}.json"
+        preprocess.save_gpu_efficiency(
+            result, costs, argparse.Namespace(**{**vars(args), "efficiency_file": other,
+                                                 **changed}))
+        assert not other.exists() and why in capsys.readouterr().out
+    monkeypatch.setattr("torch.cuda.get_device_name", lambda *_: "Tesla T4")
+    unknown = tmp_path / "t4.json"
+    preprocess.save_gpu_efficiency(
+        result, costs, argparse.Namespace(**{**vars(args), "efficiency_file": unknown}))
+    assert not unknown.exists() and "not in the plan's GPU table" in capsys.readouterr().out
