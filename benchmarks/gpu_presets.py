@@ -72,6 +72,7 @@ from faceswap_cam.models.plan.gpus import (
     save_efficiency,
 )
 from faceswap_cam.models.plan.memory import weight_bytes
+from faceswap_cam.models.plan.preprocessing import ASSUMED_PREPROCESS
 from faceswap_cam.models.plan.rows import row_for
 from faceswap_cam.models.plan.timing import CAMERA_FPS, predict_timing
 from faceswap_cam.models.plan.work import Shape, Work
@@ -499,8 +500,10 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
         else:
             shape, camera = preset_shape(preset, CAMERA), CAMERA
         work = wan2_work(transformer, shape, tiny=args.tiny, image_tokens=args.image_tokens)
+        # wan-animate-2 has no preprocessing models: their efficiency plays no part.
         plan = row_for(preset, shape, work, gpu=gpu, efficiency=efficiency, quantize="none",
-                       gpus=1, camera_fps=CAMERA_FPS, weights=weights, preset_size=True)
+                       gpus=1, camera_fps=CAMERA_FPS, weights=weights, preset_size=True,
+                       preprocess=ASSUMED_PREPROCESS)
         # The steps alone: the reference pass runs once a batch, outside them.
         steps_only = predict_timing(
             dataclasses.replace(work, batch_flops=0, batch_linear_flops=0),

@@ -769,8 +769,13 @@ def _plan_checks(settings: Settings, probe: GpuProbe) -> list[Check]:
     if refused:
         quantize = "auto"
     for engine in engines:
+        # The user's own person mask wins over each preset's, as the engine applies it.
+        person_mask = (settings.person_mask.value if "person_mask" in settings.explicit()
+                       else None)
         for row in preset_rows(gpu, engine, frame_size=settings.size, quantize=quantize,
-                               camera_fps=settings.fps):
+                               camera_fps=settings.fps, person_mask=person_mask,
+                               mode=settings.mode.value,
+                               preprocessor=settings.preprocessor.value):
             assumed = (", ASSUMED efficiency"
                        if row.assumed_efficiency or row.assumed_preprocess_efficiency else "")
             detail = (f"{row.width}x{row.height} L={row.segment_frames} {row.steps} steps "

@@ -197,7 +197,8 @@ def planned_cadence(settings: Settings, engine: str) -> int:
         preset=running_preset(settings, engine),
         quantize=str(options.get("quantize") or settings.quantize.value),
         gpus=settings.engine_gpus, camera_fps=settings.fps,
-        person_mask=options.get("person_mask"), mode=str(options.get("mode") or defaults.MODE))
+        person_mask=options.get("person_mask"), mode=str(options.get("mode") or defaults.MODE),
+        preprocessor=str(options.get("preprocessor") or defaults.PREPROCESSOR))
     if timing is None:
         return 1
     logger.info("capacity plan: %.2f s per batch, starting at cadence %d (%.1f swapped fps)",

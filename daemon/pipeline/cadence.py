@@ -6,10 +6,14 @@ import logging
 import statistics
 from collections import deque
 
-from faceswap_cam.models.batching import CADENCE_MARGIN, KEEP_MARGIN, MAX_CADENCE, cadence_for
+from faceswap_cam.models.batching import CADENCE_MARGIN, MAX_CADENCE, cadence_for
 
 logger = logging.getLogger(__name__)
 
+#: A cadence in use is kept while the engine keeps up with this much to spare, though a fresh
+#: choice leaves the full margin: a change costs a chain restart, so a speed that sits at the
+#: margin must not flip k on noise.
+KEEP_MARGIN = 1.05
 #: A rise is decided on the median of at most this many batches since the last change.
 WINDOW = 12
 #: Batches a decision needs after a change (or after the warm-up).

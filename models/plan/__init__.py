@@ -22,17 +22,24 @@ The model of one batch (``L`` frames of which ``L - P`` are new):
   next: the previous segment reaches the next only as pixel conditioning (a VAE encode).
 * VAE: two encodes of ``L`` frames (pose video, conditioning video) and one decode, counted the
   same way.
-* time = DiT FLOPs / (peak x efficiency) + VAE FLOPs / (bf16 peak x VAE efficiency). With
-  ``--quantize fp8`` the DiT's linear layers run at the fp8 peak (torchao's dynamic float8
-  matmuls); attention stays in bf16. int8 is weight-only: it saves memory, not time. Frame
-  pre/post-processing (pose, masks, compositing) is left out.
-* efficiency: the share of the peak our own GPU benchmark measured (``EFFICIENCY_FILE``), else
-  ``ASSUMED_EFFICIENCY``, labelled as an assumption.
+* Preprocessing (``wan-animate``, :mod:`.preprocessing`): the person detector, the pose model
+  and, for a SAM2 person mask, SAM2 run on the GPU on each new frame before the generation:
+  their FLOPs a frame (constants counted at real size) at the TF32 (detector, pose) or BF16
+  (SAM2) peak x their efficiency.
+* time = preprocessing + DiT FLOPs / (peak x efficiency) + VAE FLOPs / (bf16 peak x VAE
+  efficiency). With ``--quantize fp8`` the DiT's linear layers run at the fp8 peak (torchao's
+  dynamic float8 matmuls); attention stays in bf16. int8 is weight-only: it saves memory, not
+  time. Compositing and the rest of the CPU's work around a batch (scaling, drawing) are left
+  out.
+* efficiency: the share of the peak our own GPU benchmarks measured (``EFFICIENCY_FILE``:
+  ``benchmarks/gpu_engine.py`` for the DiT and VAE, ``benchmarks/preprocess.py --gpu`` for the
+  preprocessing, whose stage times include their CPU share), else assumed, labelled so.
 * swapped fps and cadence: the engine makes ``L - P`` frames per batch; the daemon feeds it
   every k-th camera frame with k = ceil(camera fps x seconds per frame x margin), so the screen
-  shows camera fps / k swapped frames per second. That is the daemon's starting choice; it
-  keeps k while the engine keeps up within a smaller margin (daemon/pipeline/cadence.py), so a
-  GPU a little slower than predicted still shows these fps.
+  shows camera fps / k swapped frames per second. That is the daemon's own choice, where it
+  starts and where it steps down to; it keeps k while the engine keeps up within a smaller
+  margin (daemon/pipeline/cadence.py), so a GPU at least about 5 % slower than predicted still
+  shows these fps. ``spare``: the share of the time between batches at k a batch leaves.
 * capture-to-screen latency of a batch's oldest frame (smooth playout shows every frame that
   late) = the wait for the batch's last frame ((L - P - 1) x k / camera fps) + the batch's
   generation time + one camera frame (to the next publish tick).
@@ -48,7 +55,8 @@ The modules, each imported from where it defines a name (this package re-exports
 ``work`` (shapes, FLOPs, parameter counts), ``gpus`` (the GPU table, the local GPU, the
 efficiency), ``animate`` and ``animate2`` (each engine's model: analytic and counted),
 ``counter`` (FlopCounterMode), ``meta_models`` (the real-size models on the meta device),
-``memory``, ``engines`` (what the plan knows of each engine, its presets), ``timing``,
+``memory``, ``engines`` (what the plan knows of each engine, its presets), ``preprocessing``
+(the preprocessing models' FLOPs and efficiency), ``timing``,
 ``rows`` (:func:`~.rows.build_plan`), ``predict`` (without torch: ``doctor`` and the daemon's
 starting cadence), ``report`` (text, JSON) and ``cli`` (``faceswap-cam plan``).
 """

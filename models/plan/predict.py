@@ -34,9 +34,12 @@ from faceswap_cam.models.plan.work import Shape
 
 def preset_rows(gpu: Gpu, engine: str, *, frame_size: tuple[int, int] = (1280, 720),
                 quantize: str = "none", camera_fps: float = CAMERA_FPS,
-                efficiency_file: Path | None = None) -> list[PlanRow]:
+                efficiency_file: Path | None = None, person_mask: str | None = None,
+                mode: str = defaults.MODE, preprocessor: str = defaults.PREPROCESSOR
+                ) -> list[PlanRow]:
     """Each preset of ``engine`` at its own size for a camera of ``frame_size``, without torch
-    (analytic FLOPs, the parameter counts above): what ``doctor`` shows."""
+    (analytic FLOPs, the parameter counts above): what ``doctor`` shows. ``person_mask``: the
+    user's own, which every preset keeps (None: each preset's)."""
     efficiency = load_efficiency(gpu, efficiency_file, engine)
     preprocess = load_preprocess_efficiency(gpu, efficiency_file)
     model = ENGINE_MODELS.get(engine)
@@ -49,7 +52,8 @@ def preset_rows(gpu: Gpu, engine: str, *, frame_size: tuple[int, int] = (1280, 7
         rows.append(row_for(preset, shape, model.analytic_work(shape), gpu=gpu,
                             efficiency=efficiency, quantize=q, gpus=1, camera_fps=camera_fps,
                             weights=weight_bytes(model.params, q), preset_size=True,
-                            preprocess=preprocess))
+                            preprocess=preprocess, person_mask=person_mask, mode=mode,
+                            preprocessor=preprocessor))
     return rows
 
 
@@ -58,11 +62,12 @@ def predict_settings(engine: str, *, steps: int, segment_frames: int, carry: int
                      quantize: str | None = None, gpu_name: str | None = None,
                      gpus: int = 1, camera_fps: float = CAMERA_FPS,
                      efficiency_file: Path | None = None, person_mask: str | None = None,
-                     mode: str = defaults.MODE) -> Timing | None:
+                     mode: str = defaults.MODE,
+                     preprocessor: str = defaults.PREPROCESSOR) -> Timing | None:
     """The daemon's prediction for its own settings, without torch (analytic FLOPs); None when
     the engine has no model here or the GPU is unknown. Guidance is the preset's, else the
-    engine default's; ``person_mask`` (else the preset's) and ``mode`` say which preprocessing
-    models run."""
+    engine default's. ``person_mask`` (the one the engine runs, the preset already applied;
+    None: the preset's), ``mode`` and ``preprocessor`` say which preprocessing models run."""
     model = ENGINE_MODELS.get(engine)
     if model is None:
         return None
@@ -77,7 +82,7 @@ def predict_settings(engine: str, *, steps: int, segment_frames: int, carry: int
     if gpu is None:
         return None
     work = model.analytic_work(Shape(size[0], size[1], segment_frames - carry, segment_frames))
-    stages = stages_for(engine, person_mask, mode)
+    stages = stages_for(engine, person_mask, mode, preprocessor)
     return predict_timing(work, steps=steps, guidance_scale=guidance_scale,
                           segment=segment_frames, carry=carry, gpu=gpu,
                           efficiency=load_efficiency(gpu, efficiency_file, engine),

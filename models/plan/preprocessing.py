@@ -31,6 +31,7 @@ from typing import Any
 from faceswap_cam.models import defaults
 from faceswap_cam.models.plan import gpus as plan_gpus
 from faceswap_cam.models.plan.gpus import Gpu, read_measurements, write_measurements
+from faceswap_cam.models.wan.requirements import preprocessing_models
 
 
 @dataclass(frozen=True)
@@ -59,28 +60,33 @@ ASSUMED_TRACKER_EFFICIENCY = 0.15
 PREPROCESSING_ENGINES = frozenset({"wan-animate"})
 
 
-def stages_for(engine: str, person_mask: str | None = None,
-               mode: str = defaults.MODE) -> tuple[Stage, ...]:
-    """The models ``engine`` runs on each new frame: none for an engine without this
-    preprocessing; SAM2 only for a replace-mode person mask taken from it."""
+def stages_for(engine: str, person_mask: str | None = None, mode: str = defaults.MODE,
+               preprocessor: str = defaults.PREPROCESSOR) -> tuple[Stage, ...]:
+    """The models ``engine`` runs on each new frame with these settings (the engine's own
+    rule, :func:`~faceswap_cam.models.wan.requirements.preprocessing_models`); none for an
+    engine without this preprocessing."""
     if engine not in PREPROCESSING_ENGINES:
         return ()
-    mask = defaults.PersonMask(person_mask or defaults.PERSON_MASK)
-    if mode == defaults.WanMode.REPLACE.value and mask is defaults.PersonMask.SAM2:
-        return DETECTOR, POSE, SAM2
-    return DETECTOR, POSE
+    return tuple(STAGES[name] for name in preprocessing_models(
+        {"person_mask": person_mask, "mode": mode, "preprocessor": preprocessor}))
 
 
 @dataclass(frozen=True)
 class PreprocessEfficiency:
     batched: float  # the detector and the pose model, of the TF32 peak
     tracker: float  # SAM2, of the BF16 peak
-    assumed: bool
+    batched_assumed: bool
+    tracker_assumed: bool
     source: str
+
+    def assumed_for(self, stages: tuple[Stage, ...]) -> bool:
+        """Whether any of ``stages`` is predicted at an assumed efficiency."""
+        return any(self.batched_assumed if stage.batched else self.tracker_assumed
+                   for stage in stages)
 
 
 ASSUMED_PREPROCESS = PreprocessEfficiency(
-    ASSUMED_BATCHED_EFFICIENCY, ASSUMED_TRACKER_EFFICIENCY, True,
+    ASSUMED_BATCHED_EFFICIENCY, ASSUMED_TRACKER_EFFICIENCY, True, True,
     f"ASSUMED {ASSUMED_BATCHED_EFFICIENCY:.0%} of the TF32 peak (detector, pose), "
     f"{ASSUMED_TRACKER_EFFICIENCY:.0%} of the BF16 peak (SAM2): not measured yet")
 
@@ -101,12 +107,16 @@ def load_preprocess_efficiency(gpu: Gpu, path: Path | None = None) -> Preprocess
         if not isinstance(batched, (int, float)) or batched <= 0:
             continue
         tracker = entry.get("tracker_efficiency")
+        measured_tracker = isinstance(tracker, (int, float)) and tracker > 0
         device = str(entry.get("device", key)) + ("" if key == gpu.key else f", not {gpu.key}")
         return PreprocessEfficiency(
-            float(batched),
-            float(tracker) if isinstance(tracker, (int, float)) and tracker > 0
-            else ASSUMED_TRACKER_EFFICIENCY,
-            False, f"measured on {device} ({path.name})")
+            float(batched), float(tracker) if measured_tracker else ASSUMED_TRACKER_EFFICIENCY,
+            False, not measured_tracker,
+            f"{batched:.0%} of the TF32 peak (detector, pose), " + (
+                f"{tracker:.0%} of the BF16 peak (SAM2), measured on {device} ({path.name})"
+                if measured_tracker else
+                f"measured on {device} ({path.name}); SAM2 ASSUMED "
+                f"{ASSUMED_TRACKER_EFFICIENCY:.0%} of the BF16 peak: not measured yet"))
     return ASSUMED_PREPROCESS
 
 

@@ -26,10 +26,14 @@ def format_rows(rows: Sequence[PlanRow]) -> list[str]:
             f"{r.steps:>3}x{r.forwards_per_step} {r.quantize:>5} {r.tflop_per_forward:>9.1f} "
             f"{r.tflop_per_new_frame:>11.1f} {100 * r.vae_share:>5.1f} {r.preprocess_s:>5.3f} "
             f"{r.batch_s:>7.2f} "
-            f"{r.engine_fps:>7.2f} {r.cadence:>2} {100 * r.spare:>4.0f}% {r.fps:>5.2f} "
+            f"{r.engine_fps:>7.2f} {r.cadence:>2} {_spare(r.spare):>5} {r.fps:>5.2f} "
             f"{r.latency_s:>6.2f}s "
             f"{r.memory_gb:>5.1f}{'' if r.fits else '!'}")
     return lines
+
+
+def _spare(spare: float) -> str:
+    return f"{100 * spare:.0f}%" if spare >= 0 else "none"
 
 
 def render_text(rows: Sequence[PlanRow], gpu: Gpu, efficiencies: Mapping[str, Efficiency], *,
@@ -63,17 +67,17 @@ def render_text(rows: Sequence[PlanRow], gpu: Gpu, efficiencies: Mapping[str, Ef
         "  VAE%: the VAE's share of the batch time; pre s: the new frames' preprocessing models",
         "  on the GPU (wan-animate: detector and pose, and SAM2 where the preset's person mask",
         "  is sam2), which run before the generation and are part of batch s; eng fps: new",
-        "  frames / batch s; k: the cadence (every k-th camera frame), the lowest the daemon",
-        "  keeps (batches fit it with 5 % to spare; it starts there); spare: the share of the",
-        "  time between batches at k that a batch leaves unused (under 0: the engine falls",
+        "  frames / batch s; k: the cadence (every k-th camera frame) the daemon chooses and",
+        "  starts at (batches fit it with 10 % to spare); spare: the share of the",
+        "  time between batches at k that a batch leaves unused (none: the engine falls",
         "  behind even at the largest k); fps: swapped frames shown per second (camera",
         "  fps / k); latency: capture to screen = (L - P - 1) x k / camera fps + batch s + a",
         "  frame (the oldest frame of a batch waits for its last, then the batch's generation);",
         "  both with --playout smooth: the live playout shows each batch's newest frame only",
         "  (fps / (L - P) swapped frames a second, about batch s after capture);",
         "  mem GB: weights + estimated activations + runtime, per GPU ('!': more than the GPU",
-        "  has). The CPU's part of the pre/post-processing (scaling, drawing, compositing)",
-        "  is not in batch s.",
+        "  has). Compositing and the CPU's scaling and drawing are not in batch s (a measured",
+        "  preprocessing efficiency folds in the detector's and pose model's own CPU share).",
     ]
     return "\n".join(lines)
 

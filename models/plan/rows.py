@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from faceswap_cam.models import defaults
 from faceswap_cam.models.plan.engines import (
     ENGINE_MODELS,
     WINDOWED_ENGINES,
@@ -86,15 +87,15 @@ class PlanRow:
 def row_for(preset: Preset, shape: Shape, work: Work, *, gpu: Gpu, efficiency: Efficiency,
             quantize: str, gpus: int, camera_fps: float, weights: float | None,
             preset_size: bool, scaling: Scaling | None = None,
-            gen_window: str = "frame",
-            preprocess: PreprocessEfficiency | None = None) -> PlanRow:
-    """``preprocess``: the preprocessing efficiency (None: the efficiency file's)."""
+            preprocess: PreprocessEfficiency, gen_window: str = "frame",
+            person_mask: str | None = None, mode: str = defaults.MODE,
+            preprocessor: str = defaults.PREPROCESSOR) -> PlanRow:
+    """``preprocess``: the preprocessing's efficiency; ``person_mask`` (else the preset's),
+    ``mode`` and ``preprocessor`` say which preprocessing models run."""
     scaling_efficiency = scaling.efficiency if scaling else ASSUMED_SCALING_EFFICIENCY
     cfg = preset.guidance_scale > 1.0
     dit_batch = work.dit_per_batch(preset.steps, cfg)[0]
-    stages = stages_for(preset.engine, preset.person_mask)
-    if preprocess is None:
-        preprocess = load_preprocess_efficiency(gpu)
+    stages = stages_for(preset.engine, person_mask or preset.person_mask, mode, preprocessor)
     timing = predict_timing(work, steps=preset.steps, guidance_scale=preset.guidance_scale,
                             segment=shape.segment, carry=shape.segment - shape.new_frames,
                             gpu=gpu, efficiency=efficiency, quantize=quantize, gpus=gpus,
@@ -116,7 +117,7 @@ def row_for(preset: Preset, shape: Shape, work: Work, *, gpu: Gpu, efficiency: E
         preprocess_models="+".join(stage.name for stage in stages),
         preprocess_tflop_per_batch=preprocess_flops(stages, shape.new_frames) / 1e12,
         preprocess_s=timing.preprocess_s,
-        assumed_preprocess_efficiency=bool(stages) and preprocess.assumed,
+        assumed_preprocess_efficiency=preprocess.assumed_for(stages),
         flops_source=work.source, gpu=gpu.key,
         gpus=gpus, efficiency=efficiency.dit, assumed_efficiency=efficiency.assumed,
         scaling_efficiency=scaling_efficiency if gpus > 1 else None,

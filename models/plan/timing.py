@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from faceswap_cam.models.batching import KEEP_MARGIN, cadence_for
+from faceswap_cam.models.batching import cadence_for
 from faceswap_cam.models.plan.gpus import ASSUMED_SCALING_EFFICIENCY, Efficiency, Gpu
 from faceswap_cam.models.plan.work import Work
 
@@ -43,11 +43,8 @@ def predict_timing(work: Work, *, steps: int, guidance_scale: float, segment: in
     vae_s = work.vae_flops / (gpu.bf16_tflops * 1e12 * efficiency.vae)
     batch_s = preprocess_s + dit_s + vae_s
     new = segment - carry
-    # The daemon starts at the plan's k and keeps a k while batches fit it with KEEP_MARGIN,
-    # so the plan's k is the lowest k kept. A fresh choice with the full margin would start a
-    # batch that fits the lower k with less to spare one step too high, and the daemon would
-    # stay there: it steps down only with the full margin.
-    cadence = cadence_for(batch_s / new, camera_fps, margin=KEEP_MARGIN)
+    # The daemon's own choice, where it starts (and where it would step down to).
+    cadence = cadence_for(batch_s / new, camera_fps)
     # The batch's oldest frame waits for its last, (new - 1) x k ticks later; its result then
     # reaches the screen at the next publish tick.
     latency = (new - 1) * cadence / camera_fps + batch_s + 1 / camera_fps

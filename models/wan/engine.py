@@ -24,6 +24,7 @@ from faceswap_cam.models.quantize import QuantizeError, runnable_quantize
 from faceswap_cam.models.wan import presets as wan_presets
 from faceswap_cam.models.wan.compositing import composite, match_colour
 from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline, parse_lora, pick_device
+from faceswap_cam.models.wan.requirements import preprocessing_models
 from faceswap_cam.models.wan.stream_engine import (
     MEMORY_ADVICE,
     StreamingSwapEngine,
@@ -341,8 +342,7 @@ def create_preprocessor(options: dict[str, Any]) -> Preprocessor:
             detector_model=options.get("detector_model", defaults.DETECTOR_REPO),
             pose_model=options.get("pose_model", defaults.POSE_REPO),
             sam2_model=(options.get("sam2_model", defaults.SAM2_REPO)
-                        if options.get("mode", defaults.MODE) == "replace"
-                        and person_mask == defaults.PersonMask.SAM2 else None),
+                        if "sam2" in preprocessing_models(options) else None),
             person_mask=person_mask, device=options.get("device", "auto"))
     except (WeightsError, OSError, ValueError, RuntimeError) as exc:
         raise EngineError(f"preprocessing models cannot be loaded: {exc}") from exc

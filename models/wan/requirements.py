@@ -21,19 +21,25 @@ WEIGHT_SETTINGS: dict[str, str] = {
 }
 
 
+def preprocessing_models(options: Mapping[str, Any]) -> list[str]:
+    """The registered preprocessing models the engine runs with ``options`` (the preset
+    applied): none for the stand-in preprocessor, which uses image operations only; else the
+    detector and the pose model, and SAM2 for a sam2 person mask, which only replace mode
+    makes."""
+    if str(options.get("preprocessor") or defaults.PREPROCESSOR) == "stand-in":
+        return []
+    if (str(options.get("mode") or defaults.MODE) == defaults.WanMode.REPLACE
+            and str(options.get("person_mask") or defaults.PERSON_MASK)
+            == defaults.PersonMask.SAM2):
+        return ["detector", "pose", "sam2"]
+    return ["detector", "pose"]
+
+
 def required_weights(options: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     """(registered model name, what its setting says or None) for every model the engine
     loads with ``options`` (the engine options, as the daemon passes them)."""
     resolved = _with_preset(options)
-    names = ["wan-animate"]
-    # The stand-in preprocessor uses image operations only; the real one runs the detector
-    # and pose model, and SAM2 only for a sam2 person mask, which only replace mode makes.
-    if str(options.get("preprocessor", defaults.PREPROCESSOR)) != "stand-in":
-        names += ["detector", "pose"]
-        if (str(options.get("mode", defaults.MODE)) == defaults.WanMode.REPLACE
-                and str(resolved.get("person_mask") or defaults.PERSON_MASK)
-                == defaults.PersonMask.SAM2):
-            names.append("sam2")
+    names = ["wan-animate", *preprocessing_models(resolved)]
     needed = [(name, _setting(options, WEIGHT_SETTINGS[name])) for name in names]
     # A LoRA named by its registered weights (the live preset's step-distillation LoRA).
     return needed + [(name, None) for name in _registered_loras(resolved)]

@@ -18,8 +18,8 @@ from faceswap_cam.models.plan import preprocessing as pre
 from faceswap_cam.models.plan import rows as plan_rows
 from faceswap_cam.models.plan.engines import ENGINE_MODELS
 from faceswap_cam.models.plan.gpus import GPUS, Efficiency, Gpu
-from faceswap_cam.models.plan.predict import predict_settings
-from faceswap_cam.models.plan.timing import predict_timing
+from faceswap_cam.models.plan.predict import predict_settings, preset_rows
+from faceswap_cam.models.plan.timing import Timing, predict_timing
 from faceswap_cam.models.plan.work import Shape, Work
 
 H200 = GPUS["h200"]
@@ -37,7 +37,7 @@ def test_stages_follow_the_engine_the_person_mask_and_the_mode() -> None:
 
 
 def test_preprocessing_seconds_are_flops_at_the_precisions_peak() -> None:
-    efficiency = pre.PreprocessEfficiency(0.5, 0.1, True, "test")
+    efficiency = pre.PreprocessEfficiency(0.5, 0.1, True, True, "test")
     seconds = pre.preprocess_seconds((pre.DETECTOR, pre.POSE, pre.SAM2), 8, H200, efficiency)
     # The detector and the pose model run float32 on TF32 tensor cores, half the BF16 peak.
     tf32 = H200.bf16_tflops / 2 * 1e12
@@ -62,36 +62,35 @@ def test_preprocessing_is_part_of_a_batch_and_its_latency() -> None:
     assert with_pre.latency_s >= without.latency_s + 0.25
 
 
-def test_the_plans_cadence_is_the_lowest_the_daemon_keeps() -> None:
-    """A batch that fits k = 3 with 12 % to spare: a fresh choice (15 % margin) says 4, and a
-    daemon that starts at 4 never comes down; one that starts at 3 keeps it. The plan says 3,
-    where the daemon starts, and what it then shows."""
-    fps, new = 30.0, 8
-    batch_s = 0.7
-    assert batching.cadence_for(batch_s / new, fps) == 4
-    for start, kept in ((3, 3), (4, 4)):
-        controller = CadenceController(fps, start=start)
-        for _ in range(100):
-            controller.observe(batch_s / new)
-        assert controller.cadence == kept
+def timed(batch_s: float, fps: float = 30.0) -> Timing:
+    """The plan's timing of a batch that takes ``batch_s`` (all VAE, at 100 %)."""
     gpu = Gpu("test", "test", 100.0, 200.0, 80, ())
-    # A work that takes batch_s at 100 % (no DiT, all VAE).
-    work = Work(dit_flops=0, dit_linear_flops=0, vae_flops=int(batch_s * 100e12), source="t")
-    timing = predict_timing(work, steps=1, guidance_scale=1.0, segment=9, carry=1, gpu=gpu,
-                            efficiency=Efficiency(1.0, 1.0, True, "t"), camera_fps=fps)
-    assert timing.batch_s == pytest.approx(batch_s)
-    assert timing.cadence == 3 and timing.fps == pytest.approx(10.0)
-    assert timing.spare == pytest.approx(1 - batch_s / 0.8)
-    # Past what k = 3 keeps (5 % to spare), the plan says 4, as the daemon would go to.
-    slower = predict_timing(
-        Work(dit_flops=0, dit_linear_flops=0, vae_flops=int(0.78 * 100e12), source="t"),
-        steps=1, guidance_scale=1.0, segment=9, carry=1, gpu=gpu,
-        efficiency=Efficiency(1.0, 1.0, True, "t"), camera_fps=fps)
-    assert slower.cadence == 4
-    controller = CadenceController(fps, start=3)
-    for _ in range(20):
-        controller.observe(0.78 / new)
-    assert controller.cadence == 4
+    work = Work(dit_flops=0, dit_linear_flops=0, vae_flops=round(batch_s * 100e12), source="t")
+    return predict_timing(work, steps=1, guidance_scale=1.0, segment=9, carry=1, gpu=gpu,
+                          efficiency=Efficiency(1.0, 1.0, True, "t"), camera_fps=fps)
+
+
+def settled(start: int, batch_s: float, batches: int = 100) -> int:
+    controller = CadenceController(30.0, start=start)
+    for _ in range(batches):
+        controller.observe(batch_s / 8)
+    return controller.cadence
+
+
+def test_the_plans_cadence_is_where_the_daemon_starts_and_settles() -> None:
+    """The H200 live window's batch, its preprocessing included, fits k = 3 with 12 % to
+    spare: the plan says 3, a daemon that starts there keeps it, and one that started higher
+    comes down to it. (With the 15 % a choice used to leave, the plan said 4, and a daemon
+    at 4 never came down.) A batch past what 3 keeps: the plan says 4, where the daemon
+    goes."""
+    window = timed(0.705)
+    assert window.batch_s == pytest.approx(0.705)
+    assert window.cadence == 3 and window.fps == pytest.approx(10.0)
+    assert window.spare == pytest.approx(1 - 0.705 / 0.8)
+    assert settled(3, 0.705) == 3 and settled(4, 0.705) == 3 and settled(8, 0.705) == 3
+    slower = timed(0.78)
+    assert slower.cadence == 4 and settled(3, 0.78) == 4
+    assert timed(9.0).cadence == batching.MAX_CADENCE and timed(9.0).spare < 0
 
 
 def analytic(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -148,11 +147,12 @@ def test_a_measured_preprocessing_efficiency_replaces_the_assumed_one(tmp_path: 
     # The DiT's entry is kept beside it.
     assert json.loads(measured.read_text())["by_gpu"]["h200"]["dit_efficiency"] == 0.5
     own = pre.load_preprocess_efficiency(H200, measured)
-    assert (own.batched, own.tracker, own.assumed) == (0.2, 0.3, False)
+    assert (own.batched, own.tracker, own.batched_assumed, own.tracker_assumed) \
+        == (0.2, 0.3, False, False)
     assert "measured on NVIDIA H200" in own.source
     other = pre.load_preprocess_efficiency(GPUS["a100"], measured)
-    assert not other.assumed and "not a100" in other.source
-    assert pre.load_preprocess_efficiency(H200, tmp_path / "none.json").assumed
+    assert not other.batched_assumed and "not a100" in other.source
+    assert pre.load_preprocess_efficiency(H200, tmp_path / "none.json").batched_assumed
     # No SAM2 figure: that one stays assumed.
     pre.save_preprocess_efficiency(measured, H200, {"device": "x", "batched_efficiency": 0.2})
     assert pre.load_preprocess_efficiency(H200, measured).tracker \
@@ -195,3 +195,86 @@ def test_the_constants_are_a_recount_of_the_real_size_models() -> None:
     counted = count_stage_flops(("detector", "pose"))
     for name in ("detector", "pose"):
         assert counted[name] == pytest.approx(pre.STAGES[name].flops_per_frame, rel=1e-3), name
+
+
+def test_flops_and_seconds_scale_with_the_frames() -> None:
+    stages = (pre.DETECTOR, pre.POSE)
+    assert pre.preprocess_flops(stages, 8) == pytest.approx(8 * (61.51e9 + 251.84e9))
+    efficiency = pre.ASSUMED_PREPROCESS
+    assert pre.preprocess_seconds(stages, 12, H200, efficiency) \
+        == pytest.approx(1.5 * pre.preprocess_seconds(stages, 8, H200, efficiency))
+
+
+def test_the_mode_and_the_preprocessor_decide_too(tmp_path: Path) -> None:
+    kwargs: dict[str, Any] = {"steps": 4, "segment_frames": 9, "carry": 1,
+                              "size": (480, 480), "gpu_name": "h200",
+                              "efficiency_file": tmp_path / "none.json"}
+    sam2 = predict_settings("wan-animate", person_mask="sam2", **kwargs)
+    animate = predict_settings("wan-animate", person_mask="sam2", mode="animate", **kwargs)
+    box = predict_settings("wan-animate", person_mask="box", **kwargs)
+    stand_in = predict_settings("wan-animate", preprocessor="stand-in", **kwargs)
+    assert sam2 and animate and box and stand_in
+    assert animate.preprocess_s == box.preprocess_s < sam2.preprocess_s
+    assert stand_in.preprocess_s == 0.0
+
+
+def test_the_daemon_plans_with_its_own_mask_mode_and_preprocessor(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from faceswap_cam.daemon.config import Settings
+    from faceswap_cam.daemon.pipeline import app
+
+    seen: dict[str, Any] = {}
+
+    def recorded(engine: str, **kwargs: Any) -> None:
+        seen.update(kwargs)
+
+    monkeypatch.setattr(app, "predict_settings", recorded)
+    settings = Settings(engine="wan-animate", person_mask="box", mode="animate",
+                        preprocessor="stand-in")
+    assert app.planned_cadence(settings, "wan-animate") == 1  # no prediction: cadence 1
+    assert (seen["person_mask"], seen["mode"], seen["preprocessor"]) \
+        == ("box", "animate", "stand-in")
+    # The live preset's own mask where the user gave none.
+    app.planned_cadence(Settings(engine="wan-animate", preset="live"), "wan-animate")
+    assert seen["person_mask"] == "box" and seen["mode"] == "replace"
+
+
+def test_the_plan_reads_the_preprocessing_efficiency_from_its_file(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    analytic(monkeypatch)
+    measured = tmp_path / "gpu_efficiency.json"
+    pre.save_preprocess_efficiency(measured, H200, {
+        "device": "NVIDIA H200", "batched_efficiency": 0.2, "tracker_efficiency": 0.3})
+    # Another GPU's entry, written later, does not stand in for the GPU's own.
+    pre.save_preprocess_efficiency(measured, GPUS["a100"], {
+        "device": "NVIDIA A100", "batched_efficiency": 0.9, "tracker_efficiency": 0.9})
+    efficiency = pre.load_preprocess_efficiency(H200, measured)
+    assert (efficiency.batched, efficiency.tracker) == (0.2, 0.3)
+    assert cli.main(["plan", "--gpu", "h200", "--json", "--sizes", "848x480", "--segments",
+                     "9", "--efficiency-file", str(measured)]) == 0
+    rows = [r for r in json.loads(capsys.readouterr().out) if r["engine"] == "wan-animate"]
+    assert rows
+    for row in rows:
+        stages = pre.stages_for("wan-animate", "box" if row["preset"] == "live" else "sam2")
+        new = row["segment_frames"] - row["carry"]
+        assert row["assumed_preprocess_efficiency"] is False
+        assert row["preprocess_s"] == pytest.approx(
+            pre.preprocess_seconds(stages, new, H200, efficiency), abs=1e-4)
+        assert row["spare"] == pytest.approx(
+            1 - row["batch_s"] / (new * row["cadence"] / 30), abs=1e-3)
+    doctor_rows = preset_rows(H200, "wan-animate", efficiency_file=measured)
+    assert doctor_rows and not any(r.assumed_preprocess_efficiency for r in doctor_rows)
+    live = next(r for r in doctor_rows if r.preset == "live")
+    assert live.preprocess_s == pytest.approx(
+        pre.preprocess_seconds((pre.DETECTOR, pre.POSE), 8, H200, efficiency))
+    # The user's own person mask holds for every preset, as the engine applies it.
+    sam2_live = next(r for r in preset_rows(H200, "wan-animate", efficiency_file=measured,
+                                            person_mask="sam2") if r.preset == "live")
+    assert sam2_live.preprocess_models == "detector+pose+sam2"
+    # Without SAM2's figure, rows with SAM2 say their efficiency is assumed; the others not.
+    pre.save_preprocess_efficiency(measured, H200, {"device": "x", "batched_efficiency": 0.2})
+    partly = {r.preset: r.assumed_preprocess_efficiency
+              for r in preset_rows(H200, "wan-animate", efficiency_file=measured)}
+    assert partly == {"quality": True, "balanced": True, "live": False}
+    assert "SAM2 ASSUMED" in pre.load_preprocess_efficiency(H200, measured).source

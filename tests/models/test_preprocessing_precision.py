@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -26,14 +27,17 @@ def precision() -> str:
 
 
 def test_tf32_is_on_inside_on_cuda_only_and_put_back_as_it_was() -> None:
+    if not hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        pytest.skip(f"torch {torch.__version__} has only the legacy switch (tested below)")
     before = precision()
     with tf32_matmuls("cuda"):
         assert precision() == "tf32"
     assert precision() == before
     with tf32_matmuls(torch.device("cuda", 0)):
         assert precision() == "tf32"
-    with tf32_matmuls("cpu"):
-        assert precision() == before
+    for elsewhere in ("cpu", "meta", torch.device("cpu")):
+        with tf32_matmuls(elsewhere):
+            assert precision() == before
     with pytest.raises(RuntimeError, match="boom"), tf32_matmuls("cuda"):
         raise RuntimeError("boom")
     assert precision() == before
@@ -45,6 +49,23 @@ def test_tf32_is_on_inside_on_cuda_only_and_put_back_as_it_was() -> None:
         assert precision() == "ieee"
     finally:
         torch.backends.cuda.matmul.fp32_precision = before
+
+
+def test_a_torch_with_only_the_legacy_switch_gets_that_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyTorch before 2.9 has only ``allow_tf32``; reading the new attribute there must not
+    be tried (nor the legacy one, where the new one exists: see the module doc)."""
+    legacy = SimpleNamespace(allow_tf32=False)
+    monkeypatch.setattr(torch.backends.cuda, "matmul", legacy)
+    seen = []
+    with tf32_matmuls("cuda"):
+        seen.append(legacy.allow_tf32)
+    seen.append(legacy.allow_tf32)
+    legacy.allow_tf32 = True  # the user's own choice stays
+    with tf32_matmuls("cuda"):
+        pass
+    seen.append(legacy.allow_tf32)
+    assert seen == [True, False, True]
 
 
 class Spy:
