@@ -768,10 +768,9 @@ def _plan_checks(settings: Settings, probe: GpuProbe) -> list[Check]:
                             "--quantize), or leave it out"))
     if refused:
         quantize = "auto"
+    # The user's own person mask wins over each preset's, as the engine applies it.
+    person_mask = settings.person_mask.value if "person_mask" in settings.explicit() else None
     for engine in engines:
-        # The user's own person mask wins over each preset's, as the engine applies it.
-        person_mask = (settings.person_mask.value if "person_mask" in settings.explicit()
-                       else None)
         for row in preset_rows(gpu, engine, frame_size=settings.size, quantize=quantize,
                                camera_fps=settings.fps, person_mask=person_mask,
                                mode=settings.mode.value,

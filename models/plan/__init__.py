@@ -38,8 +38,9 @@ The model of one batch (``L`` frames of which ``L - P`` are new):
   every k-th camera frame with k = ceil(camera fps x seconds per frame x margin), so the screen
   shows camera fps / k swapped frames per second. That is the daemon's own choice, where it
   starts and where it steps down to; it keeps k while the engine keeps up within a smaller
-  margin (daemon/pipeline/cadence.py), so a GPU at least about 5 % slower than predicted still
-  shows these fps. ``spare``: the share of the time between batches at k a batch leaves.
+  margin (daemon/pipeline/cadence.py), so a GPU up to about 5 % slower than predicted (more
+  where a batch fits k with room) still shows these fps. ``spare``: the share of the time
+  between batches at k a batch leaves.
 * capture-to-screen latency of a batch's oldest frame (smooth playout shows every frame that
   late) = the wait for the batch's last frame ((L - P - 1) x k / camera fps) + the batch's
   generation time + one camera frame (to the next publish tick).

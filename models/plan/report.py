@@ -68,7 +68,7 @@ def render_text(rows: Sequence[PlanRow], gpu: Gpu, efficiencies: Mapping[str, Ef
         "  on the GPU (wan-animate: detector and pose, and SAM2 where the preset's person mask",
         "  is sam2), which run before the generation and are part of batch s; eng fps: new",
         "  frames / batch s; k: the cadence (every k-th camera frame) the daemon chooses and",
-        "  starts at (batches fit it with 10 % to spare); spare: the share of the",
+        "  starts at (batches leave at least 9 % of it to spare); spare: the share of the",
         "  time between batches at k that a batch leaves unused (none: the engine falls",
         "  behind even at the largest k); fps: swapped frames shown per second (camera",
         "  fps / k); latency: capture to screen = (L - P - 1) x k / camera fps + batch s + a",

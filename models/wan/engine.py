@@ -332,7 +332,7 @@ def resolved_options(options: dict[str, Any]) -> dict[str, Any]:
 
 def create_preprocessor(options: dict[str, Any]) -> Preprocessor:
     """The preprocessing ``options`` ask for (the preset already applied)."""
-    if options.get("preprocessor", defaults.PREPROCESSOR) == "stand-in":
+    if not preprocessing_models(options):
         return StandInPreprocessor()
     from faceswap_cam.models.preprocessing.wan import WanPreprocessor
 

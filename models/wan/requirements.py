@@ -26,9 +26,10 @@ def preprocessing_models(options: Mapping[str, Any]) -> list[str]:
     applied): none for the stand-in preprocessor, which uses image operations only; else the
     detector and the pose model, and SAM2 for a sam2 person mask, which only replace mode
     makes."""
-    if str(options.get("preprocessor") or defaults.PREPROCESSOR) == "stand-in":
+    # mode and preprocessor read as the engine reads them (a None mode is not replace mode).
+    if str(options.get("preprocessor", defaults.PREPROCESSOR)) == "stand-in":
         return []
-    if (str(options.get("mode") or defaults.MODE) == defaults.WanMode.REPLACE
+    if (str(options.get("mode", defaults.MODE)) == defaults.WanMode.REPLACE
             and str(options.get("person_mask") or defaults.PERSON_MASK)
             == defaults.PersonMask.SAM2):
         return ["detector", "pose", "sam2"]

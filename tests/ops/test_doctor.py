@@ -906,3 +906,26 @@ def test_plan_lines_say_when_the_preprocessing_efficiency_is_assumed(
         "device": "NVIDIA H100", "batched_efficiency": 0.3, "tracker_efficiency": 0.1})
     checks = machine.run(settings_loader=lambda _: Settings())
     assert "ASSUMED" not in find(checks, "plan wan-animate live").detail
+
+
+def test_plan_lines_plan_the_users_own_mask_mode_and_preprocessor(
+        machine: FakeMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from faceswap_cam.models.plan import predict
+
+    seen: list[dict[str, Any]] = []
+    real = predict.preset_rows
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "preset_rows", recorded)
+    machine.run(settings_loader=lambda _: Settings(engine="wan-animate", person_mask="box",
+                                                    mode="animate", preprocessor="stand-in"))
+    assert [(k["person_mask"], k["mode"], k["preprocessor"]) for k in seen] \
+        == [("box", "animate", "stand-in")]
+    seen.clear()
+    machine.run(settings_loader=lambda _: Settings(engine="wan-animate"))
+    # No mask of the user's: each preset's own.
+    assert [(k["person_mask"], k["mode"], k["preprocessor"]) for k in seen] \
+        == [(None, "replace", "wan")]

@@ -83,6 +83,13 @@ def test_a_gpu_run_of_the_products_precisions_writes_the_plans_efficiency(
             result, costs, argparse.Namespace(**{**vars(args), "efficiency_file": other,
                                                  **changed}))
         assert not other.exists() and why in capsys.readouterr().out
+    # SAM2's stage no slower than the box's (noise): its figure is left out, so assumed.
+    noisy = tmp_path / "noisy.json"
+    entry = preprocess.save_gpu_efficiency(
+        result, {**costs, "sam2 batched": 1.0},
+        argparse.Namespace(**{**vars(args), "efficiency_file": noisy}))
+    assert "tracker_efficiency" not in entry and "SAM2 not measured" in capsys.readouterr().out
+    assert plan_preprocessing.load_preprocess_efficiency(h200, noisy).tracker_assumed
     monkeypatch.setattr("torch.cuda.get_device_name", lambda *_: "Tesla T4")
     unknown = tmp_path / "t4.json"
     preprocess.save_gpu_efficiency(
