@@ -43,7 +43,12 @@ class CadenceController:
     last ``WINDOW`` of them misses k with ``KEEP_MARGIN``; it falls, once the hold has passed
     (``HOLD``; ``HOLD_FAR`` for two steps or more; both backed off on reversals), when the median
     of all of them fits a lower k with the full margin. Either way it goes to the k a fresh
-    choice with the full margin takes, which the other rule then keeps. One slow batch only
+    choice with the full margin takes, which the other rule then keeps. After a rise, the k it
+    left is taken back on the keep rule's own terms: once the hold has passed, when the median
+    of all the batches since fits it with ``KEEP_MARGIN``. The engine was kept there before,
+    and the slow spell that raised k is over; without this, an engine that k keeps but a
+    fresh choice would not take (0.73 to 0.76 s a batch of 8 at 30 fps and k = 3) stayed a
+    step high for good after any slow spell. One slow batch only
     delays the next (the input absorbs it, and the processor skips ahead if a whole batch
     backs up) and, for a few seconds, smooth playout's delay. Batches that found nobody in
     view are not measured (they stop early), nor is the first batch after an engine loads: it
@@ -63,6 +68,7 @@ class CadenceController:
         self._hold_far = HOLD_FAR
         self._last_move = 0  # +1 up, -1 down, 0 none yet
         self._last_far = False  # whether the last move was two steps or more
+        self._left: int | None = None  # the k the rises left, until k is back there
 
     @property
     def warming_up(self) -> bool:
@@ -77,6 +83,7 @@ class CadenceController:
         self._hold_far = HOLD_FAR
         self._last_move = 0
         self._last_far = False
+        self._left = None
 
     def observe(self, per_frame_s: float) -> bool:
         """Count one batch's seconds per new frame; True when k changed (the chain must end)."""
@@ -98,6 +105,10 @@ class CadenceController:
         if chosen < k and (since_change >= self._hold
                            or (chosen <= k - 2 and since_change >= self._hold_far)):
             return self._move(chosen, typical)
+        left = self._left
+        if (left is not None and left < k and since_change >= self._hold
+                and self._cadence_for(typical, min(self.margin, KEEP_MARGIN)) <= left):
+            return self._move(left, typical)
         return False
 
     def _move(self, new_k: int, typical: float) -> bool:
@@ -108,6 +119,10 @@ class CadenceController:
             if self._last_far:  # a far move undone
                 self._hold_far = min(MAX_HOLD_FAR, 2 * self._hold_far)
         self._last_far = far
+        if direction > 0:  # the lowest k the engine was kept at before the rises
+            self._left = self.cadence if self._left is None else min(self._left, self.cadence)
+        elif self._left is not None and new_k <= self._left:
+            self._left = None
         logger.info("engine cadence %d -> %d (%.1f ms per frame)", self.cadence, new_k,
                     typical * 1000)
         self.cadence = new_k

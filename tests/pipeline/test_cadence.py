@@ -162,19 +162,56 @@ def test_a_rise_looks_at_the_recent_batches_only() -> None:
 
 
 def test_a_fall_weighs_every_batch_since_the_change() -> None:
-    controller = warmed(3)
-    for _ in range(3):
-        controller.observe(0.1)
-    assert controller.cadence == 4
-    for _ in range(40):  # 0.744 s: keeps 4, would not choose 3
-        controller.observe(BETWEEN)
+    controller = warmed(4, BETWEEN)
+    for _ in range(40):  # 0.744 s: keeps 4, would not choose 3 (and 4 is where it started)
+        assert not controller.observe(BETWEEN)
     fast = 0
     while not controller.observe(PLANNED_PER_FRAME):
         fast += 1
-    # Not after the 7 that turn a 12-batch median: after half of all 80 since the rise (their
-    # median is then halfway between the two speeds, which fits 3).
+    # Not after the 7 that turn a 12-batch median: after half of all 80 since the start
+    # (their median is then halfway between the two speeds, which fits 3).
     assert fast == 39
     assert controller.cadence == 3
+
+
+def test_after_a_slow_spell_k_goes_back_to_where_it_was_kept() -> None:
+    """0.744 s a batch: k = 3 keeps it, though a fresh choice would take 4. A slow spell
+    raises k; once it is over, k goes back to 3 after the hold, not stay at 4 for good."""
+    controller = warmed(3, BETWEEN)
+    for _ in range(20):
+        assert not controller.observe(BETWEEN)
+    while not controller.observe(0.1):  # the slow spell: another program on the GPU
+        pass
+    assert controller.cadence == 4
+    back = 0
+    while not controller.observe(BETWEEN):
+        back += 1
+    assert controller.cadence == 3 and back == HOLD - 1
+    for _ in range(40):
+        assert not controller.observe(BETWEEN)
+    # A far rise (a program that took the GPU) falls back to the choice, then to the k kept.
+    controller = warmed(3, BETWEEN)
+    for _ in range(3):
+        controller.observe(0.6)
+    assert controller.cadence == 20
+    seen = [controller.cadence for _ in range(200) if controller.observe(BETWEEN)]
+    assert seen == [4, 3]
+    # An engine that stays slower than 3 keeps does not go back.
+    controller = warmed(3)
+    for _ in range(3):
+        controller.observe(0.1)
+    for _ in range(100):
+        assert not controller.observe(0.78 / 8)
+    assert controller.cadence == 4
+    # A second slow spell is a reversal: the way back waits twice as long.
+    controller = warmed(3, BETWEEN)
+    for wait in (HOLD, 4 * HOLD):
+        for _ in range(3):
+            controller.observe(0.1)
+        assert controller.cadence == 4
+        for _ in range(wait - 1):
+            assert not controller.observe(BETWEEN)
+        assert controller.observe(BETWEEN) and controller.cadence == 3
 
 
 def test_a_new_engine_starts_with_the_short_hold() -> None:
