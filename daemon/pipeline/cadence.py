@@ -44,11 +44,12 @@ class CadenceController:
     (``HOLD``; ``HOLD_FAR`` for two steps or more; both backed off on reversals), when the median
     of all of them fits a lower k with the full margin. Either way it goes to the k a fresh
     choice with the full margin takes, which the other rule then keeps. After a rise, the k it
-    left is taken back on the keep rule's own terms: once the hold has passed, when the median
-    of all the batches since fits it with ``KEEP_MARGIN``. The engine was kept there before,
-    and the slow spell that raised k is over; without this, an engine that k keeps but a
-    fresh choice would not take (0.73 to 0.76 s a batch of 8 at 30 fps and k = 3) stayed a
-    step high for good after any slow spell. One slow batch only
+    left (the start, or a k the engine was kept at) is taken back on the keep rule's own
+    terms: once the hold has passed, when the median of all the batches since fits it with
+    ``KEEP_MARGIN``; without this, an engine that k keeps but a fresh choice would not take
+    (0.73 to 0.76 s a batch of 8 at 30 fps and k = 3) stayed a step high for good after any
+    slow spell. Only once: if k has to rise again after going back, it stays up. One slow
+    batch only
     delays the next (the input absorbs it, and the processor skips ahead if a whole batch
     backs up) and, for a few seconds, smooth playout's delay. Batches that found nobody in
     view are not measured (they stop early), nor is the first batch after an engine loads: it
@@ -69,6 +70,7 @@ class CadenceController:
         self._last_move = 0  # +1 up, -1 down, 0 none yet
         self._last_far = False  # whether the last move was two steps or more
         self._left: int | None = None  # the k the rises left, until k is back there
+        self._returned = False  # whether the last move went back to it
 
     @property
     def warming_up(self) -> bool:
@@ -84,6 +86,7 @@ class CadenceController:
         self._last_move = 0
         self._last_far = False
         self._left = None
+        self._returned = False
 
     def observe(self, per_frame_s: float) -> bool:
         """Count one batch's seconds per new frame; True when k changed (the chain must end)."""
@@ -108,10 +111,10 @@ class CadenceController:
         left = self._left
         if (left is not None and left < k and since_change >= self._hold
                 and self._cadence_for(typical, min(self.margin, KEEP_MARGIN)) <= left):
-            return self._move(left, typical)
+            return self._move(left, typical, returning=True)
         return False
 
-    def _move(self, new_k: int, typical: float) -> bool:
+    def _move(self, new_k: int, typical: float, *, returning: bool = False) -> bool:
         direction = 1 if new_k > self.cadence else -1
         far = abs(new_k - self.cadence) >= 2
         if self._last_move and direction != self._last_move:
@@ -119,10 +122,14 @@ class CadenceController:
             if self._last_far:  # a far move undone
                 self._hold_far = min(MAX_HOLD_FAR, 2 * self._hold_far)
         self._last_far = far
-        if direction > 0:  # the lowest k the engine was kept at before the rises
+        if direction > 0 and not self._returned:  # the lowest k the rises left
             self._left = self.cadence if self._left is None else min(self._left, self.cadence)
-        elif self._left is not None and new_k <= self._left:
+        elif direction < 0 and self._left is not None and new_k <= self._left:
             self._left = None
+        # A rise that undoes a return leaves nothing to go back to: an engine that noisy at
+        # the lower k settles on the higher one, as the holds would have it (the return and
+        # the rise share the keep margin, so without this they would take turns for good).
+        self._returned = returning
         logger.info("engine cadence %d -> %d (%.1f ms per frame)", self.cadence, new_k,
                     typical * 1000)
         self.cadence = new_k

@@ -183,9 +183,7 @@ def test_after_a_slow_spell_k_goes_back_to_where_it_was_kept() -> None:
     while not controller.observe(0.1):  # the slow spell: another program on the GPU
         pass
     assert controller.cadence == 4
-    back = 0
-    while not controller.observe(BETWEEN):
-        back += 1
+    back = next((n for n in range(MAX_HOLD) if controller.observe(BETWEEN)), None)
     assert controller.cadence == 3 and back == HOLD - 1
     for _ in range(40):
         assert not controller.observe(BETWEEN)
@@ -203,15 +201,26 @@ def test_after_a_slow_spell_k_goes_back_to_where_it_was_kept() -> None:
     for _ in range(100):
         assert not controller.observe(0.78 / 8)
     assert controller.cadence == 4
-    # A second slow spell is a reversal: the way back waits twice as long.
+    # Once only: a rise after going back (an engine that noisy at 3) stays up.
     controller = warmed(3, BETWEEN)
-    for wait in (HOLD, 4 * HOLD):
-        for _ in range(3):
-            controller.observe(0.1)
-        assert controller.cadence == 4
-        for _ in range(wait - 1):
-            assert not controller.observe(BETWEEN)
-        assert controller.observe(BETWEEN) and controller.cadence == 3
+    for _ in range(3):
+        controller.observe(0.1)
+    assert [controller.cadence for _ in range(MAX_HOLD) if controller.observe(BETWEEN)] == [3]
+    while not controller.observe(0.1):  # a second slow spell
+        pass
+    assert controller.cadence == 4
+    for _ in range(4 * MAX_HOLD):
+        assert not controller.observe(BETWEEN)
+
+
+def test_noise_at_the_keep_limit_does_not_keep_moving_k() -> None:
+    """0.744 s a batch with 5 % noise each way: k may go back once after a rise, then stays
+    (the return and the rise share the keep margin, and would otherwise take turns)."""
+    rng = np.random.default_rng(0)
+    controller = warmed(3, BETWEEN)
+    changes = sum(controller.observe(BETWEEN * float(rng.uniform(0.95, 1.05)))
+                  for _ in range(20_000))
+    assert changes <= 3
 
 
 def test_a_new_engine_starts_with_the_short_hold() -> None:
