@@ -394,16 +394,15 @@ def load_preprocessor(paths: dict[str, Path], device: str, dtype: str, person_ma
                       ) -> WanPreprocessor:
     """The three models through the product's own loaders, thresholds pinned (SAM2 loaded for
     either person mask: the sections compare them). ``dtype``: one for all three, or
-    :data:`PRODUCT_DTYPES`."""
-    detector_dtype, pose_dtype, sam2_dtype = (
-        ("fp32", "fp32", "auto") if dtype == PRODUCT_DTYPES else (dtype, dtype, dtype))
-    detector = PersonDetector(str(paths["detector"]), device=device, dtype=detector_dtype,
+    :data:`PRODUCT_DTYPES`, the loaders' own defaults (``WanPreprocessor.load`` passes none)."""
+    precision: dict[str, Any] = {} if dtype == PRODUCT_DTYPES else {"dtype": dtype}
+    detector = PersonDetector(str(paths["detector"]), device=device, **precision,
                               threshold=PERSON_THRESHOLD)
     _pin_person_class(detector.model)
     return WanPreprocessor(
         detector,
-        WholeBodyPoseEstimator(paths["pose"], device=device, dtype=pose_dtype),
-        PersonMasker(paths["sam2"], device=device, dtype=sam2_dtype),
+        WholeBodyPoseEstimator(paths["pose"], device=device, **precision),
+        PersonMasker(paths["sam2"], device=device, **precision),
         keypoint_threshold=KEYPOINT_THRESHOLD, person_mask=person_mask)
 
 
@@ -803,22 +802,25 @@ def preprocess_efficiency(result: Result, costs: dict[str, float], gpu: Gpu
     seconds include their CPU work (the processors' resizing, the crops, the decoding), so
     this is the efficiency that predicts their time, not the kernels' own."""
     frames = result.batches[0].frames
-    stages = plan_preprocessing.STAGES
-    batched_flops = frames * (stages["detector"].flops_per_frame
-                              + stages["pose"].flops_per_frame)
+    plan = plan_preprocessing
+
+    def at_peak(*stages: plan_preprocessing.Stage) -> float:
+        """The plan's seconds for ``stages`` at 100 % of their precision's peak."""
+        return plan.preprocess_seconds(stages, frames, gpu, plan.PreprocessEfficiency(
+            1.0, 1.0, False, False, "the peak"))
+
     batched_s = result.median_s("detector") + result.median_s("pose")
     sam2_s = (costs["sam2 batched"] - costs["box"]) / 1000
     entry: dict[str, Any] = {
         "device": torch.cuda.get_device_name(),
-        "batched_efficiency": round(batched_flops / (gpu.tf32_tflops * 1e12 * batched_s), 4),
+        "batched_efficiency": round(at_peak(plan.DETECTOR, plan.POSE) / batched_s, 4),
         "frames": frames,
         "detector_pose_s": round(batched_s, 4),
         "sam2_s": round(sam2_s, 4),
         "measured": time.strftime("%Y-%m-%d"),
         "by": "benchmarks/preprocess.py --gpu",
     }
-    tracker = (frames * stages["sam2"].flops_per_frame / (gpu.bf16_tflops * 1e12 * sam2_s)
-               if sam2_s > 0 else math.inf)
+    tracker = at_peak(plan.SAM2) / sam2_s if sam2_s > 0 else math.inf
     # Over the peak means the difference was noise: SAM2's figure stays assumed.
     if tracker <= 1:
         entry["tracker_efficiency"] = round(tracker, 4)

@@ -146,7 +146,7 @@ def load_efficiency(gpu: Gpu, path: Path | None = None,
                                                         (int, float)):
             continue
         vae = entry.get("vae_efficiency")
-        device = str(entry.get("device", key)) + ("" if key == gpu.key else f", not {gpu.key}")
+        device = measured_on(entry, key, gpu)
         whose = "" if name == engine else f"{name}'s, "
         return Efficiency(
             dit=float(entry["dit_efficiency"]),
@@ -156,6 +156,12 @@ def load_efficiency(gpu: Gpu, path: Path | None = None,
     return Efficiency(ASSUMED_EFFICIENCY, ASSUMED_VAE_EFFICIENCY, True,
                       f"ASSUMED {ASSUMED_EFFICIENCY:.0%} of peak (DiT), "
                       f"{ASSUMED_VAE_EFFICIENCY:.0%} (VAE): no GPU measurement yet")
+
+
+def measured_on(entry: dict[str, Any], key: str, gpu: Gpu) -> str:
+    """The device an efficiency-file entry (under GPU ``key``) was measured on, saying so when
+    it stands in for ``gpu``."""
+    return str(entry.get("device", key)) + ("" if key == gpu.key else f", not {gpu.key}")
 
 
 @dataclass(frozen=True)

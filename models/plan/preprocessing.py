@@ -30,7 +30,12 @@ from typing import Any
 
 from faceswap_cam.models import defaults
 from faceswap_cam.models.plan import gpus as plan_gpus
-from faceswap_cam.models.plan.gpus import Gpu, read_measurements, write_measurements
+from faceswap_cam.models.plan.gpus import (
+    Gpu,
+    measured_on,
+    read_measurements,
+    write_measurements,
+)
 from faceswap_cam.models.wan.requirements import preprocessing_models
 
 
@@ -108,7 +113,7 @@ def load_preprocess_efficiency(gpu: Gpu, path: Path | None = None) -> Preprocess
             continue
         tracker = entry.get("tracker_efficiency")
         measured_tracker = isinstance(tracker, (int, float)) and tracker > 0
-        device = str(entry.get("device", key)) + ("" if key == gpu.key else f", not {gpu.key}")
+        device = measured_on(entry, key, gpu)
         return PreprocessEfficiency(
             float(batched), float(tracker) if measured_tracker else ASSUMED_TRACKER_EFFICIENCY,
             False, not measured_tracker,
