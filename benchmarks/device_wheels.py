@@ -22,23 +22,42 @@ detector, pose and SAM2 models around a batch in the person window, against the 
 live batch (the figure to replace with the measured ``live-win`` one): the daemon keeps the
 plan's cadence while the whole call, these included, stays under 95 % of a batch period. It
 writes the preprocessing's measured efficiency into the same file, for the plan's ``pre s``.
+
+A device's time is scarce and a failed call costs minutes of it, so rehearse first, here:
+
+    .venv/bin/python benchmarks/device_wheels.py --rehearse /tmp/device-rehearsal
+
+builds a Python 3.12 environment with the device image's own versions (``DEVICE_IMAGE``: torch
+2.11, transformers 5.17, ...; about 3.5 GB, downloaded once), installs the carried wheels over
+it as the device command does, and runs each benchmark's CPU form (``REHEARSALS``) that way.
+It found what ``MISSING_THERE`` says of ftfy and transformers: both would have failed the
+device's first call.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 #: Installed on the device, checked against the library's list of what its image holds.
 MISSING_THERE = ("diffusers", "platformdirs", "importlib_metadata",
+                 # diffusers' Wan pipelines clean a prompt with ftfy whenever they encode one
+                 # (a NameError without it), as preprocess.py's tiny engine does.
+                 "ftfy", "wcwidth",
                  # The live preset's fp8. torchao 0.18 loads its compiled ops from torch 2.11
                  # on, the device's; should they fail there, the benchmark measures
                  # unquantized and says why.
-                 "torchao")
+                 "torchao",
+                 # There but too old: its 5.17 builds SAM2's mask decoder from the prompt
+                 # encoder's config, so no SAM2 checkpoint loads (pyproject asks for 5.20).
+                 "transformers")
 #: Everything pip must know to pick wheels for the device rather than for this machine.
 DEVICE_PLATFORM = ["--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
                    "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
@@ -48,6 +67,21 @@ BENCHMARKS = {
     "wan-animate-2": "benchmarks/gpu_engine.py --preset all --engine wan-animate-2",
     "preprocess": "benchmarks/preprocess.py --gpu --wan-batch-s 0.692",
 }
+#: Each benchmark as the CPU runs it: the same loaders, builders and engine calls, on tiny
+#: models (gpu_engine) or the real-size preprocessing models on the CPU (a few minutes).
+REHEARSALS = {
+    "wan-animate": "benchmarks/gpu_engine.py --preset all --tiny",
+    "wan-animate-2": "benchmarks/gpu_engine.py --preset all --engine wan-animate-2 --tiny",
+    "preprocess": "benchmarks/preprocess.py --real-on-cpu --frames 4 --repeats 1 --warmup 0",
+}
+#: The device image's versions of what the benchmarks import (the device KINDS page's pip
+#: list, 2026-11), for the rehearsal; the rest of what they need is in the image at some
+#: version and is taken as pip resolves it.
+DEVICE_IMAGE = ("torch==2.11.0", "torchvision==0.26.0", "transformers==5.17.0",
+                "accelerate==1.15.0", "huggingface_hub==1.33.0", "numpy==2.5.2",
+                "safetensors==0.8.0", "tokenizers==0.23.2", "opencv-python-headless", "pillow",
+                "peft", "requests", "packaging")
+DEVICE_PYTHON = "python3.12"
 
 
 def pinned(name: str) -> str:
@@ -69,10 +103,60 @@ def device_command(benchmark: str) -> str:
             "cp benchmarks/results/gpu_efficiency.json $OUT/; exit $status")
 
 
+def rehearse(venv: Path, wheels: Path, python: str) -> int:
+    """Run each benchmark's CPU form on the device image's versions with the carried wheels
+    over them, as the device command installs and imports them; 0 when all pass."""
+    interpreter = venv / "bin" / "python"
+    if not interpreter.exists():
+        found = shutil.which(python)
+        if found is None:
+            raise SystemExit(f"device_wheels: no {python} here to build the rehearsal with "
+                             "(the device runs Python 3.12): name one with --python")
+        subprocess.run([found, "-m", "venv", str(venv)], check=True)
+    installed = venv / "device-image.txt"
+    if not installed.exists() or installed.read_text().split() != list(DEVICE_IMAGE):
+        subprocess.run([str(interpreter), "-m", "pip", "install", "-q", *DEVICE_IMAGE],
+                       check=True)
+        installed.write_text("\n".join(DEVICE_IMAGE) + "\n")
+    site, namespace = venv / "device-site", venv / "device-ns"
+    shutil.rmtree(site, ignore_errors=True)
+    subprocess.run([str(interpreter), "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                    "--no-compile", "--no-cache-dir", "--target", str(site),
+                    *map(str, sorted(wheels.glob("*.whl")))], check=True)
+    namespace.mkdir(exist_ok=True)
+    link = namespace / "faceswap_cam"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(REPO)
+    # The checkout's own .venv stays out of it: only what the device has and the wheels.
+    env = {**os.environ, "PYTHONPATH": f"{namespace}{os.pathsep}{site}",
+           "PYTHONUNBUFFERED": "1"}
+    failed = []
+    with tempfile.TemporaryDirectory(prefix="device-rehearsal-") as folder:
+        for name, command in REHEARSALS.items():
+            log = venv / f"{name}.log"
+            # A scratch efficiency file: a rehearsal's figures are the CPU's, not a GPU's.
+            argv = [str(interpreter), *command.split(), "--efficiency-file",
+                    str(Path(folder) / "gpu_efficiency.json")]
+            with log.open("w") as out:
+                code = subprocess.run(argv, cwd=REPO, env=env, stdout=out,
+                                      stderr=subprocess.STDOUT, check=False).returncode
+            print(f"{name}: {'ok' if code == 0 else f'FAILED (exit {code})'}: {log}")
+            if code != 0:
+                failed.append(name)
+                print("".join(log.read_text().splitlines(keepends=True)[-15:]))
+    return 1 if failed else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", type=Path, default=REPO / ".whl",
                         help="where the wheels go (default: .whl in the checkout)")
+    parser.add_argument("--rehearse", type=Path, default=None, metavar="VENV",
+                        help="then run each benchmark's CPU form on the device image's "
+                             "versions, in this environment (built on first use)")
+    parser.add_argument("--python", default=DEVICE_PYTHON,
+                        help=f"the interpreter to build it with (default {DEVICE_PYTHON})")
     args = parser.parse_args()
     args.dest.mkdir(exist_ok=True)
     for old in args.dest.glob("*.whl"):
@@ -89,6 +173,9 @@ def main() -> int:
     print("\nGive the device tool, with carry [\".whl\"], one of these per call:")
     for name in BENCHMARKS:
         print(f"\n# {name}\n{device_command(name)}")
+    if args.rehearse is not None:
+        print(f"\nrehearsing on the device image's versions in {args.rehearse}:")
+        return rehearse(args.rehearse.resolve(), args.dest, args.python)
     return 0
 
 

@@ -158,6 +158,51 @@ def package_version(distribution: str) -> str | None:
         return None
 
 
+def model_requirements() -> dict[str, str]:
+    """The ``models`` extra's requirements of this install (name -> requirement), from its own
+    metadata; empty where there is none to read (a checkout on PYTHONPATH) or no ``packaging``
+    to read it with (it comes with the model stack: transformers needs it)."""
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement
+
+        lines = importlib.metadata.requires("faceswap-cam") or []
+    except (ImportError, importlib.metadata.PackageNotFoundError):
+        return {}
+    wanted: dict[str, str] = {}
+    for line in lines:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if requirement.marker is not None and requirement.marker.evaluate({"extra": "models"}) \
+                and not requirement.marker.evaluate({"extra": ""}):
+            wanted[requirement.name.lower()] = f"{requirement.name}{requirement.specifier}"
+    return wanted
+
+
+def unmet_requirements(installed: Sequence[tuple[str, str]],
+                       requirements: dict[str, str]) -> list[str]:
+    """Which installed ``(name, version)`` fall outside the project's requirement for them,
+    as ``'transformers 5.17.0 (needs transformers>=5.20)'``."""
+    try:
+        from packaging.requirements import Requirement
+        from packaging.version import InvalidVersion
+    except ImportError:
+        return []
+    unmet = []
+    for name, version in installed:
+        wanted = requirements.get(name.lower())
+        if wanted is None:
+            continue
+        try:
+            met = Requirement(wanted).specifier.contains(version, prereleases=True)
+        except InvalidVersion:
+            continue
+        if not met:
+            unmet.append(f"{name} {version} (needs {wanted})")
+    return unmet
+
+
 def open_camera(index: int | str, size: tuple[int, int], fps: float, *,
                 timeout_s: float = CAMERA_TIMEOUT_S) -> tuple[bool, int, int, float]:
     """Open camera ``index`` (or a device path) with the webcam source the daemon uses, asking
@@ -317,6 +362,7 @@ def run_checks(
     control_client_factory: ClientFactory = _control_client,
     service_probe: ServiceProbe = probe_service,
     version_lookup: VersionLookup = package_version,
+    requirements_lookup: Callable[[], dict[str, str]] = model_requirements,
     python_version: tuple[int, int, int] | None = None,
     platform: str | None = None,
     mic_backend: MicBackendFactory | None = None,
@@ -330,7 +376,8 @@ def run_checks(
     platform = sys.platform if platform is None else platform
     version = tuple(sys.version_info[:3]) if python_version is None else python_version
     checks: list[Check] = [_python_check(version)]
-    checks += _guarded("packages", lambda: _package_checks(version_lookup))
+    checks += _guarded("packages",
+                       lambda: _package_checks(version_lookup, requirements_lookup))
 
     # Later checks follow the settings (label, device, engine); defaults if they do not load.
     config_check, settings = _config_check(settings_loader, config_path)
@@ -418,7 +465,8 @@ def _python_check(version: Sequence[int]) -> Check:
     return Check("python", PASS, f"Python {text} ({sys.executable})")
 
 
-def _package_checks(lookup: VersionLookup) -> list[Check]:
+def _package_checks(lookup: VersionLookup,
+                    requirements: Callable[[], dict[str, str]]) -> list[Check]:
     found: list[str] = []
     missing: list[str] = []
     for label, distributions in _CORE_PACKAGES:
@@ -444,7 +492,18 @@ def _package_checks(lookup: VersionLookup) -> list[Check]:
                       f"not installed: {', '.join(absent)}: the Wan-Animate engine is "
                       "unavailable, the daemon runs in passthrough", MODELS_EXTRA_FIX)
     else:
-        model = Check("model packages", PASS, present)
+        wanted = requirements()
+        unmet = unmet_requirements([(name, version) for name, version in model_found
+                                    if version], wanted)
+        if unmet:
+            # An old transformers, say, builds SAM2's mask decoder from the wrong config: the
+            # engine would fail to load with an error about an attribute, not a version.
+            model = Check("model packages", WARN,
+                          f"{', '.join(unmet)}: the Wan-Animate engine may fail to load",
+                          "pip install " + " ".join(
+                              f"'{wanted[entry.split()[0].lower()]}'" for entry in unmet))
+        else:
+            model = Check("model packages", PASS, present)
     return [core, model]
 
 

@@ -33,9 +33,11 @@ from faceswap_cam.daemon.ops.doctor import (
     ServiceState,
     add_doctor_parser,
     exit_code,
+    model_requirements,
     render_json,
     render_text,
     run_checks,
+    unmet_requirements,
 )
 from faceswap_cam.daemon.paths import config_file, models_dir
 from faceswap_cam.daemon.pipeline.app import engine_options
@@ -685,7 +687,7 @@ def test_missing_service_module_is_not_available(monkeypatch: pytest.MonkeyPatch
 def test_python_and_packages(machine: FakeMachine) -> None:
     installed = {"numpy": "2.0", "opencv-python": "4.10", "pydantic": "2.9",
                  "platformdirs": "4.3", "fastapi": "0.115", "uvicorn": "0.30",
-                 "diffusers": "0.35", "transformers": "4.56"}
+                 "diffusers": "0.35", "transformers": "5.24"}
     checks = machine.run(python_version=(3, 10, 14), version_lookup=installed.get)
     python = find(checks, "python")
     assert python.status == "FAIL" and "3.10.14" in python.detail
@@ -700,6 +702,35 @@ def test_python_and_packages(machine: FakeMachine) -> None:
     assert find(checks, "packages").status == "PASS"
     assert find(checks, "model packages").status == "PASS"
     assert find(checks, "python").status == "PASS"
+
+
+def test_a_model_package_older_than_the_project_needs_is_named_with_its_fix(
+        machine: FakeMachine) -> None:
+    installed = {"numpy": "2.0", "opencv-python": "4.10", "pydantic": "2.9",
+                 "platformdirs": "4.3", "fastapi": "0.115", "uvicorn": "0.30",
+                 "pyvirtualcam": "0.12", "torch": "2.11.0", "diffusers": "0.42.1",
+                 "transformers": "5.17.0"}
+    # The lent GPU machine's transformers: its SAM2 config builds the wrong mask decoder.
+    wanted = {"transformers": "transformers>=5.20", "torch": "torch<=2.14.1,>=2.6"}
+    models = find(machine.run(version_lookup=installed.get, requirements_lookup=lambda: wanted),
+                  "model packages")
+    assert models.status == "WARN"
+    assert models.detail.startswith("transformers 5.17.0 (needs transformers>=5.20)")
+    assert models.fix == "pip install 'transformers>=5.20'"
+    installed["transformers"] = "5.24.0"
+    assert find(machine.run(version_lookup=installed.get, requirements_lookup=lambda: wanted),
+                "model packages").status == "PASS"
+
+
+def test_the_model_requirements_are_this_installs_models_extra() -> None:
+    wanted = model_requirements()
+    if not wanted:
+        pytest.skip("faceswap-cam is not installed here (no metadata to read)")
+    assert "numpy" not in wanted  # a core requirement, checked by presence alone
+    assert wanted["transformers"].startswith("transformers")
+    assert not unmet_requirements([("transformers", "5.24.0"), ("torch", "2.11.0")], wanted)
+    assert unmet_requirements([("transformers", "5.17.0")], wanted) == [
+        f"transformers 5.17.0 (needs {wanted['transformers']})"]
 
 
 def test_macos_and_windows_notes(machine: FakeMachine, monkeypatch: pytest.MonkeyPatch) -> None:

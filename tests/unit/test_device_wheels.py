@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from benchmarks.device_wheels import BENCHMARKS, MISSING_THERE, device_command
+from benchmarks.device_wheels import (
+    BENCHMARKS,
+    DEVICE_IMAGE,
+    MISSING_THERE,
+    REHEARSALS,
+    device_command,
+)
 
 #: What the device tool takes as one command.
 DEVICE_COMMAND_LIMIT = 2000
@@ -20,3 +26,16 @@ def test_each_command_installs_the_carried_wheels_and_returns_its_figures() -> N
         assert "$OUT/gpu_engine.log" in command and "$OUT/" in command.split("cp ", 1)[1]
         assert command.endswith("exit $status")  # the benchmark's own exit code
     assert "diffusers" in MISSING_THERE
+
+
+def test_each_benchmark_has_a_rehearsal_of_the_same_script_on_the_cpu() -> None:
+    assert REHEARSALS.keys() == BENCHMARKS.keys()
+    for name, rehearsal in REHEARSALS.items():
+        script = BENCHMARKS[name].split()[0]
+        assert rehearsal.split()[0] == script
+        assert "--tiny" in rehearsal.split() or "--real-on-cpu" in rehearsal.split()
+        # The device run's own options, but the one that needs CUDA.
+        device_options = set(BENCHMARKS[name].split()[1:]) - {"--gpu", "--wan-batch-s", "0.692"}
+        assert device_options <= set(rehearsal.split())
+    # The rehearsal's base is the image's transformers, which the carried one must replace.
+    assert "transformers==5.17.0" in DEVICE_IMAGE and "transformers" in MISSING_THERE
