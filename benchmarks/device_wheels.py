@@ -27,9 +27,10 @@ A device's time is scarce and a failed call costs minutes of it, so rehearse fir
 
     .venv/bin/python benchmarks/device_wheels.py --rehearse /tmp/device-rehearsal
 
-builds a Python 3.12 environment with the device image's own versions (``DEVICE_IMAGE``: torch
-2.11, transformers 5.17, ...; about 3.5 GB, downloaded once), installs the carried wheels over
-it as the device command does, and runs each benchmark's CPU form (``REHEARSALS``) that way.
+builds a Python 3.12 environment (``--python`` names the interpreter) with the device image's
+own versions (``DEVICE_IMAGE``: torch 2.11, transformers 5.17, ...; about 3.5 GB, downloaded
+once), installs the carried wheels over it as the device command does, and runs each
+benchmark's CPU form (``REHEARSALS``) that way.
 It found what ``MISSING_THERE`` says of ftfy and transformers: both would have failed the
 device's first call.
 """
@@ -107,14 +108,15 @@ def rehearse(venv: Path, wheels: Path, python: str) -> int:
     """Run each benchmark's CPU form on the device image's versions with the carried wheels
     over them, as the device command installs and imports them; 0 when all pass."""
     interpreter = venv / "bin" / "python"
-    if not interpreter.exists():
-        found = shutil.which(python)
-        if found is None:
-            raise SystemExit(f"device_wheels: no {python} here to build the rehearsal with "
-                             "(the device runs Python 3.12): name one with --python")
-        subprocess.run([found, "-m", "venv", str(venv)], check=True)
     installed = venv / "device-image.txt"
-    if not installed.exists() or installed.read_text().split() != list(DEVICE_IMAGE):
+    if venv.exists() and not installed.exists():
+        # Not one this built (or its build failed half-way): never install the device's
+        # versions over some other environment, the checkout's own .venv say.
+        raise SystemExit(f"device_wheels: {venv} exists and is no rehearsal environment: "
+                         "name a new folder, or remove it")
+    if not venv.exists():
+        _build_rehearsal(venv, python)
+    elif installed.read_text().split() != list(DEVICE_IMAGE):
         subprocess.run([str(interpreter), "-m", "pip", "install", "-q", *DEVICE_IMAGE],
                        check=True)
         installed.write_text("\n".join(DEVICE_IMAGE) + "\n")
@@ -148,6 +150,28 @@ def rehearse(venv: Path, wheels: Path, python: str) -> int:
     return 1 if failed else 0
 
 
+def _build_rehearsal(venv: Path, python: str) -> None:
+    """A Python 3.12 venv with ``DEVICE_IMAGE`` at ``venv``, built beside it and moved there
+    only once whole, so that a failed build leaves nothing to be taken for one."""
+    building = venv.with_name(venv.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    interpreter = building / "bin" / "python"
+    try:
+        subprocess.run([python, "-m", "venv", str(building)], check=True)
+        subprocess.run([str(interpreter), "-c",
+                        "import sys; assert sys.version_info[:2] == (3, 12), sys.version"],
+                       check=True)
+        subprocess.run([str(interpreter), "-m", "pip", "install", "-q", *DEVICE_IMAGE],
+                       check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        shutil.rmtree(building, ignore_errors=True)
+        raise SystemExit(f"device_wheels: could not build the rehearsal with {python} ({exc}): "
+                         "the device runs Python 3.12 with the registry's wheels; name a "
+                         "working python3.12 with --python") from None
+    (building / "device-image.txt").write_text("\n".join(DEVICE_IMAGE) + "\n")
+    building.rename(venv)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", type=Path, default=REPO / ".whl",
@@ -158,6 +182,8 @@ def main() -> int:
     parser.add_argument("--python", default=DEVICE_PYTHON,
                         help=f"the interpreter to build it with (default {DEVICE_PYTHON})")
     args = parser.parse_args()
+    if args.rehearse is not None:
+        args.rehearse = args.rehearse.resolve()
     args.dest.mkdir(exist_ok=True)
     for old in args.dest.glob("*.whl"):
         old.unlink()  # two versions of one package stop the whole install there
@@ -175,7 +201,7 @@ def main() -> int:
         print(f"\n# {name}\n{device_command(name)}")
     if args.rehearse is not None:
         print(f"\nrehearsing on the device image's versions in {args.rehearse}:")
-        return rehearse(args.rehearse.resolve(), args.dest, args.python)
+        return rehearse(args.rehearse, args.dest, args.python)
     return 0
 
 

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import threading
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,26 +159,59 @@ def package_version(distribution: str) -> str | None:
         return None
 
 
-def model_requirements() -> dict[str, str]:
-    """The ``models`` extra's requirements of this install (name -> requirement), from its own
-    metadata; empty where there is none to read (a checkout on PYTHONPATH) or no ``packaging``
-    to read it with (it comes with the model stack: transformers needs it)."""
+#: A checkout's own pyproject.toml (absent from an installed wheel): its requirements are the
+#: ones the code beside it needs, where an editable install's metadata keeps those of the day
+#: it was installed.
+CHECKOUT_PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def model_requirements(pyproject: Path = CHECKOUT_PYPROJECT) -> dict[str, str]:
+    """The ``models`` extra's requirements (canonical name -> requirement): the checkout's
+    ``pyproject`` where the code runs from one, else this install's metadata; empty without
+    either or without ``packaging`` to read them (it comes with the model stack)."""
     try:
         from packaging.requirements import InvalidRequirement, Requirement
-
-        lines = importlib.metadata.requires("faceswap-cam") or []
-    except (ImportError, importlib.metadata.PackageNotFoundError):
+        from packaging.utils import canonicalize_name
+    except ImportError:
         return {}
+    lines = _checkout_models_extra(pyproject)
+    if lines is None:
+        try:
+            lines = [line for line in importlib.metadata.requires("faceswap-cam") or []
+                     if _only_in_models_extra(line)]
+        except importlib.metadata.PackageNotFoundError:
+            return {}
     wanted: dict[str, str] = {}
     for line in lines:
         try:
             requirement = Requirement(line)
         except InvalidRequirement:
             continue
-        if requirement.marker is not None and requirement.marker.evaluate({"extra": "models"}) \
-                and not requirement.marker.evaluate({"extra": ""}):
-            wanted[requirement.name.lower()] = f"{requirement.name}{requirement.specifier}"
+        wanted[canonicalize_name(requirement.name)] = \
+            f"{requirement.name}{requirement.specifier}"
     return wanted
+
+
+def _checkout_models_extra(pyproject: Path) -> list[str] | None:
+    try:
+        project = tomllib.loads(pyproject.read_text())["project"]
+    except (OSError, ValueError, KeyError):
+        return None
+    if project.get("name") != "faceswap-cam":
+        return None
+    extra = project.get("optional-dependencies", {}).get("models")
+    return [line for line in extra if isinstance(line, str)] if isinstance(extra, list) else None
+
+
+def _only_in_models_extra(line: str) -> bool:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        marker = Requirement(line).marker
+    except InvalidRequirement:
+        return False
+    return marker is not None and marker.evaluate({"extra": "models"}) \
+        and not marker.evaluate({"extra": ""})
 
 
 def unmet_requirements(installed: Sequence[tuple[str, str]],
@@ -185,22 +219,33 @@ def unmet_requirements(installed: Sequence[tuple[str, str]],
     """Which installed ``(name, version)`` fall outside the project's requirement for them,
     as ``'transformers 5.17.0 (needs transformers>=5.20)'``."""
     try:
-        from packaging.requirements import Requirement
+        from packaging.requirements import InvalidRequirement, Requirement
+        from packaging.utils import canonicalize_name
         from packaging.version import InvalidVersion
     except ImportError:
         return []
     unmet = []
     for name, version in installed:
-        wanted = requirements.get(name.lower())
+        wanted = requirements.get(canonicalize_name(name))
         if wanted is None:
             continue
         try:
             met = Requirement(wanted).specifier.contains(version, prereleases=True)
-        except InvalidVersion:
+        except (InvalidRequirement, InvalidVersion):
             continue
         if not met:
             unmet.append(f"{name} {version} (needs {wanted})")
     return unmet
+
+
+def upgrade_command(unmet: Sequence[str], requirements: dict[str, str]) -> str:
+    """The pip command that brings ``unmet`` (as :func:`unmet_requirements` names them) within
+    the requirements; torchvision goes with torch, since each of its wheels pins one torch."""
+    names = [entry.split()[0].lower() for entry in unmet]
+    if "torch" in names and "torchvision" not in names and "torchvision" in requirements:
+        names.append("torchvision")
+    return "pip install " + " ".join(f"'{requirements[name]}'" for name in names
+                                     if name in requirements)
 
 
 def open_camera(index: int | str, size: tuple[int, int], fps: float, *,
@@ -500,8 +545,7 @@ def _package_checks(lookup: VersionLookup,
             # engine would fail to load with an error about an attribute, not a version.
             model = Check("model packages", WARN,
                           f"{', '.join(unmet)}: the Wan-Animate engine may fail to load",
-                          "pip install " + " ".join(
-                              f"'{wanted[entry.split()[0].lower()]}'" for entry in unmet))
+                          upgrade_command(unmet, wanted))
         else:
             model = Check("model packages", PASS, present)
     return [core, model]

@@ -4,6 +4,7 @@ built in tmp_path, plus one run against this machine as it is, in a subprocess."
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -38,6 +39,7 @@ from faceswap_cam.daemon.ops.doctor import (
     render_text,
     run_checks,
     unmet_requirements,
+    upgrade_command,
 )
 from faceswap_cam.daemon.paths import config_file, models_dir
 from faceswap_cam.daemon.pipeline.app import engine_options
@@ -186,6 +188,8 @@ class FakeMachine:
             "query": self.query, "open_camera": self.open_camera, "gpu_probe": self.gpu_probe,
             "control_client_factory": self.client_factory, "service_probe": self.service_probe,
             "platform": "linux",
+            # The machine's own install is not what a test is about.
+            "requirements_lookup": dict,
         }
         options.update(overrides)
         return run_checks(**options)
@@ -722,15 +726,28 @@ def test_a_model_package_older_than_the_project_needs_is_named_with_its_fix(
                 "model packages").status == "PASS"
 
 
-def test_the_model_requirements_are_this_installs_models_extra() -> None:
-    wanted = model_requirements()
-    if not wanted:
-        pytest.skip("faceswap-cam is not installed here (no metadata to read)")
+def test_the_model_requirements_are_the_checkouts_models_extra(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wanted = model_requirements()  # this checkout's pyproject.toml, not the install's metadata
     assert "numpy" not in wanted  # a core requirement, checked by presence alone
-    assert wanted["transformers"].startswith("transformers")
-    assert not unmet_requirements([("transformers", "5.24.0"), ("torch", "2.11.0")], wanted)
+    assert not unmet_requirements([("transformers", "5.24.0"), ("torch", "2.11.0+cu130")],
+                                  wanted)
     assert unmet_requirements([("transformers", "5.17.0")], wanted) == [
         f"transformers 5.17.0 (needs {wanted['transformers']})"]
+    # Torch comes with the torchvision its wheels pin.
+    unmet = unmet_requirements([("torch", "2.5.1+cpu")], wanted)
+    assert upgrade_command(unmet, wanted) == (
+        f"pip install '{wanted['torch']}' '{wanted['torchvision']}'")
+    # Without a checkout, the install's metadata: the models extra's lines only.
+    monkeypatch.setattr(importlib.metadata, "requires", lambda name: [
+        "numpy>=1.26", "pulsectl>=24.4; sys_platform == 'linux'",
+        'transformers>=5.20; extra == "models"', 'Huggingface_Hub>=0.34; extra == "models"',
+        'pytest>=8; extra == "dev"'])
+    assert model_requirements(tmp_path / "pyproject.toml") == {
+        "transformers": "transformers>=5.20", "huggingface-hub": "Huggingface_Hub>=0.34"}
+    assert unmet_requirements([("huggingface_hub", "0.30")],
+                              model_requirements(tmp_path / "pyproject.toml")) == [
+        "huggingface_hub 0.30 (needs Huggingface_Hub>=0.34)"]
 
 
 def test_macos_and_windows_notes(machine: FakeMachine, monkeypatch: pytest.MonkeyPatch) -> None:
