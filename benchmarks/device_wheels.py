@@ -12,12 +12,17 @@ and prints the command to give the device tool (``carry: [".whl"]``). The projec
 not a wheel there: the checkout travels, and a folder holding a ``faceswap_cam`` link to it
 makes it importable under its package name, as the editable install does here.
 
-The command runs one benchmark, so that each fits the 10-minute limit of a call:
-``--preset all`` (wan-animate) first, then ``--engine wan-animate-2 --preset all``, then
-``--gpus N`` on a machine with N GPUs. The log and the efficiency file come back through
-``$OUT``: copy the file over ``benchmarks/results/gpu_efficiency.json`` before the next call
-(which adds its engine's section to it) and commit it at the end, and ``faceswap-cam plan``
-predicts from the measurement instead of its assumption. ``preprocess`` times the real-size
+A session's device time is 15 minutes in all, the machine's start included, and a call may
+run 10. So the first call (``first``) runs wan-animate's ``--preset all`` (about 4 minutes)
+and then ``preprocess`` in one go, each under its own ``timeout`` that keeps the pair inside
+the call's limit: the second adds its section to the efficiency file the first wrote, there,
+with no copying between calls and no idle machine meanwhile. ``wan-animate-2`` (``--engine
+wan-animate-2 --preset all``, 6 to 7 minutes) is a second call, where the time left allows,
+and ``--gpus N`` one on a machine with N GPUs. Each benchmark's log and, after each, the
+efficiency file come back through ``$OUT`` (a benchmark cut off by its timeout leaves what the
+ones before it wrote): copy the file over ``benchmarks/results/gpu_efficiency.json`` before
+the next call (which adds its section to it) and commit it at the end, and ``faceswap-cam
+plan`` predicts from the measurement instead of its assumption. ``preprocess`` times the real-size
 detector, pose and SAM2 models around a batch in the person window, against the plan's H200
 live batch (the figure to replace with the measured ``live-win`` one): the daemon keeps the
 plan's cadence while the whole call, these included, stays under 95 % of a batch period. It
@@ -68,6 +73,15 @@ BENCHMARKS = {
     "wan-animate-2": "benchmarks/gpu_engine.py --preset all --engine wan-animate-2",
     "preprocess": "benchmarks/preprocess.py --gpu --wan-batch-s 0.692",
 }
+#: Seconds each may run within a call (the device stops a call at 600 s, and a benchmark it
+#: stops returns nothing of its own): the first call's pair stays inside with time to spare.
+TIME_LIMITS = {"wan-animate": 430, "wan-animate-2": 570, "preprocess": 150}
+#: What each device call runs, in order: ``first`` is the one to make first.
+CALLS = {"first": ("wan-animate", "preprocess"), "wan-animate": ("wan-animate",),
+         "wan-animate-2": ("wan-animate-2",), "preprocess": ("preprocess",)}
+#: The device tool's limit on one call's command, in seconds and in characters.
+CALL_LIMIT_S = 600
+COMMAND_LIMIT = 2000
 #: Each benchmark as the CPU runs it: the same loaders, builders and engine calls, on tiny
 #: models (gpu_engine) or the real-size preprocessing models on the CPU (a few minutes).
 REHEARSALS = {
@@ -94,14 +108,20 @@ def pinned(name: str) -> str:
                          "command once (it installs the model stack), then this again") from None
 
 
-def device_command(benchmark: str) -> str:
-    """The shell command for the device tool's ``run`` (with ``carry: [".whl"]``)."""
+def device_command(call: str) -> str:
+    """The shell command for the device tool's ``run`` (with ``carry: [".whl"]``) that runs
+    ``CALLS[call]`` in order, each under its time limit; its exit status is the first failure's
+    (a timeout's is 124), else 0."""
+    steps = "".join(
+        f"timeout {TIME_LIMITS[name]} python3 {BENCHMARKS[name]} 2>&1 | tee $OUT/{name}.log; "
+        "s=$?; [ $status = 0 ] && status=$s; "
+        "cp benchmarks/results/gpu_efficiency.json $OUT/ 2>/dev/null; "
+        for name in CALLS[call])
     return ("python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir "
             "--target /tmp/site .whl/*.whl || exit; mkdir -p /tmp/ns && ln -sfn \"$PWD\" "
             "/tmp/ns/faceswap_cam; export PYTHONPATH=/tmp/ns:/tmp/site PYTHONUNBUFFERED=1; "
-            "nvidia-smi --query-gpu=name,memory.total --format=csv; set -o pipefail; "
-            f"python3 {BENCHMARKS[benchmark]} 2>&1 | tee $OUT/gpu_engine.log; status=$?; "
-            "cp benchmarks/results/gpu_efficiency.json $OUT/; exit $status")
+            "nvidia-smi --query-gpu=name,memory.total --format=csv; set -o pipefail; status=0; "
+            f"{steps}exit $status")
 
 
 def rehearse(venv: Path, wheels: Path, python: str) -> int:
@@ -196,8 +216,9 @@ def main() -> int:
           f"(the device call carries at most 64 MiB with the checkout):")
     for wheel in wheels:
         print(f"  {wheel.name}")
-    print("\nGive the device tool, with carry [\".whl\"], one of these per call:")
-    for name in BENCHMARKS:
+    print("\nGive the device tool, with carry [\".whl\"], one of these per call, 'first' "
+          "first:")
+    for name in CALLS:
         print(f"\n# {name}\n{device_command(name)}")
     if args.rehearse is not None:
         print(f"\nrehearsing on the device image's versions in {args.rehearse}:")

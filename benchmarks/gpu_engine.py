@@ -156,6 +156,7 @@ from benchmarks.gpu_presets import (  # noqa: E402
     keep_fp32_parts,
     median,
     prediction_gpu,
+    save_measured,
     synchronize,
     timed,
     wan2_preset_main,
@@ -699,6 +700,7 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
                                  + activation_bytes(shape) + RUNTIME_BYTES) / 1e9,
             assumed_efficiency=efficiency.assumed))
         print(f"  measured preset {label}: {row.batch_s:.3f} s/batch", flush=True)
+        save_measured(args, table_gpu, gpu_name, rows, "wan-animate")
     if any(r[2] == WINDOW_LABEL for r in runs):
         notes.insert(0, f"{WINDOW_LABEL}: live in the square window around the person that "
                      "replace mode generates (--gen-window person)")

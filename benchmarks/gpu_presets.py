@@ -270,6 +270,17 @@ def write_efficiency(path: Path, gpu: Gpu, device_name: str, rows: Sequence[Pres
     return path
 
 
+def save_measured(args: argparse.Namespace, table_gpu: Gpu | None, gpu_name: str,
+                  rows: Sequence[PresetRow], engine: str) -> Path | None:
+    """The rows' efficiency into the file, for a GPU of the plan's table (not ``--tiny``): the
+    file's path, or None. Called after each preset as well as at the end, so that a run the
+    device call's time limit stops part-way keeps what it measured."""
+    if args.tiny or table_gpu is None or not rows:
+        return None
+    return write_efficiency(args.efficiency_file or EFFICIENCY_FILE, table_gpu, gpu_name, rows,
+                            engine)
+
+
 def finish(args: argparse.Namespace, *, engine: str, title: str, gpu_name: str,
            table_gpu: Gpu | None, peak: float | None, build_s: float, efficiency: Efficiency,
            rows: list[PresetRow], notes: Sequence[str] = (),
@@ -281,10 +292,8 @@ def finish(args: argparse.Namespace, *, engine: str, title: str, gpu_name: str,
                        rows)
     for note in notes:
         print(f"  {note}")
-    written = None
-    if not args.tiny and table_gpu is not None and rows:
-        written = write_efficiency(args.efficiency_file or EFFICIENCY_FILE, table_gpu,
-                                   gpu_name, rows, engine)
+    written = save_measured(args, table_gpu, gpu_name, rows, engine)
+    if written is not None:
         print(f"  measured efficiency written to {written}")
     print(json.dumps({
         "benchmark": "gpu_engine_presets", "engine": engine, "device": gpu_name,
@@ -539,6 +548,7 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
             assumed_efficiency=efficiency.assumed))
         print(f"  measured preset {preset.name.value} ({variant}): {m.batch_s:.3f} s/batch",
               flush=True)
+        save_measured(args, table_gpu, gpu_name, rows, WAN2_ENGINE)
     return finish(args, engine=WAN2_ENGINE, title="Wan-Animate-2 presets", gpu_name=gpu_name,
                   table_gpu=table_gpu, peak=peak, build_s=build_s, efficiency=efficiency,
                   rows=rows, notes=(

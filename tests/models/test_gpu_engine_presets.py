@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch", reason="the model extra (torch) is not inst
 pytest.importorskip("diffusers")
 
 from benchmarks import gpu_engine  # noqa: E402
-from benchmarks.gpu_presets import PresetRow, write_efficiency  # noqa: E402
+from benchmarks.gpu_presets import PresetRow, save_measured, write_efficiency  # noqa: E402
 from faceswap_cam.models.plan.gpus import GPUS, load_efficiency  # noqa: E402
 from faceswap_cam.models.wan2.presets import BALANCED, LIVE, QUALITY  # noqa: E402
 
@@ -132,6 +132,28 @@ def test_each_engine_plans_with_its_own_measured_efficiency(tmp_path: Path) -> N
     assert load_efficiency(gpu, alone).dit == 0.3  # this GPU's, the other engine's
     elsewhere = load_efficiency(GPUS["a100"], alone, "wan-animate-2")
     assert elsewhere.dit == 0.7 and "wan-animate's" in elsewhere.source
+
+
+def test_a_run_keeps_each_presets_efficiency_as_it_goes(tmp_path: Path) -> None:
+    """After each preset, not only at the end: a run the device call's time limit stops
+    part-way still leaves what it measured for the plan."""
+    from argparse import Namespace
+
+    path = tmp_path / "gpu_efficiency.json"
+    args = Namespace(tiny=False, efficiency_file=path)
+    gpu = GPUS["h200"]
+    rows = [row("wan-animate", 0.5)]
+    assert save_measured(args, gpu, "NVIDIA H200", rows, "wan-animate") == path
+    assert load_efficiency(gpu, path).dit == 0.5  # the run could stop here
+    rows.append(row("wan-animate", 0.7))
+    save_measured(args, gpu, "NVIDIA H200", rows, "wan-animate")
+    assert load_efficiency(gpu, path).dit == 0.6  # the median of the presets so far
+    # Nothing for a tiny run, a GPU the plan does not know, or no row yet.
+    for tiny, table_gpu, so_far in ((True, gpu, rows), (False, None, rows), (False, gpu, [])):
+        other = tmp_path / f"{tiny}-{table_gpu is None}-{len(so_far)}.json"
+        assert save_measured(Namespace(tiny=tiny, efficiency_file=other), table_gpu,
+                             "NVIDIA H200", so_far, "wan-animate") is None
+        assert not other.exists()
 
 
 def test_a_multi_gpu_run_records_its_median_scaling_for_the_plan(tmp_path: Path) -> None:

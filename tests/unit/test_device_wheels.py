@@ -2,30 +2,82 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 from benchmarks.device_wheels import (
     BENCHMARKS,
+    CALL_LIMIT_S,
+    CALLS,
+    COMMAND_LIMIT,
     DEVICE_IMAGE,
     MISSING_THERE,
     REHEARSALS,
+    TIME_LIMITS,
     device_command,
 )
 
-#: What the device tool takes as one command.
-DEVICE_COMMAND_LIMIT = 2000
+#: A stand-in for the device's python3: pip installs nothing; a benchmark adds its name to the
+#: efficiency file, says so, and exits with the status the test gives it.
+FAKE_PYTHON = """#!/bin/sh
+[ "$1" = -m ] && exit 0
+name=$(basename "$1" .py)
+echo "$name $*" >> benchmarks/results/gpu_efficiency.json
+echo "ran $name"
+eval "exit \\${EXIT_$name:-0}"
+"""
 
 
-def test_each_command_installs_the_carried_wheels_and_returns_its_figures() -> None:
-    for name, benchmark in BENCHMARKS.items():
-        command = device_command(name)
-        assert len(command) <= DEVICE_COMMAND_LIMIT
+def run_on_a_fake_device(tmp_path: Path, call: str, **exits: int) -> tuple[int, Path]:
+    """``device_command(call)`` run by sh in a fake checkout, with python3 and nvidia-smi
+    standing in: (its exit status, its $OUT)."""
+    checkout, out, tools = tmp_path / "checkout", tmp_path / "out", tmp_path / "bin"
+    for folder in (checkout / ".whl", checkout / "benchmarks/results", out, tools):
+        folder.mkdir(parents=True)
+    for name, text in (("python3", FAKE_PYTHON), ("nvidia-smi", "#!/bin/sh\necho H200\n")):
+        (tools / name).write_text(text)
+        (tools / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}", "OUT": str(out),
+           **{f"EXIT_{name}": str(code) for name, code in exits.items()}}
+    # bash, as the device runs it (set -o pipefail is not POSIX sh).
+    done = subprocess.run(["bash", "-c", device_command(call)], cwd=checkout, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    return done.returncode, out
+
+
+def test_each_call_installs_the_carried_wheels_and_fits_the_device_tool() -> None:
+    for call, names in CALLS.items():
+        command = device_command(call)
+        assert len(command) <= COMMAND_LIMIT
         assert command.startswith("python3 -m pip install") and ".whl/*.whl" in command
         assert "--no-index" in command  # nothing can be fetched there
-        assert f"python3 {benchmark} " in command
-        # The checkout is importable as the package, and the figures come back in $OUT.
+        # The checkout is importable as the package.
         assert "/tmp/ns/faceswap_cam" in command and "PYTHONPATH=/tmp/ns:/tmp/site" in command
-        assert "$OUT/gpu_engine.log" in command and "$OUT/" in command.split("cp ", 1)[1]
-        assert command.endswith("exit $status")  # the benchmark's own exit code
-    assert "diffusers" in MISSING_THERE
+        for name in names:
+            assert f"timeout {TIME_LIMITS[name]} python3 {BENCHMARKS[name]} " in command
+        # Installing, building and copying take a few seconds of the call's own limit.
+        assert sum(TIME_LIMITS[name] for name in names) <= CALL_LIMIT_S - 20
+    assert set(BENCHMARKS) <= {name for names in CALLS.values() for name in names}
+    assert CALLS["first"][0] == "wan-animate"
+
+
+def test_a_call_returns_each_benchmarks_log_and_the_efficiency_file_after_each(
+        tmp_path: Path) -> None:
+    status, out = run_on_a_fake_device(tmp_path / "ok", "first")
+    assert status == 0
+    assert (out / "wan-animate.log").read_text() == "ran gpu_engine\n"
+    assert (out / "preprocess.log").read_text() == "ran preprocess\n"
+    # The second benchmark added to the file the first wrote, there, in the same call.
+    assert [line.split()[0] for line in
+            (out / "gpu_efficiency.json").read_text().splitlines()] == [
+        "gpu_engine", "preprocess"]
+    # A failure is the call's status, and the benchmarks after it still run.
+    status, out = run_on_a_fake_device(tmp_path / "failed", "first", gpu_engine=3)
+    assert status == 3
+    assert (out / "preprocess.log").read_text() == "ran preprocess\n"
+    status, _ = run_on_a_fake_device(tmp_path / "second", "first", preprocess=124)
+    assert status == 124  # a timeout's
 
 
 def test_each_benchmark_has_a_rehearsal_of_the_same_script_on_the_cpu() -> None:
@@ -39,3 +91,4 @@ def test_each_benchmark_has_a_rehearsal_of_the_same_script_on_the_cpu() -> None:
         assert device_options <= set(rehearsal.split())
     # The rehearsal's base is the image's transformers, which the carried one must replace.
     assert "transformers==5.17.0" in DEVICE_IMAGE and "transformers" in MISSING_THERE
+    assert "diffusers" in MISSING_THERE
