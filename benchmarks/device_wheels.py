@@ -16,13 +16,14 @@ A session's device time is 15 minutes in all, the machine's start included, and 
 run 10. So the first call (``first``) runs wan-animate's ``--preset all`` (about 4 minutes)
 and then ``preprocess`` in one go, each under its own ``timeout`` that keeps the pair inside
 the call's limit: the second adds its section to the efficiency file the first wrote, there,
-with no copying between calls and no idle machine meanwhile. ``wan-animate-2`` (``--engine
-wan-animate-2 --preset all``, 6 to 7 minutes) is a second call, where the time left allows,
-and ``--gpus N`` one on a machine with N GPUs. Each benchmark's log and, after each, the
-efficiency file come back through ``$OUT`` (a benchmark cut off by its timeout leaves what the
-ones before it wrote): copy the file over ``benchmarks/results/gpu_efficiency.json`` before
-the next call (which adds its section to it) and commit it at the end, and ``faceswap-cam
-plan`` predicts from the measurement instead of its assumption. ``preprocess`` times the real-size
+with no copying between calls and no idle machine meanwhile. The presets run cheapest first
+and the file is written after each, so that a run cut short still leaves DiT figures.
+``wan-animate-2`` (``--engine wan-animate-2 --preset all``, 6 to 7 minutes) is a second call,
+where the time left allows, and ``--gpus N`` one on a machine with N GPUs. Each benchmark's
+log and the efficiency file (which they write in ``$OUT`` itself) come back through ``$OUT``,
+whatever stops them: copy the file over ``benchmarks/results/gpu_efficiency.json`` before the
+next call (which adds its section to it) and commit it at the end, and ``faceswap-cam plan``
+predicts from the measurement instead of its assumption. ``preprocess`` times the real-size
 detector, pose and SAM2 models around a batch in the person window, against the plan's H200
 live batch (the figure to replace with the measured ``live-win`` one): the daemon keeps the
 plan's cadence while the whole call, these included, stays under 95 % of a batch period. It
@@ -73,9 +74,13 @@ BENCHMARKS = {
     "wan-animate-2": "benchmarks/gpu_engine.py --preset all --engine wan-animate-2",
     "preprocess": "benchmarks/preprocess.py --gpu --wan-batch-s 0.692",
 }
-#: Seconds each may run within a call (the device stops a call at 600 s, and a benchmark it
-#: stops returns nothing of its own): the first call's pair stays inside with time to spare.
+#: Seconds each may run within a call, at most: less where the call has less left before
+#: ``CALL_BUDGET_S`` (the device stops a call at 600 s, and its ``$OUT`` comes back, but a
+#: benchmark stopped there has no chance to finish its log). ``timeout`` stops a benchmark
+#: with SIGTERM (and SIGKILL ``KILL_AFTER_S`` later); what it had written stays.
 TIME_LIMITS = {"wan-animate": 430, "wan-animate-2": 570, "preprocess": 150}
+CALL_BUDGET_S = 585
+KILL_AFTER_S = 5
 #: What each device call runs, in order: ``first`` is the one to make first.
 CALLS = {"first": ("wan-animate", "preprocess"), "wan-animate": ("wan-animate",),
          "wan-animate-2": ("wan-animate-2",), "preprocess": ("preprocess",)}
@@ -111,15 +116,20 @@ def pinned(name: str) -> str:
 def device_command(call: str) -> str:
     """The shell command for the device tool's ``run`` (with ``carry: [".whl"]``) that runs
     ``CALLS[call]`` in order, each under its time limit; its exit status is the first failure's
-    (a timeout's is 124), else 0."""
+    (a timeout's is 124), else 0. Every benchmark writes the efficiency file in ``$OUT``
+    itself (the checkout's, copied there first, so that each adds to what is known), so what
+    it measured comes back however the call ends."""
     steps = "".join(
-        f"timeout {TIME_LIMITS[name]} python3 {BENCHMARKS[name]} 2>&1 | tee $OUT/{name}.log; "
+        f"t=$(({CALL_BUDGET_S} - SECONDS)); [ $t -gt {TIME_LIMITS[name]} ] && "
+        f"t={TIME_LIMITS[name]}; [ $t -lt 1 ] && t=1; "
+        f"timeout -k {KILL_AFTER_S} $t python3 {BENCHMARKS[name]} "
+        f"--efficiency-file $OUT/gpu_efficiency.json 2>&1 | tee $OUT/{name}.log; "
         "s=$?; [ $status = 0 ] && status=$s; "
-        "cp benchmarks/results/gpu_efficiency.json $OUT/ 2>/dev/null; "
         for name in CALLS[call])
     return ("python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir "
             "--target /tmp/site .whl/*.whl || exit; mkdir -p /tmp/ns && ln -sfn \"$PWD\" "
             "/tmp/ns/faceswap_cam; export PYTHONPATH=/tmp/ns:/tmp/site PYTHONUNBUFFERED=1; "
+            "cp benchmarks/results/gpu_efficiency.json $OUT/ 2>/dev/null; "
             "nvidia-smi --query-gpu=name,memory.total --format=csv; set -o pipefail; status=0; "
             f"{steps}exit $status")
 

@@ -156,6 +156,7 @@ from benchmarks.gpu_presets import (  # noqa: E402
     keep_fp32_parts,
     median,
     prediction_gpu,
+    run_cost,
     save_measured,
     synchronize,
     timed,
@@ -645,8 +646,8 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
     asked = {label: runnable_quantize(
         preset_quantize(preset) if args.quantize == "auto" else args.quantize, str(device),
         explicit=args.quantize != "auto") for preset, _, label in runs}
-    # Quantizing cannot be undone: the unquantized runs first.
-    runs.sort(key=lambda run: asked[run[2]] != "none")
+    # Quantizing cannot be undone: the unquantized runs first, each kind cheapest first.
+    runs.sort(key=lambda run: (asked[run[2]] != "none", run_cost(run[0], run[1])))
     unavailable: set[str] = set()  # kinds this machine cannot run: measured unquantized
     for preset, shape, label in runs:
         wanted = "none" if asked[label] in unavailable else asked[label]

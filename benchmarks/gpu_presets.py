@@ -246,7 +246,7 @@ def print_preset_table(title: str, rows: Sequence[PresetRow]) -> None:
 
 
 def write_efficiency(path: Path, gpu: Gpu, device_name: str, rows: Sequence[PresetRow],
-                     engine: str = FIRST_ENGINE) -> Path:
+                     engine: str = FIRST_ENGINE, *, complete: bool = True) -> Path:
     """Merge this GPU's measured DiT and VAE efficiency (medians over the presets) into the
     file ``faceswap-cam plan`` reads: wan-animate's in the top-level ``by_gpu`` (what the plan
     reads), another engine's in ``engines[engine]["by_gpu"]`` in the same form. What else the
@@ -262,6 +262,9 @@ def write_efficiency(path: Path, gpu: Gpu, device_name: str, rows: Sequence[Pres
         "dit_efficiency": round(statistics.median(dit), 4) if dit else held,
         "vae_efficiency": round(statistics.median(vae), 4) if vae else None,
         "measured": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+        # False while a run is under way (it writes after each preset): one stopped part-way
+        # left the medians of the presets it got to.
+        "complete": complete,
         "presets": {r.preset: {"size": r.size, "segment": r.segment, "steps": r.steps,
                                "variant": r.variant, "step_s": r.step_s, "fps": r.fps,
                                "quantize": r.quantize, "dit_efficiency": r.dit_efficiency}
@@ -270,15 +273,23 @@ def write_efficiency(path: Path, gpu: Gpu, device_name: str, rows: Sequence[Pres
     return path
 
 
+def run_cost(preset: Preset, shape: Shape) -> float:
+    """A batch's relative cost (steps x forwards a step x video tokens), to run the cheapest
+    first: a run the device call's time limit stops part-way has then measured the most."""
+    forwards = 2 if preset.guidance_scale > 1 else 1
+    return preset.steps * forwards * shape.width * shape.height * shape.segment
+
+
 def save_measured(args: argparse.Namespace, table_gpu: Gpu | None, gpu_name: str,
-                  rows: Sequence[PresetRow], engine: str) -> Path | None:
+                  rows: Sequence[PresetRow], engine: str, *,
+                  complete: bool = False) -> Path | None:
     """The rows' efficiency into the file, for a GPU of the plan's table (not ``--tiny``): the
     file's path, or None. Called after each preset as well as at the end, so that a run the
     device call's time limit stops part-way keeps what it measured."""
     if args.tiny or table_gpu is None or not rows:
         return None
     return write_efficiency(args.efficiency_file or EFFICIENCY_FILE, table_gpu, gpu_name, rows,
-                            engine)
+                            engine, complete=complete)
 
 
 def finish(args: argparse.Namespace, *, engine: str, title: str, gpu_name: str,
@@ -292,7 +303,7 @@ def finish(args: argparse.Namespace, *, engine: str, title: str, gpu_name: str,
                        rows)
     for note in notes:
         print(f"  {note}")
-    written = save_measured(args, table_gpu, gpu_name, rows, engine)
+    written = save_measured(args, table_gpu, gpu_name, rows, engine, complete=True)
     if written is not None:
         print(f"  measured efficiency written to {written}")
     print(json.dumps({
@@ -476,7 +487,8 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
     from faceswap_cam.models.wan2.variants import PRESET_VARIANTS, VARIANT
 
     names = [p.value for p in PresetName] if args.preset == "all" else [args.preset]
-    presets = [p for p in load_presets(WAN2_ENGINE) if p.name.value in names]
+    presets = sorted((p for p in load_presets(WAN2_ENGINE) if p.name.value in names),
+                     key=lambda p: run_cost(p, preset_shape(p, CAMERA)))
     gpu_name, peak = detect_peak(device, args.peak_tflops)
     table_gpu, gpu = prediction_gpu(device, gpu_name, peak)
     efficiency = load_efficiency(gpu, args.efficiency_file, WAN2_ENGINE)

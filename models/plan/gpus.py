@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -224,8 +225,13 @@ def read_measurements(path: Path) -> dict[str, Any]:
 
 
 def write_measurements(path: Path, document: dict[str, Any]) -> None:
+    """Replace the file whole: a benchmark stopped mid-write (a device call's time limit) must
+    not leave a truncated file, which reads as empty and the next writer would then overwrite
+    with its own section alone."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(document, indent=2) + "\n")
+    os.replace(partial, path)
 
 
 def measured_entry(path: Path, gpu: Gpu, engine: str = FIRST_ENGINE) -> dict[str, Any]:

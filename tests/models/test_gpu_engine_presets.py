@@ -145,9 +145,12 @@ def test_a_run_keeps_each_presets_efficiency_as_it_goes(tmp_path: Path) -> None:
     rows = [row("wan-animate", 0.5)]
     assert save_measured(args, gpu, "NVIDIA H200", rows, "wan-animate") == path
     assert load_efficiency(gpu, path).dit == 0.5  # the run could stop here
+    assert json.loads(path.read_text())["by_gpu"]["h200"]["complete"] is False
     rows.append(row("wan-animate", 0.7))
-    save_measured(args, gpu, "NVIDIA H200", rows, "wan-animate")
-    assert load_efficiency(gpu, path).dit == 0.6  # the median of the presets so far
+    save_measured(args, gpu, "NVIDIA H200", rows, "wan-animate", complete=True)  # the end
+    assert load_efficiency(gpu, path).dit == 0.6  # the median of every preset
+    assert json.loads(path.read_text())["by_gpu"]["h200"]["complete"] is True
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # replaced whole, no leftovers
     # Nothing for a tiny run, a GPU the plan does not know, or no row yet.
     for tiny, table_gpu, so_far in ((True, gpu, rows), (False, None, rows), (False, gpu, [])):
         other = tmp_path / f"{tiny}-{table_gpu is None}-{len(so_far)}.json"

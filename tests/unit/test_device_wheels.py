@@ -6,8 +6,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from benchmarks import device_wheels
 from benchmarks.device_wheels import (
     BENCHMARKS,
+    CALL_BUDGET_S,
     CALL_LIMIT_S,
     CALLS,
     COMMAND_LIMIT,
@@ -19,28 +23,33 @@ from benchmarks.device_wheels import (
 )
 
 #: A stand-in for the device's python3: pip installs nothing; a benchmark adds its name to the
-#: efficiency file, says so, and exits with the status the test gives it.
-FAKE_PYTHON = """#!/bin/sh
+#: efficiency file it is given, says so, and exits with the status the test gives it, or
+#: sleeps until its timeout stops it.
+FAKE_PYTHON = """#!/bin/bash
 [ "$1" = -m ] && exit 0
 name=$(basename "$1" .py)
-echo "$name $*" >> benchmarks/results/gpu_efficiency.json
+while [ $# -gt 0 ] && [ "$1" != --efficiency-file ]; do shift; done
+echo "$name" >> "$2"
 echo "ran $name"
-eval "exit \\${EXIT_$name:-0}"
+how=$(eval "echo \\${EXIT_$name:-0}")
+[ "$how" = sleep ] && exec sleep 30
+exit "$how"
 """
 
 
-def run_on_a_fake_device(tmp_path: Path, call: str, **exits: int) -> tuple[int, Path]:
-    """``device_command(call)`` run by sh in a fake checkout, with python3 and nvidia-smi
-    standing in: (its exit status, its $OUT)."""
+def run_on_a_fake_device(tmp_path: Path, call: str, **exits: int | str) -> tuple[int, Path]:
+    """``device_command(call)`` run by bash in a fake checkout holding an efficiency file, with
+    python3 and nvidia-smi standing in: (its exit status, its $OUT)."""
     checkout, out, tools = tmp_path / "checkout", tmp_path / "out", tmp_path / "bin"
     for folder in (checkout / ".whl", checkout / "benchmarks/results", out, tools):
         folder.mkdir(parents=True)
+    (checkout / "benchmarks/results/gpu_efficiency.json").write_text("measured before\n")
     for name, text in (("python3", FAKE_PYTHON), ("nvidia-smi", "#!/bin/sh\necho H200\n")):
         (tools / name).write_text(text)
         (tools / name).chmod(0o755)
     env = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}", "OUT": str(out),
            **{f"EXIT_{name}": str(code) for name, code in exits.items()}}
-    # bash, as the device runs it (set -o pipefail is not POSIX sh).
+    # bash, as the device runs it (set -o pipefail, SECONDS and $(( )) are bash's).
     done = subprocess.run(["bash", "-c", device_command(call)], cwd=checkout, env=env,
                           capture_output=True, text=True, timeout=60, check=False)
     return done.returncode, out
@@ -55,29 +64,39 @@ def test_each_call_installs_the_carried_wheels_and_fits_the_device_tool() -> Non
         # The checkout is importable as the package.
         assert "/tmp/ns/faceswap_cam" in command and "PYTHONPATH=/tmp/ns:/tmp/site" in command
         for name in names:
-            assert f"timeout {TIME_LIMITS[name]} python3 {BENCHMARKS[name]} " in command
-        # Installing, building and copying take a few seconds of the call's own limit.
-        assert sum(TIME_LIMITS[name] for name in names) <= CALL_LIMIT_S - 20
+            assert f"t={TIME_LIMITS[name]}; " in command
+            assert (f"python3 {BENCHMARKS[name]} --efficiency-file $OUT/gpu_efficiency.json "
+                    f"2>&1 | tee $OUT/{name}.log") in command
+        # Installing the wheels takes a few seconds of the call's own limit.
+        assert sum(TIME_LIMITS[name] for name in names) <= CALL_BUDGET_S <= CALL_LIMIT_S - 10
     assert set(BENCHMARKS) <= {name for names in CALLS.values() for name in names}
     assert CALLS["first"][0] == "wan-animate"
 
 
-def test_a_call_returns_each_benchmarks_log_and_the_efficiency_file_after_each(
-        tmp_path: Path) -> None:
+def test_a_call_returns_each_benchmarks_log_and_the_efficiency_file_they_wrote(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     status, out = run_on_a_fake_device(tmp_path / "ok", "first")
     assert status == 0
     assert (out / "wan-animate.log").read_text() == "ran gpu_engine\n"
     assert (out / "preprocess.log").read_text() == "ran preprocess\n"
-    # The second benchmark added to the file the first wrote, there, in the same call.
-    assert [line.split()[0] for line in
-            (out / "gpu_efficiency.json").read_text().splitlines()] == [
-        "gpu_engine", "preprocess"]
+    # Each added to the checkout's file, in $OUT itself: it comes back however the call ends.
+    assert (out / "gpu_efficiency.json").read_text().split("\n") == [
+        "measured before", "gpu_engine", "preprocess", ""]
     # A failure is the call's status, and the benchmarks after it still run.
     status, out = run_on_a_fake_device(tmp_path / "failed", "first", gpu_engine=3)
     assert status == 3
     assert (out / "preprocess.log").read_text() == "ran preprocess\n"
-    status, _ = run_on_a_fake_device(tmp_path / "second", "first", preprocess=124)
-    assert status == 124  # a timeout's
+    # A benchmark past its limit is stopped (124), keeps what it wrote, and the next runs.
+    monkeypatch.setitem(TIME_LIMITS, "wan-animate", 1)
+    status, out = run_on_a_fake_device(tmp_path / "slow", "first", gpu_engine="sleep")
+    assert status == 124
+    assert (out / "gpu_efficiency.json").read_text().split("\n") == [
+        "measured before", "gpu_engine", "preprocess", ""]
+    # Nor may one run past what is left of the call, whatever its own limit.
+    monkeypatch.setitem(TIME_LIMITS, "wan-animate", 430)
+    monkeypatch.setattr(device_wheels, "CALL_BUDGET_S", 2)
+    status, out = run_on_a_fake_device(tmp_path / "late", "first", gpu_engine="sleep")
+    assert status == 124 and (out / "preprocess.log").read_text() == "ran preprocess\n"
 
 
 def test_each_benchmark_has_a_rehearsal_of_the_same_script_on_the_cpu() -> None:
