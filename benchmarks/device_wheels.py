@@ -102,6 +102,10 @@ DEVICE_IMAGE = ("torch==2.11.0", "torchvision==0.26.0", "transformers==5.17.0",
                 "safetensors==0.8.0", "tokenizers==0.23.2", "opencv-python-headless", "pillow",
                 "peft", "requests", "packaging")
 DEVICE_PYTHON = "python3.12"
+#: How the carried wheels go in on the device, and over the rehearsal's image the same way:
+#: beside the image's packages, ahead of them on PYTHONPATH, nothing fetched.
+WHEEL_INSTALL = ("-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                 "--no-cache-dir", "--target")
 
 
 def pinned(name: str) -> str:
@@ -126,8 +130,8 @@ def device_command(call: str) -> str:
         f"--efficiency-file $OUT/gpu_efficiency.json 2>&1 | tee $OUT/{name}.log; "
         "s=$?; [ $status = 0 ] && status=$s; "
         for name in CALLS[call])
-    return ("python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir "
-            "--target /tmp/site .whl/*.whl || exit; mkdir -p /tmp/ns && ln -sfn \"$PWD\" "
+    return (f"python3 {' '.join(WHEEL_INSTALL)} /tmp/site .whl/*.whl || exit; "
+            "mkdir -p /tmp/ns && ln -sfn \"$PWD\" "
             "/tmp/ns/faceswap_cam; export PYTHONPATH=/tmp/ns:/tmp/site PYTHONUNBUFFERED=1; "
             "cp benchmarks/results/gpu_efficiency.json $OUT/ 2>/dev/null; "
             "nvidia-smi --query-gpu=name,memory.total --format=csv; set -o pipefail; status=0; "
@@ -147,13 +151,10 @@ def rehearse(venv: Path, wheels: Path, python: str) -> int:
     if not venv.exists():
         _build_rehearsal(venv, python)
     elif installed.read_text().split() != list(DEVICE_IMAGE):
-        subprocess.run([str(interpreter), "-m", "pip", "install", "-q", *DEVICE_IMAGE],
-                       check=True)
-        installed.write_text("\n".join(DEVICE_IMAGE) + "\n")
+        _install_image(venv)
     site, namespace = venv / "device-site", venv / "device-ns"
     shutil.rmtree(site, ignore_errors=True)
-    subprocess.run([str(interpreter), "-m", "pip", "install", "-q", "--no-index", "--no-deps",
-                    "--no-compile", "--no-cache-dir", "--target", str(site),
+    subprocess.run([str(interpreter), *WHEEL_INSTALL, str(site),
                     *map(str, sorted(wheels.glob("*.whl")))], check=True)
     namespace.mkdir(exist_ok=True)
     link = namespace / "faceswap_cam"
@@ -185,21 +186,25 @@ def _build_rehearsal(venv: Path, python: str) -> None:
     only once whole, so that a failed build leaves nothing to be taken for one."""
     building = venv.with_name(venv.name + ".building")
     shutil.rmtree(building, ignore_errors=True)
-    interpreter = building / "bin" / "python"
     try:
         subprocess.run([python, "-m", "venv", str(building)], check=True)
-        subprocess.run([str(interpreter), "-c",
+        subprocess.run([str(building / "bin" / "python"), "-c",
                         "import sys; assert sys.version_info[:2] == (3, 12), sys.version"],
                        check=True)
-        subprocess.run([str(interpreter), "-m", "pip", "install", "-q", *DEVICE_IMAGE],
-                       check=True)
+        _install_image(building)
     except (OSError, subprocess.CalledProcessError) as exc:
         shutil.rmtree(building, ignore_errors=True)
         raise SystemExit(f"device_wheels: could not build the rehearsal with {python} ({exc}): "
                          "the device runs Python 3.12 with the registry's wheels; name a "
                          "working python3.12 with --python") from None
-    (building / "device-image.txt").write_text("\n".join(DEVICE_IMAGE) + "\n")
     building.rename(venv)
+
+
+def _install_image(venv: Path) -> None:
+    """``DEVICE_IMAGE`` into ``venv``, then the note that says it is there."""
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *DEVICE_IMAGE],
+                   check=True)
+    (venv / "device-image.txt").write_text("\n".join(DEVICE_IMAGE) + "\n")
 
 
 def main() -> int:

@@ -833,13 +833,15 @@ def save_gpu_efficiency(result: Result, costs: dict[str, float], args: argparse.
     what the product runs on a GPU the plan knows; say why not otherwise."""
     name = torch.cuda.get_device_name()
     gpu = gpu_for_name(name)
-    entry = preprocess_efficiency(result, costs, gpu) if gpu else {}
-    if gpu is None or args.dtype != PRODUCT_DTYPES or args.frames != PLAN_NEW_FRAMES:
-        print(f"  (efficiency not written: {name} is not in the plan's GPU table"
-              if gpu is None else
-              f"  (efficiency not written: --dtype {args.dtype} is not what the product runs"
-              if args.dtype != PRODUCT_DTYPES else
-              f"  (efficiency not written: batches of {args.frames} frames, not the live "
+    if gpu is None:
+        print(f"  (efficiency not written: {name} is not in the plan's GPU table")
+        return {}
+    entry = preprocess_efficiency(result, costs, gpu)
+    if args.dtype != PRODUCT_DTYPES:
+        print(f"  (efficiency not written: --dtype {args.dtype} is not what the product runs")
+        return entry
+    if args.frames != PLAN_NEW_FRAMES:
+        print(f"  (efficiency not written: batches of {args.frames} frames, not the live "
               f"preset's {PLAN_NEW_FRAMES})")
         return entry
     plan_preprocessing.save_preprocess_efficiency(args.efficiency_file, gpu, entry)

@@ -175,10 +175,10 @@ def model_requirements(pyproject: Path = CHECKOUT_PYPROJECT) -> dict[str, str]:
     except ImportError:
         return {}
     lines = _checkout_models_extra(pyproject)
+    from_metadata = lines is None
     if lines is None:
         try:
-            lines = [line for line in importlib.metadata.requires("faceswap-cam") or []
-                     if _only_in_models_extra(line)]
+            lines = importlib.metadata.requires("faceswap-cam") or []
         except importlib.metadata.PackageNotFoundError:
             return {}
     wanted: dict[str, str] = {}
@@ -186,6 +186,11 @@ def model_requirements(pyproject: Path = CHECKOUT_PYPROJECT) -> dict[str, str]:
         try:
             requirement = Requirement(line)
         except InvalidRequirement:
+            continue
+        # The metadata lists every requirement, the extra's marked as such.
+        marker = requirement.marker
+        if from_metadata and not (marker is not None and marker.evaluate({"extra": "models"})
+                                  and not marker.evaluate({"extra": ""})):
             continue
         wanted[canonicalize_name(requirement.name)] = \
             f"{requirement.name}{requirement.specifier}"
@@ -201,17 +206,6 @@ def _checkout_models_extra(pyproject: Path) -> list[str] | None:
         return None
     extra = project.get("optional-dependencies", {}).get("models")
     return [line for line in extra if isinstance(line, str)] if isinstance(extra, list) else None
-
-
-def _only_in_models_extra(line: str) -> bool:
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    try:
-        marker = Requirement(line).marker
-    except InvalidRequirement:
-        return False
-    return marker is not None and marker.evaluate({"extra": "models"}) \
-        and not marker.evaluate({"extra": ""})
 
 
 def unmet_requirements(installed: Sequence[tuple[str, str]],

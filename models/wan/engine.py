@@ -332,7 +332,8 @@ def resolved_options(options: dict[str, Any]) -> dict[str, Any]:
 
 def create_preprocessor(options: dict[str, Any]) -> Preprocessor:
     """The preprocessing ``options`` ask for (the preset already applied)."""
-    if not preprocessing_models(options):
+    models = preprocessing_models(options)
+    if not models:
         return StandInPreprocessor()
     from faceswap_cam.models.preprocessing.wan import WanPreprocessor
 
@@ -342,7 +343,7 @@ def create_preprocessor(options: dict[str, Any]) -> Preprocessor:
             detector_model=options.get("detector_model", defaults.DETECTOR_REPO),
             pose_model=options.get("pose_model", defaults.POSE_REPO),
             sam2_model=(options.get("sam2_model", defaults.SAM2_REPO)
-                        if "sam2" in preprocessing_models(options) else None),
+                        if "sam2" in models else None),
             person_mask=person_mask, device=options.get("device", "auto"))
     except (WeightsError, OSError, ValueError, RuntimeError) as exc:
         raise EngineError(f"preprocessing models cannot be loaded: {exc}") from exc
