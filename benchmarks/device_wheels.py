@@ -96,12 +96,13 @@ REHEARSALS = {
 }
 #: The device image's versions of what the benchmarks import (the device KINDS page's pip
 #: list, 2026-11), for the rehearsal; the rest of what they need is in the image at some
-#: version and is taken as pip resolves it. pytest too: preprocess.py builds its tiny models
-#: with the tests' builders, whose modules import it.
+#: version and is taken as pip resolves it. The image has pytest as well; the rehearsal leaves
+#: it out, so a benchmark that comes to import it through a test module fails here first, where
+#: a user's venv after the daemon's set-up (no test tools) would fail the same way.
 DEVICE_IMAGE = ("torch==2.11.0", "torchvision==0.26.0", "transformers==5.17.0",
                 "accelerate==1.15.0", "huggingface_hub==1.33.0", "numpy==2.5.2",
                 "safetensors==0.8.0", "tokenizers==0.23.2", "opencv-python-headless", "pillow",
-                "peft", "requests", "packaging", "pytest")
+                "peft", "requests", "packaging")
 DEVICE_PYTHON = "python3.12"
 #: How the carried wheels go in on the device, and over the rehearsal's image the same way:
 #: beside the image's packages, ahead of them on PYTHONPATH, nothing fetched.

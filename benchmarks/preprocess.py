@@ -25,8 +25,8 @@ across batches, so the box smoothers and SAM2's streaming memory carry over as t
 
 Sections:
 
-* ``cpu-tiny`` (always): the tiny random-weight models of the tests (``save_tiny_rtdetr``,
-  ViTPose ``_save_tiny``, ``_save_tiny_sam2``, ``tests.wan_tiny``), loaded by the product's
+* ``cpu-tiny`` (always): the tiny random-weight models of the tests
+  (``tests.tiny_preprocessing``, ``tests.wan_tiny``), loaded by the product's
   loaders, on the CPU. Preprocessing runs at the product's generation size (848x480 for a
   720p camera) because resizing, skeleton drawing and mask work scale with it; the tiny Wan
   model cannot generate at that size in a CPU budget, so it generates at its test geometry
@@ -369,15 +369,13 @@ def save_real_models(folder: Path, device: str, dtype: torch.dtype) -> dict[str,
 
 
 def save_tiny_models(folder: Path) -> dict[str, Path]:
-    from tests.models.test_person_face import save_tiny_rtdetr
-    from tests.models.test_pose import _save_tiny as save_tiny_vitpose
-    from tests.models.test_segmentation_compositing import _save_tiny_sam2
+    from tests.tiny_preprocessing import save_tiny_rtdetr, save_tiny_sam2, save_tiny_vitpose
     from tests.wan_tiny import save_tiny_wan_animate
 
     return {
         "detector": save_tiny_rtdetr(folder / "detector", {0: "person", 1: "chair"}, v2=True),
         "pose": save_tiny_vitpose(folder / "pose", VITPOSE_KEYPOINTS),
-        "sam2": _save_tiny_sam2(folder / "sam2", object_score=OBJECT_SCORE),
+        "sam2": save_tiny_sam2(folder / "sam2", object_score=OBJECT_SCORE),
         "wan": save_tiny_wan_animate(folder / "wan"),
     }
 

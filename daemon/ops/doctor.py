@@ -208,10 +208,21 @@ def _checkout_models_extra(pyproject: Path) -> list[str] | None:
     return [line for line in extra if isinstance(line, str)] if isinstance(extra, list) else None
 
 
+@dataclass(frozen=True)
+class UnmetRequirement:
+    """An installed package outside the project's requirement for it."""
+
+    name: str  # canonical, as model_requirements keys it
+    installed: str
+    wanted: str
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.installed} (needs {self.wanted})"
+
+
 def unmet_requirements(installed: Sequence[tuple[str, str]],
-                       requirements: dict[str, str]) -> list[str]:
-    """Which installed ``(name, version)`` fall outside the project's requirement for them,
-    as ``'transformers 5.17.0 (needs transformers>=5.20)'``."""
+                       requirements: dict[str, str]) -> list[UnmetRequirement]:
+    """Which installed ``(name, version)`` fall outside the project's requirement for them."""
     try:
         from packaging.requirements import InvalidRequirement, Requirement
         from packaging.utils import canonicalize_name
@@ -220,7 +231,8 @@ def unmet_requirements(installed: Sequence[tuple[str, str]],
         return []
     unmet = []
     for name, version in installed:
-        wanted = requirements.get(canonicalize_name(name))
+        canonical = canonicalize_name(name)
+        wanted = requirements.get(canonical)
         if wanted is None:
             continue
         try:
@@ -228,18 +240,18 @@ def unmet_requirements(installed: Sequence[tuple[str, str]],
         except (InvalidRequirement, InvalidVersion):
             continue
         if not met:
-            unmet.append(f"{name} {version} (needs {wanted})")
+            unmet.append(UnmetRequirement(canonical, version, wanted))
     return unmet
 
 
-def upgrade_command(unmet: Sequence[str], requirements: dict[str, str]) -> str:
-    """The pip command that brings ``unmet`` (as :func:`unmet_requirements` names them) within
-    the requirements; torchvision goes with torch, since each of its wheels pins one torch."""
-    names = [entry.split()[0].lower() for entry in unmet]
+def upgrade_command(unmet: Sequence[UnmetRequirement], requirements: dict[str, str]) -> str:
+    """The pip command that brings ``unmet`` within the requirements; torchvision goes with
+    torch, since each of its wheels pins one torch."""
+    wanted = [entry.wanted for entry in unmet]
+    names = {entry.name for entry in unmet}
     if "torch" in names and "torchvision" not in names and "torchvision" in requirements:
-        names.append("torchvision")
-    return "pip install " + " ".join(f"'{requirements[name]}'" for name in names
-                                     if name in requirements)
+        wanted.append(requirements["torchvision"])
+    return "pip install " + " ".join(f"'{requirement}'" for requirement in wanted)
 
 
 def open_camera(index: int | str, size: tuple[int, int], fps: float, *,
@@ -538,7 +550,8 @@ def _package_checks(lookup: VersionLookup,
             # An old transformers, say, builds SAM2's mask decoder from the wrong config: the
             # engine would fail to load with an error about an attribute, not a version.
             model = Check("model packages", WARN,
-                          f"{', '.join(unmet)}: the Wan-Animate engine may fail to load",
+                          f"{', '.join(map(str, unmet))}: the Wan-Animate engine may fail to "
+                          "load",
                           upgrade_command(unmet, wanted))
         else:
             model = Check("model packages", PASS, present)

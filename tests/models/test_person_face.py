@@ -13,7 +13,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -29,6 +28,7 @@ from faceswap_cam.models.preprocessing.person import (
     person_label_ids,
 )
 from tests.shared_data import SHARED_DATA, needs_shared_data
+from tests.tiny_preprocessing import save_tiny_rtdetr
 
 SQRT13 = math.sqrt(1.3)  # 1.140175425...
 
@@ -123,42 +123,6 @@ def test_person_label_ids() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # the detector, tiny and random
-
-
-def save_tiny_rtdetr(folder: Path, id2label: dict[int, str], *, v2: bool = False) -> Path:
-    """A random RT-DETR (v2: RT-DETRv2, the default checkpoint's kind) of ~65k parameters."""
-    import torch
-    from transformers import (
-        RTDetrConfig,
-        RTDetrForObjectDetection,
-        RTDetrImageProcessor,
-        RTDetrV2Config,
-        RTDetrV2ForObjectDetection,
-    )
-    from transformers.models.rt_detr import RTDetrResNetConfig
-
-    # Plain dicts: transformers 5 takes out_features / use_timm_backbone as extra keyword
-    # arguments its typed signatures do not list (4.x lists them), and both versions work.
-    backbone: dict[str, Any] = {
-        "embedding_size": 8, "hidden_sizes": [8, 16, 16, 16], "depths": [1, 1, 1, 1],
-        "layer_type": "basic", "out_features": ["stage2", "stage3", "stage4"]}
-    settings: dict[str, Any] = {
-        "backbone_config": RTDetrResNetConfig(**backbone), "use_timm_backbone": False,
-        "encoder_in_channels": [16, 16, 16], "encoder_hidden_dim": 16, "d_model": 16,
-        "encoder_ffn_dim": 16, "decoder_ffn_dim": 16, "encoder_attention_heads": 2,
-        "decoder_attention_heads": 2, "encoder_layers": 1,
-        # v2 ties box heads across decoder layers and cannot be built with a single one.
-        "decoder_layers": 2 if v2 else 1,
-        "decoder_in_channels": [16, 16, 16], "decoder_n_points": 2, "num_queries": 10,
-        "num_denoising": 0, "id2label": id2label,
-        "label2id": {v: k for k, v in id2label.items()}}
-    torch.manual_seed(0)
-    if v2:
-        RTDetrV2ForObjectDetection(RTDetrV2Config(**settings)).save_pretrained(folder)
-    else:
-        RTDetrForObjectDetection(RTDetrConfig(**settings)).save_pretrained(folder)
-    RTDetrImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture

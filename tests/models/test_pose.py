@@ -32,36 +32,20 @@ from faceswap_cam.models.preprocessing.pose import (
     wan_body,
 )
 from tests.shared_data import SHARED_DATA, needs_shared_data
+from tests.tiny_preprocessing import (
+    VITPOSE_INPUT_H,
+    VITPOSE_INPUT_W,
+    save_tiny_vitpose,
+    tiny_vitpose_config,
+)
 
-INPUT_H, INPUT_W = 64, 48  # tiny model's crop; heatmaps are a quarter: 16 x 12
+INPUT_H, INPUT_W = VITPOSE_INPUT_H, VITPOSE_INPUT_W  # the tiny model's crop
 BLACK = (0, 0, 0)
-
-
-def _tiny_config(num_labels: int, *, experts: int = 1, simple: bool = True) -> Any:
-    transformers: Any = importlib.import_module("transformers")
-    backbone = transformers.VitPoseBackboneConfig(
-        image_size=[INPUT_H, INPUT_W], patch_size=[16, 16], hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, mlp_ratio=2, out_indices=[2], layer_norm_eps=1e-6,
-        num_experts=experts, part_features=8 if experts > 1 else 0)
-    return transformers.VitPoseConfig(backbone_config=backbone, num_labels=num_labels,
-                                      use_simple_decoder=simple)
-
-
-def _save_tiny(folder: Path, num_labels: int, *, experts: int = 1) -> Path:
-    import torch
-
-    transformers: Any = importlib.import_module("transformers")
-    torch.manual_seed(0)
-    model = transformers.VitPoseForPoseEstimation(_tiny_config(num_labels, experts=experts))
-    model.save_pretrained(folder)
-    transformers.VitPoseImageProcessor(size={"height": INPUT_H, "width": INPUT_W}
-                                       ).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
 def estimator(tmp_path_factory: pytest.TempPathFactory) -> WholeBodyPoseEstimator:
-    folder = _save_tiny(tmp_path_factory.mktemp("pose") / "tiny-vitpose-wholebody", 133)
+    folder = save_tiny_vitpose(tmp_path_factory.mktemp("pose") / "tiny-vitpose-wholebody", 133)
     return WholeBodyPoseEstimator(folder, device="cpu")
 
 
@@ -158,7 +142,7 @@ def test_crop_shows_the_box_upright_in_rgb(estimator: WholeBodyPoseEstimator) ->
 
 
 def test_a_17_keypoint_checkpoint_is_refused_with_the_fix(tmp_path: Path) -> None:
-    folder = _save_tiny(tmp_path / "vitpose-coco", 17)
+    folder = save_tiny_vitpose(tmp_path / "vitpose-coco", 17)
     with pytest.raises(PoseModelError, match="gives 17 keypoints, Wan-Animate needs 133") as err:
         WholeBodyPoseEstimator(folder)
     assert "convert_mmpose_checkpoint" in str(err.value)
@@ -167,7 +151,7 @@ def test_a_17_keypoint_checkpoint_is_refused_with_the_fix(tmp_path: Path) -> Non
 
 
 def test_mixture_of_experts_checkpoint_runs_the_wholebody_expert(tmp_path: Path) -> None:
-    estimator = WholeBodyPoseEstimator(_save_tiny(tmp_path / "vitpose-plus", 133, experts=6))
+    estimator = WholeBodyPoseEstimator(save_tiny_vitpose(tmp_path / "vitpose-plus", 133, experts=6))
     assert estimator.dataset_index == 5
     (result,) = estimator.estimate(_frames(1), [(40, 20, 88, 84)])
     assert result is not None and result.xy.shape == (NUM_KEYPOINTS, 2)
@@ -178,7 +162,7 @@ def test_mmpose_checkpoint_converts_to_an_equivalent_model(tmp_path: Path) -> No
 
     transformers: Any = importlib.import_module("transformers")
     torch.manual_seed(1)
-    reference = transformers.VitPoseForPoseEstimation(_tiny_config(133, simple=False)).eval()
+    reference = transformers.VitPoseForPoseEstimation(tiny_vitpose_config(133, simple=False)).eval()
     # The same weights under mmpose's names (ViTPose's vit.py / TopdownHeatmapSimpleHead).
     ours = reference.state_dict()
     mmpose: dict[str, Any] = {"backbone.cls_token": torch.zeros(1, 1, 32)}

@@ -16,8 +16,7 @@ import pytest
 from faceswap_cam.models.preprocessing import person as person_module
 from faceswap_cam.models.preprocessing import pose as pose_module
 from faceswap_cam.models.preprocessing.precision import tf32_matmuls
-from tests.models.test_person_face import save_tiny_rtdetr
-from tests.models.test_pose import _save_tiny
+from tests.tiny_preprocessing import save_tiny_rtdetr, save_tiny_vitpose
 
 torch = pytest.importorskip("torch")
 
@@ -97,7 +96,7 @@ class Spy:
 
 def test_the_pose_models_forward_runs_inside(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    estimator = pose_module.WholeBodyPoseEstimator(_save_tiny(tmp_path / "pose", 133))
+    estimator = pose_module.WholeBodyPoseEstimator(save_tiny_vitpose(tmp_path / "pose", 133))
     spy = Spy()
     monkeypatch.setattr(pose_module, "tf32_matmuls", spy)
     spy.wrap(estimator.model)

@@ -26,64 +26,9 @@ from faceswap_cam.models.preprocessing.segmentation import (
 )
 from faceswap_cam.models.wan.compositing import background, composite, match_colour
 from tests.shared_data import SHARED_DATA, needs_shared_data
+from tests.tiny_preprocessing import save_tiny_sam2
 
-SAM2_SIZE = 64
 FRAME_H, FRAME_W = 48, 80
-
-
-def _save_tiny_sam2(folder: Path, *, object_score: float) -> Path:
-    """A ~1M-parameter SAM2 video model and its processor at a 64 px input. ``object_score``
-    pins SAM2's "is the object here" logit, so tests can choose tracked or lost."""
-    import torch
-    import transformers
-    from transformers.models.sam2.image_processing_sam2 import Sam2ImageProcessor
-    from transformers.models.sam2_video.video_processing_sam2_video import (
-        Sam2VideoVideoProcessor,
-    )
-
-    s = SAM2_SIZE
-    hiera = {
-        "model_type": "sam2_hiera_det_model", "hidden_size": 8, "num_attention_heads": 1,
-        "image_size": [s, s], "blocks_per_stage": [1, 1, 2, 1],
-        "embed_dim_per_stage": [8, 16, 32, 64], "num_attention_heads_per_stage": [1, 1, 1, 1],
-        "window_size_per_stage": [4, 4, 4, 2],
-        "window_positional_embedding_background_size": [2, 2],
-        # A global block may not open a stage: its window (0) would be divided by the stride.
-        "global_attention_blocks": [3],
-    }
-    vision = {
-        "backbone_config": hiera, "backbone_channel_list": [64, 32, 16, 8],
-        "backbone_feature_sizes": [[s // 4, s // 4], [s // 8, s // 8], [s // 16, s // 16]],
-        "fpn_hidden_size": 128,
-    }
-    # The memory encoder's output stays 64 (the memory cross-attention hard-codes it), and the
-    # hidden size must be a multiple above it for the object-pointer split.
-    config = transformers.Sam2VideoConfig(
-        vision_config=vision,
-        prompt_encoder_config={"hidden_size": 128, "image_size": s, "patch_size": 16},
-        mask_decoder_config={"hidden_size": 128, "mlp_dim": 32, "num_attention_heads": 2,
-                             "iou_head_hidden_dim": 16},
-        image_size=s, memory_attention_hidden_size=128, memory_attention_num_layers=1,
-        memory_attention_feed_forward_hidden_size=32,
-        memory_attention_rope_feat_sizes=[s // 16, s // 16], memory_encoder_hidden_size=128,
-        memory_encoder_output_channels=64, mask_downsampler_embed_dim=128,
-        memory_fuser_embed_dim=128, memory_fuser_intermediate_dim=32, memory_fuser_num_layers=1,
-    )
-    torch.manual_seed(0)
-    model: Any = transformers.Sam2VideoModel(config)
-    head = model.mask_decoder.pred_obj_score_head.proj_out
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias.fill_(object_score)
-    processor = transformers.Sam2VideoProcessor(
-        image_processor=Sam2ImageProcessor(size={"height": s, "width": s},
-                                           mask_size={"height": s // 4, "width": s // 4}),
-        video_processor=Sam2VideoVideoProcessor(size={"height": s, "width": s}),
-        target_size=s,
-    )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -100,12 +45,12 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def sam2_present(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _save_tiny_sam2(tmp_path_factory.mktemp("sam2") / "present", object_score=10.0)
+    return save_tiny_sam2(tmp_path_factory.mktemp("sam2") / "present", object_score=10.0)
 
 
 @pytest.fixture(scope="module")
 def sam2_absent(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _save_tiny_sam2(tmp_path_factory.mktemp("sam2") / "absent", object_score=-10.0)
+    return save_tiny_sam2(tmp_path_factory.mktemp("sam2") / "absent", object_score=-10.0)
 
 
 def _frames(count: int, seed: int) -> list[np.ndarray]:

@@ -23,9 +23,11 @@ from faceswap_cam.models.preprocessing.segmentation import PersonMasker  # noqa:
 from faceswap_cam.models.preprocessing.wan import WanPreprocessor  # noqa: E402
 from faceswap_cam.models.wan.engine import WanAnimateEngine  # noqa: E402
 from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline  # noqa: E402
-from tests.models.test_person_face import save_tiny_rtdetr  # noqa: E402
-from tests.models.test_pose import _save_tiny as save_tiny_vitpose  # noqa: E402
-from tests.models.test_segmentation_compositing import _save_tiny_sam2  # noqa: E402
+from tests.tiny_preprocessing import (  # noqa: E402
+    save_tiny_rtdetr,
+    save_tiny_sam2,
+    save_tiny_vitpose,
+)
 from tests.wan_tiny import HEIGHT, WIDTH, save_tiny_wan_animate  # noqa: E402
 
 
@@ -36,7 +38,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "wan": save_tiny_wan_animate(base / "wan"),
         "detector": save_tiny_rtdetr(base / "detector", {0: "person", 1: "chair"}, v2=True),
         "pose": save_tiny_vitpose(base / "pose", 133),
-        "sam2": _save_tiny_sam2(base / "sam2", object_score=5.0),
+        "sam2": save_tiny_sam2(base / "sam2", object_score=5.0),
     }
 
 

@@ -732,7 +732,7 @@ def test_the_model_requirements_are_the_checkouts_models_extra(
     assert "numpy" not in wanted  # a core requirement, checked by presence alone
     assert not unmet_requirements([("transformers", "5.24.0"), ("torch", "2.11.0+cu130")],
                                   wanted)
-    assert unmet_requirements([("transformers", "5.17.0")], wanted) == [
+    assert list(map(str, unmet_requirements([("transformers", "5.17.0")], wanted))) == [
         f"transformers 5.17.0 (needs {wanted['transformers']})"]
     # Torch comes with the torchvision its wheels pin.
     unmet = unmet_requirements([("torch", "2.5.1+cpu")], wanted)
@@ -745,9 +745,11 @@ def test_the_model_requirements_are_the_checkouts_models_extra(
         'pytest>=8; extra == "dev"'])
     assert model_requirements(tmp_path / "pyproject.toml") == {
         "transformers": "transformers>=5.20", "huggingface-hub": "Huggingface_Hub>=0.34"}
-    assert unmet_requirements([("huggingface_hub", "0.30")],
-                              model_requirements(tmp_path / "pyproject.toml")) == [
-        "huggingface_hub 0.30 (needs Huggingface_Hub>=0.34)"]
+    from_metadata = model_requirements(tmp_path / "pyproject.toml")
+    unmet = unmet_requirements([("huggingface_hub", "0.30")], from_metadata)
+    assert list(map(str, unmet)) == ["huggingface-hub 0.30 (needs Huggingface_Hub>=0.34)"]
+    # A name pip spells with an underscore still finds its requirement.
+    assert upgrade_command(unmet, from_metadata) == "pip install 'Huggingface_Hub>=0.34'"
 
 
 def test_macos_and_windows_notes(machine: FakeMachine, monkeypatch: pytest.MonkeyPatch) -> None:
