@@ -51,27 +51,37 @@ more in the square window around the person that replace mode generates (row ``l
 480x480 for a 1280x720 camera). Each runs with its preset's quantization (``--quantize``
 overrides): the live rows in fp8 where the GPU has fp8 tensor cores, through the same torchao
 config the daemon loads a checkpoint with, applied to the random-weight transformer in place
-(so they run after the unquantized presets; a machine whose torchao does not import measures
-them unquantized and says so). It then writes the
+and, as diffusers' ``TorchAoConfig`` does, to the linear layers outside the model's
+fp32-kept modules (a machine whose torchao does not import measures them unquantized and says
+so). Runs go cheapest first, and the quantized ones before any unquantized run that costs more
+than they do, which then gets a fresh model (quantizing cannot be undone): so quality runs
+last, and a call's time limit there costs quality, not the live rows. A preset that fails costs
+its row, with the error in the notes; SIGTERM (the call's ``timeout``) ends the run with the
+table and the JSON line of what it measured, and code 124. Every warm-up batch runs one step
+(the same shapes as all of them). It then writes the
 measured DiT and VAE efficiency to ``benchmarks/results/gpu_efficiency.json``
 (``--efficiency-file``), which ``faceswap-cam plan`` reads. ``--preset all`` should take about
-4 minutes on an H100/H200 (quality's 20 steps at 1280x720 L=17 are most of it; an estimate:
-not yet run on a GPU). Its last line is JSON too.
+3 minutes on an H100/H200 (quality's two timed batches of 20 steps at 1280x720 L=17 are most of
+it; an estimate: not yet run on a GPU). Its last line is JSON too.
 
 ``--engine wan-animate-2`` (with ``--preset``; the default engine is wan-animate) measures
 wan-animate-2's presets the same way (``benchmarks/gpu_presets.py`` has the details): the real-size
 ``WanAnimate2Transformer3DModel`` (the class defaults, as the plan's meta model) and the Wan VAE
 with random weights in bf16 on the GPU, the base checkpoint's pipeline (CFG) for quality and the
-distilled one for balanced and live, each preset through ``StreamingWanAnimate2.generate_uint8`` at
-its own size (848x480 for a 1280x720 camera), segment length, carry and steps, with the transformer
+distilled one for balanced and live, each preset through the engine's call (the camera frames
+converted in and out around ``StreamingWanAnimate2.generate_uint8``) at its own size (848x480
+for a 1280x720 camera), segment length, carry and steps, with the transformer
 blocks compiled (``--no-compile`` to not: the generation attention's flex kernel only fits
 compiled). Same columns, the plan's prediction beside each; the measured efficiency goes to the
 file's ``engines["wan-animate-2"]`` section, which the plan reads for wan-animate-2's rows
-(wan-animate's stay as measured). ``--engine wan-animate-2 --preset all`` should take about 6 to 7
+(wan-animate's stay as measured); the engine's CPU work a new frame (those conversions and
+the pipeline's letterboxing, at the real sizes even with ``--tiny``) goes to its ``host``
+section (models/plan/host.py). ``--engine wan-animate-2 --preset all`` should take about 4 to 5
 minutes on an H100/H200: an estimate from the plan's predictions at its assumed 45 % of peak, 58 /
-5.1 / 1.7 s a batch for quality / balanced / live and four batches each (two warm-up, two timed)
-make 4.3 minutes, most of it quality's 40 guided steps at 848x480 L=17, plus building the model and
-compiling (not yet run on a GPU). ``--tiny`` runs it on the CPU with ``tests.wan2_tiny``'s tiny
+5.1 / 1.7 s a batch for quality / balanced / live and two timed batches each (the two warm-up
+batches run one step) make 2.2 minutes, most of it quality's 40 guided steps at 848x480 L=17,
+plus building the model and compiling (not yet run on a GPU). ``--tiny`` runs it on the CPU
+with ``tests.wan2_tiny``'s tiny
 models, at most 2 steps a batch, in well under a minute.
 
 ``--gpus N`` (N > 1) measures context parallelism (``faceswap_cam.models.wan.parallel``, Ulysses, as
@@ -87,6 +97,7 @@ GPUs it exits with code 2; ``--tiny --gpus 2`` checks that path on the CPU over 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import os
@@ -95,7 +106,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -119,6 +130,8 @@ from faceswap_cam.models.plan.cli import int_list, size_list
 from faceswap_cam.models.plan.engines import load_presets, preset_quantize, preset_shape
 from faceswap_cam.models.plan.gpus import (
     EFFICIENCY_FILE,
+    Efficiency,
+    Gpu,
     gpu_for_name,
     load_efficiency,
     save_scaling,
@@ -146,9 +159,11 @@ from benchmarks._timing import (  # noqa: E402
     wrap_method,
 )
 from benchmarks.gpu_presets import (  # noqa: E402
+    STOPPED_CODE,
     WAN2_ENGINE,
     Clock,
     PresetRow,
+    Stopped,
     default_dtype,
     detect_peak,
     finish,
@@ -158,6 +173,7 @@ from benchmarks.gpu_presets import (  # noqa: E402
     prediction_gpu,
     run_cost,
     save_measured,
+    stop_on_sigterm,
     synchronize,
     timed,
     wan2_preset_main,
@@ -348,6 +364,17 @@ class Row:
     peak_mem_gib: float | None
 
 
+def use_attention_backend(transformer: Any, args: argparse.Namespace,
+                          device: torch.device) -> None:
+    """``--attention-backend`` as the daemon takes it: ``auto`` is chosen for the device
+    (diffusers knows no ``auto``), and the choice is what the output reports."""
+    if args.attention_backend:
+        from faceswap_cam.models.attention import attention_backend
+
+        args.attention_backend = attention_backend(args.attention_backend, str(device))
+        transformer.set_attention_backend(args.attention_backend)
+
+
 def measure_shape(pipe: Any, shape: Shape, args: argparse.Namespace, device: torch.device, *,
                   cond: Conditioning, flops: int, peak: float | None
                   ) -> tuple[list[Row], dict[str, float]]:
@@ -378,8 +405,11 @@ def measure_shape(pipe: Any, shape: Shape, args: argparse.Namespace, device: tor
     if args.mode == "animate":
         first, following = without_background(first), without_background(following)
 
-    # Warm-up: the first segment and one that carries frames (compiles, allocator, kernels).
+    # Warm-up: the first segment and one that carries frames (compiles, allocator, kernels),
+    # at one step: every step runs the same shapes, and quality's 2 x 20 steps at 1280x720
+    # would cost the warm-up alone a minute and a half of a device call's time.
     start = time.perf_counter()
+    stream.steps = 1
     stream.generate_uint8(first)
     stream.generate_uint8(following)
     synchronize(device)
@@ -469,8 +499,7 @@ def _rank_main(rank: int, args: argparse.Namespace, port: int, out_dir: str) -> 
     try:
         device = context.device
         pipe = load(args, device)
-        if args.attention_backend:
-            pipe.transformer.set_attention_backend(args.attention_backend)
+        use_attention_backend(pipe.transformer, args, device)
         cond = conditioning(pipe, args, device)
         alone: dict[str, Row] = {}
         if context.is_host:
@@ -582,6 +611,20 @@ def multi_gpu_main(args: argparse.Namespace) -> int:
 WINDOW_LABEL = "live-win"
 
 
+def quantized_as_loaded(model: Any) -> Callable[[Any, str], bool]:
+    """Which modules diffusers' ``TorchAoConfig`` quantizes when it loads ``model``: the
+    linear layers outside its ``_keep_in_fp32_modules`` (the time embedder, norms), which stay
+    fp32 (:func:`keep_fp32_parts`), and torchao's fp8 takes only bf16 weights."""
+    keep = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
+
+    def quantized(module: Any, name: str) -> bool:
+        weight = f"{name}.weight"
+        return isinstance(module, torch.nn.Linear) and not any(
+            f"{key}." in weight or key == weight for key in keep)
+
+    return quantized
+
+
 def quantize_transformer(transformer: Any, kind: str, device: torch.device,
                          notes: list[str]) -> str | None:
     """The random-weight transformer quantized in place as the daemon loads a checkpoint
@@ -601,7 +644,7 @@ def quantize_transformer(transformer: Any, kind: str, device: torch.device,
         print(f"  cannot quantize to {kind} here ({exc}): measuring unquantized", flush=True)
         return "none"
     try:
-        quantize_(transformer, config)
+        quantize_(transformer, config, filter_fn=quantized_as_loaded(transformer))
     except Exception as exc:
         notes.append(f"{kind} failed while converting: {type(exc).__name__}: {exc}"[:300])
         print(f"  quantizing to {kind} failed part-way ({exc})", flush=True)
@@ -624,9 +667,7 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
     pipe = load(args, device)
     synchronize(device)
     build_s = time.perf_counter() - start
-    if args.attention_backend:
-        pipe.transformer.set_attention_backend(args.attention_backend)
-    scale_t, scale_s = pipe.vae_scale_factor_temporal, pipe.vae_scale_factor_spatial
+    use_attention_backend(pipe.transformer, args, device)
     rows: list[PresetRow] = []
     notes: list[str] = []
     running = "none"  # the transformer's quantization so far (it cannot be undone)
@@ -646,68 +687,134 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
     asked = {label: runnable_quantize(
         preset_quantize(preset) if args.quantize == "auto" else args.quantize, str(device),
         explicit=args.quantize != "auto") for preset, _, label in runs}
-    # Quantizing cannot be undone: the unquantized runs first, each kind cheapest first.
-    runs.sort(key=lambda run: (asked[run[2]] != "none", run_cost(run[0], run[1])))
+    runs = run_order(runs, asked)
     unavailable: set[str] = set()  # kinds this machine cannot run: measured unquantized
-    for preset, shape, label in runs:
-        wanted = "none" if asked[label] in unavailable else asked[label]
-        if wanted != running:
-            if running != "none":
-                notes.append(f"skipped {label}: needs {wanted}, the transformer is {running}")
-                continue
-            outcome = quantize_transformer(pipe.transformer, wanted, device, notes)
-            if outcome is None:  # failed part-way: the weights may be half converted
-                notes.append(f"skipped {label} and every run after it")
-                break
-            if outcome != wanted:
-                unavailable.add(wanted)
-            running = outcome
-        run = argparse.Namespace(**{**vars(args), "steps": [preset.steps],
-                                    "carry": preset.carry,
-                                    "guidance_scale": preset.guidance_scale})
-        cond = conditioning(pipe, run, device)
-        forward = counted_flops(pipe, shape, args.text_tokens, args.image_tokens)
-        analytic = analytic_flops(pipe.transformer.config, shape, args.text_tokens,
-                                  args.image_tokens, scale_t=scale_t, scale_s=scale_s)
-        if forward < 0.9 * analytic:  # a kernel the counter cannot see
-            forward = analytic
-        work = analytic_work(shape) if not args.tiny else Work(
-            forward, forward, 0, "FlopCounterMode")
-        work = Work(forward, work.dit_linear_flops * forward // max(1, work.dit_flops),
-                    work.vae_flops, work.source)
-        predicted = predict_timing(
-            work, steps=preset.steps, guidance_scale=preset.guidance_scale,
-            segment=shape.segment, carry=preset.carry, gpu=gpu, efficiency=efficiency,
-            quantize=running)
-        run_peak = peak
-        if running == "fp8":
-            run_peak = table_gpu.fp8_tflops if table_gpu and table_gpu.fp8_tflops else None
-        measured, _ = measure_shape(pipe, shape, run, device, cond=cond, flops=forward,
-                                    peak=run_peak)
-        row = measured[0]
-        vae_tflops = work.vae_flops / row.vae_s / 1e12 if row.vae_s and work.vae_flops else None
-        rows.append(PresetRow(
-            preset=label, engine="wan-animate", variant=None,
-            guidance_scale=preset.guidance_scale, size=row.size, segment=shape.segment,
-            carry=preset.carry, steps=preset.steps, step_s=row.step_s,
-            peak_share=row.peak_share, dit_s=row.dit_batch_share * row.batch_s,
-            vae_s=row.vae_s, vae_share=row.vae_s / row.batch_s, fps=row.fps,
-            batch_s=row.batch_s, peak_mem_gib=row.peak_mem_gib, dit_efficiency=row.peak_share,
-            vae_efficiency=vae_tflops / peak if vae_tflops and peak else None, quantize=running,
-            predicted_step_s=predicted.dit_s / preset.steps,
-            predicted_vae_share=predicted.vae_s / predicted.batch_s,
-            predicted_fps=predicted.engine_fps, predicted_batch_s=predicted.batch_s,
-            predicted_memory_gb=(weight_bytes(ANIMATE_14B_PARAMS, running)
-                                 + activation_bytes(shape) + RUNTIME_BYTES) / 1e9,
-            assumed_efficiency=efficiency.assumed))
-        print(f"  measured preset {label}: {row.batch_s:.3f} s/batch", flush=True)
-        save_measured(args, table_gpu, gpu_name, rows, "wan-animate")
+    failed: set[str] = set()  # kinds whose conversion failed: not measured
+    stopped = False
+    with stop_on_sigterm():
+        try:
+            for preset, shape, label in runs:
+                wanted = "none" if asked[label] in unavailable else asked[label]
+                if wanted in failed:
+                    notes.append(f"skipped {label}: converting to {wanted} failed")
+                    continue
+                if running not in (wanted, "none"):
+                    # Quantizing cannot be undone: a fresh model for what runs unquantized.
+                    del pipe
+                    pipe = rebuilt(args, device)
+                    running = "none"
+                if wanted != running:
+                    outcome = quantize_transformer(pipe.transformer, wanted, device, notes)
+                    if outcome is None:  # failed part-way: the weights may be half converted
+                        failed.add(wanted)
+                        notes.append(f"skipped {label}: converting to {wanted} failed")
+                        del pipe
+                        pipe = rebuilt(args, device)
+                        continue
+                    if outcome != wanted:
+                        unavailable.add(wanted)
+                    running = outcome
+                try:
+                    rows.append(measure_preset(
+                        pipe, preset, shape, label, args=args, device=device, gpu=gpu,
+                        table_gpu=table_gpu, peak=peak, efficiency=efficiency,
+                        running=running))
+                except Exception as exc:  # one preset's failure costs its row, not the run
+                    notes.append(f"{label} failed: {type(exc).__name__}: {exc}"[:300])
+                    print(f"  preset {label} failed: {exc}", flush=True)
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
+                print(f"  measured preset {label}: {rows[-1].batch_s:.3f} s/batch", flush=True)
+                save_measured(args, table_gpu, gpu_name, rows, "wan-animate")
+        except Stopped:
+            stopped = True
+            notes.append(f"STOPPED by SIGTERM (the call's time limit) after {len(rows)} of "
+                         f"{len(runs)} runs")
     if any(r[2] == WINDOW_LABEL for r in runs):
         notes.insert(0, f"{WINDOW_LABEL}: live in the square window around the person that "
                      "replace mode generates (--gen-window person)")
-    return finish(args, engine="wan-animate", title="Wan2.2-Animate presets",
+    code = finish(args, engine="wan-animate", title="Wan2.2-Animate presets",
                   gpu_name=gpu_name, table_gpu=table_gpu, peak=peak, build_s=build_s,
                   efficiency=efficiency, rows=rows, notes=notes)
+    return STOPPED_CODE if stopped else code
+
+
+def run_order(runs: list[tuple[Preset, Shape, str]], asked: dict[str, str]
+              ) -> list[tuple[Preset, Shape, str]]:
+    """Cheapest first, so that a run the call's time limit stops has measured the most; and
+    the quantized runs (the live preset's fp8: what the plan's headline rows hang on) before
+    any unquantized run that costs more than all of them, which then needs a fresh model
+    (quantizing cannot be undone). Without quantized runs, simply cheapest first."""
+    def cost(run: tuple[Preset, Shape, str]) -> float:
+        return run_cost(run[0], run[1])
+
+    quantized = sorted((r for r in runs if asked[r[2]] != "none"), key=cost)
+    plain = sorted((r for r in runs if asked[r[2]] == "none"), key=cost)
+    if not quantized:
+        return plain
+    ceiling = cost(quantized[-1])
+    return ([r for r in plain if cost(r) <= ceiling] + quantized
+            + [r for r in plain if cost(r) > ceiling])
+
+
+def rebuilt(args: argparse.Namespace, device: torch.device) -> Any:
+    """A fresh pipeline as :func:`load` builds it, the old one's memory freed first."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    start = time.perf_counter()
+    pipe = load(args, device)
+    use_attention_backend(pipe.transformer, args, device)
+    synchronize(device)
+    print(f"  a fresh unquantized model in {time.perf_counter() - start:.1f} s", flush=True)
+    return pipe
+
+
+def measure_preset(pipe: Any, preset: Preset, shape: Shape, label: str, *,
+                   args: argparse.Namespace, device: torch.device, gpu: Gpu,
+                   table_gpu: Gpu | None, peak: float | None, efficiency: Efficiency,
+                   running: str) -> PresetRow:
+    """One preset's row: measured at ``shape`` with the transformer as it is (``running``),
+    beside the plan's prediction of the generation (what this call times)."""
+    scale_t, scale_s = pipe.vae_scale_factor_temporal, pipe.vae_scale_factor_spatial
+    run = argparse.Namespace(**{**vars(args), "steps": [preset.steps], "carry": preset.carry,
+                                "guidance_scale": preset.guidance_scale})
+    cond = conditioning(pipe, run, device)
+    forward = counted_flops(pipe, shape, args.text_tokens, args.image_tokens)
+    analytic = analytic_flops(pipe.transformer.config, shape, args.text_tokens,
+                              args.image_tokens, scale_t=scale_t, scale_s=scale_s)
+    if forward < 0.9 * analytic:  # a kernel the counter cannot see
+        forward = analytic
+    work = analytic_work(shape) if not args.tiny else Work(
+        forward, forward, 0, "FlopCounterMode")
+    work = Work(forward, work.dit_linear_flops * forward // max(1, work.dit_flops),
+                work.vae_flops, work.source)
+    predicted = predict_timing(
+        work, steps=preset.steps, guidance_scale=preset.guidance_scale,
+        segment=shape.segment, carry=preset.carry, gpu=gpu, efficiency=efficiency,
+        quantize=running)
+    run_peak = peak
+    if running == "fp8":
+        run_peak = table_gpu.fp8_tflops if table_gpu and table_gpu.fp8_tflops else None
+    measured, _ = measure_shape(pipe, shape, run, device, cond=cond, flops=forward,
+                                peak=run_peak)
+    row = measured[0]
+    vae_tflops = work.vae_flops / row.vae_s / 1e12 if row.vae_s and work.vae_flops else None
+    return PresetRow(
+        preset=label, engine="wan-animate", variant=None,
+        guidance_scale=preset.guidance_scale, size=row.size, segment=shape.segment,
+        carry=preset.carry, steps=preset.steps, step_s=row.step_s,
+        peak_share=row.peak_share, dit_s=row.dit_batch_share * row.batch_s,
+        vae_s=row.vae_s, vae_share=row.vae_s / row.batch_s, fps=row.fps,
+        batch_s=row.batch_s, peak_mem_gib=row.peak_mem_gib, dit_efficiency=row.peak_share,
+        vae_efficiency=vae_tflops / peak if vae_tflops and peak else None, quantize=running,
+        predicted_step_s=predicted.dit_s / preset.steps,
+        predicted_vae_share=predicted.vae_s / predicted.batch_s,
+        predicted_fps=predicted.engine_fps, predicted_batch_s=predicted.batch_s,
+        predicted_memory_gb=(weight_bytes(ANIMATE_14B_PARAMS, running)
+                             + activation_bytes(shape) + RUNTIME_BYTES) / 1e9,
+        assumed_efficiency=efficiency.assumed)
 
 
 # --- CLI -----------------------------------------------------------------------------------
@@ -823,8 +930,7 @@ def main(argv: list[str] | None = None) -> int:
     params = sum(p.numel() for p in transformer.parameters())
     weights_gib = (torch.cuda.memory_allocated(device) / 2**30
                    if device.type == "cuda" else None)
-    if args.attention_backend:
-        transformer.set_attention_backend(args.attention_backend)
+    use_attention_backend(transformer, args, device)
 
     shapes = [Shape(w, h, new, new + args.carry)
               for w, h in args.sizes for new in args.batches]

@@ -39,6 +39,8 @@ import argparse
 import dataclasses
 import importlib
 import json
+import os
+import signal
 import statistics
 import time
 import warnings
@@ -50,6 +52,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import cv2
 import numpy as np
 import PIL.Image
 import torch
@@ -71,6 +74,7 @@ from faceswap_cam.models.plan.gpus import (
     measured_entry,
     save_efficiency,
 )
+from faceswap_cam.models.plan.host import load_host_cost, save_host_cost
 from faceswap_cam.models.plan.memory import weight_bytes
 from faceswap_cam.models.plan.preprocessing import ASSUMED_PREPROCESS
 from faceswap_cam.models.plan.rows import row_for
@@ -123,6 +127,29 @@ class Clock:
         taken = dict(self._done)
         self._done = defaultdict(list)
         return taken
+
+
+class Stopped(BaseException):
+    """SIGTERM arrived: the device call's time limit (``timeout``) is ending the run. A
+    BaseException, so that a run's own ``except Exception`` lets it through."""
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises :class:`Stopped` in the main thread, so a run stopped part-way still
+    prints its table and JSON line (Python's default for SIGTERM ends the process at once)."""
+    def stop(signum: int, frame: Any) -> None:
+        raise Stopped
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+#: The exit code of a run :class:`Stopped` part-way: ``timeout``'s own.
+STOPPED_CODE = 124
 
 
 def synchronize(device: torch.device) -> None:
@@ -219,6 +246,9 @@ class PresetRow:
     assumed_efficiency: bool
     #: The transformer's quantization this row ran with (the peak share is of its peak).
     quantize: str = "none"
+    #: The engine's CPU work a new frame, measured (ms; wan-animate-2's rows) and planned.
+    host_ms: float | None = None
+    predicted_host_ms: float | None = None
 
 
 def print_preset_table(title: str, rows: Sequence[PresetRow]) -> None:
@@ -420,6 +450,34 @@ def driving_frames(count: int, size: tuple[int, int], seed: int) -> list[PIL.Ima
     return [PIL.Image.fromarray(np.roll(scene, 3 * i, axis=1)) for i in range(count)]
 
 
+def camera_arrays(count: int, size: tuple[int, int], seed: int) -> list[np.ndarray]:
+    """:func:`driving_frames` as the engine gets them: BGR arrays."""
+    return [cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)
+            for image in driving_frames(count, size, seed)]
+
+
+def wan2_host_ms(video_processor: Any, camera: tuple[int, int], gen_size: tuple[int, int],
+                 frames: int, repeats: int = 5) -> float:
+    """wan-animate-2's CPU work a new frame in ms (models/plan/host.py), median of
+    ``repeats`` batches of ``frames``: the engine's conversions of the camera frames to RGB
+    images and of the generated ones back to BGR camera frames, and the pipeline's
+    letterboxing of the driving frames (PIL), the stream's own call. Model-free, so it is
+    measured at the real sizes even with ``--tiny``."""
+    from faceswap_cam.models.wan2.engine import camera_frames, driving_images
+
+    width, height = gen_size
+    batch = camera_arrays(frames, camera, seed=3)
+    generated = [np.ascontiguousarray(cv2.resize(f, gen_size)[..., ::-1]) for f in batch]
+    times = []
+    for _ in range(repeats + 1):  # the first warms the allocator and PIL's resamplers
+        start = time.perf_counter()
+        video_processor.preprocess_video(driving_images(batch), height=height, width=width,
+                                         resize_mode="fill")
+        camera_frames(generated, camera)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times[1:]) / frames
+
+
 @dataclass
 class Wan2Measured:
     step_s: float
@@ -432,10 +490,11 @@ class Wan2Measured:
 
 def measure_wan2(pipe: Any, preset: Preset, shape: Shape, *, camera: tuple[int, int],
                  iters: int, device: torch.device) -> Wan2Measured:
-    """``StreamingWanAnimate2.generate_uint8`` (the engine's call) at the preset's size,
-    segment, carry and steps: after a warm-up (the first segment, on a GPU also one that
-    carries frames), ``iters`` batches of L - P new camera frames, with every transformer
-    forward, the denoising loop and the VAE's encodes and decode timed."""
+    """The engine's call (camera frames in and out, ``StreamingWanAnimate2.generate_uint8``
+    between) at the preset's size, segment, carry and steps: after a warm-up (the first
+    segment, on a GPU also one that carries frames), ``iters`` batches of L - P new camera
+    frames, with every transformer forward, the denoising loop and the VAE's encodes and
+    decode timed."""
     from faceswap_cam.models.wan2.streaming import StreamingWanAnimate2
 
     if device.type == "cuda":
@@ -446,15 +505,26 @@ def measure_wan2(pipe: Any, preset: Preset, shape: Shape, *, camera: tuple[int, 
         pipe, height=shape.height, width=shape.width, segment_frames=shape.segment,
         carry=preset.carry, steps=preset.steps, seed=0,
         max_sequence_length=int(transformer.config.text_len))
+    from faceswap_cam.models.wan2.engine import camera_frames, driving_images
+
     # The reference at the generation size: its aspect sets the frames' (no letterbox bars).
     stream.set_reference(driving_frames(1, (shape.width, shape.height), seed=7)[0])
-    first = driving_frames(shape.segment, camera, seed=1)
-    following = driving_frames(shape.new_frames, camera, seed=2)
-    stream.generate_uint8(first)
+    first = camera_arrays(shape.segment, camera, seed=1)
+    following = camera_arrays(shape.new_frames, camera, seed=2)
+
+    def engine_batch(frames: list[np.ndarray]) -> None:
+        """The engine's call (WanAnimate2Engine.process) without its bookkeeping."""
+        camera_frames(stream.generate_uint8(driving_images(frames)), camera)
+
+    # Warm-up at one step: every step runs the same shapes (compiled kernels included), and
+    # quality's 40 guided steps would cost the warm-up minutes of a device call's time.
+    stream.steps = 1
+    engine_batch(first)
     if device.type == "cuda":
         # And one carrying frames: compiled kernels, allocator and autotuning all warm. (On the
         # CPU the timed batches are the first to carry: --tiny checks the code, quickly.)
-        stream.generate_uint8(following)
+        engine_batch(following)
+    stream.steps = preset.steps
     clock = Clock(device)
     with undone_on_exit([
         hook_module(transformer, "dit", clock),
@@ -463,8 +533,7 @@ def measure_wan2(pipe: Any, preset: Preset, shape: Shape, *, camera: tuple[int, 
         wrap_method(pipe.vae, "decode", "vae_decode", clock),
     ]):
         clock.take()
-        batches = [timed(lambda: stream.generate_uint8(following), device)
-                   for _ in range(iters)]
+        batches = [timed(lambda: engine_batch(following), device) for _ in range(iters)]
         spans = clock.take()
 
     def per_batch(*labels: str) -> float:
@@ -477,6 +546,28 @@ def measure_wan2(pipe: Any, preset: Preset, shape: Shape, *, camera: tuple[int, 
         peak_mem_gib=(torch.cuda.max_memory_allocated(device) / 2**30
                       if device.type == "cuda" else None),
         cfg=bool(guider._enabled and guider.num_conditions > 1))
+
+
+def host_line(rows: Sequence[PresetRow], planned: str) -> str:
+    measured = [r.host_ms for r in rows if r.host_ms is not None]
+    if not measured:
+        return "host work (CPU): not measured"
+    return (f"host work (CPU), {CAMERA[0]}x{CAMERA[1]} camera: {statistics.median(measured):.2f}"
+            f" ms a new frame (conversions and letterboxing; in batch s); planned: {planned}")
+
+
+def save_wan2_host(args: argparse.Namespace, table_gpu: Gpu | None, gpu_name: str,
+                   rows: Sequence[PresetRow]) -> None:
+    """The rows' host work into the efficiency file's ``host`` section, on the terms of
+    :func:`save_measured`."""
+    measured = [r.host_ms for r in rows if r.host_ms is not None]
+    if args.tiny or table_gpu is None or not measured:
+        return
+    save_host_cost(args.efficiency_file or EFFICIENCY_FILE, WAN2_ENGINE, {
+        "preprocess_ms": round(statistics.median(measured), 2), "composite_ms": 0.0,
+        "cpus": os.cpu_count(), "device": gpu_name, "camera": f"{CAMERA[0]}x{CAMERA[1]}",
+        "measured": time.strftime("%Y-%m-%d"),
+        "by": "benchmarks/gpu_engine.py --engine wan-animate-2 --preset"})
 
 
 def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
@@ -492,6 +583,7 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
     gpu_name, peak = detect_peak(device, args.peak_tflops)
     table_gpu, gpu = prediction_gpu(device, gpu_name, peak)
     efficiency = load_efficiency(gpu, args.efficiency_file, WAN2_ENGINE)
+    host = load_host_cost(WAN2_ENGINE, args.efficiency_file)
     start = time.perf_counter()
     pipes = build_wan2(device, tiny=args.tiny, image_tokens=args.image_tokens)
     synchronize(device)
@@ -507,63 +599,77 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
     weights = weight_bytes(ANIMATE_2_14B_PARAMS, "none")
     rows: list[PresetRow] = []
     skipped: dict[str, str] = {}
-    for own in presets:
-        # A tiny run checks the code: every step runs the same code, so a few will do.
-        preset = dataclasses.replace(own, steps=min(own.steps, TINY_STEPS)) if args.tiny \
-            else own
-        variant = PRESET_VARIANTS.get(preset.name.value, VARIANT).value
-        pipe = pipes[variant]
-        if args.tiny:
-            width, height = args.sizes[0]
-            shape = Shape(width, height, preset.segment_frames - preset.carry,
-                          preset.segment_frames)
-            camera = (width, height)
-        else:
-            shape, camera = preset_shape(preset, CAMERA), CAMERA
-        work = wan2_work(transformer, shape, tiny=args.tiny, image_tokens=args.image_tokens)
-        # wan-animate-2 has no preprocessing models: their efficiency plays no part.
-        plan = row_for(preset, shape, work, gpu=gpu, efficiency=efficiency, quantize="none",
-                       gpus=1, camera_fps=CAMERA_FPS, weights=weights, preset_size=True,
-                       preprocess=ASSUMED_PREPROCESS)
-        # The steps alone: the reference pass runs once a batch, outside them.
-        steps_only = predict_timing(
-            dataclasses.replace(work, batch_flops=0, batch_linear_flops=0),
-            steps=preset.steps, guidance_scale=preset.guidance_scale, segment=shape.segment,
-            carry=preset.carry, gpu=gpu, efficiency=efficiency)
+    stopped = False
+    with stop_on_sigterm():
         try:
-            with warnings.catch_warnings():
-                # Tiny runs are uncompiled on purpose; a GPU run says so if it is not.
+            for own in presets:
+                # A tiny run checks the code: every step runs the same code, so a few will do.
+                preset = dataclasses.replace(own, steps=min(own.steps, TINY_STEPS)) if args.tiny \
+                    else own
+                variant = PRESET_VARIANTS.get(preset.name.value, VARIANT).value
+                pipe = pipes[variant]
                 if args.tiny:
-                    warnings.filterwarnings("ignore", "flex_attention called without")
-                m = measure_wan2(pipe, preset, shape, camera=camera, iters=args.iters,
-                                 device=device)
-        except torch.OutOfMemoryError:
-            skipped[preset.name.value] = f"out of GPU memory at {shape.label}"
-            torch.cuda.empty_cache()
-            continue
-        dit_flops = work.dit_per_batch(preset.steps, m.cfg)[0]
-        dit_tflops = dit_flops / m.dit_s / 1e12 if m.dit_s else 0.0
-        vae_tflops = work.vae_flops / m.vae_s / 1e12 if m.vae_s and work.vae_flops else None
-        rows.append(PresetRow(
-            preset=preset.name.value, engine=WAN2_ENGINE, variant=variant,
-            guidance_scale=float(pipe.guider.guidance_scale),
-            size=f"{shape.width}x{shape.height}", segment=shape.segment, carry=preset.carry,
-            steps=preset.steps, step_s=m.step_s,
-            peak_share=dit_tflops / peak if peak else None, dit_s=m.dit_s, vae_s=m.vae_s,
-            vae_share=m.vae_s / m.batch_s, fps=shape.new_frames / m.batch_s,
-            batch_s=m.batch_s, peak_mem_gib=m.peak_mem_gib,
-            dit_efficiency=dit_tflops / peak if peak else None,
-            vae_efficiency=vae_tflops / peak if vae_tflops and peak else None,
-            predicted_step_s=steps_only.dit_s / preset.steps,
-            predicted_vae_share=plan.vae_share, predicted_fps=plan.engine_fps,
-            predicted_batch_s=plan.batch_s, predicted_memory_gb=plan.memory_gb,
-            assumed_efficiency=efficiency.assumed))
-        print(f"  measured preset {preset.name.value} ({variant}): {m.batch_s:.3f} s/batch",
-              flush=True)
-        save_measured(args, table_gpu, gpu_name, rows, WAN2_ENGINE)
-    return finish(args, engine=WAN2_ENGINE, title="Wan-Animate-2 presets", gpu_name=gpu_name,
+                    width, height = args.sizes[0]
+                    shape = Shape(width, height, preset.segment_frames - preset.carry,
+                                  preset.segment_frames)
+                    camera = (width, height)
+                else:
+                    shape, camera = preset_shape(preset, CAMERA), CAMERA
+                real = preset_shape(own, CAMERA)
+                real_size = (real.width, real.height)
+                work = wan2_work(transformer, shape, tiny=args.tiny, image_tokens=args.image_tokens)
+                # wan-animate-2 has no preprocessing models: their efficiency plays no part.
+                plan = row_for(preset, shape, work, gpu=gpu, efficiency=efficiency, quantize="none",
+                               gpus=1, camera_fps=CAMERA_FPS, weights=weights, preset_size=True,
+                               preprocess=ASSUMED_PREPROCESS, host=host)
+                # The steps alone: the reference pass runs once a batch, outside them.
+                steps_only = predict_timing(
+                    dataclasses.replace(work, batch_flops=0, batch_linear_flops=0),
+                    steps=preset.steps, guidance_scale=preset.guidance_scale, segment=shape.segment,
+                    carry=preset.carry, gpu=gpu, efficiency=efficiency)
+                try:
+                    with warnings.catch_warnings():
+                        # Tiny runs are uncompiled on purpose; a GPU run says so if it is not.
+                        if args.tiny:
+                            warnings.filterwarnings("ignore", "flex_attention called without")
+                        m = measure_wan2(pipe, preset, shape, camera=camera, iters=args.iters,
+                                         device=device)
+                except torch.OutOfMemoryError:
+                    skipped[preset.name.value] = f"out of GPU memory at {shape.label}"
+                    torch.cuda.empty_cache()
+                    continue
+                dit_flops = work.dit_per_batch(preset.steps, m.cfg)[0]
+                dit_tflops = dit_flops / m.dit_s / 1e12 if m.dit_s else 0.0
+                vae_tflops = work.vae_flops / m.vae_s / 1e12 if m.vae_s and work.vae_flops else None
+                rows.append(PresetRow(
+                    preset=preset.name.value, engine=WAN2_ENGINE, variant=variant,
+                    guidance_scale=float(pipe.guider.guidance_scale),
+                    size=f"{shape.width}x{shape.height}", segment=shape.segment, carry=preset.carry,
+                    steps=preset.steps, step_s=m.step_s,
+                    peak_share=dit_tflops / peak if peak else None, dit_s=m.dit_s, vae_s=m.vae_s,
+                    vae_share=m.vae_s / m.batch_s, fps=shape.new_frames / m.batch_s,
+                    batch_s=m.batch_s, peak_mem_gib=m.peak_mem_gib,
+                    dit_efficiency=dit_tflops / peak if peak else None,
+                    vae_efficiency=vae_tflops / peak if vae_tflops and peak else None,
+                    predicted_step_s=steps_only.dit_s / preset.steps,
+                    predicted_vae_share=plan.vae_share, predicted_fps=plan.engine_fps,
+                    predicted_batch_s=plan.batch_s, predicted_memory_gb=plan.memory_gb,
+                    assumed_efficiency=efficiency.assumed,
+                    # At the real camera and generation sizes even when tiny: it needs no model.
+                    host_ms=wan2_host_ms(pipe.video_processor, CAMERA, real_size, shape.new_frames),
+                    predicted_host_ms=1000 * plan.host_s / shape.new_frames))
+                print(f"  measured preset {preset.name.value} ({variant}): {m.batch_s:.3f} s/batch",
+                      flush=True)
+                save_measured(args, table_gpu, gpu_name, rows, WAN2_ENGINE)
+                save_wan2_host(args, table_gpu, gpu_name, rows)
+        except Stopped:
+            stopped = True
+            skipped["(the rest)"] = (f"STOPPED by SIGTERM (the call's time limit) after "
+                                     f"{len(rows)} of {len(presets)} presets")
+    code = finish(args, engine=WAN2_ENGINE, title="Wan-Animate-2 presets", gpu_name=gpu_name,
                   table_gpu=table_gpu, peak=peak, build_s=build_s, efficiency=efficiency,
                   rows=rows, notes=(
+                      host_line(rows, host.source),
                       "ckpt: the checkpoint's pipeline (base: CFG, two forwards a step); pred. "
                       "GB counts the CLIP",
                       "tower this run stands in for; %peak counts the reference pass too.",
@@ -574,3 +680,4 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
                       *(f"skipped {name}: {why}" for name, why in skipped.items())),
                   extra={"compile": bool(args.compile), "attention_backend": backend,
                                     "flops_source": "analytic", "skipped": skipped})
+    return STOPPED_CODE if stopped else code

@@ -111,6 +111,7 @@ import torch
 
 from faceswap_cam.models import defaults
 from faceswap_cam.models.batching import generation_size
+from faceswap_cam.models.plan import host as plan_host
 from faceswap_cam.models.plan import preprocessing as plan_preprocessing
 from faceswap_cam.models.plan.gpus import EFFICIENCY_FILE, Gpu, gpu_for_name
 from faceswap_cam.models.preprocessing.face import WAN_FACE_SIZE
@@ -825,6 +826,23 @@ def preprocess_efficiency(result: Result, costs: dict[str, float], gpu: Gpu
     return entry
 
 
+#: The section's stages that run on the CPU whatever the device (plan/host.py).
+HOST_STAGES = ("resize", "face", "skeleton", "rest of process()")
+
+
+def host_work(result: Result, costs: dict[str, float], composited: dict[str, float]
+              ) -> dict[str, float]:
+    """The CPU's work a new frame in ms, as the plan's host cost (models/plan/host.py): the
+    section's CPU stages, the mask stage's CPU part (the detector's box variant: Wan's dilation
+    and background, which SAM2's variant does as well) and, apart, compositing a person-shaped
+    mask on the engine's threads (the section's own random mask skips the feather's distance
+    transform)."""
+    frames = result.batches[0].frames
+    stages_ms = sum(1000 * result.median_s(stage) for stage in HOST_STAGES)
+    return {"preprocess_ms": round((stages_ms + costs["box"]) / frames, 2),
+            "composite_ms": round(composited["threads_ms_per_batch"] / frames, 2)}
+
+
 def save_gpu_efficiency(result: Result, costs: dict[str, float], args: argparse.Namespace
                         ) -> dict[str, Any]:
     """Write the GPU section's preprocessing efficiency into the efficiency file when it ran
@@ -850,6 +868,18 @@ def save_gpu_efficiency(result: Result, costs: dict[str, float], args: argparse.
              "not measured (its stage was no slower than the box's)")
           + f" -> {args.efficiency_file}")
     return entry
+
+
+def save_host_work(measured: dict[str, float], args: argparse.Namespace) -> None:
+    """The GPU machine's host work into the efficiency file's ``host`` section, on the same
+    terms as the efficiency (the product's precisions and batches)."""
+    if args.dtype != PRODUCT_DTYPES or args.frames != PLAN_NEW_FRAMES:
+        return  # save_gpu_efficiency said why
+    plan_host.save_host_cost(args.efficiency_file, "wan-animate", {
+        **measured, "cpus": os.cpu_count(), "device": torch.cuda.get_device_name(),
+        "camera": f"{args.camera[0]}x{args.camera[1]}", "measured": time.strftime("%Y-%m-%d"),
+        "by": "benchmarks/preprocess.py --gpu"})
+    print(f"  host work written to {args.efficiency_file}")
 
 
 def print_flop_counts() -> dict[str, Any]:
@@ -989,6 +1019,9 @@ def main(argv: list[str] | None = None) -> int:
     efficiency: dict[str, dict[str, Any]] = {}
     mask_costs: dict[str, dict[str, float]] = {}
     conversion_costs: dict[str, dict[str, float]] = {}
+    host: dict[str, dict[str, float]] = {}
+    # Before the sections: their host-work lines need it.
+    composited = person_compositing(clip, args)
     sections: list[Callable[[Path], Setup]] = [lambda folder: build_tiny(folder, args)]
     if real_device is not None:
         device = real_device
@@ -1013,8 +1046,13 @@ def main(argv: list[str] | None = None) -> int:
               f"batch's frames encoded in one call, {costs['sam2 frame by frame']:.1f} frame "
               f"by frame; the detector's box {costs['box']:.1f}")
         mask_costs[setup.name] = costs
+        host[setup.name] = host_work(result, costs, composited)
+        print(f"  host work (CPU), ms a new frame: {host[setup.name]['preprocess_ms']:.2f} "
+              f"(resize, face crops, skeleton, mask's dilation and background, the rest of "
+              f"process()) + {host[setup.name]['composite_ms']:.2f} compositing a person")
         if setup.name == "gpu-real":
             efficiency[setup.name] = save_gpu_efficiency(result, costs, args)
+            save_host_work(host[setup.name], args)
         converted = conversions(setup, args)
         print(f"  conversions around the model, ms a batch: conditioning "
               f"{converted['conditioning_from_pil']:.1f} from PIL images, "
@@ -1029,7 +1067,6 @@ def main(argv: list[str] | None = None) -> int:
         del setup
         if real_device is not None and real_device != "cpu":
             torch.cuda.empty_cache()
-    composited = person_compositing(clip, args)
     print()
     print(f"[compositing] a person-shaped mask in a {composited['window']}x"
           f"{composited['window']} window, {args.frames} frames: "
@@ -1064,6 +1101,7 @@ def main(argv: list[str] | None = None) -> int:
         "person_compositing": composited,
         "person_mask_ms_per_batch": mask_costs,
         "preprocess_efficiency": efficiency,
+        "host_ms_per_frame": host,
         "conversions_ms_per_batch": conversion_costs,
         "load_average": [round(load_before, 2), round(load_after, 2)],
         "cpus": os.cpu_count(),

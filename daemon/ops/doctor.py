@@ -885,8 +885,11 @@ def _plan_checks(settings: Settings, probe: GpuProbe) -> list[Check]:
                                camera_fps=settings.fps, person_mask=person_mask,
                                mode=settings.mode.value,
                                preprocessor=settings.preprocessor.value):
-            assumed = (", ASSUMED efficiency"
-                       if row.assumed_efficiency or row.assumed_preprocess_efficiency else "")
+            guesses = [what for what, guessed in (
+                ("efficiency", row.assumed_efficiency),
+                ("preprocessing efficiency", row.assumed_preprocess_efficiency),
+                ("CPU time", row.assumed_host)) if guessed]
+            assumed = f", ASSUMED {', '.join(guesses)}" if guesses else ""
             detail = (f"{row.width}x{row.height} L={row.segment_frames} {row.steps} steps "
                       f"{row.quantize}: {row.fps:.1f} swapped fps (cadence {row.cadence}), "
                       f"{row.latency_s:.1f} s capture to screen, {row.memory_gb:.0f} GB on "

@@ -26,11 +26,12 @@ The model of one batch (``L`` frames of which ``L - P`` are new):
   and, for a SAM2 person mask, SAM2 run on the GPU on each new frame before the generation:
   their FLOPs a frame (constants counted at real size) at the TF32 (detector, pose) or BF16
   (SAM2) peak x their efficiency.
-* time = preprocessing + DiT FLOPs / (peak x efficiency) + VAE FLOPs / (bf16 peak x VAE
+* CPU (:mod:`.host`): the engine's work on the host in the same call (scaling, drawing,
+  masks, compositing; wan-animate-2's conversions and letterboxing), milliseconds a new frame.
+* time = CPU + preprocessing + DiT FLOPs / (peak x efficiency) + VAE FLOPs / (bf16 peak x VAE
   efficiency). With ``--quantize fp8`` the DiT's linear layers run at the fp8 peak (torchao's
   dynamic float8 matmuls); attention stays in bf16. int8 is weight-only: it saves memory, not
-  time. Compositing and the rest of the CPU's work around a batch (scaling, drawing) are left
-  out.
+  time.
 * efficiency: the share of the peak our own GPU benchmarks measured (``EFFICIENCY_FILE``:
   ``benchmarks/gpu_engine.py`` for the DiT and VAE, ``benchmarks/preprocess.py --gpu`` for the
   preprocessing, whose stage times include their CPU share), else assumed, labelled so.
@@ -57,7 +58,7 @@ The modules, each imported from where it defines a name (this package re-exports
 efficiency), ``animate`` and ``animate2`` (each engine's model: analytic and counted),
 ``counter`` (FlopCounterMode), ``meta_models`` (the real-size models on the meta device),
 ``memory``, ``engines`` (what the plan knows of each engine, its presets), ``preprocessing``
-(the preprocessing models' FLOPs and efficiency), ``timing``,
+(the preprocessing models' FLOPs and efficiency), ``host`` (the CPU's share), ``timing``,
 ``rows`` (:func:`~.rows.build_plan`), ``predict`` (without torch: ``doctor`` and the daemon's
 starting cadence), ``report`` (text, JSON) and ``cli`` (``faceswap-cam plan``).
 """

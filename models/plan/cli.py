@@ -16,6 +16,7 @@ from faceswap_cam.models.plan.gpus import (
     local_gpu,
     local_gpu_name,
 )
+from faceswap_cam.models.plan.host import load_host_cost
 from faceswap_cam.models.plan.preprocessing import load_preprocess_efficiency
 from faceswap_cam.models.plan.report import render_text, rows_json
 from faceswap_cam.models.plan.rows import DEFAULT_SIZES, build_plan
@@ -109,5 +110,7 @@ def run_plan(args: Any) -> int:
         scaling = load_scaling(gpu, args.gpus, args.efficiency_file) if args.gpus > 1 else None
         _say(render_text(rows, gpu, efficiencies, gpus=args.gpus, camera_fps=args.camera_fps,
                          scaling=scaling,
-                         preprocess=load_preprocess_efficiency(gpu, args.efficiency_file)))
+                         preprocess=load_preprocess_efficiency(gpu, args.efficiency_file),
+                         hosts={engine: load_host_cost(engine, args.efficiency_file)
+                                for engine in efficiencies}))
     return 0

@@ -21,6 +21,7 @@ from faceswap_cam.models.plan.gpus import (
     load_scaling,
     local_gpu_name,
 )
+from faceswap_cam.models.plan.host import load_host_cost
 from faceswap_cam.models.plan.memory import weight_bytes
 from faceswap_cam.models.plan.preprocessing import (
     load_preprocess_efficiency,
@@ -42,6 +43,7 @@ def preset_rows(gpu: Gpu, engine: str, *, frame_size: tuple[int, int] = (1280, 7
     user's own, which every preset keeps (None: each preset's)."""
     efficiency = load_efficiency(gpu, efficiency_file, engine)
     preprocess = load_preprocess_efficiency(gpu, efficiency_file)
+    host = load_host_cost(engine, efficiency_file)
     model = ENGINE_MODELS.get(engine)
     if model is None:
         return []
@@ -52,7 +54,8 @@ def preset_rows(gpu: Gpu, engine: str, *, frame_size: tuple[int, int] = (1280, 7
         rows.append(row_for(preset, shape, model.analytic_work(shape), gpu=gpu,
                             efficiency=efficiency, quantize=q, gpus=1, camera_fps=camera_fps,
                             weights=weight_bytes(model.params, q), preset_size=True,
-                            preprocess=preprocess, person_mask=person_mask, mode=mode,
+                            preprocess=preprocess, host=host, person_mask=person_mask,
+                            mode=mode,
                             preprocessor=preprocessor))
     return rows
 
@@ -92,4 +95,6 @@ def predict_settings(engine: str, *, steps: int, segment_frames: int, carry: int
                           if gpus > 1 else ASSUMED_SCALING_EFFICIENCY,  # unused on one GPU
                           preprocess_s=preprocess_seconds(
                               stages, segment_frames - carry, gpu,
-                              load_preprocess_efficiency(gpu, efficiency_file)))
+                              load_preprocess_efficiency(gpu, efficiency_file)),
+                          host_s=load_host_cost(engine, efficiency_file).seconds(
+                              segment_frames - carry, mode))

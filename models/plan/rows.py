@@ -25,6 +25,7 @@ from faceswap_cam.models.plan.gpus import (
     load_efficiency,
     load_scaling,
 )
+from faceswap_cam.models.plan.host import HostCost, load_host_cost
 from faceswap_cam.models.plan.memory import GB, RUNTIME_BYTES, activation_bytes, weight_bytes
 from faceswap_cam.models.plan.meta_models import MetaModels, build_meta_models
 from faceswap_cam.models.plan.preprocessing import (
@@ -61,6 +62,9 @@ class PlanRow:
     preprocess_tflop_per_batch: float
     preprocess_s: float
     assumed_preprocess_efficiency: bool
+    #: The CPU's work in the batch call (plan/host.py; part of batch_s), assumed or measured.
+    host_s: float
+    assumed_host: bool
     flops_source: str
     gpu: str
     gpus: int
@@ -87,11 +91,12 @@ class PlanRow:
 def row_for(preset: Preset, shape: Shape, work: Work, *, gpu: Gpu, efficiency: Efficiency,
             quantize: str, gpus: int, camera_fps: float, weights: float | None,
             preset_size: bool, scaling: Scaling | None = None,
-            preprocess: PreprocessEfficiency, gen_window: str = "frame",
+            preprocess: PreprocessEfficiency, host: HostCost, gen_window: str = "frame",
             person_mask: str | None = None, mode: str = defaults.MODE,
             preprocessor: str = defaults.PREPROCESSOR) -> PlanRow:
-    """``preprocess``: the preprocessing's efficiency; ``person_mask`` (else the preset's),
-    ``mode`` and ``preprocessor`` say which preprocessing models run."""
+    """``preprocess``: the preprocessing's efficiency; ``host``: the engine's CPU work a
+    frame; ``person_mask`` (else the preset's), ``mode`` and ``preprocessor`` say which
+    preprocessing models run."""
     scaling_efficiency = scaling.efficiency if scaling else ASSUMED_SCALING_EFFICIENCY
     cfg = preset.guidance_scale > 1.0
     dit_batch = work.dit_per_batch(preset.steps, cfg)[0]
@@ -101,7 +106,8 @@ def row_for(preset: Preset, shape: Shape, work: Work, *, gpu: Gpu, efficiency: E
                             gpu=gpu, efficiency=efficiency, quantize=quantize, gpus=gpus,
                             scaling_efficiency=scaling_efficiency, camera_fps=camera_fps,
                             preprocess_s=preprocess_seconds(stages, shape.new_frames, gpu,
-                                                            preprocess))
+                                                            preprocess),
+                            host_s=host.seconds(shape.new_frames, mode))
     model = ENGINE_MODELS.get(preset.engine)
     activations = model.activation_bytes(shape) if model else activation_bytes(shape)
     memory = (weights or 0.0) + activations + RUNTIME_BYTES
@@ -118,6 +124,7 @@ def row_for(preset: Preset, shape: Shape, work: Work, *, gpu: Gpu, efficiency: E
         preprocess_tflop_per_batch=preprocess_flops(stages, shape.new_frames) / 1e12,
         preprocess_s=timing.preprocess_s,
         assumed_preprocess_efficiency=preprocess.assumed_for(stages),
+        host_s=timing.host_s, assumed_host=host.assumed,
         flops_source=work.source, gpu=gpu.key,
         gpus=gpus, efficiency=efficiency.dit, assumed_efficiency=efficiency.assumed,
         scaling_efficiency=scaling_efficiency if gpus > 1 else None,
@@ -155,6 +162,7 @@ def build_plan(gpu: Gpu, *, engines: Sequence[str] | None = None,
         if not presets:
             continue
         efficiency = load_efficiency(gpu, efficiency_file, engine)
+        host = load_host_cost(engine, efficiency_file)
         models = build_meta_models(engine)
         if shared is None:
             shared = models
@@ -184,5 +192,5 @@ def build_plan(gpu: Gpu, *, engines: Sequence[str] | None = None,
                     quantize=q, gpus=gpus, camera_fps=camera_fps,
                     weights=weight_bytes(models.params, q),
                     preset_size=shape == own and window == "frame", scaling=scaling,
-                    gen_window=window, preprocess=preprocess))
+                    gen_window=window, preprocess=preprocess, host=host))
     return rows

@@ -22,6 +22,7 @@ class Timing:
     fps: float  # swapped frames shown per second: camera fps / cadence (or the engine's rate)
     latency_s: float
     preprocess_s: float = 0.0  # the new frames' preprocessing models (plan/preprocessing.py)
+    host_s: float = 0.0  # the CPU's work around the models (plan/host.py)
     #: The share of the time between batches at this cadence that a batch leaves unused.
     spare: float = 0.0
 
@@ -29,9 +30,11 @@ class Timing:
 def predict_timing(work: Work, *, steps: int, guidance_scale: float, segment: int, carry: int,
                    gpu: Gpu, efficiency: Efficiency, quantize: str = "none", gpus: int = 1,
                    scaling_efficiency: float = ASSUMED_SCALING_EFFICIENCY,
-                   camera_fps: float = CAMERA_FPS, preprocess_s: float = 0.0) -> Timing:
+                   camera_fps: float = CAMERA_FPS, preprocess_s: float = 0.0,
+                   host_s: float = 0.0) -> Timing:
     """Seconds per batch on ``gpu`` and what they mean for the screen (the module doc).
-    ``preprocess_s``: the batch's preprocessing, which runs before its generation."""
+    ``preprocess_s``: the batch's preprocessing models, which run before its generation;
+    ``host_s``: the CPU's work in the same call."""
     total, linear = work.dit_per_batch(steps, guidance_scale > 1.0)
     bf16 = gpu.bf16_tflops * 1e12 * efficiency.dit
     linear_peak = bf16
@@ -41,7 +44,7 @@ def predict_timing(work: Work, *, steps: int, guidance_scale: float, segment: in
     dit_s = ((linear / linear_peak + (total - linear) / bf16)
              / (gpus * scaling_efficiency if gpus > 1 else 1))
     vae_s = work.vae_flops / (gpu.bf16_tflops * 1e12 * efficiency.vae)
-    batch_s = preprocess_s + dit_s + vae_s
+    batch_s = host_s + preprocess_s + dit_s + vae_s
     new = segment - carry
     # The daemon's own choice, where it starts (and where it would step down to).
     cadence = cadence_for(batch_s / new, camera_fps)
@@ -52,4 +55,4 @@ def predict_timing(work: Work, *, steps: int, guidance_scale: float, segment: in
     shown = min(camera_fps / cadence, new / batch_s)
     spare = 1 - batch_s / (new * cadence / camera_fps)
     return Timing(dit_s, vae_s, batch_s, new / batch_s, cadence, shown, latency, preprocess_s,
-                  spare)
+                  host_s, spare)

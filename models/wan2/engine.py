@@ -56,6 +56,17 @@ def fit_into(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
+def driving_images(frames: Sequence[np.ndarray]) -> list[PIL.Image.Image]:
+    """BGR camera frames as the pipeline's driving video."""
+    return [PIL.Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)) for frame in frames]
+
+
+def camera_frames(generated: Sequence[np.ndarray] | np.ndarray, size: tuple[int, int]
+                  ) -> list[np.ndarray]:
+    """Generated RGB frames as BGR camera frames of ``size`` (W, H)."""
+    return [fit_into(cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), *size) for pixels in generated]
+
+
 class WanAnimate2Engine(StreamingSwapEngine):
     """:class:`~faceswap_cam.models.engine.SwapEngine` over :class:`StreamingWanAnimate2`.
 
@@ -91,14 +102,12 @@ class WanAnimate2Engine(StreamingSwapEngine):
             return SwapResult([])
         stream = self._stream_for(frames)
         frame_h, frame_w = frames[0].shape[:2]
-        driving = [PIL.Image.fromarray(cv2.cvtColor(f, cv2.COLOR_BGR2RGB)) for f in frames]
         with engine_errors():
-            generated = stream.generate_uint8(driving)
+            generated = stream.generate_uint8(driving_images(frames))
         # The whole frame, fitted into the generation size.
         self.generation_window = GenerationWindow(0, 0, frame_w, frame_h, stream.width,
                                                   stream.height)
-        return SwapResult([fit_into(cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), frame_w, frame_h)
-                           for pixels in generated])
+        return SwapResult(camera_frames(generated, (frame_w, frame_h)))
 
 
 def preset_options(options: dict[str, Any]) -> dict[str, Any]:

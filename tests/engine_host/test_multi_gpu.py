@@ -129,8 +129,9 @@ def _pairing_url(process: subprocess.Popen[str], log: Path) -> str:
     stdout = process.stdout
 
     def read() -> None:
-        for line in stdout:
-            lines.put(line)
+        # The pairing line only: the ranks inherit the launcher's stdout, so reading to its end
+        # would outlive the test wherever a rank outlives the launcher a moment.
+        lines.put(stdout.readline())
 
     threading.Thread(target=read, daemon=True).start()
     try:
@@ -203,7 +204,9 @@ def test_a_killed_launcher_takes_its_ranks_with_it(tiny_model: Path,
         ranks = children(launcher.pid)
         launcher.kill()
         launcher.wait(5)
-        wait_for(lambda: all(gone(rank) for rank in ranks), 10, "both ranks to exit")
+        # A rank still starting Python (seconds on a loaded two-core runner) watches its
+        # launcher only once the CLI has imported.
+        wait_for(lambda: all(gone(rank) for rank in ranks), 30, "both ranks to exit")
     finally:
         if launcher.poll() is None:
             launcher.kill()

@@ -17,7 +17,12 @@ torch = pytest.importorskip("torch", reason="the model extra (torch) is not inst
 pytest.importorskip("diffusers")
 
 from benchmarks import gpu_engine  # noqa: E402
-from benchmarks.gpu_presets import PresetRow, save_measured, write_efficiency  # noqa: E402
+from benchmarks.gpu_presets import (  # noqa: E402
+    PresetRow,
+    run_cost,
+    save_measured,
+    write_efficiency,
+)
 from faceswap_cam.models.plan.gpus import GPUS, load_efficiency  # noqa: E402
 from faceswap_cam.models.wan2.presets import BALANCED, LIVE, QUALITY  # noqa: E402
 
@@ -216,3 +221,109 @@ def test_the_benchmark_quantizes_the_transformer_as_the_daemon_loads_it() -> Non
     after = sum(1 for m in pipe.transformer.modules()
                 if type(getattr(m, "weight", None)).__name__ != "Parameter")
     assert after > before  # the linear layers now hold quantized weights
+
+
+def test_the_benchmark_leaves_the_fp32_parts_unquantized_as_diffusers_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The random-weight transformer keeps ``_keep_in_fp32_modules`` in fp32 as a loaded
+    checkpoint does, and torchao's fp8 takes only bf16 weights: quantizing those too failed
+    on the first of them (the time embedder), and the GPU run then measured no fp8 row."""
+    quant_api = pytest.importorskip("torchao.quantization.quant_api")
+    torchao: Any = importlib.import_module("torchao.quantization")
+    if not hasattr(quant_api, "_check_hardware_support"):
+        pytest.skip("this torchao checks the hardware elsewhere")
+    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda *_: None)  # no fp8 GPU
+    from benchmarks.gpu_presets import default_dtype, keep_fp32_parts
+    from faceswap_cam.models.plan.animate import ANIMATE_14B_TRANSFORMER
+
+    # The real architecture, narrowed: torchao leaves alone a layer whose sizes are not
+    # multiples of 16, as the tiny test model's time embedder's are.
+    config = {**ANIMATE_14B_TRANSFORMER, "num_layers": 1, "num_attention_heads": 2,
+              "attention_head_dim": 64, "ffn_dim": 256, "added_kv_proj_dim": 128,
+              "text_dim": 64, "image_dim": 64}
+
+    diffusers: Any = importlib.import_module("diffusers")
+
+    def transformer() -> Any:
+        with default_dtype(torch.bfloat16):
+            model = diffusers.WanAnimateTransformer3DModel(**config)
+        keep_fp32_parts(model)
+        return model
+
+    fp8 = torchao.Float8DynamicActivationFloat8WeightConfig(granularity=torchao.PerRow())
+    with pytest.raises(AssertionError, match="bfloat16"):
+        torchao.quantize_(transformer(), fp8)  # every linear layer, as the benchmark did
+    model = transformer()
+    torchao.quantize_(model, fp8, filter_fn=gpu_engine.quantized_as_loaded(model))
+    keep = set(model._keep_in_fp32_modules)
+    linears = {name: module for name, module in model.named_modules()
+               if isinstance(module, torch.nn.Linear)}
+    kept = {name for name in linears if keep.intersection(name.split("."))}
+    assert kept and len(kept) < len(linears)
+    for name, module in linears.items():
+        plain = type(module.weight).__name__ == "Parameter"
+        assert plain == (name in kept), name
+        if name in kept:
+            assert module.weight.dtype == torch.float32
+
+
+def test_the_live_rows_run_before_what_costs_more() -> None:
+    """Quantizing cannot be undone, so the fp8 rows once came after every unquantized one,
+    quality's included: a call's time limit in quality lost the rows the plan hangs on."""
+    from faceswap_cam.models.plan.engines import load_presets, preset_shape
+
+    presets = {p.name.value: p for p in load_presets("wan-animate")}
+    runs = [(p, preset_shape(p), name) for name, p in presets.items()]
+    window = preset_shape(presets["live"])
+    runs.append((presets["live"], type(window)(480, 480, window.new_frames, window.segment),
+                 gpu_engine.WINDOW_LABEL))
+    asked = {"live": "fp8", gpu_engine.WINDOW_LABEL: "fp8", "balanced": "none",
+             "quality": "none"}
+    order = [label for _, _, label in gpu_engine.run_order(runs, asked)]
+    # Both unquantized presets cost more than the live rows: after them, on a fresh model.
+    assert order == [gpu_engine.WINDOW_LABEL, "live", "balanced", "quality"]
+    # Nothing quantized: cheapest first.
+    plain = gpu_engine.run_order(runs, dict.fromkeys(asked, "none"))
+    costs = [run_cost(p, s) for p, s, _ in plain]
+    assert costs == sorted(costs)
+
+
+def test_a_quantized_run_then_an_unquantized_one_gets_a_fresh_model(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # The CPU's int8 stands in for the GPU's fp8: the live preset quantized, the rest not.
+    monkeypatch.setattr(gpu_engine, "runnable_quantize",
+                        lambda kind, device, explicit: "int8" if kind == "fp8" else kind)
+    code = gpu_engine.main(["--tiny", "--preset", "all", "--sizes", "32x32", "--iters", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = {row["preset"]: row["quantize"] for row in last_json(out)["rows"]}
+    assert rows == {"live": "int8", "balanced": "none", "quality": "none"}
+    assert out.count("a fresh unquantized model") == 1
+
+
+def test_a_failed_preset_costs_its_row_and_sigterm_still_prints_the_table(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import signal
+
+    real = gpu_engine.measure_preset
+    seen: list[str] = []
+
+    def measured(pipe: Any, preset: Any, shape: Any, label: str, **kwargs: Any) -> Any:
+        seen.append(label)
+        if len(seen) == 3:  # the call's time limit, as the third preset starts
+            os.kill(os.getpid(), signal.SIGTERM)
+        if label == "live":
+            raise RuntimeError("CUDA error: an illegal memory access")
+        return real(pipe, preset, shape, label, **kwargs)
+
+    monkeypatch.setattr(gpu_engine, "measure_preset", measured)
+    code = gpu_engine.main(["--tiny", "--preset", "all", "--sizes", "32x32", "--iters", "1"])
+    out = capsys.readouterr().out
+    assert code == 124  # timeout's own code: the device call reports a time-out
+    result = last_json(out)
+    assert [row["preset"] for row in result["rows"]] == [seen[1]]
+    notes = " ".join(result.get("notes", [])) or out
+    assert "live failed: RuntimeError: CUDA error" in notes
+    assert "STOPPED by SIGTERM" in notes
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back

@@ -30,6 +30,7 @@ from faceswap_cam.models.plan.animate2 import (
     frame_mask_attention,
 )
 from faceswap_cam.models.plan.gpus import GPUS, load_efficiency
+from faceswap_cam.models.plan.host import load_host_cost
 from faceswap_cam.models.plan.meta_models import Animate2MetaModels, MetaModels, build_meta_models
 from faceswap_cam.models.plan.predict import predict_settings, preset_rows
 from faceswap_cam.models.plan.report import rows_json
@@ -231,8 +232,9 @@ def test_doctor_and_the_daemon_cadence_use_wan_animate_2s_own_count(
     assert expected is not None
     own = predict_timing(analytic_animate_2_work(shape), steps=10,
                          guidance_scale=1.0, segment=9, carry=1, gpu=GPUS["h100"],
-                         efficiency=load_efficiency(GPUS["h100"], missing))
-    assert expected == own
+                         efficiency=load_efficiency(GPUS["h100"], missing),
+                         host_s=load_host_cost(ENGINE, missing).seconds(8))
+    assert own.host_s > 0 and expected == own
     animate = predict_settings("wan-animate", steps=10, segment_frames=9, carry=1,
                                size=(848, 480))
     assert animate is not None and animate.batch_s != expected.batch_s

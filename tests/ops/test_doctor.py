@@ -943,17 +943,24 @@ def test_on_macos_the_mic_check_names_the_loopback_driver(machine: FakeMachine) 
 def test_plan_lines_say_when_the_preprocessing_efficiency_is_assumed(
         machine: FakeMachine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from faceswap_cam.models.plan import gpus as plan_gpus
+    from faceswap_cam.models.plan.host import save_host_cost
     from faceswap_cam.models.plan.preprocessing import save_preprocess_efficiency
 
     measured = tmp_path / "gpu_efficiency.json"
     measured.write_text(json.dumps({"by_gpu": {"h100": {"dit_efficiency": 0.5}}}))
+    save_host_cost(measured, "wan-animate-2", {"preprocess_ms": 3.0})
     monkeypatch.setattr(plan_gpus, "EFFICIENCY_FILE", measured)
     checks = machine.run(settings_loader=lambda _: Settings())
-    # The DiT is measured; wan-animate's preprocessing models are not, wan-animate-2 has none.
-    assert "ASSUMED efficiency" in find(checks, "plan wan-animate live").detail
+    # The DiT is measured; wan-animate's preprocessing models and CPU time are not,
+    # wan-animate-2 has no such models and its CPU time is measured.
+    assert find(checks, "plan wan-animate live").detail.endswith(
+        ", ASSUMED preprocessing efficiency, CPU time")
     assert "ASSUMED" not in find(checks, "plan wan-animate-2 live").detail
     save_preprocess_efficiency(measured, plan_gpus.GPUS["h100"], {
         "device": "NVIDIA H100", "batched_efficiency": 0.3, "tracker_efficiency": 0.1})
+    checks = machine.run(settings_loader=lambda _: Settings())
+    assert find(checks, "plan wan-animate live").detail.endswith(", ASSUMED CPU time")
+    save_host_cost(measured, "wan-animate", {"preprocess_ms": 2.0, "composite_ms": 1.0})
     checks = machine.run(settings_loader=lambda _: Settings())
     assert "ASSUMED" not in find(checks, "plan wan-animate live").detail
 
