@@ -13,12 +13,12 @@ not a wheel there: the checkout travels, and a folder holding a ``faceswap_cam``
 makes it importable under its package name, as the editable install does here.
 
 A session's device time is 15 minutes in all, the machine's start included, and a call may
-run 10. So the first call (``first``) runs wan-animate's ``--preset all`` (about 4 minutes)
+run 10. So the first call (``first``) runs wan-animate's ``--preset all`` (about 3 minutes)
 and then ``preprocess`` in one go, each under its own ``timeout`` that keeps the pair inside
 the call's limit: the second adds its section to the efficiency file the first wrote, there,
 with no copying between calls and no idle machine meanwhile. The presets run cheapest first
 and the file is written after each, so that a run cut short still leaves DiT figures.
-``wan-animate-2`` (``--engine wan-animate-2 --preset all``, 6 to 7 minutes) is a second call,
+``wan-animate-2`` (``--engine wan-animate-2 --preset all``, 4 to 5 minutes) is a second call,
 where the time left allows, and ``--gpus N`` one on a machine with N GPUs. Each benchmark's
 log and the efficiency file (which they write in ``$OUT`` itself) come back through ``$OUT``,
 whatever stops them: copy the file over ``benchmarks/results/gpu_efficiency.json`` before the

@@ -77,8 +77,9 @@ file's ``engines["wan-animate-2"]`` section, which the plan reads for wan-animat
 (wan-animate's stay as measured); the engine's CPU work a new frame (those conversions and
 the pipeline's letterboxing, at the real sizes even with ``--tiny``) goes to its ``host``
 section (models/plan/host.py). ``--engine wan-animate-2 --preset all`` should take about 4 to 5
-minutes on an H100/H200: an estimate from the plan's predictions at its assumed 45 % of peak, 58 /
-5.1 / 1.7 s a batch for quality / balanced / live and two timed batches each (the two warm-up
+minutes on an H100/H200: an estimate from the plan's predictions at its assumed 45 % of peak, 59 /
+5.4 / 1.8 s a batch (unquantized, the CPU's share included) for quality / balanced / live and
+two timed batches each (the two warm-up
 batches run one step) make 2.2 minutes, most of it quality's 40 guided steps at 848x480 L=17,
 plus building the model and compiling (not yet run on a GPU). ``--tiny`` runs it on the CPU
 with ``tests.wan2_tiny``'s tiny
@@ -722,8 +723,13 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
                 except Exception as exc:  # one preset's failure costs its row, not the run
                     notes.append(f"{label} failed: {type(exc).__name__}: {exc}"[:300])
                     print(f"  preset {label} failed: {exc}", flush=True)
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
+                    if device.type == "cuda" and not isinstance(exc, torch.OutOfMemoryError) \
+                            and "CUDA" in str(exc):
+                        # A CUDA error leaves the context unusable: every later preset would
+                        # fail the same way (or worse, hang), so the run ends with its table.
+                        notes.append("the runs after it were not tried: the CUDA context is "
+                                     "unusable after a CUDA error")
+                        break
                     continue
                 print(f"  measured preset {label}: {rows[-1].batch_s:.3f} s/batch", flush=True)
                 save_measured(args, table_gpu, gpu_name, rows, "wan-animate")
@@ -736,7 +742,8 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
                      "replace mode generates (--gen-window person)")
     code = finish(args, engine="wan-animate", title="Wan2.2-Animate presets",
                   gpu_name=gpu_name, table_gpu=table_gpu, peak=peak, build_s=build_s,
-                  efficiency=efficiency, rows=rows, notes=notes)
+                  efficiency=efficiency, rows=rows, notes=notes,
+                  complete=len(rows) == len(runs))
     return STOPPED_CODE if stopped else code
 
 

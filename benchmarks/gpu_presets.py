@@ -325,23 +325,24 @@ def save_measured(args: argparse.Namespace, table_gpu: Gpu | None, gpu_name: str
 def finish(args: argparse.Namespace, *, engine: str, title: str, gpu_name: str,
            table_gpu: Gpu | None, peak: float | None, build_s: float, efficiency: Efficiency,
            rows: list[PresetRow], notes: Sequence[str] = (),
-           extra: dict[str, Any] | None = None) -> int:
+           extra: dict[str, Any] | None = None, complete: bool = True) -> int:
     """The table, the efficiency file (a GPU of the plan's table, not ``--tiny``) and the JSON
-    line every preset run ends with."""
+    line every preset run ends with. ``complete``: every preset measured (False: a run
+    stopped, or a preset failed; the file says so)."""
     print_preset_table(f"{title}, {'TINY (figures mean nothing)' if args.tiny else gpu_name}"
                        f", built in {build_s:.1f} s; prediction (pred.) at {efficiency.source}",
                        rows)
     for note in notes:
         print(f"  {note}")
-    written = save_measured(args, table_gpu, gpu_name, rows, engine, complete=True)
+    written = save_measured(args, table_gpu, gpu_name, rows, engine, complete=complete)
     if written is not None:
         print(f"  measured efficiency written to {written}")
     print(json.dumps({
         "benchmark": "gpu_engine_presets", "engine": engine, "device": gpu_name,
         "tiny": args.tiny, "torch": torch.__version__, "peak_tflops": peak,
         "build_s": round(build_s, 2), "efficiency_source": efficiency.source,
-        "efficiency_file": str(written) if written else None, **(extra or {}),
-        "rows": [asdict(r) for r in rows]}))
+        "efficiency_file": str(written) if written else None, "complete": complete,
+        **(extra or {}), "rows": [asdict(r) for r in rows]}))
     return 0
 
 
@@ -564,7 +565,7 @@ def save_wan2_host(args: argparse.Namespace, table_gpu: Gpu | None, gpu_name: st
     if args.tiny or table_gpu is None or not measured:
         return
     save_host_cost(args.efficiency_file or EFFICIENCY_FILE, WAN2_ENGINE, {
-        "preprocess_ms": round(statistics.median(measured), 2), "composite_ms": 0.0,
+        "preprocess_ms": round(statistics.median(measured), 2), "replace_ms": 0.0,
         "cpus": os.cpu_count(), "device": gpu_name, "camera": f"{CAMERA[0]}x{CAMERA[1]}",
         "measured": time.strftime("%Y-%m-%d"),
         "by": "benchmarks/gpu_engine.py --engine wan-animate-2 --preset"})
@@ -655,12 +656,14 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
                     predicted_vae_share=plan.vae_share, predicted_fps=plan.engine_fps,
                     predicted_batch_s=plan.batch_s, predicted_memory_gb=plan.memory_gb,
                     assumed_efficiency=efficiency.assumed,
-                    # At the real camera and generation sizes even when tiny: it needs no model.
-                    host_ms=wan2_host_ms(pipe.video_processor, CAMERA, real_size, shape.new_frames),
                     predicted_host_ms=1000 * plan.host_s / shape.new_frames))
                 print(f"  measured preset {preset.name.value} ({variant}): {m.batch_s:.3f} s/batch",
                       flush=True)
                 save_measured(args, table_gpu, gpu_name, rows, WAN2_ENGINE)
+                # After the row is safe: a time limit here costs seconds, not the preset. At
+                # the real camera and generation sizes even when tiny: it needs no model.
+                rows[-1].host_ms = wan2_host_ms(pipe.video_processor, CAMERA, real_size,
+                                                shape.new_frames)
                 save_wan2_host(args, table_gpu, gpu_name, rows)
         except Stopped:
             stopped = True
@@ -679,5 +682,6 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
                       "(its blocks are compiled first).",
                       *(f"skipped {name}: {why}" for name, why in skipped.items())),
                   extra={"compile": bool(args.compile), "attention_backend": backend,
-                                    "flops_source": "analytic", "skipped": skipped})
+                         "flops_source": "analytic", "skipped": skipped},
+                  complete=not stopped and not skipped)
     return STOPPED_CODE if stopped else code

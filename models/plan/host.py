@@ -1,10 +1,12 @@
 """The CPU's share of a batch: the work around the models that the engine's batch call does on
 the host, between and after the GPU's, so that it adds to the batch's time as the GPU's does.
 
-- ``wan-animate``: scaling the camera frames to the generation size, the face crops, drawing
-  the skeleton, Wan's dilated mask and background (the person mask's own model is a GPU stage,
-  :mod:`.preprocessing`) and, in replace mode, compositing each generated window into its
-  camera frame on the engine's threads (``composite_ms``).
+- ``wan-animate``: scaling the camera frames to the generation size, the face crops and
+  drawing the skeleton; in replace mode also Wan's dilated mask and background (the person
+  mask's own model is a GPU stage, :mod:`.preprocessing`) and compositing each generated
+  window into its camera frame on the engine's threads (``replace_ms``). Measured for the
+  person window of a 1280x720 camera (480x480 generated, the live preset's): a whole-frame
+  row composites two to three times the pixels, so its CPU share reads low.
 - ``wan-animate-2``: the camera frames to RGB images, the pipeline's letterboxing of them (PIL,
   on the CPU), and the generated frames back to BGR at the camera's size.
 
@@ -31,28 +33,28 @@ from faceswap_cam.models.plan.gpus import read_measurements, write_measurements
 class HostCost:
     """One engine's CPU work a new frame, in milliseconds."""
 
-    preprocess_ms: float  # everything but compositing
-    composite_ms: float  # replace mode only
+    preprocess_ms: float  # whatever the mode
+    replace_ms: float  # replace mode's own: the mask's dilation, the background, compositing
     assumed: bool
     source: str
 
     def seconds(self, frames: int, mode: str = defaults.MODE) -> float:
         """The CPU's seconds in a batch of ``frames`` new frames."""
-        composite = self.composite_ms if mode == "replace" else 0.0
-        return frames * (self.preprocess_ms + composite) / 1000
+        replace = self.replace_ms if mode == "replace" else 0.0
+        return frames * (self.preprocess_ms + replace) / 1000
 
 
 #: Measured on the 2-core CI machine (no GPU), the only host measured so far; a GPU server's
 #: CPU is faster and has more cores for compositing's threads, so these lean slow.
-#: wan-animate: ``benchmarks/preprocess.py --no-gpu``'s "host work" line, 2.17 / 2.20 / 2.31
-#: ms + 9.77 / 9.67 / 10.06 ms compositing in three runs (its CPU stages at 848x480 with the
-#: person window, compositing a person-shaped mask into a 1280x720 frame on 2 threads),
-#: batches of 8; wan-animate-2: ``benchmarks/gpu_engine.py --preset all --engine
-#: wan-animate-2 --tiny``'s "host work" line, 37.5 / 40.0 / 44.3 ms for 4 / 8 / 16 frames
-#: (1280x720 <-> 848x480; diffusers' letterboxing is most of it: its PIL resize about 15 ms,
-#: its float conversion about 16).
+#: wan-animate: ``benchmarks/preprocess.py --no-gpu``'s "host work" line, 1.93 / 1.54 / 1.93
+#: ms + 8.24 / 6.62 / 7.38 ms replacing in three runs (its CPU stages at 848x480 with the
+#: person window; the box mask's dilation and background, and compositing a person-shaped
+#: mask into a 1280x720 frame on 2 threads), batches of 8; wan-animate-2: ``benchmarks/
+#: gpu_engine.py --preset all --engine wan-animate-2 --tiny``'s "host work" line, 37.5 / 40.0
+#: / 44.3 ms for 4 / 8 / 16 frames (1280x720 <-> 848x480; diffusers' letterboxing is most of
+#: it: its PIL resize about 15 ms, its float conversion about 16).
 ASSUMED_HOST = {
-    "wan-animate": HostCost(2.2, 9.8, True, ""),
+    "wan-animate": HostCost(1.9, 7.4, True, ""),
     "wan-animate-2": HostCost(40.0, 0.0, True, ""),
 }
 NO_HOST_WORK = HostCost(0.0, 0.0, False, "none")
@@ -62,9 +64,9 @@ def _assumed(engine: str) -> HostCost:
     cost = ASSUMED_HOST.get(engine)
     if cost is None:
         return NO_HOST_WORK
-    return HostCost(cost.preprocess_ms, cost.composite_ms, True,
+    return HostCost(cost.preprocess_ms, cost.replace_ms, True,
                     f"ASSUMED {cost.preprocess_ms:g} ms a frame"
-                    + (f" + {cost.composite_ms:g} compositing" if cost.composite_ms else "")
+                    + (f" + {cost.replace_ms:g} replacing" if cost.replace_ms else "")
                     + " (a 2-core CPU): not measured on a GPU machine yet")
 
 
@@ -75,14 +77,13 @@ def load_host_cost(engine: str, path: Path | None = None) -> HostCost:
     entry = section.get(engine) if isinstance(section, dict) else None
     if not isinstance(entry, dict):
         return _assumed(engine)
-    pre, composite = entry.get("preprocess_ms"), entry.get("composite_ms", 0.0)
-    if not (isinstance(pre, (int, float)) and isinstance(composite, (int, float))
-            and pre >= 0 and composite >= 0):
+    pre, replace = entry.get("preprocess_ms"), entry.get("replace_ms", 0.0)
+    if not (isinstance(pre, (int, float)) and isinstance(replace, (int, float))
+            and pre >= 0 and replace >= 0):
         return _assumed(engine)
     where = f"{entry.get('cpus', '?')} CPUs beside {entry.get('device', 'a GPU')}"
-    return HostCost(float(pre), float(composite), False,
-                    f"{pre:.1f} ms a frame" + (f" + {composite:.1f} compositing"
-                                               if composite else "")
+    return HostCost(float(pre), float(replace), False,
+                    f"{pre:.1f} ms a frame" + (f" + {replace:.1f} replacing" if replace else "")
                     + f", measured on {where} ({path.name})")
 
 

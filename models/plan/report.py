@@ -53,7 +53,7 @@ def render_text(rows: Sequence[PlanRow], gpu: Gpu, efficiencies: Mapping[str, Ef
     if preprocess is not None and any(row.preprocess_models for row in rows):
         lines.append(f"  efficiency (preprocessing): {preprocess.source}")
     lines += [f"  CPU work ({engine}): {host.source}"
-              for engine, host in (hosts or {}).items() if host.preprocess_ms or host.composite_ms]
+              for engine, host in (hosts or {}).items() if host.preprocess_ms or host.replace_ms]
     if gpus > 1:
         source = scaling.source if scaling else f"ASSUMED {ASSUMED_SCALING_EFFICIENCY:.0%}"
         lines.append(f"  {gpus} GPUs: the DiT splits over them, the VAE runs on one; scaling "

@@ -149,10 +149,12 @@ def feather(mask: np.ndarray, pixels: int) -> np.ndarray:
     if pixels == 0 or not inside.any() or inside.all():
         return inside.astype(np.float32)
     # OpenCV counts what lies past the frame as inside, so a person cut by the frame edge does
-    # not fade out there: only real mask edges get the ramp.
-    distance = np.asarray(
-        cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    )
+    # not fade out there: only real mask edges get the ramp. The 5x5 mask's distances came
+    # within 0.16 px of the exact ones within 9 px of the edge (200 random shapes; an 8 px
+    # ramp's alpha within 1.6 %, four levels of 255), at under half the exact transform's
+    # time, which was a quarter of compositing a 720p frame, the biggest CPU share of a batch
+    # (models/plan/host.py).
+    distance = np.asarray(cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 5))
     alpha: np.ndarray = np.clip(distance / float(pixels), 0.0, 1.0).astype(np.float32)
     alpha[~inside] = 0.0
     return alpha

@@ -64,9 +64,11 @@ def composite(
     mask: np.ndarray,
     *,
     feather_px: int = 8,
+    in_place: bool = False,
 ) -> tuple[np.ndarray, Box]:
     """The generated person blended into the full-resolution camera frame, and the box
     outside which it is ``original_bgr`` exactly (empty when nobody is in the mask).
+    ``in_place``: blend into ``original_bgr`` itself (a copy the caller owns) and return it.
 
     ``generated_bgr`` may have any size and is scaled to the frame; ``mask`` (nonzero =
     person) is at the frame's size or the generated frame's. Alpha ramps up inside the mask
@@ -83,7 +85,7 @@ def composite(
             f"generated frame {generated_bgr.shape[:2]}"
         )
     person = _resize_mask(person, (width, height))
-    out = original_bgr.copy()
+    out = original_bgr if in_place else original_bgr.copy()
     if not person.any():
         return out, (0, 0, 0, 0)
     # Only the mask's box is touched: at 720p and up a person rarely fills the frame, and the

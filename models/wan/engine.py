@@ -270,12 +270,13 @@ def paste(frame: np.ndarray, pixels: np.ndarray, mask: np.ndarray, window: Windo
     if colour_match:
         bgr = match_colour(bgr, region, mask)
     blend = mask if window.whole else open_inner_sides(mask, window.inner_sides(frame_size))
-    patch, (bx, by, bw, bh) = composite(region, bgr, blend, feather_px=feather_px)
     if window.whole:
-        whole = patch
+        whole, (bx, by, bw, bh) = composite(region, bgr, blend, feather_px=feather_px)
     else:
+        # Blended straight into the output frame's window: no copy of the window on the way.
         whole = frame.copy()
-        whole[y:y + height, x:x + width] = patch
+        _, (bx, by, bw, bh) = composite(whole[y:y + height, x:x + width], bgr, blend,
+                                        feather_px=feather_px, in_place=True)
     return whole, ((bx + x, by + y, bw, bh) if bw and bh else (0, 0, 0, 0))
 
 

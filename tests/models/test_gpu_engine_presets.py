@@ -53,6 +53,7 @@ def test_tiny_wan2_presets_run_end_to_end(capsys: pytest.CaptureFixture[str]) ->
     assert (result["benchmark"], result["engine"], result["tiny"]) == (
         "gpu_engine_presets", "wan-animate-2", True)
     assert result["efficiency_file"] is None  # a tiny run writes no efficiency
+    assert result["complete"] is True
     rows = {row["preset"]: row for row in result["rows"]}
     assert set(rows) == {"quality", "balanced", "live"}
     for preset, variant in ((QUALITY, "base"), (BALANCED, "distilled"), (LIVE, "distilled")):
@@ -318,12 +319,14 @@ def test_a_failed_preset_costs_its_row_and_sigterm_still_prints_the_table(
         return real(pipe, preset, shape, label, **kwargs)
 
     monkeypatch.setattr(gpu_engine, "measure_preset", measured)
+    before = signal.getsignal(signal.SIGTERM)
     code = gpu_engine.main(["--tiny", "--preset", "all", "--sizes", "32x32", "--iters", "1"])
     out = capsys.readouterr().out
     assert code == 124  # timeout's own code: the device call reports a time-out
     result = last_json(out)
     assert [row["preset"] for row in result["rows"]] == [seen[1]]
+    assert result["complete"] is False  # what the efficiency file says of such a run
     notes = " ".join(result.get("notes", [])) or out
     assert "live failed: RuntimeError: CUDA error" in notes
     assert "STOPPED by SIGTERM" in notes
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back
+    assert signal.getsignal(signal.SIGTERM) is before  # put back

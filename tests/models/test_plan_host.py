@@ -34,7 +34,7 @@ def test_the_cpu_work_is_part_of_the_batch_and_its_latency() -> None:
     assert with_host.dit_s == without.dit_s
 
 
-def test_compositing_counts_in_replace_mode_only() -> None:
+def test_the_mask_and_compositing_count_in_replace_mode_only() -> None:
     cost = plan_host.HostCost(5.0, 10.0, True, "t")
     assert cost.seconds(8, "replace") == pytest.approx(0.12)
     assert cost.seconds(8, "animate") == pytest.approx(0.04)
@@ -44,9 +44,9 @@ def test_assumed_until_measured_then_measured(tmp_path: Path) -> None:
     none = tmp_path / "none.json"
     assumed = plan_host.load_host_cost("wan-animate", none)
     assert assumed.assumed and assumed == plan_host.load_host_cost("wan-animate", none)
-    assert (assumed.preprocess_ms, assumed.composite_ms) == (
+    assert (assumed.preprocess_ms, assumed.replace_ms) == (
         plan_host.ASSUMED_HOST["wan-animate"].preprocess_ms,
-        plan_host.ASSUMED_HOST["wan-animate"].composite_ms)
+        plan_host.ASSUMED_HOST["wan-animate"].replace_ms)
     assert assumed.source.startswith("ASSUMED") and "not measured" in assumed.source
     assert plan_host.load_host_cost("wan-animate-2", none).assumed
     # An engine with no CPU work of this kind costs nothing and assumes nothing.
@@ -55,11 +55,11 @@ def test_assumed_until_measured_then_measured(tmp_path: Path) -> None:
     measured = tmp_path / "gpu_efficiency.json"
     measured.write_text(json.dumps({"by_gpu": {"h200": {"dit_efficiency": 0.5}}}))
     plan_host.save_host_cost(measured, "wan-animate", {
-        "preprocess_ms": 2.5, "composite_ms": 1.5, "cpus": 32, "device": "NVIDIA H200"})
+        "preprocess_ms": 2.5, "replace_ms": 1.5, "cpus": 32, "device": "NVIDIA H200"})
     document = json.loads(measured.read_text())
     assert document["by_gpu"]["h200"]["dit_efficiency"] == 0.5  # the rest is kept
     own = plan_host.load_host_cost("wan-animate", measured)
-    assert (own.preprocess_ms, own.composite_ms, own.assumed) == (2.5, 1.5, False)
+    assert (own.preprocess_ms, own.replace_ms, own.assumed) == (2.5, 1.5, False)
     assert "32 CPUs beside NVIDIA H200" in own.source
     # One engine's measurement is not another's.
     assert plan_host.load_host_cost("wan-animate-2", measured).assumed
@@ -93,7 +93,7 @@ def test_the_plan_and_the_daemons_prediction_count_it(
     # A measured host cost moves the daemon's prediction by exactly its difference.
     measured = tmp_path / "gpu_efficiency.json"
     plan_host.save_host_cost(measured, "wan-animate", {"preprocess_ms": 0.0,
-                                                       "composite_ms": 0.0})
+                                                       "replace_ms": 0.0})
     kwargs: dict[str, Any] = {"steps": 4, "segment_frames": 9, "carry": 1, "size": (480, 480),
                               "gpu_name": "h200", "quantize": "fp8", "person_mask": "box"}
     slow = predict_settings("wan-animate", efficiency_file=none, **kwargs)
@@ -111,19 +111,21 @@ def test_preprocess_benchmark_measures_and_writes_the_host_work(
     result: Any = argparse.Namespace(batches=[batch],
                                      median_s=lambda row: batch.seconds.get(row, 0.0))
     measured = preprocess.host_work(result, {"box": 8.0}, {"threads_ms_per_batch": 40.0})
-    assert measured == {"preprocess_ms": 5.0, "composite_ms": 5.0}  # (32 + 8) / 8, 40 / 8
+    assert measured == {"preprocess_ms": 4.0, "replace_ms": 6.0}  # 32 / 8, (8 + 40) / 8
 
     efficiency = tmp_path / "gpu_efficiency.json"
     args = argparse.Namespace(dtype=preprocess.PRODUCT_DTYPES, frames=preprocess.PLAN_NEW_FRAMES,
-                              efficiency_file=efficiency, camera=(1280, 720))
+                              efficiency_file=efficiency, camera=(1280, 720),
+                              gen_window="person")
     torch = pytest.importorskip("torch")
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "NVIDIA H200")
     preprocess.save_host_work(measured, args)
     # Not the product's batches: nothing written (the efficiency's rule).
-    preprocess.save_host_work({"preprocess_ms": 99.0, "composite_ms": 0.0},
-                              argparse.Namespace(**{**vars(args), "frames": 3}))
+    for other in ({"frames": 3}, {"gen_window": "frame"}, {"camera": (1920, 1080)}):
+        preprocess.save_host_work({"preprocess_ms": 99.0, "replace_ms": 0.0},
+                                  argparse.Namespace(**{**vars(args), **other}))
     own = plan_host.load_host_cost("wan-animate", efficiency)
-    assert (own.preprocess_ms, own.composite_ms, own.assumed) == (5.0, 5.0, False)
+    assert (own.preprocess_ms, own.replace_ms, own.assumed) == (4.0, 6.0, False)
     assert "beside NVIDIA H200" in own.source
 
 

@@ -960,7 +960,7 @@ def test_plan_lines_say_when_the_preprocessing_efficiency_is_assumed(
         "device": "NVIDIA H100", "batched_efficiency": 0.3, "tracker_efficiency": 0.1})
     checks = machine.run(settings_loader=lambda _: Settings())
     assert find(checks, "plan wan-animate live").detail.endswith(", ASSUMED CPU time")
-    save_host_cost(measured, "wan-animate", {"preprocess_ms": 2.0, "composite_ms": 1.0})
+    save_host_cost(measured, "wan-animate", {"preprocess_ms": 2.0, "replace_ms": 1.0})
     checks = machine.run(settings_loader=lambda _: Settings())
     assert "ASSUMED" not in find(checks, "plan wan-animate live").detail
 
