@@ -164,7 +164,6 @@ from benchmarks.gpu_presets import (  # noqa: E402
     WAN2_ENGINE,
     Clock,
     PresetRow,
-    Stopped,
     default_dtype,
     detect_peak,
     finish,
@@ -177,6 +176,7 @@ from benchmarks.gpu_presets import (  # noqa: E402
     stop_on_sigterm,
     synchronize,
     timed,
+    use_attention_backend,
     wan2_preset_main,
 )
 
@@ -365,17 +365,6 @@ class Row:
     peak_mem_gib: float | None
 
 
-def use_attention_backend(transformer: Any, args: argparse.Namespace,
-                          device: torch.device) -> None:
-    """``--attention-backend`` as the daemon takes it: ``auto`` is chosen for the device
-    (diffusers knows no ``auto``), and the choice is what the output reports."""
-    if args.attention_backend:
-        from faceswap_cam.models.attention import attention_backend
-
-        args.attention_backend = attention_backend(args.attention_backend, str(device))
-        transformer.set_attention_backend(args.attention_backend)
-
-
 def measure_shape(pipe: Any, shape: Shape, args: argparse.Namespace, device: torch.device, *,
                   cond: Conditioning, flops: int, peak: float | None
                   ) -> tuple[list[Row], dict[str, float]]:
@@ -500,7 +489,6 @@ def _rank_main(rank: int, args: argparse.Namespace, port: int, out_dir: str) -> 
     try:
         device = context.device
         pipe = load(args, device)
-        use_attention_backend(pipe.transformer, args, device)
         cond = conditioning(pipe, args, device)
         alone: dict[str, Row] = {}
         if context.is_host:
@@ -668,7 +656,6 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
     pipe = load(args, device)
     synchronize(device)
     build_s = time.perf_counter() - start
-    use_attention_backend(pipe.transformer, args, device)
     rows: list[PresetRow] = []
     notes: list[str] = []
     running = "none"  # the transformer's quantization so far (it cannot be undone)
@@ -691,52 +678,48 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
     runs = run_order(runs, asked)
     unavailable: set[str] = set()  # kinds this machine cannot run: measured unquantized
     failed: set[str] = set()  # kinds whose conversion failed: not measured
-    stopped = False
-    with stop_on_sigterm():
-        try:
-            for preset, shape, label in runs:
-                wanted = "none" if asked[label] in unavailable else asked[label]
-                if wanted in failed:
+    with stop_on_sigterm() as stop:
+        for preset, shape, label in runs:
+            wanted = "none" if asked[label] in unavailable else asked[label]
+            if wanted in failed:
+                notes.append(f"skipped {label}: converting to {wanted} failed")
+                continue
+            if running not in (wanted, "none"):
+                # Quantizing cannot be undone: a fresh model for what runs unquantized.
+                del pipe
+                pipe = rebuilt(args, device)
+                running = "none"
+            if wanted != running:
+                outcome = quantize_transformer(pipe.transformer, wanted, device, notes)
+                if outcome is None:  # failed part-way: the weights may be half converted
+                    failed.add(wanted)
                     notes.append(f"skipped {label}: converting to {wanted} failed")
+                    running = wanted  # not "none" any more: the next plain run rebuilds
                     continue
-                if running not in (wanted, "none"):
-                    # Quantizing cannot be undone: a fresh model for what runs unquantized.
-                    del pipe
-                    pipe = rebuilt(args, device)
-                    running = "none"
-                if wanted != running:
-                    outcome = quantize_transformer(pipe.transformer, wanted, device, notes)
-                    if outcome is None:  # failed part-way: the weights may be half converted
-                        failed.add(wanted)
-                        notes.append(f"skipped {label}: converting to {wanted} failed")
-                        del pipe
-                        pipe = rebuilt(args, device)
-                        continue
-                    if outcome != wanted:
-                        unavailable.add(wanted)
-                    running = outcome
-                try:
-                    rows.append(measure_preset(
-                        pipe, preset, shape, label, args=args, device=device, gpu=gpu,
-                        table_gpu=table_gpu, peak=peak, efficiency=efficiency,
-                        running=running))
-                except Exception as exc:  # one preset's failure costs its row, not the run
-                    notes.append(f"{label} failed: {type(exc).__name__}: {exc}"[:300])
-                    print(f"  preset {label} failed: {exc}", flush=True)
-                    if device.type == "cuda" and not isinstance(exc, torch.OutOfMemoryError) \
-                            and "CUDA" in str(exc):
-                        # A CUDA error leaves the context unusable: every later preset would
-                        # fail the same way (or worse, hang), so the run ends with its table.
-                        notes.append("the runs after it were not tried: the CUDA context is "
-                                     "unusable after a CUDA error")
-                        break
-                    continue
-                print(f"  measured preset {label}: {rows[-1].batch_s:.3f} s/batch", flush=True)
-                save_measured(args, table_gpu, gpu_name, rows, "wan-animate")
-        except Stopped:
-            stopped = True
-            notes.append(f"STOPPED by SIGTERM (the call's time limit) after {len(rows)} of "
-                         f"{len(runs)} runs")
+                if outcome != wanted:
+                    unavailable.add(wanted)
+                running = outcome
+            try:
+                rows.append(measure_preset(
+                    pipe, preset, shape, label, args=args, device=device, gpu=gpu,
+                    table_gpu=table_gpu, peak=peak, efficiency=efficiency,
+                    running=running))
+            except Exception as exc:  # one preset's failure costs its row, not the run
+                notes.append(f"{label} failed: {type(exc).__name__}: {exc}"[:300])
+                print(f"  preset {label} failed: {exc}", flush=True)
+                if device.type == "cuda" and not isinstance(exc, torch.OutOfMemoryError) \
+                        and "CUDA" in str(exc):
+                    # A CUDA error leaves the context unusable: every later preset would
+                    # fail the same way (or worse, hang), so the run ends with its table.
+                    notes.append("the runs after it were not tried: the CUDA context is "
+                                 "unusable after a CUDA error")
+                    break
+                continue
+            print(f"  measured preset {label}: {rows[-1].batch_s:.3f} s/batch", flush=True)
+            save_measured(args, table_gpu, gpu_name, rows, "wan-animate")
+    if stop.stopped:
+        notes.append(f"STOPPED by SIGTERM (the call's time limit) after {len(rows)} of "
+                     f"{len(runs)} runs")
     if any(r[2] == WINDOW_LABEL for r in runs):
         notes.insert(0, f"{WINDOW_LABEL}: live in the square window around the person that "
                      "replace mode generates (--gen-window person)")
@@ -744,7 +727,7 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
                   gpu_name=gpu_name, table_gpu=table_gpu, peak=peak, build_s=build_s,
                   efficiency=efficiency, rows=rows, notes=notes,
                   complete=len(rows) == len(runs))
-    return STOPPED_CODE if stopped else code
+    return STOPPED_CODE if stop.stopped else code
 
 
 def run_order(runs: list[tuple[Preset, Shape, str]], asked: dict[str, str]
@@ -772,7 +755,6 @@ def rebuilt(args: argparse.Namespace, device: torch.device) -> Any:
         torch.cuda.empty_cache()
     start = time.perf_counter()
     pipe = load(args, device)
-    use_attention_backend(pipe.transformer, args, device)
     synchronize(device)
     print(f"  a fresh unquantized model in {time.perf_counter() - start:.1f} s", flush=True)
     return pipe
@@ -901,10 +883,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load(args: argparse.Namespace, device: torch.device) -> Any:
+    """The pipeline, with ``--attention-backend`` applied (compile is applied by the caller,
+    the same way for every model)."""
     if args.model:
-        # Attention backend and compile are applied below, the same way for every model.
-        return load_pipeline(args.model, LoadOptions(device=str(device)))
-    return build_tiny(device) if args.tiny else build_random_14b(device)
+        pipe = load_pipeline(args.model, LoadOptions(device=str(device)))
+    else:
+        pipe = build_tiny(device) if args.tiny else build_random_14b(device)
+    use_attention_backend(pipe.transformer, args, device)
+    return pipe
 
 
 def flop_text(flops: float) -> str:
@@ -937,7 +923,6 @@ def main(argv: list[str] | None = None) -> int:
     params = sum(p.numel() for p in transformer.parameters())
     weights_gib = (torch.cuda.memory_allocated(device) / 2**30
                    if device.type == "cuda" else None)
-    use_attention_backend(transformer, args, device)
 
     shapes = [Shape(w, h, new, new + args.carry)
               for w, h in args.sizes for new in args.batches]

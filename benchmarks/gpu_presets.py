@@ -134,16 +134,25 @@ class Stopped(BaseException):
     BaseException, so that a run's own ``except Exception`` lets it through."""
 
 
+@dataclass
+class StopSignal:
+    stopped: bool = False
+
+
 @contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    """SIGTERM raises :class:`Stopped` in the main thread, so a run stopped part-way still
-    prints its table and JSON line (Python's default for SIGTERM ends the process at once)."""
+def stop_on_sigterm() -> Iterator[StopSignal]:
+    """SIGTERM ends the block early (:class:`Stopped`, raised in the main thread) and sets
+    ``stopped``, so a run stopped part-way still prints its table and JSON line (Python's
+    default for SIGTERM ends the process at once)."""
     def stop(signum: int, frame: Any) -> None:
         raise Stopped
 
+    state = StopSignal()
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        yield
+        yield state
+    except Stopped:
+        state.stopped = True
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -549,11 +558,17 @@ def measure_wan2(pipe: Any, preset: Preset, shape: Shape, *, camera: tuple[int, 
         cfg=bool(guider._enabled and guider.num_conditions > 1))
 
 
-def host_line(rows: Sequence[PresetRow], planned: str) -> str:
+def measured_host_ms(rows: Sequence[PresetRow]) -> float | None:
+    """The rows' host work a new frame (median), or None where none was measured."""
     measured = [r.host_ms for r in rows if r.host_ms is not None]
-    if not measured:
+    return statistics.median(measured) if measured else None
+
+
+def host_line(rows: Sequence[PresetRow], planned: str) -> str:
+    measured = measured_host_ms(rows)
+    if measured is None:
         return "host work (CPU): not measured"
-    return (f"host work (CPU), {CAMERA[0]}x{CAMERA[1]} camera: {statistics.median(measured):.2f}"
+    return (f"host work (CPU), {CAMERA[0]}x{CAMERA[1]} camera: {measured:.2f}"
             f" ms a new frame (conversions and letterboxing; in batch s); planned: {planned}")
 
 
@@ -561,20 +576,30 @@ def save_wan2_host(args: argparse.Namespace, table_gpu: Gpu | None, gpu_name: st
                    rows: Sequence[PresetRow]) -> None:
     """The rows' host work into the efficiency file's ``host`` section, on the terms of
     :func:`save_measured`."""
-    measured = [r.host_ms for r in rows if r.host_ms is not None]
-    if args.tiny or table_gpu is None or not measured:
+    measured = measured_host_ms(rows)
+    if args.tiny or table_gpu is None or measured is None:
         return
     save_host_cost(args.efficiency_file or EFFICIENCY_FILE, WAN2_ENGINE, {
-        "preprocess_ms": round(statistics.median(measured), 2), "replace_ms": 0.0,
+        "preprocess_ms": round(measured, 2), "replace_ms": 0.0,
         "cpus": os.cpu_count(), "device": gpu_name, "camera": f"{CAMERA[0]}x{CAMERA[1]}",
         "measured": time.strftime("%Y-%m-%d"),
         "by": "benchmarks/gpu_engine.py --engine wan-animate-2 --preset"})
 
 
+def use_attention_backend(transformer: Any, args: argparse.Namespace,
+                          device: torch.device) -> None:
+    """``--attention-backend`` as the daemon takes it: ``auto`` is chosen for the device
+    (diffusers knows no ``auto``), and the choice is what the output reports."""
+    if args.attention_backend:
+        from faceswap_cam.models.attention import attention_backend
+
+        args.attention_backend = attention_backend(args.attention_backend, str(device))
+        transformer.set_attention_backend(args.attention_backend)
+
+
 def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
     """Every asked preset of wan-animate-2 at its own size, measured beside the plan's
     prediction; writes the measured efficiency under the engine's own section."""
-    from faceswap_cam.models.attention import attention_backend
     from faceswap_cam.models.presets import PresetName
     from faceswap_cam.models.wan2.variants import PRESET_VARIANTS, VARIANT
 
@@ -590,85 +615,79 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
     synchronize(device)
     build_s = time.perf_counter() - start
     transformer = pipes[VARIANT.value].transformer
-    backend = None
-    if args.attention_backend:
-        # The generation self-attention stays on flex whatever this says (the model's rule).
-        backend = attention_backend(args.attention_backend, str(device))
-        transformer.set_attention_backend(backend)
+    # The generation self-attention stays on flex whatever this says (the model's rule).
+    use_attention_backend(transformer, args, device)
     if args.compile:
         transformer.compile_repeated_blocks(fullgraph=True)
     weights = weight_bytes(ANIMATE_2_14B_PARAMS, "none")
     rows: list[PresetRow] = []
     skipped: dict[str, str] = {}
-    stopped = False
-    with stop_on_sigterm():
-        try:
-            for own in presets:
-                # A tiny run checks the code: every step runs the same code, so a few will do.
-                preset = dataclasses.replace(own, steps=min(own.steps, TINY_STEPS)) if args.tiny \
-                    else own
-                variant = PRESET_VARIANTS.get(preset.name.value, VARIANT).value
-                pipe = pipes[variant]
-                if args.tiny:
-                    width, height = args.sizes[0]
-                    shape = Shape(width, height, preset.segment_frames - preset.carry,
-                                  preset.segment_frames)
-                    camera = (width, height)
-                else:
-                    shape, camera = preset_shape(preset, CAMERA), CAMERA
-                real = preset_shape(own, CAMERA)
-                real_size = (real.width, real.height)
-                work = wan2_work(transformer, shape, tiny=args.tiny, image_tokens=args.image_tokens)
-                # wan-animate-2 has no preprocessing models: their efficiency plays no part.
-                plan = row_for(preset, shape, work, gpu=gpu, efficiency=efficiency, quantize="none",
-                               gpus=1, camera_fps=CAMERA_FPS, weights=weights, preset_size=True,
-                               preprocess=ASSUMED_PREPROCESS, host=host)
-                # The steps alone: the reference pass runs once a batch, outside them.
-                steps_only = predict_timing(
-                    dataclasses.replace(work, batch_flops=0, batch_linear_flops=0),
-                    steps=preset.steps, guidance_scale=preset.guidance_scale, segment=shape.segment,
-                    carry=preset.carry, gpu=gpu, efficiency=efficiency)
-                try:
-                    with warnings.catch_warnings():
-                        # Tiny runs are uncompiled on purpose; a GPU run says so if it is not.
-                        if args.tiny:
-                            warnings.filterwarnings("ignore", "flex_attention called without")
-                        m = measure_wan2(pipe, preset, shape, camera=camera, iters=args.iters,
-                                         device=device)
-                except torch.OutOfMemoryError:
-                    skipped[preset.name.value] = f"out of GPU memory at {shape.label}"
-                    torch.cuda.empty_cache()
-                    continue
-                dit_flops = work.dit_per_batch(preset.steps, m.cfg)[0]
-                dit_tflops = dit_flops / m.dit_s / 1e12 if m.dit_s else 0.0
-                vae_tflops = work.vae_flops / m.vae_s / 1e12 if m.vae_s and work.vae_flops else None
-                rows.append(PresetRow(
-                    preset=preset.name.value, engine=WAN2_ENGINE, variant=variant,
-                    guidance_scale=float(pipe.guider.guidance_scale),
-                    size=f"{shape.width}x{shape.height}", segment=shape.segment, carry=preset.carry,
-                    steps=preset.steps, step_s=m.step_s,
-                    peak_share=dit_tflops / peak if peak else None, dit_s=m.dit_s, vae_s=m.vae_s,
-                    vae_share=m.vae_s / m.batch_s, fps=shape.new_frames / m.batch_s,
-                    batch_s=m.batch_s, peak_mem_gib=m.peak_mem_gib,
-                    dit_efficiency=dit_tflops / peak if peak else None,
-                    vae_efficiency=vae_tflops / peak if vae_tflops and peak else None,
-                    predicted_step_s=steps_only.dit_s / preset.steps,
-                    predicted_vae_share=plan.vae_share, predicted_fps=plan.engine_fps,
-                    predicted_batch_s=plan.batch_s, predicted_memory_gb=plan.memory_gb,
-                    assumed_efficiency=efficiency.assumed,
-                    predicted_host_ms=1000 * plan.host_s / shape.new_frames))
-                print(f"  measured preset {preset.name.value} ({variant}): {m.batch_s:.3f} s/batch",
-                      flush=True)
-                save_measured(args, table_gpu, gpu_name, rows, WAN2_ENGINE)
-                # After the row is safe: a time limit here costs seconds, not the preset. At
-                # the real camera and generation sizes even when tiny: it needs no model.
-                rows[-1].host_ms = wan2_host_ms(pipe.video_processor, CAMERA, real_size,
-                                                shape.new_frames)
-                save_wan2_host(args, table_gpu, gpu_name, rows)
-        except Stopped:
-            stopped = True
-            skipped["(the rest)"] = (f"STOPPED by SIGTERM (the call's time limit) after "
-                                     f"{len(rows)} of {len(presets)} presets")
+    with stop_on_sigterm() as stop:
+        for own in presets:
+            # A tiny run checks the code: every step runs the same code, so a few will do.
+            preset = dataclasses.replace(own, steps=min(own.steps, TINY_STEPS)) if args.tiny \
+                else own
+            variant = PRESET_VARIANTS.get(preset.name.value, VARIANT).value
+            pipe = pipes[variant]
+            real = preset_shape(own, CAMERA)  # what the host work is measured at, even tiny
+            real_size = (real.width, real.height)
+            if args.tiny:
+                width, height = args.sizes[0]
+                shape = Shape(width, height, preset.segment_frames - preset.carry,
+                              preset.segment_frames)
+                camera = (width, height)
+            else:
+                shape, camera = real, CAMERA
+            work = wan2_work(transformer, shape, tiny=args.tiny, image_tokens=args.image_tokens)
+            # wan-animate-2 has no preprocessing models: their efficiency plays no part.
+            plan = row_for(preset, shape, work, gpu=gpu, efficiency=efficiency, quantize="none",
+                           gpus=1, camera_fps=CAMERA_FPS, weights=weights, preset_size=True,
+                           preprocess=ASSUMED_PREPROCESS, host=host)
+            # The steps alone: the reference pass runs once a batch, outside them.
+            steps_only = predict_timing(
+                dataclasses.replace(work, batch_flops=0, batch_linear_flops=0),
+                steps=preset.steps, guidance_scale=preset.guidance_scale, segment=shape.segment,
+                carry=preset.carry, gpu=gpu, efficiency=efficiency)
+            try:
+                with warnings.catch_warnings():
+                    # Tiny runs are uncompiled on purpose; a GPU run says so if it is not.
+                    if args.tiny:
+                        warnings.filterwarnings("ignore", "flex_attention called without")
+                    m = measure_wan2(pipe, preset, shape, camera=camera, iters=args.iters,
+                                     device=device)
+            except torch.OutOfMemoryError:
+                skipped[preset.name.value] = f"out of GPU memory at {shape.label}"
+                torch.cuda.empty_cache()
+                continue
+            dit_flops = work.dit_per_batch(preset.steps, m.cfg)[0]
+            dit_tflops = dit_flops / m.dit_s / 1e12 if m.dit_s else 0.0
+            vae_tflops = work.vae_flops / m.vae_s / 1e12 if m.vae_s and work.vae_flops else None
+            rows.append(PresetRow(
+                preset=preset.name.value, engine=WAN2_ENGINE, variant=variant,
+                guidance_scale=float(pipe.guider.guidance_scale),
+                size=f"{shape.width}x{shape.height}", segment=shape.segment, carry=preset.carry,
+                steps=preset.steps, step_s=m.step_s,
+                peak_share=dit_tflops / peak if peak else None, dit_s=m.dit_s, vae_s=m.vae_s,
+                vae_share=m.vae_s / m.batch_s, fps=shape.new_frames / m.batch_s,
+                batch_s=m.batch_s, peak_mem_gib=m.peak_mem_gib,
+                dit_efficiency=dit_tflops / peak if peak else None,
+                vae_efficiency=vae_tflops / peak if vae_tflops and peak else None,
+                predicted_step_s=steps_only.dit_s / preset.steps,
+                predicted_vae_share=plan.vae_share, predicted_fps=plan.engine_fps,
+                predicted_batch_s=plan.batch_s, predicted_memory_gb=plan.memory_gb,
+                assumed_efficiency=efficiency.assumed,
+                predicted_host_ms=1000 * plan.host_s / shape.new_frames))
+            print(f"  measured preset {preset.name.value} ({variant}): {m.batch_s:.3f} s/batch",
+                  flush=True)
+            save_measured(args, table_gpu, gpu_name, rows, WAN2_ENGINE)
+            # After the row is safe: a time limit here costs seconds, not the preset. At
+            # the real camera and generation sizes even when tiny: it needs no model.
+            rows[-1].host_ms = wan2_host_ms(pipe.video_processor, CAMERA, real_size,
+                                            shape.new_frames)
+            save_wan2_host(args, table_gpu, gpu_name, rows)
+    if stop.stopped:
+        skipped["(the rest)"] = (f"STOPPED by SIGTERM (the call's time limit) after "
+                                 f"{len(rows)} of {len(presets)} presets")
     code = finish(args, engine=WAN2_ENGINE, title="Wan-Animate-2 presets", gpu_name=gpu_name,
                   table_gpu=table_gpu, peak=peak, build_s=build_s, efficiency=efficiency,
                   rows=rows, notes=(
@@ -681,7 +700,7 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
                       "every row unquantized: the live preset's fp8 is not measured here "
                       "(its blocks are compiled first).",
                       *(f"skipped {name}: {why}" for name, why in skipped.items())),
-                  extra={"compile": bool(args.compile), "attention_backend": backend,
+                  extra={"compile": bool(args.compile), "attention_backend": args.attention_backend,
                          "flops_source": "analytic", "skipped": skipped},
-                  complete=not stopped and not skipped)
-    return STOPPED_CODE if stopped else code
+                  complete=not stop.stopped and not skipped)
+    return STOPPED_CODE if stop.stopped else code

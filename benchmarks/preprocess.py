@@ -843,6 +843,16 @@ def host_work(result: Result, costs: dict[str, float], composited: dict[str, flo
             "replace_ms": round((costs["box"] + composited["threads_ms_per_batch"]) / frames, 2)}
 
 
+def not_the_products_run(args: argparse.Namespace) -> str | None:
+    """Why the GPU section's figures do not stand for the product's (its precisions, the live
+    preset's batches), or None where they do."""
+    if args.dtype != PRODUCT_DTYPES:
+        return f"--dtype {args.dtype} is not what the product runs"
+    if args.frames != PLAN_NEW_FRAMES:
+        return f"batches of {args.frames} frames, not the live preset's {PLAN_NEW_FRAMES}"
+    return None
+
+
 def save_gpu_efficiency(result: Result, costs: dict[str, float], args: argparse.Namespace
                         ) -> dict[str, Any]:
     """Write the GPU section's preprocessing efficiency into the efficiency file when it ran
@@ -853,12 +863,9 @@ def save_gpu_efficiency(result: Result, costs: dict[str, float], args: argparse.
         print(f"  (efficiency not written: {name} is not in the plan's GPU table")
         return {}
     entry = preprocess_efficiency(result, costs, gpu)
-    if args.dtype != PRODUCT_DTYPES:
-        print(f"  (efficiency not written: --dtype {args.dtype} is not what the product runs")
-        return entry
-    if args.frames != PLAN_NEW_FRAMES:
-        print(f"  (efficiency not written: batches of {args.frames} frames, not the live "
-              f"preset's {PLAN_NEW_FRAMES})")
+    why = not_the_products_run(args)
+    if why:
+        print(f"  (efficiency not written: {why})")
         return entry
     plan_preprocessing.save_preprocess_efficiency(args.efficiency_file, gpu, entry)
     tracker = entry.get("tracker_efficiency")
@@ -873,8 +880,10 @@ def save_gpu_efficiency(result: Result, costs: dict[str, float], args: argparse.
 def save_host_work(measured: dict[str, float], args: argparse.Namespace) -> None:
     """The GPU machine's host work into the efficiency file's ``host`` section, on the same
     terms as the efficiency (the product's precisions and batches)."""
-    if args.dtype != PRODUCT_DTYPES or args.frames != PLAN_NEW_FRAMES:
-        return  # save_gpu_efficiency said why
+    why = not_the_products_run(args)
+    if why:
+        print(f"  (host work not written: {why})")
+        return
     if args.gen_window != "person" or tuple(args.camera) != (1280, 720):
         # What the plan's figure stands for (models/plan/host.py).
         print("  (host work not written: the plan's is the person window of a 1280x720 camera)")

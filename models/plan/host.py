@@ -44,6 +44,17 @@ class HostCost:
         return frames * (self.preprocess_ms + replace) / 1000
 
 
+def _per_frame(preprocess_ms: float, replace_ms: float, spec: str) -> str:
+    return f"{preprocess_ms:{spec}} ms a frame" + (
+        f" + {replace_ms:{spec}} replacing" if replace_ms else "")
+
+
+def _assumed(preprocess_ms: float, replace_ms: float) -> HostCost:
+    return HostCost(preprocess_ms, replace_ms, True,
+                    f"ASSUMED {_per_frame(preprocess_ms, replace_ms, 'g')} (a 2-core CPU): not "
+                    "measured on a GPU machine yet")
+
+
 #: Measured on the 2-core CI machine (no GPU), the only host measured so far; a GPU server's
 #: CPU is faster and has more cores for compositing's threads, so these lean slow.
 #: wan-animate: ``benchmarks/preprocess.py --no-gpu``'s "host work" line, 1.93 / 1.54 / 1.93
@@ -54,20 +65,10 @@ class HostCost:
 #: / 44.3 ms for 4 / 8 / 16 frames (1280x720 <-> 848x480; diffusers' letterboxing is most of
 #: it: its PIL resize about 15 ms, its float conversion about 16).
 ASSUMED_HOST = {
-    "wan-animate": HostCost(1.9, 7.4, True, ""),
-    "wan-animate-2": HostCost(40.0, 0.0, True, ""),
+    "wan-animate": _assumed(1.9, 7.4),
+    "wan-animate-2": _assumed(40.0, 0.0),
 }
 NO_HOST_WORK = HostCost(0.0, 0.0, False, "none")
-
-
-def _assumed(engine: str) -> HostCost:
-    cost = ASSUMED_HOST.get(engine)
-    if cost is None:
-        return NO_HOST_WORK
-    return HostCost(cost.preprocess_ms, cost.replace_ms, True,
-                    f"ASSUMED {cost.preprocess_ms:g} ms a frame"
-                    + (f" + {cost.replace_ms:g} replacing" if cost.replace_ms else "")
-                    + " (a 2-core CPU): not measured on a GPU machine yet")
 
 
 def load_host_cost(engine: str, path: Path | None = None) -> HostCost:
@@ -76,15 +77,14 @@ def load_host_cost(engine: str, path: Path | None = None) -> HostCost:
     section = read_measurements(path).get("host")
     entry = section.get(engine) if isinstance(section, dict) else None
     if not isinstance(entry, dict):
-        return _assumed(engine)
+        return ASSUMED_HOST.get(engine, NO_HOST_WORK)
     pre, replace = entry.get("preprocess_ms"), entry.get("replace_ms", 0.0)
     if not (isinstance(pre, (int, float)) and isinstance(replace, (int, float))
             and pre >= 0 and replace >= 0):
-        return _assumed(engine)
+        return ASSUMED_HOST.get(engine, NO_HOST_WORK)
     where = f"{entry.get('cpus', '?')} CPUs beside {entry.get('device', 'a GPU')}"
     return HostCost(float(pre), float(replace), False,
-                    f"{pre:.1f} ms a frame" + (f" + {replace:.1f} replacing" if replace else "")
-                    + f", measured on {where} ({path.name})")
+                    f"{_per_frame(pre, replace, '.1f')}, measured on {where} ({path.name})")
 
 
 def save_host_cost(path: Path, engine: str, entry: dict[str, Any]) -> None:
