@@ -26,8 +26,9 @@ in for them; they are per-reference work, outside the per-batch path anyway.
 
 That DiT has 17.27 B parameters (34.5 GB in bf16: it fits an 80 GB GPU with the VAE and
 activations). One forward is about 194 / 313 / 539 / 934 TFLOP at 832x480 L=9 / 832x480 L=17
-/ 1280x720 L=9 / 1280x720 L=17 (analytic); the defaults should take about 5 minutes on an H100
-(an estimate at half the bf16 peak: this script has not yet run on a GPU).
+/ 1280x720 L=9 / 1280x720 L=17 (analytic); the defaults (not ``--preset``, so no budget)
+should take about 5 minutes on an H100 (an estimate at half the bf16 peak: this script has not
+yet run on a GPU).
 
 Targets (ARCHITECTURE.md, performance budget): on a GPU the DiT should run near the hardware's FLOP
 limit (the %peak column) and take most of the batch time (the DiT% column: VAE and
@@ -60,9 +61,17 @@ its row, with the error in the notes; SIGTERM (the call's ``timeout``) ends the 
 table and the JSON line of what it measured, and code 124. Every warm-up batch runs one step
 (the same shapes as all of them). It then writes the
 measured DiT and VAE efficiency to ``benchmarks/results/gpu_efficiency.json``
-(``--efficiency-file``), which ``faceswap-cam plan`` reads. ``--preset all`` should take about
-3 minutes on an H100/H200 (quality's two timed batches of 20 steps at 1280x720 L=17 are most of
-it; an estimate: not yet run on a GPU). Its last line is JSON too.
+(``--efficiency-file``), which ``faceswap-cam plan`` reads. Its last line is JSON too.
+
+A preset run keeps to ``--budget-s`` (default 450 s: every preset in under 8 minutes), as
+``benchmarks/call_time.py`` says: before the first preset it prints each run's predicted
+seconds (the plan's batch times and allowances for building, quantizing and compiling), skips
+a run that would not end inside the budget and stops at the budget with what it measured (exit
+124, as at SIGTERM). ``--predict GPU`` prints that prediction for a GPU of the plan's table and
+exits: no CUDA, no model. At the plan's assumed efficiency ``--preset all`` is predicted at
+about 4 minutes on an H100/H200 for wan-animate (quality's two timed batches of 20 guided steps
+at 1280x720 L=17 are most of it) and 5.5 for wan-animate-2 (quality's 40 guided steps at
+848x480 L=17, and compiling for each preset's shape); neither has run on a GPU yet.
 
 ``--engine wan-animate-2`` (with ``--preset``; the default engine is wan-animate) measures
 wan-animate-2's presets the same way (``benchmarks/gpu_presets.py`` has the details): the real-size
@@ -76,13 +85,7 @@ compiled). Same columns, the plan's prediction beside each; the measured efficie
 file's ``engines["wan-animate-2"]`` section, which the plan reads for wan-animate-2's rows
 (wan-animate's stay as measured); the engine's CPU work a new frame (those conversions and
 the pipeline's letterboxing, at the real sizes even with ``--tiny``) goes to its ``host``
-section (models/plan/host.py). ``--engine wan-animate-2 --preset all`` should take about 4 to 5
-minutes on an H100/H200: an estimate from the plan's predictions at its assumed 45 % of peak, 59 /
-5.4 / 1.8 s a batch (unquantized, the CPU's share included) for quality / balanced / live and
-two timed batches each (the two warm-up
-batches run one step) make 2.2 minutes, most of it quality's 40 guided steps at 848x480 L=17,
-plus building the model and compiling (not yet run on a GPU). ``--tiny`` runs it on the CPU
-with ``tests.wan2_tiny``'s tiny
+section (models/plan/host.py). ``--tiny`` runs it on the CPU with ``tests.wan2_tiny``'s tiny
 models, at most 2 steps a batch, in well under a minute.
 
 ``--gpus N`` (N > 1) measures context parallelism (``faceswap_cam.models.wan.parallel``, Ulysses, as
@@ -128,9 +131,10 @@ from faceswap_cam.models.plan.animate import (
     counted_dit_flops,
 )
 from faceswap_cam.models.plan.cli import int_list, size_list
-from faceswap_cam.models.plan.engines import load_presets, preset_quantize, preset_shape
+from faceswap_cam.models.plan.engines import as_run, preset_quantize, preset_shape
 from faceswap_cam.models.plan.gpus import (
     EFFICIENCY_FILE,
+    GPUS,
     Efficiency,
     Gpu,
     gpu_for_name,
@@ -159,11 +163,21 @@ from benchmarks._timing import (  # noqa: E402
     undone_on_exit,
     wrap_method,
 )
-from benchmarks.gpu_presets import (  # noqa: E402
+from benchmarks.call_time import (  # noqa: E402
+    ASSUMED_BUILD_S,
+    BUDGET_S,
     STOPPED_CODE,
+    Budget,
+    PlannedRun,
+    planned_runs,
+    planned_text,
+    stopped_by_signals,
+)
+from benchmarks.gpu_presets import (  # noqa: E402
     WAN2_ENGINE,
     Clock,
     PresetRow,
+    asked_presets,
     default_dtype,
     detect_peak,
     finish,
@@ -173,11 +187,13 @@ from benchmarks.gpu_presets import (  # noqa: E402
     prediction_gpu,
     run_cost,
     save_measured,
-    stop_on_sigterm,
     synchronize,
     timed,
     use_attention_backend,
+    wan2_planned,
     wan2_preset_main,
+    wan2_runs,
+    wan2_work,
 )
 
 TINY_SIZES = "32x32,64x64"
@@ -644,11 +660,38 @@ def quantize_transformer(transformer: Any, kind: str, device: torch.device,
     return kind
 
 
-def preset_main(args: argparse.Namespace, device: torch.device) -> int:
+def preset_runs(args: argparse.Namespace) -> list[tuple[Preset, Shape, str]]:
+    """wan-animate's asked presets, each at its own size (``--tiny``: ``--sizes``' first),
+    and the live one once more in the person's square window: (preset, shape, label)."""
+    runs: list[tuple[Preset, Shape, str]] = []
+    for preset in asked_presets("wan-animate", args.preset):
+        width, height = args.sizes[0]
+        shape = (Shape(width, height, preset.segment_frames - preset.carry,
+                       preset.segment_frames) if args.tiny else preset_shape(preset))
+        runs.append((preset, shape, preset.name.value))
+        side = min(shape.width, shape.height)
+        if preset.name == PresetName.LIVE and side != max(shape.width, shape.height):
+            # What replace mode generates around a person who fits a square (--gen-window).
+            runs.append((preset, Shape(side, side, shape.new_frames, shape.segment),
+                         WINDOW_LABEL))
+    return runs
+
+
+def preset_work(pipe: Any, shape: Shape, *, args: argparse.Namespace) -> Work:
+    """A batch's FLOPs as the plan counts them: the real model's analytic count (``--tiny``:
+    the same formula on the tiny model's config, the VAE uncounted)."""
+    if not args.tiny:
+        return analytic_work(shape)
+    forward = analytic_flops(pipe.transformer.config, shape, args.text_tokens,
+                             args.image_tokens, scale_t=pipe.vae_scale_factor_temporal,
+                             scale_s=pipe.vae_scale_factor_spatial)
+    return Work(forward, forward, 0, "analytic (tiny config)")
+
+
+def preset_main(args: argparse.Namespace, device: torch.device, budget: Budget) -> int:
     """Every asked preset of wan-animate at its own size, measured beside the plan's
-    prediction; writes the measured efficiency the plan reads."""
-    names = [p.value for p in PresetName] if args.preset == "all" else [args.preset]
-    presets = [p for p in load_presets("wan-animate") if p.name.value in names]
+    prediction, inside ``budget`` (benchmarks/call_time.py); writes the measured efficiency
+    the plan reads."""
     gpu_name, peak = detect_peak(device, args.peak_tflops)
     table_gpu, gpu = prediction_gpu(device, gpu_name, peak)
     efficiency = load_efficiency(gpu, args.efficiency_file)
@@ -659,67 +702,68 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
     rows: list[PresetRow] = []
     notes: list[str] = []
     running = "none"  # the transformer's quantization so far (it cannot be undone)
-    runs: list[tuple[Preset, Shape, str]] = []
-    for preset in presets:
-        width, height = args.sizes[0]
-        shape = (Shape(width, height, preset.segment_frames - preset.carry,
-                       preset.segment_frames) if args.tiny else preset_shape(preset))
-        runs.append((preset, shape, preset.name.value))
-        side = min(shape.width, shape.height)
-        if preset.name == PresetName.LIVE and side != max(shape.width, shape.height):
-            # What replace mode generates around a person who fits a square (--gen-window).
-            runs.append((preset, Shape(side, side, shape.new_frames, shape.segment),
-                         WINDOW_LABEL))
+    runs = preset_runs(args)
     # What each run asks for, as the daemon would load it here: a preset's fp8 only where this
     # GPU runs fp8 (compute capability, torchao), a --quantize given as it is.
     asked = {label: runnable_quantize(
         preset_quantize(preset) if args.quantize == "auto" else args.quantize, str(device),
         explicit=args.quantize != "auto") for preset, _, label in runs}
     runs = run_order(runs, asked)
+    planned = planned_runs(runs, asked, work=partial(preset_work, pipe, args=args), gpu=gpu,
+                           efficiency=efficiency, iters=args.iters, rebuild_s=build_s,
+                           counts_flops=True)
+    for line in planned_text(planned, budget, efficiency.source):
+        print(line, flush=True)
     unavailable: set[str] = set()  # kinds this machine cannot run: measured unquantized
     failed: set[str] = set()  # kinds whose conversion failed: not measured
-    with stop_on_sigterm() as stop:
-        for preset, shape, label in runs:
-            wanted = "none" if asked[label] in unavailable else asked[label]
-            if wanted in failed:
-                notes.append(f"skipped {label}: converting to {wanted} failed")
+    with stopped_by_signals(budget) as stop:
+        for (preset, shape, label), run in zip(runs, planned, strict=True):
+            if not budget.allows(run.seconds):
+                notes.append(f"skipped {label}: {budget.why_skipped(run.seconds)}")
                 continue
-            if running not in (wanted, "none"):
-                # Quantizing cannot be undone: a fresh model for what runs unquantized.
-                del pipe
-                pipe = rebuilt(args, device)
-                running = "none"
-            if wanted != running:
-                outcome = quantize_transformer(pipe.transformer, wanted, device, notes)
-                if outcome is None:  # failed part-way: the weights may be half converted
-                    failed.add(wanted)
-                    notes.append(f"skipped {label}: converting to {wanted} failed")
-                    running = wanted  # not "none" any more: the next plain run rebuilds
-                    continue
-                if outcome != wanted:
-                    unavailable.add(wanted)
-                running = outcome
+            began = time.monotonic()
             try:
-                rows.append(measure_preset(
-                    pipe, preset, shape, label, args=args, device=device, gpu=gpu,
-                    table_gpu=table_gpu, peak=peak, efficiency=efficiency,
-                    running=running))
-            except Exception as exc:  # one preset's failure costs its row, not the run
-                notes.append(f"{label} failed: {type(exc).__name__}: {exc}"[:300])
-                print(f"  preset {label} failed: {exc}", flush=True)
-                if device.type == "cuda" and not isinstance(exc, torch.OutOfMemoryError) \
-                        and "CUDA" in str(exc):
-                    # A CUDA error leaves the context unusable: every later preset would
-                    # fail the same way (or worse, hang), so the run ends with its table.
-                    notes.append("the runs after it were not tried: the CUDA context is "
-                                 "unusable after a CUDA error")
-                    break
-                continue
-            print(f"  measured preset {label}: {rows[-1].batch_s:.3f} s/batch", flush=True)
-            save_measured(args, table_gpu, gpu_name, rows, "wan-animate")
+                wanted = "none" if asked[label] in unavailable else asked[label]
+                if wanted in failed:
+                    notes.append(f"skipped {label}: converting to {wanted} failed")
+                    continue
+                if running not in (wanted, "none"):
+                    # Quantizing cannot be undone: a fresh model for what runs unquantized.
+                    del pipe
+                    pipe = rebuilt(args, device)
+                    running = "none"
+                if wanted != running:
+                    outcome = quantize_transformer(pipe.transformer, wanted, device, notes)
+                    if outcome is None:  # failed part-way: the weights may be half converted
+                        failed.add(wanted)
+                        notes.append(f"skipped {label}: converting to {wanted} failed")
+                        running = wanted  # not "none" any more: the next plain run rebuilds
+                        continue
+                    if outcome != wanted:
+                        unavailable.add(wanted)
+                    running = outcome
+                try:
+                    rows.append(measure_preset(
+                        pipe, preset, shape, label, args=args, device=device, gpu=gpu,
+                        table_gpu=table_gpu, peak=peak, efficiency=efficiency,
+                        running=running))
+                except Exception as exc:  # one preset's failure costs its row, not the run
+                    notes.append(f"{label} failed: {type(exc).__name__}: {exc}"[:300])
+                    print(f"  preset {label} failed: {exc}", flush=True)
+                    if device.type == "cuda" and not isinstance(exc, torch.OutOfMemoryError) \
+                            and "CUDA" in str(exc):
+                        # A CUDA error leaves the context unusable: every later preset would
+                        # fail the same way (or worse, hang), so the run ends with its table.
+                        notes.append("the runs after it were not tried: the CUDA context is "
+                                     "unusable after a CUDA error")
+                        break
+                    continue
+                print(f"  measured preset {label}: {rows[-1].batch_s:.3f} s/batch", flush=True)
+                save_measured(args, table_gpu, gpu_name, rows, "wan-animate")
+            finally:
+                budget.record(run.seconds, time.monotonic() - began)
     if stop.stopped:
-        notes.append(f"STOPPED by SIGTERM (the call's time limit) after {len(rows)} of "
-                     f"{len(runs)} runs")
+        notes.append(f"STOPPED by {stop.why} after {len(rows)} of {len(runs)} runs")
     if any(r[2] == WINDOW_LABEL for r in runs):
         notes.insert(0, f"{WINDOW_LABEL}: live in the square window around the person that "
                      "replace mode generates (--gen-window person)")
@@ -728,6 +772,40 @@ def preset_main(args: argparse.Namespace, device: torch.device) -> int:
                   efficiency=efficiency, rows=rows, notes=notes,
                   complete=len(rows) == len(runs))
     return STOPPED_CODE if stop.stopped else code
+
+
+def predict_main(args: argparse.Namespace) -> int:
+    """``--predict GPU``: how long ``--preset`` of ``--engine`` would run on that GPU, run by
+    run and in all against the budget (benchmarks/call_time.py), from the plan alone: it
+    builds no model and needs no CUDA, so a device call can be sized before it is made."""
+    gpu = GPUS[args.predict]
+    efficiency = load_efficiency(gpu, args.efficiency_file, args.engine)
+    if args.engine == WAN2_ENGINE:
+        planned = wan2_planned(
+            wan2_runs(asked_presets(WAN2_ENGINE, args.preset), args), args,
+            work=partial(wan2_work, None, tiny=False, image_tokens=args.image_tokens), gpu=gpu,
+            efficiency=efficiency, rebuild_s=ASSUMED_BUILD_S)
+    else:
+        runs = preset_runs(args)
+        asked = {label: as_run(preset_quantize(preset) if args.quantize == "auto"
+                               else args.quantize, gpu) for preset, _, label in runs}
+        planned = planned_runs(run_order(runs, asked), asked, work=analytic_work, gpu=gpu,
+                               efficiency=efficiency, iters=args.iters,
+                               rebuild_s=ASSUMED_BUILD_S, counts_flops=True)
+    planned.insert(0, PlannedRun("build (ASSUMED)", ASSUMED_BUILD_S))
+    budget = Budget(args.budget_s)
+    print(f"gpu_engine.py --preset {args.preset} --engine {args.engine} on {gpu.name}, "
+          f"{args.iters} timed batches a run:")
+    for line in planned_text(planned, budget, efficiency.source):
+        print(line)
+    total = sum(run.seconds for run in planned)
+    print(json.dumps({
+        "benchmark": "gpu_engine_predict", "engine": args.engine, "preset": args.preset,
+        "gpu": gpu.key, "iters": args.iters, "efficiency_source": efficiency.source,
+        "assumed_efficiency": efficiency.assumed, "budget_s": args.budget_s,
+        "total_s": round(total, 1), "fits": total <= args.budget_s,
+        "runs": [{"label": run.label, "seconds": round(run.seconds, 1)} for run in planned]}))
+    return 0
 
 
 def run_order(runs: list[tuple[Preset, Shape, str]], asked: dict[str, str]
@@ -848,6 +926,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=[*(p.value for p in PresetName), "all"],
                         help="measure these presets of --engine at their own size beside the "
                              "plan's prediction, and write the measured efficiency")
+    parser.add_argument("--budget-s", type=float, default=BUDGET_S,
+                        help="with --preset: seconds the run may take from its start; a run "
+                             "predicted not to end inside it is skipped, and at the budget "
+                             "the run stops with what it measured (default %(default)s)")
+    parser.add_argument("--predict", choices=sorted(GPUS), default=None,
+                        help="with --preset: print how long the run would take on this GPU "
+                             "(the capacity plan's prediction) and exit; needs no CUDA")
     parser.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
                         help="whose presets --preset measures (default %(default)s)")
     parser.add_argument("--efficiency-file", type=Path, default=None,
@@ -859,6 +944,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.gpus < 1:
         parser.error("--gpus must be >= 1")
+    if args.budget_s <= 0:
+        parser.error("--budget-s must be > 0")
+    if args.predict and (not args.preset or args.tiny or args.gpus > 1):
+        parser.error("--predict sizes a --preset run on one GPU (not --tiny, not --gpus)")
     if args.engine == WAN2_ENGINE:
         if not args.preset:
             parser.error(f"--engine {WAN2_ENGINE} measures presets: add --preset NAME|all")
@@ -899,6 +988,9 @@ def flop_text(flops: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    budget = Budget(args.budget_s)  # from here: the imports before are seconds
+    if args.predict:
+        return predict_main(args)
     if not args.tiny and not torch.cuda.is_available():
         print("gpu_engine.py needs a CUDA GPU and torch sees none. "
               "Run with --tiny to check the script on the CPU with tiny models.",
@@ -910,8 +1002,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cpu" if args.tiny else "cuda")
     if args.preset:
         if args.engine == WAN2_ENGINE:
-            return wan2_preset_main(args, device)
-        return preset_main(args, device)
+            return wan2_preset_main(args, device, budget)
+        return preset_main(args, device, budget)
     gpu, peak = detect_peak(device, args.peak_tflops)
 
     start = time.perf_counter()

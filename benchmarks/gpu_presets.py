@@ -40,7 +40,6 @@ import dataclasses
 import importlib
 import json
 import os
-import signal
 import statistics
 import time
 import warnings
@@ -58,6 +57,15 @@ import PIL.Image
 import torch
 
 from benchmarks._timing import hook_module, undone_on_exit, wrap_method
+from benchmarks.call_time import (
+    ASSUMED_COMPILE_S,
+    STOPPED_CODE,
+    Budget,
+    PlannedRun,
+    planned_runs,
+    planned_text,
+    stopped_by_signals,
+)
 from faceswap_cam.models.plan.animate2 import (
     ANIMATE_2_14B_PARAMS,
     ANIMATE_2_14B_TRANSFORMER,
@@ -127,38 +135,6 @@ class Clock:
         taken = dict(self._done)
         self._done = defaultdict(list)
         return taken
-
-
-class Stopped(BaseException):
-    """SIGTERM arrived: the device call's time limit (``timeout``) is ending the run. A
-    BaseException, so that a run's own ``except Exception`` lets it through."""
-
-
-@dataclass
-class StopSignal:
-    stopped: bool = False
-
-
-@contextmanager
-def stop_on_sigterm() -> Iterator[StopSignal]:
-    """SIGTERM ends the block early (:class:`Stopped`, raised in the main thread) and sets
-    ``stopped``, so a run stopped part-way still prints its table and JSON line (Python's
-    default for SIGTERM ends the process at once)."""
-    def stop(signum: int, frame: Any) -> None:
-        raise Stopped
-
-    state = StopSignal()
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield state
-    except Stopped:
-        state.stopped = True
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-#: The exit code of a run :class:`Stopped` part-way: ``timeout``'s own.
-STOPPED_CODE = 124
 
 
 def synchronize(device: torch.device) -> None:
@@ -597,15 +573,45 @@ def use_attention_backend(transformer: Any, args: argparse.Namespace,
         transformer.set_attention_backend(args.attention_backend)
 
 
-def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
+def asked_presets(engine: str, asked: str) -> list[Preset]:
+    """``--preset``'s presets of ``engine``: one, or every one (``all``)."""
+    return [p for p in load_presets(engine) if asked in ("all", p.name.value)]
+
+
+def wan2_runs(presets: Sequence[Preset], args: argparse.Namespace
+              ) -> list[tuple[Preset, Preset, Shape]]:
+    """(the preset, the preset as run, its shape) for each, cheapest first: at its own size
+    for the camera, or with ``--tiny`` at ``--sizes``' first and at most ``TINY_STEPS`` steps
+    (a tiny run checks the code: every step runs the same code, so a few will do)."""
+    jobs = []
+    for own in sorted(presets, key=lambda p: run_cost(p, preset_shape(p, CAMERA))):
+        if args.tiny:
+            width, height = args.sizes[0]
+            shape = Shape(width, height, own.segment_frames - own.carry, own.segment_frames)
+            jobs.append((own, dataclasses.replace(own, steps=min(own.steps, TINY_STEPS)), shape))
+        else:
+            jobs.append((own, own, preset_shape(own, CAMERA)))
+    return jobs
+
+
+def wan2_planned(jobs: Sequence[tuple[Preset, Preset, Shape]], args: argparse.Namespace, *,
+                 work: Callable[[Shape], Work], gpu: Gpu, efficiency: Efficiency,
+                 rebuild_s: float) -> list[PlannedRun]:
+    """Each run's predicted seconds (benchmarks/call_time.py): unquantized, compiling for
+    each new shape where the blocks are compiled."""
+    return planned_runs([(preset, shape, preset.name.value) for _, preset, shape in jobs],
+                        {preset.name.value: "none" for _, preset, _ in jobs}, work=work,
+                        gpu=gpu, efficiency=efficiency, iters=args.iters, rebuild_s=rebuild_s,
+                        compile_s=ASSUMED_COMPILE_S if args.compile else 0.0)
+
+
+def wan2_preset_main(args: argparse.Namespace, device: torch.device, budget: Budget) -> int:
     """Every asked preset of wan-animate-2 at its own size, measured beside the plan's
-    prediction; writes the measured efficiency under the engine's own section."""
-    from faceswap_cam.models.presets import PresetName
+    prediction, inside ``budget`` (benchmarks/call_time.py); writes the measured efficiency
+    under the engine's own section."""
     from faceswap_cam.models.wan2.variants import PRESET_VARIANTS, VARIANT
 
-    names = [p.value for p in PresetName] if args.preset == "all" else [args.preset]
-    presets = sorted((p for p in load_presets(WAN2_ENGINE) if p.name.value in names),
-                     key=lambda p: run_cost(p, preset_shape(p, CAMERA)))
+    presets = asked_presets(WAN2_ENGINE, args.preset)
     gpu_name, peak = detect_peak(device, args.peak_tflops)
     table_gpu, gpu = prediction_gpu(device, gpu_name, peak)
     efficiency = load_efficiency(gpu, args.efficiency_file, WAN2_ENGINE)
@@ -622,23 +628,27 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
     weights = weight_bytes(ANIMATE_2_14B_PARAMS, "none")
     rows: list[PresetRow] = []
     skipped: dict[str, str] = {}
-    with stop_on_sigterm() as stop:
-        for own in presets:
-            # A tiny run checks the code: every step runs the same code, so a few will do.
-            preset = dataclasses.replace(own, steps=min(own.steps, TINY_STEPS)) if args.tiny \
-                else own
+    jobs = wan2_runs(presets, args)
+
+    def work_at(shape: Shape) -> Work:
+        return wan2_work(transformer, shape, tiny=args.tiny, image_tokens=args.image_tokens)
+
+    planned = wan2_planned(jobs, args, work=work_at, gpu=gpu, efficiency=efficiency,
+                           rebuild_s=build_s)
+    for line in planned_text(planned, budget, efficiency.source):
+        print(line, flush=True)
+    with stopped_by_signals(budget) as stop:
+        for (own, preset, shape), run in zip(jobs, planned, strict=True):
+            if not budget.allows(run.seconds):
+                skipped[run.label] = budget.why_skipped(run.seconds)
+                continue
+            began = time.monotonic()
             variant = PRESET_VARIANTS.get(preset.name.value, VARIANT).value
             pipe = pipes[variant]
             real = preset_shape(own, CAMERA)  # what the host work is measured at, even tiny
             real_size = (real.width, real.height)
-            if args.tiny:
-                width, height = args.sizes[0]
-                shape = Shape(width, height, preset.segment_frames - preset.carry,
-                              preset.segment_frames)
-                camera = (width, height)
-            else:
-                shape, camera = real, CAMERA
-            work = wan2_work(transformer, shape, tiny=args.tiny, image_tokens=args.image_tokens)
+            camera = (shape.width, shape.height) if args.tiny else CAMERA
+            work = work_at(shape)
             # wan-animate-2 has no preprocessing models: their efficiency plays no part.
             plan = row_for(preset, shape, work, gpu=gpu, efficiency=efficiency, quantize="none",
                            gpus=1, camera_fps=CAMERA_FPS, weights=weights, preset_size=True,
@@ -659,6 +669,8 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
                 skipped[preset.name.value] = f"out of GPU memory at {shape.label}"
                 torch.cuda.empty_cache()
                 continue
+            finally:
+                budget.record(run.seconds, time.monotonic() - began)
             dit_flops = work.dit_per_batch(preset.steps, m.cfg)[0]
             dit_tflops = dit_flops / m.dit_s / 1e12 if m.dit_s else 0.0
             vae_tflops = work.vae_flops / m.vae_s / 1e12 if m.vae_s and work.vae_flops else None
@@ -686,8 +698,8 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device) -> int:
                                             shape.new_frames)
             save_wan2_host(args, table_gpu, gpu_name, rows)
     if stop.stopped:
-        skipped["(the rest)"] = (f"STOPPED by SIGTERM (the call's time limit) after "
-                                 f"{len(rows)} of {len(presets)} presets")
+        skipped["(the rest)"] = (f"STOPPED by {stop.why} after {len(rows)} of {len(presets)} "
+                                 "presets")
     code = finish(args, engine=WAN2_ENGINE, title="Wan-Animate-2 presets", gpu_name=gpu_name,
                   table_gpu=table_gpu, peak=peak, build_s=build_s, efficiency=efficiency,
                   rows=rows, notes=(

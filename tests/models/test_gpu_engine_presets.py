@@ -5,6 +5,7 @@ measured efficiency lands where ``faceswap-cam plan`` keeps reading wan-animate'
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import time
@@ -17,6 +18,7 @@ torch = pytest.importorskip("torch", reason="the model extra (torch) is not inst
 pytest.importorskip("diffusers")
 
 from benchmarks import gpu_engine  # noqa: E402
+from benchmarks.call_time import BUDGET_S, planned_runs  # noqa: E402
 from benchmarks.gpu_presets import (  # noqa: E402
     PresetRow,
     run_cost,
@@ -330,3 +332,59 @@ def test_a_failed_preset_costs_its_row_and_sigterm_still_prints_the_table(
     assert "live failed: RuntimeError: CUDA error" in notes
     assert "STOPPED by SIGTERM" in notes
     assert signal.getsignal(signal.SIGTERM) is before  # put back
+
+
+@pytest.mark.parametrize("engine", gpu_engine.ENGINES)
+def test_every_preset_is_predicted_to_run_under_eight_minutes_on_one_h100_or_h200(
+        engine: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The device call is sized before it is made: from the plan (at the efficiency file's
+    figures: assumed until a GPU run measured them), without CUDA or a model."""
+    for gpu in ("h100", "h200"):
+        assert gpu_engine.main(["--preset", "all", "--engine", engine, "--predict", gpu]) == 0
+        out = capsys.readouterr().out
+        result = last_json(out)
+        assert (result["benchmark"], result["gpu"], result["budget_s"]) == (
+            "gpu_engine_predict", gpu, BUDGET_S)
+        labels = [run["label"] for run in result["runs"]]
+        assert labels[0] == "build (ASSUMED)" and {"quality", "balanced", "live"} <= set(labels)
+        assert result["fits"] and result["total_s"] <= BUDGET_S < 8 * 60
+        assert "over the budget" not in out
+    # A budget too small for them says so before the run starts.
+    assert gpu_engine.main(["--preset", "all", "--engine", engine, "--predict", "h200",
+                            "--budget-s", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "over the budget" in out and last_json(out)["fits"] is False
+
+
+def test_a_run_the_budget_cannot_hold_is_skipped_with_the_reason(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    real = planned_runs
+
+    def quality_takes_a_day(*args: Any, **kwargs: Any) -> list[Any]:
+        return [dataclasses.replace(run, seconds=86400.0) if run.label == "quality" else run
+                for run in real(*args, **kwargs)]
+
+    monkeypatch.setattr(gpu_engine, "planned_runs", quality_takes_a_day)
+    code = gpu_engine.main(["--tiny", "--preset", "all", "--sizes", "32x32", "--iters", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    result = last_json(out)
+    assert [row["preset"] for row in result["rows"]] == ["live", "balanced"]
+    assert result["complete"] is False
+    assert "skipped quality: expected" in out and "budget left" in out
+    assert "over the budget" in out  # said before the first run, too
+
+
+def test_at_its_budget_a_run_stops_with_its_table_and_json_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGALRM)
+    code = gpu_engine.main(["--tiny", "--preset", "all", "--engine", "wan-animate-2",
+                            "--iters", "1", "--budget-s", "0.5"])
+    out = capsys.readouterr().out
+    assert code == 124  # as a time-out: the rows it has are real, the rest are missing
+    result = last_json(out)
+    assert result["complete"] is False and len(result["rows"]) < 3
+    assert "STOPPED by its 0.5 s budget" in out
+    assert signal.getsignal(signal.SIGALRM) is before
