@@ -688,6 +688,64 @@ def preset_work(pipe: Any, shape: Shape, *, args: argparse.Namespace) -> Work:
     return Work(forward, forward, 0, "analytic (tiny config)")
 
 
+class Model:
+    """The pipeline the preset runs share, with its transformer's quantization so far (which
+    cannot be undone: an unquantized run after a quantized one gets a fresh model). What goes
+    wrong is noted in ``notes``, and costs one run, not the rest."""
+
+    def __init__(self, pipe: Any, args: argparse.Namespace, device: torch.device,
+                 notes: list[str]) -> None:
+        self.pipe, self.args, self.device, self.notes = pipe, args, device, notes
+        self.running = "none"
+        self.unavailable: set[str] = set()  # kinds this machine cannot run: run unquantized
+        self.failed: set[str] = set()  # kinds whose conversion failed: not measured
+        #: A CUDA error left the context unusable: every later run would fail the same way
+        #: (or hang), so the run ends with its table.
+        self.lost = False
+
+    def quantized_for(self, asked: str, label: str) -> bool:
+        """The transformer as ``asked`` (or unquantized where this machine cannot run that);
+        False: the conversion failed, and the run is skipped."""
+        wanted = "none" if asked in self.unavailable else asked
+        if wanted in self.failed:
+            self.notes.append(f"skipped {label}: converting to {wanted} failed")
+            return False
+        if self.running not in (wanted, "none"):
+            del self.pipe
+            self.pipe = rebuilt(self.args, self.device)
+            self.running = "none"
+        if wanted != self.running:
+            outcome = quantize_transformer(self.pipe.transformer, wanted, self.device,
+                                           self.notes)
+            if outcome is None:  # failed part-way: the weights may be half converted
+                self.failed.add(wanted)
+                self.notes.append(f"skipped {label}: converting to {wanted} failed")
+                self.running = wanted  # not "none" any more: the next plain run rebuilds
+                return False
+            if outcome != wanted:
+                self.unavailable.add(wanted)
+            self.running = outcome
+        return True
+
+    def measured(self, preset: Preset, shape: Shape, label: str, *, gpu: Gpu,
+                 table_gpu: Gpu | None, peak: float | None,
+                 efficiency: Efficiency) -> PresetRow | None:
+        """The run's row, or None where it failed (noted; ``lost`` after a CUDA error)."""
+        try:
+            return measure_preset(self.pipe, preset, shape, label, args=self.args,
+                                  device=self.device, gpu=gpu, table_gpu=table_gpu, peak=peak,
+                                  efficiency=efficiency, running=self.running)
+        except Exception as exc:  # one preset's failure costs its row, not the run
+            self.notes.append(f"{label} failed: {type(exc).__name__}: {exc}"[:300])
+            print(f"  preset {label} failed: {exc}", flush=True)
+            if self.device.type == "cuda" and not isinstance(exc, torch.OutOfMemoryError) \
+                    and "CUDA" in str(exc):
+                self.lost = True
+                self.notes.append("the runs after it were not tried: the CUDA context is "
+                                  "unusable after a CUDA error")
+            return None
+
+
 def preset_main(args: argparse.Namespace, device: torch.device, budget: Budget) -> int:
     """Every asked preset of wan-animate at its own size, measured beside the plan's
     prediction, inside ``budget`` (benchmarks/call_time.py); writes the measured efficiency
@@ -695,13 +753,14 @@ def preset_main(args: argparse.Namespace, device: torch.device, budget: Budget) 
     gpu_name, peak = detect_peak(device, args.peak_tflops)
     table_gpu, gpu = prediction_gpu(device, gpu_name, peak)
     efficiency = load_efficiency(gpu, args.efficiency_file)
-    start = time.perf_counter()
-    pipe = load(args, device)
-    synchronize(device)
-    build_s = time.perf_counter() - start
     rows: list[PresetRow] = []
     notes: list[str] = []
-    running = "none"  # the transformer's quantization so far (it cannot be undone)
+    start = time.perf_counter()
+    # The only reference to the pipeline: a fresh model replaces it, and the old one's memory
+    # is freed first.
+    model = Model(load(args, device), args, device, notes)
+    synchronize(device)
+    build_s = time.perf_counter() - start
     runs = preset_runs(args)
     # What each run asks for, as the daemon would load it here: a preset's fp8 only where this
     # GPU runs fp8 (compute capability, torchao), a --quantize given as it is.
@@ -709,13 +768,11 @@ def preset_main(args: argparse.Namespace, device: torch.device, budget: Budget) 
         preset_quantize(preset) if args.quantize == "auto" else args.quantize, str(device),
         explicit=args.quantize != "auto") for preset, _, label in runs}
     runs = run_order(runs, asked)
-    planned = planned_runs(runs, asked, work=partial(preset_work, pipe, args=args), gpu=gpu,
+    planned = planned_runs(runs, asked, work=partial(preset_work, model.pipe, args=args), gpu=gpu,
                            efficiency=efficiency, iters=args.iters, rebuild_s=build_s,
                            counts_flops=True)
     for line in planned_text(planned, budget, efficiency.source):
         print(line, flush=True)
-    unavailable: set[str] = set()  # kinds this machine cannot run: measured unquantized
-    failed: set[str] = set()  # kinds whose conversion failed: not measured
     with stopped_by_signals(budget) as stop:
         for (preset, shape, label), run in zip(runs, planned, strict=True):
             if not budget.allows(run.seconds):
@@ -723,45 +780,19 @@ def preset_main(args: argparse.Namespace, device: torch.device, budget: Budget) 
                 continue
             began = time.monotonic()
             try:
-                wanted = "none" if asked[label] in unavailable else asked[label]
-                if wanted in failed:
-                    notes.append(f"skipped {label}: converting to {wanted} failed")
+                if not model.quantized_for(asked[label], label):
                     continue
-                if running not in (wanted, "none"):
-                    # Quantizing cannot be undone: a fresh model for what runs unquantized.
-                    del pipe
-                    pipe = rebuilt(args, device)
-                    running = "none"
-                if wanted != running:
-                    outcome = quantize_transformer(pipe.transformer, wanted, device, notes)
-                    if outcome is None:  # failed part-way: the weights may be half converted
-                        failed.add(wanted)
-                        notes.append(f"skipped {label}: converting to {wanted} failed")
-                        running = wanted  # not "none" any more: the next plain run rebuilds
-                        continue
-                    if outcome != wanted:
-                        unavailable.add(wanted)
-                    running = outcome
-                try:
-                    rows.append(measure_preset(
-                        pipe, preset, shape, label, args=args, device=device, gpu=gpu,
-                        table_gpu=table_gpu, peak=peak, efficiency=efficiency,
-                        running=running))
-                except Exception as exc:  # one preset's failure costs its row, not the run
-                    notes.append(f"{label} failed: {type(exc).__name__}: {exc}"[:300])
-                    print(f"  preset {label} failed: {exc}", flush=True)
-                    if device.type == "cuda" and not isinstance(exc, torch.OutOfMemoryError) \
-                            and "CUDA" in str(exc):
-                        # A CUDA error leaves the context unusable: every later preset would
-                        # fail the same way (or worse, hang), so the run ends with its table.
-                        notes.append("the runs after it were not tried: the CUDA context is "
-                                     "unusable after a CUDA error")
-                        break
-                    continue
-                print(f"  measured preset {label}: {rows[-1].batch_s:.3f} s/batch", flush=True)
-                save_measured(args, table_gpu, gpu_name, rows, "wan-animate")
+                row = model.measured(preset, shape, label, gpu=gpu, table_gpu=table_gpu,
+                                     peak=peak, efficiency=efficiency)
             finally:
                 budget.record(run.seconds, time.monotonic() - began)
+            if row is None:
+                if model.lost:
+                    break
+                continue
+            rows.append(row)
+            print(f"  measured preset {label}: {row.batch_s:.3f} s/batch", flush=True)
+            save_measured(args, table_gpu, gpu_name, rows, "wan-animate")
     if stop.stopped:
         notes.append(f"STOPPED by {stop.why} after {len(rows)} of {len(runs)} runs")
     if any(r[2] == WINDOW_LABEL for r in runs):

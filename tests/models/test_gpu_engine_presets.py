@@ -294,14 +294,35 @@ def test_the_live_rows_run_before_what_costs_more() -> None:
 def test_a_quantized_run_then_an_unquantized_one_gets_a_fresh_model(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     # The CPU's int8 stands in for the GPU's fp8: the live preset quantized, the rest not.
+    import gc
+    import weakref
+
     monkeypatch.setattr(gpu_engine, "runnable_quantize",
                         lambda kind, device, explicit: "int8" if kind == "fp8" else kind)
+    built: list[weakref.ref[Any]] = []
+    alive_at_rebuild: list[bool] = []
+    real_load, real_rebuilt = gpu_engine.load, gpu_engine.rebuilt
+
+    def load(*args: Any) -> Any:
+        pipe = real_load(*args)
+        built.append(weakref.ref(pipe))
+        return pipe
+
+    def rebuilt(*args: Any) -> Any:
+        gc.collect()
+        alive_at_rebuild.append(built[0]() is not None)
+        return real_rebuilt(*args)
+
+    monkeypatch.setattr(gpu_engine, "load", load)
+    monkeypatch.setattr(gpu_engine, "rebuilt", rebuilt)
     code = gpu_engine.main(["--tiny", "--preset", "all", "--sizes", "32x32", "--iters", "1"])
     out = capsys.readouterr().out
     assert code == 0
     rows = {row["preset"]: row["quantize"] for row in last_json(out)["rows"]}
     assert rows == {"live": "int8", "balanced": "none", "quality": "none"}
     assert out.count("a fresh unquantized model") == 1
+    # The quantized model is gone before the fresh one is built: a GPU holds one 14B at a time.
+    assert alive_at_rebuild == [False]
 
 
 def test_a_failed_preset_costs_its_row_and_sigterm_still_prints_the_table(
