@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import numpy as np
 
 from faceswap_cam.daemon.engine_host.child import OPTIONS_ENV, TOKEN_ENV
-from faceswap_cam.daemon.engine_host.host import exit_in_order
+from faceswap_cam.daemon.engine_host.host import sigterm_unwinds
 from faceswap_cam.models.engine import (
     REFERENCE_FROM_CLIENT,
     EngineError,
@@ -267,8 +267,8 @@ def _rank(gpus: int, options: dict[str, Any],
             # uvicorn hands a SIGTERM back to the default action once it stopped serving,
             # which would end this process before the engine is closed: end it by
             # SystemExit instead, so the close stops the other ranks in order.
-            signal.signal(signal.SIGTERM, exit_in_order)
-            return serve_host(lambda name, opts: _host_engine(context, name, opts))
+            with sigterm_unwinds():
+                return serve_host(lambda name, opts: _host_engine(context, name, opts))
         return _follow(context, options)
     finally:
         parallel.shutdown_distributed()

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -573,51 +573,64 @@ def serve(engine_name: str, options: dict[str, Any], listen: Address, *,
     ``token``: the host's kept token (a TLS host's, see ``security.host_identity``); else a
     child's from its parent, else a fresh one. ``fingerprint``: its certificate's, for the
     pairing line."""
-    if threading.current_thread() is threading.main_thread():
-        # A SIGTERM must unwind through the finally below (engine closed, socket removed),
-        # whenever it comes; uvicorn too hands it back to this handler once it has stopped
-        # serving, where the default action would end the process on the spot.
-        signal.signal(signal.SIGTERM, exit_in_order)
-    given_token = os.environ.pop(TOKEN_ENV, "")
-    token = given_token or token or secrets.token_urlsafe(32)
-    try:
-        if not listen.is_loopback and ssl_context is None:
-            open_listener(listen, ssl_context)  # refuses before a long engine load
-        # The daemon sends its reference over the wire: none is needed to start.
-        name = resolve_engine_name(engine_name, {**options, REFERENCE_FROM_CLIENT: True})
-        engine = (create_engine(name, **options) if engine_factory is None
-                  else engine_factory(name, options))
-    except HostStartError as exc:
-        _say(sys.stderr, f"faceswap-cam: engine host cannot start: {exc}")
-        return 2
-    except Exception as exc:
-        _say(sys.stderr, f"faceswap-cam: engine host cannot start: {exc}")
-        return 1
-    try:
+    with sigterm_unwinds():
+        given_token = os.environ.pop(TOKEN_ENV, "")
+        token = given_token or token or secrets.token_urlsafe(32)
         try:
-            sock = open_listener(listen, ssl_context)
+            if not listen.is_loopback and ssl_context is None:
+                open_listener(listen, ssl_context)  # refuses before a long engine load
+            # The daemon sends its reference over the wire: none is needed to start.
+            name = resolve_engine_name(engine_name, {**options, REFERENCE_FROM_CLIENT: True})
+            engine = (create_engine(name, **options) if engine_factory is None
+                      else engine_factory(name, options))
         except HostStartError as exc:
             _say(sys.stderr, f"faceswap-cam: engine host cannot start: {exc}")
+            return 2
+        except Exception as exc:
+            _say(sys.stderr, f"faceswap-cam: engine host cannot start: {exc}")
             return 1
-        bound = listening_address(sock, listen)
-        host = EngineHostServer(engine, name, token, shared_memory=bound.is_unix)
         try:
-            server = make_server(host.app, ssl_context)
-            if exit_with_parent is not None:
-                _exit_with_parent(exit_with_parent, server)
-            logger.info("engine host for %s at %s (pid %d)", name, bound.url(), os.getpid())
-            # The pairing line is the last line on stdout; a child's token is its parent's.
-            _say(sys.stdout, pairing_line(bound.reachable().url(
-                token=None if given_token else token, fingerprint=fingerprint)))
-            server.run(sockets=[sock])
+            try:
+                sock = open_listener(listen, ssl_context)
+            except HostStartError as exc:
+                _say(sys.stderr, f"faceswap-cam: engine host cannot start: {exc}")
+                return 1
+            bound = listening_address(sock, listen)
+            host = EngineHostServer(engine, name, token, shared_memory=bound.is_unix)
+            try:
+                server = make_server(host.app, ssl_context)
+                if exit_with_parent is not None:
+                    _exit_with_parent(exit_with_parent, server)
+                logger.info("engine host for %s at %s (pid %d)", name, bound.url(), os.getpid())
+                # The pairing line is the last line on stdout; a child's token is its parent's.
+                _say(sys.stdout, pairing_line(bound.reachable().url(
+                    token=None if given_token else token, fingerprint=fingerprint)))
+                server.run(sockets=[sock])
+            finally:
+                host.close()
         finally:
-            host.close()
+            engine.close()
+            if listen.path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(listen.path)
+        return 0
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """In the main thread, SIGTERM unwinds the block (:func:`exit_in_order`) and the handler
+    before it is put back after: a host's ``finally`` closes its engine and removes its socket
+    whenever the signal comes (uvicorn too hands SIGTERM back to this handler once it has
+    stopped serving, where the default action would end the process on the spot), and an
+    in-process host leaves its caller's handler as it found it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, exit_in_order)
+    try:
+        yield
     finally:
-        engine.close()
-        if listen.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(listen.path)
-    return 0
+        signal.signal(signal.SIGTERM, previous)
 
 
 def exit_in_order(_signum: int, _frame: object) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import signal
 import socket
 import time
 from pathlib import Path
@@ -133,8 +134,11 @@ def test_a_host_starts_wan_animate_without_a_reference(
         raise RuntimeError("stop here: the engine would load now")
 
     monkeypatch.setattr(host, "create_engine", create_engine)
+    before = signal.getsignal(signal.SIGTERM)
     assert host.serve("wan-animate", options, parse_listen("127.0.0.1:0")) == 1
     assert built == [{"name": "wan-animate", **options}]  # the marker stays out of the engine
+    # An in-process host leaves its caller's SIGTERM handler as it found it.
+    assert signal.getsignal(signal.SIGTERM) is before
     assert "stop here" in capsys.readouterr().err
 
 
