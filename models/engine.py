@@ -192,20 +192,31 @@ def available_engines() -> list[str]:
     return sorted(_ENGINES)
 
 
+def auto_choice(options: dict[str, Any]) -> tuple[str, list[str]]:
+    """What ``auto`` runs with these options: the first available engine of
+    :data:`AUTO_PREFERENCE`, and why each one before it is not available."""
+    passed_over: list[str] = []
+    for candidate in AUTO_PREFERENCE:
+        entry = _ENGINES.get(candidate)
+        if entry is None:
+            continue
+        reason = entry.unavailable_reason(options)
+        if reason is None:
+            return candidate, passed_over
+        passed_over.append(f"{candidate} is not available: {reason}")
+    raise EngineError("no engine is available")
+
+
 def resolve_engine_name(name: str, options: dict[str, Any] | None = None) -> str:
     """Map ``auto`` to a concrete engine and check that the named engine exists and can run."""
     options = options or {}
     if name == "auto":
-        for candidate in AUTO_PREFERENCE:
-            entry = _ENGINES.get(candidate)
-            if entry is None:
-                continue
-            reason = entry.unavailable_reason(options)
-            if reason is None:
-                return candidate
-            logger.warning("engine %s is not available, running in passthrough: %s",
-                           candidate, reason)
-        raise EngineError("no engine is available")
+        chosen, passed_over = auto_choice(options)
+        if passed_over:
+            # Passthrough swaps nothing: that is worth a warning; a lesser engine is not.
+            logger.log(logging.WARNING if chosen == "passthrough" else logging.INFO,
+                       "engine auto runs %s: %s", chosen, "; ".join(passed_over))
+        return chosen
     entry = _ENGINES.get(name)
     if entry is None:
         raise EngineError(

@@ -54,6 +54,7 @@ __all__ = [
     "render_text",
     "run_checks",
     "run_doctor",
+    "weights_engine",
     "weights_needed",
 ]
 
@@ -937,11 +938,31 @@ def weights_needed(settings: Settings) -> list[tuple[str, str | None]]:
     the engine's own list, so the doctor asks for exactly what the engine checks for."""
     from faceswap_cam.models.engine import required_weights
 
-    # `auto` is judged by what a plain `models download` fetches: wan-animate's set. The
-    # explicit settings: a preset's LoRA is needed only where no LoRA is configured.
-    engine = "wan-animate" if settings.engine == "auto" else settings.engine
-    return required_weights(engine, {**settings.model_dump(mode="json"),
-                                     "explicit": settings.explicit()})
+    # The explicit settings: a preset's LoRA is needed only where no LoRA is configured.
+    return required_weights(weights_engine(settings), {**settings.model_dump(mode="json"),
+                                                       "explicit": settings.explicit()})
+
+
+def weights_engine(settings: Settings) -> str:
+    """The engine whose weights the doctor asks for: the configured one; for ``auto``, the one
+    ``auto`` runs with these settings (:func:`auto_swaps`), else wan-animate (what a plain
+    ``models download`` fetches)."""
+    if settings.engine != "auto":
+        return settings.engine
+    return auto_swaps(settings) or "wan-animate"
+
+
+def auto_swaps(settings: Settings) -> str | None:
+    """The engine ``auto`` swaps with, judged by its weights as an engine host judges it (the
+    reference comes later); None: it runs in passthrough."""
+    from faceswap_cam.daemon.pipeline.app import engine_options
+    from faceswap_cam.models.engine import REFERENCE_FROM_CLIENT, EngineError, auto_choice
+
+    try:
+        chosen, _ = auto_choice({**engine_options(settings), REFERENCE_FROM_CLIENT: True})
+    except EngineError:
+        return None
+    return None if chosen == "passthrough" else chosen
 
 
 def _weights_checks(settings: Settings) -> list[Check]:
@@ -949,28 +970,32 @@ def _weights_checks(settings: Settings) -> list[Check]:
     from faceswap_cam.models.weights import model_names
 
     options = settings.model_dump(mode="json")
-    needed = {name for name, _ in weights_needed(settings)}
+    # What the engine's own list says a setting names (wan2_model for either checkpoint).
+    needed = dict(weights_needed(settings))
+    shown = settings.engine
+    if settings.engine == "auto" and (swaps := auto_swaps(settings)):
+        shown = f"auto ({swaps} here)"
     checks = []
     for name in model_names():
         key = WEIGHT_SETTINGS.get(name)
-        value = options.get(key) if key else None
+        value = needed.get(name) or (options.get(key) if key else None)
         local = Path(str(value)).expanduser() if value else None
         if local is not None and local.exists():
             checks.append(_local_weights_check(name, local))
         else:
-            checks.append(_weights_check(name, needed, strict=settings.engine != "auto",
-                                         engine=settings.engine))
+            checks.append(_weights_check(name, set(needed), strict=settings.engine != "auto",
+                                         engine=shown))
     return checks
 
 
 def _local_weights_check(name: str, folder: Path) -> Check:
     """A model setting that names a folder: the engine loads it instead of the download."""
     from faceswap_cam.models.wan import loading as wan_loading
-    from faceswap_cam.models.weights import fix_command
+    from faceswap_cam.models.weights import fix_command, get_model
 
-    if name != "wan-animate":
+    if get_model(name).layout != "diffusers":
         return Check(f"weights {name}", PASS, f"configured folder {folder}")
-    problems = wan_loading.check_folder(folder)
+    problems = wan_loading.check_folder(folder, name)
     if problems:
         return Check(f"weights {name}", FAIL,
                      f"configured folder {folder} is incomplete:\n" + "\n".join(problems[:5]),
@@ -994,7 +1019,7 @@ def _weights_check(name: str, needed: set[str], *, strict: bool, engine: str) ->
             return Check(check, PASS, f"{detail}; engine {engine} with these settings does "
                          "not use it")
         if strict:
-            return Check(check, FAIL, f"{detail}; engine wan-animate cannot start without it",
+            return Check(check, FAIL, f"{detail}; engine {engine} cannot start without it",
                          fix_command(name))
         return Check(check, WARN, f"{detail}; the daemon runs in passthrough until it is",
                      fix_command(name))

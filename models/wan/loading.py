@@ -80,12 +80,11 @@ def resolve_model_path(model: str | Path, name: str = "wan-animate") -> Path:
                                f"{weights.fix_command(name)}")
 
 
-def check_folder(path: Path) -> list[str]:
-    """Every problem that would stop ``from_pretrained`` on this Wan-Animate folder, as
-    readable lines: the weights' own layout check, so a folder a setting names and a download
-    are held to one rule."""
-    return [_describe(path, problem)
-            for problem in weights.check_structure("wan-animate", path)]
+def check_folder(path: Path, name: str = "wan-animate") -> list[str]:
+    """Every problem that would stop ``from_pretrained`` on this folder of registered model
+    ``name`` (a diffusers layout), as readable lines: the weights' own layout check, so a
+    folder a setting names and a download are held to one rule."""
+    return [_describe(path, problem) for problem in weights.check_structure(name, path)]
 
 
 def _describe(folder: Path, problem: weights.Problem) -> str:

@@ -123,8 +123,10 @@ def stream_settings(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _geometry(resolved: dict[str, Any]) -> dict[str, Any]:
+    # A gen_size the user gave keeps the preset's short side out (and wins over it).
     return {"steps": int(resolved["steps"]), "segment_frames": int(resolved["segment_frames"]),
-            "carry": int(resolved["carry"]), "gen_short_side": int(resolved["gen_short_side"])}
+            "carry": int(resolved["carry"]),
+            "gen_short_side": int(resolved.get("gen_short_side") or defaults.GEN_SHORT_SIDE)}
 
 
 def compiled_on_gpus(options: dict[str, Any], load: LoadOptions) -> LoadOptions:
@@ -166,6 +168,7 @@ def create(**options: Any) -> WanAnimate2Engine:
     model = str(options.get(MODEL_SETTING) or REPOS[variant])
     try:
         resolved = preset_options(options)
+        geometry = _geometry(resolved)  # a bad setting fails here, not after the long load
         pipe = load_pipeline(model, variant,
                              compiled_on_gpus(options, load_options(resolved)))
     except WeightsError as exc:
@@ -181,5 +184,6 @@ def create(**options: Any) -> WanAnimate2Engine:
         pipeline=pipe, seed=int(options.get("seed", defaults.SEED)),
         prompt=str(options.get("prompt", defaults.PROMPT)),
         gen_size=None if gen_size is None else (int(gen_size[0]), int(gen_size[1])),
-        **_geometry(resolved))
+        # The prompt length the checkpoint's transformer was built for (512 released).
+        max_sequence_length=int(pipe.transformer.config.get("text_len", 512)), **geometry)
 

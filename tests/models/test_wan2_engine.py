@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,30 @@ def test_registered_with_presets_weights_and_auto_first() -> None:
     assert required_weights({"preset": "quality"}) == [("wan-animate-2-base", None)]
 
 
-def test_auto_prefers_it_only_when_its_weights_are_there(tmp_path: Path) -> None:
+def test_auto_prefers_it_only_when_its_weights_are_there(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     pytest.importorskip("torch", reason="the model extra (torch) is not installed")
     options: dict[str, Any] = {"reference": "me.png", "wan2_model": str(tmp_path / "absent"),
                                "wan_model": str(tmp_path / "absent")}
-    assert resolve_engine_name("auto", options) == "passthrough"
-    options["wan2_model"] = str(tmp_path)  # a local folder counts as present
-    assert resolve_engine_name("auto", options) == "wan-animate-2"
+    with caplog.at_level(logging.INFO, logger="faceswap_cam.models.engine"):
+        assert resolve_engine_name("auto", options) == "passthrough"
+        # One line says what runs and why each better engine does not.
+        (record,) = caplog.records
+        assert record.levelno == logging.WARNING
+        assert record.getMessage().startswith("engine auto runs passthrough: wan-animate-2 is "
+                                              "not available")
+        assert "; wan-animate is not available" in record.getMessage()
+        caplog.clear()
+        # wan-animate's weights there, wan-animate-2's not: wan-animate, said as such.
+        wan_animate = {**options, "wan_model": str(tmp_path), "preprocessor": "stand-in"}
+        assert resolve_engine_name("auto", wan_animate) == "wan-animate"
+        (record,) = caplog.records
+        assert record.levelno == logging.INFO and "passthrough" not in record.getMessage()
+        assert record.getMessage().startswith("engine auto runs wan-animate: wan-animate-2 is")
+        caplog.clear()
+        options["wan2_model"] = str(tmp_path)  # a local folder counts as present
+        assert resolve_engine_name("auto", options) == "wan-animate-2"
+        assert not caplog.records
 
 
 def test_engine_swaps_camera_frames(tmp_path: Path) -> None:
@@ -116,3 +134,41 @@ def test_wan_animate_only_settings_the_user_gave_are_named() -> None:
                "explicit": ["mode", "feather_px", "steps"]}
     assert ignored_settings(options) == ["mode", "feather_px"]
     assert ignored_settings({"mode": "replace", "explicit": []}) == []
+
+
+def test_a_preset_and_a_generation_size_reach_diffusers_from_the_daemons_settings(
+        tmp_path: Path) -> None:
+    """`run --engine wan-animate-2 --preset live --gen-size WxH` builds the engine through
+    the registry as the daemon does: the live preset's steps reach the denoising loop, its
+    segment the batch sizes, and the given size the generation (it once failed at start with
+    a KeyError, after the whole model had loaded)."""
+    torch = pytest.importorskip("torch", reason="the model extra (torch) is not installed")
+    from faceswap_cam.daemon.config import load_settings
+    from faceswap_cam.daemon.pipeline.app import engine_options
+    from faceswap_cam.models.engine import create_engine
+    from faceswap_cam.models.wan2.presets import LIVE
+    from tests.wan2_tiny import HEIGHT, WIDTH, save_tiny_wan_animate_2
+
+    folder = save_tiny_wan_animate_2(tmp_path / "tiny", "distilled")
+    settings = load_settings({"engine": "wan-animate-2", "wan2_model": str(folder),
+                              "preset": "live", "gen_size": f"{WIDTH}x{HEIGHT}",
+                              "device": "cpu"}, environ={})
+    engine: Any = create_engine("wan-animate-2", **engine_options(settings))
+    try:
+        assert (engine.first_batch, engine.next_batch) == (
+            LIVE.segment_frames, LIVE.segment_frames - LIVE.carry)
+        forwards: list[int] = []
+        engine.pipe.transformer.register_forward_hook(lambda *_: forwards.append(1))
+        rng = np.random.default_rng(0)
+        engine.set_reference(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8))
+        camera = [rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+                  for _ in range(engine.first_batch)]
+        with torch.no_grad():
+            result = engine.process(camera)
+        assert result.swapped and len(result.frames) == LIVE.segment_frames
+        assert engine.generation_window[4:] == (WIDTH, HEIGHT)
+        # Every step one forward (the distilled checkpoint has no CFG), and the reference pass.
+        assert len(forwards) == LIVE.steps + 1
+        assert len(engine.pipe.scheduler.timesteps) == LIVE.steps
+    finally:
+        engine.close()

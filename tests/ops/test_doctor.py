@@ -559,8 +559,37 @@ def test_wan_animate_2_weights_come_from_its_engine(
     settings = Settings(engine="wan-animate-2", preset=preset)
     assert [name for name, _ in doctor.weights_needed(settings)] == [expected]
     checks = machine.run(settings_loader=lambda _: settings)
-    assert find(checks, f"weights {expected}").status == "FAIL"
+    missing = find(checks, f"weights {expected}")
+    assert missing.status == "FAIL"
+    assert "engine wan-animate-2 cannot start without it" in missing.detail
     assert find(checks, "weights detector").status != "FAIL"
+
+
+def test_auto_is_judged_by_the_engine_it_runs(
+        machine: FakeMachine, tmp_path: Path) -> None:
+    """`auto` with a Wan-Animate-2 folder configured runs wan-animate-2: the doctor asks for
+    its weights (the folder, checked as a download is), not wan-animate's set."""
+    pytest.importorskip("torch", reason="the model extra (torch) is not installed")
+    from tests.wan2_tiny import save_tiny_wan_animate_2
+
+    folder = save_tiny_wan_animate_2(tmp_path / "wan2", "distilled")
+    settings = Settings(wan2_model=str(folder))
+    assert doctor.weights_engine(settings) == "wan-animate-2"
+    checks = machine.run(settings_loader=lambda _: settings)
+    assert find(checks, "weights wan-animate-2") == doctor.Check(
+        "weights wan-animate-2", "PASS", f"configured folder {folder}")
+    for name in ("wan-animate", "detector", "pose", "sam2"):
+        unused = find(checks, f"weights {name}")
+        assert unused.status == "PASS", unused
+        assert "engine auto (wan-animate-2 here) with these settings does not use it" \
+            in unused.detail
+    # A configured folder the engine could not load fails with what is wrong in it.
+    (folder / "vae").rename(folder / "vae.old")
+    broken = find(machine.run(settings_loader=lambda _: settings), "weights wan-animate-2")
+    assert broken.status == "FAIL" and "vae" in broken.detail
+    # Nothing of Wan-Animate-2's there: judged by what a plain `models download` fetches.
+    assert doctor.weights_engine(Settings(wan2_model=str(tmp_path / "absent"))) == \
+        "wan-animate"
 
 
 # --- config, daemon, service -----------------------------------------------------------------
