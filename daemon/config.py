@@ -26,6 +26,7 @@ from pydantic import (
 from faceswap_cam.daemon import paths
 from faceswap_cam.daemon.engine_host.address import parse_engine_url, redact
 from faceswap_cam.models import defaults
+from faceswap_cam.models.batching import MAX_CADENCE
 from faceswap_cam.models.presets import PresetName
 from faceswap_cam.models.wan2.variants import Wan2Variant
 
@@ -110,6 +111,10 @@ class Settings(BaseModel):
     engine_gpus: int = Field(1, ge=1, le=64, description="GPUs of this machine the local "
                              "engine host splits wan-animate over (a host elsewhere chooses "
                              "its own with `engine serve --gpus N`)")
+    cadence: int | None = Field(
+        None, ge=1, le=MAX_CADENCE, description="the engine's starting cadence k: every k-th "
+        "camera frame is swapped, adapting from there (default: the preset's, else the "
+        "capacity plan's for this GPU)")
     fps: float = Field(30.0, gt=0, le=120)
     size: tuple[int, int] = Field((1280, 720), description="output WIDTHxHEIGHT, even numbers")
     duration: float | None = Field(None, gt=0, description="stop after SECONDS (default: run)")

@@ -65,6 +65,23 @@ def runnable_quantize(kind: str, device: str, *, explicit: bool) -> str:
     return kind
 
 
+#: The smallest largest-magnitude an activation row's fp8 scale is computed from. A row of
+#: zeros (the prompt padded to the model's 512 tokens; a learned padding token) would
+#: otherwise get a zero scale in torchao's plain fp8 path (the CPU, Ada GPUs, Hopper without
+#: its MSLK kernels): 0/0, NaN in every frame after it. Far below any real activation, so
+#: only those rows change (they stay zero). The cost: torchao then skips MSLK's fused row
+#: quantization on Hopper (not in the lent GPU machine's image, so not measured there).
+FP8_ACTIVATION_FLOOR = 1e-12
+
+
+def transformer_config(kind: str, device: str) -> Any:
+    """diffusers' ``TorchAoConfig`` for a transformer's ``--quantize kind`` (not ``none``),
+    checked for ``device`` first: a :class:`QuantizeError` says why fp8 cannot run here
+    before minutes of loading."""
+    diffusers: Any = importlib.import_module("diffusers")  # untyped constructors
+    return diffusers.TorchAoConfig(torchao_config(kind, device))
+
+
 def torchao_config(kind: str, device: str) -> Any:
     """The torchao ``AOBaseConfig`` for ``kind`` (not ``none``), checked for ``device``."""
     check_quantize(kind, device)
@@ -75,7 +92,8 @@ def torchao_config(kind: str, device: str) -> Any:
                             f"({defaults.MODELS_EXTRA_INSTALL})") from exc
     if kind == defaults.Quantize.FP8:
         # Per-row scales: closer to bf16 than one scale per tensor, at the same fp8 speed.
-        return torchao.Float8DynamicActivationFloat8WeightConfig(granularity=torchao.PerRow())
+        return torchao.Float8DynamicActivationFloat8WeightConfig(
+            granularity=torchao.PerRow(), activation_value_lb=FP8_ACTIVATION_FLOOR)
     return torchao.Int8WeightOnlyConfig()
 
 

@@ -31,8 +31,10 @@ def _untyped(module: str) -> Any:
     return importlib.import_module(module)
 
 
-def build_tiny_components(variant: str, seed: int = 0) -> dict[str, Any]:
-    """The pipeline's from-pretrained components, tiny; the same seed gives the same weights."""
+def build_tiny_components(variant: str, seed: int = 0, *, dim: int = 24) -> dict[str, Any]:
+    """The pipeline's from-pretrained components, tiny; the same seed gives the same weights.
+    ``dim=32`` makes the transformer's layers multiples of 16, as torchao's fp8 needs of a
+    layer it converts."""
     import torch
 
     diffusers, transformers = _untyped("diffusers"), _untyped("transformers")
@@ -53,7 +55,7 @@ def build_tiny_components(variant: str, seed: int = 0) -> dict[str, Any]:
         temperal_downsample=[False, True, True])
     torch.manual_seed(seed)
     transformer = diffusers.WanAnimate2Transformer3DModel(
-        text_len=PROMPT_MAX_LEN, in_dim=2 * LATENT_CHANNELS + 4, dim=24, ffn_dim=32,
+        text_len=PROMPT_MAX_LEN, in_dim=2 * LATENT_CHANNELS + 4, dim=dim, ffn_dim=32,
         freq_dim=32, text_dim=TEXT_DIM, out_dim=LATENT_CHANNELS, num_heads=2, num_layers=2)
     if variant == "base":
         scheduler = diffusers.DPMSolverMultistepScheduler(
@@ -65,14 +67,15 @@ def build_tiny_components(variant: str, seed: int = 0) -> dict[str, Any]:
             "scheduler": scheduler}
 
 
-def save_tiny_wan_animate_2(folder: Path, variant: str, seed: int = 0) -> Path:
+def save_tiny_wan_animate_2(folder: Path, variant: str, seed: int = 0, *, dim: int = 24
+                            ) -> Path:
     """Write a tiny checkpoint of ``variant`` (base | distilled) to ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     index: dict[str, Any] = {
         "_class_name": ("WanAnimate2ModularPipeline" if variant == "base"
                         else "WanAnimate2DistilledModularPipeline")}
-    for name, component in build_tiny_components(variant, seed).items():
+    for name, component in build_tiny_components(variant, seed, dim=dim).items():
         component.save_pretrained(str(folder / name))
         library = "diffusers" if type(component).__module__.startswith("diffusers") \
             else "transformers"

@@ -84,11 +84,12 @@ def build_tokenizer() -> Any:
     )
 
 
-def build_tiny_components(seed: int = 0) -> dict[str, Any]:
+def build_tiny_components(seed: int = 0, *, attention_head_dim: int = 12) -> dict[str, Any]:
     """The seven components of ``WanAnimatePipeline``, tiny and randomly initialised.
 
     Every model is built right after ``torch.manual_seed(seed)``, so the same seed gives the
-    same weights.
+    same weights. ``attention_head_dim=16`` makes the transformer's attention 32 wide, a
+    multiple of 16 as torchao's fp8 needs of a layer it converts (rope then splits 8/4/4).
     """
     import torch
 
@@ -149,7 +150,7 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
     transformer = diffusers.WanAnimateTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
-        attention_head_dim=12,  # rope splits it 4/4/4 over (t, h, w)
+        attention_head_dim=attention_head_dim,  # 12: rope splits it 4/4/4 over (t, h, w)
         in_channels=2 * LATENT_CHANNELS + 4,
         latent_channels=LATENT_CHANNELS,
         out_channels=LATENT_CHANNELS,
@@ -197,11 +198,12 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
     }
 
 
-def save_tiny_wan_animate(folder: Path, seed: int = 0) -> Path:
+def save_tiny_wan_animate(folder: Path, seed: int = 0, *, attention_head_dim: int = 12) -> Path:
     """Write a tiny ``WanAnimatePipeline`` to ``folder`` (diffusers layout) and return it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    pipe = _untyped("diffusers").WanAnimatePipeline(**build_tiny_components(seed))
+    pipe = _untyped("diffusers").WanAnimatePipeline(
+        **build_tiny_components(seed, attention_head_dim=attention_head_dim))
     pipe.save_pretrained(str(folder), safe_serialization=True)
     return folder
 

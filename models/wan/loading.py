@@ -184,8 +184,8 @@ def quantization_config(kind: str, device: str) -> Any:
     FLOP; the VAE and encoders stay as they are). fp8 only where the GPU computes in fp8."""
     import importlib
 
-    from faceswap_cam.models.quantize import torchao_config
+    from faceswap_cam.models.quantize import transformer_config
 
     diffusers: Any = importlib.import_module("diffusers")  # untyped constructors
     return diffusers.PipelineQuantizationConfig(
-        quant_mapping={"transformer": diffusers.TorchAoConfig(torchao_config(kind, device))})
+        quant_mapping={"transformer": transformer_config(kind, device)})

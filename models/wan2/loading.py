@@ -52,12 +52,9 @@ def transformer_quantization(kind: str, device: str) -> Any:
     cannot run here before minutes of loading. None for ``none``."""
     if kind == "none":
         return None
-    import diffusers
+    from faceswap_cam.models.quantize import transformer_config
 
-    from faceswap_cam.models.quantize import torchao_config
-
-    lib: Any = diffusers
-    return lib.TorchAoConfig(torchao_config(kind, device))
+    return transformer_config(kind, device)
 
 
 def load_components(folder: Path, dtype: Any, *, shift: float | None = None,

@@ -4,6 +4,7 @@ and the predictions follow the stated formulas."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -264,5 +265,16 @@ def test_daemon_starting_cadence_comes_from_the_plan(monkeypatch: pytest.MonkeyP
                              size=(848, 480))
     assert balanced is not None and plain is not None and balanced.cadence != plain.cadence
     assert planned_cadence(Settings(), "wan-animate-2") == balanced.cadence
+    # A preset's own cadence, and the user's `--cadence` over everything, plan or not.
+    from faceswap_cam.models.presets import PRESETS, PresetName
+
+    live = PRESETS["wan-animate", PresetName.LIVE]
+    monkeypatch.setitem(PRESETS, ("wan-animate", PresetName.LIVE),
+                        dataclasses.replace(live, cadence=5))
+    assert planned_cadence(Settings(preset="live"), "wan-animate") == 5
+    assert planned_cadence(Settings(preset="live", cadence=2), "wan-animate") == 2
+    assert planned_cadence(Settings(cadence=3), "debug") == 3
+    assert planned_cadence(settings.model_copy(update={"engine_url": "ws://x", "cadence": 3}),
+                           "wan-animate") == 3
     monkeypatch.setattr(plan_predict, "local_gpu_name", lambda **_: None)
     assert planned_cadence(settings, "wan-animate") == 1

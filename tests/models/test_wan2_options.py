@@ -86,6 +86,36 @@ def test_int8_output_stays_close_to_the_unquantized_output(tiny_model: Path) -> 
     assert measured >= MIN_PSNR_DB
 
 
+def test_fp8_output_stays_close_to_the_unquantized_output(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp8 as the daemon loads it on an fp8 GPU, here on the CPU (tests/models/test_quantize.py
+    says how), against the unquantized model, both bf16."""
+    from faceswap_cam.models import quantize
+    from tests.models.test_quantize import FP8_MAX_ABS_ERROR, FP8_MIN_PSNR_DB
+
+    quant_api: Any = pytest.importorskip("torchao.quantization.quant_api")
+    if not hasattr(quant_api, "_check_hardware_support"):
+        pytest.skip("this torchao checks the hardware elsewhere")
+    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda *_: None)
+    real = quantize.check_quantize
+    monkeypatch.setattr(quantize, "check_quantize", lambda kind, device, **_: real(
+        kind, "cuda", capability=(9, 0), gpu_name="a stand-in"))
+    # Layers 32 wide: torchao converts only layers whose sizes are multiples of 16.
+    model = str(save_tiny_wan_animate_2(tmp_path / "tiny", "distilled", dim=32))
+    reference = segments(load_pipeline(model, Wan2Variant.DISTILLED,
+                                       LoadOptions(device="cpu", dtype="bf16")))
+    pipe = load_pipeline(model, Wan2Variant.DISTILLED,
+                         LoadOptions(device="cpu", dtype="bf16", quantize="fp8"))
+    assert "Float8" in type(pipe.transformer.blocks[0].self_attn.to_q.weight).__name__
+    quantized = segments(pipe)
+    assert not np.isnan(quantized).any()
+    error = float(np.abs(quantized - reference).max())
+    measured = psnr(quantized, reference)
+    print(f"fp8 vs none (bf16): max abs {error:.4f}, PSNR {measured:.1f} dB")
+    assert 0 < error <= FP8_MAX_ABS_ERROR
+    assert measured >= FP8_MIN_PSNR_DB
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"device": "cpu", "quantize": "fp8"}, r"--quantize fp8 needs an NVIDIA GPU.*int8"),
     ({"loras": ["style.safetensors"]}, r"does not support --lora.*--engine wan-animate"),
