@@ -62,7 +62,8 @@ def render_text(rows: Sequence[PlanRow], gpu: Gpu, efficiencies: Mapping[str, Ef
     lines += format_rows(rows)
     lines += [
         "",
-        "  *: the preset's own size and L; window: frame, the whole frame at this size;",
+        "  *: the preset's own size and L (a preset that carries 5 frames has no L = 9 row:",
+        "  carrying 5 needs L >= 13); window: frame, the whole frame at this size;",
         "  person, the square window around the person that replace mode generates when the",
         "  person fits one with room to move (a centred head-and-shoulders shot; a wider",
         "  person takes a 4:3 window or the whole frame, so the daemon's starting cadence",

@@ -587,3 +587,33 @@ def test_the_product_marks_its_optional_weights_on_request() -> None:
     assert weights_registry.WAN_ANIMATE_2.on_request
     assert weights_registry.WAN_ANIMATE_2_BASE.on_request
     assert not weights_registry.WAN_ANIMATE.on_request
+
+
+def test_only_wan_animate_2_fetches_a_folder_its_engine_loads(
+        isolated: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`models download --only wan-animate-2` from a repo shaped like the tiny checkpoint
+    (plus what a repo carries besides): the patterns take exactly the pipeline's files, the
+    folder passes the layout check and verify, and wan-animate-2's loader loads it."""
+    pytest.importorskip("torch", reason="the model extra (torch) is not installed")
+    from faceswap_cam.models.wan.loading import LoadOptions
+    from faceswap_cam.models.wan2.loading import load_pipeline
+    from faceswap_cam.models.wan2.variants import Wan2Variant
+    from tests.wan2_tiny import save_tiny_wan_animate_2
+
+    tiny = save_tiny_wan_animate_2(tmp_path / "tiny", "distilled")
+    pipeline_files = {p.relative_to(tiny).as_posix(): p.read_bytes()
+                      for p in tiny.rglob("*") if p.is_file()}
+    repo = {**pipeline_files, "README.md": b"# Wan-Animate-2\n", ".gitattributes": b"*\n",
+            "transformer/diffusion_pytorch_model.bin": b"B" * 40, "assets/demo.png": b"P" * 9}
+    spec = weights_registry.WAN_ANIMATE_2
+    monkeypatch.setitem(weights_registry._REGISTRY, spec.name, spec)
+    hub = FakeHub(files=repo)
+    assert cli("download", "--only", "wan-animate-2", api=hub) == 0
+    assert {call["repo_id"] for _, call in hub.calls} == {spec.repo_id}
+    folder = isolated / "wan-animate-2"
+    on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert on_disk == set(pipeline_files) | {MANIFEST_NAME}
+    assert weights.check_structure("wan-animate-2", folder) == []
+    assert weights.verify("wan-animate-2").ok
+    pipe = load_pipeline(str(folder), Wan2Variant.DISTILLED, LoadOptions(device="cpu"))
+    assert type(pipe.transformer).__name__ == "WanAnimate2Transformer3DModel"
