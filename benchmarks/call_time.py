@@ -8,13 +8,15 @@ at one step, then the timed ones), plus what the plan does not model (quantizing
 model, compiling), from the ``ASSUMED_*`` allowances. While it runs, :class:`Budget` scales
 those predictions by how the runs so far compared with theirs, skips a run that would not end
 inside the budget (cheapest runs go first, so what is skipped is the costliest), and at the
-budget itself SIGALRM stops the run as the device call's SIGTERM does
-(:func:`stopped_by_signals`): the table and the JSON line of what was measured, exit 124.
+budget itself the run stops as at the device call's SIGTERM (:func:`stopped_by_signals`):
+the table and the JSON line of what was measured, exit 124.
 """
 
 from __future__ import annotations
 
+import _thread
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -86,7 +88,8 @@ def planned_text(planned: Sequence[PlannedRun], budget: Budget, source: str) -> 
     total = sum(run.seconds for run in planned)
     lines = [f"Predicted run time ({source}; ASSUMED allowances for quantizing, compiling and "
              "a fresh model): " + ", ".join(f"{run.label} {run.seconds:.0f} s" for run in planned)
-             + f"; {total:.0f} s in all, {budget.left():.0f} s of the {budget.seconds:.0f} s "
+             + f"; {total:.0f} s in all, {max(0.0, budget.left()):.0f} s of the "
+             f"{budget.seconds:.0f} s "
              "budget left"]
     if total > budget.left():
         lines.append("  over the budget: the runs that would not end inside it are skipped, "
@@ -143,28 +146,46 @@ class StopSignal:
 
 @contextmanager
 def stopped_by_signals(budget: Budget | None = None) -> Iterator[StopSignal]:
-    """SIGTERM (the device call's ``timeout``), or SIGALRM when ``budget`` runs out, ends the
-    block early (:class:`Stopped`, raised in the main thread) and sets ``stopped`` and
-    ``why``, so a run stopped part-way still prints its table and JSON line (Python's default
-    for SIGTERM ends the process at once). The previous handlers are put back."""
+    """SIGTERM (the device call's ``timeout``), or ``budget`` running out, ends the block
+    early (:class:`Stopped`, raised in the main thread) and sets ``stopped`` and ``why``, so a
+    run stopped part-way still prints its table and JSON line (Python's default for SIGTERM
+    ends the process at once). A budget spent before the block starts stops it at once
+    (``stopped`` set as it begins: what it runs should check). The budget's timer is a thread
+    that interrupts the main thread as SIGTERM would, so the process's own interval timer
+    (pytest-timeout's, say) is left alone. The previous SIGTERM handler is put back, and
+    neither stop can escape the block once it is closing."""
     state = StopSignal()
+    lock = threading.Lock()
+    closing = False
 
     def stop(signum: int, frame: Any) -> None:
-        state.why = ("SIGTERM (the call's time limit)" if signum == signal.SIGTERM
-                     else f"its {budget.seconds if budget else 0:g} s budget")
+        if closing:
+            return
+        state.why = state.why or "SIGTERM (the call's time limit)"
         raise Stopped
 
-    previous_term = signal.signal(signal.SIGTERM, stop)
-    previous_alarm = signal.signal(signal.SIGALRM, stop) if budget else None
+    def out_of_budget() -> None:
+        with lock:
+            if not closing:
+                state.why = f"its {budget.seconds if budget else 0:g} s budget"
+                _thread.interrupt_main(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    timer: threading.Timer | None = None
+    if budget is not None:
+        if budget.left() <= 0:
+            state.stopped, state.why = True, f"its {budget.seconds:g} s budget"
+        else:
+            timer = threading.Timer(budget.left(), out_of_budget)
+            timer.daemon = True
+            timer.start()
     try:
-        if budget:
-            # setitimer(0) would disarm the timer: a budget already spent stops at once.
-            signal.setitimer(signal.ITIMER_REAL, max(budget.left(), 1e-3))
         yield state
     except Stopped:
         state.stopped = True
     finally:
-        if budget:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous_alarm)
-        signal.signal(signal.SIGTERM, previous_term)
+        with lock:
+            closing = True
+        if timer is not None:
+            timer.cancel()
+        signal.signal(signal.SIGTERM, previous)

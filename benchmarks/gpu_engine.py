@@ -699,20 +699,28 @@ class Model:
         self.running = "none"
         self.unavailable: set[str] = set()  # kinds this machine cannot run: run unquantized
         self.failed: set[str] = set()  # kinds whose conversion failed: not measured
-        #: A CUDA error left the context unusable: every later run would fail the same way
-        #: (or hang), so the run ends with its table.
+        #: No later run can go on: a CUDA error left the context unusable (every later run
+        #: would fail the same way, or hang), or a fresh model could not be built. The run
+        #: ends with its table.
         self.lost = False
 
     def quantized_for(self, asked: str, label: str) -> bool:
         """The transformer as ``asked`` (or unquantized where this machine cannot run that);
-        False: the conversion failed, and the run is skipped."""
+        False: the conversion failed, and the run is skipped (or no model: ``lost``)."""
         wanted = "none" if asked in self.unavailable else asked
         if wanted in self.failed:
             self.notes.append(f"skipped {label}: converting to {wanted} failed")
             return False
         if self.running not in (wanted, "none"):
             del self.pipe
-            self.pipe = rebuilt(self.args, self.device)
+            try:
+                self.pipe = rebuilt(self.args, self.device)
+            except Exception as exc:  # out of memory, say: no model for any later run
+                self.notes.append(f"a fresh model for {label} failed: {type(exc).__name__}: "
+                                  f"{exc}"[:300] + "; the runs after it were not tried")
+                print(f"  a fresh model failed ({exc})", flush=True)
+                self.lost = True
+                return False
             self.running = "none"
         if wanted != self.running:
             outcome = quantize_transformer(self.pipe.transformer, wanted, self.device,
@@ -775,21 +783,24 @@ def preset_main(args: argparse.Namespace, device: torch.device, budget: Budget) 
         print(line, flush=True)
     with stopped_by_signals(budget) as stop:
         for (preset, shape, label), run in zip(runs, planned, strict=True):
+            if stop.stopped:  # the budget was spent before the first run
+                break
             if not budget.allows(run.seconds):
                 notes.append(f"skipped {label}: {budget.why_skipped(run.seconds)}")
                 continue
             began = time.monotonic()
-            try:
-                if not model.quantized_for(asked[label], label):
-                    continue
-                row = model.measured(preset, shape, label, gpu=gpu, table_gpu=table_gpu,
-                                     peak=peak, efficiency=efficiency)
-            finally:
-                budget.record(run.seconds, time.monotonic() - began)
+            if not model.quantized_for(asked[label], label):
+                if model.lost:
+                    break
+                continue
+            row = model.measured(preset, shape, label, gpu=gpu, table_gpu=table_gpu,
+                                 peak=peak, efficiency=efficiency)
             if row is None:
                 if model.lost:
                     break
                 continue
+            # Only a run that measured says how the predictions compare with this machine.
+            budget.record(run.seconds, time.monotonic() - began)
             rows.append(row)
             print(f"  measured preset {label}: {row.batch_s:.3f} s/batch", flush=True)
             save_measured(args, table_gpu, gpu_name, rows, "wan-animate")

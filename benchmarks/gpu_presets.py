@@ -639,6 +639,8 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device, budget: Bud
         print(line, flush=True)
     with stopped_by_signals(budget) as stop:
         for (own, preset, shape), run in zip(jobs, planned, strict=True):
+            if stop.stopped:  # the budget was spent before the first run
+                break
             if not budget.allows(run.seconds):
                 skipped[run.label] = budget.why_skipped(run.seconds)
                 continue
@@ -669,8 +671,8 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device, budget: Bud
                 skipped[preset.name.value] = f"out of GPU memory at {shape.label}"
                 torch.cuda.empty_cache()
                 continue
-            finally:
-                budget.record(run.seconds, time.monotonic() - began)
+            # Only a run that measured says how the predictions compare with this machine.
+            budget.record(run.seconds, time.monotonic() - began)
             dit_flops = work.dit_per_batch(preset.steps, m.cfg)[0]
             dit_tflops = dit_flops / m.dit_s / 1e12 if m.dit_s else 0.0
             vae_tflops = work.vae_flops / m.vae_s / 1e12 if m.vae_s and work.vae_flops else None

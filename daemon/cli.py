@@ -68,8 +68,9 @@ def _add_run_parser(subparsers: Any) -> None:
                      help="split wan-animate over N GPUs of this machine in the local child "
                      "host (`engine serve --gpus N`; default 1)")
     run.add_argument("--cadence", type=_positive_int, metavar="K",
-                     help="swap every K-th camera frame at start, adapting from there "
-                     "(default: the preset's, else the capacity plan's for this GPU)")
+                     help="swap every K-th camera frame at start (1 to 30), adapting from "
+                     "there (default: the preset's, else the capacity plan's for this GPU, "
+                     "else 1)")
     fps, (width, height) = _default("fps"), _default("size")
     run.add_argument("--fps", type=float, help=f"output frame rate (default {fps:g})")
     run.add_argument("--size", help=f"output size WIDTHxHEIGHT (default {width}x{height})")

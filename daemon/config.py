@@ -114,7 +114,7 @@ class Settings(BaseModel):
     cadence: int | None = Field(
         None, ge=1, le=MAX_CADENCE, description="the engine's starting cadence k: every k-th "
         "camera frame is swapped, adapting from there (default: the preset's, else the "
-        "capacity plan's for this GPU)")
+        "capacity plan's for this GPU, else 1)")
     fps: float = Field(30.0, gt=0, le=120)
     size: tuple[int, int] = Field((1280, 720), description="output WIDTHxHEIGHT, even numbers")
     duration: float | None = Field(None, gt=0, description="stop after SECONDS (default: run)")

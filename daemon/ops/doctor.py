@@ -933,23 +933,26 @@ def _gib(size: int) -> float:
 # weights
 
 
-def weights_needed(settings: Settings) -> list[tuple[str, str | None]]:
-    """(model, what its setting says) for every registered model the configured engine loads:
-    the engine's own list, so the doctor asks for exactly what the engine checks for."""
+def weights_needed(settings: Settings, engine: str | None = None
+                   ) -> list[tuple[str, str | None]]:
+    """(model, what its setting says) for every registered model the engine loads (``engine``,
+    else :func:`weights_engine`'s): the engine's own list, so the doctor asks for exactly what
+    the engine checks for."""
     from faceswap_cam.models.engine import required_weights
 
     # The explicit settings: a preset's LoRA is needed only where no LoRA is configured.
-    return required_weights(weights_engine(settings), {**settings.model_dump(mode="json"),
-                                                       "explicit": settings.explicit()})
+    return required_weights(engine or weights_engine(settings),
+                            {**settings.model_dump(mode="json"),
+                             "explicit": settings.explicit()})
 
 
-def weights_engine(settings: Settings) -> str:
+def weights_engine(settings: Settings, swaps: str | None = None) -> str:
     """The engine whose weights the doctor asks for: the configured one; for ``auto``, the one
-    ``auto`` runs with these settings (:func:`auto_swaps`), else wan-animate (what a plain
-    ``models download`` fetches)."""
+    ``auto`` runs with these settings (``swaps``, else :func:`auto_swaps`), else wan-animate
+    (what a plain ``models download`` fetches)."""
     if settings.engine != "auto":
         return settings.engine
-    return auto_swaps(settings) or "wan-animate"
+    return swaps or auto_swaps(settings) or "wan-animate"
 
 
 def auto_swaps(settings: Settings) -> str | None:
@@ -970,11 +973,10 @@ def _weights_checks(settings: Settings) -> list[Check]:
     from faceswap_cam.models.weights import model_names
 
     options = settings.model_dump(mode="json")
+    swaps = auto_swaps(settings) if settings.engine == "auto" else None
     # What the engine's own list says a setting names (wan2_model for either checkpoint).
-    needed = dict(weights_needed(settings))
-    shown = settings.engine
-    if settings.engine == "auto" and (swaps := auto_swaps(settings)):
-        shown = f"auto ({swaps} here)"
+    needed = dict(weights_needed(settings, weights_engine(settings, swaps)))
+    shown = f"auto ({swaps} here)" if swaps else settings.engine
     checks = []
     for name in model_names():
         key = WEIGHT_SETTINGS.get(name)

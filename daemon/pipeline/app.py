@@ -182,20 +182,18 @@ def running_preset(settings: Settings, engine: str) -> str | None:
 
 
 def planned_cadence(settings: Settings, engine: str) -> int:
-    """The engine's starting cadence: the one the user gave, else the preset's, else the
-    capacity plan's for a model engine on this machine's GPU; 1 when there is no plan
+    """The engine's starting cadence: the one the user gave, else a local model engine's
+    preset's, else the capacity plan's for it on this machine's GPU; 1 when there is no plan
     (stand-in engines, an unknown GPU, an engine host elsewhere)."""
     if settings.cadence is not None:
         return settings.cadence
-    if engine not in ENGINE_MODELS:
+    if engine not in ENGINE_MODELS or settings.engine_url:
         return 1
     # What the engine will run: its preset's values wherever the user gave none.
     load_presets(engine)
     options = apply_preset(engine_options(settings), engine)
     if options.get("cadence"):
         return int(options["cadence"])
-    if settings.engine_url:
-        return 1
     size = settings.gen_size or batching.generation_size(
         settings.size, int(options.get("gen_short_side") or defaults.GEN_SHORT_SIDE))
     timing = predict_settings(
