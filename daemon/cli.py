@@ -265,7 +265,7 @@ def _engine(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return EXIT_CONFIG
     _configure_logging(settings.log_level)
     from faceswap_cam.daemon.engine_host.child import OPTIONS_ENV
-    from faceswap_cam.daemon.engine_host.host import serve
+    from faceswap_cam.daemon.engine_host.host import exit_now, serve
     from faceswap_cam.daemon.pipeline.app import engine_options
 
     # A child host gets exactly the options its daemon resolved.
@@ -299,17 +299,22 @@ def _engine(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print("faceswap-cam: --new-token replaces the token a TLS host keeps: add --tls "
               "(a plain loopback host makes a new token each start)", file=sys.stderr)
         return EXIT_CONFIG
-    try:
-        if args.group_rank:
-            from faceswap_cam.daemon.engine_host.distributed import run_rank
+    if args.group_rank:
+        from faceswap_cam.daemon.engine_host.distributed import run_rank
 
-            return run_rank(args.gpus, options, lambda build: serve(
-                settings.engine, options, listen, exit_with_parent=args.exit_with_parent,
-                engine_factory=build, **tls), exit_with_parent=args.exit_with_parent)
-        return serve(settings.engine, options, listen, exit_with_parent=args.exit_with_parent,
+        run_rank(args.gpus, options, lambda build: serve(
+            settings.engine, options, listen, exit_with_parent=args.exit_with_parent,
+            engine_factory=build, **tls), exit_with_parent=args.exit_with_parent)
+    try:
+        code = serve(settings.engine, options, listen, exit_with_parent=args.exit_with_parent,
                      **tls)
     except KeyboardInterrupt:
-        return 130
+        code = 130
+    except SystemExit as exc:  # SIGTERM, once the engine is closed (host.exit_in_order)
+        code = exc.code if isinstance(exc.code, int) else 0
+    if args.exit_with_parent is not None:
+        exit_now(code)
+    return code
 
 
 def _add_render_parser(subparsers: Any) -> None:

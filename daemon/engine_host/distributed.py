@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import numpy as np
 
 from faceswap_cam.daemon.engine_host.child import OPTIONS_ENV, TOKEN_ENV
-from faceswap_cam.daemon.engine_host.host import sigterm_unwinds
+from faceswap_cam.daemon.engine_host.host import exit_now, sigterm_unwinds
 from faceswap_cam.models.engine import (
     REFERENCE_FROM_CLIENT,
     EngineError,
@@ -238,10 +238,7 @@ def run_rank(gpus: int, options: dict[str, Any],
     except BaseException:
         traceback.print_exc()
     finally:
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        exit_now(code)
 
 
 def _rank(gpus: int, options: dict[str, Any],

@@ -196,3 +196,33 @@ def test_sigterm_closes_the_engine_and_removes_the_socket(tmp_path: Path) -> Non
     _, stderr = process.communicate(timeout=20)
     assert process.returncode == 0, stderr
     assert not socket_path.exists()
+
+
+def test_a_daemons_child_host_ends_without_the_interpreters_teardown(tmp_path: Path) -> None:
+    """A child host (``--exit-with-parent``) ends as soon as its engine is closed and its
+    socket removed: the seconds of tearing torch and diffusers down would be spent while its
+    daemon waits (3 s, then SIGKILL). An exit hook of the interpreter's marks a teardown."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    marker = tmp_path / "torn-down"
+    (hooks / "sitecustomize.py").write_text(
+        "import atexit, pathlib\n"
+        f"atexit.register(pathlib.Path({str(marker)!r}).touch)\n")
+    socket_path = tmp_path / "engine.sock"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(hooks), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    for child in (False, True):
+        flags = ["--exit-with-parent", str(os.getpid())] if child else []
+        process = subprocess.Popen(
+            [sys.executable, "-m", "faceswap_cam.daemon.cli", "engine", "serve", "--engine",
+             "debug", "--listen", f"unix:{socket_path}", *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        assert process.stdout is not None
+        assert process.stdout.readline()  # the pairing line: serving
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+        assert process.returncode == 0, stderr
+        assert not socket_path.exists()
+        # A host a person started ends as any program does; a daemon's child at once.
+        assert marker.exists() is not child
+        marker.unlink(missing_ok=True)
