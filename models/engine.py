@@ -33,6 +33,11 @@ class EngineError(RuntimeError):
     """An engine cannot be created or cannot run; the message says how to fix it."""
 
 
+class EngineInterrupted(EngineError):
+    """``interrupt()`` ended a call midway (its result was no longer wanted: the daemon is
+    stopping, or gave up on the call): not a failure of the engine."""
+
+
 class EngineLost(EngineError):
     """The engine itself went away during a call (its process died, its connection broke):
     the call's input was never judged, so the caller keeps it for the next engine it

@@ -8,7 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from faceswap_cam.models.engine import Box, EngineError, GenerationWindow, SwapResult
+from faceswap_cam.models.engine import (
+    Box,
+    EngineError,
+    EngineInterrupted,
+    GenerationWindow,
+    SwapResult,
+)
 
 
 class PassthroughEngine:
@@ -78,7 +84,7 @@ class DebugEngine:
         if self._closed:
             raise EngineError("debug engine is closed")
         if self._interrupted.wait(self.delay_s):  # the delay, cut short by interrupt()
-            raise EngineError("debug engine call interrupted")
+            raise EngineInterrupted("debug engine call interrupted")
         self.calls += 1
         outputs = [np.empty_like(frame) for frame in frames]
         return SwapResult(outputs, changed=self._invert(frames, outputs))
@@ -87,7 +93,7 @@ class DebugEngine:
         if self._closed:
             raise EngineError("debug engine is closed")
         if self._interrupted.wait(self.delay_s):
-            raise EngineError("debug engine call interrupted")
+            raise EngineInterrupted("debug engine call interrupted")
         self.calls += 1
         self._invert(frames, outputs)
         return True

@@ -54,6 +54,7 @@ from faceswap_cam.daemon.engine_host.protocol import (
 from faceswap_cam.models.engine import (
     REFERENCE_FROM_CLIENT,
     EngineError,
+    EngineInterrupted,
     SwapEngine,
     SwapResult,
     WritesIntoOutputs,
@@ -271,7 +272,11 @@ class EngineHostServer:
             return
         except ReferenceError as exc:
             reply, body = Error(message=str(exc), fix="use another reference image"), b""
-        except EngineError as exc:  # a failure the engine explains (or an interrupted call)
+        except EngineInterrupted as exc:  # its result is no longer wanted: not a failure
+            logger.info("engine call interrupted: %s", exc)
+            reply, body = Error(message=f"{self.engine_name} on the host: {exc}",
+                                interrupted=True), b""
+        except EngineError as exc:  # a failure the engine explains
             logger.warning("engine call failed: %s", exc)
             reply, body = Error(message=f"{self.engine_name} failed on the host: {exc}",
                                 fix="see the engine host's log"), b""

@@ -168,6 +168,8 @@ class Error(_Header):
     type: Literal["error"] = "error"
     message: str
     fix: str = ""
+    #: The call was interrupted (its result no longer wanted), not failed.
+    interrupted: bool = False
 
 
 Message = Hello | Welcome | Reference | Stage | Process | Result | Reset | Interrupt | Ok | Error

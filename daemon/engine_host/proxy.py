@@ -35,7 +35,13 @@ from faceswap_cam.daemon.engine_host.protocol import (
     Stage,
     Welcome,
 )
-from faceswap_cam.models.engine import EngineError, EngineLost, GenerationWindow, SwapResult
+from faceswap_cam.models.engine import (
+    EngineError,
+    EngineInterrupted,
+    EngineLost,
+    GenerationWindow,
+    SwapResult,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +62,11 @@ class EngineHostError(EngineError):
     def __init__(self, message: str, fix: str = "") -> None:
         super().__init__(message)
         self.fix = fix
+
+
+class EngineHostInterrupted(EngineHostError, EngineInterrupted):
+    """The host's engine was interrupted in this call (the daemon's ``interrupt()``): not a
+    failure of the host."""
 
 
 class EngineHostLost(EngineHostError, EngineLost):
@@ -294,6 +305,8 @@ class EngineHostProxy:
     def process(self, frames: Sequence[np.ndarray]) -> SwapResult:
         try:
             return self._process(frames)
+        except EngineInterrupted:  # asked for: a stop, or a call given up on
+            raise
         except Exception as exc:
             self.failure = str(exc) or repr(exc)  # for on_close: the status says it
             raise
@@ -402,7 +415,8 @@ class EngineHostProxy:
             finally:
                 self._in_flight = False
         if isinstance(reply, Error):
-            raise EngineHostError(reply.message, reply.fix)
+            raise (EngineHostInterrupted if reply.interrupted else EngineHostError)(
+                reply.message, reply.fix)
         if not isinstance(reply, Ok | Result):
             raise EngineHostError(f"the engine host answered {reply.type} to {header.type}")
         return reply, body

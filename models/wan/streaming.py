@@ -27,6 +27,7 @@ import PIL.Image
 import torch
 
 from faceswap_cam.models import defaults
+from faceswap_cam.models.engine import EngineInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class _Conditioning:
                              cat(self.mask, new.mask))
 
 
-class GenerationInterrupted(RuntimeError):
+class GenerationInterrupted(EngineInterrupted):
     """``interrupt()`` stopped a segment midway; the stream must be reset."""
 
 

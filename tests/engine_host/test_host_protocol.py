@@ -19,7 +19,7 @@ from faceswap_cam.daemon.engine_host.child import ChildEngineHost
 from faceswap_cam.daemon.engine_host.protocol import Error, Hello, Welcome
 from faceswap_cam.daemon.engine_host.proxy import EngineHostError, EngineHostProxy
 from faceswap_cam.models.engine import EngineError, EngineLost
-from tests.engine_host.helpers import serving
+from tests.engine_host.helpers import serving, wait_for
 
 
 def raw(url: EngineUrl) -> object:
@@ -226,3 +226,31 @@ def test_a_daemons_child_host_ends_without_the_interpreters_teardown(tmp_path: P
         # A host a person started ends as any program does; a daemon's child at once.
         assert marker.exists() is not child
         marker.unlink(missing_ok=True)
+
+
+def test_an_interrupted_call_is_not_a_failure_of_the_host() -> None:
+    """A daemon that stops (or gives up on a call) interrupts it: the host answers that it was
+    interrupted, not that it failed, so the daemon does not report the host as stopped after
+    a failure."""
+    import concurrent.futures
+
+    from faceswap_cam.daemon.engine_host.proxy import EngineHostInterrupted
+    from faceswap_cam.models.engine import EngineInterrupted
+
+    closed_with: list[tuple[bool, str]] = []
+    with serving("--engine", "debug", "--engine-delay-ms", "20000") as (url, _):
+        proxy = EngineHostProxy.connect(
+            url, url.token or "", frame_size=None, call_timeout_s=60,
+            on_close=lambda hung, failure: closed_with.append((hung, failure)))
+        try:
+            frame = np.full((48, 64, 3), 200, np.uint8)
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                call = pool.submit(proxy.process, [frame] * proxy.first_batch)
+                wait_for(lambda: proxy._in_flight, 20, "the call on its way")
+                proxy.interrupt()
+                with pytest.raises(EngineHostInterrupted, match="interrupted") as caught:
+                    call.result(timeout=20)
+            assert isinstance(caught.value, EngineInterrupted)
+        finally:
+            proxy.close()
+    assert closed_with == [(False, "")]  # no failure to report

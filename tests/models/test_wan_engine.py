@@ -266,8 +266,9 @@ def test_engine_auto_without_weights_runs_in_passthrough(cli_env: dict[str, str]
         [faceswap_cam_exe(), "run", "--source", "demo", "--sink", "null", "--size", "320x240",
          "--duration", "1"], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
-    assert "engine wan-animate is not available" in result.stderr
-    assert "faceswap-cam models download --only wan-animate" in result.stderr
+    assert "engine auto runs passthrough: wan-animate-2 is not available" in result.stderr
+    assert "; wan-animate is not available" in result.stderr
+    assert "faceswap-cam models download --only wan-animate\n" in result.stderr
     assert json.loads(result.stdout)["engine"] == "passthrough"
     explicit = subprocess.run(
         [faceswap_cam_exe(), "run", "--source", "demo", "--sink", "null", "--engine",
