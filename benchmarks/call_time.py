@@ -127,6 +127,19 @@ class Budget:
         self._predicted += predicted_s
         self._took += took_s
 
+    def runnable(self, planned: Sequence[PlannedRun], stop: StopSignal,
+                 skip: Callable[[str, str], None]) -> Iterator[int]:
+        """The indices of ``planned`` to run, in order: none once ``stop`` is set (a budget
+        spent before the first run), and none that would not end inside the budget
+        (``skip(label, why)`` is told of those)."""
+        for index, run in enumerate(planned):
+            if stop.stopped:
+                return
+            if not self.allows(run.seconds):
+                skip(run.label, self.why_skipped(run.seconds))
+                continue
+            yield index
+
     def why_skipped(self, predicted_s: float) -> str:
         return (f"expected {self.expected(predicted_s):.0f} s "
                 f"(predicted {predicted_s:.0f} s x {self.scale():.2f}, how the runs so far "

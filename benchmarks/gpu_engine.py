@@ -782,12 +782,9 @@ def preset_main(args: argparse.Namespace, device: torch.device, budget: Budget) 
     for line in planned_text(planned, budget, efficiency.source):
         print(line, flush=True)
     with stopped_by_signals(budget) as stop:
-        for (preset, shape, label), run in zip(runs, planned, strict=True):
-            if stop.stopped:  # the budget was spent before the first run
-                break
-            if not budget.allows(run.seconds):
-                notes.append(f"skipped {label}: {budget.why_skipped(run.seconds)}")
-                continue
+        for index in budget.runnable(planned, stop, skip=lambda label, why: notes.append(
+                f"skipped {label}: {why}")):
+            (preset, shape, label), run = runs[index], planned[index]
             began = time.monotonic()
             if not model.quantized_for(asked[label], label):
                 if model.lost:

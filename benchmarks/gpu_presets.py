@@ -638,12 +638,8 @@ def wan2_preset_main(args: argparse.Namespace, device: torch.device, budget: Bud
     for line in planned_text(planned, budget, efficiency.source):
         print(line, flush=True)
     with stopped_by_signals(budget) as stop:
-        for (own, preset, shape), run in zip(jobs, planned, strict=True):
-            if stop.stopped:  # the budget was spent before the first run
-                break
-            if not budget.allows(run.seconds):
-                skipped[run.label] = budget.why_skipped(run.seconds)
-                continue
+        for index in budget.runnable(planned, stop, skip=skipped.__setitem__):
+            (own, preset, shape), run = jobs[index], planned[index]
             began = time.monotonic()
             variant = PRESET_VARIANTS.get(preset.name.value, VARIANT).value
             pipe = pipes[variant]

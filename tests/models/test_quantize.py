@@ -126,23 +126,13 @@ def test_a_presets_fp8_runs_unquantized_where_fp8_cannot_run(
     assert quantize.runnable_quantize("fp8", "cuda:0", explicit=False) == "none"
 
 
-def test_fp8_output_stays_close_to_the_unquantized_output(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("fp8_on_the_cpu")
+def test_fp8_output_stays_close_to_the_unquantized_output(tmp_path: Path) -> None:
     """fp8 as the daemon loads it on an fp8 GPU (diffusers' torchao config, per-row scales),
-    here on the CPU: the capability check is told this is such a GPU and torchao's own check
-    is stubbed; torch runs the fp8 matmuls in software, as torchao's plain path does on a GPU.
-    torchao's fp8 takes bf16 weights, so both runs are bf16 and the difference is fp8's alone.
-    It found every frame NaN: the prompt's zero padding rows got a zero scale (0/0), which
+    here on the CPU (tests/models/conftest.py says how). torchao's fp8 takes bf16 weights, so
+    both runs are bf16 and the difference is fp8's alone. It found every frame NaN: the
+    prompt's zero padding rows got a zero scale (0/0), which
     ``quantize.FP8_ACTIVATION_FLOOR`` now prevents."""
-    from faceswap_cam.models import quantize
-
-    quant_api: Any = pytest.importorskip("torchao.quantization.quant_api")
-    if not hasattr(quant_api, "_check_hardware_support"):
-        pytest.skip("this torchao checks the hardware elsewhere")
-    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda *_: None)
-    real = quantize.check_quantize
-    monkeypatch.setattr(quantize, "check_quantize", lambda kind, device, **_: real(
-        kind, "cuda", capability=(9, 0), gpu_name="a stand-in"))
     # Layers 32 wide: torchao converts only layers whose sizes are multiples of 16.
     model = str(save_tiny_wan_animate(tmp_path / "tiny", attention_head_dim=16))
     reference = segments(load_pipeline(model, LoadOptions(device="cpu", dtype="bf16")))

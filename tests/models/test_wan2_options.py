@@ -86,20 +86,12 @@ def test_int8_output_stays_close_to_the_unquantized_output(tiny_model: Path) -> 
     assert measured >= MIN_PSNR_DB
 
 
-def test_fp8_output_stays_close_to_the_unquantized_output(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """fp8 as the daemon loads it on an fp8 GPU, here on the CPU (tests/models/test_quantize.py
+@pytest.mark.usefixtures("fp8_on_the_cpu")
+def test_fp8_output_stays_close_to_the_unquantized_output(tmp_path: Path) -> None:
+    """fp8 as the daemon loads it on an fp8 GPU, here on the CPU (tests/models/conftest.py
     says how), against the unquantized model, both bf16."""
-    from faceswap_cam.models import quantize
     from tests.models.test_quantize import FP8_MAX_ABS_ERROR, FP8_MIN_PSNR_DB
 
-    quant_api: Any = pytest.importorskip("torchao.quantization.quant_api")
-    if not hasattr(quant_api, "_check_hardware_support"):
-        pytest.skip("this torchao checks the hardware elsewhere")
-    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda *_: None)
-    real = quantize.check_quantize
-    monkeypatch.setattr(quantize, "check_quantize", lambda kind, device, **_: real(
-        kind, "cuda", capability=(9, 0), gpu_name="a stand-in"))
     # Layers 32 wide: torchao converts only layers whose sizes are multiples of 16.
     model = str(save_tiny_wan_animate_2(tmp_path / "tiny", "distilled", dim=32))
     reference = segments(load_pipeline(model, Wan2Variant.DISTILLED,

@@ -140,3 +140,15 @@ def test_a_budget_spent_before_the_block_stops_it_as_it_begins() -> None:
     with stopped_by_signals(budget) as stop:
         assert stop.stopped and stop.why == "its 10 s budget"
     assert stop.stopped
+
+
+def test_the_runs_a_budget_lets_through_and_those_it_skips() -> None:
+    from benchmarks.call_time import PlannedRun, StopSignal
+
+    budget = Budget(100, FakeClock())
+    planned = [PlannedRun("live", 30), PlannedRun("quality", 160), PlannedRun("balanced", 60)]
+    skipped: dict[str, str] = {}
+    assert list(budget.runnable(planned, StopSignal(), skipped.__setitem__)) == [0, 2]
+    assert list(skipped) == ["quality"] and "160 s" in skipped["quality"]
+    # Stopped before the first run (a budget already spent): nothing runs, nothing is judged.
+    assert list(budget.runnable(planned, StopSignal(stopped=True), skipped.__setitem__)) == []
