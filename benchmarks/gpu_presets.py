@@ -39,7 +39,6 @@ import argparse
 import dataclasses
 import importlib
 import json
-import os
 import statistics
 import time
 import warnings
@@ -82,7 +81,7 @@ from faceswap_cam.models.plan.gpus import (
     measured_entry,
     save_efficiency,
 )
-from faceswap_cam.models.plan.host import load_host_cost, save_host_cost
+from faceswap_cam.models.plan.host import host_entry, load_host_cost, save_host_cost
 from faceswap_cam.models.plan.memory import weight_bytes
 from faceswap_cam.models.plan.preprocessing import ASSUMED_PREPROCESS
 from faceswap_cam.models.plan.rows import row_for
@@ -555,11 +554,9 @@ def save_wan2_host(args: argparse.Namespace, table_gpu: Gpu | None, gpu_name: st
     measured = measured_host_ms(rows)
     if args.tiny or table_gpu is None or measured is None:
         return
-    save_host_cost(args.efficiency_file or EFFICIENCY_FILE, WAN2_ENGINE, {
-        "preprocess_ms": round(measured, 2), "replace_ms": 0.0,
-        "cpus": os.cpu_count(), "device": gpu_name, "camera": f"{CAMERA[0]}x{CAMERA[1]}",
-        "measured": time.strftime("%Y-%m-%d"),
-        "by": "benchmarks/gpu_engine.py --engine wan-animate-2 --preset"})
+    save_host_cost(args.efficiency_file or EFFICIENCY_FILE, WAN2_ENGINE, host_entry(
+        measured, 0.0, device=gpu_name, camera=CAMERA,
+        by="benchmarks/gpu_engine.py --engine wan-animate-2 --preset"))
 
 
 def use_attention_backend(transformer: Any, args: argparse.Namespace,

@@ -888,10 +888,9 @@ def save_host_work(measured: dict[str, float], args: argparse.Namespace) -> None
         # What the plan's figure stands for (models/plan/host.py).
         print("  (host work not written: the plan's is the person window of a 1280x720 camera)")
         return
-    plan_host.save_host_cost(args.efficiency_file, "wan-animate", {
-        **measured, "cpus": os.cpu_count(), "device": torch.cuda.get_device_name(),
-        "camera": f"{args.camera[0]}x{args.camera[1]}", "measured": time.strftime("%Y-%m-%d"),
-        "by": "benchmarks/preprocess.py --gpu"})
+    plan_host.save_host_cost(args.efficiency_file, "wan-animate", plan_host.host_entry(
+        measured["preprocess_ms"], measured["replace_ms"], device=torch.cuda.get_device_name(),
+        camera=tuple(args.camera), by="benchmarks/preprocess.py --gpu"))
     print(f"  host work written to {args.efficiency_file}")
 
 

@@ -20,6 +20,8 @@ daemon's cadence then follows what it measures (daemon/pipeline/cadence.py).
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,16 @@ def load_host_cost(engine: str, path: Path | None = None) -> HostCost:
     where = f"{entry.get('cpus', '?')} CPUs beside {entry.get('device', 'a GPU')}"
     return HostCost(float(pre), float(replace), False,
                     f"{_per_frame(pre, replace, '.1f')}, measured on {where} ({path.name})")
+
+
+def host_entry(preprocess_ms: float, replace_ms: float, *, device: str,
+                   camera: tuple[int, int], by: str) -> dict[str, Any]:
+    """A host measurement as the efficiency file keeps it: the figures, this machine's CPU
+    count, the GPU beside it, the camera the work was measured for, the date and the
+    benchmark that measured it."""
+    return {"preprocess_ms": round(preprocess_ms, 2), "replace_ms": round(replace_ms, 2),
+            "cpus": os.cpu_count(), "device": device, "camera": f"{camera[0]}x{camera[1]}",
+            "measured": time.strftime("%Y-%m-%d"), "by": by}
 
 
 def save_host_cost(path: Path, engine: str, entry: dict[str, Any]) -> None:
