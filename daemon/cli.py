@@ -265,7 +265,7 @@ def _engine(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return EXIT_CONFIG
     _configure_logging(settings.log_level)
     from faceswap_cam.daemon.engine_host.child import OPTIONS_ENV
-    from faceswap_cam.daemon.engine_host.host import exit_now, serve
+    from faceswap_cam.daemon.engine_host.host import exit_code, exit_now, serve
     from faceswap_cam.daemon.pipeline.app import engine_options
 
     # A child host gets exactly the options its daemon resolved.
@@ -300,18 +300,11 @@ def _engine(args: argparse.Namespace, argv: Sequence[str]) -> int:
               "(a plain loopback host makes a new token each start)", file=sys.stderr)
         return EXIT_CONFIG
     if args.group_rank:
-        from faceswap_cam.daemon.engine_host.distributed import run_rank
-
-        run_rank(args.gpus, options, lambda build: serve(
+        distributed.run_rank(args.gpus, options, lambda build: serve(
             settings.engine, options, listen, exit_with_parent=args.exit_with_parent,
             engine_factory=build, **tls), exit_with_parent=args.exit_with_parent)
-    try:
-        code = serve(settings.engine, options, listen, exit_with_parent=args.exit_with_parent,
-                     **tls)
-    except KeyboardInterrupt:
-        code = 130
-    except SystemExit as exc:  # SIGTERM, once the engine is closed (host.exit_in_order)
-        code = exc.code if isinstance(exc.code, int) else 0
+    code = exit_code(lambda: serve(settings.engine, options, listen,
+                                   exit_with_parent=args.exit_with_parent, **tls))
     if args.exit_with_parent is not None:
         exit_now(code)
     return code

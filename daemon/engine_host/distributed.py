@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import numpy as np
 
 from faceswap_cam.daemon.engine_host.child import OPTIONS_ENV, TOKEN_ENV
-from faceswap_cam.daemon.engine_host.host import exit_now, sigterm_unwinds
+from faceswap_cam.daemon.engine_host.host import exit_code, exit_now, sigterm_unwinds
 from faceswap_cam.models.engine import (
     REFERENCE_FROM_CLIENT,
     EngineError,
@@ -230,11 +230,8 @@ def run_rank(gpus: int, options: dict[str, Any],
         _watch_parent(exit_with_parent, lambda: os._exit(1))
     code = 1
     try:
-        code = _rank(gpus, options, serve_host)
-    except SystemExit as exc:  # rank 0 asked to stop (SIGTERM), after an orderly close
-        code = exc.code if isinstance(exc.code, int) else 0
-    except KeyboardInterrupt:
-        code = 130
+        # A SIGTERM: rank 0 asked to stop, after an orderly close.
+        code = exit_code(lambda: _rank(gpus, options, serve_host))
     except BaseException:
         traceback.print_exc()
     finally:

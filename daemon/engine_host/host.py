@@ -638,6 +638,17 @@ def sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def exit_code(run: Callable[[], int]) -> int:
+    """``run()``'s exit status, also where a SIGTERM (:func:`exit_in_order`, after an orderly
+    close) or a Ctrl-C (the shell's 128 + SIGINT) ends it."""
+    try:
+        return run()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        return 130
+
+
 def exit_now(code: int) -> NoReturn:
     """End a host process once its engine is closed and its socket removed, without tearing
     down the interpreter: collecting torch's and diffusers' module graph takes seconds more

@@ -946,13 +946,16 @@ def weights_needed(settings: Settings, engine: str | None = None
                              "explicit": settings.explicit()})
 
 
-def weights_engine(settings: Settings, swaps: str | None = None) -> str:
+def weights_engine(settings: Settings) -> str:
     """The engine whose weights the doctor asks for: the configured one; for ``auto``, the one
-    ``auto`` runs with these settings (``swaps``, else :func:`auto_swaps`), else wan-animate
-    (what a plain ``models download`` fetches)."""
-    if settings.engine != "auto":
-        return settings.engine
-    return swaps or auto_swaps(settings) or "wan-animate"
+    ``auto`` runs with these settings (:func:`auto_swaps`), else wan-animate (what a plain
+    ``models download`` fetches)."""
+    return _weights_engine(settings, auto_swaps(settings) if settings.engine == "auto" else None)
+
+
+def _weights_engine(settings: Settings, swaps: str | None) -> str:
+    """:func:`weights_engine` once ``auto`` is judged (``swaps``)."""
+    return swaps or (settings.engine if settings.engine != "auto" else "wan-animate")
 
 
 def auto_swaps(settings: Settings) -> str | None:
@@ -975,7 +978,7 @@ def _weights_checks(settings: Settings) -> list[Check]:
     options = settings.model_dump(mode="json")
     swaps = auto_swaps(settings) if settings.engine == "auto" else None
     # What the engine's own list says a setting names (wan2_model for either checkpoint).
-    needed = dict(weights_needed(settings, weights_engine(settings, swaps)))
+    needed = dict(weights_needed(settings, _weights_engine(settings, swaps)))
     shown = f"auto ({swaps} here)" if swaps else settings.engine
     checks = []
     for name in model_names():
