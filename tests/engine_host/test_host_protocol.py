@@ -182,26 +182,11 @@ def test_a_client_keeps_its_frames_and_mapping_when_the_host_is_killed() -> None
 
 
 def test_sigterm_closes_the_engine_and_removes_the_socket(tmp_path: Path) -> None:
-    # uvicorn re-raises SIGTERM with the default action once it stops serving; the host must
-    # still unwind: engine closed, Unix socket removed, exit 0 (not killed by the signal).
-    socket_path = tmp_path / "engine.sock"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "faceswap_cam.daemon.cli", "engine", "serve", "--engine",
-         "debug", "--listen", f"unix:{socket_path}", "--log-level", "INFO"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    assert process.stdout.readline()  # the pairing line: serving
-    assert socket_path.exists()
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=20)
-    assert process.returncode == 0, stderr
-    assert not socket_path.exists()
-
-
-def test_a_daemons_child_host_ends_without_the_interpreters_teardown(tmp_path: Path) -> None:
-    """A child host (``--exit-with-parent``) ends as soon as its engine is closed and its
-    socket removed: the seconds of tearing torch and diffusers down would be spent while its
-    daemon waits (3 s, then SIGKILL). An exit hook of the interpreter's marks a teardown."""
+    """uvicorn re-raises SIGTERM with the default action once it stops serving; the host must
+    still unwind: engine closed, Unix socket removed, exit 0 (not killed by the signal). A
+    daemon's child host (``--exit-with-parent``) then ends at once, without the interpreter's
+    teardown: the seconds of tearing torch and diffusers down would be spent while its daemon
+    waits (3 s, then SIGKILL). An exit hook of the interpreter's marks a teardown."""
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     marker = tmp_path / "torn-down"
@@ -212,13 +197,14 @@ def test_a_daemons_child_host_ends_without_the_interpreters_teardown(tmp_path: P
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(hooks), *filter(None, [os.environ.get("PYTHONPATH")])])}
     for child in (False, True):
-        flags = ["--exit-with-parent", str(os.getpid())] if child else []
+        flags = ["--exit-with-parent", str(os.getpid())] if child else ["--log-level", "INFO"]
         process = subprocess.Popen(
             [sys.executable, "-m", "faceswap_cam.daemon.cli", "engine", "serve", "--engine",
              "debug", "--listen", f"unix:{socket_path}", *flags],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         assert process.stdout is not None
         assert process.stdout.readline()  # the pairing line: serving
+        assert socket_path.exists()
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=20)
         assert process.returncode == 0, stderr

@@ -226,16 +226,12 @@ def test_the_benchmark_quantizes_the_transformer_as_the_daemon_loads_it() -> Non
     assert after > before  # the linear layers now hold quantized weights
 
 
-def test_the_benchmark_leaves_the_fp32_parts_unquantized_as_diffusers_does(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("fp8_on_the_cpu")
+def test_the_benchmark_leaves_the_fp32_parts_unquantized_as_diffusers_does() -> None:
     """The random-weight transformer keeps ``_keep_in_fp32_modules`` in fp32 as a loaded
     checkpoint does, and torchao's fp8 takes only bf16 weights: quantizing those too failed
     on the first of them (the time embedder), and the GPU run then measured no fp8 row."""
-    quant_api = pytest.importorskip("torchao.quantization.quant_api")
     torchao: Any = importlib.import_module("torchao.quantization")
-    if not hasattr(quant_api, "_check_hardware_support"):
-        pytest.skip("this torchao checks the hardware elsewhere")
-    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda *_: None)  # no fp8 GPU
     from benchmarks.gpu_presets import default_dtype, keep_fp32_parts
     from faceswap_cam.models.plan.animate import ANIMATE_14B_TRANSFORMER
 

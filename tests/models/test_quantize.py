@@ -19,6 +19,7 @@ from faceswap_cam.models.quantize import QuantizeError, check_quantize  # noqa: 
 from faceswap_cam.models.wan.engine import create  # noqa: E402
 from faceswap_cam.models.wan.loading import LoadOptions, load_pipeline  # noqa: E402
 from faceswap_cam.models.wan.streaming import SegmentInputs, StreamingWanAnimate  # noqa: E402
+from tests.models.quantized import check_fp8_close, psnr  # noqa: E402
 from tests.wan_tiny import FACE_SIZE, HEIGHT, PROMPT_MAX_LEN, WIDTH, save_tiny_wan_animate  # noqa: E402
 
 #: Measured on the tiny model (2 segments of 5 frames, 2 steps, fp32 activations, CPU): int8
@@ -27,11 +28,6 @@ from tests.wan_tiny import FACE_SIZE, HEIGHT, PROMPT_MAX_LEN, WIDTH, save_tiny_w
 #: and still fail on a broken quantization (wrong scales give noise, PSNR near 10 dB).
 MIN_PSNR_DB = 50.0
 MAX_ABS_ERROR = 0.01  # 2.5 levels of 255
-#: fp8 (weights and activations, per-row scales) against unquantized, both bf16, on the same
-#: CPU: 0.0078 of full scale (2 levels of 255) and 56.5 dB, about bf16's own distance from
-#: fp32 on this model (0.013, 57.9 dB).
-FP8_MIN_PSNR_DB = 45.0
-FP8_MAX_ABS_ERROR = 0.03
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +52,6 @@ def segments(pipe: Any, count: int = 2) -> np.ndarray:
             pose=[PIL.Image.fromarray(np.roll(pose, i, axis=1)) for i in range(new)],
             face=[PIL.Image.fromarray(np.roll(face, i, axis=0)) for i in range(new)])))
     return np.concatenate(out)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 def test_int8_output_stays_close_to_the_unquantized_output(tiny_model: Path) -> None:
@@ -140,10 +131,4 @@ def test_fp8_output_stays_close_to_the_unquantized_output(tmp_path: Path) -> Non
     block = quantized_pipe.transformer.blocks[0]
     for layer in (block.attn1.to_q, block.attn2.to_k, block.ffn.net[2]):
         assert "Float8" in type(layer.weight).__name__  # the weights really are fp8
-    quantized = segments(quantized_pipe)
-    error = float(np.abs(quantized - reference).max())
-    measured = psnr(quantized, reference)
-    print(f"fp8 vs none (bf16): max abs {error:.4f}, PSNR {measured:.1f} dB")
-    assert not np.isnan(quantized).any()
-    assert 0 < error <= FP8_MAX_ABS_ERROR
-    assert measured >= FP8_MIN_PSNR_DB
+    check_fp8_close(segments(quantized_pipe), reference)

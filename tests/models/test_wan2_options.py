@@ -22,6 +22,7 @@ from faceswap_cam.models.wan2.engine import create  # noqa: E402
 from faceswap_cam.models.wan2.loading import load_pipeline  # noqa: E402
 from faceswap_cam.models.wan2.streaming import StreamingWanAnimate2  # noqa: E402
 from faceswap_cam.models.wan2.variants import MODEL_SETTING, Wan2Variant  # noqa: E402
+from tests.models.quantized import check_fp8_close, psnr  # noqa: E402
 from tests.wan2_tiny import HEIGHT, PROMPT_MAX_LEN, WIDTH, save_tiny_wan_animate_2  # noqa: E402
 
 #: Measured on the tiny model (2 segments of 5 and 4 new frames, 2 steps, fp32 activations,
@@ -62,11 +63,6 @@ def segments(pipe: Any) -> np.ndarray:
     return np.concatenate(out).astype(np.float64)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a - b) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
-
-
 def test_int8_output_stays_close_to_the_unquantized_output(tiny_model: Path) -> None:
     # "auto" is the daemon's default: diffusers knows no such backend, the loader picks one.
     reference = segments(load_pipeline(str(tiny_model), Wan2Variant.DISTILLED,
@@ -90,8 +86,6 @@ def test_int8_output_stays_close_to_the_unquantized_output(tiny_model: Path) -> 
 def test_fp8_output_stays_close_to_the_unquantized_output(tmp_path: Path) -> None:
     """fp8 as the daemon loads it on an fp8 GPU, here on the CPU (tests/models/conftest.py
     says how), against the unquantized model, both bf16."""
-    from tests.models.test_quantize import FP8_MAX_ABS_ERROR, FP8_MIN_PSNR_DB
-
     # Layers 32 wide: torchao converts only layers whose sizes are multiples of 16.
     model = str(save_tiny_wan_animate_2(tmp_path / "tiny", "distilled", dim=32))
     reference = segments(load_pipeline(model, Wan2Variant.DISTILLED,
@@ -99,13 +93,7 @@ def test_fp8_output_stays_close_to_the_unquantized_output(tmp_path: Path) -> Non
     pipe = load_pipeline(model, Wan2Variant.DISTILLED,
                          LoadOptions(device="cpu", dtype="bf16", quantize="fp8"))
     assert "Float8" in type(pipe.transformer.blocks[0].self_attn.to_q.weight).__name__
-    quantized = segments(pipe)
-    assert not np.isnan(quantized).any()
-    error = float(np.abs(quantized - reference).max())
-    measured = psnr(quantized, reference)
-    print(f"fp8 vs none (bf16): max abs {error:.4f}, PSNR {measured:.1f} dB")
-    assert 0 < error <= FP8_MAX_ABS_ERROR
-    assert measured >= FP8_MIN_PSNR_DB
+    check_fp8_close(segments(pipe), reference)
 
 
 @pytest.mark.parametrize(("options", "message"), [
